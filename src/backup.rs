@@ -1,0 +1,800 @@
+//! The backup command: walk a source tree, compare it with the parent snapshot's view, read what
+//! changed, and commit a new layer.
+//!
+//! Threads: the calling thread walks (readdir + lstat + comparison with the parent view) and hands
+//! files that must be read to a pool of workers, which read, chunk, hash and compress; one writer
+//! thread appends to packs; one layer thread stores entries. Every channel is bounded, so memory
+//! does not grow with the data.
+//!
+//! Commit order: packs fsynced → their index entries → layer entries → snapshot record (one sled
+//! insert, the commit point) → flush. A backup killed at any moment leaves no visible snapshot;
+//! packs already finished stay indexed and are reused by the next backup.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::chunker;
+use crate::compress::{self, Compression};
+use crate::entry::{ChunkRef, Entry, Kind};
+use crate::error::{Error, IoContext, Result};
+use crate::fsmeta::{self, entry_from_meta};
+use crate::id::{ChunkId, SnapshotId};
+use crate::layers::{join, View};
+use crate::repo::keys;
+use crate::repo::pack::RecordType;
+use crate::repo::writer::PackWriter;
+use crate::repo::Repo;
+use crate::snapshot::{BackupKind, BackupStats, Snapshot};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Backup kind; `None` = full when the source has no full yet, else incremental.
+    pub kind: Option<BackupKind>,
+    /// Labels stored with the snapshot.
+    pub tags: Vec<String>,
+    /// Glob patterns; a path is skipped when its relative path or its name matches.
+    pub excludes: Vec<String>,
+    /// Source name to use instead of the absolute path.
+    pub source_name: Option<String>,
+    /// Read every file even when its metadata says it is unchanged.
+    pub rehash: bool,
+    /// Reader/compressor threads; 0 = one per CPU (at least 2).
+    pub threads: usize,
+}
+
+/// A committed backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's record.
+    pub snapshot: Snapshot,
+    /// Human-readable warnings (unreadable, vanished, or changing files).
+    pub warnings: Vec<String>,
+}
+
+/// Layer blobs are cut at this size; they exist so the index can be rebuilt from packs.
+const LAYER_BLOB_SIZE: usize = 1 << 20;
+/// How often a file that changes while read is read again before it is stored as read.
+const HOT_RETRIES: usize = 3;
+
+enum PackMsg {
+    Chunk {
+        id: ChunkId,
+        raw_len: u32,
+        compression: Compression,
+        payload: Vec<u8>,
+    },
+    Blob(Vec<u8>),
+}
+
+struct LayerMsg {
+    dir: Vec<u8>,
+    name: Vec<u8>,
+    entry: Entry,
+}
+
+struct FileJob {
+    dir: Vec<u8>,
+    name: Vec<u8>,
+    path: PathBuf,
+    entry: Entry,
+    existed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_read: AtomicU64,
+    read_bytes: AtomicU64,
+    layer_entries: AtomicU64,
+}
+
+struct Shared {
+    repo: Arc<Repo>,
+    level: i32,
+    in_flight: Arc<Mutex<HashSet<ChunkId>>>,
+    warnings: Mutex<Vec<String>>,
+    counters: Counters,
+    /// Chunk lists of hard-linked files already read, by source inode.
+    links: Mutex<HashMap<u64, (Vec<ChunkRef>, u64)>>,
+}
+
+impl Shared {
+    fn warn(&self, msg: String) {
+        log::warn!("{msg}");
+        self.warnings.lock().unwrap().push(msg);
+    }
+}
+
+fn new_snapshot_id(time_ns: i64, host: &str, source: &str) -> SnapshotId {
+    let mut rnd = [0u8; 16];
+    // SAFETY: writes at most rnd.len() bytes into rnd.
+    unsafe { libc::getrandom(rnd.as_mut_ptr() as *mut libc::c_void, rnd.len(), 0) };
+    let mut h = blake3::Hasher::new();
+    h.update(&time_ns.to_le_bytes());
+    h.update(host.as_bytes());
+    h.update(source.as_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&rnd);
+    SnapshotId(h.finalize().as_bytes()[..16].try_into().unwrap())
+}
+
+fn build_excludes(patterns: &[String]) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let g = globset::Glob::new(p.trim_end_matches('/'))
+            .map_err(|e| Error::InvalidArgument(format!("Bad --exclude pattern {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map_err(|e| Error::InvalidArgument(format!("Bad --exclude patterns: {e}")))
+}
+
+/// Backs up `source` into `repo` and commits a snapshot.
+pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let meta = match fs::metadata(source) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::SourceMissing(source.to_path_buf()))
+        }
+        Err(e) => return Err(e).ctx("Reading source", source),
+    };
+    if !meta.is_dir() {
+        return Err(Error::SourceNotDir(source.to_path_buf()));
+    }
+    let source = fs::canonicalize(source).ctx("Resolving source", source)?;
+    let source_name = opts
+        .source_name
+        .clone()
+        .unwrap_or_else(|| source.to_string_lossy().into_owned());
+    let excludes = build_excludes(&opts.excludes)?;
+
+    let history: Vec<Snapshot> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.source == source_name)
+        .collect();
+    let last_full = history.iter().rev().find(|s| s.kind == BackupKind::Full);
+    let mut kind = opts.kind.unwrap_or(if last_full.is_some() {
+        BackupKind::Incremental
+    } else {
+        BackupKind::Full
+    });
+    let parent = match kind {
+        BackupKind::Full => None,
+        BackupKind::Incremental => history.last(),
+        BackupKind::Differential => last_full,
+    };
+    if kind != BackupKind::Full && parent.is_none() {
+        log::warn!("Source {source_name} has no full snapshot yet; making a full backup");
+        kind = BackupKind::Full;
+    }
+    let parent_view = parent.map(|p| View::open(repo, &p.id)).transpose()?;
+
+    let removed = repo.packs().remove_unfinished()?;
+    if removed > 0 {
+        log::info!("Removed {removed} unfinished pack(s) of an interrupted backup");
+    }
+
+    let time_ns = crate::time::now_ns();
+    let host = fsmeta::hostname();
+    let id = new_snapshot_id(time_ns, &host, &source_name);
+    let shared = Arc::new(Shared {
+        repo: repo.clone(),
+        level: repo.compression(),
+        in_flight: Arc::new(Mutex::new(HashSet::new())),
+        warnings: Mutex::new(Vec::new()),
+        counters: Counters::default(),
+        links: Mutex::new(HashMap::new()),
+    });
+
+    let threads = if opts.threads > 0 {
+        opts.threads
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2)
+    };
+    let (pack_tx, pack_rx) = bounded::<PackMsg>(threads * 4);
+    let (layer_tx, layer_rx) = bounded::<LayerMsg>(1024);
+    let (job_tx, job_rx) = bounded::<FileJob>(threads * 16);
+
+    let writer = {
+        let w = PackWriter::new(repo.clone(), shared.in_flight.clone());
+        std::thread::Builder::new()
+            .name("strata-pack".into())
+            .spawn(move || pack_thread(w, pack_rx))
+            .expect("spawn pack writer")
+    };
+    let layer_thread = {
+        let repo = repo.clone();
+        let pack_tx = pack_tx.clone();
+        std::thread::Builder::new()
+            .name("strata-layer".into())
+            .spawn(move || layer_thread(repo, id, layer_rx, pack_tx))
+            .expect("spawn layer writer")
+    };
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (shared, rx, ptx, ltx) = (
+                shared.clone(),
+                job_rx.clone(),
+                pack_tx.clone(),
+                layer_tx.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("strata-read-{i}"))
+                .spawn(move || worker(&shared, rx, ptx, ltx))
+                .expect("spawn reader")
+        })
+        .collect();
+    drop(job_rx);
+
+    let mut walker = Walker {
+        shared: &shared,
+        parent: parent_view.as_ref(),
+        full: kind == BackupKind::Full,
+        rehash: opts.rehash,
+        excludes,
+        jobs: job_tx,
+        layer: layer_tx.clone(),
+        touched: HashMap::new(),
+        link_seen: HashSet::new(),
+        deferred: Vec::new(),
+        stats: BackupStats::default(),
+    };
+    let walked = walker.walk(&source);
+    let Walker {
+        jobs,
+        layer,
+        touched,
+        deferred,
+        mut stats,
+        ..
+    } = walker;
+    drop(jobs);
+    drop(layer);
+    let mut first_err = None;
+    for w in workers {
+        if let Err(e) = w.join().expect("reader thread panicked") {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Err(e) = walked {
+        first_err.get_or_insert(e);
+    }
+    if first_err.is_none() {
+        // Hard links after the first of their group: copy the content the first one got.
+        let links = shared.links.lock().unwrap();
+        for (dir, name, mut entry) in deferred {
+            match links.get(&entry.ino) {
+                Some((chunks, size)) => {
+                    entry.chunks = chunks.clone();
+                    entry.size = *size;
+                    let _ = layer_tx.send(LayerMsg { dir, name, entry });
+                }
+                None => shared.warn(format!(
+                    "Skipped hard link {}: its first link could not be read",
+                    String::from_utf8_lossy(&join(&dir, &name))
+                )),
+            }
+        }
+    }
+    drop(layer_tx);
+    let layer_result = layer_thread.join().expect("layer thread panicked");
+    drop(pack_tx);
+    let writer_result = writer.join().expect("pack thread panicked");
+    let (blobs, mut writer) = match (first_err, layer_result, writer_result) {
+        (None, Ok(blobs), Ok(w)) => (blobs, w),
+        (walk, layer, write) => {
+            discard_layer(repo, &id);
+            // The root cause is whichever failure is not just another thread noticing it.
+            let errs = [write.err(), layer.err(), walk];
+            let mut errs = errs.into_iter().flatten();
+            let first = errs.next().expect("some part failed");
+            let root = std::iter::once(first).chain(errs).reduce(|a, b| {
+                if matches!(a, Error::Aborted) {
+                    b
+                } else {
+                    a
+                }
+            });
+            return Err(root.expect("some part failed"));
+        }
+    };
+
+    if kind != BackupKind::Full {
+        let mut batch = sled::Batch::default();
+        for (dir, opaque) in &touched {
+            batch.insert(keys::layerdir_key(&id, dir), &[*opaque as u8]);
+        }
+        repo.layerdirs.apply_batch(batch)?;
+    }
+
+    let c = &shared.counters;
+    stats.files_read = c.files_read.load(Ordering::Relaxed);
+    stats.read_bytes = c.read_bytes.load(Ordering::Relaxed);
+    stats.layer_entries = c.layer_entries.load(Ordering::Relaxed);
+    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap());
+    stats.warnings = warnings.len() as u64;
+    let mut snapshot = Snapshot {
+        id,
+        time_ns,
+        host,
+        source: source_name,
+        kind,
+        parent: parent.map(|p| p.id),
+        depth: parent.map_or(1, |p| p.depth + 1),
+        tags: opts.tags.clone(),
+        stats,
+        layer_blobs: blobs,
+    };
+    // The pack copy of the record is written before the figures of the last pack are known; the
+    // sled record below carries the final ones.
+    writer.add_blob(RecordType::Snapshot, &snapshot.encode())?;
+    let ws = writer.finish()?;
+    snapshot.stats.new_chunks = ws.new_chunks;
+    snapshot.stats.new_bytes = ws.new_bytes;
+    snapshot.stats.stored_bytes = ws.stored_bytes;
+    snapshot.stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    repo.snapshots.insert(id.0, snapshot.encode())?;
+    repo.flush()?;
+    log::info!(
+        "Committed snapshot {} ({} entries in layer)",
+        id,
+        snapshot.stats.layer_entries
+    );
+    Ok(BackupOutcome { snapshot, warnings })
+}
+
+/// Best-effort removal of an uncommitted layer's entries after a failed backup (they are invisible
+/// anyway: no snapshot record points at them).
+fn discard_layer(repo: &Repo, id: &SnapshotId) {
+    for kv in repo.layers.scan_prefix(id.0).keys().flatten() {
+        let _ = repo.layers.remove(kv);
+    }
+}
+
+fn pack_thread(mut w: PackWriter, rx: Receiver<PackMsg>) -> Result<PackWriter> {
+    for msg in rx {
+        match msg {
+            PackMsg::Chunk {
+                id,
+                raw_len,
+                compression,
+                payload,
+            } => w.add_prepared(RecordType::Chunk, id, raw_len, compression, &payload)?,
+            PackMsg::Blob(plain) => {
+                w.add_blob(RecordType::Layer, &plain)?;
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn layer_thread(
+    repo: Arc<Repo>,
+    id: SnapshotId,
+    rx: Receiver<LayerMsg>,
+    pack_tx: Sender<PackMsg>,
+) -> Result<Vec<ChunkId>> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    let mut blob = Vec::with_capacity(LAYER_BLOB_SIZE + 4096);
+    let mut blobs = Vec::new();
+    let flush_blob = |blob: &mut Vec<u8>, blobs: &mut Vec<ChunkId>| -> Result<()> {
+        if blob.is_empty() {
+            return Ok(());
+        }
+        blobs.push(ChunkId::of(blob));
+        pack_tx
+            .send(PackMsg::Blob(std::mem::take(blob)))
+            .map_err(|_| Error::Aborted)
+    };
+    for m in rx {
+        let key = keys::entry_key(&id, &m.dir, &m.name);
+        let val = m.entry.encode();
+        // Layer blob record: u32 LE key length ‖ key without snapshot id ‖ u32 LE value length ‖ value.
+        blob.extend_from_slice(&((key.len() - 16) as u32).to_le_bytes());
+        blob.extend_from_slice(&key[16..]);
+        blob.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&val);
+        batch.insert(key, val);
+        in_batch += 1;
+        if in_batch >= 4096 {
+            repo.layers.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+        if blob.len() >= LAYER_BLOB_SIZE {
+            flush_blob(&mut blob, &mut blobs)?;
+        }
+    }
+    repo.layers.apply_batch(batch)?;
+    flush_blob(&mut blob, &mut blobs)?;
+    Ok(blobs)
+}
+
+/// Sends a chunk to the writer unless the repository or another worker already has it.
+fn store_chunk(
+    shared: &Shared,
+    pack_tx: &Sender<PackMsg>,
+    id: ChunkId,
+    data: Vec<u8>,
+) -> Result<()> {
+    if shared.repo.has_chunk(&id)? || !shared.in_flight.lock().unwrap().insert(id) {
+        return Ok(());
+    }
+    let raw_len = data.len() as u32;
+    let msg = match compress::compress(&data, shared.level) {
+        Some(c) => PackMsg::Chunk {
+            id,
+            raw_len,
+            compression: Compression::Zstd,
+            payload: c,
+        },
+        None => PackMsg::Chunk {
+            id,
+            raw_len,
+            compression: Compression::None,
+            payload: data,
+        },
+    };
+    pack_tx.send(msg).map_err(|_| Error::Aborted)
+}
+
+enum ReadOutcome {
+    Done,
+    Vanished,
+}
+
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    let open = |flags| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | flags)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    }
+}
+
+/// Reads one file into `job.entry.chunks`, retrying while it changes under us.
+fn read_file(shared: &Shared, pack_tx: &Sender<PackMsg>, job: &mut FileJob) -> Result<ReadOutcome> {
+    for attempt in 0..=HOT_RETRIES {
+        let mut f = match open_noatime(&job.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadOutcome::Vanished),
+            Err(e) => return Err(e).ctx("Opening", &job.path),
+        };
+        let before = f.metadata().ctx("Reading metadata of", &job.path)?;
+        let mut chunks = Vec::new();
+        let mut read = 0u64;
+        for (start, end) in fsmeta::data_segments(&f, before.len()) {
+            f.seek(SeekFrom::Start(start))
+                .ctx("Seeking in", &job.path)?;
+            for c in chunker::chunks((&mut f).take(end - start)) {
+                let c = c.ctx("Reading", &job.path)?;
+                let id = ChunkId::of(&c.data);
+                chunks.push(ChunkRef {
+                    id,
+                    offset: start + c.offset,
+                    len: c.data.len() as u32,
+                });
+                read += c.data.len() as u64;
+                store_chunk(shared, pack_tx, id, c.data)?;
+            }
+        }
+        let after = f.metadata().ctx("Reading metadata of", &job.path)?;
+        let stable = before.len() == after.len()
+            && before.mtime() == after.mtime()
+            && before.mtime_nsec() == after.mtime_nsec()
+            && read <= after.len();
+        shared
+            .counters
+            .read_bytes
+            .fetch_add(read, Ordering::Relaxed);
+        if stable || attempt == HOT_RETRIES {
+            if !stable {
+                shared.warn(format!(
+                    "File {} changed while it was read ({} attempts); stored as last read",
+                    job.path.display(),
+                    HOT_RETRIES + 1
+                ));
+            }
+            let fresh = entry_from_meta(&before);
+            let e = &mut job.entry;
+            e.size = before.len();
+            e.mtime_ns = fresh.mtime_ns;
+            e.ctime_ns = fresh.ctime_ns;
+            e.mode = fresh.mode;
+            e.uid = fresh.uid;
+            e.gid = fresh.gid;
+            e.chunks = chunks;
+            return Ok(ReadOutcome::Done);
+        }
+        log::debug!("{} changed while read; reading again", job.path.display());
+    }
+    unreachable!()
+}
+
+fn worker(
+    shared: &Shared,
+    jobs: Receiver<FileJob>,
+    pack_tx: Sender<PackMsg>,
+    layer_tx: Sender<LayerMsg>,
+) -> Result<()> {
+    for mut job in jobs {
+        let outcome = match read_file(shared, &pack_tx, &mut job) {
+            Ok(o) => o,
+            Err(Error::Io {
+                context,
+                path,
+                source,
+            }) if !is_repo_path(shared, &path) => {
+                shared.warn(format!("Skipped {}: {context}: {source}", path.display()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+        let entry = match outcome {
+            ReadOutcome::Done => {
+                if job.entry.nlink > 1 {
+                    shared
+                        .links
+                        .lock()
+                        .unwrap()
+                        .insert(job.entry.ino, (job.entry.chunks.clone(), job.entry.size));
+                }
+                job.entry
+            }
+            ReadOutcome::Vanished if job.existed => Entry::whiteout(),
+            ReadOutcome::Vanished => {
+                shared.warn(format!(
+                    "Skipped {}: vanished during backup",
+                    job.path.display()
+                ));
+                continue;
+            }
+        };
+        shared
+            .counters
+            .layer_entries
+            .fetch_add(1, Ordering::Relaxed);
+        if layer_tx
+            .send(LayerMsg {
+                dir: job.dir,
+                name: job.name,
+                entry,
+            })
+            .is_err()
+        {
+            return Err(Error::Aborted);
+        }
+    }
+    Ok(())
+}
+
+/// Errors on paths inside the repository are repository failures (disk full, ...), never skips.
+fn is_repo_path(shared: &Shared, path: &Path) -> bool {
+    path.starts_with(shared.repo.path())
+}
+
+struct Walker<'a> {
+    shared: &'a Shared,
+    parent: Option<&'a View>,
+    full: bool,
+    rehash: bool,
+    excludes: globset::GlobSet,
+    jobs: Sender<FileJob>,
+    layer: Sender<LayerMsg>,
+    touched: HashMap<Vec<u8>, bool>,
+    link_seen: HashSet<u64>,
+    deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
+    stats: BackupStats,
+}
+
+impl Walker<'_> {
+    fn emit(&mut self, dir: &[u8], name: &[u8], entry: Entry) -> Result<()> {
+        if entry.kind == Kind::Whiteout {
+            self.stats.deleted += 1;
+        }
+        self.touch(dir, false);
+        self.shared
+            .counters
+            .layer_entries
+            .fetch_add(1, Ordering::Relaxed);
+        self.layer
+            .send(LayerMsg {
+                dir: dir.to_vec(),
+                name: name.to_vec(),
+                entry,
+            })
+            .map_err(|_| Error::Aborted)
+    }
+
+    fn touch(&mut self, dir: &[u8], opaque: bool) {
+        if self.full {
+            return;
+        }
+        let flag = self.touched.entry(dir.to_vec()).or_insert(false);
+        *flag |= opaque;
+    }
+
+    fn warn(&self, msg: String) {
+        self.shared.warn(msg);
+    }
+
+    fn walk(&mut self, source: &Path) -> Result<()> {
+        let root_meta = fs::symlink_metadata(source).ctx("Reading source", source)?;
+        let mut root = entry_from_meta(&root_meta);
+        let old_root = self.parent.map(|p| p.root()).transpose()?;
+        self.stats.dirs += 1;
+        if old_root
+            .as_ref()
+            .is_none_or(|o| !fsmeta::unchanged(o, &root))
+        {
+            root.xattrs = fsmeta::read_xattrs(source).unwrap_or_default();
+            root.opaque = old_root.is_none();
+            self.emit(b"", b"", root)?;
+        }
+        // Depth-first, explicit stack: (relative dir, absolute path, whether the parent view has it).
+        let mut stack = vec![(Vec::new(), source.to_path_buf(), self.parent.is_some())];
+        while let Some((dir, abs, in_parent)) = stack.pop() {
+            self.walk_dir(&dir, &abs, in_parent, &mut stack)?;
+        }
+        Ok(())
+    }
+
+    fn walk_dir(
+        &mut self,
+        dir: &[u8],
+        abs: &Path,
+        in_parent: bool,
+        stack: &mut Vec<(Vec<u8>, PathBuf, bool)>,
+    ) -> Result<()> {
+        let mut old: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        if in_parent {
+            for kv in self.parent.unwrap().list(dir)? {
+                let (n, e) = kv?;
+                old.insert(n, e);
+            }
+        }
+        let rd = match fs::read_dir(abs) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warn(format!("Skipped directory {}: {e}", abs.display()));
+                return Ok(());
+            }
+        };
+        let mut names = Vec::new();
+        for ent in rd {
+            match ent {
+                Ok(ent) => names.push(ent.file_name()),
+                Err(e) => self.warn(format!("Error listing {}: {e}", abs.display())),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for os_name in names {
+            let name = os_name.as_bytes().to_vec();
+            let rel = join(dir, &name);
+            if self.excludes.is_match(std::ffi::OsStr::from_bytes(&rel))
+                || self.excludes.is_match(&os_name)
+            {
+                continue;
+            }
+            let path = abs.join(&os_name);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    old.remove(&name);
+                    self.warn(format!("Skipped {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let old_e = old.remove(&name);
+            let mut e = entry_from_meta(&meta);
+            match e.kind {
+                Kind::Dir => {
+                    self.stats.dirs += 1;
+                    let was_dir = old_e.as_ref().is_some_and(|o| o.kind == Kind::Dir);
+                    e.opaque = !was_dir;
+                    if old_e.as_ref().is_none_or(|o| !fsmeta::unchanged(o, &e)) {
+                        e.xattrs = self.xattrs(&path);
+                        self.emit(dir, &name, e)?;
+                    }
+                    if !was_dir {
+                        self.touch(&rel, true);
+                    }
+                    stack.push((rel, path, was_dir));
+                }
+                Kind::File => {
+                    self.stats.files += 1;
+                    self.stats.total_bytes += e.size;
+                    if let Some(o) = old_e.as_ref().filter(|_| !self.rehash) {
+                        if fsmeta::unchanged(o, &e) {
+                            continue;
+                        }
+                        if fsmeta::same_content(o, &e) {
+                            e.chunks = o.chunks.clone();
+                            e.xattrs = self.xattrs(&path);
+                            self.emit(dir, &name, e)?;
+                            continue;
+                        }
+                    }
+                    e.xattrs = self.xattrs(&path);
+                    if e.nlink > 1 && !self.link_seen.insert(e.ino) {
+                        self.touch(dir, false);
+                        self.shared
+                            .counters
+                            .layer_entries
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.deferred.push((dir.to_vec(), name, e));
+                        continue;
+                    }
+                    self.touch(dir, false);
+                    self.jobs
+                        .send(FileJob {
+                            dir: dir.to_vec(),
+                            name,
+                            path,
+                            entry: e,
+                            existed: old_e.is_some(),
+                        })
+                        .map_err(|_| Error::Aborted)?;
+                }
+                Kind::Symlink => {
+                    if old_e.as_ref().is_some_and(|o| fsmeta::unchanged(o, &e)) {
+                        continue;
+                    }
+                    match fs::read_link(&path) {
+                        Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
+                        Err(err) => {
+                            self.warn(format!("Skipped {}: {err}", path.display()));
+                            continue;
+                        }
+                    }
+                    e.xattrs = self.xattrs(&path);
+                    self.emit(dir, &name, e)?;
+                }
+                _ => {
+                    if old_e.as_ref().is_some_and(|o| fsmeta::unchanged(o, &e)) {
+                        continue;
+                    }
+                    e.xattrs = self.xattrs(&path);
+                    self.emit(dir, &name, e)?;
+                }
+            }
+        }
+        for name in old.into_keys() {
+            self.emit(dir, &name, Entry::whiteout())?;
+        }
+        Ok(())
+    }
+
+    fn xattrs(&self, path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match fsmeta::read_xattrs(path) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warn(format!(
+                    "Extended attributes of {} not stored: {e}",
+                    path.display()
+                ));
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The command line: clap definitions, one small function per subcommand, human and `--json`
+//! output. The only module that writes to stdout.
+//!
+//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings.
+
+mod output;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backup::{self, BackupOptions};
+use crate::entry::Kind;
+use crate::layers::{join, View};
+use crate::repo::{self, CreateOptions, Repo};
+use crate::snapshot::{self, BackupKind};
+use crate::{Error, Result};
+
+/// Exit code when the command succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for errors.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code when a backup completed but skipped or warned about some paths.
+pub const EXIT_WARNINGS: i32 = 3;
+
+/// strata — backups as layers, every snapshot mountable as a read-only filesystem.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    /// Repository directory [default: $XDG_DATA_HOME/strata/repo, i.e. ~/.local/share/strata/repo]
+    #[arg(long, global = true, env = "STRATA_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new, empty repository
+    Init(InitArgs),
+    /// Back up a directory as a full, incremental or differential layer
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List a directory (or show one entry) of a snapshot
+    Ls(LsArgs),
+    /// Write one file of a snapshot to standard output (verified)
+    Cat(CatArgs),
+    /// Write the man pages into a directory (used to keep man/ in sync)
+    #[command(hide = true)]
+    GenerateMan {
+        /// Output directory
+        dir: PathBuf,
+    },
+}
+
+/// `strata init`
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// zstd level for new chunks (0 stores raw)
+    #[arg(long, default_value_t = repo::DEFAULT_COMPRESSION, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compression: i32,
+}
+
+/// `strata backup`
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Directory to back up
+    pub source: PathBuf,
+    /// Layer kind [default: full when the source has no full snapshot yet, else incremental]
+    #[arg(long, value_enum)]
+    pub kind: Option<BackupKind>,
+    /// Label the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Skip paths whose relative path or name matches this glob (repeatable)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Name of the source [default: the absolute path of SOURCE]
+    #[arg(long, value_name = "NAME")]
+    pub source_name: Option<String>,
+    /// Read every file, even those whose metadata is unchanged
+    #[arg(long)]
+    pub rehash: bool,
+    /// Reader threads [default: one per CPU, at least 2]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strata snapshots`
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this source
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Print as JSON (format documented in README.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strata ls`
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot: id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// Path inside the snapshot [default: its root]
+    pub path: Option<PathBuf>,
+    /// Long listing: type, mode, owner, size, modification time
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// List subdirectories recursively
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// With `latest`: the newest snapshot of this source
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Print as JSON lines, one object per entry
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strata cat`
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Snapshot: id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// Path of a regular file inside the snapshot
+    pub path: PathBuf,
+    /// With `latest`: the newest snapshot of this source
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+/// The clap command, for man page generation and tests.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Runs the CLI with the process arguments; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn repo_path(cli_repo: &Option<PathBuf>) -> PathBuf {
+    cli_repo.clone().unwrap_or_else(repo::default_repo_path)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let path = repo_path(&cli.repo);
+    match cli.command {
+        Command::Init(a) => {
+            Repo::create(
+                &path,
+                &CreateOptions {
+                    compression: a.compression,
+                },
+            )?;
+            println!("Created repository {}", path.display());
+            Ok(EXIT_OK)
+        }
+        Command::Backup(a) => cmd_backup(&path, cli.repo.is_none(), a),
+        Command::Snapshots(a) => {
+            let repo = Repo::open(&path)?;
+            output::snapshots(&repo, a.source.as_deref(), a.json)?;
+            Ok(EXIT_OK)
+        }
+        Command::Ls(a) => cmd_ls(&Repo::open(&path)?, a),
+        Command::Cat(a) => cmd_cat(&Repo::open(&path)?, a),
+        Command::GenerateMan { dir } => {
+            write_man_pages(&dir)?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
+    // The default repository is created on first use; an explicit one must exist (a typo in --repo
+    // should not silently start a new repository).
+    let repo = if default_repo {
+        Repo::open_or_create(path)?
+    } else {
+        Repo::open(path)?
+    };
+    let opts = BackupOptions {
+        kind: a.kind,
+        tags: a.tags,
+        excludes: a.excludes,
+        source_name: a.source_name,
+        rehash: a.rehash,
+        threads: a.threads,
+    };
+    let out = backup::backup(&repo, &a.source, &opts)?;
+    output::backup_result(&out, a.json);
+    Ok(if out.warnings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_WARNINGS
+    })
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes()
+}
+
+fn cmd_ls(repo: &Arc<Repo>, a: LsArgs) -> Result<i32> {
+    let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
+    let view = View::open(repo, &snap.id)?;
+    let comps = crate::layers::components(a.path.as_deref().map_or(&b""[..], path_bytes))?;
+    let rel = comps.join(&b'/');
+    let entry = view.lookup(&rel)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let fmt = output::LsFormat {
+        long: a.long,
+        json: a.json,
+    };
+    let res = (|| -> std::io::Result<Result<()>> {
+        if entry.kind != Kind::Dir {
+            output::ls_entry(&mut out, &rel, &entry, &fmt)?;
+            return Ok(Ok(()));
+        }
+        let mut stack = vec![rel];
+        while let Some(dir) = stack.pop() {
+            let children: Vec<_> = match view.list(&dir).and_then(|it| it.collect::<Result<_>>()) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut subdirs = Vec::new();
+            for (name, e) in children {
+                let p = join(&dir, &name);
+                output::ls_entry(&mut out, &p, &e, &fmt)?;
+                if a.recursive && e.kind == Kind::Dir {
+                    subdirs.push(p);
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        out.flush()?;
+        Ok(Ok(()))
+    })();
+    match res {
+        Ok(r) => r.map(|_| EXIT_OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
+        Err(e) => Err(Error::Io {
+            context: "Writing",
+            path: "standard output".into(),
+            source: e,
+        }),
+    }
+}
+
+fn cmd_cat(repo: &Arc<Repo>, a: CatArgs) -> Result<i32> {
+    let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
+    let view = View::open(repo, &snap.id)?;
+    let entry = view.lookup(path_bytes(&a.path))?;
+    if entry.kind != Kind::File {
+        return Err(Error::NotAFile {
+            snapshot: snap.id.short(),
+            path: a.path.display().to_string(),
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match crate::content::write_all_to(repo, &entry, &mut out) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(Ok(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
+        Err(Ok(e)) => Err(Error::Io {
+            context: "Writing",
+            path: "standard output".into(),
+            source: e,
+        }),
+        Err(Err(e)) => Err(e),
+    }
+}
+
+/// Renders `strata.1` and one `strata-<command>.1` per visible subcommand into `dir`.
+pub fn write_man_pages(dir: &Path) -> Result<()> {
+    use crate::error::IoContext;
+    std::fs::create_dir_all(dir).ctx("Creating", dir)?;
+    for (name, bytes) in man_pages() {
+        let p = dir.join(&name);
+        std::fs::write(&p, bytes).ctx("Writing", &p)?;
+    }
+    Ok(())
+}
+
+/// Every man page as (file name, roff bytes), generated from the clap definitions.
+pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+    let cmd = command();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut buf)
+        .expect("render to memory");
+    out.push(("strata.1".to_string(), buf));
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("strata-{}", sub.get_name());
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(format!("strata {}", sub.get_name()));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(sub)
+            .render(&mut buf)
+            .expect("render to memory");
+        out.push((format!("{name}.1"), buf));
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! Human and JSON renderings of command results. JSON field names are a stable interface,
+//! documented in README.md.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::backup::BackupOutcome;
+use crate::entry::{Entry, Kind};
+use crate::repo::Repo;
+use crate::snapshot::Snapshot;
+use crate::Result;
+
+/// How `ls` prints entries.
+pub struct LsFormat {
+    /// `-l`
+    pub long: bool,
+    /// `--json`
+    pub json: bool,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// JSON for one path: `path` is lossy UTF-8; `path_hex` carries the exact bytes when they are not
+/// valid UTF-8.
+fn path_json(path: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("path".into(), json!(lossy(path)));
+    if std::str::from_utf8(path).is_err() {
+        let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+        m.insert("path_hex".into(), json!(hex));
+    }
+    m
+}
+
+/// Snapshot as JSON (documented in README.md).
+pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": s.id.to_string(),
+        "short_id": s.id.short(),
+        "time": s.time_rfc3339(),
+        "time_ns": s.time_ns,
+        "kind": s.kind.name(),
+        "parent": s.parent.map(|p| p.to_string()),
+        "depth": s.depth,
+        "source": s.source,
+        "host": s.host,
+        "tags": s.tags,
+        "files": s.stats.files,
+        "dirs": s.stats.dirs,
+        "size": s.stats.total_bytes,
+        "stats": {
+            "layer_entries": s.stats.layer_entries,
+            "deleted": s.stats.deleted,
+            "files_read": s.stats.files_read,
+            "read_bytes": s.stats.read_bytes,
+            "new_chunks": s.stats.new_chunks,
+            "new_bytes": s.stats.new_bytes,
+            "stored_bytes": s.stats.stored_bytes,
+            "warnings": s.stats.warnings,
+            "elapsed_ms": s.stats.elapsed_ms,
+        }
+    })
+}
+
+/// Binary-prefixed human size, e.g. `1.5 GiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `strata snapshots`
+pub fn snapshots(repo: &Repo, source: Option<&str>, as_json: bool) -> Result<()> {
+    let list: Vec<Snapshot> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| source.is_none_or(|src| s.source == src))
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let r = if as_json {
+        let v: Vec<_> = list.iter().map(snapshot_json).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))
+    } else {
+        (|| {
+            writeln!(
+                out,
+                "{:<8}  {:<20}  {:<12}  {:<8}  {:>8}  {:>10}  {:<}",
+                "ID", "TIME", "KIND", "PARENT", "FILES", "SIZE", "SOURCE [TAGS]"
+            )?;
+            for s in &list {
+                let tags = if s.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", s.tags.join(","))
+                };
+                writeln!(
+                    out,
+                    "{:<8}  {:<20}  {:<12}  {:<8}  {:>8}  {:>10}  {}{}",
+                    s.id.short(),
+                    s.time_rfc3339(),
+                    s.kind.name(),
+                    s.parent.map(|p| p.short()).unwrap_or_else(|| "-".into()),
+                    s.stats.files,
+                    human_size(s.stats.total_bytes),
+                    s.source,
+                    tags
+                )?;
+            }
+            Ok(())
+        })()
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(crate::Error::Io {
+            context: "Writing",
+            path: "standard output".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn mode_string(e: &Entry) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(e.kind.letter());
+    let m = e.mode;
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let special = match i {
+            2 => m & 0o4000 != 0,
+            5 => m & 0o2000 != 0,
+            8 => m & 0o1000 != 0,
+            _ => false,
+        };
+        let set = m & bit != 0;
+        s.push(match (special, set, i) {
+            (true, true, 8) => 't',
+            (true, false, 8) => 'T',
+            (true, true, _) => 's',
+            (true, false, _) => 'S',
+            (false, true, _) => *c,
+            (false, false, _) => '-',
+        });
+    }
+    s
+}
+
+/// One `ls` line (or JSON object).
+pub fn ls_entry(out: &mut dyn Write, path: &[u8], e: &Entry, f: &LsFormat) -> std::io::Result<()> {
+    if f.json {
+        let mut m = path_json(path);
+        m.insert("type".into(), json!(e.kind.name()));
+        m.insert("mode".into(), json!(format!("{:04o}", e.mode)));
+        m.insert("uid".into(), json!(e.uid));
+        m.insert("gid".into(), json!(e.gid));
+        m.insert("size".into(), json!(e.size));
+        m.insert("mtime".into(), json!(crate::time::rfc3339(e.mtime_ns)));
+        m.insert("mtime_ns".into(), json!(e.mtime_ns));
+        if e.kind == Kind::Symlink {
+            m.insert("target".into(), json!(lossy(&e.target)));
+        }
+        if e.kind == Kind::File {
+            m.insert("stored_size".into(), json!(e.stored_size()));
+            m.insert("chunks".into(), json!(e.chunks.len()));
+        }
+        if matches!(e.kind, Kind::CharDev | Kind::BlockDev) {
+            m.insert("rdev".into(), json!(e.rdev));
+        }
+        if e.nlink > 1 {
+            m.insert("nlink".into(), json!(e.nlink));
+        }
+        return writeln!(out, "{}", serde_json::Value::Object(m));
+    }
+    if f.long {
+        write!(
+            out,
+            "{} {:>5} {:>5} {:>12} {} ",
+            mode_string(e),
+            e.uid,
+            e.gid,
+            e.size,
+            crate::time::rfc3339(e.mtime_ns)
+        )?;
+    }
+    out.write_all(path)?;
+    if f.long && e.kind == Kind::Symlink {
+        out.write_all(b" -> ")?;
+        out.write_all(&e.target)?;
+    }
+    out.write_all(b"\n")
+}
+
+/// `strata backup` summary.
+pub fn backup_result(out: &BackupOutcome, as_json: bool) {
+    let s = &out.snapshot;
+    if as_json {
+        let mut v = snapshot_json(s);
+        v["warnings"] = json!(out.warnings);
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return;
+    }
+    println!(
+        "snapshot {} saved ({}, parent {}, source {})",
+        s.id.short(),
+        s.kind.name(),
+        s.parent.map(|p| p.short()).unwrap_or_else(|| "-".into()),
+        s.source
+    );
+    println!(
+        "files: {} in view, {} read ({}), layer entries: {} ({} deleted)",
+        s.stats.files,
+        s.stats.files_read,
+        human_size(s.stats.read_bytes),
+        s.stats.layer_entries,
+        s.stats.deleted
+    );
+    println!(
+        "new data: {} chunks, {} → {} stored, in {:.2} s",
+        s.stats.new_chunks,
+        human_size(s.stats.new_bytes),
+        human_size(s.stats.stored_bytes),
+        s.stats.elapsed_ms as f64 / 1000.0
+    );
+    if !out.warnings.is_empty() {
+        println!("{} warning(s); see messages above", out.warnings.len());
+    }
+}

@@ -1,0 +1,97 @@
+//! The library's error type. Every variant names the thing it is about (a path, a chunk, a snapshot), so
+//! the CLI can print one line a user can act on, and the FUSE layer can map each variant to an errno.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::id::{ChunkId, PackId};
+
+/// Everything that can go wrong in strata's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("No strata repository at {0} (run `strata init` or pass --repo)")]
+    RepoNotFound(PathBuf),
+    #[error("{0} is not a strata repository")]
+    NotARepo(PathBuf),
+    #[error(
+        "Repository {path} has format version {found}; this strata supports up to {supported}"
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("Repository {path} is in use by another strata process{holder}")]
+    RepoLocked { path: PathBuf, holder: String },
+    #[error("Repository {0} already exists")]
+    RepoExists(PathBuf),
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Repository database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("Source {0} does not exist")]
+    SourceMissing(PathBuf),
+    #[error("Source {0} is not a directory")]
+    SourceNotDir(PathBuf),
+    #[error("No snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    #[error("Snapshot name {0:?} is ambiguous; give more digits of the id")]
+    SnapshotAmbiguous(String),
+    #[error("Snapshot {0} needs parent {1}, which is missing from the repository")]
+    MissingParent(String, String),
+    #[error("No such file or directory in snapshot {snapshot}: {path}")]
+    PathNotFound { snapshot: String, path: String },
+    #[error("Not a directory in snapshot {snapshot}: {path}")]
+    NotADirectory { snapshot: String, path: String },
+    #[error("Not a regular file in snapshot {snapshot}: {path}")]
+    NotAFile { snapshot: String, path: String },
+    #[error("Chunk {id} is corrupt (pack {pack}): {detail}")]
+    CorruptChunk {
+        id: ChunkId,
+        pack: PackId,
+        detail: String,
+    },
+    #[error("Chunk {0} is missing from the index")]
+    MissingChunk(ChunkId),
+    #[error("Corrupt repository metadata: {0}")]
+    CorruptMetadata(String),
+    #[error("Backup aborted because another part of it failed")]
+    Aborted,
+    #[error("Invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Shorthand used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path and a verb to an `io::Error`, which on its own would say only "No such file".
+pub trait IoContext<T> {
+    /// `context` is a short verb phrase such as "Reading" or "Creating pack".
+    fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context,
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    /// True when the data itself is damaged (as opposed to a missing path or a usage error); the FUSE
+    /// layer turns these into EIO and `check` counts them.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::CorruptChunk { .. } | Error::MissingChunk(_) | Error::CorruptMetadata(_)
+        )
+    }
+}

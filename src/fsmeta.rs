@@ -1,0 +1,142 @@
+//! Reading filesystem metadata into entries: lstat fields, xattrs, symlink targets, and the data
+//! segments of sparse files. Nothing here follows symlinks.
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::entry::{Entry, Kind};
+
+/// Builds an entry (without content, xattrs or target) from `lstat` metadata.
+pub fn entry_from_meta(m: &Metadata) -> Entry {
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() {
+        Kind::CharDev
+    } else if ft.is_block_device() {
+        Kind::BlockDev
+    } else {
+        Kind::Socket
+    };
+    let mut e = Entry::whiteout();
+    e.kind = kind;
+    e.mode = m.mode() & 0o7777;
+    e.uid = m.uid();
+    e.gid = m.gid();
+    e.size = if matches!(kind, Kind::File | Kind::Symlink) {
+        m.size()
+    } else {
+        0
+    };
+    e.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    e.ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+    e.ino = m.ino();
+    e.nlink = m.nlink() as u32;
+    e.rdev = if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+        m.rdev()
+    } else {
+        0
+    };
+    e
+}
+
+/// True when nothing change detection looks at differs: the file need not be read again.
+pub fn unchanged(old: &Entry, new: &Entry) -> bool {
+    old.kind == new.kind
+        && old.size == new.size
+        && old.mtime_ns == new.mtime_ns
+        && old.ctime_ns == new.ctime_ns
+        && old.ino == new.ino
+        && old.mode == new.mode
+        && old.uid == new.uid
+        && old.gid == new.gid
+        && old.rdev == new.rdev
+        && old.nlink == new.nlink
+}
+
+/// True when only metadata changed (owner, mode, xattrs, ctime): same inode, size and mtime, so the
+/// old chunk list still describes the content.
+pub fn same_content(old: &Entry, new: &Entry) -> bool {
+    old.kind == Kind::File
+        && new.kind == Kind::File
+        && old.size == new.size
+        && old.mtime_ns == new.mtime_ns
+        && old.ino == new.ino
+}
+
+/// Extended attributes of `path` itself (not a symlink's target), sorted by name. Filesystems
+/// without xattr support yield an empty list.
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(v) = xattr::get(path, &n)? {
+            out.push((n.as_bytes().to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Byte ranges of `file` (of `size` bytes) that hold data; holes between them read as zeros.
+/// Filesystems without SEEK_DATA report one range covering the file.
+pub fn data_segments(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on a valid descriptor has no memory effects.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error().raw_os_error();
+            if err == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            return vec![(0, size)];
+        }
+        if data as u64 >= size {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 {
+            size
+        } else {
+            (hole as u64).min(size)
+        };
+        out.push((data as u64, end));
+        pos = end as i64;
+    }
+    out
+}
+
+/// Bytes of an OS string, for names stored verbatim (not necessarily UTF-8).
+pub fn name_bytes(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buffer and length match.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,260 @@
+//! Layer resolution — the only code that knows how a snapshot's view is composed from layers.
+//!
+//! A snapshot's view is its own layer overlaid on its parent's view, down to a full layer. For a
+//! path `dir/name`, the newest layer holding an entry for it wins; a whiteout entry hides the path.
+//! A directory entry marked *opaque* (new in that layer) hides older layers' children of that
+//! directory. Resolution is top-down: a path is looked up inside a directory that was itself
+//! resolved, so a deleted directory hides its whole subtree.
+//!
+//! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
+//! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
+//! layer that has nothing in the directory, and usually reads sled once.
+
+use std::sync::Arc;
+
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::repo::keys;
+use crate::repo::{LayerDirs, Repo};
+use crate::snapshot::{BackupKind, Snapshot};
+
+/// One layer of a view's chain.
+struct Layer {
+    id: SnapshotId,
+    /// `None` for a full layer (it holds every directory and ends the chain).
+    dirs: Option<Arc<LayerDirs>>,
+}
+
+/// The read-only view of one snapshot.
+pub struct View {
+    repo: Arc<Repo>,
+    snapshot: Snapshot,
+    /// Newest first; the last is a full layer.
+    chain: Vec<Layer>,
+}
+
+/// Joins a relative directory path and a name (`""` is the root).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// Splits a user-given path into components, ignoring empty ones and `.`; rejects `..`.
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                return Err(Error::InvalidArgument(
+                    "Paths inside a snapshot may not contain '..'".into(),
+                ))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+impl View {
+    /// Opens the view of a committed snapshot; loads its chain's records and touched-dir sets, not
+    /// its tree.
+    pub fn open(repo: &Arc<Repo>, id: &SnapshotId) -> Result<View> {
+        let snapshot = repo
+            .snapshot(id)?
+            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        let mut chain = Vec::new();
+        let mut cur = snapshot.clone();
+        loop {
+            if cur.kind == BackupKind::Full || cur.parent.is_none() {
+                chain.push(Layer {
+                    id: cur.id,
+                    dirs: None,
+                });
+                break;
+            }
+            chain.push(Layer {
+                id: cur.id,
+                dirs: Some(repo.layer_dirs(&cur.id)?),
+            });
+            let pid = cur.parent.unwrap();
+            cur = repo
+                .snapshot(&pid)?
+                .ok_or_else(|| Error::MissingParent(cur.id.to_string(), pid.to_string()))?;
+            if chain.len() > 100_000 {
+                return Err(Error::CorruptMetadata("snapshot parent chain loops".into()));
+            }
+        }
+        Ok(View {
+            repo: repo.clone(),
+            snapshot,
+            chain,
+        })
+    }
+
+    /// The snapshot this view shows.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The repository the view reads from.
+    pub fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    /// Layers (newest first) that can hold children of `dir`, cut at the first opaque one.
+    fn chain_for<'a>(&'a self, dir: &'a [u8]) -> impl Iterator<Item = &'a SnapshotId> + 'a {
+        let mut done = false;
+        self.chain.iter().filter_map(move |l| {
+            if done {
+                return None;
+            }
+            match &l.dirs {
+                None => {
+                    done = true;
+                    Some(&l.id)
+                }
+                Some(d) => match d.get(dir) {
+                    None => None,
+                    Some(&opaque) => {
+                        done = opaque;
+                        Some(&l.id)
+                    }
+                },
+            }
+        })
+    }
+
+    /// The entry of `name` inside the (already resolved) directory `dir`; `None` when absent.
+    pub fn lookup_in(&self, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
+        for layer in self.chain_for(dir) {
+            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
+                let e = Entry::decode(&v)?;
+                return Ok((e.kind != Kind::Whiteout).then_some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The root directory's entry.
+    pub fn root(&self) -> Result<Entry> {
+        self.lookup_in(b"", b"")?.ok_or_else(|| {
+            Error::CorruptMetadata(format!("snapshot {} has no root", self.snapshot.id))
+        })
+    }
+
+    /// Resolves a relative path (`/`-separated, empty = root) component by component.
+    pub fn lookup(&self, path: &[u8]) -> Result<Entry> {
+        let comps = components(path)?;
+        let mut entry = self.root()?;
+        let mut dir = Vec::new();
+        for (i, c) in comps.iter().enumerate() {
+            if entry.kind != Kind::Dir {
+                return Err(Error::NotADirectory {
+                    snapshot: self.snapshot.id.short(),
+                    path: String::from_utf8_lossy(&dir).into_owned(),
+                });
+            }
+            entry = self
+                .lookup_in(&dir, c)?
+                .ok_or_else(|| Error::PathNotFound {
+                    snapshot: self.snapshot.id.short(),
+                    path: String::from_utf8_lossy(&comps[..=i].join(&b'/')).into_owned(),
+                })?;
+            dir = join(&dir, c);
+        }
+        Ok(entry)
+    }
+
+    /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
+    /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+        let mut sources = Vec::new();
+        for layer in self.chain_for(dir) {
+            let prefix = keys::dir_prefix(layer, dir);
+            let plen = prefix.len();
+            let mut it = self.repo.layers.scan_prefix(prefix);
+            let head = next_child(&mut it, plen)?;
+            sources.push(Source { it, plen, head });
+        }
+        Ok(ListIter { sources })
+    }
+
+    /// Entries of this snapshot's own layer (what it added, changed or deleted), as
+    /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
+    pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {
+        self.repo.layers.scan_prefix(self.snapshot.id.0).map(|kv| {
+            let (k, v) = kv?;
+            let (dir, name) = keys::split_entry_key(&k[16..])
+                .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
+            Ok((dir.to_vec(), name.to_vec(), Entry::decode(&v)?))
+        })
+    }
+}
+
+struct Source {
+    it: sled::Iter,
+    plen: usize,
+    head: Option<(Vec<u8>, sled::IVec)>,
+}
+
+fn next_child(it: &mut sled::Iter, plen: usize) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+    loop {
+        match it.next().transpose()? {
+            None => return Ok(None),
+            // The root's own entry (empty name) is stored under the root's key range; skip it.
+            Some((k, _)) if k.len() == plen => continue,
+            Some((k, v)) => return Ok(Some((k[plen..].to_vec(), v))),
+        }
+    }
+}
+
+/// Iterator over a directory's merged children, from [`View::list`].
+pub struct ListIter {
+    /// Newest layer first.
+    sources: Vec<Source>,
+}
+
+impl ListIter {
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
+        loop {
+            // The smallest name among the heads; on ties the newest layer (lowest index) wins.
+            let mut best: Option<usize> = None;
+            for (i, s) in self.sources.iter().enumerate() {
+                if let Some((n, _)) = &s.head {
+                    if best.is_none_or(|b| n < &self.sources[b].head.as_ref().unwrap().0) {
+                        best = Some(i);
+                    }
+                }
+            }
+            let Some(b) = best else { return Ok(None) };
+            let (name, value) = self.sources[b].head.take().unwrap();
+            for s in self.sources.iter_mut() {
+                if s.head.as_ref().is_some_and(|(n, _)| *n == name) {
+                    s.head = None;
+                }
+                if s.head.is_none() {
+                    s.head = next_child(&mut s.it, s.plen)?;
+                }
+            }
+            let entry = Entry::decode(&value)?;
+            if entry.kind != Kind::Whiteout {
+                return Ok(Some((name, entry)));
+            }
+        }
+    }
+}
+
+impl Iterator for ListIter {
+    type Item = Result<(Vec<u8>, Entry)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}

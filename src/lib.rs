@@ -1,0 +1,21 @@
+//! strata: backups as layers (full, incremental, differential) over a deduplicated, compressed,
+//! verified chunk store, with every snapshot mountable as a read-only filesystem.
+//!
+//! Data flows one way: CLI → commands (`backup`, …) → `layers` + `repo` → sled and pack files.
+//! Nothing in the library prints; the CLI (`cli`) is the only module that writes to stdout.
+
+pub mod backup;
+pub mod chunker;
+pub mod cli;
+pub mod compress;
+pub mod content;
+pub mod entry;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod layers;
+pub mod repo;
+pub mod snapshot;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,313 @@
+//! Opening and creating a repository: the directory layout, the format-version check, the process
+//! lock, and verified chunk reads. Layout (see docs/FORMAT.md):
+//!
+//! ```text
+//! REPO/STRATA       marker file: "strata repository\nformat N\n"
+//! REPO/lock         flock()ed by the process using the repository; holds its pid
+//! REPO/index/       the sled database (index and metadata)
+//! REPO/packs/xx/    pack files
+//! ```
+
+pub mod keys;
+pub mod pack;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, SnapshotId};
+use crate::snapshot::Snapshot;
+use keys::Location;
+use pack::{DirBackend, PackBackend, RECORD_HEADER_LEN};
+
+/// The repository format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// zstd level used when `init` is not told otherwise (see docs/FORMAT.md for the measurement).
+pub const DEFAULT_COMPRESSION: i32 = 3;
+const MARKER: &str = "STRATA";
+
+/// Options for [`Repo::create`].
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// zstd level for new chunks (0 = store raw).
+    pub compression: i32,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            compression: DEFAULT_COMPRESSION,
+        }
+    }
+}
+
+/// Directories each layer touches, with the opaque flag; loaded once per layer and shared.
+pub type LayerDirs = HashMap<Vec<u8>, bool>;
+
+/// An open repository. Holds the exclusive process lock for its lifetime.
+pub struct Repo {
+    path: PathBuf,
+    db: sled::Db,
+    #[allow(dead_code)] // read by later commands (check, repair)
+    pub(crate) meta: sled::Tree,
+    pub(crate) chunks: sled::Tree,
+    pub(crate) snapshots: sled::Tree,
+    pub(crate) layers: sled::Tree,
+    pub(crate) layerdirs: sled::Tree,
+    packs: Arc<dyn PackBackend>,
+    compression: i32,
+    layer_dirs_cache: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
+    _lock: File,
+}
+
+fn take_lock(path: &Path) -> Result<File> {
+    let lock_path = path.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .ctx("Opening lock file", &lock_path)?;
+    // SAFETY: flock on a valid, owned descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut s = String::new();
+            let _ = f.read_to_string(&mut s);
+            let holder = match s.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            return Err(Error::RepoLocked {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        return Err(err).ctx("Locking", &lock_path);
+    }
+    f.set_len(0).ctx("Writing lock file", &lock_path)?;
+    write!(f, "{}", std::process::id()).ctx("Writing lock file", &lock_path)?;
+    Ok(f)
+}
+
+impl Repo {
+    /// Creates a new repository at `path` (which must be missing or an empty directory).
+    pub fn create(path: &Path, opts: &CreateOptions) -> Result<Arc<Repo>> {
+        if path.join(MARKER).exists() {
+            return Err(Error::RepoExists(path.to_path_buf()));
+        }
+        if path.exists() {
+            let mut it = fs::read_dir(path).ctx("Reading", path)?;
+            if it.next().is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} exists and is not empty; a new repository needs an empty or missing directory",
+                    path.display()
+                )));
+            }
+        }
+        fs::create_dir_all(path).ctx("Creating repository", path)?;
+        let lock = take_lock(path)?;
+        let db = Self::open_db(path)?;
+        let meta = db.open_tree(keys::TREE_META)?;
+        meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+        meta.insert(keys::META_COMPRESSION, &opts.compression.to_be_bytes())?;
+        db.flush()?;
+        fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
+        // The marker is written last: a repository without it was never completely created.
+        let marker = path.join(MARKER);
+        fs::write(
+            &marker,
+            format!("strata repository\nformat {FORMAT_VERSION}\n"),
+        )
+        .ctx("Creating repository", &marker)?;
+        Self::finish_open(path, lock, db)
+    }
+
+    /// Opens an existing repository, checking its format and taking the process lock.
+    pub fn open(path: &Path) -> Result<Arc<Repo>> {
+        if !path.exists() {
+            return Err(Error::RepoNotFound(path.to_path_buf()));
+        }
+        if !path.join(MARKER).is_file() {
+            return Err(Error::NotARepo(path.to_path_buf()));
+        }
+        let lock = take_lock(path)?;
+        let db = Self::open_db(path)?;
+        Self::finish_open(path, lock, db)
+    }
+
+    /// Opens `path`, creating it first when it does not exist yet (the default repository).
+    pub fn open_or_create(path: &Path) -> Result<Arc<Repo>> {
+        if !path.join(MARKER).exists() && (!path.exists() || dir_is_empty(path)) {
+            log::info!("Creating repository {}", path.display());
+            return Self::create(path, &CreateOptions::default());
+        }
+        Self::open(path)
+    }
+
+    fn open_db(path: &Path) -> Result<sled::Db> {
+        Ok(sled::Config::new()
+            .path(path.join("index"))
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .open()?)
+    }
+
+    fn finish_open(path: &Path, lock: File, db: sled::Db) -> Result<Arc<Repo>> {
+        let meta = db.open_tree(keys::TREE_META)?;
+        let version = match meta.get(keys::META_FORMAT)? {
+            Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().unwrap()),
+            Some(_) => return Err(Error::CorruptMetadata("format record malformed".into())),
+            None => return Err(Error::NotARepo(path.to_path_buf())),
+        };
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let compression = meta
+            .get(keys::META_COMPRESSION)?
+            .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes))
+            .unwrap_or(DEFAULT_COMPRESSION);
+        Ok(Arc::new(Repo {
+            path: path.to_path_buf(),
+            chunks: db.open_tree(keys::TREE_CHUNKS)?,
+            snapshots: db.open_tree(keys::TREE_SNAPSHOTS)?,
+            layers: db.open_tree(keys::TREE_LAYERS)?,
+            layerdirs: db.open_tree(keys::TREE_LAYERDIRS)?,
+            meta,
+            packs: Arc::new(DirBackend::open(&path.join("packs"))?),
+            compression,
+            layer_dirs_cache: Mutex::new(HashMap::new()),
+            db,
+            _lock: lock,
+        }))
+    }
+
+    /// The repository directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Default zstd level recorded at `init`.
+    pub fn compression(&self) -> i32 {
+        self.compression
+    }
+
+    /// The pack storage.
+    pub fn packs(&self) -> &Arc<dyn PackBackend> {
+        &self.packs
+    }
+
+    /// Flushes sled to disk; the last step of every commit.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Allocates a fresh, never reused number (sled's persistent id generator).
+    pub(crate) fn generate_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Whether the index knows `id`.
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.chunks.contains_key(id.0)?)
+    }
+
+    /// Index location of a chunk.
+    pub fn chunk_location(&self, id: &ChunkId) -> Result<Location> {
+        let v = self.chunks.get(id.0)?.ok_or(Error::MissingChunk(*id))?;
+        Location::decode(&v).ok_or_else(|| Error::CorruptMetadata(format!("index entry of {id}")))
+    }
+
+    /// Reads and verifies a chunk (or any record indexed by id). Never returns unverified bytes.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = self.chunk_location(id)?;
+        self.read_record_at(id, &loc)
+    }
+
+    /// Reads and verifies the record at `loc`, which must hold `id`.
+    pub fn read_record_at(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+        let len = RECORD_HEADER_LEN + loc.stored_len as usize;
+        let bytes = match self.packs.read_at(loc.pack, loc.offset, len) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(Error::CorruptChunk {
+                    id: *id,
+                    pack: loc.pack,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let (_, plain) = pack::open_record(loc.pack, &bytes, id).inspect_err(|e| {
+            log::error!("{e}");
+        })?;
+        Ok(plain)
+    }
+
+    /// Every committed snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut out = Vec::new();
+        for kv in self.snapshots.iter() {
+            let (_, v) = kv?;
+            out.push(Snapshot::decode(&v)?);
+        }
+        out.sort_by_key(|s| (s.time_ns, s.id));
+        Ok(out)
+    }
+
+    /// One committed snapshot.
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
+        self.snapshots
+            .get(id.0)?
+            .map(|v| Snapshot::decode(&v))
+            .transpose()
+    }
+
+    /// Directories touched by a (non-full) layer, loaded once and cached for the process lifetime.
+    pub fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
+        if let Some(d) = self.layer_dirs_cache.lock().unwrap().get(id) {
+            return Ok(d.clone());
+        }
+        let mut dirs = LayerDirs::new();
+        for kv in self.layerdirs.scan_prefix(id.0) {
+            let (k, v) = kv?;
+            dirs.insert(k[16..].to_vec(), v.first() == Some(&1));
+        }
+        let dirs = Arc::new(dirs);
+        self.layer_dirs_cache
+            .lock()
+            .unwrap()
+            .insert(*id, dirs.clone());
+        Ok(dirs)
+    }
+}
+
+fn dir_is_empty(p: &Path) -> bool {
+    fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+}
+
+/// `$STRATA_REPO` is handled by clap; this is the fallback: `$XDG_DATA_HOME/strata/repo`, else
+/// `~/.local/share/strata/repo`.
+pub fn default_repo_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".local/share")
+        });
+    base.join("strata/repo")
+}

@@ -1,0 +1,333 @@
+//! Pack files: append-only containers of self-describing records (chunks, layer copies, snapshot
+//! records). Every record carries its own header, so the whole index can be rebuilt by reading packs
+//! alone. Storage goes through [`PackBackend`], a deliberately small interface (create sequentially,
+//! read a range, list, delete) so that an object store can replace the directory later.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId};
+
+/// First bytes of every pack file.
+pub const PACK_MAGIC: &[u8; 8] = b"STRATAPK";
+/// Pack file header: magic ‖ version u32 LE ‖ reserved u32.
+pub const PACK_HEADER_LEN: u64 = 16;
+/// Version written into new packs.
+pub const PACK_VERSION: u32 = 1;
+/// First bytes of every record header.
+pub const RECORD_MAGIC: &[u8; 4] = b"SREC";
+/// Record header length, including its 8-byte checksum.
+pub const RECORD_HEADER_LEN: usize = 56;
+
+/// What a record holds. Numbers are part of the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordType {
+    /// File content; `id` is blake3 of the plaintext.
+    Chunk = 0,
+    /// A slice of a layer's entries (see docs/FORMAT.md); `id` is blake3 of the plaintext.
+    Layer = 1,
+    /// A snapshot record; `id` is blake3 of the plaintext.
+    Snapshot = 2,
+}
+
+impl RecordType {
+    fn from_byte(b: u8) -> Option<RecordType> {
+        match b {
+            0 => Some(RecordType::Chunk),
+            1 => Some(RecordType::Layer),
+            2 => Some(RecordType::Snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed record header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Record type.
+    pub rtype: RecordType,
+    /// Compression byte.
+    pub compression: u8,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Stored payload length.
+    pub stored_len: u32,
+    /// blake3 of the plaintext.
+    pub id: ChunkId,
+}
+
+impl RecordHeader {
+    /// `SREC ‖ type u8 ‖ compression u8 ‖ 0u16 ‖ raw_len u32 LE ‖ stored_len u32 LE ‖ id[32] ‖
+    /// blake3(previous 48 bytes)[..8]`.
+    pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        h[0..4].copy_from_slice(RECORD_MAGIC);
+        h[4] = self.rtype as u8;
+        h[5] = self.compression;
+        h[8..12].copy_from_slice(&self.raw_len.to_le_bytes());
+        h[12..16].copy_from_slice(&self.stored_len.to_le_bytes());
+        h[16..48].copy_from_slice(&self.id.0);
+        let check = blake3::hash(&h[..48]);
+        h[48..56].copy_from_slice(&check.as_bytes()[..8]);
+        h
+    }
+
+    /// Parses and verifies a header; a torn or flipped header is an error, never a guess.
+    pub fn decode(h: &[u8]) -> std::result::Result<RecordHeader, String> {
+        if h.len() < RECORD_HEADER_LEN {
+            return Err("record header truncated".into());
+        }
+        if &h[0..4] != RECORD_MAGIC {
+            return Err("bad record magic".into());
+        }
+        if blake3::hash(&h[..48]).as_bytes()[..8] != h[48..56] {
+            return Err("record header checksum mismatch".into());
+        }
+        let rtype = RecordType::from_byte(h[4]).ok_or("unknown record type")?;
+        Ok(RecordHeader {
+            rtype,
+            compression: h[5],
+            raw_len: u32::from_le_bytes(h[8..12].try_into().unwrap()),
+            stored_len: u32::from_le_bytes(h[12..16].try_into().unwrap()),
+            id: ChunkId(h[16..48].try_into().unwrap()),
+        })
+    }
+}
+
+/// A pack being written; becomes visible (listed, readable) only after [`PackSink::finish`].
+pub trait PackSink: Send {
+    /// Appends bytes.
+    fn write_all(&mut self, buf: &[u8]) -> Result<()>;
+    /// Makes the pack durable and visible under its final name.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Where packs live. Packs are immutable once finished.
+pub trait PackBackend: Send + Sync {
+    /// Starts a new pack.
+    fn create(&self, id: PackId) -> Result<Box<dyn PackSink>>;
+    /// Reads exactly `len` bytes at `offset`; a short pack is an error.
+    fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Every finished pack with its size.
+    fn list(&self) -> Result<Vec<(PackId, u64)>>;
+    /// Removes a pack.
+    fn delete(&self, id: PackId) -> Result<()>;
+    /// Removes leftovers of packs that were never finished (only call while holding the repo lock).
+    fn remove_unfinished(&self) -> Result<usize>;
+}
+
+/// Packs as files `packs/<last two hex digits>/<16 hex digits>.pack` in a directory.
+pub struct DirBackend {
+    root: PathBuf,
+    open: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+/// Open read handles kept per backend; beyond this the map is cleared (cheap to reopen).
+const MAX_OPEN_PACKS: usize = 256;
+
+impl DirBackend {
+    /// Uses `root` (created if missing) as the pack directory.
+    pub fn open(root: &Path) -> Result<DirBackend> {
+        fs::create_dir_all(root).ctx("Creating pack directory", root)?;
+        Ok(DirBackend {
+            root: root.to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn path(&self, id: PackId) -> PathBuf {
+        self.root
+            .join(format!("{:02x}", id.0 & 0xff))
+            .join(format!("{id}.pack"))
+    }
+
+    fn handle(&self, id: PackId) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap();
+        if let Some(f) = open.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.path(id);
+        let f = Arc::new(File::open(&path).ctx("Opening pack", path)?);
+        if open.len() >= MAX_OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(id, f.clone());
+        Ok(f)
+    }
+}
+
+struct DirSink {
+    tmp: PathBuf,
+    dest: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl PackSink for DirSink {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        self.out.write_all(buf).ctx("Writing pack", &self.tmp)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let DirSink { tmp, dest, out } = *self;
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("Writing pack", &tmp)?;
+        file.sync_all().ctx("Syncing pack", &tmp)?;
+        drop(file);
+        fs::rename(&tmp, &dest).ctx("Renaming pack", &dest)?;
+        let dir = dest.parent().expect("pack has a parent dir");
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx("Syncing pack directory", dir)
+    }
+}
+
+impl PackBackend for DirBackend {
+    fn create(&self, id: PackId) -> Result<Box<dyn PackSink>> {
+        let dest = self.path(id);
+        let dir = dest.parent().expect("pack has a parent dir");
+        fs::create_dir_all(dir).ctx("Creating pack directory", dir)?;
+        let tmp = dest.with_extension("pack.tmp");
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx("Creating pack", &tmp)?;
+        Ok(Box::new(DirSink {
+            tmp,
+            dest,
+            out: BufWriter::with_capacity(1 << 20, f),
+        }))
+    }
+
+    fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.handle(id)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)
+            .ctx("Reading pack", self.path(id))?;
+        Ok(buf)
+    }
+
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for sub in fs::read_dir(&self.root).ctx("Listing packs", &self.root)? {
+            let sub = sub.ctx("Listing packs", &self.root)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&sub).ctx("Listing packs", &sub)? {
+                let f = f.ctx("Listing packs", &sub)?;
+                let name = f.file_name();
+                let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
+                    continue;
+                };
+                if let Ok(n) = u64::from_str_radix(hex, 16) {
+                    let len = f.metadata().ctx("Listing packs", f.path())?.len();
+                    out.push((PackId(n), len));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, id: PackId) -> Result<()> {
+        self.open.lock().unwrap().remove(&id);
+        let p = self.path(id);
+        fs::remove_file(&p).ctx("Deleting pack", p)
+    }
+
+    fn remove_unfinished(&self) -> Result<usize> {
+        let mut n = 0;
+        for sub in fs::read_dir(&self.root).ctx("Listing packs", &self.root)? {
+            let sub = sub.ctx("Listing packs", &self.root)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&sub).ctx("Listing packs", &sub)? {
+                let p = f.ctx("Listing packs", &sub)?.path();
+                if p.extension().is_some_and(|e| e == "tmp") {
+                    log::info!("Removing unfinished pack {}", p.display());
+                    fs::remove_file(&p).ctx("Removing unfinished pack", &p)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Decodes one record read from `pack` at a location: header check, decompression, blake3 check.
+/// `expect` is the id the caller asked for.
+pub fn open_record(
+    pack: PackId,
+    bytes: &[u8],
+    expect: &ChunkId,
+) -> Result<(RecordHeader, Vec<u8>)> {
+    let corrupt = |detail: String| Error::CorruptChunk {
+        id: *expect,
+        pack,
+        detail,
+    };
+    let h = RecordHeader::decode(bytes).map_err(corrupt)?;
+    if h.id != *expect {
+        return Err(corrupt(format!("record holds {} instead", h.id)));
+    }
+    let payload = &bytes[RECORD_HEADER_LEN..];
+    if payload.len() != h.stored_len as usize {
+        return Err(corrupt("record payload truncated".into()));
+    }
+    let plain = match crate::compress::Compression::from_byte(h.compression) {
+        Some(crate::compress::Compression::None) => payload.to_vec(),
+        Some(crate::compress::Compression::Zstd) => {
+            crate::compress::decompress(payload, h.raw_len as usize)
+                .map_err(|e| corrupt(e.to_string()))?
+        }
+        None => return Err(corrupt(format!("unknown compression {}", h.compression))),
+    };
+    if plain.len() != h.raw_len as usize || ChunkId::of(&plain) != *expect {
+        return Err(corrupt("blake3 mismatch".into()));
+    }
+    Ok((h, plain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = RecordHeader {
+            rtype: RecordType::Chunk,
+            compression: 1,
+            raw_len: 1000,
+            stored_len: 10,
+            id: ChunkId::of(b"a"),
+        };
+        let mut b = h.encode();
+        assert_eq!(RecordHeader::decode(&b).unwrap(), h);
+        b[9] ^= 1;
+        assert!(RecordHeader::decode(&b).is_err());
+    }
+
+    #[test]
+    fn dir_backend_finish_makes_visible() {
+        let t = tempfile::tempdir().unwrap();
+        let b = DirBackend::open(t.path()).unwrap();
+        let mut s = b.create(PackId(0x1ff)).unwrap();
+        s.write_all(b"hello world").unwrap();
+        assert!(b.list().unwrap().is_empty());
+        s.finish().unwrap();
+        assert_eq!(b.list().unwrap(), vec![(PackId(0x1ff), 11)]);
+        assert_eq!(b.read_at(PackId(0x1ff), 6, 5).unwrap(), b"world");
+        assert!(b.read_at(PackId(0x1ff), 6, 50).is_err());
+        let _ = b.create(PackId(2)).unwrap();
+        assert_eq!(b.remove_unfinished().unwrap(), 1);
+    }
+}

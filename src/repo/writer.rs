@@ -1,0 +1,166 @@
+//! Appending records to packs and indexing them. The commit order for data is enforced here: a
+//! pack is written, fsynced and renamed into place *before* its records enter the sled index, so the
+//! index never points at bytes that might not be on disk.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::compress::{self, Compression};
+use crate::error::Result;
+use crate::id::{ChunkId, PackId};
+use crate::repo::keys::Location;
+use crate::repo::pack::{
+    PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION,
+};
+use crate::repo::Repo;
+
+/// Packs are closed once they reach this size: large enough for few files and fsyncs, small enough
+/// that prune can rewrite one cheaply.
+pub const PACK_TARGET_SIZE: u64 = 64 << 20;
+
+/// Counters of what a writer stored.
+#[derive(Clone, Debug, Default)]
+pub struct WriterStats {
+    /// Records of type chunk not stored before.
+    pub new_chunks: u64,
+    /// Their plaintext bytes.
+    pub new_bytes: u64,
+    /// Bytes added to pack files, headers included.
+    pub stored_bytes: u64,
+    /// Packs finished.
+    pub packs: u64,
+}
+
+struct OpenPack {
+    id: PackId,
+    sink: Box<dyn PackSink>,
+    offset: u64,
+    pending: HashMap<ChunkId, Location>,
+}
+
+/// Appends records to a sequence of packs. Single-threaded by design: one backup has one writer
+/// thread, fed by a channel.
+pub struct PackWriter {
+    repo: Arc<Repo>,
+    current: Option<OpenPack>,
+    stats: WriterStats,
+    in_flight: Arc<Mutex<HashSet<ChunkId>>>,
+}
+
+impl PackWriter {
+    /// A writer over `repo`'s packs. `in_flight` is the set workers use to avoid compressing a chunk
+    /// twice; ids leave it once they are indexed.
+    pub fn new(repo: Arc<Repo>, in_flight: Arc<Mutex<HashSet<ChunkId>>>) -> PackWriter {
+        PackWriter {
+            repo,
+            current: None,
+            stats: WriterStats::default(),
+            in_flight,
+        }
+    }
+
+    /// Whether `id` is already stored or pending in this writer.
+    fn known(&self, id: &ChunkId) -> Result<bool> {
+        if let Some(p) = &self.current {
+            if p.pending.contains_key(id) {
+                return Ok(true);
+            }
+        }
+        self.repo.has_chunk(id)
+    }
+
+    /// Appends a record whose payload was prepared by the caller. Duplicates are dropped.
+    pub fn add_prepared(
+        &mut self,
+        rtype: RecordType,
+        id: ChunkId,
+        raw_len: u32,
+        compression: Compression,
+        payload: &[u8],
+    ) -> Result<()> {
+        if self.known(&id)? {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let pid = crate::id::PackId(self.repo.generate_id()?);
+            let mut sink = self.repo.packs().create(pid)?;
+            let mut header = [0u8; PACK_HEADER_LEN as usize];
+            header[..8].copy_from_slice(PACK_MAGIC);
+            header[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
+            sink.write_all(&header)?;
+            self.current = Some(OpenPack {
+                id: pid,
+                sink,
+                offset: PACK_HEADER_LEN,
+                pending: HashMap::new(),
+            });
+        }
+        let p = self.current.as_mut().unwrap();
+        let h = RecordHeader {
+            rtype,
+            compression: compression as u8,
+            raw_len,
+            stored_len: payload.len() as u32,
+            id,
+        };
+        p.sink.write_all(&h.encode())?;
+        p.sink.write_all(payload)?;
+        p.pending.insert(
+            id,
+            Location {
+                pack: p.id,
+                offset: p.offset,
+                stored_len: payload.len() as u32,
+                raw_len,
+                compression: compression as u8,
+            },
+        );
+        let rec_len = (super::pack::RECORD_HEADER_LEN + payload.len()) as u64;
+        p.offset += rec_len;
+        self.stats.stored_bytes += rec_len;
+        if rtype == RecordType::Chunk {
+            self.stats.new_chunks += 1;
+            self.stats.new_bytes += raw_len as u64;
+        }
+        if p.offset >= PACK_TARGET_SIZE {
+            self.finish_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses (at the repository's level) and appends a metadata record; returns its id.
+    pub fn add_blob(&mut self, rtype: RecordType, plain: &[u8]) -> Result<ChunkId> {
+        let id = ChunkId::of(plain);
+        match compress::compress(plain, self.repo.compression()) {
+            Some(c) => self.add_prepared(rtype, id, plain.len() as u32, Compression::Zstd, &c)?,
+            None => self.add_prepared(rtype, id, plain.len() as u32, Compression::None, plain)?,
+        }
+        Ok(id)
+    }
+
+    /// Makes the open pack durable, then indexes its records.
+    fn finish_pack(&mut self) -> Result<()> {
+        let Some(p) = self.current.take() else {
+            return Ok(());
+        };
+        p.sink.finish()?;
+        let mut batch = sled::Batch::default();
+        for (id, loc) in &p.pending {
+            batch.insert(&id.0, &loc.encode());
+        }
+        self.repo.chunks.apply_batch(batch)?;
+        let mut f = self.in_flight.lock().unwrap();
+        for id in p.pending.keys() {
+            f.remove(id);
+        }
+        self.stats.packs += 1;
+        log::debug!("Finished pack {} ({} bytes)", p.id, p.offset);
+        Ok(())
+    }
+
+    /// Finishes the last pack and returns what was stored.
+    pub fn finish(mut self) -> Result<WriterStats> {
+        self.finish_pack()?;
+        Ok(self.stats)
+    }
+}
