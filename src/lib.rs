@@ -12,10 +12,12 @@ pub mod content;
 pub mod entry;
 pub mod error;
 pub mod fsmeta;
+pub mod fuse;
 pub mod id;
 pub mod layers;
 pub mod repo;
 pub mod snapshot;
 pub mod time;
+pub mod vfs;
 
 pub use error::{Error, Result};

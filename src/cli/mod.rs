@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings.
 
+mod mount;
 mod output;
 
 use std::io::Write;
@@ -53,6 +54,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Write one file of a snapshot to standard output (verified)
     Cat(CatArgs),
+    /// Mount every snapshot as a read-only filesystem (foreground; Ctrl-C unmounts)
+    Mount(mount::MountArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -198,6 +201,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Ls(a) => cmd_ls(&Repo::open(&path)?, a),
         Command::Cat(a) => cmd_cat(&Repo::open(&path)?, a),
+        Command::Mount(a) => mount::run(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

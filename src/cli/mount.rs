@@ -1,0 +1,217 @@
+//! `strata mount`: checks the mount point, opens the repository, mounts it read-only in the
+//! foreground, prints one line when ready, and unmounts on SIGINT/SIGTERM/SIGHUP or when the mount
+//! is removed from outside (`fusermount3 -u`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::error::IoContext;
+use crate::fuse::{spawn_mount, MountOptions};
+use crate::repo::Repo;
+use crate::vfs::{Vfs, VfsOptions};
+use crate::{Error, Result};
+
+/// `strata mount`
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Empty directory to mount the repository on
+    pub mountpoint: PathBuf,
+    /// Let other users access the mount (stored permissions are then enforced by the kernel;
+    /// non-root users need `user_allow_other` in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Memory for decompressed chunks, e.g. 256M, 1G, 512MiB or a byte count
+    #[arg(long, default_value = "256M", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
+    /// Only show snapshots of this source (repeatable)
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// Worker threads serving reads [default: 2 per CPU, at least 4]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+}
+
+/// Parses `123`, `64K`, `256M`, `1G`, `2T`, with optional `iB`/`B` suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (num, shift) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 10),
+        Some('m') => (&body[..body.len() - 1], 20),
+        Some('g') => (&body[..body.len() - 1], 30),
+        Some('t') => (&body[..body.len() - 1], 40),
+        _ => (body, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("Not a size: {s:?} (try 256M or 1G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("Size too large: {s:?}"))
+}
+
+fn unusable(path: &Path, reason: &str) -> Error {
+    Error::InvalidArgument(format!("Cannot mount at {}: {reason}", path.display()))
+}
+
+/// Refuses a missing, non-directory or non-empty mount point, and one inside the repository.
+pub fn check_mountpoint(mountpoint: &Path, repo: &Path) -> Result<PathBuf> {
+    let meta = match std::fs::metadata(mountpoint) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unusable(
+                mountpoint,
+                "it does not exist (create an empty directory)",
+            ))
+        }
+        Err(e) => return Err(e).ctx("Checking mount point", mountpoint),
+    };
+    if !meta.is_dir() {
+        return Err(unusable(mountpoint, "it is not a directory"));
+    }
+    let mp = mountpoint
+        .canonicalize()
+        .ctx("Checking mount point", mountpoint)?;
+    if let Ok(r) = repo.canonicalize() {
+        if mp.starts_with(&r) {
+            return Err(unusable(mountpoint, "it is inside the repository"));
+        }
+    }
+    let mut it = std::fs::read_dir(&mp).ctx("Checking mount point", mountpoint)?;
+    if it.next().is_some() {
+        return Err(unusable(mountpoint, "it is not empty"));
+    }
+    Ok(mp)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Runs `strata mount` until a signal or an external unmount; returns the exit code.
+pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
+    let mp = check_mountpoint(&a.mountpoint, repo_path)?;
+    // Block the termination signals before any thread exists (sled's, fuser's, ours), so every
+    // thread inherits the mask and only the sigwait thread below receives them.
+    let set = block_signals();
+    let started = Instant::now();
+    let repo = Repo::open(repo_path)?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let vfs = Arc::new(Vfs::open(
+        repo,
+        VfsOptions {
+            cache_bytes: a.cache_size,
+            sources: a.sources.clone(),
+            uid,
+            gid,
+            ..VfsOptions::default()
+        },
+    )?);
+    // `false`: the session ended (unmounted from outside); `true`: a signal asks us to unmount.
+    let (tx, rx) = crossbeam_channel::bounded::<bool>(4);
+    let (ended_tx, ended_rx) = crossbeam_channel::bounded::<()>(1);
+    let fwd = tx.clone();
+    std::thread::spawn(move || {
+        if ended_rx.recv().is_ok() {
+            let _ = fwd.send(false);
+        }
+    });
+    let opts = MountOptions {
+        allow_other: a.allow_other,
+        threads: a.threads,
+    };
+    let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
+        .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
+    let sig_tx = tx;
+    std::thread::spawn(move || loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is a valid, initialized signal set; `sig` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            log::info!("Received signal {sig}, unmounting");
+            let _ = sig_tx.send(true);
+        }
+    });
+    println!(
+        "Mounted {} snapshots of {} at {} (ready in {} ms)",
+        vfs.snapshot_count(),
+        repo_path.display(),
+        mp.display(),
+        started.elapsed().as_millis()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let signalled = rx.recv().unwrap_or(false);
+    if !signalled {
+        // Already unmounted from outside: nothing left to unmount.
+        std::mem::forget(session);
+        log::info!("{} was unmounted", mp.display());
+        return Ok(crate::cli::EXIT_OK);
+    }
+    // Dropping the session's mount unmounts (lazily if busy); then give the loop a moment to end.
+    let guard = {
+        let s = session;
+        s.guard
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !guard.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (hits, misses, _) = vfs.cache_stats();
+    log::info!(
+        "Unmounted {}; chunk cache hits {hits}, misses {misses}",
+        mp.display()
+    );
+    Ok(crate::cli::EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2gb").unwrap(), 2 << 30);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let msg = |r: Result<PathBuf>| r.unwrap_err().to_string();
+        assert!(msg(check_mountpoint(&d.path().join("nope"), &repo)).contains("does not exist"));
+        let inside = repo.join("mnt");
+        std::fs::create_dir(&inside).unwrap();
+        assert!(msg(check_mountpoint(&inside, &repo)).contains("inside the repository"));
+        let full = d.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("x"), b"").unwrap();
+        assert!(msg(check_mountpoint(&full, &repo)).contains("not empty"));
+        let ok = d.path().join("ok");
+        std::fs::create_dir(&ok).unwrap();
+        assert!(check_mountpoint(&ok, &repo).is_ok());
+    }
+}

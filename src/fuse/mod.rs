@@ -1,0 +1,637 @@
+//! The thin fuser adapter: one method per FUSE operation, each translating arguments, calling
+//! [`crate::vfs::Vfs`] and replying. It knows fuser; the vfs does not.
+//!
+//! - Inode encoding: FUSE node ids are the vfs inode numbers unchanged (1 is the root); they are
+//!   also what `st_ino` shows. The generation is always 0 (inodes are never reused).
+//! - Threads: fuser's session loop is single-threaded, so slow operations (lookup, opendir,
+//!   read) are handed to a small worker pool that replies from its thread.
+//! - Errors: [`errno`] is the one exhaustive table from vfs errors to errnos. Every write-type
+//!   operation replies `EROFS`.
+//! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
+//!   (`FOPEN_KEEP_CACHE`), cached directory listings (`FOPEN_CACHE_DIR`) and negative lookups;
+//!   the top-level lists get one second.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::consts::{
+    FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
+    FUSE_PARALLEL_DIROPS, FUSE_READDIRPLUS_AUTO,
+};
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
+};
+use libc::c_int;
+
+use crate::vfs::{Attr, DirItem, FileKind, Vfs, VfsError, XattrReply};
+
+/// TTL of snapshot content (immutable).
+pub const TTL_CONTENT: Duration = Duration::from_secs(86_400);
+/// TTL of the top-level lists (may change when the snapshot list is refreshed).
+pub const TTL_LISTS: Duration = Duration::from_secs(1);
+
+/// The errno for each vfs error. Exhaustive on purpose: a new error variant must be placed here.
+pub fn errno(e: &VfsError) -> c_int {
+    match e {
+        VfsError::NotFound => libc::ENOENT,
+        VfsError::NotADirectory => libc::ENOTDIR,
+        VfsError::IsADirectory => libc::EISDIR,
+        VfsError::InvalidKind => libc::EINVAL,
+        VfsError::NoXattr => libc::ENODATA,
+        VfsError::Range => libc::ERANGE,
+        VfsError::ReadOnly => libc::EROFS,
+        VfsError::Corrupt { .. } => libc::EIO,
+        VfsError::Repo { .. } => libc::EIO,
+    }
+}
+
+fn log_err(op: &str, e: &VfsError) -> c_int {
+    match e {
+        VfsError::Corrupt { .. } | VfsError::Repo { .. } => log::error!("{op}: {e}"),
+        _ => log::debug!("{op}: {e}"),
+    }
+    errno(e)
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Linux `dev_t` (as stored) → the kernel's 32-bit `new_encode_dev` form that FUSE carries.
+fn fuse_rdev(rdev: u64) -> u32 {
+    let major = libc::major(rdev) as u32;
+    let minor = libc::minor(rdev) as u32;
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+/// fuser's attribute struct for a vfs attribute (atime = ctime = crtime = mtime).
+pub fn file_attr(a: &Attr) -> FileAttr {
+    let t = system_time(a.mtime_ns);
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.blocks,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: fuse_rdev(a.rdev),
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn ttl(a: &Attr) -> Duration {
+    if a.immutable {
+        TTL_CONTENT
+    } else {
+        TTL_LISTS
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The fuser `Filesystem`.
+pub struct StrataFs {
+    vfs: Arc<Vfs>,
+    jobs: crossbeam_channel::Sender<Job>,
+    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<DirItem>>>>>,
+    next_fh: AtomicU64,
+    on_destroy: Option<crossbeam_channel::Sender<()>>,
+}
+
+impl StrataFs {
+    /// An adapter over `vfs` with `threads` workers; `on_destroy` is signalled when the session
+    /// ends (e.g. after `fusermount3 -u`).
+    pub fn new(
+        vfs: Arc<Vfs>,
+        threads: usize,
+        on_destroy: Option<crossbeam_channel::Sender<()>>,
+    ) -> StrataFs {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("strata-fuse-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .expect("spawn worker thread");
+        }
+        StrataFs {
+            vfs,
+            jobs: tx,
+            dirs: Arc::new(Mutex::new(HashMap::new())),
+            next_fh: AtomicU64::new(1),
+            on_destroy,
+        }
+    }
+
+    fn spawn(&self, job: impl FnOnce(&Vfs) + Send + 'static) {
+        let vfs = self.vfs.clone();
+        let job: Job = Box::new(move || job(&vfs));
+        if let Err(e) = self.jobs.send(job) {
+            // Workers gone (shutting down): run inline rather than drop the reply.
+            (e.into_inner())();
+        }
+    }
+
+    fn listing(&self, ino: u64, fh: u64) -> Result<Arc<Vec<DirItem>>, VfsError> {
+        if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh) {
+            return Ok(d.clone());
+        }
+        self.vfs.readdir(ino).map(Arc::new)
+    }
+}
+
+fn erofs_entry(reply: ReplyEntry) {
+    reply.error(libc::EROFS);
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
+        for cap in [
+            FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
+            FUSE_PARALLEL_DIROPS,
+            FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                log::debug!("Kernel lacks FUSE capability bits {missing:#x}");
+            }
+        }
+        // As much readahead as the kernel allows; enough background requests to keep workers busy.
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(tx) = self.on_destroy.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes().to_vec();
+        self.spawn(move |vfs| match vfs.lookup(parent, &name) {
+            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
+            Err(VfsError::NotFound) if vfs.getattr(parent).is_ok_and(|p| p.immutable) => {
+                // Negative entry (node id 0) cached like content: absent names stay absent.
+                let mut attr = file_attr(&vfs.getattr(parent).expect("checked"));
+                attr.ino = 0;
+                reply.entry(&TTL_CONTENT, &attr, 0)
+            }
+            Err(e) => reply.error(log_err("lookup", &e)),
+        });
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino) {
+            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Err(e) => reply.error(log_err("getattr", &e)),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.vfs.readlink(ino) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(log_err("readlink", &e)),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
+        match self.vfs.open_file(ino, write) {
+            Ok(()) => reply.opened(0, FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(log_err("open", &e)),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        if offset < 0 {
+            reply.error(libc::EINVAL);
+            return;
+        }
+        self.spawn(move |vfs| match vfs.read(ino, offset as u64, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(log_err("read", &e)),
+        });
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let dirs = self.dirs.clone();
+        self.spawn(move |vfs| match vfs.readdir(ino) {
+            Ok(items) => {
+                let immutable = items.first().is_some_and(|d| d.attr.immutable);
+                dirs.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, Arc::new(items));
+                let flags = if immutable {
+                    FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
+                } else {
+                    0
+                };
+                reply.opened(fh, flags)
+            }
+            Err(e) => reply.error(log_err("opendir", &e)),
+        });
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.listing(ino, fh) {
+            Ok(items) => {
+                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                    let name = OsStr::from_bytes(&d.name);
+                    if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(log_err("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.listing(ino, fh) {
+            Ok(items) => {
+                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                    let name = OsStr::from_bytes(&d.name);
+                    let attr = file_attr(&d.attr);
+                    if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(log_err("readdirplus", &e)),
+        }
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let r = self
+            .vfs
+            .getxattr(ino, name.as_bytes())
+            .and_then(|v| crate::vfs::xattr_reply(v, size));
+        reply_xattr(r, reply);
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let r = self
+            .vfs
+            .listxattr(ino)
+            .and_then(|v| crate::vfs::xattr_reply(v, size));
+        reply_xattr(r, reply);
+    }
+
+    fn access(&mut self, _req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        match self.vfs.getattr(ino) {
+            Ok(_) if mask & libc::W_OK != 0 => reply.error(libc::EROFS),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(log_err("access", &e)),
+        }
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    // ----- every write-type operation: EROFS -----
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn mknod(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        erofs_entry(reply);
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        erofs_entry(reply);
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn symlink(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        erofs_entry(reply);
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _newparent: u64,
+        _newname: &OsStr,
+        _flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        erofs_entry(reply);
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _length: i64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn copy_file_range(
+        &mut self,
+        _req: &Request<'_>,
+        _ino_in: u64,
+        _fh_in: u64,
+        _offset_in: i64,
+        _ino_out: u64,
+        _fh_out: u64,
+        _offset_out: i64,
+        _len: u64,
+        _flags: u32,
+        reply: ReplyWrite,
+    ) {
+        reply.error(libc::EROFS);
+    }
+}
+
+fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
+    match r {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(log_err("xattr", &e)),
+    }
+}
+
+/// Options for [`spawn_mount`].
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Let other users in (`allow_other`), with `default_permissions` so stored modes apply.
+    pub allow_other: bool,
+    /// Worker threads for slow operations (0: 2 per CPU, at least 4).
+    pub threads: usize,
+}
+
+/// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
+/// returned session is dropped. `on_destroy` is signalled if the session ends first.
+pub fn spawn_mount(
+    vfs: Arc<Vfs>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    on_destroy: Option<crossbeam_channel::Sender<()>>,
+) -> std::io::Result<fuser::BackgroundSession> {
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .max(4)
+    } else {
+        opts.threads
+    };
+    let mut options = vec![
+        MountOption::RO,
+        MountOption::FSName("strata".into()),
+        MountOption::Subtype("strata".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    if opts.allow_other {
+        options.push(MountOption::AllowOther);
+        options.push(MountOption::DefaultPermissions);
+    }
+    let fs = StrataFs::new(vfs, threads, on_destroy);
+    fuser::spawn_mount2(fs, mountpoint, &options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table() {
+        assert_eq!(errno(&VfsError::NotFound), libc::ENOENT);
+        assert_eq!(errno(&VfsError::ReadOnly), libc::EROFS);
+        assert_eq!(errno(&VfsError::Range), libc::ERANGE);
+        assert_eq!(errno(&VfsError::NoXattr), libc::ENODATA);
+        assert_eq!(errno(&VfsError::NotADirectory), libc::ENOTDIR);
+        let corrupt = VfsError::Corrupt {
+            path: "x".into(),
+            source: crate::Error::MissingChunk(crate::id::ChunkId::of(b"")),
+        };
+        assert_eq!(errno(&corrupt), libc::EIO);
+    }
+
+    #[test]
+    fn rdev_encoding_matches_kernel() {
+        assert_eq!(fuse_rdev(libc::makedev(1, 3)), 0x103);
+        // Large minor numbers go to the high bits, as new_encode_dev does.
+        assert_eq!(
+            fuse_rdev(libc::makedev(8, 0x12345)),
+            0x45 | (8 << 8) | (0x12300 << 12)
+        );
+    }
+
+    #[test]
+    fn negative_times() {
+        assert_eq!(
+            system_time(-1_500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+    }
+}

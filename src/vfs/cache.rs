@@ -1,0 +1,101 @@
+//! The mount's bounded LRU of verified, decompressed chunks, with in-flight deduplication.
+//! Bounded by bytes, not entries; a chunk larger than the whole cache is served but not kept.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use super::lock;
+use crate::id::ChunkId;
+use crate::repo::Repo;
+
+/// Bounded LRU of verified, decompressed chunks, with in-flight deduplication: concurrent readers
+/// of one chunk wait for a single load.
+pub struct ChunkCache {
+    repo: Arc<Repo>,
+    cap_bytes: u64,
+    inner: Mutex<CacheInner>,
+    inflight: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+struct CacheInner {
+    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    bytes: u64,
+}
+
+impl ChunkCache {
+    /// An empty cache holding at most `cap_bytes` of chunk data.
+    pub fn new(repo: Arc<Repo>, cap_bytes: u64) -> ChunkCache {
+        ChunkCache {
+            repo,
+            cap_bytes,
+            inner: Mutex::new(CacheInner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            inflight: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn cached(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        lock(&self.inner).lru.get(id).cloned()
+    }
+
+    /// Whether `id` is cached (does not touch recency).
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        lock(&self.inner).lru.contains(id)
+    }
+
+    /// (hits, misses, bytes held).
+    pub fn stats(&self) -> (u64, u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            lock(&self.inner).bytes,
+        )
+    }
+
+    /// The verified plaintext of chunk `id`, from the cache or the repository.
+    pub fn get(&self, id: &ChunkId) -> crate::Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.cached(id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(d);
+        }
+        let slot = lock(&self.inflight).entry(*id).or_default().clone();
+        let guard = lock(&slot);
+        if let Some(d) = self.cached(id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(d);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let res = self.repo.read_chunk(id).map(Arc::new);
+        if let Ok(d) = &res {
+            let len = d.len() as u64;
+            if len <= self.cap_bytes {
+                let mut inner = lock(&self.inner);
+                if let Some(old) = inner.lru.put(*id, d.clone()) {
+                    inner.bytes -= old.len() as u64;
+                }
+                inner.bytes += len;
+                while inner.bytes > self.cap_bytes {
+                    match inner.lru.pop_lru() {
+                        Some((_, v)) => inner.bytes -= v.len() as u64,
+                        None => break,
+                    }
+                }
+            }
+        }
+        drop(guard);
+        let mut inflight = lock(&self.inflight);
+        if inflight.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            inflight.remove(id);
+        }
+        res
+    }
+}
