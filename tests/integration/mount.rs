@@ -1,0 +1,644 @@
+//! `strata mount` against real FUSE: fidelity of every snapshot (Rust comparison with the
+//! reference capture, plus `rsync -aHAXn --checksum -i` and `diff -r` as real processes), the
+//! `changes/` view and `.deleted`, sqlite3 on a mounted database, concurrent readers, a corrupt
+//! chunk, EROFS, refusals and signal handling.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::fixture::{self, Tree};
+use crate::common::mount::{fuse_available, run, snapshot_names, with_timeout, Mount};
+use crate::common::{backup, new_repo, pseudo_random, strata, strata_ok};
+
+const BODY_TIMEOUT: Duration = Duration::from_secs(180);
+const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn sqlite(args: &[&str]) -> String {
+    let out = run(Command::new("sqlite3").args(args), CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "sqlite3 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn cp_a(from: &Path, to: &Path) {
+    let out = run(Command::new("cp").arg("-a").arg(from).arg(to), CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The fixture, backed up as full → incremental → differential → incremental, with a reference
+/// capture and a `cp -a` copy of the source at each backup.
+struct Scenario {
+    _t: tempfile::TempDir,
+    repo: PathBuf,
+    refs: Vec<PathBuf>,
+    trees: Vec<Tree>,
+    /// Parent index of each snapshot (None for the full).
+    parents: Vec<Option<usize>>,
+    names: Vec<String>,
+}
+
+fn scenario() -> Scenario {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fixture::build(&src, 7);
+    fs::create_dir(src.join("db")).unwrap();
+    let db = src.join("db/orders.sqlite");
+    let db = db.to_str().unwrap();
+    sqlite(&[
+        db,
+        "create table orders(id integer primary key, total real); \
+         insert into orders(total) values (10.5),(99.0),(7.25);",
+    ]);
+    let mut refs = Vec::new();
+    let mut trees = Vec::new();
+    type Step = (&'static str, fn(&Path));
+    let steps: [Step; 4] = [
+        ("full", |_| {}),
+        ("incremental", |s| {
+            fixture::mutate1(s);
+            let db = s.join("db/orders.sqlite");
+            sqlite(&[
+                db.to_str().unwrap(),
+                "insert into orders(total) values (1.0),(2.0);",
+            ]);
+        }),
+        ("differential", fixture::mutate2),
+        ("incremental", fixture::mutate3),
+    ];
+    for (i, (kind, mutate)) in steps.iter().enumerate() {
+        mutate(&src);
+        trees.push(fixture::capture(&src));
+        let r = t.path().join(format!("ref{i}"));
+        cp_a(&src, &r);
+        refs.push(r);
+        backup(
+            &repo,
+            &src,
+            &["--kind", kind, "--tag", &format!("step-{i}")],
+        );
+    }
+    let names = snapshot_names(&repo);
+    assert_eq!(names.len(), 4);
+    Scenario {
+        _t: t,
+        repo,
+        refs,
+        trees,
+        parents: vec![None, Some(0), Some(0), Some(2)],
+        names,
+    }
+}
+
+fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+fn parent_of(p: &[u8]) -> &[u8] {
+    p.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&b""[..], |i| &p[..i])
+}
+
+#[test]
+fn mount_snapshots_are_faithful_and_changes_are_exact() {
+    if !fuse_available() {
+        return;
+    }
+    let s = scenario();
+    let m = Mount::start(&s.repo, &[]);
+    assert!(
+        m.ready_line.contains("Mounted 4 snapshots"),
+        "{}",
+        m.ready_line
+    );
+    let mp = m.path.clone();
+    with_timeout(BODY_TIMEOUT, move || check_scenario(&s, &mp));
+}
+
+fn check_scenario(s: &Scenario, mp: &Path) {
+    // Top level.
+    let mut top: Vec<String> = fs::read_dir(mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        ["changes", "kinds", "latest", "snapshots", "sources", "tags"]
+    );
+    let mut listed: Vec<String> = fs::read_dir(mp.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut want = s.names.clone();
+    want.sort();
+    assert_eq!(listed, want, "snapshots/ names map to `snapshots --json`");
+    assert_eq!(
+        fs::read_link(mp.join("latest")).unwrap(),
+        Path::new("snapshots").join(&s.names[3])
+    );
+    let kinds = ["full", "incremental", "differential", "incremental"];
+    for (i, name) in s.names.iter().enumerate() {
+        let link = mp.join("kinds").join(kinds[i]).join(name);
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("../../snapshots").join(name)
+        );
+        assert!(link.join("empty.txt").exists(), "kinds link resolves");
+        let tag = mp.join("tags").join(format!("step-{i}")).join(name);
+        assert!(fs::symlink_metadata(&tag).unwrap().file_type().is_symlink());
+    }
+    let sources: Vec<_> = fs::read_dir(mp.join("sources")).unwrap().collect();
+    assert_eq!(sources.len(), 1);
+    let src_dir = sources[0].as_ref().unwrap().path();
+    assert!(!src_dir.file_name().unwrap().as_bytes().contains(&b'/'));
+    assert_eq!(
+        fs::read_link(src_dir.join("latest")).unwrap(),
+        Path::new("../../snapshots").join(&s.names[3])
+    );
+    assert!(!mp.join("snapshots/no-such-snapshot").exists());
+
+    for (i, name) in s.names.iter().enumerate() {
+        let snap = mp.join("snapshots").join(name);
+        // Every attribute, content, xattr, link group, through the kernel.
+        fixture::assert_same(
+            &format!("mounted {name}"),
+            &s.trees[i],
+            &fixture::capture(&snap),
+        );
+        // rsync as a real process: no differences at all.
+        let out = run(
+            Command::new("rsync")
+                .args(["-aHAXn", "--checksum", "-i", "--delete"])
+                .arg(format!("{}/", s.refs[i].display()))
+                .arg(format!("{}/", snap.display())),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "rsync: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "rsync -i reports differences for {name}"
+        );
+        // diff -r as a real process (GNU diff cannot compare FIFOs or devices: excluded).
+        let out = run(
+            Command::new("diff")
+                .args(["-r", "--no-dereference", "-x", "fifo", "-x", "null-dev"])
+                .arg(&s.refs[i])
+                .arg(&snap),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "diff -r {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_metadata(&s.refs[i], &snap);
+    }
+
+    // sqlite3 on the mounted databases, as they were at backup time.
+    for (i, want) in [(0, "3"), (1, "5"), (3, "5")] {
+        let uri = format!(
+            "file:{}/snapshots/{}/db/orders.sqlite?immutable=1",
+            mp.display(),
+            s.names[i]
+        );
+        assert_eq!(sqlite(&[&uri, "select count(*) from orders"]), want);
+    }
+    let uri = format!(
+        "file:{}/snapshots/{}/db/orders.sqlite?immutable=1",
+        mp.display(),
+        s.names[1]
+    );
+    assert_eq!(sqlite(&[&uri, "select sum(total) from orders"]), "119.75");
+
+    // changes/: exactly the layer.
+    for i in 0..4 {
+        check_changes(s, mp, i);
+    }
+}
+
+/// Kernel-visible metadata the capture does not cover: inode sharing, nlink, blocks, times.
+fn check_metadata(reference: &Path, snap: &Path) {
+    let r = |p: &str| fs::symlink_metadata(reference.join(p)).unwrap();
+    let g = |p: &str| fs::symlink_metadata(snap.join(p)).unwrap();
+    if reference.join("orders/hard-b").exists() {
+        let (a, b) = (g("hard-a"), g("orders/hard-b"));
+        assert_eq!(a.ino(), b.ino(), "hard links share an inode");
+        assert_eq!(a.nlink(), 2);
+        assert_eq!(r("hard-a").nlink(), 2);
+        assert_ne!(a.ino(), g("empty.txt").ino());
+    } else {
+        assert_eq!(g("hard-a").nlink(), 1);
+    }
+    let sparse = g("sparse.img");
+    assert_eq!(sparse.size(), 8 << 20);
+    assert!(
+        sparse.blocks() >= 8 && sparse.blocks() < 1024,
+        "blocks {}",
+        sparse.blocks()
+    );
+    let f = fs::File::open(snap.join("sparse.img")).unwrap();
+    let mut buf = vec![1u8; 8192];
+    f.read_exact_at(&mut buf, (4 << 20) - 4096).unwrap();
+    assert!(buf[..4096].iter().all(|&b| b == 0) && buf[4096..].iter().all(|&b| b == 0xab));
+    for p in ["", "orders", "empty-dir", "link-to-order", "logs/app.log"] {
+        let (a, b) = (r(p), g(p));
+        assert_eq!(
+            (a.mtime(), a.mtime_nsec()),
+            (b.mtime(), b.mtime_nsec()),
+            "mtime of {p:?}"
+        );
+        assert_eq!(a.mode(), b.mode(), "mode of {p:?}");
+    }
+    assert_eq!(g("empty.txt").mode() & 0o7777, 0o4755);
+    if reference.join("null-dev").exists() {
+        assert_eq!(g("null-dev").rdev(), r("null-dev").rdev());
+    }
+    let weird = snap.join(OsStr::from_bytes(b"bad\xffname"));
+    assert_eq!(
+        weird.exists(),
+        reference.join(OsStr::from_bytes(b"bad\xffname")).exists()
+    );
+    // Inode numbers are stable for the life of the mount.
+    assert_eq!(g("orders").ino(), g("orders").ino());
+    // xattr size probe / ERANGE / ENODATA through the kernel.
+    if let Some(v) =
+        xattr::get(snap.join("orders/2026/11/20/order-1.json"), "user.checksum").unwrap()
+    {
+        assert!(!v.is_empty());
+    }
+    assert_eq!(xattr::get(snap.join("hard-a"), "user.nope").unwrap(), None);
+}
+
+/// The expected layer of snapshot `i` from the reference trees, checked against `changes/`.
+fn check_changes(s: &Scenario, mp: &Path, i: usize) {
+    let name = &s.names[i];
+    let dir = mp.join("changes").join(name);
+    let got: Tree = fixture::capture(&dir);
+    let cur = &s.trees[i];
+    let empty = Tree::new();
+    let parent = s.parents[i].map_or(&empty, |p| &s.trees[p]);
+    // Link groups compare by presence (nlink > 1), not by name: `changes/` may hold one link.
+    let strip = |e: &fixture::RefEntry| {
+        let mut e = e.clone();
+        e.link_group = e.link_group.as_ref().map(|_| Vec::new());
+        e
+    };
+    let changed: BTreeSet<Vec<u8>> = cur
+        .iter()
+        .filter(|(p, e)| !p.is_empty() && parent.get(*p).map(strip) != Some(strip(e)))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let deleted: BTreeSet<Vec<u8>> = parent
+        .keys()
+        .filter(|p| !p.is_empty() && !cur.contains_key(*p))
+        .filter(|p| {
+            let d = parent_of(p).to_vec();
+            let is_dir = |t: &Tree| {
+                t.get(&d)
+                    .is_some_and(|e| e.kind == strata::entry::Kind::Dir)
+            };
+            is_dir(parent) && is_dir(cur)
+        })
+        .cloned()
+        .collect();
+    let shown: BTreeSet<Vec<u8>> = got
+        .keys()
+        .filter(|p| !p.is_empty() && p.as_slice() != b".deleted" && p.as_slice() != b".deleted0")
+        .cloned()
+        .collect();
+    for p in &changed {
+        assert!(
+            shown.contains(p),
+            "changes/{name}: changed {} not shown",
+            lossy(p)
+        );
+        assert_eq!(
+            strip(&got[p]),
+            strip(&cur[p]),
+            "changes/{name}: {}",
+            lossy(p)
+        );
+    }
+    let reach: Vec<&Vec<u8>> = changed.iter().chain(deleted.iter()).collect();
+    for p in shown.difference(&changed) {
+        let mut pre = p.clone();
+        pre.push(b'/');
+        assert!(
+            reach.iter().any(|c| c.starts_with(&pre)),
+            "changes/{name}: {} shown but unchanged and leads to no change",
+            lossy(p)
+        );
+        assert_eq!(got[p].kind, strata::entry::Kind::Dir, "{}", lossy(p));
+    }
+    let listed = fs::read(dir.join(".deleted")).unwrap();
+    let listed0 = fs::read(dir.join(".deleted0")).unwrap();
+    let mut want = Vec::new();
+    let mut want0 = Vec::new();
+    for p in &deleted {
+        want.extend_from_slice(p);
+        want.push(b'\n');
+        want0.extend_from_slice(p);
+        want0.push(0);
+    }
+    assert_eq!(lossy(&listed), lossy(&want), "changes/{name}/.deleted");
+    assert_eq!(listed0, want0, "changes/{name}/.deleted0");
+    if i > 0 {
+        assert!(
+            !deleted.is_empty() && !changed.is_empty(),
+            "scenario exercises changes"
+        );
+        assert!(
+            shown.len() < cur.len() - 1,
+            "changes/ is not the whole tree"
+        );
+    }
+}
+
+#[test]
+fn mount_concurrent_readers_get_correct_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            (
+                format!("f{i}.bin"),
+                pseudo_random((3 << 20) + i * 12345, 100 + i as u64),
+            )
+        })
+        .collect();
+    for (n, d) in &files {
+        fs::write(src.join(n), d).unwrap();
+    }
+    backup(&repo, &src, &[]);
+    let name = snapshot_names(&repo).pop().unwrap();
+    let snap2 = name.clone();
+    // A small cache forces evictions and reloads while threads race.
+    let m = Mount::start(&repo, &["--cache-size", "2M"]);
+    let snap = m.path.join("snapshots").join(name);
+    with_timeout(BODY_TIMEOUT, move || {
+        let files = std::sync::Arc::new(files);
+        let handles: Vec<_> = (0..12)
+            .map(|t| {
+                let files = files.clone();
+                let snap = snap.clone();
+                std::thread::spawn(move || {
+                    // Threads share files pairwise and read at scattered offsets.
+                    let (n, want) = &files[t % files.len()];
+                    let f = fs::File::open(snap.join(n)).unwrap();
+                    let mut x = t as u64 * 7919 + 1;
+                    for _ in 0..200 {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let off = (x >> 20) as usize % want.len();
+                        let len = ((x >> 8) as usize % 300_000).min(want.len() - off);
+                        let mut buf = vec![0u8; len];
+                        f.read_exact_at(&mut buf, off as u64).unwrap();
+                        assert!(buf == want[off..off + len], "{n} at {off}+{len}");
+                    }
+                    assert!(fs::read(snap.join(n)).unwrap() == *want, "whole {n}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    // Separate processes too.
+    let snap = m.path.join("snapshots").join(snap2);
+    let kids: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new("sha256sum")
+                .arg(snap.join(format!("f{i}.bin")))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let sum = String::from_utf8(out.stdout).unwrap();
+        let want = run(
+            Command::new("sha256sum").arg(src.join(format!("f{i}.bin"))),
+            CMD_TIMEOUT,
+        );
+        assert_eq!(
+            sum.split(' ').next(),
+            String::from_utf8(want.stdout).unwrap().split(' ').next()
+        );
+    }
+}
+
+/// Finds `needle` in any pack file and flips a byte there; returns the pack path.
+fn corrupt_packs(repo: &Path, needle: &[u8]) -> PathBuf {
+    let mut stack = vec![repo.join("packs")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let mut data = fs::read(&p).unwrap();
+            if let Some(pos) = data.windows(needle.len()).position(|w| w == needle) {
+                data[pos + 10] ^= 0x55;
+                fs::write(&p, data).unwrap();
+                return p;
+            }
+        }
+    }
+    panic!("needle not found in any pack (stored compressed?)");
+}
+
+#[test]
+fn mount_corrupt_chunk_gives_eio_for_that_file_only() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let victim = pseudo_random(1 << 20, 4242);
+    fs::write(src.join("victim.bin"), &victim).unwrap();
+    fs::write(src.join("fine.txt"), b"still readable").unwrap();
+    let other = pseudo_random(2 << 20, 777);
+    fs::write(src.join("other.bin"), &other).unwrap();
+    backup(&repo, &src, &[]);
+    fs::write(src.join("later.txt"), b"second snapshot").unwrap();
+    backup(&repo, &src, &[]);
+    corrupt_packs(&repo, &victim[100_000..100_064]);
+    let names = snapshot_names(&repo);
+    let m = Mount::start(&repo, &[]);
+    let mp = m.path.clone();
+    with_timeout(BODY_TIMEOUT, move || {
+        for name in &names {
+            let snap = mp.join("snapshots").join(name);
+            let err = fs::read(snap.join("victim.bin")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+            assert_eq!(fs::read(snap.join("fine.txt")).unwrap(), b"still readable");
+            assert!(fs::read(snap.join("other.bin")).unwrap() == other);
+            // Metadata of the damaged file is intact.
+            assert_eq!(
+                fs::metadata(snap.join("victim.bin")).unwrap().len(),
+                1 << 20
+            );
+        }
+        assert_eq!(
+            fs::read(mp.join("latest/later.txt")).unwrap(),
+            b"second snapshot"
+        );
+    });
+    assert!(m.is_mounted(), "mount survives a corrupt chunk");
+    let log = m.stderr();
+    assert!(
+        log.contains("victim.bin") && log.contains("Chunk "),
+        "log: {log}"
+    );
+}
+
+#[test]
+fn mount_refuses_writes_with_erofs() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    backup(&repo, &src, &[]);
+    let m = Mount::start(&repo, &[]);
+    let snap = m.path.join("latest");
+    let mp = m.path.clone();
+    with_timeout(BODY_TIMEOUT, move || {
+        let erofs = |r: std::io::Result<()>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
+        };
+        erofs(fs::write(snap.join("new"), b"x"), "create");
+        erofs(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(snap.join("f"))
+                .map(|_| ()),
+            "open for write",
+        );
+        erofs(fs::create_dir(snap.join("nd")), "mkdir");
+        erofs(fs::remove_file(snap.join("f")), "unlink");
+        erofs(fs::remove_dir(snap.join("d")), "rmdir");
+        erofs(fs::rename(snap.join("f"), snap.join("g")), "rename");
+        erofs(std::os::unix::fs::symlink("f", snap.join("l")), "symlink");
+        erofs(fs::hard_link(snap.join("f"), snap.join("h")), "link");
+        erofs(xattr::set(snap.join("f"), "user.x", b"1"), "setxattr");
+        erofs(xattr::remove(snap.join("f"), "user.x"), "removexattr");
+        erofs(
+            fs::set_permissions(
+                snap.join("f"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            ),
+            "chmod",
+        );
+        erofs(fs::create_dir(mp.join("snapshots/x")), "mkdir at top");
+        for tool in [
+            ["touch", "f"],
+            ["mkdir", "newdir"],
+            ["rm", "f"],
+            ["touch", "newfile"],
+        ] {
+            let out = run(Command::new(tool[0]).arg(snap.join(tool[1])), CMD_TIMEOUT);
+            assert!(!out.status.success(), "{tool:?} succeeded");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Read-only"),
+                "{tool:?}"
+            );
+        }
+        assert_eq!(fs::read(snap.join("f")).unwrap(), b"x");
+    });
+}
+
+#[test]
+fn mount_refusals_and_signals() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    backup(&repo, &src, &[]);
+    let expect_refusal = |mp: &Path, msg: &str| {
+        let out = strata(&repo, &["mount", mp.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{msg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "want {msg:?} in {err:?}");
+    };
+    expect_refusal(&t.path().join("missing"), "does not exist");
+    expect_refusal(&src, "not empty");
+    let inside = repo.join("mnt");
+    fs::create_dir(&inside).unwrap();
+    expect_refusal(&inside, "inside the repository");
+    fs::remove_dir(&inside).unwrap();
+    expect_refusal(&src.join("f"), "not a directory");
+
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::start(&repo, &[]);
+    // The repository is in use while mounted.
+    let other = t.path().join("other");
+    fs::create_dir(&other).unwrap();
+    expect_refusal(&other, "in use");
+    assert!(!strata(&repo, &["ls", "latest"]).status.success());
+    // SIGTERM unmounts cleanly and exits 0.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        m.stderr()
+    );
+    assert!(!m.is_mounted());
+    // The repository is free again; an external `fusermount3 -u` also ends the process.
+    strata_ok(&repo, &["ls", "latest"]);
+    let mut m = Mount::start(&repo, &["--cache-size", "1G"]);
+    assert!(m.path.join("latest/f").exists());
+    let out = run(
+        Command::new("fusermount3").arg("-u").arg(&m.path),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        m.stderr()
+    );
+}
