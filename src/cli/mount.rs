@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::error::IoContext;
 use crate::fuse::{spawn_mount, MountOptions};
+
 use crate::repo::Repo;
 use crate::vfs::{Vfs, VfsOptions};
 use crate::{Error, Result};
@@ -139,6 +140,8 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     };
     let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
         .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
+    // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
+    crate::fuse::tune_readahead(&mp, 4096);
     let sig_tx = tx;
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;

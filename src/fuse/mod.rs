@@ -599,6 +599,28 @@ pub fn spawn_mount(
     fuser::spawn_mount2(fs, mountpoint, &options)
 }
 
+/// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold
+/// sequential reads arrive as large requests. Needs root; failures are logged and ignored.
+pub fn tune_readahead(mountpoint: &Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(mountpoint) {
+        Ok(m) => m.dev(),
+        Err(e) => {
+            log::debug!("Readahead not tuned: {e}");
+            return;
+        }
+    };
+    let p = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    match std::fs::write(&p, kb.to_string()) {
+        Ok(()) => log::info!("Readahead set to {kb} KiB ({p})"),
+        Err(e) => log::debug!("Readahead not tuned ({p}): {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
