@@ -123,7 +123,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct StrataFs {
     vfs: Arc<Vfs>,
     jobs: crossbeam_channel::Sender<Job>,
-    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<DirItem>>>>>,
+    dirs: Listings,
     next_fh: AtomicU64,
     on_destroy: Option<crossbeam_channel::Sender<()>>,
 }
@@ -165,13 +165,20 @@ impl StrataFs {
             (e.into_inner())();
         }
     }
+}
 
-    fn listing(&self, ino: u64, fh: u64) -> Result<Arc<Vec<DirItem>>, VfsError> {
-        if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh) {
-            return Ok(d.clone());
-        }
-        self.vfs.readdir(ino).map(Arc::new)
+type Listings = Arc<Mutex<HashMap<u64, Arc<Vec<DirItem>>>>>;
+
+/// The listing of an open directory, built once per handle (the kernel pages through it).
+fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirItem>>, VfsError> {
+    if let Some(d) = dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh) {
+        return Ok(d.clone());
     }
+    let items = Arc::new(vfs.readdir(ino)?);
+    dirs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(fh, items.clone());
+    Ok(items)
 }
 
 fn erofs_entry(reply: ReplyEntry) {
@@ -263,23 +270,21 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let dirs = self.dirs.clone();
-        self.spawn(move |vfs| match vfs.readdir(ino) {
-            Ok(items) => {
-                let immutable = items.first().is_some_and(|d| d.attr.immutable);
-                dirs.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, Arc::new(items));
-                let flags = if immutable {
+        // The listing is built on the first readdir, not here: when the kernel serves a cached
+        // directory (FOPEN_CACHE_DIR) it never asks, and the work is skipped.
+        match self.vfs.getattr(ino) {
+            Ok(a) if a.kind == FileKind::Dir => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let flags = if a.immutable {
                     FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
                 } else {
                     0
                 };
                 reply.opened(fh, flags)
             }
+            Ok(_) => reply.error(libc::ENOTDIR),
             Err(e) => reply.error(log_err("opendir", &e)),
-        });
+        }
     }
 
     fn readdir(
@@ -290,7 +295,8 @@ impl Filesystem for StrataFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        match self.listing(ino, fh) {
+        let dirs = self.dirs.clone();
+        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
             Ok(items) => {
                 for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
                     let name = OsStr::from_bytes(&d.name);
@@ -301,7 +307,7 @@ impl Filesystem for StrataFs {
                 reply.ok()
             }
             Err(e) => reply.error(log_err("readdir", &e)),
-        }
+        });
     }
 
     fn readdirplus(
@@ -312,7 +318,8 @@ impl Filesystem for StrataFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.listing(ino, fh) {
+        let dirs = self.dirs.clone();
+        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
             Ok(items) => {
                 for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
                     let name = OsStr::from_bytes(&d.name);
@@ -324,7 +331,7 @@ impl Filesystem for StrataFs {
                 reply.ok()
             }
             Err(e) => reply.error(log_err("readdirplus", &e)),
-        }
+        });
     }
 
     fn releasedir(

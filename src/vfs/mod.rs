@@ -357,6 +357,8 @@ type DeletedLists = (Arc<Vec<u8>>, Arc<Vec<u8>>);
 
 #[derive(Default)]
 struct SnapState {
+    /// The resolved root entry (memoized along chains: listing `snapshots/` stays linear).
+    root: OnceLock<Entry>,
     view: OnceLock<Arc<View>>,
     synth: OnceLock<Arc<Synth>>,
     deleted: OnceLock<DeletedLists>,
@@ -543,16 +545,25 @@ impl Vfs {
     /// root entry (every layer that changed the root holds one; a full always does).
     fn root_entry(&self, id: &SnapshotId) -> VfsResult<Entry> {
         let err = || format!("snapshots/{}", self.snap_label(id));
-        if let Some(v) = self.state(id).view.get() {
-            return v.root().map_err(repo_err(err));
+        let st = self.state(id);
+        if let Some(e) = st.root.get() {
+            return Ok(e.clone());
         }
         let list = self.snap_list();
         let mut cur = *id;
+        let mut visited: Vec<Arc<SnapState>> = Vec::new();
+        let mut found = None;
         for _ in 0..=list.list.len() {
             let Some(&i) = list.by_id.get(&cur) else {
                 break;
             };
             let s = &list.list[i].snap;
+            let cst = self.state(&s.id);
+            if let Some(e) = cst.root.get() {
+                found = Some(e.clone());
+                break;
+            }
+            visited.push(cst);
             if let Some(v) = self
                 .repo
                 .layers
@@ -561,7 +572,8 @@ impl Vfs {
             {
                 let e = Entry::decode(&v).map_err(repo_err(err))?;
                 if e.kind == Kind::Dir {
-                    return Ok(e);
+                    found = Some(e);
+                    break;
                 }
             }
             match (s.kind, s.parent) {
@@ -569,8 +581,18 @@ impl Vfs {
                 (_, Some(p)) => cur = p,
             }
         }
-        // Chain not fully in the list (e.g. filtered); ask the layers module.
-        self.view(id)?.root().map_err(repo_err(err))
+        let root = match found {
+            Some(e) => e,
+            // Chain not fully in the list (e.g. filtered); ask the layers module.
+            None => {
+                visited.clear();
+                self.view(id)?.root().map_err(repo_err(err))?
+            }
+        };
+        for v in visited.iter().chain(std::iter::once(&st)) {
+            let _ = v.root.set(root.clone());
+        }
+        Ok(root)
     }
 
     // ----- attributes -----
