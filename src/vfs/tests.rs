@@ -1,0 +1,215 @@
+//! Unit tests of the vfs without FUSE: pure helpers, and a real repository built with the library
+//! and browsed through `Vfs` (layout, lookups, hard links, holes, `changes/`, errors).
+
+use super::*;
+use std::fs;
+use std::path::Path;
+
+use crate::backup::{backup, BackupOptions};
+use crate::repo::CreateOptions;
+
+#[test]
+fn component_encoding_is_one_safe_component() {
+    assert_eq!(encode_component("/srv/data"), "%2Fsrv%2Fdata");
+    assert_eq!(encode_component("100%"), "100%25");
+    assert_eq!(encode_component("web"), "web");
+    assert_eq!(encode_component(""), "%");
+    assert_eq!(encode_component("."), "%2E");
+    assert_eq!(encode_component(".."), "%2E%2E");
+    assert!(!encode_component("a/b\0c").contains(['/', '\0']));
+}
+
+#[test]
+fn xattr_size_semantics() {
+    assert_eq!(
+        xattr_reply(b"abc".to_vec(), 0).unwrap(),
+        XattrReply::Size(3)
+    );
+    assert!(matches!(
+        xattr_reply(b"abc".to_vec(), 2),
+        Err(VfsError::Range)
+    ));
+    assert_eq!(
+        xattr_reply(b"abc".to_vec(), 3).unwrap(),
+        XattrReply::Data(b"abc".to_vec())
+    );
+    assert_eq!(xattr_reply(Vec::new(), 0).unwrap(), XattrReply::Size(0));
+}
+
+#[test]
+fn entry_attr_blocks_reflect_stored_bytes() {
+    let mut e = Entry::whiteout();
+    e.kind = Kind::File;
+    e.size = 10 << 20;
+    e.mode = 0o4755;
+    e.nlink = 1;
+    e.chunks = vec![crate::entry::ChunkRef {
+        id: ChunkId::of(b"x"),
+        offset: 5 << 20,
+        len: 1,
+    }];
+    let a = Vfs::entry_attr(9, &e);
+    assert_eq!(a.blocks, 1);
+    assert_eq!(a.size, 10 << 20);
+    assert_eq!(a.perm, 0o4755);
+    assert!(a.immutable);
+}
+
+fn lookup_path(vfs: &Vfs, path: &str) -> VfsResult<Attr> {
+    let mut ino = ROOT_INO;
+    let mut attr = vfs.getattr(ino)?;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        attr = vfs.lookup(ino, c.as_bytes())?;
+        ino = attr.ino;
+    }
+    Ok(attr)
+}
+
+fn names(vfs: &Vfs, ino: u64) -> Vec<String> {
+    vfs.readdir(ino)
+        .unwrap()
+        .into_iter()
+        .map(|d| String::from_utf8(d.name).unwrap())
+        .collect()
+}
+
+fn snap(repo: &Arc<Repo>, src: &Path, kind: BackupKind) -> Snapshot {
+    let opts = BackupOptions {
+        kind: Some(kind),
+        threads: 2,
+        ..BackupOptions::default()
+    };
+    backup(repo, src, &opts).unwrap().snapshot
+}
+
+#[test]
+fn browse_a_repository_without_fuse() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::write(src.join("a/b/deep.txt"), b"deep").unwrap();
+    fs::write(src.join("gone.txt"), b"bye").unwrap();
+    fs::write(src.join("one"), b"linked").unwrap();
+    fs::hard_link(src.join("one"), src.join("a/two")).unwrap();
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"XY", 500_000).unwrap();
+    drop(f);
+    xattr::set(src.join("gone.txt"), "user.k", b"v").unwrap();
+    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let s1 = snap(&repo, &src, BackupKind::Full);
+    fs::write(src.join("a/b/deep.txt"), b"deeper").unwrap();
+    fs::remove_file(src.join("gone.txt")).unwrap();
+    let s2 = snap(&repo, &src, BackupKind::Incremental);
+    let (n1, n2) = (snapshot_name(&s1), snapshot_name(&s2));
+
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    assert_eq!(vfs.snapshot_names(), [n1.clone(), n2.clone()]);
+    assert_eq!(
+        names(&vfs, ROOT_INO),
+        [
+            ".",
+            "..",
+            "latest",
+            "snapshots",
+            "changes",
+            "sources",
+            "tags",
+            "kinds"
+        ]
+    );
+    // Listing snapshots/ opens no view.
+    let snaps = lookup_path(&vfs, "snapshots").unwrap();
+    assert_eq!(names(&vfs, snaps.ino)[2..], [n1.clone(), n2.clone()]);
+    assert!(lock(&vfs.states).values().all(|s| s.view.get().is_none()));
+    let latest = lookup_path(&vfs, "latest").unwrap();
+    assert_eq!(
+        vfs.readlink(latest.ino).unwrap(),
+        format!("snapshots/{n2}").as_bytes()
+    );
+    assert!(!latest.immutable);
+    let kind = lookup_path(&vfs, &format!("kinds/incremental/{n2}")).unwrap();
+    assert_eq!(
+        vfs.readlink(kind.ino).unwrap(),
+        format!("../../snapshots/{n2}").as_bytes()
+    );
+    assert!(matches!(
+        lookup_path(&vfs, &format!("kinds/full/{n2}")),
+        Err(VfsError::NotFound)
+    ));
+
+    // Content, hard links, holes, xattrs.
+    let p1 = format!("snapshots/{n1}");
+    let deep = lookup_path(&vfs, &format!("{p1}/a/b/deep.txt")).unwrap();
+    assert_eq!(vfs.read(deep.ino, 0, 100).unwrap(), b"deep");
+    assert_eq!(vfs.read(deep.ino, 2, 1).unwrap(), b"e");
+    let one = lookup_path(&vfs, &format!("{p1}/one")).unwrap();
+    let two = lookup_path(&vfs, &format!("{p1}/a/two")).unwrap();
+    assert_eq!((one.ino, one.nlink), (two.ino, 2));
+    let sparse = lookup_path(&vfs, &format!("{p1}/sparse")).unwrap();
+    assert_eq!(sparse.size, 1 << 20);
+    assert!(sparse.blocks < 64, "blocks {}", sparse.blocks);
+    assert_eq!(vfs.read(sparse.ino, 499_999, 4).unwrap(), b"\0XY\0");
+    assert_eq!(vfs.read(sparse.ino, (1 << 20) - 2, 10).unwrap(), [0, 0]);
+    let gone = lookup_path(&vfs, &format!("{p1}/gone.txt")).unwrap();
+    assert_eq!(vfs.getxattr(gone.ino, b"user.k").unwrap(), b"v");
+    assert_eq!(vfs.listxattr(gone.ino).unwrap(), b"user.k\0");
+    assert!(matches!(
+        vfs.getxattr(gone.ino, b"user.x"),
+        Err(VfsError::NoXattr)
+    ));
+    // Stable inodes; errors.
+    assert_eq!(
+        lookup_path(&vfs, &format!("{p1}/a/b/deep.txt"))
+            .unwrap()
+            .ino,
+        deep.ino
+    );
+    assert!(matches!(
+        lookup_path(&vfs, &format!("{p1}/one/x")),
+        Err(VfsError::NotADirectory)
+    ));
+    assert!(matches!(
+        vfs.open_file(deep.ino, true),
+        Err(VfsError::ReadOnly)
+    ));
+    assert!(matches!(
+        vfs.open_file(snaps.ino, false),
+        Err(VfsError::IsADirectory)
+    ));
+    assert!(matches!(
+        vfs.read(snaps.ino, 0, 1),
+        Err(VfsError::IsADirectory)
+    ));
+    assert!(matches!(vfs.readlink(deep.ino), Err(VfsError::InvalidKind)));
+
+    // The second snapshot and its layer.
+    let p2 = format!("snapshots/{n2}");
+    assert!(matches!(
+        lookup_path(&vfs, &format!("{p2}/gone.txt")),
+        Err(VfsError::NotFound)
+    ));
+    let deep2 = lookup_path(&vfs, &format!("{p2}/a/b/deep.txt")).unwrap();
+    assert_ne!(deep2.ino, deep.ino);
+    assert_eq!(vfs.read(deep2.ino, 0, 100).unwrap(), b"deeper");
+    let c2 = lookup_path(&vfs, &format!("changes/{n2}")).unwrap();
+    let mut shown = names(&vfs, c2.ino);
+    shown.sort();
+    assert_eq!(shown, [".", "..", ".deleted", ".deleted0", "a"]);
+    let a = lookup_path(&vfs, &format!("changes/{n2}/a")).unwrap();
+    assert_eq!(names(&vfs, a.ino), [".", "..", "b"], "a/two is unchanged");
+    let del = lookup_path(&vfs, &format!("changes/{n2}/.deleted")).unwrap();
+    assert_eq!(vfs.read(del.ino, 0, 100).unwrap(), b"gone.txt\n");
+    let del0 = lookup_path(&vfs, &format!("changes/{n2}/.deleted0")).unwrap();
+    assert_eq!(vfs.read(del0.ino, 0, 100).unwrap(), b"gone.txt\0");
+    assert!(matches!(
+        lookup_path(&vfs, &format!("changes/{n2}/one")),
+        Err(VfsError::NotFound)
+    ));
+    // The full's layer is the whole tree, with nothing deleted.
+    let d1 = lookup_path(&vfs, &format!("changes/{n1}/.deleted")).unwrap();
+    assert_eq!(d1.size, 0);
+    assert!(lookup_path(&vfs, &format!("changes/{n1}/a/two")).is_ok());
+    let (hits, misses, _) = vfs.cache_stats();
+    assert!(misses > 0 && hits + misses > 0);
+}
