@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::chunker;
+use crate::chunker::{ChunkError, Chunker};
 use crate::compress::{self, Compression};
 use crate::entry::{ChunkRef, Entry, Kind};
 use crate::error::{Error, IoContext, Result};
@@ -48,7 +48,8 @@ pub struct BackupOptions {
     pub source_name: Option<String>,
     /// Read every file even when its metadata says it is unchanged.
     pub rehash: bool,
-    /// Reader/compressor threads; 0 = one per CPU (at least 2).
+    /// Reader/compressor threads; 0 = four per CPU (at least 8), so that the many small, cold reads
+    /// of a tree of documents overlap while the CPUs compress.
     pub threads: usize,
 }
 
@@ -63,6 +64,10 @@ pub struct BackupOutcome {
 
 /// Layer blobs are cut at this size; they exist so the index can be rebuilt from packs.
 const LAYER_BLOB_SIZE: usize = 1 << 20;
+/// Files handed to a reader at once.
+const JOB_BATCH: usize = 64;
+/// Layer entries sent to the layer writer at once.
+const LAYER_BATCH: usize = 256;
 /// How often a file that changes while read is read again before it is stored as read.
 const HOT_RETRIES: usize = 3;
 
@@ -74,6 +79,47 @@ enum PackMsg {
         payload: Vec<u8>,
     },
     Blob(Vec<u8>),
+}
+
+/// Items sent through a channel in batches: one wake-up per batch instead of per file or chunk,
+/// which on 100k small files is the difference between context switching and working.
+struct Batcher<T> {
+    tx: Sender<Vec<T>>,
+    buf: Vec<T>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+impl<T> Batcher<T> {
+    fn new(tx: Sender<Vec<T>>, max_items: usize, max_bytes: usize) -> Batcher<T> {
+        Batcher {
+            tx,
+            buf: Vec::new(),
+            bytes: 0,
+            max_items,
+            max_bytes,
+        }
+    }
+
+    fn push(&mut self, item: T, bytes: usize) -> Result<()> {
+        self.buf.push(item);
+        self.bytes += bytes;
+        if self.buf.len() >= self.max_items || self.bytes >= self.max_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        self.tx
+            .send(std::mem::take(&mut self.buf))
+            .map_err(|_| Error::Aborted)
+    }
 }
 
 struct LayerMsg {
@@ -204,10 +250,11 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2)
+            * 4
     };
-    let (pack_tx, pack_rx) = bounded::<PackMsg>(threads * 4);
-    let (layer_tx, layer_rx) = bounded::<LayerMsg>(1024);
-    let (job_tx, job_rx) = bounded::<FileJob>(threads * 16);
+    let (pack_tx, pack_rx) = bounded::<Vec<PackMsg>>(8);
+    let (layer_tx, layer_rx) = bounded::<Vec<LayerMsg>>(16);
+    let (job_tx, job_rx) = bounded::<Vec<FileJob>>(threads * 2);
 
     let writer = {
         let w = PackWriter::new(repo.clone(), shared.in_flight.clone());
@@ -246,14 +293,17 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         full: kind == BackupKind::Full,
         rehash: opts.rehash,
         excludes,
-        jobs: job_tx,
-        layer: layer_tx.clone(),
+        jobs: Batcher::new(job_tx, JOB_BATCH, 8 << 20),
+        layer: Batcher::new(layer_tx.clone(), LAYER_BATCH, usize::MAX),
         touched: HashMap::new(),
         link_seen: HashSet::new(),
         deferred: Vec::new(),
         stats: BackupStats::default(),
     };
-    let walked = walker.walk(&source);
+    let walked = walker
+        .walk(&source)
+        .and_then(|_| walker.jobs.flush())
+        .and_then(|_| walker.layer.flush());
     let Walker {
         jobs,
         layer,
@@ -281,7 +331,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
                 Some((chunks, size)) => {
                     entry.chunks = chunks.clone();
                     entry.size = *size;
-                    let _ = layer_tx.send(LayerMsg { dir, name, entry });
+                    let _ = layer_tx.send(vec![LayerMsg { dir, name, entry }]);
                 }
                 None => shared.warn(format!(
                     "Skipped hard link {}: its first link could not be read",
@@ -365,8 +415,8 @@ fn discard_layer(repo: &Repo, id: &SnapshotId) {
     }
 }
 
-fn pack_thread(mut w: PackWriter, rx: Receiver<PackMsg>) -> Result<PackWriter> {
-    for msg in rx {
+fn pack_thread(mut w: PackWriter, rx: Receiver<Vec<PackMsg>>) -> Result<PackWriter> {
+    for msg in rx.into_iter().flatten() {
         match msg {
             PackMsg::Chunk {
                 id,
@@ -385,8 +435,8 @@ fn pack_thread(mut w: PackWriter, rx: Receiver<PackMsg>) -> Result<PackWriter> {
 fn layer_thread(
     repo: Arc<Repo>,
     id: SnapshotId,
-    rx: Receiver<LayerMsg>,
-    pack_tx: Sender<PackMsg>,
+    rx: Receiver<Vec<LayerMsg>>,
+    pack_tx: Sender<Vec<PackMsg>>,
 ) -> Result<Vec<ChunkId>> {
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
@@ -398,10 +448,10 @@ fn layer_thread(
         }
         blobs.push(ChunkId::of(blob));
         pack_tx
-            .send(PackMsg::Blob(std::mem::take(blob)))
+            .send(vec![PackMsg::Blob(std::mem::take(blob))])
             .map_err(|_| Error::Aborted)
     };
-    for m in rx {
+    for m in rx.into_iter().flatten() {
         let key = keys::entry_key(&id, &m.dir, &m.name);
         let val = m.entry.encode();
         // Layer blob record: u32 LE key length ‖ key without snapshot id ‖ u32 LE value length ‖ value.
@@ -411,7 +461,7 @@ fn layer_thread(
         blob.extend_from_slice(&val);
         batch.insert(key, val);
         in_batch += 1;
-        if in_batch >= 4096 {
+        if in_batch >= 512 {
             repo.layers.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
@@ -427,15 +477,15 @@ fn layer_thread(
 /// Sends a chunk to the writer unless the repository or another worker already has it.
 fn store_chunk(
     shared: &Shared,
-    pack_tx: &Sender<PackMsg>,
+    pack: &mut Batcher<PackMsg>,
     id: ChunkId,
-    data: Vec<u8>,
+    data: &[u8],
 ) -> Result<()> {
     if shared.repo.has_chunk(&id)? || !shared.in_flight.lock().unwrap().insert(id) {
         return Ok(());
     }
     let raw_len = data.len() as u32;
-    let msg = match compress::compress(&data, shared.level) {
+    let msg = match compress::compress(data, shared.level) {
         Some(c) => PackMsg::Chunk {
             id,
             raw_len,
@@ -446,10 +496,11 @@ fn store_chunk(
             id,
             raw_len,
             compression: Compression::None,
-            payload: data,
+            payload: data.to_vec(),
         },
     };
-    pack_tx.send(msg).map_err(|_| Error::Aborted)
+    let len = data.len();
+    pack.push(msg, len)
 }
 
 enum ReadOutcome {
@@ -471,7 +522,12 @@ fn open_noatime(path: &Path) -> std::io::Result<File> {
 }
 
 /// Reads one file into `job.entry.chunks`, retrying while it changes under us.
-fn read_file(shared: &Shared, pack_tx: &Sender<PackMsg>, job: &mut FileJob) -> Result<ReadOutcome> {
+fn read_file(
+    shared: &Shared,
+    pack: &mut Batcher<PackMsg>,
+    chunker: &mut Chunker,
+    job: &mut FileJob,
+) -> Result<ReadOutcome> {
     for attempt in 0..=HOT_RETRIES {
         let mut f = match open_noatime(&job.path) {
             Ok(f) => f,
@@ -484,16 +540,20 @@ fn read_file(shared: &Shared, pack_tx: &Sender<PackMsg>, job: &mut FileJob) -> R
         for (start, end) in fsmeta::data_segments(&f, before.len()) {
             f.seek(SeekFrom::Start(start))
                 .ctx("Seeking in", &job.path)?;
-            for c in chunker::chunks((&mut f).take(end - start)) {
-                let c = c.ctx("Reading", &job.path)?;
-                let id = ChunkId::of(&c.data);
+            let r = chunker.for_each((&mut f).take(end - start), |off, data| {
+                let id = ChunkId::of(data);
                 chunks.push(ChunkRef {
                     id,
-                    offset: start + c.offset,
-                    len: c.data.len() as u32,
+                    offset: start + off,
+                    len: data.len() as u32,
                 });
-                read += c.data.len() as u64;
-                store_chunk(shared, pack_tx, id, c.data)?;
+                read += data.len() as u64;
+                store_chunk(shared, pack, id, data)
+            });
+            match r {
+                Ok(()) => {}
+                Err(ChunkError::Read(e)) => return Err(e).ctx("Reading", &job.path),
+                Err(ChunkError::Sink(e)) => return Err(e),
             }
         }
         let after = f.metadata().ctx("Reading metadata of", &job.path)?;
@@ -531,12 +591,34 @@ fn read_file(shared: &Shared, pack_tx: &Sender<PackMsg>, job: &mut FileJob) -> R
 
 fn worker(
     shared: &Shared,
-    jobs: Receiver<FileJob>,
-    pack_tx: Sender<PackMsg>,
-    layer_tx: Sender<LayerMsg>,
+    jobs: Receiver<Vec<FileJob>>,
+    pack_tx: Sender<Vec<PackMsg>>,
+    layer_tx: Sender<Vec<LayerMsg>>,
 ) -> Result<()> {
-    for mut job in jobs {
-        let outcome = match read_file(shared, &pack_tx, &mut job) {
+    let mut chunker = Chunker::new();
+    let mut pack = Batcher::new(pack_tx, 256, 2 << 20);
+    let mut layer = Batcher::new(layer_tx, LAYER_BATCH, usize::MAX);
+    for batch in jobs {
+        for job in batch {
+            work_one(shared, &mut pack, &mut layer, &mut chunker, job)?;
+        }
+        // Entries may wait in a batch, chunks must not wait longer than their job batch: the
+        // writer's dedup works on what it has received.
+        pack.flush()?;
+        layer.flush()?;
+    }
+    Ok(())
+}
+
+fn work_one(
+    shared: &Shared,
+    pack: &mut Batcher<PackMsg>,
+    layer: &mut Batcher<LayerMsg>,
+    chunker: &mut Chunker,
+    mut job: FileJob,
+) -> Result<()> {
+    {
+        let outcome = match read_file(shared, pack, chunker, &mut job) {
             Ok(o) => o,
             Err(Error::Io {
                 context,
@@ -544,7 +626,7 @@ fn worker(
                 source,
             }) if !is_repo_path(shared, &path) => {
                 shared.warn(format!("Skipped {}: {context}: {source}", path.display()));
-                continue;
+                return Ok(());
             }
             Err(e) => return Err(e),
         };
@@ -566,25 +648,22 @@ fn worker(
                     "Skipped {}: vanished during backup",
                     job.path.display()
                 ));
-                continue;
+                return Ok(());
             }
         };
         shared
             .counters
             .layer_entries
             .fetch_add(1, Ordering::Relaxed);
-        if layer_tx
-            .send(LayerMsg {
+        layer.push(
+            LayerMsg {
                 dir: job.dir,
                 name: job.name,
                 entry,
-            })
-            .is_err()
-        {
-            return Err(Error::Aborted);
-        }
+            },
+            0,
+        )
     }
-    Ok(())
 }
 
 /// Errors on paths inside the repository are repository failures (disk full, ...), never skips.
@@ -598,8 +677,8 @@ struct Walker<'a> {
     full: bool,
     rehash: bool,
     excludes: globset::GlobSet,
-    jobs: Sender<FileJob>,
-    layer: Sender<LayerMsg>,
+    jobs: Batcher<FileJob>,
+    layer: Batcher<LayerMsg>,
     touched: HashMap<Vec<u8>, bool>,
     link_seen: HashSet<u64>,
     deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
@@ -616,13 +695,14 @@ impl Walker<'_> {
             .counters
             .layer_entries
             .fetch_add(1, Ordering::Relaxed);
-        self.layer
-            .send(LayerMsg {
+        self.layer.push(
+            LayerMsg {
                 dir: dir.to_vec(),
                 name: name.to_vec(),
                 entry,
-            })
-            .map_err(|_| Error::Aborted)
+            },
+            0,
+        )
     }
 
     fn touch(&mut self, dir: &[u8], opaque: bool) {
@@ -746,15 +826,17 @@ impl Walker<'_> {
                         continue;
                     }
                     self.touch(dir, false);
-                    self.jobs
-                        .send(FileJob {
+                    let size = e.size as usize;
+                    self.jobs.push(
+                        FileJob {
                             dir: dir.to_vec(),
                             name,
                             path,
                             entry: e,
                             existed: old_e.is_some(),
-                        })
-                        .map_err(|_| Error::Aborted)?;
+                        },
+                        size,
+                    )?;
                 }
                 Kind::Symlink => {
                     if old_e.as_ref().is_some_and(|o| fsmeta::unchanged(o, &e)) {

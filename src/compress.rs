@@ -32,21 +32,36 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if level == 0 || data.len() < 64 {
         return None;
     }
-    if data.len() > 4 * SAMPLE {
-        // Sample the middle of the chunk: headers are often more compressible than bodies.
-        let start = data.len() / 2 - SAMPLE / 2;
-        let sample = zstd::bulk::compress(&data[start..start + SAMPLE], 1).ok()?;
-        if sample.len() * 100 > SAMPLE * 97 {
-            return None;
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if data.len() > 4 * SAMPLE {
+            // Sample the middle of the chunk: headers are often more compressible than bodies.
+            let start = data.len() / 2 - SAMPLE / 2;
+            c.set_compression_level(1).ok()?;
+            let sample = c.compress(&data[start..start + SAMPLE]).ok()?;
+            if sample.len() * 100 > SAMPLE * 97 {
+                return None;
+            }
         }
-    }
-    let out = zstd::bulk::compress(data, level).ok()?;
-    (out.len() * 100 <= data.len() * 97).then_some(out)
+        c.set_compression_level(level).ok()?;
+        let out = c.compress(data).ok()?;
+        (out.len() * 100 <= data.len() * 97).then_some(out)
+    })
+}
+
+thread_local! {
+    // One zstd context per thread, reused: creating a context per chunk costs more than
+    // compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(1).expect("zstd context"));
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
 }
 
 /// Inverse of [`compress`]; `raw_len` comes from the record header and bounds the allocation.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(data, raw_len)
+    let out = DECOMPRESSOR
+        .with(|d| d.borrow_mut().decompress(data, raw_len))
         .map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
     if out.len() != raw_len {
         return Err(Error::CorruptMetadata(format!(

@@ -92,7 +92,7 @@ pub struct BackupArgs {
     /// Read every file, even those whose metadata is unchanged
     #[arg(long)]
     pub rehash: bool,
-    /// Reader threads [default: one per CPU, at least 2]
+    /// Reader threads [default: four per CPU, at least 8]
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     /// Print the result as JSON

@@ -28,7 +28,7 @@ use pack::{DirBackend, PackBackend, RECORD_HEADER_LEN};
 /// The repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// zstd level used when `init` is not told otherwise (see docs/FORMAT.md for the measurement).
-pub const DEFAULT_COMPRESSION: i32 = 3;
+pub const DEFAULT_COMPRESSION: i32 = 1;
 const MARKER: &str = "STRATA";
 
 /// Options for [`Repo::create`].

@@ -18,6 +18,9 @@ use crate::repo::Repo;
 /// that prune can rewrite one cheaply.
 pub const PACK_TARGET_SIZE: u64 = 64 << 20;
 
+/// Index entries applied to sled per batch.
+const INDEX_BATCH: usize = 512;
+
 /// Counters of what a writer stored.
 #[derive(Clone, Debug, Default)]
 pub struct WriterStats {
@@ -144,11 +147,15 @@ impl PackWriter {
             return Ok(());
         };
         p.sink.finish()?;
-        let mut batch = sled::Batch::default();
-        for (id, loc) in &p.pending {
-            batch.insert(&id.0, &loc.encode());
+        // Small batches: sled holds a whole batch (and more) in memory while applying it.
+        let pending: Vec<_> = p.pending.iter().collect();
+        for part in pending.chunks(INDEX_BATCH) {
+            let mut batch = sled::Batch::default();
+            for (id, loc) in part {
+                batch.insert(&id.0, &loc.encode());
+            }
+            self.repo.chunks.apply_batch(batch)?;
         }
-        self.repo.chunks.apply_batch(batch)?;
         let mut f = self.in_flight.lock().unwrap();
         for id in p.pending.keys() {
             f.remove(id);

@@ -8,7 +8,11 @@ use crate::common::{backup, new_repo, pseudo_random, strata_ok};
 fn stats(repo: &std::path::Path) -> Vec<serde_json::Value> {
     let out = strata_ok(repo, &["snapshots", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().iter().map(|s| s["stats"].clone()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stats"].clone())
+        .collect()
 }
 
 #[test]
@@ -46,7 +50,10 @@ fn appending_one_mib_to_a_large_file_stores_about_one_mib() {
     backup(&repo, &src, &[]);
     let s = stats(&repo);
     let new = s[1]["new_bytes"].as_u64().unwrap();
-    assert!(new >= 1 << 20 && new <= 3 << 20, "appending 1 MiB stored {new} new bytes");
+    assert!(
+        (1 << 20..=3 << 20).contains(&new),
+        "appending 1 MiB stored {new} new bytes"
+    );
 }
 
 #[test]
@@ -61,7 +68,11 @@ fn changing_a_few_sqlite_pages_stores_a_small_fraction() {
             .arg(script)
             .output()
             .expect("sqlite3 CLI installed (apt-get install sqlite3)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     sql("PRAGMA page_size=4096; CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, total REAL, body BLOB);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100000)
@@ -74,5 +85,8 @@ fn changing_a_few_sqlite_pages_stores_a_small_fraction() {
     let s = stats(&repo);
     let new = s[1]["new_bytes"].as_u64().unwrap();
     assert!(new > 0);
-    assert!(new * 10 < size, "changing 5 rows stored {new} of {size} bytes");
+    assert!(
+        new * 10 < size,
+        "changing 5 rows stored {new} of {size} bytes"
+    );
 }
