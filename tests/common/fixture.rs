@@ -38,11 +38,24 @@ pub type Tree = BTreeMap<Vec<u8>, RefEntry>;
 pub fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let ts = [
-        libc::timespec { tv_sec: sec, tv_nsec: nsec },
-        libc::timespec { tv_sec: sec, tv_nsec: nsec },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
     ];
     // SAFETY: valid C string and timespec array.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0, "utimensat {}", p.display());
 }
 
@@ -65,11 +78,23 @@ pub fn build(root: &Path, seed: u64) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, data).unwrap();
     };
-    w("orders/2026/11/20/order-1.json", br#"{"id":1,"total":10.5}"#);
-    w("orders/2026/11/20/order-2.json", br#"{"id":2,"total":99.0}"#);
-    w("orders/2026/11/21/order-3.json", br#"{"id":3,"total":7.25}"#);
+    w(
+        "orders/2026/11/20/order-1.json",
+        br#"{"id":1,"total":10.5}"#,
+    );
+    w(
+        "orders/2026/11/20/order-2.json",
+        br#"{"id":2,"total":99.0}"#,
+    );
+    w(
+        "orders/2026/11/21/order-3.json",
+        br#"{"id":3,"total":7.25}"#,
+    );
     w("media/big.bin", &pseudo_random(3 << 20, seed));
-    w("logs/app.log", &b"2026-11-20 INFO order placed\n".repeat(20_000));
+    w(
+        "logs/app.log",
+        &b"2026-11-20 INFO order placed\n".repeat(20_000),
+    );
     w("empty.txt", b"");
     w("doomed/inner/x.txt", b"will be deleted");
     w("typechange", b"a file that becomes a directory");
@@ -102,10 +127,24 @@ pub fn build(root: &Path, seed: u64) {
     fs::set_permissions(root.join("empty.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::set_permissions(root.join("logs/app.log"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::set_permissions(root.join("empty-dir"), fs::Permissions::from_mode(0o1777)).unwrap();
-    xattr::set(root.join("orders/2026/11/20/order-1.json"), "user.checksum", b"abc123").unwrap();
-    xattr::set(root.join("orders/2026/11/20/order-1.json"), "user.empty", b"").unwrap();
+    xattr::set(
+        root.join("orders/2026/11/20/order-1.json"),
+        "user.checksum",
+        b"abc123",
+    )
+    .unwrap();
+    xattr::set(
+        root.join("orders/2026/11/20/order-1.json"),
+        "user.empty",
+        b"",
+    )
+    .unwrap();
     xattr::set(root.join("empty-dir"), "user.dir", b"\x00\xffbinary").unwrap();
-    set_mtime(&root.join("orders/2026/11/20/order-2.json"), 1_700_000_000, 123_456_789);
+    set_mtime(
+        &root.join("orders/2026/11/20/order-2.json"),
+        1_700_000_000,
+        123_456_789,
+    );
     set_mtime(&root.join("link-to-order"), 1_600_000_000, 987_654_321);
 }
 
@@ -151,9 +190,8 @@ pub fn capture(root: &Path) -> Tree {
             })
             .collect();
         xattrs.sort();
-        let link_group = (kind == Kind::File && m.nlink() > 1).then(|| {
-            inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone()
-        });
+        let link_group = (kind == Kind::File && m.nlink() > 1)
+            .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
         tree.insert(
             rel.clone(),
             RefEntry {
@@ -161,9 +199,17 @@ pub fn capture(root: &Path) -> Tree {
                 mode: m.mode() & 0o7777,
                 uid: m.uid(),
                 gid: m.gid(),
-                size: if matches!(kind, Kind::File | Kind::Symlink) { m.size() } else { 0 },
+                size: if matches!(kind, Kind::File | Kind::Symlink) {
+                    m.size()
+                } else {
+                    0
+                },
                 mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) { m.rdev() } else { 0 },
+                rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+                    m.rdev()
+                } else {
+                    0
+                },
                 target: if kind == Kind::Symlink {
                     fs::read_link(&abs).unwrap().as_os_str().as_bytes().to_vec()
                 } else {
@@ -217,7 +263,12 @@ pub fn from_view(repo: &Arc<strata::repo::Repo>, view: &View) -> Tree {
         let content = (e.kind == Kind::File).then(|| {
             let mut buf = Vec::new();
             strata::content::write_all_to(repo, &e, &mut buf).unwrap();
-            assert_eq!(buf.len() as u64, e.size, "size of {}", String::from_utf8_lossy(&rel));
+            assert_eq!(
+                buf.len() as u64,
+                e.size,
+                "size of {}",
+                String::from_utf8_lossy(&rel)
+            );
             *blake3::hash(&buf).as_bytes()
         });
         let link_group = (e.kind == Kind::File && e.nlink > 1)
@@ -258,15 +309,27 @@ pub fn assert_same(label: &str, want: &Tree, got: &Tree) {
         }
     }
     for p in got.keys() {
-        assert!(want.contains_key(p), "{label}: unexpected {}", String::from_utf8_lossy(p));
+        assert!(
+            want.contains_key(p),
+            "{label}: unexpected {}",
+            String::from_utf8_lossy(p)
+        );
     }
 }
 
 /// Mutation step 1: modify, delete, add, rename, file→dir, dir→file, metadata-only change.
 pub fn mutate1(root: &Path) {
-    fs::write(root.join("orders/2026/11/20/order-2.json"), br#"{"id":2,"total":100.0}"#).unwrap();
+    fs::write(
+        root.join("orders/2026/11/20/order-2.json"),
+        br#"{"id":2,"total":100.0}"#,
+    )
+    .unwrap();
     fs::remove_dir_all(root.join("doomed")).unwrap();
-    fs::write(root.join("orders/2026/11/22/order-4.json").tap_mkdir(), br#"{"id":4}"#).unwrap();
+    fs::write(
+        root.join("orders/2026/11/22/order-4.json").tap_mkdir(),
+        br#"{"id":4}"#,
+    )
+    .unwrap();
     fs::rename(root.join("rename-me.txt"), root.join("orders/renamed.txt")).unwrap();
     fs::remove_file(root.join("typechange")).unwrap();
     fs::create_dir(root.join("typechange")).unwrap();
@@ -274,9 +337,13 @@ pub fn mutate1(root: &Path) {
     fs::remove_dir_all(root.join("dir2file")).unwrap();
     fs::write(root.join("dir2file"), b"now a file").unwrap();
     fs::set_permissions(root.join("hard-a"), fs::Permissions::from_mode(0o600)).unwrap();
-    let mut log = fs::OpenOptions::new().append(true).open(root.join("logs/app.log")).unwrap();
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("logs/app.log"))
+        .unwrap();
     use std::io::Write;
-    log.write_all(&b"2026-11-21 INFO order shipped\n".repeat(1000)).unwrap();
+    log.write_all(&b"2026-11-21 INFO order shipped\n".repeat(1000))
+        .unwrap();
 }
 
 /// Mutation step 2: recreate a deleted directory with other content, delete a file in a dir the
@@ -285,7 +352,12 @@ pub fn mutate2(root: &Path) {
     fs::create_dir_all(root.join("doomed")).unwrap();
     fs::write(root.join("doomed/reborn.txt"), b"recreated").unwrap();
     fs::remove_file(root.join("orders/2026/11/22/order-4.json")).unwrap();
-    xattr::set(root.join("orders/2026/11/20/order-1.json"), "user.checksum", b"changed").unwrap();
+    xattr::set(
+        root.join("orders/2026/11/20/order-1.json"),
+        "user.checksum",
+        b"changed",
+    )
+    .unwrap();
     xattr::remove(root.join("orders/2026/11/20/order-1.json"), "user.empty").unwrap();
     fs::remove_file(root.join("link-to-order")).unwrap();
     symlink("orders/renamed.txt", root.join("link-to-order")).unwrap();
@@ -299,7 +371,11 @@ pub fn mutate2(root: &Path) {
 pub fn mutate3(root: &Path) {
     fs::remove_dir_all(root.join("typechange")).unwrap();
     fs::write(root.join("typechange"), b"a file again").unwrap();
-    fs::write(root.join("orders/2026/11/22/order-4.json"), br#"{"id":4,"again":true}"#).unwrap();
+    fs::write(
+        root.join("orders/2026/11/22/order-4.json"),
+        br#"{"id":4,"again":true}"#,
+    )
+    .unwrap();
     fs::remove_file(root.join("orders/hard-b")).unwrap();
     fs::remove_file(root.join(OsStr::from_bytes(b"bad\xffname"))).unwrap();
 }

@@ -12,10 +12,16 @@ fn fails_with(out: &std::process::Output, needle: &str) {
 #[test]
 fn missing_and_non_directory_sources() {
     let (t, repo) = new_repo();
-    fails_with(&strata(&repo, &["backup", "/nonexistent/strata-src"]), "does not exist");
+    fails_with(
+        &strata(&repo, &["backup", "/nonexistent/strata-src"]),
+        "does not exist",
+    );
     let file = t.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    fails_with(&strata(&repo, &["backup", file.to_str().unwrap()]), "is not a directory");
+    fails_with(
+        &strata(&repo, &["backup", file.to_str().unwrap()]),
+        "is not a directory",
+    );
     let out = strata(&repo, &["snapshots", "--json"]);
     assert_eq!(out.stdout, b"[]\n");
 }
@@ -23,13 +29,22 @@ fn missing_and_non_directory_sources() {
 #[test]
 fn missing_repository_and_not_a_repository() {
     let t = tempfile::tempdir().unwrap();
-    fails_with(&strata(&t.path().join("nope"), &["snapshots"]), "No strata repository");
+    fails_with(
+        &strata(&t.path().join("nope"), &["snapshots"]),
+        "No strata repository",
+    );
     std::fs::write(t.path().join("some-file"), b"x").unwrap();
-    fails_with(&strata(t.path(), &["snapshots"]), "is not a strata repository");
+    fails_with(
+        &strata(t.path(), &["snapshots"]),
+        "is not a strata repository",
+    );
     // An explicit --repo that does not exist is not created by backup (typos must not fork data).
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    fails_with(&strata(&t.path().join("typo"), &["backup", src.to_str().unwrap()]), "No strata repository");
+    fails_with(
+        &strata(&t.path().join("typo"), &["backup", src.to_str().unwrap()]),
+        "No strata repository",
+    );
     assert!(!t.path().join("typo").exists());
 }
 
@@ -38,7 +53,10 @@ fn unwritable_repository_path() {
     let t = tempfile::tempdir().unwrap();
     let file = t.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
-    fails_with(&strata(&file.join("repo"), &["init"]), "Creating repository");
+    fails_with(
+        &strata(&file.join("repo"), &["init"]),
+        "Creating repository",
+    );
 }
 
 #[test]
@@ -46,7 +64,10 @@ fn repository_of_a_future_format() {
     let (_t, repo) = new_repo();
     {
         let db = sled::open(repo.join("index")).unwrap();
-        db.open_tree("meta").unwrap().insert("format", &99u32.to_be_bytes()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &99u32.to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
     fails_with(&strata(&repo, &["snapshots"]), "format version 99");
@@ -58,7 +79,10 @@ fn repository_in_use_names_the_holder() {
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let held = strata::repo::Repo::open(&repo).unwrap();
-    fails_with(&strata(&repo, &["backup", src.to_str().unwrap()]), "in use by another strata process (pid");
+    fails_with(
+        &strata(&repo, &["backup", src.to_str().unwrap()]),
+        "in use by another strata process (pid",
+    );
     drop(held);
     backup(&repo, &src, &[]);
 }
@@ -66,16 +90,31 @@ fn repository_in_use_names_the_holder() {
 #[test]
 fn unknown_snapshot_and_path() {
     let (t, repo) = new_repo();
-    fails_with(&strata(&repo, &["ls", "latest"]), "No snapshot matches \"latest\"");
+    fails_with(
+        &strata(&repo, &["ls", "latest"]),
+        "No snapshot matches \"latest\"",
+    );
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("d/f"), b"x").unwrap();
     backup(&repo, &src, &[]);
-    fails_with(&strata(&repo, &["cat", "latest", "d/missing"]), "No such file or directory in snapshot");
-    fails_with(&strata(&repo, &["cat", "latest", "d"]), "Not a regular file");
-    fails_with(&strata(&repo, &["cat", "latest", "d/f/g"]), "Not a directory");
+    fails_with(
+        &strata(&repo, &["cat", "latest", "d/missing"]),
+        "No such file or directory in snapshot",
+    );
+    fails_with(
+        &strata(&repo, &["cat", "latest", "d"]),
+        "Not a regular file",
+    );
+    fails_with(
+        &strata(&repo, &["cat", "latest", "d/f/g"]),
+        "Not a directory",
+    );
     fails_with(&strata(&repo, &["ls", "ffffffffff"]), "No snapshot matches");
-    fails_with(&strata(&repo, &["ls", "latest", "../etc"]), "may not contain '..'");
+    fails_with(
+        &strata(&repo, &["ls", "latest", "../etc"]),
+        "may not contain '..'",
+    );
 }
 
 #[test]

@@ -49,7 +49,10 @@ fn kill_9_during_backup_leaves_a_consistent_repository() {
             }
         }
     }
-    assert!(killed >= 3, "only {killed} backups were killed mid-way; make the data larger");
+    assert!(
+        killed >= 3,
+        "only {killed} backups were killed mid-way; make the data larger"
+    );
     // The next backup works and sees everything.
     let id = backup(&repo, &src, &[]);
     assert_ne!(id, first);

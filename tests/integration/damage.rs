@@ -32,7 +32,10 @@ fn flipped_byte_fails_that_file_only() {
     let out = strata(&repo, &["cat", "latest", "victim.bin"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is corrupt") && err.contains("blake3 mismatch"), "{err}");
+    assert!(
+        err.contains("is corrupt") && err.contains("blake3 mismatch"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     // Never wrong bytes: at most the verified chunks before the damage were written.
     assert!(out.stdout.len() < victim.len());
@@ -51,7 +54,10 @@ fn truncated_pack_is_a_clear_error() {
     backup(&repo, &src, &[]);
     for dir in std::fs::read_dir(repo.join("packs")).unwrap() {
         for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            let f = std::fs::OpenOptions::new().write(true).open(f.unwrap().path()).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(f.unwrap().path())
+                .unwrap();
             f.set_len(1000).unwrap();
         }
     }

@@ -9,8 +9,15 @@ fn man_pages_match_the_cli() {
     for (name, bytes) in &pages {
         let on_disk = std::fs::read(dir.join(name))
             .unwrap_or_else(|_| panic!("man/{name} missing; run `cargo run -- generate-man man/`"));
-        assert!(on_disk == *bytes, "man/{name} is stale; run `cargo run -- generate-man man/`");
+        assert!(
+            on_disk == *bytes,
+            "man/{name} is stale; run `cargo run -- generate-man man/`"
+        );
     }
     let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(files, pages.len(), "man/ has pages for commands that no longer exist");
+    assert_eq!(
+        files,
+        pages.len(),
+        "man/ has pages for commands that no longer exist"
+    );
 }

@@ -28,9 +28,15 @@ fn every_kind_reproduces_the_tree_at_its_time() {
     let mut expected = Vec::new();
     expected.push((backup(&repo, &src, &[]), capture(&src)));
     fixture::mutate1(&src);
-    expected.push((backup(&repo, &src, &["--kind", "incremental"]), capture(&src)));
+    expected.push((
+        backup(&repo, &src, &["--kind", "incremental"]),
+        capture(&src),
+    ));
     fixture::mutate2(&src);
-    expected.push((backup(&repo, &src, &["--kind", "differential"]), capture(&src)));
+    expected.push((
+        backup(&repo, &src, &["--kind", "differential"]),
+        capture(&src),
+    ));
     fixture::mutate3(&src);
     expected.push((backup(&repo, &src, &[]), capture(&src)));
     // Nothing changed: an empty layer that still shows the whole tree.
@@ -45,13 +51,31 @@ fn every_kind_reproduces_the_tree_at_its_time() {
         .iter()
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["full", "incremental", "differential", "incremental", "incremental"]);
+    assert_eq!(
+        kinds,
+        [
+            "full",
+            "incremental",
+            "differential",
+            "incremental",
+            "incremental"
+        ]
+    );
     // The differential's parent is the full; the next incremental's parent is the differential.
     assert_eq!(list[2]["parent"], list[0]["id"]);
     assert_eq!(list[3]["parent"], list[2]["id"]);
     assert_eq!(list[4]["stats"]["layer_entries"], 0);
     assert_eq!(list[4]["stats"]["files_read"], 0);
-    assert_eq!(list[0]["files"].as_u64(), Some(expected[0].1.values().filter(|e| e.kind == strata::entry::Kind::File).count() as u64));
+    assert_eq!(
+        list[0]["files"].as_u64(),
+        Some(
+            expected[0]
+                .1
+                .values()
+                .filter(|e| e.kind == strata::entry::Kind::File)
+                .count() as u64
+        )
+    );
 }
 
 #[test]
@@ -67,14 +91,23 @@ fn cli_ls_and_cat_show_snapshot_contents() {
     backup(&repo, &src, &[]);
 
     // cat of an old version through the id prefix; of the new one through `latest`.
-    let old = strata_ok(&repo, &["cat", &first[..8], "orders/2026/11/20/order-2.json"]);
+    let old = strata_ok(
+        &repo,
+        &["cat", &first[..8], "orders/2026/11/20/order-2.json"],
+    );
     assert_eq!(old.stdout, br#"{"id":2,"total":99.0}"#);
     let new = strata_ok(&repo, &["cat", "latest", "orders/2026/11/20/order-2.json"]);
     assert_eq!(new.stdout, br#"{"id":2,"total":100.0}"#);
     let big = strata_ok(&repo, &["cat", "latest", "media/big.bin"]);
-    assert_eq!(big.stdout, std::fs::read(src.join("media/big.bin")).unwrap());
+    assert_eq!(
+        big.stdout,
+        std::fs::read(src.join("media/big.bin")).unwrap()
+    );
     let sparse = strata_ok(&repo, &["cat", "latest", "sparse.img"]);
-    assert_eq!(sparse.stdout, std::fs::read(src.join("sparse.img")).unwrap());
+    assert_eq!(
+        sparse.stdout,
+        std::fs::read(src.join("sparse.img")).unwrap()
+    );
 
     // ls --json: one object per entry; non-UTF-8 names carry their exact bytes in hex.
     let ls = strata_ok(&repo, &["ls", "latest", "--json"]);
@@ -84,7 +117,10 @@ fn cli_ls_and_cat_show_snapshot_contents() {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    let weird = lines.iter().find(|v| v.get("path_hex").is_some()).expect("non-UTF-8 entry");
+    let weird = lines
+        .iter()
+        .find(|v| v.get("path_hex").is_some())
+        .expect("non-UTF-8 entry");
     assert_eq!(weird["path_hex"], "626164ff6e616d65");
     let typechange = lines.iter().find(|v| v["path"] == "typechange").unwrap();
     assert_eq!(typechange["type"], "dir");
@@ -95,13 +131,20 @@ fn cli_ls_and_cat_show_snapshot_contents() {
 
     // ls -l of one entry, and a recursive listing that reaches the deepest file.
     let l = strata_ok(&repo, &["ls", "latest", "link-to-order", "-l"]);
-    assert!(String::from_utf8_lossy(&l.stdout).contains("link-to-order -> orders/2026/11/20/order-1.json"));
+    assert!(String::from_utf8_lossy(&l.stdout)
+        .contains("link-to-order -> orders/2026/11/20/order-1.json"));
     let r = strata_ok(&repo, &["ls", &first, "-R"]);
     assert!(String::from_utf8_lossy(&r.stdout).contains("doomed/inner/x.txt\n"));
 
     // A closed pipe is not an error.
     let mut child = std::process::Command::new(crate::common::bin())
-        .args(["--repo", repo.to_str().unwrap(), "cat", "latest", "media/big.bin"])
+        .args([
+            "--repo",
+            repo.to_str().unwrap(),
+            "cat",
+            "latest",
+            "media/big.bin",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -134,10 +177,17 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
     let out = crate::common::strata(&repo, &["backup", src.to_str().unwrap()]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
-    assert_eq!(out.status.code(), Some(3), "exit code 3 = completed with warnings");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit code 3 = completed with warnings"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("changed while it was read"));
     // Stored anyway, and the other file is intact.
-    assert_eq!(strata_ok(&repo, &["cat", "latest", "calm.txt"]).stdout, b"calm");
+    assert_eq!(
+        strata_ok(&repo, &["cat", "latest", "calm.txt"]).stdout,
+        b"calm"
+    );
     let got = strata_ok(&repo, &["cat", "latest", "hot.log"]).stdout;
     assert!(got.len() >= 4 << 20);
 }
@@ -152,7 +202,20 @@ fn excludes_and_tags() {
     std::fs::write(src.join("skip.tmp"), b"x").unwrap();
     std::fs::write(src.join("cache/deep/x"), b"x").unwrap();
     strata_ok(&repo, &["init"]);
-    backup(&repo, &src, &["--exclude", "*.tmp", "--exclude", "cache", "--tag", "nightly", "--tag", "db"]);
+    backup(
+        &repo,
+        &src,
+        &[
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            "cache",
+            "--tag",
+            "nightly",
+            "--tag",
+            "db",
+        ],
+    );
     let ls = strata_ok(&repo, &["ls", "latest", "-R"]);
     assert_eq!(String::from_utf8_lossy(&ls.stdout), "keep.json\n");
     let snaps: serde_json::Value =
