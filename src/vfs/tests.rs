@@ -213,3 +213,79 @@ fn browse_a_repository_without_fuse() {
     let (hits, misses, _) = vfs.cache_stats();
     assert!(misses > 0 && hits + misses > 0);
 }
+
+#[test]
+fn sources_are_encoded_and_filterable() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    fs::write(a.join("fa"), b"a").unwrap();
+    fs::write(b.join("fb"), b"b").unwrap();
+    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let run = |src: &Path, name: &str, tag: &str| {
+        let opts = BackupOptions {
+            source_name: Some(name.into()),
+            tags: vec![tag.into()],
+            threads: 2,
+            ..BackupOptions::default()
+        };
+        snapshot_name(&backup(&repo, src, &opts).unwrap().snapshot)
+    };
+    let a1 = run(&a, "/srv/a", "daily");
+    let b1 = run(&b, "web%1", "daily/x");
+    let a2 = run(&a, "/srv/a", "weekly");
+
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let sources = lookup_path(&vfs, "sources").unwrap();
+    assert_eq!(names(&vfs, sources.ino)[2..], ["%2Fsrv%2Fa", "web%251"]);
+    let sa = lookup_path(&vfs, "sources/%2Fsrv%2Fa").unwrap();
+    let mut listed = names(&vfs, sa.ino)[2..].to_vec();
+    listed.sort();
+    let mut want = vec!["latest".to_string(), a1.clone(), a2.clone()];
+    want.sort();
+    assert_eq!(listed, want);
+    let l = lookup_path(&vfs, "sources/%2Fsrv%2Fa/latest").unwrap();
+    assert_eq!(
+        vfs.readlink(l.ino).unwrap(),
+        format!("../../snapshots/{a2}").as_bytes()
+    );
+    let l = lookup_path(&vfs, "sources/web%251/latest").unwrap();
+    assert_eq!(
+        vfs.readlink(l.ino).unwrap(),
+        format!("../../snapshots/{b1}").as_bytes()
+    );
+    let l = lookup_path(&vfs, "latest").unwrap();
+    assert_eq!(
+        vfs.readlink(l.ino).unwrap(),
+        format!("snapshots/{a2}").as_bytes()
+    );
+    let tags = lookup_path(&vfs, "tags").unwrap();
+    assert_eq!(names(&vfs, tags.ino)[2..], ["daily", "daily%2Fx", "weekly"]);
+    let daily = lookup_path(&vfs, "tags/daily").unwrap();
+    assert_eq!(names(&vfs, daily.ino)[2..], [a1.clone()]);
+    assert!(
+        lookup_path(&vfs, &format!("tags/daily%2Fx/{b1}/fb")).is_err(),
+        "links are not dirs"
+    );
+    // `..` of a link's directory leads back up.
+    assert_eq!(vfs.lookup(daily.ino, b"..").unwrap().ino, tags.ino);
+
+    let only_b = Vfs::open(
+        repo.clone(),
+        VfsOptions {
+            sources: vec!["web%1".into()],
+            ..VfsOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(only_b.snapshot_names(), [b1.clone()]);
+    assert!(lookup_path(&only_b, &format!("snapshots/{a1}")).is_err());
+    // The vfs does not follow symlinks: `latest/fb` is a lookup inside a link.
+    assert!(matches!(
+        lookup_path(&only_b, "latest/fb"),
+        Err(VfsError::NotADirectory)
+    ));
+    let fb = lookup_path(&only_b, &format!("snapshots/{b1}/fb")).unwrap();
+    assert_eq!(only_b.read(fb.ino, 0, 10).unwrap(), b"b");
+}
