@@ -109,8 +109,9 @@ impl View {
         &self.repo
     }
 
-    /// Layers (newest first) that can hold children of `dir`, cut at the first opaque one.
-    fn chain_for<'a>(&'a self, dir: &'a [u8]) -> impl Iterator<Item = &'a SnapshotId> + 'a {
+    /// Layers (newest first) that can hold children of `dir`, cut at the first opaque one; with
+    /// each, whether it is a full layer.
+    fn chain_for<'a>(&'a self, dir: &'a [u8]) -> impl Iterator<Item = (&'a SnapshotId, bool)> + 'a {
         let mut done = false;
         self.chain.iter().filter_map(move |l| {
             if done {
@@ -119,13 +120,13 @@ impl View {
             match &l.dirs {
                 None => {
                     done = true;
-                    Some(&l.id)
+                    Some((&l.id, true))
                 }
                 Some(d) => match d.get(dir) {
                     None => None,
                     Some(&opaque) => {
                         done = opaque;
-                        Some(&l.id)
+                        Some((&l.id, false))
                     }
                 },
             }
@@ -133,10 +134,20 @@ impl View {
     }
 
     /// The entry of `name` inside the (already resolved) directory `dir`; `None` when absent.
+    /// Upper (non-full) layers are probed in memory; sled is read once, for the layer that has it.
     pub fn lookup_in(&self, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
-        for layer in self.chain_for(dir) {
-            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
-                let e = Entry::decode(&v)?;
+        for (layer, full) in self.chain_for(dir) {
+            let found = match (full, self.repo.dir_layer(layer, dir)?) {
+                (false, Some(mem)) => match mem.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
+                    Ok(i) => Some(mem[i].1.clone()),
+                    Err(_) => None,
+                },
+                _ => match self.repo.layers.get(keys::entry_key(layer, dir, name))? {
+                    Some(v) => Some(Entry::decode(&v)?),
+                    None => None,
+                },
+            };
+            if let Some(e) = found {
                 return Ok((e.kind != Kind::Whiteout).then_some(e));
             }
         }
@@ -177,12 +188,20 @@ impl View {
     /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
     pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
         let mut sources = Vec::new();
-        for layer in self.chain_for(dir) {
-            let prefix = keys::dir_prefix(layer, dir);
-            let plen = prefix.len();
-            let mut it = self.repo.layers.scan_prefix(prefix);
-            let head = next_child(&mut it, plen)?;
-            sources.push(Source { it, plen, head });
+        for (layer, full) in self.chain_for(dir) {
+            let cursor = match (full, self.repo.dir_layer(layer, dir)?) {
+                (false, Some(mem)) => Cursor::Mem { mem, pos: 0 },
+                _ => {
+                    let prefix = keys::dir_prefix(layer, dir);
+                    Cursor::Sled {
+                        plen: prefix.len(),
+                        it: Box::new(self.repo.layers.scan_prefix(prefix)),
+                    }
+                }
+            };
+            let mut source = Source { cursor, head: None };
+            source.head = source.cursor.next_child()?;
+            sources.push(source);
         }
         Ok(ListIter { sources })
     }
@@ -199,21 +218,44 @@ impl View {
     }
 }
 
-struct Source {
-    it: sled::Iter,
-    plen: usize,
-    head: Option<(Vec<u8>, sled::IVec)>,
+enum Cursor {
+    Sled {
+        it: sled::Iter,
+        plen: usize,
+    },
+    Mem {
+        mem: crate::repo::DirLayer,
+        pos: usize,
+    },
 }
 
-fn next_child(it: &mut sled::Iter, plen: usize) -> Result<Option<(Vec<u8>, sled::IVec)>> {
-    loop {
-        match it.next().transpose()? {
-            None => return Ok(None),
-            // The root's own entry (empty name) is stored under the root's key range; skip it.
-            Some((k, _)) if k.len() == plen => continue,
-            Some((k, v)) => return Ok(Some((k[plen..].to_vec(), v))),
+impl Cursor {
+    /// The next child (name, entry), skipping the root's own entry (stored with an empty name).
+    fn next_child(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
+        loop {
+            let (name, entry) = match self {
+                Cursor::Sled { it, plen } => match it.next().transpose()? {
+                    None => return Ok(None),
+                    Some((k, v)) => (k[*plen..].to_vec(), Entry::decode(&v)?),
+                },
+                Cursor::Mem { mem, pos } => match mem.get(*pos) {
+                    None => return Ok(None),
+                    Some((n, e)) => {
+                        *pos += 1;
+                        (n.clone(), e.clone())
+                    }
+                },
+            };
+            if !name.is_empty() {
+                return Ok(Some((name, entry)));
+            }
         }
     }
+}
+
+struct Source {
+    cursor: Cursor,
+    head: Option<(Vec<u8>, Entry)>,
 }
 
 /// Iterator over a directory's merged children, from [`View::list`].
@@ -235,16 +277,15 @@ impl ListIter {
                 }
             }
             let Some(b) = best else { return Ok(None) };
-            let (name, value) = self.sources[b].head.take().unwrap();
+            let (name, entry) = self.sources[b].head.take().unwrap();
             for s in self.sources.iter_mut() {
                 if s.head.as_ref().is_some_and(|(n, _)| *n == name) {
                     s.head = None;
                 }
                 if s.head.is_none() {
-                    s.head = next_child(&mut s.it, s.plen)?;
+                    s.head = s.cursor.next_child()?;
                 }
             }
-            let entry = Entry::decode(&value)?;
             if entry.kind != Kind::Whiteout {
                 return Ok(Some((name, entry)));
             }

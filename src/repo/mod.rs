@@ -49,6 +49,18 @@ impl Default for CreateOptions {
 /// Directories each layer touches, with the opaque flag; loaded once per layer and shared.
 pub type LayerDirs = HashMap<Vec<u8>, bool>;
 
+/// One non-full layer's entries in one directory, sorted by name (the root's own entry has the
+/// empty name). Held in memory so that lookups deep in an incremental chain probe memory, not sled.
+pub type DirLayer = Arc<Vec<(Vec<u8>, crate::entry::Entry)>>;
+
+/// (layer, directory) → its entries, or `None` when too many to cache.
+type DirLayerCache = lru::LruCache<(SnapshotId, Vec<u8>), Option<DirLayer>>;
+
+/// Layer directories with more entries than this are read from sled each time, not cached.
+const MAX_CACHED_DIR_LAYER: usize = 4096;
+/// (layer, directory) pairs kept in memory.
+const DIR_LAYER_CACHE: usize = 16 * 1024;
+
 /// An open repository. Holds the exclusive process lock for its lifetime.
 pub struct Repo {
     path: PathBuf,
@@ -62,6 +74,7 @@ pub struct Repo {
     packs: Arc<dyn PackBackend>,
     compression: i32,
     layer_dirs_cache: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
+    dir_layer_cache: Mutex<DirLayerCache>,
     _lock: File,
 }
 
@@ -188,6 +201,9 @@ impl Repo {
             packs: Arc::new(DirBackend::open(&path.join("packs"))?),
             compression,
             layer_dirs_cache: Mutex::new(HashMap::new()),
+            dir_layer_cache: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_LAYER_CACHE).unwrap(),
+            )),
             db,
             _lock: lock,
         }))
@@ -290,6 +306,31 @@ impl Repo {
             .unwrap()
             .insert(*id, dirs.clone());
         Ok(dirs)
+    }
+}
+
+impl Repo {
+    /// The entries a non-full layer holds directly under `dir`, from memory after the first call;
+    /// `None` when there are too many to keep (the caller then reads sled).
+    pub fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>> {
+        let key = (*id, dir.to_vec());
+        if let Some(d) = self.dir_layer_cache.lock().unwrap().get(&key) {
+            return Ok(d.clone());
+        }
+        let prefix = keys::dir_prefix(id, dir);
+        let mut entries = Vec::new();
+        let mut too_big = false;
+        for kv in self.layers.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if entries.len() >= MAX_CACHED_DIR_LAYER {
+                too_big = true;
+                break;
+            }
+            entries.push((k[prefix.len()..].to_vec(), crate::entry::Entry::decode(&v)?));
+        }
+        let value = (!too_big).then(|| Arc::new(entries));
+        self.dir_layer_cache.lock().unwrap().put(key, value.clone());
+        Ok(value)
     }
 }
 
