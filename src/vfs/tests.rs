@@ -263,7 +263,7 @@ fn sources_are_encoded_and_filterable() {
     let tags = lookup_path(&vfs, "tags").unwrap();
     assert_eq!(names(&vfs, tags.ino)[2..], ["daily", "daily%2Fx", "weekly"]);
     let daily = lookup_path(&vfs, "tags/daily").unwrap();
-    assert_eq!(names(&vfs, daily.ino)[2..], [a1.clone()]);
+    assert_eq!(names(&vfs, daily.ino)[2..], [a1.as_str()]);
     assert!(
         lookup_path(&vfs, &format!("tags/daily%2Fx/{b1}/fb")).is_err(),
         "links are not dirs"
@@ -279,7 +279,7 @@ fn sources_are_encoded_and_filterable() {
         },
     )
     .unwrap();
-    assert_eq!(only_b.snapshot_names(), [b1.clone()]);
+    assert_eq!(only_b.snapshot_names(), [b1.as_str()]);
     assert!(lookup_path(&only_b, &format!("snapshots/{a1}")).is_err());
     // The vfs does not follow symlinks: `latest/fb` is a lookup inside a link.
     assert!(matches!(
