@@ -220,7 +220,7 @@ impl View {
 
 enum Cursor {
     Sled {
-        it: sled::Iter,
+        it: Box<sled::Iter>,
         plen: usize,
     },
     Mem {
