@@ -293,6 +293,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         full: kind == BackupKind::Full,
         rehash: opts.rehash,
         excludes,
+        repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
         jobs: Batcher::new(job_tx, JOB_BATCH, 8 << 20),
         layer: Batcher::new(layer_tx.clone(), LAYER_BATCH, usize::MAX),
         touched: HashMap::new(),
@@ -677,6 +678,8 @@ struct Walker<'a> {
     full: bool,
     rehash: bool,
     excludes: globset::GlobSet,
+    /// (device, inode) of the repository directory: never backed up into itself.
+    repo_dir: Option<(u64, u64)>,
     jobs: Batcher<FileJob>,
     layer: Batcher<LayerMsg>,
     touched: HashMap<Vec<u8>, bool>,
@@ -785,6 +788,10 @@ impl Walker<'_> {
                     continue;
                 }
             };
+            if meta.is_dir() && self.repo_dir == Some((meta.dev(), meta.ino())) {
+                log::info!("Skipping {}: it is the repository", path.display());
+                continue;
+            }
             let old_e = old.remove(&name);
             let mut e = entry_from_meta(&meta);
             match e.kind {

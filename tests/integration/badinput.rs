@@ -135,3 +135,18 @@ fn default_repository_is_created_on_first_backup() {
     assert!(t.path().join("xdg/strata/repo/STRATA").is_file());
     assert_eq!(run(&["cat", "latest", "f"]).stdout, b"x");
 }
+
+#[test]
+fn repository_inside_the_source_is_not_backed_up_into_itself() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("data.txt"), b"data").unwrap();
+    let repo = src.join("backups/repo");
+    crate::common::strata_ok(&repo, &["init"]);
+    backup(&repo, &src, &[]);
+    backup(&repo, &src, &[]);
+    let ls = crate::common::strata_ok(&repo, &["ls", "latest", "-R"]);
+    let listing = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert_eq!(listing, "backups\ndata.txt\n");
+}
