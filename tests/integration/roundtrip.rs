@@ -228,3 +228,61 @@ fn excludes_and_tags() {
     let first = snaps[0]["id"].as_str().unwrap();
     assert_eq!(strata_ok(&repo, &["cat", first, "keep.json"]).stdout, b"{}");
 }
+
+#[test]
+fn unreadable_files_are_reported_and_skipped_with_exit_code_3() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::common::fixture::is_root() || which("setpriv").is_none() {
+        eprintln!("needs root and setpriv to run strata as an unprivileged user; skipped");
+        return;
+    }
+    // Run strata as `nobody`, so that a mode-000 file is really unreadable.
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("locked-dir")).unwrap();
+    std::fs::write(src.join("ok.txt"), b"readable").unwrap();
+    std::fs::write(src.join("secret.txt"), b"unreadable").unwrap();
+    std::fs::write(src.join("locked-dir/inner.txt"), b"unreachable").unwrap();
+    std::fs::set_permissions(
+        src.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        src.join("locked-dir"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let repo = t.path().join("repo");
+    let run = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::common::bin())
+            .arg("--repo")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init"]).status.success());
+    let out = run(&["backup", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("secret.txt") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(err.contains("locked-dir"), "{err}");
+    assert_eq!(run(&["cat", "latest", "ok.txt"]).stdout, b"readable");
+    let ls = run(&["ls", "latest", "-R"]);
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains("secret.txt"));
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|c| c.is_file())
+    })
+}
