@@ -29,6 +29,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsmeta::{self, entry_from_meta};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
+use crate::progress::ProgressHandle;
 use crate::repo::keys;
 use crate::repo::pack::RecordType;
 use crate::repo::writer::PackWriter;
@@ -51,6 +52,8 @@ pub struct BackupOptions {
     /// Reader/compressor threads; 0 = four per CPU (at least 8), so that the many small, cold reads
     /// of a tree of documents overlap while the CPUs compress.
     pub threads: usize,
+    /// Where to report progress.
+    pub progress: ProgressHandle,
 }
 
 /// A committed backup.
@@ -151,6 +154,7 @@ struct Shared {
     counters: Counters,
     /// Chunk lists of hard-linked files already read, by source inode.
     links: Mutex<HashMap<u64, (Vec<ChunkRef>, u64)>>,
+    progress: ProgressHandle,
 }
 
 impl Shared {
@@ -241,6 +245,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         warnings: Mutex::new(Vec::new()),
         counters: Counters::default(),
         links: Mutex::new(HashMap::new()),
+        progress: opts.progress.clone(),
     });
 
     let threads = if opts.threads > 0 {
@@ -501,6 +506,7 @@ fn store_chunk(
         },
     };
     let len = data.len();
+    shared.progress.0.new_data(len as u64);
     pack.push(msg, len)
 }
 
@@ -632,6 +638,7 @@ fn work_one(
             Err(e) => return Err(e),
         };
         shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+        shared.progress.0.file_read(job.entry.size);
         let entry = match outcome {
             ReadOutcome::Done => {
                 if job.entry.nlink > 1 {
@@ -792,6 +799,7 @@ impl Walker<'_> {
                 log::info!("Skipping {}: it is the repository", path.display());
                 continue;
             }
+            self.shared.progress.0.entry_seen();
             let old_e = old.remove(&name);
             let mut e = entry_from_meta(&meta);
             match e.kind {

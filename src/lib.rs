@@ -15,6 +15,7 @@ pub mod fsmeta;
 pub mod fuse;
 pub mod id;
 pub mod layers;
+pub mod progress;
 pub mod repo;
 pub mod snapshot;
 pub mod time;

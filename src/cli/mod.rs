@@ -5,6 +5,7 @@
 
 mod mount;
 mod output;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -231,8 +232,16 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
         source_name: a.source_name,
         rehash: a.rehash,
         threads: a.threads,
+        progress: Default::default(),
     };
-    let out = backup::backup(&repo, &a.source, &opts)?;
+    let status = status::StatusLine::start();
+    let opts = BackupOptions {
+        progress: status.progress(),
+        ..opts
+    };
+    let out = backup::backup(&repo, &a.source, &opts);
+    drop(status);
+    let out = out?;
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
         EXIT_OK

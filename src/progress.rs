@@ -1,0 +1,35 @@
+//! Progress reporting. The library counts what it does through this trait; the CLI draws a status
+//! line, tests count calls. Implementations must be cheap: they are called once per file.
+
+use std::sync::Arc;
+
+/// Receives progress events from long-running commands. Every method has a no-op default.
+pub trait Progress: Send + Sync {
+    /// The walker examined one path (file, directory, link, ...).
+    fn entry_seen(&self) {}
+    /// A file's content was read and chunked.
+    fn file_read(&self, _bytes: u64) {}
+    /// New chunk data was handed to the pack writer (plaintext bytes).
+    fn new_data(&self, _bytes: u64) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// A shareable progress receiver, defaulting to [`NoProgress`]; lives in options structs.
+#[derive(Clone)]
+pub struct ProgressHandle(pub Arc<dyn Progress>);
+
+impl Default for ProgressHandle {
+    fn default() -> Self {
+        ProgressHandle(Arc::new(NoProgress))
+    }
+}
+
+impl std::fmt::Debug for ProgressHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHandle")
+    }
+}
