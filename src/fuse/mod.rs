@@ -215,12 +215,15 @@ impl Filesystem for StrataFs {
         let name = name.as_bytes().to_vec();
         self.spawn(move |vfs| match vfs.lookup(parent, &name) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
-            Err(VfsError::NotFound) if vfs.getattr(parent).is_ok_and(|p| p.immutable) => {
+            Err(VfsError::NotFound) => match vfs.getattr(parent) {
                 // Negative entry (node id 0) cached like content: absent names stay absent.
-                let mut attr = file_attr(&vfs.getattr(parent).expect("checked"));
-                attr.ino = 0;
-                reply.entry(&TTL_CONTENT, &attr, 0)
-            }
+                Ok(p) if p.immutable => {
+                    let mut attr = file_attr(&p);
+                    attr.ino = 0;
+                    reply.entry(&TTL_CONTENT, &attr, 0)
+                }
+                _ => reply.error(libc::ENOENT),
+            },
             Err(e) => reply.error(log_err("lookup", &e)),
         });
     }
