@@ -292,34 +292,78 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         .collect();
     drop(job_rx);
 
-    let mut walker = Walker {
+    // The walk runs on several threads: on a cold cache it is bound by the kernel's inode lookups,
+    // which parallelize.
+    let walk_threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4);
+    let queue = DirQueue::default();
+    let link_seen = Mutex::new(HashSet::new());
+    let repo_dir = fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok();
+    let make_walker = || Walker {
         shared: &shared,
         parent: parent_view.as_ref(),
         full: kind == BackupKind::Full,
         rehash: opts.rehash,
-        excludes,
-        repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
-        jobs: Batcher::new(job_tx, JOB_BATCH, 8 << 20),
+        excludes: &excludes,
+        repo_dir,
+        link_seen: &link_seen,
+        jobs: Batcher::new(job_tx.clone(), JOB_BATCH, 8 << 20),
         layer: Batcher::new(layer_tx.clone(), LAYER_BATCH, usize::MAX),
         touched: HashMap::new(),
-        link_seen: HashSet::new(),
         deferred: Vec::new(),
         stats: BackupStats::default(),
     };
-    let walked = walker
-        .walk(&source)
-        .and_then(|_| walker.jobs.flush())
-        .and_then(|_| walker.layer.flush());
-    let Walker {
-        jobs,
-        layer,
-        touched,
-        deferred,
-        mut stats,
-        ..
-    } = walker;
-    drop(jobs);
-    drop(layer);
+    let mut root_walker = make_walker();
+    let mut walked = root_walker
+        .walk_root(&source, &queue)
+        .and_then(|_| root_walker.flush());
+    let mut parts = vec![root_walker.finish()];
+    if walked.is_ok() {
+        let results: Vec<Result<WalkResult>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..walk_threads)
+                .map(|_| {
+                    let mut w = make_walker();
+                    let q = &queue;
+                    s.spawn(move || {
+                        let r = w.run(q).and_then(|_| w.flush());
+                        if r.is_err() {
+                            q.abort();
+                        }
+                        r.map(|_| w.finish())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("walker thread panicked"))
+                .collect()
+        });
+        for r in results {
+            match r {
+                Ok(part) => parts.push(part),
+                Err(e) if walked.is_ok() || matches!(walked, Err(Error::Aborted)) => {
+                    walked = Err(e)
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    drop(job_tx);
+    let mut touched: HashMap<Vec<u8>, bool> = HashMap::new();
+    let mut deferred = Vec::new();
+    let mut stats = BackupStats::default();
+    for part in parts {
+        for (dir, opaque) in part.touched {
+            *touched.entry(dir).or_insert(false) |= opaque;
+        }
+        deferred.extend(part.deferred);
+        stats.files += part.stats.files;
+        stats.dirs += part.stats.dirs;
+        stats.total_bytes += part.stats.total_bytes;
+        stats.deleted += part.stats.deleted;
+    }
     let mut first_err = None;
     for w in workers {
         if let Err(e) = w.join().expect("reader thread panicked") {
@@ -679,18 +723,86 @@ fn is_repo_path(shared: &Shared, path: &Path) -> bool {
     path.starts_with(shared.repo.path())
 }
 
+/// One directory to walk: (relative path, absolute path, whether the parent view has it).
+type DirWork = (Vec<u8>, PathBuf, bool);
+
+/// Directories waiting to be walked, shared by the walker threads. `pending` counts directories
+/// queued or being walked, so the walk is over when it reaches zero.
+#[derive(Default)]
+struct DirQueue {
+    state: Mutex<QueueState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    dirs: Vec<DirWork>,
+    pending: usize,
+    aborted: bool,
+}
+
+impl DirQueue {
+    fn push(&self, items: Vec<DirWork>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut s = self.state.lock().unwrap();
+        s.pending += items.len();
+        s.dirs.extend(items);
+        self.cv.notify_all();
+    }
+
+    /// The next directory, or `None` when the walk is complete or aborted.
+    fn take(&self) -> Option<DirWork> {
+        let mut s = self.state.lock().unwrap();
+        loop {
+            if s.aborted {
+                return None;
+            }
+            if let Some(w) = s.dirs.pop() {
+                return Some(w);
+            }
+            if s.pending == 0 {
+                return None;
+            }
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+
+    fn done(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.pending -= 1;
+        if s.pending == 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    fn abort(&self) {
+        self.state.lock().unwrap().aborted = true;
+        self.cv.notify_all();
+    }
+}
+
+/// What one walker thread found, merged after the walk.
+struct WalkResult {
+    touched: HashMap<Vec<u8>, bool>,
+    deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
+    stats: BackupStats,
+}
+
 struct Walker<'a> {
     shared: &'a Shared,
     parent: Option<&'a View>,
     full: bool,
     rehash: bool,
-    excludes: globset::GlobSet,
+    excludes: &'a globset::GlobSet,
     /// (device, inode) of the repository directory: never backed up into itself.
     repo_dir: Option<(u64, u64)>,
+    /// Inodes of hard-linked files already sent to a reader (shared by the walker threads).
+    link_seen: &'a Mutex<HashSet<u64>>,
     jobs: Batcher<FileJob>,
     layer: Batcher<LayerMsg>,
     touched: HashMap<Vec<u8>, bool>,
-    link_seen: HashSet<u64>,
     deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
     stats: BackupStats,
 }
@@ -727,7 +839,22 @@ impl Walker<'_> {
         self.shared.warn(msg);
     }
 
-    fn walk(&mut self, source: &Path) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
+        self.jobs.flush()?;
+        self.layer.flush()
+    }
+
+    /// Drops the channels and hands back what this walker collected.
+    fn finish(self) -> WalkResult {
+        WalkResult {
+            touched: self.touched,
+            deferred: self.deferred,
+            stats: self.stats,
+        }
+    }
+
+    /// The root directory's own entry; queues the root for walking.
+    fn walk_root(&mut self, source: &Path, queue: &DirQueue) -> Result<()> {
         let root_meta = fs::symlink_metadata(source).ctx("Reading source", source)?;
         let mut root = entry_from_meta(&root_meta);
         let old_root = self.parent.map(|p| p.root()).transpose()?;
@@ -740,10 +867,24 @@ impl Walker<'_> {
             root.opaque = old_root.is_none();
             self.emit(b"", b"", root)?;
         }
-        // Depth-first, explicit stack: (relative dir, absolute path, whether the parent view has it).
-        let mut stack = vec![(Vec::new(), source.to_path_buf(), self.parent.is_some())];
-        while let Some((dir, abs, in_parent)) = stack.pop() {
-            self.walk_dir(&dir, &abs, in_parent, &mut stack)?;
+        queue.push(vec![(
+            Vec::new(),
+            source.to_path_buf(),
+            self.parent.is_some(),
+        )]);
+        Ok(())
+    }
+
+    /// Walks directories from the queue until the walk is complete.
+    fn run(&mut self, queue: &DirQueue) -> Result<()> {
+        while let Some((dir, abs, in_parent)) = queue.take() {
+            let mut subdirs = Vec::new();
+            let r = self.walk_dir(&dir, &abs, in_parent, &mut subdirs);
+            // Queue the children before marking this one done, so the count never drops to zero
+            // while work remains.
+            queue.push(subdirs);
+            queue.done();
+            r?;
         }
         Ok(())
     }
@@ -831,7 +972,7 @@ impl Walker<'_> {
                         }
                     }
                     e.xattrs = self.xattrs(&path);
-                    if e.nlink > 1 && !self.link_seen.insert(e.ino) {
+                    if e.nlink > 1 && !self.link_seen.lock().unwrap().insert(e.ino) {
                         self.touch(dir, false);
                         self.shared
                             .counters
