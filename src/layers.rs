@@ -218,6 +218,34 @@ impl View {
     }
 }
 
+/// The entry one layer itself holds for `dir/name` (whiteouts included), without looking at any
+/// other layer: what `changes/` shows and what chain-walking callers probe.
+pub fn layer_entry(
+    repo: &Repo,
+    layer: &SnapshotId,
+    dir: &[u8],
+    name: &[u8],
+) -> Result<Option<Entry>> {
+    repo.layers
+        .get(keys::entry_key(layer, dir, name))?
+        .map(|v| Entry::decode(&v))
+        .transpose()
+}
+
+/// The children one layer itself holds under `dir` (whiteouts included, the root's own entry
+/// excluded), sorted by name.
+pub fn layer_children<'a>(
+    repo: &'a Repo,
+    layer: &SnapshotId,
+    dir: &[u8],
+) -> impl Iterator<Item = Result<(Vec<u8>, Entry)>> + 'a {
+    let mut cursor = Cursor::Sled {
+        plen: keys::dir_prefix(layer, dir).len(),
+        it: Box::new(repo.layers.scan_prefix(keys::dir_prefix(layer, dir))),
+    };
+    std::iter::from_fn(move || cursor.next_child().transpose())
+}
+
 enum Cursor {
     Sled {
         it: Box<sled::Iter>,

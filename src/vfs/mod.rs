@@ -32,7 +32,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
-use crate::repo::{keys, Repo};
+use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
 /// Inode number of the mount's root directory (FUSE's root id).
@@ -564,13 +564,9 @@ impl Vfs {
                 break;
             }
             visited.push(cst);
-            if let Some(v) = self
-                .repo
-                .layers
-                .get(keys::entry_key(&s.id, b"", b""))
-                .map_err(|e| repo_err(err)(Error::from(e)))?
+            if let Some(e) =
+                crate::layers::layer_entry(&self.repo, &s.id, b"", b"").map_err(repo_err(err))?
             {
-                let e = Entry::decode(&v).map_err(repo_err(err))?;
                 if e.kind == Kind::Dir {
                     found = Some(e);
                     break;
@@ -950,18 +946,8 @@ impl Vfs {
     /// An entry of the snapshot's own layer (whiteouts count as absent).
     fn own_entry(&self, snap: &SnapshotId, dir: &[u8], name: &[u8]) -> VfsResult<Option<Entry>> {
         let err = || self.content_path(snap, true, &join(dir, name));
-        let v = self
-            .repo
-            .layers
-            .get(keys::entry_key(snap, dir, name))
-            .map_err(|e| repo_err(err)(Error::from(e)))?;
-        match v {
-            None => Ok(None),
-            Some(v) => {
-                let e = Entry::decode(&v).map_err(repo_err(err))?;
-                Ok((e.kind != Kind::Whiteout).then_some(e))
-            }
-        }
+        let e = crate::layers::layer_entry(&self.repo, snap, dir, name).map_err(repo_err(err))?;
+        Ok(e.filter(|e| e.kind != Kind::Whiteout))
     }
 
     fn synth(&self, snap: &SnapshotId) -> VfsResult<Arc<Synth>> {
@@ -1122,16 +1108,9 @@ impl Vfs {
         } else {
             let synth = self.synth(snap)?;
             let mut extra: BTreeSet<Vec<u8>> = synth.get(path).cloned().unwrap_or_default();
-            let prefix = keys::dir_prefix(snap, path);
-            let plen = prefix.len();
-            for kv in self.repo.layers.scan_prefix(prefix) {
-                let (k, v) = kv.map_err(|e| repo_err(err)(Error::from(e)))?;
-                if k.len() == plen {
-                    continue; // the root's own entry
-                }
-                let name = k[plen..].to_vec();
+            for kv in crate::layers::layer_children(&self.repo, snap, path) {
+                let (name, e) = kv.map_err(repo_err(err))?;
                 extra.remove(&name);
-                let e = Entry::decode(&v).map_err(repo_err(err))?;
                 if e.kind != Kind::Whiteout {
                     children.push((name, e));
                 }
