@@ -67,6 +67,8 @@ pub struct BackupOutcome {
 
 /// Layer blobs are cut at this size; they exist so the index can be rebuilt from packs.
 const LAYER_BLOB_SIZE: usize = 1 << 20;
+/// Layer entries sorted together before they go to sled.
+const LAYER_SORT_BUFFER: usize = 8192;
 /// Files handed to a reader at once.
 const JOB_BATCH: usize = 64;
 /// Layer entries sent to the layer writer at once.
@@ -488,8 +490,6 @@ fn layer_thread(
     rx: Receiver<Vec<LayerMsg>>,
     pack_tx: Sender<Vec<PackMsg>>,
 ) -> Result<Vec<ChunkId>> {
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
     let mut blob = Vec::with_capacity(LAYER_BLOB_SIZE + 4096);
     let mut blobs = Vec::new();
     let flush_blob = |blob: &mut Vec<u8>, blobs: &mut Vec<ChunkId>| -> Result<()> {
@@ -501,6 +501,21 @@ fn layer_thread(
             .send(vec![PackMsg::Blob(std::mem::take(blob))])
             .map_err(|_| Error::Aborted)
     };
+    // Entries arrive interleaved from several threads; they are buffered, sorted and applied in
+    // small batches that each cover a narrow key range (sled then rewrites few pages per batch).
+    let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(LAYER_SORT_BUFFER);
+    let apply = |pending: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
+        pending.sort_unstable();
+        for part in pending.chunks(512) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in part {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            repo.layers.apply_batch(batch)?;
+        }
+        pending.clear();
+        Ok(())
+    };
     for m in rx.into_iter().flatten() {
         let key = keys::entry_key(&id, &m.dir, &m.name);
         let val = m.entry.encode();
@@ -509,17 +524,15 @@ fn layer_thread(
         blob.extend_from_slice(&key[16..]);
         blob.extend_from_slice(&(val.len() as u32).to_le_bytes());
         blob.extend_from_slice(&val);
-        batch.insert(key, val);
-        in_batch += 1;
-        if in_batch >= 512 {
-            repo.layers.apply_batch(std::mem::take(&mut batch))?;
-            in_batch = 0;
+        pending.push((key, val));
+        if pending.len() >= LAYER_SORT_BUFFER {
+            apply(&mut pending)?;
         }
         if blob.len() >= LAYER_BLOB_SIZE {
             flush_blob(&mut blob, &mut blobs)?;
         }
     }
-    repo.layers.apply_batch(batch)?;
+    apply(&mut pending)?;
     flush_blob(&mut blob, &mut blobs)?;
     Ok(blobs)
 }

@@ -148,7 +148,10 @@ impl PackWriter {
         };
         p.sink.finish()?;
         // Small batches: sled holds a whole batch (and more) in memory while applying it.
-        let pending: Vec<_> = p.pending.iter().collect();
+        // Sorted, so each batch covers a narrow key range: sled then rewrites few pages per batch,
+        // which keeps its log (and its file) small.
+        let mut pending: Vec<_> = p.pending.iter().collect();
+        pending.sort_unstable_by_key(|(id, _)| **id);
         for part in pending.chunks(INDEX_BATCH) {
             let mut batch = sled::Batch::default();
             for (id, loc) in part {
