@@ -237,6 +237,12 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         log::info!("Removed {removed} unfinished pack(s) of an interrupted backup");
     }
 
+    if repo.dictionary().is_none() && repo.compression() > 0 {
+        if let Some(dict) = sample_dictionary(&source, &excludes) {
+            repo.install_dictionary(dict)?;
+        }
+    }
+
     let time_ns = crate::time::now_ns();
     let host = fsmeta::hostname();
     let id = new_snapshot_id(time_ns, &host, &source_name);
@@ -459,6 +465,51 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     Ok(BackupOutcome { snapshot, warnings })
 }
 
+/// Trains the repository's compression dictionary from up to `DICT_SAMPLES` small files of the
+/// source, found breadth-first (a bounded pre-pass: at most `DICT_SCAN_DIRS` directories).
+fn sample_dictionary(source: &Path, excludes: &globset::GlobSet) -> Option<compress::Dictionary> {
+    const DICT_SAMPLES: usize = 2000;
+    const DICT_SCAN_DIRS: usize = 2000;
+    let mut samples = Vec::new();
+    let mut queue = std::collections::VecDeque::from([source.to_path_buf()]);
+    let mut dirs = 0;
+    while let Some(dir) = queue.pop_front() {
+        dirs += 1;
+        if dirs > DICT_SCAN_DIRS || samples.len() >= DICT_SAMPLES {
+            break;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            if samples.len() >= DICT_SAMPLES {
+                break;
+            }
+            if excludes.is_match(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                queue.push_back(path);
+            } else if meta.is_file() && (64..=16 * 1024).contains(&meta.len()) {
+                if let Ok(data) = fs::read(&path) {
+                    samples.push(data);
+                }
+            }
+        }
+    }
+    let dict = compress::Dictionary::train(&samples);
+    log::debug!(
+        "Dictionary from {} samples: {:?} bytes",
+        samples.len(),
+        dict.as_ref().map(|d| d.bytes.len())
+    );
+    dict
+}
+
 /// Best-effort removal of an uncommitted layer's entries after a failed backup (they are invisible
 /// anyway: no snapshot record points at them).
 fn discard_layer(repo: &Repo, id: &SnapshotId) {
@@ -548,11 +599,15 @@ fn store_chunk(
         return Ok(());
     }
     let raw_len = data.len() as u32;
-    let msg = match compress::compress(data, shared.level) {
-        Some(c) => PackMsg::Chunk {
+    let msg = match compress::compress(
+        data,
+        shared.level,
+        shared.repo.dictionary().map(|d| d.as_ref()),
+    ) {
+        Some((compression, c)) => PackMsg::Chunk {
             id,
             raw_len,
-            compression: Compression::Zstd,
+            compression,
             payload: c,
         },
         None => PackMsg::Chunk {

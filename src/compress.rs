@@ -10,6 +10,8 @@ pub enum Compression {
     None = 0,
     /// A single zstd frame.
     Zstd = 1,
+    /// A single zstd frame compressed with the repository's dictionary (see [`Dictionary`]).
+    ZstdDict = 2,
 }
 
 impl Compression {
@@ -18,7 +20,41 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdDict),
             _ => None,
+        }
+    }
+}
+
+/// A zstd dictionary trained on a repository's small chunks. Small files (order documents) share
+/// most of their structure but are compressed one by one for random access; a dictionary gives
+/// zstd that shared structure, which makes them 2–3× smaller. One per repository, immutable.
+pub struct Dictionary {
+    /// blake3 of the dictionary bytes; its record id in the packs.
+    pub id: crate::id::ChunkId,
+    /// The trained dictionary.
+    pub bytes: Vec<u8>,
+}
+
+/// Chunks up to this size are compressed with the dictionary when there is one.
+pub const DICT_MAX_CHUNK: usize = 64 * 1024;
+
+impl Dictionary {
+    /// Trains a dictionary from sample contents; `None` when there are too few samples or
+    /// training fails (then chunks are compressed without one).
+    pub fn train(samples: &[Vec<u8>]) -> Option<Dictionary> {
+        if samples.len() < 100 {
+            return None;
+        }
+        let bytes = zstd::dict::from_samples(samples, 64 * 1024).ok()?;
+        Some(Dictionary::from_bytes(bytes))
+    }
+
+    /// Wraps stored dictionary bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Dictionary {
+        Dictionary {
+            id: crate::id::ChunkId::of(&bytes),
+            bytes,
         }
     }
 }
@@ -28,9 +64,27 @@ const SAMPLE: usize = 16 * 1024;
 
 /// Compresses `data` at `level`, or returns `None` when the result would not save at least 3%
 /// (the caller then stores the plaintext).
-pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+pub fn compress(
+    data: &[u8],
+    level: i32,
+    dict: Option<&Dictionary>,
+) -> Option<(Compression, Vec<u8>)> {
     if level == 0 || data.len() < 64 {
         return None;
+    }
+    if let Some(d) = dict.filter(|_| data.len() <= DICT_MAX_CHUNK) {
+        let out = DICT_COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref()
+                .is_none_or(|(id, l, _)| *id != d.id || *l != level)
+            {
+                let mut comp = zstd::bulk::Compressor::with_dictionary(level, &d.bytes).ok()?;
+                comp.include_dictid(false).ok()?;
+                *c = Some((d.id, level, comp));
+            }
+            c.as_mut().unwrap().2.compress(data).ok()
+        })?;
+        return (out.len() * 100 <= data.len() * 97).then_some((Compression::ZstdDict, out));
     }
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
@@ -45,7 +99,7 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
         }
         c.set_compression_level(level).ok()?;
         let out = c.compress(data).ok()?;
-        (out.len() * 100 <= data.len() * 97).then_some(out)
+        (out.len() * 100 <= data.len() * 97).then_some((Compression::Zstd, out))
     })
 }
 
@@ -56,6 +110,50 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Compressor::new(1).expect("zstd context"));
     static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+    // Contexts with the dictionary loaded, keyed by dictionary id (and level).
+    static DICT_COMPRESSOR: std::cell::RefCell<
+        Option<(crate::id::ChunkId, i32, zstd::bulk::Compressor<'static>)>,
+    > = const { std::cell::RefCell::new(None) };
+    static DICT_DECOMPRESSOR: std::cell::RefCell<
+        Option<(crate::id::ChunkId, zstd::bulk::Decompressor<'static>)>,
+    > = const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses a payload stored with `compression`; `dict` is the repository's dictionary
+/// (required for [`Compression::ZstdDict`]).
+pub fn decode(
+    data: &[u8],
+    raw_len: usize,
+    compression: Compression,
+    dict: Option<&Dictionary>,
+) -> Result<Vec<u8>> {
+    match compression {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Zstd => decompress(data, raw_len),
+        Compression::ZstdDict => {
+            let d = dict.ok_or_else(|| {
+                Error::CorruptMetadata(
+                    "chunk needs the repository's dictionary, which is missing".into(),
+                )
+            })?;
+            let out = DICT_DECOMPRESSOR
+                .with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.as_ref().is_none_or(|(id, _)| *id != d.id) {
+                        *c = Some((d.id, zstd::bulk::Decompressor::with_dictionary(&d.bytes)?));
+                    }
+                    c.as_mut().unwrap().1.decompress(data, raw_len)
+                })
+                .map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
+            if out.len() != raw_len {
+                return Err(Error::CorruptMetadata(format!(
+                    "zstd frame decodes to {} bytes, header says {raw_len}",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Inverse of [`compress`]; `raw_len` comes from the record header and bounds the allocation.
@@ -77,9 +175,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dictionary_round_trip_and_gain() {
+        let docs: Vec<Vec<u8>> = (0..400)
+            .map(|i| {
+                format!(
+                    "{{\"order_id\": {i}, \"customer\": {{\"name\": \"Customer {}\", \"city\": \"Berlin\"}}, \"items\": [{{\"sku\": \"SKU-{}\", \"qty\": {}, \"price\": {}.99}}], \"status\": \"shipped\"}}",
+                    i * 7919 % 1000,
+                    i * 31 % 977,
+                    i % 5 + 1,
+                    i % 90
+                )
+                .into_bytes()
+            })
+            .collect();
+        let dict = Dictionary::train(&docs[..300]).expect("enough samples");
+        let (mut plain, mut with) = (0, 0);
+        for d in &docs[300..] {
+            let (kind, c) = compress(d, 1, Some(&dict)).expect("compresses");
+            assert_eq!(kind, Compression::ZstdDict);
+            assert_eq!(&decode(&c, d.len(), kind, Some(&dict)).unwrap(), d);
+            assert!(decode(&c, d.len(), kind, None).is_err());
+            with += c.len();
+            plain += compress(d, 1, None).map_or(d.len(), |(_, c)| c.len());
+        }
+        assert!(
+            with * 2 < plain,
+            "dictionary: {with} bytes, without: {plain}"
+        );
+        assert!(Dictionary::train(&docs[..10]).is_none());
+    }
+
+    #[test]
     fn compressible_round_trip() {
         let data = b"order 12345 shipped to Berlin\n".repeat(5000);
-        let c = compress(&data, 3).expect("text compresses");
+        let (kind, c) = compress(&data, 3, None).expect("text compresses");
+        assert_eq!(kind, Compression::Zstd);
         assert!(c.len() < data.len() / 10);
         assert_eq!(decompress(&c, data.len()).unwrap(), data);
     }
@@ -95,13 +225,13 @@ mod tests {
                 x as u8
             })
             .collect();
-        assert!(compress(&data, 3).is_none());
+        assert!(compress(&data, 3, None).is_none());
     }
 
     #[test]
     fn wrong_length_is_an_error() {
         let data = vec![7u8; 10_000];
-        let c = compress(&data, 3).unwrap();
+        let (_, c) = compress(&data, 3, None).unwrap();
         assert!(decompress(&c, 9_999).is_err());
     }
 }

@@ -27,6 +27,8 @@ pub const TREE_LAYERDIRS: &str = "layerdirs";
 pub const META_FORMAT: &[u8] = b"format";
 /// `meta` key: default zstd level for new chunks, i32 big-endian.
 pub const META_COMPRESSION: &[u8] = b"compression";
+/// `meta` key: the zstd dictionary for small chunks (raw bytes), once trained.
+pub const META_DICTIONARY: &[u8] = b"dictionary";
 
 /// Separator between directory path and name. Paths never contain NUL, so a prefix scan of
 /// `snapshot ‖ dir ‖ 0x00` yields exactly the direct children of `dir`, sorted by name bytes.

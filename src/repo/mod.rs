@@ -65,7 +65,6 @@ const DIR_LAYER_CACHE: usize = 16 * 1024;
 pub struct Repo {
     path: PathBuf,
     db: sled::Db,
-    #[allow(dead_code)] // read by later commands (check, repair)
     pub(crate) meta: sled::Tree,
     pub(crate) chunks: sled::Tree,
     pub(crate) snapshots: sled::Tree,
@@ -75,6 +74,7 @@ pub struct Repo {
     compression: i32,
     layer_dirs_cache: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     dir_layer_cache: Mutex<DirLayerCache>,
+    dictionary: std::sync::OnceLock<Arc<crate::compress::Dictionary>>,
     _lock: File,
 }
 
@@ -191,6 +191,12 @@ impl Repo {
             .get(keys::META_COMPRESSION)?
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes))
             .unwrap_or(DEFAULT_COMPRESSION);
+        let dictionary = match meta.get(keys::META_DICTIONARY)? {
+            Some(d) => std::sync::OnceLock::from(Arc::new(
+                crate::compress::Dictionary::from_bytes(d.to_vec()),
+            )),
+            None => std::sync::OnceLock::new(),
+        };
         Ok(Arc::new(Repo {
             path: path.to_path_buf(),
             chunks: db.open_tree(keys::TREE_CHUNKS)?,
@@ -201,6 +207,7 @@ impl Repo {
             packs: Arc::new(DirBackend::open(&path.join("packs"))?),
             compression,
             layer_dirs_cache: Mutex::new(HashMap::new()),
+            dictionary,
             dir_layer_cache: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(DIR_LAYER_CACHE).unwrap(),
             )),
@@ -265,7 +272,8 @@ impl Repo {
                 })
             }
         };
-        let (_, plain) = pack::open_record(loc.pack, &bytes, id).inspect_err(|e| {
+        let dict = self.dictionary().map(|d| d.as_ref());
+        let (_, plain) = pack::open_record(loc.pack, &bytes, id, dict).inspect_err(|e| {
             log::error!("{e}");
         })?;
         Ok(plain)
@@ -310,6 +318,29 @@ impl Repo {
 }
 
 impl Repo {
+    /// The repository's zstd dictionary for small chunks, once one has been trained.
+    pub fn dictionary(&self) -> Option<&Arc<crate::compress::Dictionary>> {
+        self.dictionary.get()
+    }
+
+    /// Stores a dictionary and makes it the repository's. Durable before it returns: its record is
+    /// in a finished pack and its bytes in `meta`, so no chunk compressed with it can ever be
+    /// indexed without it.
+    pub fn install_dictionary(self: &Arc<Self>, dict: crate::compress::Dictionary) -> Result<()> {
+        if self.dictionary().is_some() {
+            return Ok(());
+        }
+        let mut w = writer::PackWriter::new(self.clone(), Default::default());
+        w.add_blob(pack::RecordType::Dictionary, &dict.bytes)?;
+        w.finish()?;
+        self.meta
+            .insert(keys::META_DICTIONARY, dict.bytes.as_slice())?;
+        self.flush()?;
+        log::info!("Trained a {}-byte compression dictionary", dict.bytes.len());
+        let _ = self.dictionary.set(Arc::new(dict));
+        Ok(())
+    }
+
     /// The entries a non-full layer holds directly under `dir`, from memory after the first call;
     /// `None` when there are too many to keep (the caller then reads sled).
     pub fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>> {

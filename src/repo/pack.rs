@@ -33,6 +33,8 @@ pub enum RecordType {
     Layer = 1,
     /// A snapshot record; `id` is blake3 of the plaintext.
     Snapshot = 2,
+    /// The repository's zstd dictionary; `id` is blake3 of the dictionary.
+    Dictionary = 3,
 }
 
 impl RecordType {
@@ -41,6 +43,7 @@ impl RecordType {
             0 => Some(RecordType::Chunk),
             1 => Some(RecordType::Layer),
             2 => Some(RecordType::Snapshot),
+            3 => Some(RecordType::Dictionary),
             _ => None,
         }
     }
@@ -269,6 +272,7 @@ pub fn open_record(
     pack: PackId,
     bytes: &[u8],
     expect: &ChunkId,
+    dict: Option<&crate::compress::Dictionary>,
 ) -> Result<(RecordHeader, Vec<u8>)> {
     let corrupt = |detail: String| Error::CorruptChunk {
         id: *expect,
@@ -284,11 +288,8 @@ pub fn open_record(
         return Err(corrupt("record payload truncated".into()));
     }
     let plain = match crate::compress::Compression::from_byte(h.compression) {
-        Some(crate::compress::Compression::None) => payload.to_vec(),
-        Some(crate::compress::Compression::Zstd) => {
-            crate::compress::decompress(payload, h.raw_len as usize)
-                .map_err(|e| corrupt(e.to_string()))?
-        }
+        Some(c) => crate::compress::decode(payload, h.raw_len as usize, c, dict)
+            .map_err(|e| corrupt(e.to_string()))?,
         None => return Err(corrupt(format!("unknown compression {}", h.compression))),
     };
     if plain.len() != h.raw_len as usize || ChunkId::of(&plain) != *expect {

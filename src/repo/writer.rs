@@ -131,11 +131,12 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Compresses (at the repository's level) and appends a metadata record; returns its id.
+    /// Compresses (at the repository's level, never with the dictionary, so metadata records stay
+    /// readable on their own) and appends a metadata record; returns its id.
     pub fn add_blob(&mut self, rtype: RecordType, plain: &[u8]) -> Result<ChunkId> {
         let id = ChunkId::of(plain);
-        match compress::compress(plain, self.repo.compression()) {
-            Some(c) => self.add_prepared(rtype, id, plain.len() as u32, Compression::Zstd, &c)?,
+        match compress::compress(plain, self.repo.compression(), None) {
+            Some((kind, c)) => self.add_prepared(rtype, id, plain.len() as u32, kind, &c)?,
             None => self.add_prepared(rtype, id, plain.len() as u32, Compression::None, plain)?,
         }
         Ok(id)
