@@ -136,31 +136,31 @@ pub fn decode(
                     "chunk needs the repository's dictionary, which is missing".into(),
                 )
             })?;
-            let out = DICT_DECOMPRESSOR
-                .with(|c| {
-                    let mut c = c.borrow_mut();
-                    if c.as_ref().is_none_or(|(id, _)| *id != d.id) {
-                        *c = Some((d.id, zstd::bulk::Decompressor::with_dictionary(&d.bytes)?));
-                    }
-                    c.as_mut().unwrap().1.decompress(data, raw_len)
-                })
-                .map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
-            if out.len() != raw_len {
-                return Err(Error::CorruptMetadata(format!(
-                    "zstd frame decodes to {} bytes, header says {raw_len}",
-                    out.len()
-                )));
-            }
-            Ok(out)
+            let out = DICT_DECOMPRESSOR.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.as_ref().is_none_or(|(id, _)| *id != d.id) {
+                    *c = Some((d.id, zstd::bulk::Decompressor::with_dictionary(&d.bytes)?));
+                }
+                c.as_mut().unwrap().1.decompress(data, raw_len)
+            });
+            checked(out, raw_len)
         }
     }
 }
 
-/// Inverse of [`compress`]; `raw_len` comes from the record header and bounds the allocation.
+/// Inverse of [`compress`] without a dictionary; `raw_len` comes from the record header and bounds
+/// the allocation.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    let out = DECOMPRESSOR
-        .with(|d| d.borrow_mut().decompress(data, raw_len))
-        .map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
+    checked(
+        DECOMPRESSOR.with(|d| d.borrow_mut().decompress(data, raw_len)),
+        raw_len,
+    )
+}
+
+/// A decoded frame must decode, and to exactly the length the record header states.
+fn checked(out: std::io::Result<Vec<u8>>, raw_len: usize) -> Result<Vec<u8>> {
+    let out =
+        out.map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
     if out.len() != raw_len {
         return Err(Error::CorruptMetadata(format!(
             "zstd frame decodes to {} bytes, header says {raw_len}",
