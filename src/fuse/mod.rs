@@ -266,9 +266,18 @@ impl Filesystem for StrataFs {
             reply.error(libc::EINVAL);
             return;
         }
-        self.spawn(move |vfs| match vfs.read(ino, offset as u64, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(log_err("read", &e)),
+        self.spawn(move |vfs| {
+            // The reply is written from inside the vfs call: straight from the cached chunk
+            // (or a reused per-thread buffer), without building a new Vec per request.
+            let mut reply = Some(reply);
+            let res = vfs.read_with(ino, offset as u64, size, |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data)
+                }
+            });
+            if let (Err(e), Some(r)) = (res, reply) {
+                r.error(log_err("read", &e))
+            }
         });
     }
 

@@ -1,5 +1,7 @@
 //! The mount's bounded LRU of verified, decompressed chunks, with in-flight deduplication.
 //! Bounded by bytes, not entries; a chunk larger than the whole cache is served but not kept.
+//! The byte count is what the entries really hold: each buffer's allocated capacity plus a fixed
+//! per-entry overhead (LRU node, `Arc` header, id), so `--cache-size` bounds the memory itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,15 @@ pub struct ChunkCache {
     inflight: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// Memory of one cached entry besides its buffer: the LRU node (key, value pointer, links), the
+/// hash-table slot and the `Arc` header, rounded up.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Bytes one cached chunk costs.
+fn cost(d: &Arc<Vec<u8>>) -> u64 {
+    d.capacity() as u64 + ENTRY_OVERHEAD
 }
 
 struct CacheInner {
@@ -74,18 +85,22 @@ impl ChunkCache {
             return Ok(d);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let res = self.repo.read_chunk(id).map(Arc::new);
+        let res = self.repo.read_chunk(id).map(|mut d| {
+            // Decoders may over-allocate; what is kept should be what is counted.
+            d.shrink_to_fit();
+            Arc::new(d)
+        });
         if let Ok(d) = &res {
-            let len = d.len() as u64;
+            let len = cost(d);
             if len <= self.cap_bytes {
                 let mut inner = lock(&self.inner);
                 if let Some(old) = inner.lru.put(*id, d.clone()) {
-                    inner.bytes -= old.len() as u64;
+                    inner.bytes -= cost(&old);
                 }
                 inner.bytes += len;
                 while inner.bytes > self.cap_bytes {
                     match inner.lru.pop_lru() {
-                        Some((_, v)) => inner.bytes -= v.len() as u64,
+                        Some((_, v)) => inner.bytes -= cost(&v),
                         None => break,
                     }
                 }

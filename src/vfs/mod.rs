@@ -1173,12 +1173,26 @@ impl Vfs {
 
     /// Up to `size` bytes at `offset` (fewer at end of file; holes read as zeros).
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
+        self.read_with(ino, offset, size, |d| d.to_vec())
+    }
+
+    /// Like [`Vfs::read`], but hands the bytes to `out` instead of returning a new buffer: a read
+    /// inside one chunk is the cached chunk's slice (no copy); a read spanning chunks or holes is
+    /// assembled in a per-thread buffer that is reused from read to read (no allocation, no page
+    /// faults on the streaming path).
+    pub fn read_with<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        out: impl FnOnce(&[u8]) -> R,
+    ) -> VfsResult<R> {
         let node = self.node(ino)?;
         match &*node {
             Node::Deleted { data, .. } => {
                 let start = (offset as usize).min(data.len());
                 let end = start.saturating_add(size as usize).min(data.len());
-                Ok(data[start..end].to_vec())
+                Ok(out(&data[start..end]))
             }
             Node::Content {
                 snap,
@@ -1187,27 +1201,80 @@ impl Vfs {
                 entry,
                 ..
             } => match entry.kind {
-                Kind::File => {
-                    let res = crate::content::read_range(entry, offset, size as usize, |c| {
-                        self.cache.get(&c.id)
-                    });
-                    match res {
-                        Ok(buf) => {
-                            self.after_read(ino, entry, offset, buf.len() as u64);
-                            Ok(buf)
-                        }
-                        Err(e) => {
-                            let path = self.content_path(snap, *changes, path);
-                            log::error!("Reading {path} at offset {offset}: {e}");
-                            Err(repo_err(|| path)(e))
-                        }
+                Kind::File => match self.read_entry(entry, offset, size as usize, out) {
+                    Ok((r, len)) => {
+                        self.after_read(ino, entry, offset, len);
+                        Ok(r)
                     }
-                }
+                    Err(e) => {
+                        let path = self.content_path(snap, *changes, path);
+                        log::error!("Reading {path} at offset {offset}: {e}");
+                        Err(repo_err(|| path)(e))
+                    }
+                },
                 Kind::Dir => Err(VfsError::IsADirectory),
                 _ => Err(VfsError::InvalidKind),
             },
             Node::Virtual(_) => Err(VfsError::IsADirectory),
         }
+    }
+
+    /// Reads `[offset, offset + len)` of a file (clipped to its size) and hands it to `out`;
+    /// returns `out`'s result and the number of bytes handed over. Binary search finds the first
+    /// chunk; holes are zeros.
+    fn read_entry<R>(
+        &self,
+        entry: &Entry,
+        offset: u64,
+        len: usize,
+        out: impl FnOnce(&[u8]) -> R,
+    ) -> crate::Result<(R, u64)> {
+        if offset >= entry.size || len == 0 {
+            return Ok((out(&[]), 0));
+        }
+        let end = entry.size.min(offset + len as u64);
+        let n = end - offset;
+        let first = entry.chunk_at(offset);
+        if let Some(c) = entry.chunks.get(first) {
+            if c.offset <= offset && end <= c.offset + c.len as u64 {
+                let data = self.cache.get(&c.id)?;
+                let from = (offset - c.offset) as usize;
+                let to = ((end - c.offset) as usize).min(data.len());
+                let from = from.min(to);
+                return Ok((out(&data[from..to]), (to - from) as u64));
+            }
+        }
+        thread_local! {
+            static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        READ_BUF.with(|b| {
+            let buf = &mut *b.borrow_mut();
+            buf.clear();
+            buf.reserve(n as usize);
+            let mut pos = offset;
+            for c in &entry.chunks[first..] {
+                if c.offset >= end {
+                    break;
+                }
+                let data = self.cache.get(&c.id)?;
+                let from = pos.max(c.offset);
+                let to = end.min(c.offset + data.len() as u64);
+                if from < to {
+                    buf.resize(buf.len() + (from - pos) as usize, 0);
+                    buf.extend_from_slice(
+                        &data[(from - c.offset) as usize..(to - c.offset) as usize],
+                    );
+                    pos = to;
+                }
+            }
+            buf.resize(n as usize, 0);
+            let r = out(buf);
+            // Keep one request's worth (the kernel asks for at most 1 MiB); free anything larger.
+            if buf.capacity() > 2 << 20 {
+                *buf = Vec::new();
+            }
+            Ok((r, n))
+        })
     }
 
     /// Sequential-read detection and prefetch: when a read continues where the previous one of the
