@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::consts::{
     FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
-    FUSE_PARALLEL_DIROPS, FUSE_READDIRPLUS_AUTO,
+    FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
@@ -126,6 +126,9 @@ pub struct StrataFs {
     dirs: Listings,
     next_fh: AtomicU64,
     on_destroy: Option<crossbeam_channel::Sender<()>>,
+    /// The kernel supports zero-message opens: answering a file `open` with `ENOSYS` makes it
+    /// stop sending open and release for files (and keep their page cache, as FOPEN_KEEP_CACHE).
+    no_open: bool,
 }
 
 impl StrataFs {
@@ -154,6 +157,7 @@ impl StrataFs {
             dirs: Arc::new(Mutex::new(HashMap::new())),
             next_fh: AtomicU64::new(1),
             on_destroy,
+            no_open: false,
         }
     }
 
@@ -196,6 +200,9 @@ impl Filesystem for StrataFs {
                 log::debug!("Kernel lacks FUSE capability bits {missing:#x}");
             }
         }
+        // Opening a snapshot file needs no state (reads go by inode), so with kernel support the
+        // open/release round trips are skipped for every file after the first (see `open`).
+        self.no_open = config.add_capabilities(FUSE_NO_OPEN_SUPPORT).is_ok();
         // As much readahead as the kernel allows; enough background requests to keep workers busy.
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
@@ -246,6 +253,9 @@ impl Filesystem for StrataFs {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.vfs.open_file(ino, write) {
+            // ENOSYS to a valid open means "no open needed" to a kernel with zero-message opens;
+            // from then on it opens files itself (write opens fail on the `ro` mount: EROFS).
+            Ok(()) if self.no_open => reply.error(libc::ENOSYS),
             Ok(()) => reply.opened(0, FOPEN_KEEP_CACHE),
             Err(e) => reply.error(log_err("open", &e)),
         }
@@ -397,7 +407,9 @@ impl Filesystem for StrataFs {
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to flush on a read-only mount; ENOSYS tells the kernel to stop sending flush on
+        // every close (it then treats flush as done).
+        reply.error(libc::ENOSYS);
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {

@@ -582,6 +582,44 @@ fn mount_refuses_writes_with_erofs() {
     });
 }
 
+/// Issue 3: files are opened without a round trip to strata (ENOSYS to open, FUSE
+/// zero-message opens) and flush is never sent; reads stay correct and write opens still fail.
+#[test]
+fn mount_zero_message_opens_issue_3() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), format!("content {i}")).unwrap();
+    }
+    backup(&repo, &src, &[]);
+    let m = Mount::start(&repo, &[]);
+    let snap = m.path.join("latest");
+    with_timeout(BODY_TIMEOUT, move || {
+        for _ in 0..3 {
+            for i in 0..20 {
+                let got = fs::read(snap.join(format!("f{i}"))).unwrap();
+                assert_eq!(got, format!("content {i}").as_bytes());
+            }
+        }
+        for (what, opts) in [
+            ("write", fs::OpenOptions::new().write(true).clone()),
+            ("append", fs::OpenOptions::new().append(true).clone()),
+            (
+                "truncate",
+                fs::OpenOptions::new().write(true).truncate(true).clone(),
+            ),
+        ] {
+            let e = opts.open(snap.join("f1")).expect_err(what);
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
+        }
+        assert_eq!(fs::read(snap.join("f1")).unwrap(), b"content 1");
+    });
+}
+
 #[test]
 fn mount_refusals_and_signals() {
     let (t, repo) = new_repo();
