@@ -9,7 +9,8 @@
 //!   operation replies `EROFS`.
 //! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
 //!   (`FOPEN_KEEP_CACHE`), cached directory listings (`FOPEN_CACHE_DIR`) and negative lookups;
-//!   the top-level lists get one second.
+//!   the top-level lists get one second. Files are opened without a round trip (zero-message
+//!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
