@@ -1257,10 +1257,11 @@ impl Vfs {
                     break;
                 }
                 let data = self.cache.get(&c.id)?;
+                // `pos` only grows, so overlapping chunk lists (never written) cannot underflow.
                 let from = pos.max(c.offset);
                 let to = end.min(c.offset + data.len() as u64);
                 if from < to {
-                    buf.resize(buf.len() + (from - pos) as usize, 0);
+                    buf.resize((from - offset) as usize, 0);
                     buf.extend_from_slice(
                         &data[(from - c.offset) as usize..(to - c.offset) as usize],
                     );
