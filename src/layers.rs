@@ -10,6 +10,7 @@
 //! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
 //! layer that has nothing in the directory, and usually reads sled once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::entry::{Entry, Kind};
@@ -32,7 +33,23 @@ pub struct View {
     snapshot: Snapshot,
     /// Newest first; the last is a full layer.
     chain: Vec<Layer>,
+    /// Per visited directory, the upper layers merged (see [`Overlay`]); emptied past a bound.
+    overlays: std::sync::RwLock<HashMap<Vec<u8>, Arc<Overlay>>>,
 }
+
+/// The upper layers of one directory, merged once per view so that a lookup costs the same at any
+/// chain depth: one probe here, then (only on a miss) a sled read of the remaining layers.
+struct Overlay {
+    /// Names the in-memory upper layers hold for the directory, newest winning (whiteouts kept,
+    /// since they hide older layers).
+    mem: HashMap<Vec<u8>, Entry>,
+    /// Layers still to ask in sled, newest first: the full layer, and any upper layer too large to
+    /// hold in memory (with everything below it).
+    rest: Vec<SnapshotId>,
+}
+
+/// Directories whose overlay a view keeps before it starts over.
+const MAX_OVERLAYS: usize = 4096;
 
 /// Joins a relative directory path and a name (`""` is the root).
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -96,6 +113,7 @@ impl View {
             repo: repo.clone(),
             snapshot,
             chain,
+            overlays: Default::default(),
         })
     }
 
@@ -133,21 +151,48 @@ impl View {
         })
     }
 
-    /// The entry of `name` inside the (already resolved) directory `dir`; `None` when absent.
-    /// Upper (non-full) layers are probed in memory; sled is read once, for the layer that has it.
-    pub fn lookup_in(&self, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
+    /// The merged upper layers of `dir`, built on first use.
+    fn overlay(&self, dir: &[u8]) -> Result<Arc<Overlay>> {
+        if let Some(o) = self.overlays.read().unwrap().get(dir) {
+            return Ok(o.clone());
+        }
+        let mut mem = HashMap::new();
+        let mut rest = Vec::new();
         for (layer, full) in self.chain_for(dir) {
-            let found = match (full, self.repo.dir_layer(layer, dir)?) {
-                (false, Some(mem)) => match mem.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
-                    Ok(i) => Some(mem[i].1.clone()),
-                    Err(_) => None,
-                },
-                _ => match self.repo.layers.get(keys::entry_key(layer, dir, name))? {
-                    Some(v) => Some(Entry::decode(&v)?),
-                    None => None,
-                },
+            // Full layers stay in sled: caching them would hold the whole tree in memory.
+            let cached = if full || !rest.is_empty() {
+                None
+            } else {
+                self.repo.dir_layer(layer, dir)?
             };
-            if let Some(e) = found {
+            match cached {
+                Some(entries) => {
+                    for (name, e) in entries.iter() {
+                        mem.entry(name.clone()).or_insert_with(|| e.clone());
+                    }
+                }
+                None => rest.push(*layer),
+            }
+        }
+        let o = Arc::new(Overlay { mem, rest });
+        let mut all = self.overlays.write().unwrap();
+        if all.len() >= MAX_OVERLAYS {
+            all.clear();
+        }
+        all.insert(dir.to_vec(), o.clone());
+        Ok(o)
+    }
+
+    /// The entry of `name` inside the (already resolved) directory `dir`; `None` when absent.
+    /// The upper layers answer from memory; sled is read once, for the base layer.
+    pub fn lookup_in(&self, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
+        let o = self.overlay(dir)?;
+        if let Some(e) = o.mem.get(name) {
+            return Ok((e.kind != Kind::Whiteout).then(|| e.clone()));
+        }
+        for layer in &o.rest {
+            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
+                let e = Entry::decode(&v)?;
                 return Ok((e.kind != Kind::Whiteout).then_some(e));
             }
         }
@@ -189,8 +234,13 @@ impl View {
     pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
         let mut sources = Vec::new();
         for (layer, full) in self.chain_for(dir) {
-            let cursor = match (full, self.repo.dir_layer(layer, dir)?) {
-                (false, Some(mem)) => Cursor::Mem { mem, pos: 0 },
+            let mem = if full {
+                None
+            } else {
+                self.repo.dir_layer(layer, dir)?
+            };
+            let cursor = match mem {
+                Some(mem) => Cursor::Mem { mem, pos: 0 },
                 _ => {
                     let prefix = keys::dir_prefix(layer, dir);
                     Cursor::Sled {

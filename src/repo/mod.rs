@@ -54,11 +54,13 @@ pub type LayerDirs = HashMap<Vec<u8>, bool>;
 pub type DirLayer = Arc<Vec<(Vec<u8>, crate::entry::Entry)>>;
 
 /// (layer, directory) → its entries, or `None` when too many to cache.
-type DirLayerCache = lru::LruCache<(SnapshotId, Vec<u8>), Option<DirLayer>>;
+/// Two levels so that a probe with a borrowed `&[u8]` path allocates nothing.
+type DirLayerCache = HashMap<SnapshotId, HashMap<Vec<u8>, Option<DirLayer>>>;
 
 /// Layer directories with more entries than this are read from sled each time, not cached.
 const MAX_CACHED_DIR_LAYER: usize = 4096;
 /// (layer, directory) pairs kept in memory.
+/// Beyond this many cached (layer, directory) pairs the cache is emptied and refills on demand.
 const DIR_LAYER_CACHE: usize = 16 * 1024;
 
 /// An open repository. Holds the exclusive process lock for its lifetime.
@@ -73,7 +75,7 @@ pub struct Repo {
     packs: Arc<dyn PackBackend>,
     compression: i32,
     layer_dirs_cache: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
-    dir_layer_cache: Mutex<DirLayerCache>,
+    dir_layer_cache: std::sync::RwLock<(DirLayerCache, usize)>,
     dictionary: std::sync::OnceLock<Arc<crate::compress::Dictionary>>,
     _lock: File,
 }
@@ -208,9 +210,7 @@ impl Repo {
             compression,
             layer_dirs_cache: Mutex::new(HashMap::new()),
             dictionary,
-            dir_layer_cache: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(DIR_LAYER_CACHE).unwrap(),
-            )),
+            dir_layer_cache: std::sync::RwLock::new((HashMap::new(), 0)),
             db,
             _lock: lock,
         }))
@@ -344,8 +344,14 @@ impl Repo {
     /// The entries a non-full layer holds directly under `dir`, from memory after the first call;
     /// `None` when there are too many to keep (the caller then reads sled).
     pub fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>> {
-        let key = (*id, dir.to_vec());
-        if let Some(d) = self.dir_layer_cache.lock().unwrap().get(&key) {
+        if let Some(d) = self
+            .dir_layer_cache
+            .read()
+            .unwrap()
+            .0
+            .get(id)
+            .and_then(|m| m.get(dir))
+        {
             return Ok(d.clone());
         }
         let prefix = keys::dir_prefix(id, dir);
@@ -360,7 +366,16 @@ impl Repo {
             entries.push((k[prefix.len()..].to_vec(), crate::entry::Entry::decode(&v)?));
         }
         let value = (!too_big).then(|| Arc::new(entries));
-        self.dir_layer_cache.lock().unwrap().put(key, value.clone());
+        let mut cache = self.dir_layer_cache.write().unwrap();
+        if cache.1 >= DIR_LAYER_CACHE {
+            *cache = (HashMap::new(), 0);
+        }
+        cache.1 += 1;
+        cache
+            .0
+            .entry(*id)
+            .or_default()
+            .insert(dir.to_vec(), value.clone());
         Ok(value)
     }
 }
