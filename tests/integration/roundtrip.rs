@@ -160,7 +160,7 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("calm.txt"), b"calm").unwrap();
     let hot = src.join("hot.log");
-    std::fs::write(&hot, crate::common::pseudo_random(4 << 20, 3)).unwrap();
+    std::fs::write(&hot, crate::common::pseudo_random(16 << 20, 3)).unwrap();
     strata_ok(&repo, &["init"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -170,7 +170,7 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
             let mut f = std::fs::OpenOptions::new().append(true).open(hot).unwrap();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 f.write_all(b"more log\n").unwrap();
-                std::thread::sleep(std::time::Duration::from_micros(200));
+                std::thread::yield_now();
             }
         })
     };
@@ -189,7 +189,7 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
         b"calm"
     );
     let got = strata_ok(&repo, &["cat", "latest", "hot.log"]).stdout;
-    assert!(got.len() >= 4 << 20);
+    assert!(got.len() >= 16 << 20);
 }
 
 #[test]
