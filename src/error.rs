@@ -62,6 +62,8 @@ pub enum Error {
     CorruptMetadata(String),
     #[error("Backup aborted because another part of it failed")]
     Aborted,
+    #[error("Cannot mount at {path}: {reason}")]
+    Mountpoint { path: PathBuf, reason: String },
     #[error("Invalid argument: {0}")]
     InvalidArgument(String),
 }

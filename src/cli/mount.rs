@@ -125,7 +125,10 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 }
 
 fn unusable(path: &Path, reason: &str) -> Error {
-    Error::InvalidArgument(format!("Cannot mount at {}: {reason}", path.display()))
+    Error::Mountpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Refuses a missing, non-directory or non-empty mount point, and one inside the repository.
