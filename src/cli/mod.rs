@@ -150,8 +150,21 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
+/// Caps glibc's malloc arenas at 2. Backups and mounts move chunk-sized buffers (64 KiB–1 MiB)
+/// between many threads; with one arena per thread, each keeps freed buffers resident and RSS
+/// drifts far above what is in use (measured on a 2.3 GB backup: 207–211 MB uncapped, 171–197 MB
+/// capped, same wall time; the mount: 404 → 320 MB). Must run before any thread exists.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called first thing in main, before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
+    limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -174,17 +174,6 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Keeps the mount's memory near `--cache-size`: chunk-sized buffers (64 KiB-1 MiB) come and go
-/// on every read from many threads; glibc's per-thread arenas each keep freed ones around.
-/// (A fixed mmap threshold bounds memory too, but cost a third of random-read throughput.)
-fn limit_malloc_retention() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 /// Returns freed heap pages to the kernel once a second. Evicted chunk buffers of assorted sizes
 /// (64 KiB-1 MiB) leave free holes inside the malloc heaps that glibc keeps resident; without this
 /// the mount's RSS drifts tens of MB above what it holds. `malloc_trim` releases whole free pages
@@ -214,7 +203,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             Fork::Child(f) => ready_pipe = Some(f),
         }
     }
-    limit_malloc_retention();
     // Block the termination signals before any thread exists (sled's, fuser's, ours), so every
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
