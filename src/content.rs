@@ -7,14 +7,18 @@ use crate::entry::Entry;
 use crate::error::Result;
 use crate::repo::Repo;
 
-/// Writes the whole content of `entry` to `out`, chunk by chunk (memory: one chunk).
-/// Errors from `out` are returned as `Err(Ok(io_error))` so callers can treat a closed pipe as
-/// success; repository errors as `Err(Err(error))`.
-pub fn write_all_to(
-    repo: &Repo,
-    entry: &Entry,
-    out: &mut dyn Write,
-) -> std::result::Result<(), std::result::Result<std::io::Error, crate::Error>> {
+/// Why writing a file's content out stopped.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The destination failed (e.g. a closed pipe, which `cat` treats as success).
+    Output(std::io::Error),
+    /// The repository failed (a missing or corrupt chunk).
+    Repo(crate::Error),
+}
+
+/// Writes the whole content of `entry` to `out`, chunk by chunk (memory: one chunk), every chunk
+/// verified; holes are written as zeros.
+pub fn write_all_to(repo: &Repo, entry: &Entry, out: &mut dyn Write) -> Result<(), WriteError> {
     let zeros = [0u8; 64 * 1024];
     let write_zeros = |out: &mut dyn Write, mut n: u64| -> std::io::Result<()> {
         while n > 0 {
@@ -27,44 +31,55 @@ pub fn write_all_to(
     let mut pos = 0u64;
     for c in &entry.chunks {
         if c.offset > pos {
-            write_zeros(out, c.offset - pos).map_err(Ok)?;
+            write_zeros(out, c.offset - pos).map_err(WriteError::Output)?;
         }
-        let data = repo.read_chunk(&c.id).map_err(Err)?;
-        out.write_all(&data).map_err(Ok)?;
+        let data = repo.read_chunk(&c.id).map_err(WriteError::Repo)?;
+        out.write_all(&data).map_err(WriteError::Output)?;
         pos = c.offset + data.len() as u64;
     }
     if entry.size > pos {
-        write_zeros(out, entry.size - pos).map_err(Ok)?;
+        write_zeros(out, entry.size - pos).map_err(WriteError::Output)?;
     }
-    out.flush().map_err(Ok)
+    out.flush().map_err(WriteError::Output)
 }
 
-/// Reads up to `len` bytes at `offset` into a new buffer, using `get` to fetch (possibly cached)
-/// verified chunks. Binary search finds the first chunk; holes are zeros.
-pub fn read_range<F>(entry: &Entry, offset: u64, len: usize, mut get: F) -> Result<Vec<u8>>
+/// Assembles up to `len` bytes at `offset` (clipped to the file's size) into `buf`, which is
+/// cleared first and may be reused across calls; `get` fetches (possibly cached) verified chunks.
+/// Binary search finds the first chunk; holes are zeros. Returns the number of bytes assembled.
+pub fn read_range_into<F>(
+    entry: &Entry,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+    mut get: F,
+) -> Result<u64>
 where
     F: FnMut(&crate::entry::ChunkRef) -> Result<std::sync::Arc<Vec<u8>>>,
 {
+    buf.clear();
     if offset >= entry.size || len == 0 {
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let end = entry.size.min(offset + len as u64);
-    let mut buf = vec![0u8; (end - offset) as usize];
-    let mut i = entry.chunk_at(offset);
-    while let Some(c) = entry.chunks.get(i) {
+    let n = end - offset;
+    buf.reserve(n as usize);
+    let mut pos = offset;
+    for c in &entry.chunks[entry.chunk_at(offset)..] {
         if c.offset >= end {
             break;
         }
         let data = get(c)?;
-        let from = offset.max(c.offset);
+        // `pos` only grows, so overlapping chunk lists (never written) cannot underflow.
+        let from = pos.max(c.offset);
         let to = end.min(c.offset + data.len() as u64);
         if from < to {
-            buf[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&data[(from - c.offset) as usize..(to - c.offset) as usize]);
+            buf.resize((from - offset) as usize, 0);
+            buf.extend_from_slice(&data[(from - c.offset) as usize..(to - c.offset) as usize]);
+            pos = to;
         }
-        i += 1;
     }
-    Ok(buf)
+    buf.resize(n as usize, 0);
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -97,16 +112,24 @@ mod tests {
                 len: 5,
             },
         ];
-        let get = |c: &ChunkRef| Ok(store[&c.id].clone());
-        let all = read_range(&e, 0, 100, get).unwrap();
+        let read = |off: u64, len: usize| {
+            let mut buf = vec![7u8; 3]; // stale contents must not leak into the result
+            let n = read_range_into(&e, off, len, &mut buf, |c: &ChunkRef| {
+                Ok(store[&c.id].clone())
+            })
+            .unwrap();
+            assert_eq!(n, buf.len() as u64);
+            buf
+        };
+        let all = read(0, 100);
         let mut want = b"abcdefghij".to_vec();
         want.extend([0u8; 10]);
         want.extend(b"KLMNO");
         want.extend([0u8; 5]);
         assert_eq!(all, want);
-        assert_eq!(read_range(&e, 8, 4, get).unwrap(), b"ij\0\0");
-        assert_eq!(read_range(&e, 22, 2, get).unwrap(), b"MN");
-        assert_eq!(read_range(&e, 27, 10, get).unwrap(), vec![0u8; 3]);
-        assert!(read_range(&e, 30, 10, get).unwrap().is_empty());
+        assert_eq!(read(8, 4), b"ij\0\0");
+        assert_eq!(read(22, 2), b"MN");
+        assert_eq!(read(27, 10), vec![0u8; 3]);
+        assert!(read(30, 10).is_empty());
     }
 }

@@ -1,7 +1,6 @@
 //! Reading filesystem metadata into entries: lstat fields, xattrs, symlink targets, and the data
 //! segments of sparse files. Nothing here follows symlinks.
 
-use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -122,11 +121,6 @@ pub fn data_segments(file: &File, size: u64) -> Vec<(u64, u64)> {
         pos = end as i64;
     }
     out
-}
-
-/// Bytes of an OS string, for names stored verbatim (not necessarily UTF-8).
-pub fn name_bytes(name: &OsStr) -> &[u8] {
-    name.as_bytes()
 }
 
 /// This machine's host name.

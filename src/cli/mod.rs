@@ -327,15 +327,16 @@ fn cmd_cat(repo: &Arc<Repo>, a: CatArgs) -> Result<i32> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    use crate::content::WriteError;
     match crate::content::write_all_to(repo, &entry, &mut out) {
         Ok(()) => Ok(EXIT_OK),
-        Err(Ok(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
-        Err(Ok(e)) => Err(Error::Io {
+        Err(WriteError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EXIT_OK),
+        Err(WriteError::Output(e)) => Err(Error::Io {
             context: "Writing",
             path: "standard output".into(),
             source: e,
         }),
-        Err(Err(e)) => Err(e),
+        Err(WriteError::Repo(e)) => Err(e),
     }
 }
 

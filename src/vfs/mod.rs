@@ -1233,7 +1233,6 @@ impl Vfs {
             return Ok((out(&[]), 0));
         }
         let end = entry.size.min(offset + len as u64);
-        let n = end - offset;
         let first = entry.chunk_at(offset);
         if let Some(c) = entry.chunks.get(first) {
             if c.offset <= offset && end <= c.offset + c.len as u64 {
@@ -1249,26 +1248,9 @@ impl Vfs {
         }
         READ_BUF.with(|b| {
             let buf = &mut *b.borrow_mut();
-            buf.clear();
-            buf.reserve(n as usize);
-            let mut pos = offset;
-            for c in &entry.chunks[first..] {
-                if c.offset >= end {
-                    break;
-                }
-                let data = self.cache.get(&c.id)?;
-                // `pos` only grows, so overlapping chunk lists (never written) cannot underflow.
-                let from = pos.max(c.offset);
-                let to = end.min(c.offset + data.len() as u64);
-                if from < to {
-                    buf.resize((from - offset) as usize, 0);
-                    buf.extend_from_slice(
-                        &data[(from - c.offset) as usize..(to - c.offset) as usize],
-                    );
-                    pos = to;
-                }
-            }
-            buf.resize(n as usize, 0);
+            let n = crate::content::read_range_into(entry, offset, len, buf, |c| {
+                self.cache.get(&c.id)
+            })?;
             let r = out(buf);
             // Keep one request's worth (the kernel asks for at most 1 MiB); free anything larger.
             if buf.capacity() > 2 << 20 {
