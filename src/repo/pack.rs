@@ -35,6 +35,9 @@ pub enum RecordType {
     Snapshot = 2,
     /// The repository's zstd dictionary; `id` is blake3 of the dictionary.
     Dictionary = 3,
+    /// A tombstone written by `forget`: the payload is the 16-byte ids of the snapshots forgotten,
+    /// so that rebuilding the index from packs does not bring them back. `id` is blake3 of the payload.
+    Forget = 4,
 }
 
 impl RecordType {
@@ -44,6 +47,7 @@ impl RecordType {
             1 => Some(RecordType::Layer),
             2 => Some(RecordType::Snapshot),
             3 => Some(RecordType::Dictionary),
+            4 => Some(RecordType::Forget),
             _ => None,
         }
     }
