@@ -64,6 +64,8 @@ pub enum Error {
     Aborted,
     #[error("Cannot mount at {path}: {reason}")]
     Mountpoint { path: PathBuf, reason: String },
+    #[error("No snapshot of {within} contains {path}")]
+    PathNeverPresent { path: String, within: String },
     #[error("Invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -256,6 +256,41 @@ impl View {
         Ok(ListIter { sources })
     }
 
+    /// The layers of this view, newest first (the last is a full layer). `diff` uses it to find
+    /// the layers two views do not share: only paths those layers hold can differ.
+    pub fn layer_ids(&self) -> Vec<SnapshotId> {
+        self.chain.iter().map(|l| l.id).collect()
+    }
+
+    /// Resolves `path` like [`View::lookup`] and also says which layer holds the visible entry
+    /// (`None` when the path does not exist in this view). `log` reports it; the probe walks only
+    /// the layers whose touched-directory set contains the parent directory.
+    pub fn lookup_layer(&self, path: &[u8]) -> Result<Option<(Entry, SnapshotId)>> {
+        let comps = components(path)?;
+        let (dir, name) = match comps.split_last() {
+            None => (Vec::new(), &b""[..]),
+            Some((last, parents)) => (parents.join(&b'/'), *last),
+        };
+        let entry = match self.lookup(path) {
+            Ok(e) => e,
+            Err(Error::PathNotFound { .. }) | Err(Error::NotADirectory { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for (layer, _) in self.chain_for(&dir) {
+            if let Some(e) = layer_entry(&self.repo, layer, &dir, name)? {
+                if e.kind == Kind::Whiteout {
+                    break;
+                }
+                return Ok(Some((entry, *layer)));
+            }
+        }
+        Err(Error::CorruptMetadata(format!(
+            "no layer of snapshot {} holds the entry it resolves for {}",
+            self.snapshot.id.short(),
+            String::from_utf8_lossy(path)
+        )))
+    }
+
     /// Entries of this snapshot's own layer (what it added, changed or deleted), as
     /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
     pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {

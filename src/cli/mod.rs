@@ -1,10 +1,12 @@
 //! The command line: clap definitions, one small function per subcommand, human and `--json`
 //! output. The only module that writes to stdout.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings.
+//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings. `diff` exits
+//! like diff(1) instead: 0 no differences, 1 differences, 2 any error.
 
 mod mount;
 mod output;
+mod query;
 mod status;
 
 use std::io::Write;
@@ -26,6 +28,10 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code when a backup completed but skipped or warned about some paths.
 pub const EXIT_WARNINGS: i32 = 3;
+/// `diff` only: differences were found (diff(1) convention).
+pub const EXIT_DIFFERENCES: i32 = 1;
+/// `diff` only: an error, kept distinct from "differences" (diff(1) convention).
+pub const EXIT_TROUBLE: i32 = 2;
 
 /// strata — backups as layers, every snapshot mountable as a read-only filesystem.
 #[derive(Parser, Debug)]
@@ -57,6 +63,12 @@ pub enum Command {
     Cat(CatArgs),
     /// Mount every snapshot as a read-only filesystem (foreground; Ctrl-C unmounts)
     Mount(mount::MountArgs),
+    /// Show what differs between two snapshots, or a snapshot and a directory (exit 0 same, 1 differ, 2 error)
+    Diff(query::DiffArgs),
+    /// Find paths matching a glob across snapshots, with size, mtime and content hash
+    Find(query::FindArgs),
+    /// Show the distinct versions of one path across the snapshots of its source
+    Log(query::LogArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -215,6 +227,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => read_only(&path, |repo| cmd_ls(repo, a)),
         Command::Cat(a) => read_only(&path, |repo| cmd_cat(repo, a)),
         Command::Mount(a) => mount::run(&path, a),
+        Command::Diff(a) => Ok(query::diff(&path, a)),
+        Command::Find(a) => read_only(&path, |repo| query::find(repo, a)),
+        Command::Log(a) => read_only(&path, |repo| query::log(repo, a)),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

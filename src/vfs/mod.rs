@@ -11,6 +11,7 @@
 //! /sources/<source>/{latest,<name>} -> ../../snapshots/<name>
 //! /tags/<tag>/<name>                -> ../../snapshots/<name>
 //! /kinds/{full,incremental,differential}/<name> -> ../../snapshots/<name>
+//! /versions/<source>/<path>/<time>            each distinct version of a file (see versions.rs)
 //! ```
 //!
 //! Invariants: an inode number, once handed out, names the same object for the life of the `Vfs`
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod cache;
+mod versions;
 
 pub use cache::ChunkCache;
 
@@ -43,6 +45,7 @@ const SOURCES_INO: u64 = 3;
 const TAGS_INO: u64 = 4;
 const KINDS_INO: u64 = 5;
 const CHANGES_INO: u64 = 6;
+const VERSIONS_INO: u64 = 8;
 
 /// Options for [`Vfs::open`].
 #[derive(Clone, Debug)]
@@ -251,6 +254,7 @@ enum VKey {
     /// Kind name as in `BackupKind::name`.
     Kind(&'static str),
     KindLink(&'static str, String),
+    Versions,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -270,6 +274,8 @@ enum Key {
         snap: SnapshotId,
         nul: bool,
     },
+    /// A directory under `versions/` (encoded source, path).
+    Versions(String, Vec<u8>),
 }
 
 enum Node {
@@ -284,6 +290,12 @@ enum Node {
     Deleted {
         data: Arc<Vec<u8>>,
         mtime_ns: i64,
+        parent: u64,
+    },
+    /// `versions/<source>/<path>`: the path's children and its versions.
+    Versions {
+        source: String,
+        path: Vec<u8>,
         parent: u64,
     },
 }
@@ -382,6 +394,7 @@ pub struct Vfs {
     cache: Arc<ChunkCache>,
     seq: Mutex<HashMap<u64, SeqState>>,
     prefetch: Option<crossbeam_channel::Sender<ChunkId>>,
+    histories: versions::HistoryCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -423,6 +436,7 @@ impl Vfs {
             VKey::Kinds,
             VKey::Changes,
             VKey::Latest,
+            VKey::Versions,
         ] {
             inodes.nodes.push(Arc::new(Node::Virtual(k.clone())));
             inodes
@@ -438,6 +452,7 @@ impl Vfs {
             cache,
             seq: Mutex::new(HashMap::new()),
             prefetch,
+            histories: Default::default(),
         };
         vfs.refresh()?;
         Ok(vfs)
@@ -710,6 +725,7 @@ impl Vfs {
         match node {
             Node::Virtual(k) => self.virtual_attr(ino, k),
             Node::Content { entry, .. } => Ok(Self::entry_attr(ino, entry)),
+            Node::Versions { .. } => Ok(self.virtual_dir_attr(ino, &self.snap_list())),
             Node::Deleted { data, mtime_ns, .. } => Ok(Attr {
                 ino,
                 kind: FileKind::File,
@@ -822,6 +838,7 @@ impl Vfs {
                         "tags" => VKey::Tags,
                         "kinds" => VKey::Kinds,
                         "changes" => VKey::Changes,
+                        "versions" => VKey::Versions,
                         "latest" if !list.list.is_empty() => VKey::Latest,
                         _ => return Err(VfsError::NotFound),
                     },
@@ -866,6 +883,7 @@ impl Vfs {
                     | VKey::TagLink(..)
                     | VKey::KindLink(..) => return Err(VfsError::NotADirectory),
                     VKey::Sources | VKey::Tags => return Err(VfsError::NotFound),
+                    VKey::Versions => return self.versions_source(&list, s),
                 };
                 Ok(self.intern_virtual(child))
             }
@@ -917,6 +935,7 @@ impl Vfs {
                 Ok(self.intern_content(*snap, *changes, child_path, child, parent))
             }
             Node::Deleted { .. } => Err(VfsError::NotADirectory),
+            Node::Versions { source, path, .. } => self.versions_lookup(parent, source, path, name),
         }
     }
 
@@ -929,6 +948,7 @@ impl Vfs {
                 | VKey::Tags
                 | VKey::Kinds
                 | VKey::Changes
+                | VKey::Versions
                 | VKey::Latest => ROOT_INO,
                 VKey::Source(_) => SOURCES_INO,
                 VKey::Tag(_) => TAGS_INO,
@@ -939,7 +959,9 @@ impl Vfs {
                 VKey::TagLink(t, _) => self.intern_virtual(VKey::Tag(t.clone())),
                 VKey::KindLink(k, _) => self.intern_virtual(VKey::Kind(k)),
             },
-            Node::Content { parent, .. } | Node::Deleted { parent, .. } => *parent,
+            Node::Content { parent, .. }
+            | Node::Deleted { parent, .. }
+            | Node::Versions { parent, .. } => *parent,
         }
     }
 
@@ -1028,14 +1050,23 @@ impl Vfs {
                     if !list.list.is_empty() {
                         names.push(b"latest".to_vec());
                     }
-                    for n in ["snapshots", "changes", "sources", "tags", "kinds"] {
+                    for n in [
+                        "snapshots",
+                        "changes",
+                        "sources",
+                        "tags",
+                        "kinds",
+                        "versions",
+                    ] {
                         names.push(n.as_bytes().to_vec());
                     }
                 }
                 VKey::Snapshots | VKey::Changes => {
                     names.extend(list.list.iter().map(|s| s.name.as_bytes().to_vec()))
                 }
-                VKey::Sources => names.extend(list.sources.keys().map(|s| s.as_bytes().to_vec())),
+                VKey::Sources | VKey::Versions => {
+                    names.extend(list.sources.keys().map(|s| s.as_bytes().to_vec()))
+                }
                 VKey::Tags => names.extend(list.tags.keys().map(|s| s.as_bytes().to_vec())),
                 VKey::Kinds => {
                     for n in ["full", "incremental", "differential"] {
@@ -1078,6 +1109,9 @@ impl Vfs {
                 return self.readdir_content(ino, out, snap, *changes, path, entry);
             }
             Node::Deleted { .. } => return Err(VfsError::NotADirectory),
+            Node::Versions { source, path, .. } => {
+                return self.versions_readdir(ino, out, source, path)
+            }
         }
         for name in names {
             // Children of the top-level lists can vanish between listing and lookup on refresh.
@@ -1166,7 +1200,7 @@ impl Vfs {
         match &*self.node(ino)? {
             Node::Content { entry, .. } if entry.kind == Kind::Dir => Err(VfsError::IsADirectory),
             Node::Virtual(VKey::Latest | VKey::SourceLatest(_)) => Err(VfsError::InvalidKind),
-            Node::Virtual(_) => Err(VfsError::IsADirectory),
+            Node::Virtual(_) | Node::Versions { .. } => Err(VfsError::IsADirectory),
             _ => Ok(()),
         }
     }
@@ -1215,7 +1249,7 @@ impl Vfs {
                 Kind::Dir => Err(VfsError::IsADirectory),
                 _ => Err(VfsError::InvalidKind),
             },
-            Node::Virtual(_) => Err(VfsError::IsADirectory),
+            Node::Virtual(_) | Node::Versions { .. } => Err(VfsError::IsADirectory),
         }
     }
 

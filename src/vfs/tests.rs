@@ -115,7 +115,8 @@ fn browse_a_repository_without_fuse() {
             "changes",
             "sources",
             "tags",
-            "kinds"
+            "kinds",
+            "versions"
         ]
     );
     // Listing snapshots/ opens no view.

@@ -138,7 +138,15 @@ fn check_scenario(s: &Scenario, mp: &Path) {
     top.sort();
     assert_eq!(
         top,
-        ["changes", "kinds", "latest", "snapshots", "sources", "tags"]
+        [
+            "changes",
+            "kinds",
+            "latest",
+            "snapshots",
+            "sources",
+            "tags",
+            "versions"
+        ]
     );
     let mut listed: Vec<String> = fs::read_dir(mp.join("snapshots"))
         .unwrap()

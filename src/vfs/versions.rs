@@ -1,0 +1,248 @@
+//! `versions/`: per-path history in the mounted tree (layout in docs/SEMANTICS.md).
+//!
+//! ```text
+//! versions/<source>/                     one directory per source (encoded as in sources/)
+//! versions/<source>/<path>/              every path that exists in any snapshot of the source
+//! versions/<source>/<file path>/<time>   one regular file per distinct version of that path
+//! ```
+//!
+//! A directory here is the union of the names any layer of the source holds under that path, so
+//! `versions/` mirrors the union of all snapshots' trees. For a path that was ever a non-directory
+//! (file, symlink, …), its directory also lists each distinct version (consecutive identical
+//! entries collapsed, as `strata log` does), named by the time of the snapshot where it was first
+//! seen (`2026-11-20T02:00:00Z`; `-2`, `-3`… appended to repeated times). A version is the stored
+//! entry itself: a regular file reads its verified content exactly like `snapshots/<name>/<path>`
+//! (it is that inode), a symlink returns its target.
+//!
+//! Built lazily: a listing scans only the layers' entries under that one directory and resolves
+//! the path once per snapshot. Memory: inodes for what was visited (as everywhere in the mount)
+//! and a bounded cache of recent histories ([`HistoryCache`]); nothing grows with the number of
+//! files or snapshots otherwise.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::{
+    lock, lossy, repo_err, DirItem, Key, Node, SnapList, Vfs, VfsError, VfsResult, VERSIONS_INO,
+};
+use crate::entry::{Entry, Kind};
+use crate::history::{self, Step};
+use crate::id::SnapshotId;
+use crate::layers::join;
+use crate::snapshot::Snapshot;
+
+/// Histories kept before the cache starts over.
+const MAX_HISTORIES: usize = 256;
+
+/// Recent `(source, path, newest snapshot)` → the path's versions. Bounded: cleared when full. The
+/// newest snapshot id in the key makes a refresh that adds snapshots miss instead of going stale.
+#[derive(Default)]
+pub(super) struct HistoryCache(Mutex<HashMap<(String, Vec<u8>, SnapshotId), Arc<Vec<Version>>>>);
+
+/// One listed version.
+#[derive(Clone)]
+pub(super) struct Version {
+    name: Vec<u8>,
+    snap: SnapshotId,
+    entry: Entry,
+}
+
+impl Vfs {
+    /// The snapshots of an (encoded) source, oldest first.
+    fn source_snaps(list: &SnapList, source: &str) -> VfsResult<Vec<Snapshot>> {
+        let idx = list.sources.get(source).ok_or(VfsError::NotFound)?;
+        Ok(idx.iter().map(|&i| list.list[i].snap.clone()).collect())
+    }
+
+    fn versions_path(source: &str, path: &[u8]) -> String {
+        let mut s = format!("versions/{source}");
+        if !path.is_empty() {
+            s.push('/');
+            s.push_str(&lossy(path));
+        }
+        s
+    }
+
+    /// Every layer of the source's snapshots' chains, each once.
+    fn source_layers(&self, snaps: &[Snapshot]) -> VfsResult<Vec<SnapshotId>> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for s in snaps {
+            for l in self.view(&s.id)?.layer_ids() {
+                if seen.insert(l) {
+                    out.push(l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `versions/<source>`.
+    pub(super) fn versions_source(&self, list: &SnapList, source: &str) -> VfsResult<u64> {
+        if !list.sources.contains_key(source) {
+            return Err(VfsError::NotFound);
+        }
+        Ok(self.intern_versions(source, Vec::new(), VERSIONS_INO))
+    }
+
+    fn intern_versions(&self, source: &str, path: Vec<u8>, parent: u64) -> u64 {
+        let key = Key::Versions(source.to_string(), path.clone());
+        self.intern(key, || Node::Versions {
+            source: source.to_string(),
+            path,
+            parent,
+        })
+    }
+
+    /// Names held (not as whiteouts) under `path` by any layer of the source.
+    fn union_children(&self, source: &str, path: &[u8]) -> VfsResult<BTreeSet<Vec<u8>>> {
+        let snaps = Self::source_snaps(&self.snap_list(), source)?;
+        let err = || Self::versions_path(source, path);
+        let mut names = BTreeSet::new();
+        for layer in self.source_layers(&snaps)? {
+            for kv in crate::layers::layer_children(&self.repo, &layer, path) {
+                let (name, e) = kv.map_err(repo_err(err))?;
+                if e.kind != Kind::Whiteout {
+                    names.insert(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Whether some layer of the source holds `path` (not as a whiteout), and whether as something
+    /// other than a directory.
+    fn layer_state(&self, snaps: &[Snapshot], path: &[u8]) -> VfsResult<(bool, bool)> {
+        if path.is_empty() {
+            return Ok((true, false));
+        }
+        let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&b""[..], path),
+        };
+        let err = || lossy(path);
+        let (mut exists, mut non_dir) = (false, false);
+        for layer in self.source_layers(snaps)? {
+            if let Some(e) =
+                crate::layers::layer_entry(&self.repo, &layer, dir, name).map_err(repo_err(err))?
+            {
+                if e.kind != Kind::Whiteout {
+                    exists = true;
+                    non_dir |= e.kind != Kind::Dir;
+                }
+            }
+        }
+        Ok((exists, non_dir))
+    }
+
+    /// The distinct non-directory versions of `path`, named, from the bounded cache when recent.
+    fn versions_of(&self, source: &str, path: &[u8]) -> VfsResult<Arc<Vec<Version>>> {
+        let snaps = Self::source_snaps(&self.snap_list(), source)?;
+        let Some(newest) = snaps.last().map(|s| s.id) else {
+            return Ok(Arc::default());
+        };
+        let key = (source.to_string(), path.to_vec(), newest);
+        if let Some(v) = lock(&self.histories.0).get(&key) {
+            return Ok(v.clone());
+        }
+        let (_, non_dir) = self.layer_state(&snaps, path)?;
+        let mut out = Vec::new();
+        if non_dir {
+            let err = || Self::versions_path(source, path);
+            let steps: Vec<Step> = history::log_with(&snaps, path, |s| {
+                self.view(&s.id).map_err(|e| match e {
+                    VfsError::Corrupt { source, .. } | VfsError::Repo { source, .. } => source,
+                    other => crate::Error::CorruptMetadata(other.to_string()),
+                })
+            })
+            .map_err(repo_err(err))?;
+            let mut last_time = String::new();
+            let mut repeat = 0;
+            for s in steps {
+                let Some(entry) = s.entry else { continue };
+                if entry.kind == Kind::Dir {
+                    continue;
+                }
+                let time = s.first.time_rfc3339();
+                if time == last_time {
+                    repeat += 1;
+                } else {
+                    repeat = 1;
+                    last_time = time.clone();
+                }
+                let name = if repeat == 1 {
+                    time
+                } else {
+                    format!("{time}-{repeat}")
+                };
+                out.push(Version {
+                    name: name.into_bytes(),
+                    snap: s.first.id,
+                    entry,
+                });
+            }
+        }
+        let out = Arc::new(out);
+        let mut cache = lock(&self.histories.0);
+        if cache.len() >= MAX_HISTORIES {
+            cache.clear();
+        }
+        cache.insert(key, out.clone());
+        Ok(out)
+    }
+
+    fn intern_version(&self, path: &[u8], v: &Version, parent: u64) -> u64 {
+        self.intern_content(v.snap, false, path.to_vec(), v.entry.clone(), parent)
+    }
+
+    /// Lookup inside `versions/<source>/<path>`: a child path, else a version.
+    pub(super) fn versions_lookup(
+        &self,
+        ino: u64,
+        source: &str,
+        path: &[u8],
+        name: &[u8],
+    ) -> VfsResult<u64> {
+        let child = join(path, name);
+        let snaps = Self::source_snaps(&self.snap_list(), source)?;
+        if self.layer_state(&snaps, &child)?.0 {
+            return Ok(self.intern_versions(source, child, ino));
+        }
+        let versions = self.versions_of(source, path)?;
+        let v = versions
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or(VfsError::NotFound)?;
+        Ok(self.intern_version(path, v, ino))
+    }
+
+    /// Listing of `versions/<source>/<path>`: child paths (directories), then versions (files).
+    pub(super) fn versions_readdir(
+        &self,
+        ino: u64,
+        mut out: Vec<DirItem>,
+        source: &str,
+        path: &[u8],
+    ) -> VfsResult<Vec<DirItem>> {
+        let children = self.union_children(source, path)?;
+        let versions = self.versions_of(source, path)?;
+        for name in children {
+            let cino = self.intern_versions(source, join(path, &name), ino);
+            out.push(DirItem {
+                attr: self.getattr(cino)?,
+                name,
+            });
+        }
+        for v in versions.iter() {
+            if out.iter().any(|d| d.name == v.name) {
+                continue; // a child of the same name hides the version (see docs/SEMANTICS.md)
+            }
+            let cino = self.intern_version(path, v, ino);
+            out.push(DirItem {
+                attr: self.getattr(cino)?,
+                name: v.name.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
