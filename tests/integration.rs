@@ -7,6 +7,8 @@ mod integration {
     mod crash;
     mod damage;
     mod dedup;
+    mod diff;
+    mod history;
     mod man;
     mod mount;
     mod roundtrip;

@@ -1,0 +1,268 @@
+//! `strata diff` on the order-document fixture (see `history.rs`): every pair of consecutive
+//! snapshots, a non-adjacent pair, a subtree, `--live` with and without `--content`, the JSON form,
+//! the cost claim (a layer walk examines only what the layers hold) and the exit codes.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use serde_json::Value;
+
+use super::history::{scenario, Scenario, DOC};
+use crate::common::fixture::set_mtime;
+use crate::common::{strata, strata_ok};
+
+/// The change lines of `strata diff ARGS` (the summary line removed), and the exit code.
+fn diff_lines(s: &Scenario, args: &[&str]) -> (BTreeSet<String>, i32) {
+    let mut a = vec!["diff"];
+    a.extend_from_slice(args);
+    let out = strata(&s.repo, &a);
+    let code = out.status.code().unwrap();
+    assert!(
+        code == 0 || code == 1,
+        "diff {args:?} failed ({code}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let summary = lines.pop().expect("summary line");
+    assert!(summary.contains(" added, "), "{summary}");
+    (lines.into_iter().collect(), code)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn diff_json(s: &Scenario, args: &[&str]) -> Value {
+    let mut a = vec!["diff", "--json"];
+    a.extend_from_slice(args);
+    let out = strata(&s.repo, &a);
+    assert!(matches!(out.status.code(), Some(0 | 1)));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const M_DOC: &str = "M orders/2026/o-1.json  [content, size, mtime]";
+
+#[test]
+fn diff_each_consecutive_pair_and_a_distant_one() {
+    let s = scenario();
+    let id = |i: usize| s.ids[i].as_str();
+    let expect: [&[&str]; 6] = [
+        // S0 → S1
+        &["+ orders/2026/o-1.json"],
+        // S1 → S2 (siblings: both on S0)
+        &[M_DOC, "+ docs/new.txt"],
+        // S2 → S3
+        &[
+            M_DOC,
+            "- orders/2025/old.json",
+            "T docs/new.txt/  [file -> dir]",
+            "+ docs/new.txt/inner",
+            "m docs/readme.txt  [mode]",
+        ],
+        // S3 → S4 (a new full: no common layer)
+        &["- orders/2026/o-1.json"],
+        // S4 → S5
+        &["+ orders/2026/o-1.json"],
+        // S5 → S6 (siblings on S4; the document is in both layers, identical)
+        &["M docs/readme.txt  [content, size, mtime]"],
+    ];
+    for (i, want) in expect.iter().enumerate() {
+        let (got, code) = diff_lines(&s, &[id(i), id(i + 1)]);
+        assert_eq!(got, set(want), "S{i} → S{}", i + 1);
+        assert_eq!(code, 1);
+    }
+    // Non-adjacent, same chain family (S1 and S3 share S0).
+    let (got, _) = diff_lines(&s, &[id(1), id(3)]);
+    assert_eq!(
+        got,
+        set(&[
+            M_DOC,
+            "- orders/2025/old.json",
+            "+ docs/new.txt/",
+            "+ docs/new.txt/inner",
+            "m docs/readme.txt  [mode]",
+        ])
+    );
+    // Across two fulls (a walk of both trees).
+    let (got, _) = diff_lines(&s, &[id(0), id(6)]);
+    assert_eq!(
+        got,
+        set(&[
+            "+ orders/2026/o-1.json",
+            "- orders/2025/old.json",
+            "+ docs/new.txt/",
+            "+ docs/new.txt/inner",
+            "M docs/readme.txt  [content, size, mode, mtime]",
+        ])
+    );
+    // Reversed: additions become removals.
+    let (got, _) = diff_lines(&s, &[id(1), id(0)]);
+    assert_eq!(got, set(&["- orders/2026/o-1.json"]));
+    // A subtree only.
+    let (got, _) = diff_lines(&s, &[id(1), id(3), "orders"]);
+    assert_eq!(got, set(&[M_DOC, "- orders/2025/old.json"]));
+    let (got, _) = diff_lines(&s, &[id(1), id(3), "docs/new.txt"]);
+    assert_eq!(got, set(&["+ docs/new.txt/", "+ docs/new.txt/inner"]));
+    // No differences: exit 0, nothing but the summary.
+    let (got, code) = diff_lines(&s, &[id(2), id(2)]);
+    assert!(got.is_empty());
+    assert_eq!(code, 0);
+    let (got, code) = diff_lines(&s, &[id(5), id(6), "orders"]);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn diff_json_form_and_cost() {
+    let s = scenario();
+    let id = |i: usize| s.ids[i].as_str();
+    let v = diff_json(&s, &[id(2), id(3)]);
+    assert_eq!(v["old"]["id"], id(2));
+    assert_eq!(v["new"]["id"], id(3));
+    let changes = v["changes"].as_array().unwrap();
+    let by_path = |p: &str| changes.iter().find(|c| c["path"] == p).unwrap();
+    let doc = by_path(DOC);
+    assert_eq!(doc["change"], "modified");
+    assert_eq!(
+        doc["fields"],
+        serde_json::json!(["content", "size", "mtime"])
+    );
+    assert_eq!(doc["metadata_only"], false);
+    assert_eq!(doc["old"]["size"], s.doc[1].len() as u64);
+    assert_eq!(doc["new"]["size"], s.doc[2].len() as u64);
+    assert_ne!(doc["old"]["hash"], doc["new"]["hash"]);
+    let readme = by_path("docs/readme.txt");
+    assert_eq!(readme["change"], "modified");
+    assert_eq!(readme["metadata_only"], true);
+    assert_eq!(readme["old"]["mode"], "0644");
+    assert_eq!(readme["new"]["mode"], "0600");
+    assert_eq!(readme["old"]["hash"], readme["new"]["hash"]);
+    let nt = by_path("docs/new.txt");
+    assert_eq!(nt["change"], "type_changed");
+    assert_eq!(
+        (nt["old"]["type"].as_str(), nt["new"]["type"].as_str()),
+        (Some("file"), Some("dir"))
+    );
+    assert_eq!(by_path("orders/2025/old.json")["new"], Value::Null);
+    assert_eq!(by_path("docs/new.txt/inner")["old"], Value::Null);
+    let sum = &v["summary"];
+    assert_eq!(
+        (
+            sum["added"].as_u64(),
+            sum["removed"].as_u64(),
+            sum["content_modified"].as_u64(),
+            sum["metadata_modified"].as_u64(),
+            sum["type_changed"].as_u64(),
+            sum["total"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1), Some(1), Some(5))
+    );
+    // Cost: S3's parent is S2, so only S3's layer is walked — a handful of paths, not the 300
+    // files of bulk/ (which a walk of both trees, S3 → S4, has to examine).
+    assert_eq!(sum["method"], "layers");
+    assert_eq!(sum["layers"], serde_json::json!([id(3)]));
+    let examined = sum["paths_examined"].as_u64().unwrap();
+    assert!(examined < 30, "layer diff examined {examined} paths");
+    let full = diff_json(&s, &[id(3), id(4)]);
+    assert_eq!(full["summary"]["method"], "full_walk");
+    assert!(full["summary"]["paths_examined"].as_u64().unwrap() > s.bulk as u64);
+    // Siblings: the two layers above their common full.
+    let sib = diff_json(&s, &[id(5), id(6)]);
+    let layers: BTreeSet<&str> = sib["summary"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(layers, [id(5), id(6)].into_iter().collect());
+    assert!(sib["summary"]["paths_examined"].as_u64().unwrap() < 30);
+}
+
+#[test]
+fn diff_live_directory() {
+    let s = scenario();
+    let src = s.src.to_str().unwrap();
+    let last = s.ids[6].as_str();
+    // The source has not changed since S6.
+    let (got, code) = diff_lines(&s, &[last, "--live", src]);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(code, 0);
+
+    // Same size, mtime restored: invisible without --content, found with it.
+    let readme = s.src.join("docs/readme.txt");
+    let old = fs::read(&readme).unwrap();
+    let mut changed = old.clone();
+    changed[0] = b'R';
+    assert_eq!(changed.len(), old.len());
+    fs::write(&readme, &changed).unwrap();
+    set_mtime(&readme, 1_790_006_000, 0);
+    set_mtime(&s.src.join("docs"), 1_780_000_000, 0);
+    let v = diff_json(&s, &[last, "--live", src]);
+    assert_eq!(v["summary"]["total"], 0);
+    assert_eq!(
+        v["summary"]["files_read"], 0,
+        "no file with matching size+mtime is read"
+    );
+    let (got, code) = diff_lines(&s, &[last, "--live", src, "--content"]);
+    assert_eq!(got, set(&["M docs/readme.txt  [content]"]));
+    assert_eq!(code, 1);
+    let v = diff_json(&s, &[last, "--live", src, "--content"]);
+    assert!(v["summary"]["files_read"].as_u64().unwrap() > s.bulk as u64);
+    assert_eq!(v["new"]["live"], src);
+
+    // New file, an mtime-only change (read, found identical), a removal, a subtree.
+    fs::write(s.src.join("extra.txt"), b"extra").unwrap();
+    set_mtime(&s.src.join("orders/2026/o-2.json"), 1_790_009_000, 0);
+    fs::remove_file(s.src.join("bulk/f0007.txt")).unwrap();
+    for d in ["", "bulk", "orders/2026"] {
+        set_mtime(&s.src.join(d), 1_780_000_000, 0);
+    }
+    let (got, _) = diff_lines(&s, &[last, "--live", src]);
+    assert_eq!(
+        got,
+        set(&[
+            "+ extra.txt",
+            "m orders/2026/o-2.json  [mtime]",
+            "- bulk/f0007.txt"
+        ])
+    );
+    let v = diff_json(&s, &[last, "--live", src]);
+    assert_eq!(v["summary"]["files_read"], 1);
+    let (got, _) = diff_lines(&s, &[last, "--live", src, "orders"]);
+    assert_eq!(got, set(&["m orders/2026/o-2.json  [mtime]"]));
+}
+
+#[test]
+fn diff_exit_codes_and_bad_input() {
+    let s = scenario();
+    let id = |i: usize| s.ids[i].as_str();
+    for (args, what) in [
+        (vec![id(0), "nope"], "No snapshot matches"),
+        (vec![id(0), id(1), "no/such/path"], "no/such/path"),
+        (vec![id(0), id(1), "../x"], ".."),
+        (vec![id(0)], "second snapshot"),
+        (
+            vec![id(0), "--live", "/nonexistent-strata-dir"],
+            "does not exist",
+        ),
+        (vec![id(0), id(1), "--content"], "--live"),
+    ] {
+        let mut a = vec!["diff"];
+        a.extend_from_slice(&args);
+        let out = strata(&s.repo, &a);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // Other commands keep exit 1 for errors.
+    let out = strata(&s.repo, &["ls", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    strata_ok(&s.repo, &["diff", id(3), id(3)]);
+}
