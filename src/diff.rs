@@ -512,11 +512,11 @@ impl Walker<'_, '_, '_> {
     }
 }
 
+/// A name with what each side holds for it.
+type Merged<A, B> = (Vec<u8>, (Option<A>, Option<B>));
+
 /// Merges two name-sorted listings into (name, (left, right)).
-fn merge_sorted<A, B>(
-    a: Vec<(Vec<u8>, A)>,
-    b: Vec<(Vec<u8>, B)>,
-) -> Vec<(Vec<u8>, (Option<A>, Option<B>))> {
+fn merge_sorted<A, B>(a: Vec<(Vec<u8>, A)>, b: Vec<(Vec<u8>, B)>) -> Vec<Merged<A, B>> {
     let mut out = Vec::with_capacity(a.len().max(b.len()));
     let (mut ia, mut ib) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {

@@ -126,6 +126,9 @@ fn snap_ref(s: &Snapshot) -> Value {
 
 // ----- diff -----
 
+/// One of the two diff runs, given where to send the differences.
+type RunDiff<'a> = dyn FnOnce(&mut diff::Sink<'_>) -> Result<DiffSummary> + 'a;
+
 /// Runs `strata diff`; every error is reported here and becomes exit code 2.
 pub fn diff(path: &std::path::Path, a: DiffArgs) -> i32 {
     match super::read_only(path, |repo| diff_inner(repo, a)) {
@@ -155,7 +158,7 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let new_json;
-    let run: Box<dyn FnOnce(&mut diff::Sink<'_>) -> Result<DiffSummary>> = match &a.live {
+    let run: Box<RunDiff<'_>> = match &a.live {
         Some(dir) => {
             new_json = json!({ "live": dir.display().to_string() });
             let dir = dir.clone();

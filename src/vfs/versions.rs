@@ -37,7 +37,10 @@ const MAX_HISTORIES: usize = 256;
 /// Recent `(source, path, newest snapshot)` → the path's versions. Bounded: cleared when full. The
 /// newest snapshot id in the key makes a refresh that adds snapshots miss instead of going stale.
 #[derive(Default)]
-pub(super) struct HistoryCache(Mutex<HashMap<(String, Vec<u8>, SnapshotId), Arc<Vec<Version>>>>);
+pub(super) struct HistoryCache(Mutex<HashMap<HistoryKey, Arc<Vec<Version>>>>);
+
+/// (encoded source, path, newest snapshot of the source).
+type HistoryKey = (String, Vec<u8>, SnapshotId);
 
 /// One listed version.
 #[derive(Clone)]

@@ -197,7 +197,8 @@ fn log_lists_exactly_the_versions_of_the_order_document() {
     assert_eq!(sources[0]["versions"], 4);
     let steps = sources[0]["steps"].as_array().unwrap();
     // (event, first snapshot, layer, snapshots, last snapshot, content)
-    let want: Vec<(&str, usize, Option<usize>, u64, usize, Option<&[u8]>)> = vec![
+    type Want<'a> = (&'a str, usize, Option<usize>, u64, usize, Option<&'a [u8]>);
+    let want: Vec<Want> = vec![
         ("created", 1, Some(1), 1, 1, Some(&s.doc[0])),
         ("modified", 2, Some(2), 1, 2, Some(&s.doc[1])),
         ("modified", 3, Some(3), 1, 3, Some(&s.doc[2])),
