@@ -192,6 +192,9 @@ pub struct DiffOptions {
     pub path: Option<Vec<u8>>,
     /// Live diff: read and hash every file whose size matches, even when its mtime matches too.
     pub content: bool,
+    /// Walk both trees even when the views share layers: the slow reference the layer walk is
+    /// tested against.
+    pub full_walk: bool,
 }
 
 /// The fields (other than type) in which `old` and `new` differ; both must have the same kind.
@@ -247,6 +250,7 @@ pub fn diff_snapshots(
     let in_b: HashSet<SnapshotId> = chain_b.iter().copied().collect();
     let common = chain_a.iter().position(|l| in_b.contains(l));
     let scope = match common {
+        _ if opts.full_walk => Scope::Full,
         None => Scope::Full,
         Some(ia) => {
             let c = chain_a[ia];

@@ -154,6 +154,7 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     let opts = DiffOptions {
         path: a.path.as_deref().map(|p| path_bytes(p).to_vec()),
         content: a.content,
+        full_walk: false,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

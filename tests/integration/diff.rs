@@ -266,3 +266,277 @@ fn diff_exit_codes_and_bad_input() {
     assert_eq!(out.status.code(), Some(1));
     strata_ok(&s.repo, &["diff", id(3), id(3)]);
 }
+
+// ----- model test: the layer walk against a walk of both trees and against a plain model -----
+
+mod model {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use strata::backup::{backup, BackupOptions};
+    use strata::diff::{diff_snapshots, Change, DiffOptions};
+    use strata::layers::View;
+    use strata::repo::{CreateOptions, Repo};
+    use strata::snapshot::BackupKind;
+
+    /// What the model keeps of a path: kind letter, mode, mtime, file bytes or link target.
+    type State = BTreeMap<Vec<u8>, (char, u32, i64, Vec<u8>)>;
+
+    fn capture(root: &Path) -> State {
+        let mut out = State::new();
+        let mut stack = vec![Vec::new()];
+        while let Some(rel) = stack.pop() {
+            let abs = root.join(std::ffi::OsStr::from_bytes(&rel));
+            let m = fs::symlink_metadata(&abs).unwrap();
+            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            let mode = m.mode() & 0o7777;
+            if m.is_dir() {
+                out.insert(rel.clone(), ('d', mode, mtime, Vec::new()));
+                for e in fs::read_dir(&abs).unwrap() {
+                    let name = e.unwrap().file_name();
+                    stack.push(strata::layers::join(&rel, name.as_bytes()));
+                }
+            } else if m.file_type().is_symlink() {
+                let t = fs::read_link(&abs).unwrap();
+                out.insert(rel, ('l', mode, mtime, t.as_os_str().as_bytes().to_vec()));
+            } else {
+                out.insert(rel, ('-', mode, mtime, fs::read(&abs).unwrap()));
+            }
+        }
+        out
+    }
+
+    /// Expected (tag, path) lines between two states, as `strata diff` tags them.
+    fn expected(a: &State, b: &State) -> Vec<(char, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (p, x) in a {
+            match b.get(p) {
+                None => out.push(('-', p.clone())),
+                Some(y) if x.0 != y.0 => out.push(('T', p.clone())),
+                Some(y) => {
+                    let data = x.3 != y.3;
+                    let meta = x.1 != y.1 || x.2 != y.2;
+                    if data {
+                        out.push(('M', p.clone()));
+                    } else if meta {
+                        out.push(('m', p.clone()));
+                    }
+                }
+            }
+        }
+        for p in b.keys() {
+            if !a.contains_key(p) {
+                out.push(('+', p.clone()));
+            }
+        }
+        // A type change from/to a directory also lists the subtree as removed/added: already
+        // covered above, since the model holds every path.
+        out.sort();
+        out
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn dirs(root: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = vec![root.to_path_buf()];
+        let mut i = 0;
+        while i < out.len() {
+            for e in fs::read_dir(&out[i]).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    out.push(e.path());
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn entries(root: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for d in dirs(root) {
+            for e in fs::read_dir(&d).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn remove(p: &Path) {
+        if fs::symlink_metadata(p).unwrap().is_dir() {
+            fs::remove_dir_all(p).unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    }
+
+    /// One step of random changes. Directories deleted in one step are often recreated (with other
+    /// children) in the next, so a pair of snapshots can span a deletion and a re-creation.
+    fn mutate(root: &Path, rng: &mut Rng, step: u64, pending: &mut Vec<std::path::PathBuf>) {
+        for p in std::mem::take(pending) {
+            if p.parent().is_some_and(|d| d.is_dir()) && fs::symlink_metadata(&p).is_err() {
+                fs::create_dir(&p).unwrap();
+                fs::write(p.join(format!("r{step}")), b"recreated").unwrap();
+            }
+        }
+        for _ in 0..1 + rng.below(4) {
+            let ds = dirs(root);
+            let es = entries(root);
+            let name = format!("n{}", rng.below(6));
+            match rng.below(10) {
+                0 | 1 => {
+                    let p = ds[rng.below(ds.len())].join(&name);
+                    if !p.exists() {
+                        fs::write(&p, format!("new {step} {}", rng.next())).unwrap();
+                    }
+                }
+                2 if !es.is_empty() => {
+                    let p = &es[rng.below(es.len())];
+                    if fs::symlink_metadata(p).unwrap().is_file() {
+                        fs::write(p, format!("changed {step} {}", rng.next())).unwrap();
+                    }
+                }
+                3 if !es.is_empty() => remove(&es[rng.below(es.len())]),
+                4 => {
+                    let p = ds[rng.below(ds.len())].join(format!("d{}", rng.below(3)));
+                    if !p.exists() && ds.len() < 12 {
+                        fs::create_dir(&p).unwrap();
+                        let child = format!("f{}", rng.below(3));
+                        fs::write(p.join(child), format!("in {step}")).unwrap();
+                    }
+                }
+                5 if !es.is_empty() => {
+                    let p = &es[rng.below(es.len())];
+                    let m = fs::symlink_metadata(p).unwrap();
+                    if m.is_file() {
+                        let mode = if m.mode() & 0o777 == 0o644 {
+                            0o600
+                        } else {
+                            0o644
+                        };
+                        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+                    }
+                }
+                6 if !es.is_empty() => {
+                    // Type change: file ↔ directory, in place.
+                    let p = &es[rng.below(es.len())];
+                    let was_dir = fs::symlink_metadata(p).unwrap().is_dir();
+                    remove(p);
+                    if was_dir {
+                        fs::write(p, format!("was a dir {step}")).unwrap();
+                    } else {
+                        fs::create_dir(p).unwrap();
+                        fs::write(p.join("x"), format!("was a file {step}")).unwrap();
+                    }
+                }
+                7 | 8 if ds.len() > 1 => {
+                    // Delete a directory with its contents; usually it comes back next step.
+                    let d = ds[1 + rng.below(ds.len() - 1)].clone();
+                    remove(&d);
+                    if rng.below(3) > 0 {
+                        pending.push(d);
+                    }
+                }
+                _ => {
+                    let p = ds[rng.below(ds.len())].join(format!("l{}", rng.below(2)));
+                    if fs::symlink_metadata(&p).is_ok() {
+                        remove(&p);
+                    }
+                    std::os::unix::fs::symlink(format!("target-{}", rng.below(3)), &p).unwrap();
+                }
+            }
+        }
+    }
+
+    fn lines(a: &View, b: &View, full_walk: bool) -> (Vec<(char, Vec<u8>, String)>, u64) {
+        let mut out = Vec::new();
+        let opts = DiffOptions {
+            full_walk,
+            ..Default::default()
+        };
+        let sum = diff_snapshots(a, b, &opts, &mut |it| {
+            let tag = match it.change {
+                Change::Added => '+',
+                Change::Removed => '-',
+                Change::TypeChanged => 'T',
+                Change::Modified if it.metadata_only() => 'm',
+                Change::Modified => 'M',
+            };
+            let fields: Vec<&str> = it.fields.iter().map(|f| f.name()).collect();
+            out.push((tag, it.path.clone(), fields.join(",")));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sum.total(), out.len() as u64);
+        out.sort();
+        (out, sum.paths_examined)
+    }
+
+    #[test]
+    fn layer_walk_equals_tree_walk_equals_model() {
+        for seed in 1..=8u64 {
+            let t = tempfile::tempdir().unwrap();
+            let src = t.path().join("src");
+            fs::create_dir(&src).unwrap();
+            for i in 0..40 {
+                fs::write(src.join(format!("static{i:02}")), format!("s{i}")).unwrap();
+            }
+            let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut snaps = Vec::new();
+            let mut states = Vec::new();
+            let mut pending = Vec::new();
+            for step in 0..12u64 {
+                if step > 0 {
+                    mutate(&src, &mut rng, step, &mut pending);
+                }
+                let kind = match (step, rng.below(5)) {
+                    (0, _) | (_, 0) => BackupKind::Full,
+                    (_, 1) => BackupKind::Differential,
+                    _ => BackupKind::Incremental,
+                };
+                states.push(capture(&src));
+                let opts = BackupOptions {
+                    kind: Some(kind),
+                    threads: 2,
+                    ..BackupOptions::default()
+                };
+                snaps.push(backup(&repo, &src, &opts).unwrap().snapshot);
+            }
+            let views: Vec<Arc<View>> = snaps
+                .iter()
+                .map(|s| Arc::new(View::open(&repo, &s.id).unwrap()))
+                .collect();
+            for i in 0..views.len() {
+                for j in 0..views.len() {
+                    let (layered, _) = lines(&views[i], &views[j], false);
+                    let (full, _) = lines(&views[i], &views[j], true);
+                    assert_eq!(layered, full, "seed {seed}: S{i} → S{j}");
+                    let tags: Vec<(char, Vec<u8>)> =
+                        layered.iter().map(|(t, p, _)| (*t, p.clone())).collect();
+                    assert_eq!(
+                        tags,
+                        expected(&states[i], &states[j]),
+                        "seed {seed}: S{i} → S{j} against the model"
+                    );
+                }
+            }
+        }
+    }
+}
