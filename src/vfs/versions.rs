@@ -249,3 +249,97 @@ impl Vfs {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::backup::{backup, BackupOptions};
+    use crate::repo::{CreateOptions, Repo};
+    use crate::snapshot::{BackupKind, Snapshot};
+    use crate::vfs::{encode_component, FileKind, Vfs, VfsError, VfsOptions, ROOT_INO};
+
+    fn snap(repo: &Arc<Repo>, src: &Path, kind: BackupKind) -> Snapshot {
+        let opts = BackupOptions {
+            kind: Some(kind),
+            threads: 2,
+            ..BackupOptions::default()
+        };
+        backup(repo, src, &opts).unwrap().snapshot
+    }
+
+    fn ino_of(vfs: &Vfs, path: &[&[u8]]) -> Result<u64, VfsError> {
+        let mut ino = ROOT_INO;
+        for c in path {
+            ino = vfs.lookup(ino, c)?.ino;
+        }
+        Ok(ino)
+    }
+
+    fn names(vfs: &Vfs, ino: u64) -> Vec<String> {
+        vfs.readdir(ino).unwrap()[2..]
+            .iter()
+            .map(|d| String::from_utf8(d.name.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn versions_are_named_collapsed_readable_and_follow_refresh() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/f"), b"one").unwrap();
+        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let s1 = snap(&repo, &src, BackupKind::Full);
+        let _s2 = snap(&repo, &src, BackupKind::Incremental); // unchanged: collapses into s1's
+        fs::write(src.join("d/f"), b"two!").unwrap();
+        let s3 = snap(&repo, &src, BackupKind::Incremental);
+        let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+        let source = encode_component(&s1.source);
+        let f = ino_of(&vfs, &[b"versions", source.as_bytes(), b"d", b"f"]).unwrap();
+        assert_eq!(vfs.getattr(f).unwrap().kind, FileKind::Dir);
+        // Names: the first-seen time; a repeated second gets "-2".
+        let (t1, t3) = (s1.time_rfc3339(), s3.time_rfc3339());
+        let want = if t1 == t3 {
+            vec![t1.clone(), format!("{t1}-2")]
+        } else {
+            vec![t1.clone(), t3.clone()]
+        };
+        assert_eq!(names(&vfs, f), want);
+        let v1 = vfs.lookup(f, want[0].as_bytes()).unwrap();
+        let v2 = vfs.lookup(f, want[1].as_bytes()).unwrap();
+        assert_eq!((v1.kind, v1.size, v2.size), (FileKind::File, 3, 4));
+        assert_eq!(vfs.read(v1.ino, 0, 100).unwrap(), b"one");
+        assert_eq!(vfs.read(v2.ino, 0, 100).unwrap(), b"two!");
+        assert!(matches!(
+            vfs.lookup(f, b"2000-01-01T00:00:00Z"),
+            Err(VfsError::NotFound)
+        ));
+        assert!(matches!(
+            vfs.open_file(f, false),
+            Err(VfsError::IsADirectory)
+        ));
+        // `..` of a history directory is its parent path under versions/.
+        let d = ino_of(&vfs, &[b"versions", source.as_bytes(), b"d"]).unwrap();
+        assert_eq!(vfs.lookup(f, b"..").unwrap().ino, d);
+        assert_eq!(names(&vfs, d), ["f"]);
+
+        // A new snapshot after refresh: the cached history is not reused.
+        drop(vfs);
+        let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+        let f = ino_of(&vfs, &[b"versions", source.as_bytes(), b"d", b"f"]).unwrap();
+        assert_eq!(names(&vfs, f).len(), 2);
+        fs::remove_file(src.join("d/f")).unwrap();
+        let _s4 = snap(&repo, &src, BackupKind::Incremental);
+        fs::write(src.join("d/f"), b"three").unwrap();
+        let s5 = snap(&repo, &src, BackupKind::Incremental);
+        vfs.refresh().unwrap();
+        let listed = names(&vfs, f);
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed[2].starts_with(&s5.time_rfc3339()));
+        let v3 = vfs.lookup(f, listed[2].as_bytes()).unwrap();
+        assert_eq!(vfs.read(v3.ino, 0, 100).unwrap(), b"three");
+    }
+}
