@@ -277,8 +277,7 @@ pub fn find(
                 continue;
             }
             let mut set = BTreeSet::new();
-            let view = View::open(repo, id)?;
-            for kv in view.own_layer() {
+            for kv in crate::layers::layer_entries(repo, id) {
                 let (dir, name, e) = kv?;
                 stats.entries_scanned += 1;
                 if name.is_empty() || e.kind == Kind::Whiteout {

@@ -294,13 +294,22 @@ impl View {
     /// Entries of this snapshot's own layer (what it added, changed or deleted), as
     /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
     pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {
-        self.repo.layers.scan_prefix(self.snapshot.id.0).map(|kv| {
-            let (k, v) = kv?;
-            let (dir, name) = keys::split_entry_key(&k[16..])
-                .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
-            Ok((dir.to_vec(), name.to_vec(), Entry::decode(&v)?))
-        })
+        layer_entries(&self.repo, &self.snapshot.id)
     }
+}
+
+/// Every entry one layer holds (whiteouts included), as (dir, name, entry) in key order, without
+/// opening a view: `find` scans each distinct layer once this way.
+pub fn layer_entries<'a>(
+    repo: &'a Repo,
+    layer: &SnapshotId,
+) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + 'a {
+    repo.layers.scan_prefix(layer.0).map(|kv| {
+        let (k, v) = kv?;
+        let (dir, name) = keys::split_entry_key(&k[16..])
+            .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
+        Ok((dir.to_vec(), name.to_vec(), Entry::decode(&v)?))
+    })
 }
 
 /// The entry one layer itself holds for `dir/name` (whiteouts included), without looking at any
