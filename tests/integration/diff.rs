@@ -267,7 +267,7 @@ fn diff_exit_codes_and_bad_input() {
     strata_ok(&s.repo, &["diff", id(3), id(3)]);
 }
 
-// ----- model test: the layer walk against a walk of both trees and against a plain model -----
+// ----- model test: the layer walk against a walk of both trees and a plain model; find, log too -----
 
 mod model {
     use std::collections::BTreeMap;
@@ -505,7 +505,7 @@ mod model {
     }
 
     #[test]
-    fn layer_walk_equals_tree_walk_equals_model() {
+    fn diff_find_and_log_against_a_model() {
         for seed in 1..=8u64 {
             let t = tempfile::tempdir().unwrap();
             let src = t.path().join("src");
@@ -539,6 +539,7 @@ mod model {
                 .iter()
                 .map(|s| Arc::new(View::open(&repo, &s.id).unwrap()))
                 .collect();
+            check_find_and_log(&repo, &snaps, &states, seed);
             for i in 0..views.len() {
                 for j in 0..views.len() {
                     let (layered, _) = lines(&views[i], &views[j], false);
@@ -573,6 +574,78 @@ mod model {
                     }
                 }
             }
+        }
+    }
+
+    /// `find` and `log` on the same random history, against the model.
+    fn check_find_and_log(
+        repo: &Arc<Repo>,
+        snaps: &[strata::snapshot::Snapshot],
+        states: &[State],
+        seed: u64,
+    ) {
+        use strata::history::{self, Event, FindOptions, Pattern};
+        for pat in ["n1", "f*", "d0/**", "*/n2"] {
+            let (matches, stats) =
+                history::find(repo, &Pattern::new(pat).unwrap(), &FindOptions::default()).unwrap();
+            assert_eq!(stats.snapshots, snaps.len() as u64);
+            let got: BTreeMap<Vec<u8>, Vec<usize>> = matches
+                .iter()
+                .map(|m| {
+                    let idx = m
+                        .hits
+                        .iter()
+                        .map(|(s, _)| snaps.iter().position(|x| x.id == s.id).unwrap())
+                        .collect();
+                    (m.path.clone(), idx)
+                })
+                .collect();
+            let glob = globset::GlobBuilder::new(pat)
+                .literal_separator(true)
+                .build()
+                .unwrap()
+                .compile_matcher();
+            let mut want: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+            for (j, st) in states.iter().enumerate() {
+                for p in st.keys().filter(|p| !p.is_empty()) {
+                    let subject = if pat.contains('/') {
+                        &p[..]
+                    } else {
+                        p.rsplit(|&b| b == b'/').next().unwrap()
+                    };
+                    if glob.is_match(std::ffi::OsStr::from_bytes(subject)) {
+                        want.entry(p.clone()).or_default().push(j);
+                    }
+                }
+            }
+            assert_eq!(got, want, "seed {seed}: find {pat}");
+        }
+        // log of every path that ever existed.
+        let all: std::collections::BTreeSet<&Vec<u8>> =
+            states.iter().flat_map(|s| s.keys()).collect();
+        for p in all {
+            let steps = history::log(repo, snaps, p).unwrap();
+            let mut want = Vec::new();
+            let mut prev: Option<&(char, u32, i64, Vec<u8>)> = None;
+            let mut seen = false;
+            for st in states {
+                let cur = st.get(p);
+                let ev = match (prev, cur) {
+                    (None, None) => None,
+                    (Some(_), None) => Some(Event::Deleted),
+                    (None, Some(_)) if !seen => Some(Event::Created),
+                    (None, Some(_)) => Some(Event::Recreated),
+                    (Some(a), Some(b)) if a.0 != b.0 => Some(Event::TypeChanged),
+                    (Some(a), Some(b)) if a.3 != b.3 => Some(Event::Modified),
+                    (Some(a), Some(b)) if a.1 != b.1 || a.2 != b.2 => Some(Event::MetadataChanged),
+                    _ => None,
+                };
+                want.extend(ev);
+                seen |= cur.is_some();
+                prev = cur;
+            }
+            let got: Vec<Event> = steps.iter().map(|s| s.event).collect();
+            assert_eq!(got, want, "seed {seed}: log {}", String::from_utf8_lossy(p));
         }
     }
 }
