@@ -1,6 +1,8 @@
 //! `strata diff` on the order-document fixture (see `history.rs`): every pair of consecutive
 //! snapshots, a non-adjacent pair, a subtree, `--live` with and without `--content`, the JSON form,
-//! the cost claim (a layer walk examines only what the layers hold) and the exit codes.
+//! the cost claim (a layer walk examines only what the layers hold) and the exit codes. Then a
+//! model test: random changes and backup kinds, every pair of snapshots diffed by the layer walk,
+//! by a walk of both trees and by a plain in-memory model, which also checks `find` and `log`.
 
 use std::collections::BTreeSet;
 use std::fs;
