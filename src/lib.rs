@@ -5,6 +5,7 @@
 //! Nothing in the library prints; the CLI (`cli`) is the only module that writes to stdout.
 
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod cli;
 pub mod compress;
@@ -16,6 +17,7 @@ pub mod fuse;
 pub mod id;
 pub mod layers;
 pub mod progress;
+pub mod repair;
 pub mod repo;
 pub mod snapshot;
 pub mod time;

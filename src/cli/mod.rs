@@ -1,8 +1,10 @@
 //! The command line: clap definitions, one small function per subcommand, human and `--json`
 //! output. The only module that writes to stdout.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings.
+//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings, 4 damage found
+//! (`check`, `repair`).
 
+mod check;
 mod mount;
 mod output;
 mod status;
@@ -26,6 +28,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code when a backup completed but skipped or warned about some paths.
 pub const EXIT_WARNINGS: i32 = 3;
+/// Exit code when `check` found damage, or `repair` could not recover everything.
+pub const EXIT_DAMAGE: i32 = 4;
 
 /// strata — backups as layers, every snapshot mountable as a read-only filesystem.
 #[derive(Parser, Debug)]
@@ -57,6 +61,10 @@ pub enum Command {
     Cat(CatArgs),
     /// Mount every snapshot as a read-only filesystem (foreground; Ctrl-C unmounts)
     Mount(mount::MountArgs),
+    /// Verify the repository's structure (and with --read-data its data); list damaged files
+    Check(check::CheckArgs),
+    /// Rebuild the index database from the pack files (after index/ is lost or damaged)
+    Repair(check::RepairArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -215,6 +223,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => read_only(&path, |repo| cmd_ls(repo, a)),
         Command::Cat(a) => read_only(&path, |repo| cmd_cat(repo, a)),
         Command::Mount(a) => mount::run(&path, a),
+        Command::Check(a) => check::run_check(&path, a),
+        Command::Repair(a) => check::run_repair(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)
