@@ -34,6 +34,57 @@ use crate::repo::pack::{RecordHeader, RecordType, RECORD_HEADER_LEN};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
+/// A private copy of a repository's database, removed when dropped (see [`open_copy`]).
+pub struct DbCopy(std::path::PathBuf);
+
+impl Drop for DbCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens the repository at `path` over a private copy of its database, so that checking changes
+/// no byte of the repository: sled rewrites its recovery snapshot (and zeroes a segment tail) the
+/// first time a database is opened after a write, even for reading. The copy lives in the system
+/// temp directory and costs the size of `index/`. The repository lock is held throughout.
+pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
+    use crate::error::IoContext;
+    let lock = Repo::lock_only(path)?;
+    let index = path.join(crate::repo::INDEX_DIR);
+    if !index.is_dir() {
+        return Err(crate::Error::IndexMissing(path.to_path_buf()));
+    }
+    let dest = std::env::temp_dir().join(format!(
+        "strata-check-{}-{}",
+        std::process::id(),
+        crate::time::now_ns()
+    ));
+    let copy = DbCopy(dest.clone());
+    std::fs::create_dir_all(&dest).ctx("Creating", &dest)?;
+    copy_tree(&index, &dest)?;
+    let db = sled::Config::new()
+        .path(&dest)
+        .cache_capacity(64 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    Ok((Repo::open_with_db(path, lock, db)?, copy))
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use crate::error::IoContext;
+    for e in std::fs::read_dir(from).ctx("Reading", from)? {
+        let e = e.ctx("Reading", from)?;
+        let dest = to.join(e.file_name());
+        if e.file_type().ctx("Reading", e.path())?.is_dir() {
+            std::fs::create_dir_all(&dest).ctx("Creating", &dest)?;
+            copy_tree(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest).ctx("Copying", e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Options for [`check`].
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {

@@ -193,7 +193,7 @@ struct Found {
 /// Rebuilds the index of the repository at `path` from its packs; see the module documentation.
 pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let start = Instant::now();
-    let lock = Repo::lock_for_repair(path)?;
+    let lock = Repo::lock_only(path)?;
     let packs_dir = path.join("packs");
     if !packs_dir.is_dir() {
         return Err(Error::InvalidArgument(format!(
@@ -350,14 +350,35 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         }
         db_config(&rebuild).open()?
     };
-    let (compression, from_old) = if opts.dry_run {
-        (DEFAULT_COMPRESSION, false)
+    // The old database is only read outside a dry run: opening a sled database may write to it.
+    let old = if opts.dry_run {
+        OldIndex::default()
     } else {
-        old_compression(&path.join(INDEX_DIR))
+        read_old_index(&path.join(INDEX_DIR))
     };
-    report.compression = compression;
-    report.compression_from_old_index = from_old;
-    build(&db, &packs, &found, dict.as_ref(), compression, &mut report)?;
+    report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
+    report.compression_from_old_index = old.compression.is_some();
+    build(
+        &db,
+        &packs,
+        &found,
+        dict.as_ref(),
+        report.compression,
+        &mut report,
+    )?;
+    // Snapshots the old index knew that the packs no longer describe are lost: say so.
+    for id in old.snapshots {
+        let known = report.snapshots.contains(&id)
+            || report.dropped.iter().any(|d| d.id == id)
+            || found.tombstones.contains(&id);
+        if !known {
+            log::error!("Cannot rebuild snapshot {id}: no snapshot blob in the packs");
+            report.dropped.push(DroppedSnapshot {
+                id,
+                reason: "its snapshot blob is not in the packs (only the old index knew it)".into(),
+            });
+        }
+    }
     db.flush()?;
 
     // 4. Swap it in (unless dry run), then check what is still damaged.
@@ -501,26 +522,42 @@ fn build(
     Ok(())
 }
 
-/// The compression level from the old database's `meta`, when it can be read; else the default.
-/// A damaged sled may fail or panic on open: both just mean "unknown".
-fn old_compression(index: &Path) -> (i32, bool) {
+/// What can still be read from the database being replaced.
+#[derive(Default)]
+struct OldIndex {
+    compression: Option<i32>,
+    snapshots: Vec<SnapshotId>,
+}
+
+/// Reads the compression level and the snapshot ids from the old database, when it opens. A
+/// damaged sled may fail or panic on open: both just mean "unknown".
+fn read_old_index(index: &Path) -> OldIndex {
     if !index.join("db").exists() {
-        return (DEFAULT_COMPRESSION, false);
+        return OldIndex::default();
     }
     let index = index.to_path_buf();
-    let read = std::panic::catch_unwind(move || -> Option<i32> {
+    let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
         let db = db_config(&index).open().ok()?;
-        let v = db
+        let compression = db
             .open_tree(keys::TREE_META)
             .ok()?
             .get(keys::META_COMPRESSION)
-            .ok()??;
-        Some(i32::from_be_bytes(v.as_ref().try_into().ok()?))
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes));
+        let snapshots = db
+            .open_tree(keys::TREE_SNAPSHOTS)
+            .ok()?
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok()?.as_ref().try_into().ok().map(SnapshotId))
+            .collect();
+        Some(OldIndex {
+            compression,
+            snapshots,
+        })
     });
-    match read {
-        Ok(Some(level)) => (level, true),
-        _ => (DEFAULT_COMPRESSION, false),
-    }
+    read.ok().flatten().unwrap_or_default()
 }
 
 /// Makes sled's id generator of the database at `path` hand out numbers above `max_pack`, so new

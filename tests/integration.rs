@@ -4,10 +4,12 @@ mod common;
 
 mod integration {
     mod badinput;
+    mod check;
     mod crash;
     mod damage;
     mod dedup;
     mod man;
     mod mount;
+    mod repair;
     mod roundtrip;
 }

@@ -75,7 +75,7 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 
 /// Runs `strata check`.
 pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
-    let repo = match Repo::open(path) {
+    let (repo, copy) = match check::open_copy(path) {
         Ok(r) => r,
         Err(Error::IndexMissing(p)) => {
             // Nothing else can be checked without the index; say so in the report's own form.
@@ -105,10 +105,10 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     drop(status);
     let report = report?;
     print_check(Some(&repo), &report, a.json);
-    let code = check_code(&report);
-    // Read-only: nothing to flush (see `super::read_only`).
+    // The database is a private copy: nothing to flush, only to delete.
     std::mem::forget(repo);
-    Ok(code)
+    drop(copy);
+    Ok(check_code(&report))
 }
 
 /// Runs `strata repair`.

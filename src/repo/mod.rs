@@ -67,7 +67,7 @@ const MAX_CACHED_DIR_LAYER: usize = 4096;
 const DIR_LAYER_CACHE: usize = 16 * 1024;
 
 /// The exclusive process lock of a repository, held without its database (see
-/// [`Repo::lock_for_repair`]); released when dropped.
+/// [`Repo::lock_only`]); released when dropped.
 pub struct RepoLock(File);
 
 /// An open repository. Holds the exclusive process lock for its lifetime.
@@ -169,10 +169,11 @@ impl Repo {
         Self::finish_open(path, lock, db)
     }
 
-    /// Takes the repository's process lock without opening its database, for `repair`, which must
-    /// work when the database is missing or unreadable. The marker must be there: without it the
-    /// directory is not known to be a repository, and nothing is touched.
-    pub fn lock_for_repair(path: &Path) -> Result<RepoLock> {
+    /// Takes the repository's process lock without opening its database: for `repair`, which must
+    /// work when the database is missing or unreadable, and `check`, which opens a copy of it. The
+    /// marker must be there: without it the directory is not known to be a repository, and
+    /// nothing is touched.
+    pub fn lock_only(path: &Path) -> Result<RepoLock> {
         if !path.exists() {
             return Err(Error::RepoNotFound(path.to_path_buf()));
         }
@@ -183,8 +184,8 @@ impl Repo {
     }
 
     /// Opens the repository at `path` over an already open database `db` (the one `repair` just
-    /// rebuilt, possibly a temporary one for `--dry-run`), keeping the lock taken by
-    /// [`Repo::lock_for_repair`].
+    /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
+    /// lock taken by [`Repo::lock_only`].
     pub fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
         Self::finish_open(path, lock.0, db)
     }
