@@ -276,20 +276,21 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
                             .chunks_exact(16)
                             .map(|c| SnapshotId(c.try_into().unwrap())),
                     ),
-                    RecordType::Dictionary => {
-                        if found.dictionary.is_none() {
-                            found.dictionary = Some(plain);
-                        }
+                    RecordType::Dictionary if found.dictionary.is_none() => {
+                        found.dictionary = Some(plain);
                     }
                     _ => {}
                 }
             }
-            if found.chunks.contains_key(&h.id) {
-                report.duplicates += 1;
-                found.dups.entry(h.id).or_default().push(loc);
-            } else {
-                found.chunks.insert(h.id, loc);
-                found.types.insert(h.id, h.rtype);
+            match found.chunks.entry(h.id) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    report.duplicates += 1;
+                    found.dups.entry(h.id).or_default().push(loc);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                    found.types.insert(h.id, h.rtype);
+                }
             }
         }
         opts.progress.0.data_checked(size);

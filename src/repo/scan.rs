@@ -130,7 +130,7 @@ pub fn scan_pack(packs: &dyn PackBackend, pack: PackId, size: u64) -> Result<Pac
 mod tests {
     use super::*;
     use crate::id::ChunkId;
-    use crate::repo::pack::{DirBackend, PackSink, RecordType};
+    use crate::repo::pack::{DirBackend, RecordType};
 
     fn record(data: &[u8]) -> Vec<u8> {
         let h = RecordHeader {
