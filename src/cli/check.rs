@@ -273,7 +273,7 @@ fn write_check_human(
     if r.damaged() {
         writeln!(
             out,
-            "Damage found. `strata repair` rebuilds the index from the pack files; data that is gone stays unreadable (reads fail, never return wrong bytes)"
+            "Damage found: the files listed fail to read (never with wrong bytes). `strata repair` rebuilds a damaged index from the pack files; `strata repair --read-data` drops corrupt chunks from the index, after which a `backup --rehash` of a source still holding that content stores it again and heals every snapshot using it"
         )
     } else {
         writeln!(out, "No damage; only leftovers a prune would remove")
