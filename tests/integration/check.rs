@@ -13,7 +13,9 @@ use strata::layers::{join, View};
 use strata::repo::Repo;
 
 use crate::common::fixture::{self, assert_same, capture, from_view, Tree};
+use crate::common::mount::{fuse_available, snapshot_names, with_timeout, Mount};
 use crate::common::{backup, strata, strata_ok};
+use std::time::Duration;
 
 /// A scenario repository (each test damages its own).
 pub struct Scenario {
@@ -410,6 +412,28 @@ fn flipped_chunk_byte_is_found_by_read_data_in_the_views_that_show_it() {
     assert_reads(&s, &want, &[]);
     let ls = strata_ok(&s.repo, &["ls", &s.snaps[0].0, "media"]);
     assert!(String::from_utf8_lossy(&ls.stdout).contains("big.bin"));
+
+    // Through the mount: listed with its size, reads fail with EIO, other files read.
+    if !fuse_available() {
+        return;
+    }
+    let names = snapshot_names(&s.repo);
+    let m = Mount::start(&s.repo, &[]);
+    let mp = m.path.clone();
+    with_timeout(Duration::from_secs(60), move || {
+        let snap = mp.join("snapshots").join(&names[0]);
+        let big = snap.join("media/big.bin");
+        assert_eq!(std::fs::metadata(&big).unwrap().len(), 3 << 20);
+        let err = std::fs::read(&big).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        assert_eq!(
+            std::fs::read(snap.join("orders/2026/11/20/order-1.json")).unwrap(),
+            br#"{"id":1,"total":10.5}"#
+        );
+        // The differential replaced big.bin: its view reads it.
+        let newer = mp.join("snapshots").join(&names[2]).join("media/big.bin");
+        assert_eq!(std::fs::read(newer).unwrap().len(), (3 << 20) + 22);
+    });
 }
 
 #[test]
