@@ -583,3 +583,42 @@ fn flipped_layer_blob_is_reported_and_only_its_snapshot_is_lost_to_a_rebuild() {
     keep.remove(1);
     assert_all_views(&s.repo, &keep);
 }
+
+#[test]
+fn flipped_record_header_is_skipped_by_repair_which_resyncs_at_the_next_record() {
+    let s = scenario();
+    let files = file_chunks(&s.repo);
+    // A chunk record in the middle of the full's pack, and the records after it.
+    let probe = chunks_of(&files, &s, 0, "media/big.bin")[0];
+    let (pack, _, _) = location(&s.repo, &probe);
+    let path = pack_path(&s.repo, pack);
+    let recs = pack_records(&path);
+    let mid = recs.len() / 2;
+    let (rtype, off, victim, stored) = recs[mid];
+    assert_eq!(rtype, 0, "a chunk record");
+    flip(&path, off + 20); // inside the id: the header checksum fails
+    let bad = BTreeSet::from([victim]);
+    let want = expected_damage(&files, &bad);
+    assert!(!want.is_empty());
+
+    let c = check(&s.repo, &[]);
+    assert_eq!(c.code, 4);
+    assert!(c.kinds().contains("bad_record_header"));
+    assert_eq!(c.bad_chunks(), bad);
+    assert_eq!(c.damaged_files(), want);
+
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    let out = strata(&s.repo, &["repair", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let torn = &r["torn"][0];
+    assert_eq!(torn["offset"].as_u64(), Some(off));
+    assert_eq!(torn["len"].as_u64(), Some(56 + stored));
+    assert_eq!(torn["resynced"], true);
+    // Every other record came back: only the files using the lost chunk are damaged.
+    let after = check(&s.repo, &["--read-data"]);
+    assert_eq!(after.bad_chunks(), bad);
+    assert_eq!(after.damaged_files(), want);
+    assert_eq!(r["snapshots_restored"].as_array().unwrap().len(), 4);
+    assert_reads(&s, &want, &[]);
+}

@@ -217,13 +217,19 @@ fn dropping_a_corrupt_chunk_lets_a_rehash_backup_heal_old_snapshots() {
         .next()
         .unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
-    let at = bytes.windows(64).position(|w| w == &data[1000..1064]).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &data[1000..1064])
+        .unwrap();
     bytes[at] ^= 1;
     std::fs::write(&pack, bytes).unwrap();
 
     let out = strata(&repo, &["repair", "--read-data"]);
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(strata(&repo, &["cat", &old, "a.bin"]).status.code(), Some(1));
+    assert_eq!(
+        strata(&repo, &["cat", &old, "a.bin"]).status.code(),
+        Some(1)
+    );
     // Dedup no longer finds the chunk, so a rehash backup stores it again: the old snapshot heals.
     backup(&repo, &src, &["--rehash"]);
     assert_eq!(strata_ok(&repo, &["cat", &old, "a.bin"]).stdout, data);
