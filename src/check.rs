@@ -361,6 +361,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    log::debug!("Check: snapshots and chains done at {} ms", start.elapsed().as_millis());
     // 2. Index entries against pack record headers, in pack order.
     let packs: HashMap<PackId, u64> = repo.packs().list()?.into_iter().collect();
     stats.packs = packs.len() as u64;
@@ -393,10 +394,13 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     }
     stats.index_entries = indexed.len() as u64;
     indexed.sort_by_key(|e| (e.loc.pack, e.loc.offset));
-    let mut packs_used: HashSet<PackId> = HashSet::new();
-    for e in indexed.iter_mut() {
-        packs_used.insert(e.loc.pack);
-        e.rtype = check_header(repo, &packs, e, &mut st)?;
+    let packs_used: HashSet<PackId> = indexed.iter().map(|e| e.loc.pack).collect();
+    let headers = check_headers(repo, &packs, &indexed, opts.threads);
+    for (e, h) in indexed.iter_mut().zip(headers) {
+        match h {
+            Ok(t) => e.rtype = Some(t),
+            Err((kind, msg)) => st.bad_chunk(e.id, kind, msg, Some(e.loc.pack)),
+        }
     }
     let mut unindexed: Vec<_> = packs
         .keys()
@@ -414,6 +418,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
 
+    log::debug!("Check: index entries and record headers done at {} ms", start.elapsed().as_millis());
     // 3. Metadata records: read and verified, always.
     let meta: Vec<&Indexed> = indexed
         .iter()
@@ -521,6 +526,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    log::debug!("Check: metadata records done at {} ms", start.elapsed().as_millis());
     // 4. Layer entries: decode, chunk references, derived layerdirs; 5. leftovers.
     let index_ids: HashSet<ChunkId> = indexed.iter().map(|e| e.id).collect();
     let mut referenced: HashSet<ChunkId> = HashSet::new();
@@ -617,6 +623,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    log::debug!("Check: layer entries done at {} ms", start.elapsed().as_millis());
     // layerdirs: leftovers, and agreement with the entries.
     let mut stored: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
     let mut dangling_dirs: BTreeMap<SnapshotId, u64> = BTreeMap::new();
@@ -688,6 +695,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
 
+    log::debug!("Check: layerdirs and dictionary done at {} ms", start.elapsed().as_millis());
     // 7. Chunk payloads.
     if let Some(percent) = opts.read_data {
         let mut todo: Vec<(ChunkId, Location)> = indexed
@@ -710,6 +718,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    log::debug!("Check: chunk payloads done at {} ms", start.elapsed().as_millis());
     // Bad chunks → entries → snapshot views.
     let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
     damaged.extend(broken.iter().copied());
@@ -768,77 +777,98 @@ fn chain_of(
 }
 
 /// Checks one index entry against its pack and the record header there; returns the record type
-/// when the header agrees.
+/// when the header agrees, else the problem.
 fn check_header(
     repo: &Repo,
     packs: &HashMap<PackId, u64>,
-    e: &Indexed,
-    st: &mut State,
-) -> Result<Option<RecordType>> {
-    let (id, loc) = (e.id, e.loc);
+    id: ChunkId,
+    loc: Location,
+) -> std::result::Result<RecordType, (ProblemKind, String)> {
     let Some(&size) = packs.get(&loc.pack) else {
-        st.bad_chunk(
-            id,
+        return Err((
             ProblemKind::MissingPack,
             format!(
                 "Chunk {id} is indexed in pack {}, which does not exist",
                 loc.pack
             ),
-            Some(loc.pack),
-        );
-        return Ok(None);
+        ));
     };
     let end = loc.offset + RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
     if end > size {
-        st.bad_chunk(
-            id,
+        return Err((
             ProblemKind::RecordOutOfBounds,
             format!(
                 "Chunk {id} is indexed at bytes {}..{end} of pack {}, which has {size} bytes",
                 loc.offset, loc.pack
             ),
-            Some(loc.pack),
-        );
-        return Ok(None);
+        ));
     }
-    let header = repo
+    let h = repo
         .packs()
         .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
         .map_err(|e| e.to_string())
-        .and_then(|b| RecordHeader::decode(&b));
-    let h = match header {
-        Ok(h) => h,
-        Err(err) => {
-            st.bad_chunk(
-                id,
+        .and_then(|b| RecordHeader::decode(&b))
+        .map_err(|err| {
+            (
                 ProblemKind::BadRecordHeader,
                 format!(
                     "Chunk {id}: the record header at offset {} of pack {}: {err}",
                     loc.offset, loc.pack
                 ),
-                Some(loc.pack),
-            );
-            return Ok(None);
-        }
-    };
+            )
+        })?;
     if h.id != id
         || h.stored_len != loc.stored_len
         || h.raw_len != loc.raw_len
         || h.compression != loc.compression
     {
-        st.bad_chunk(
-            id,
+        return Err((
             ProblemKind::HeaderMismatch,
             format!(
                 "Chunk {id}: the record at offset {} of pack {} holds {} ({} of {} bytes, compression {}), the index says {} of {} bytes, compression {}",
                 loc.offset, loc.pack, h.id, h.stored_len, h.raw_len, h.compression,
                 loc.stored_len, loc.raw_len, loc.compression
             ),
-            Some(loc.pack),
-        );
-        return Ok(None);
+        ));
     }
-    Ok(Some(h.rtype))
+    Ok(h.rtype)
+}
+
+/// Runs [`check_header`] for every entry (sorted by location) on `threads` threads, each taking
+/// runs of consecutive entries; on a cold cache the header reads dominate, and they parallelize.
+fn check_headers(
+    repo: &Repo,
+    packs: &HashMap<PackId, u64>,
+    indexed: &[Indexed],
+    threads: usize,
+) -> Vec<std::result::Result<RecordType, (ProblemKind, String)>> {
+    const BATCH: usize = 256;
+    let threads = if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+    };
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(indexed.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(indexed.len().div_ceil(BATCH)).max(1) {
+            s.spawn(|| loop {
+                let from = next.fetch_add(BATCH, Ordering::Relaxed);
+                if from >= indexed.len() {
+                    break;
+                }
+                let to = (from + BATCH).min(indexed.len());
+                let part: Vec<_> = indexed[from..to]
+                    .iter()
+                    .map(|e| check_header(repo, packs, e.id, e.loc))
+                    .collect();
+                done.lock().unwrap().push((from, part));
+            });
+        }
+    });
+    let mut parts = done.into_inner().unwrap();
+    parts.sort_by_key(|(from, _)| *from);
+    parts.into_iter().flat_map(|(_, p)| p).collect()
 }
 
 /// Keeps a random `percent` of `items` (at least one when `percent > 0` and there are any),
