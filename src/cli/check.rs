@@ -337,7 +337,7 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
             if r.compression_from_old_index {
                 "from the old index"
             } else {
-                "default: the old index was unreadable"
+                "the default: no readable old index"
             },
             if r.dictionary {
                 "; dictionary restored"
