@@ -361,7 +361,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    log::debug!("Check: snapshots and chains done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: snapshots and chains done at {} ms",
+        start.elapsed().as_millis()
+    );
     // 2. Index entries against pack record headers, in pack order.
     let packs: HashMap<PackId, u64> = repo.packs().list()?.into_iter().collect();
     stats.packs = packs.len() as u64;
@@ -418,7 +421,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
 
-    log::debug!("Check: index entries and record headers done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: index entries and record headers done at {} ms",
+        start.elapsed().as_millis()
+    );
     // 3. Metadata records: read and verified, always.
     let meta: Vec<&Indexed> = indexed
         .iter()
@@ -526,7 +532,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    log::debug!("Check: metadata records done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: metadata records done at {} ms",
+        start.elapsed().as_millis()
+    );
     // 4. Layer entries: decode, chunk references, derived layerdirs; 5. leftovers.
     let index_ids: HashSet<ChunkId> = indexed.iter().map(|e| e.id).collect();
     let mut referenced: HashSet<ChunkId> = HashSet::new();
@@ -623,7 +632,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    log::debug!("Check: layer entries done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: layer entries done at {} ms",
+        start.elapsed().as_millis()
+    );
     // layerdirs: leftovers, and agreement with the entries.
     let mut stored: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
     let mut dangling_dirs: BTreeMap<SnapshotId, u64> = BTreeMap::new();
@@ -695,7 +707,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         );
     }
 
-    log::debug!("Check: layerdirs and dictionary done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: layerdirs and dictionary done at {} ms",
+        start.elapsed().as_millis()
+    );
     // 7. Chunk payloads.
     if let Some(percent) = opts.read_data {
         let mut todo: Vec<(ChunkId, Location)> = indexed
@@ -718,7 +733,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    log::debug!("Check: chunk payloads done at {} ms", start.elapsed().as_millis());
+    log::debug!(
+        "Check: chunk payloads done at {} ms",
+        start.elapsed().as_millis()
+    );
     // Bad chunks → entries → snapshot views.
     let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
     damaged.extend(broken.iter().copied());

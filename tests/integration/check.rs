@@ -259,6 +259,17 @@ pub fn assert_reads(s: &Scenario, damaged: &BTreeSet<(String, Vec<u8>)>, skip: &
     }
 }
 
+/// `strata cat` of an undamaged file of snapshot `i` gives exactly the captured content.
+pub fn assert_cat_ok(s: &Scenario, i: usize, path: &str) {
+    let out = strata_ok(&s.repo, &["cat", &s.snaps[i].0, path]);
+    let want = s.snaps[i].1[path.as_bytes()].content;
+    assert_eq!(
+        Some(*blake3::hash(&out.stdout).as_bytes()),
+        want,
+        "cat {path}"
+    );
+}
+
 /// Every snapshot's whole view equals its reference capture.
 pub fn assert_all_views(repo: &Path, snaps: &[(String, Tree)]) {
     let r = Repo::open(repo).unwrap();
@@ -353,6 +364,8 @@ fn deleted_index_entry_is_reported_with_its_files_and_repair_restores_it() {
         BTreeSet::from([s.snaps[0].0.clone()])
     );
     assert_reads(&s, &want, &[]);
+    assert_cat_ok(&s, 0, "orders/2026/11/20/order-1.json");
+    assert_cat_ok(&s, 1, "orders/2026/11/20/order-2.json");
     let out = strata(
         &s.repo,
         &["cat", &s.snaps[0].0, "orders/2026/11/20/order-2.json"],
@@ -400,6 +413,14 @@ fn flipped_chunk_byte_is_found_by_read_data_in_the_views_that_show_it() {
     assert_eq!(c.damaged_files(), want);
     assert_eq!(c.damaged_snapshots(), want_snaps);
     assert_reads(&s, &want, &[]);
+    assert_cat_ok(&s, 2, "media/big.bin");
+    assert_cat_ok(&s, 0, "logs/app.log");
+    assert_eq!(
+        strata(&s.repo, &["cat", &s.snaps[1].0, "media/big.bin"])
+            .status
+            .code(),
+        Some(1)
+    );
 
     // repair --read-data drops the bad record; the files stay listed and fail to read.
     let out = strata(&s.repo, &["repair", "--read-data", "--json"]);
@@ -531,6 +552,7 @@ fn deleted_pack_damages_its_files_and_repair_keeps_dependants_as_damaged() {
     assert_reads(&s, &want, &[]);
     // Undamaged snapshots are whole.
     assert_all_views(&s.repo, &s.snaps[..2]);
+    assert_cat_ok(&s, 1, "media/big.bin");
 
     let out = strata(&s.repo, &["repair", "--json"]);
     assert_eq!(out.status.code(), Some(4));
