@@ -235,3 +235,48 @@ fn dropping_a_corrupt_chunk_lets_a_rehash_backup_heal_old_snapshots() {
     assert_eq!(strata_ok(&repo, &["cat", &old, "a.bin"]).stdout, data);
     assert_eq!(check(&repo, &["--read-data"]).code, 0);
 }
+
+#[test]
+fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
+    use strata::repo::pack::RecordType;
+    use strata::repo::writer::PackWriter;
+    let s = scenario();
+    let (forgotten, rewritten) = (&s.snaps[3].0, &s.snaps[1].0);
+    {
+        // What forget/consolidate write: a tombstone, and a newer copy of a snapshot record.
+        let repo = strata::repo::Repo::open(&s.repo).unwrap();
+        let mut snap = repo.snapshot(&rewritten.parse().unwrap()).unwrap().unwrap();
+        snap.tags = vec!["rewritten".into()];
+        let mut w = PackWriter::new(repo.clone(), Default::default());
+        let gone: strata::id::SnapshotId = forgotten.parse().unwrap();
+        w.add_blob(RecordType::Forget, &gone.0).unwrap();
+        w.add_blob(RecordType::Snapshot, &snap.encode()).unwrap();
+        w.finish().unwrap();
+    }
+    // The live index still lists the forgotten snapshot: a leftover, not damage.
+    let c = check(&s.repo, &[]);
+    assert_eq!(c.code, 3, "{}", c.json);
+    assert_eq!(
+        c.snapshots_with("tombstoned_snapshot"),
+        [forgotten.clone()].into()
+    );
+
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    let out = strata(&s.repo, &["repair", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tombstoned"], 1);
+    let list: serde_json::Value =
+        serde_json::from_slice(&strata_ok(&s.repo, &["snapshots", "--json"]).stdout).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&s.snaps[0].0, &s.snaps[1].0, &s.snaps[2].0]);
+    assert_eq!(list[1]["tags"], serde_json::json!(["rewritten"]));
+    assert_all_views(&s.repo, &s.snaps[..3]);
+    // The forgotten snapshot's layer is not restored either: nothing dangles.
+    assert_eq!(check(&s.repo, &[]).code, 0);
+}
