@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use strata::entry::Kind;
 use strata::id::ChunkId;
@@ -52,12 +53,49 @@ pub fn scenario() -> Scenario {
     Scenario { _t: t, repo, snaps }
 }
 
+/// Waits until no process holds the repository lock or the database's file lock. A child that a
+/// parallel test forks while this process holds them keeps copies of the descriptors (and so the
+/// locks) until it execs; under load that window can make the next command find the repository
+/// "in use". Called around every in-process open.
+pub fn wait_unlocked(repo: &Path) {
+    use std::os::unix::io::AsRawFd;
+    for f in [repo.join("lock"), repo.join("index").join("db")] {
+        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&f) else {
+            continue;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // SAFETY: flock on a valid, owned descriptor.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} stays locked",
+                f.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Closing the descriptor releases the probe's lock.
+    }
+}
+
+/// Runs `f` on the repository opened in this process, waiting for the locks before and after.
+pub fn with_repo<T>(repo: &Path, f: impl FnOnce(&Arc<Repo>) -> T) -> T {
+    wait_unlocked(repo);
+    let r = Repo::open(repo).unwrap();
+    let out = f(&r);
+    drop(r);
+    wait_unlocked(repo);
+    out
+}
+
 /// Every regular file of every snapshot with its chunk ids, walked through the view.
 pub fn file_chunks(repo: &Path) -> BTreeMap<(String, Vec<u8>), Vec<ChunkId>> {
-    let r = Repo::open(repo).unwrap();
+    with_repo(repo, file_chunks_in)
+}
+
+fn file_chunks_in(r: &Arc<Repo>) -> BTreeMap<(String, Vec<u8>), Vec<ChunkId>> {
     let mut out = BTreeMap::new();
     for s in r.snapshots().unwrap() {
-        let view = View::open(&r, &s.id).unwrap();
+        let view = View::open(r, &s.id).unwrap();
         let mut stack = vec![Vec::new()];
         while let Some(dir) = stack.pop() {
             for kv in view.list(&dir).unwrap() {
@@ -125,16 +163,19 @@ pub fn pack_path(repo: &Path, n: u64) -> PathBuf {
 
 /// (pack, offset, stored length) of an indexed record.
 pub fn location(repo: &Path, id: &ChunkId) -> (u64, u64, u64) {
-    let r = Repo::open(repo).unwrap();
-    let l = r.chunk_location(id).unwrap();
-    (l.pack.0, l.offset, l.stored_len as u64)
+    with_repo(repo, |r| {
+        let l = r.chunk_location(id).unwrap();
+        (l.pack.0, l.offset, l.stored_len as u64)
+    })
 }
 
 /// Every index entry (id → pack).
 pub fn index(repo: &Path) -> BTreeMap<ChunkId, (u64, u64, u64)> {
+    wait_unlocked(repo);
     let db = sled::open(repo.join("index")).unwrap();
     let t = db.open_tree("chunks").unwrap();
-    t.iter()
+    let out = t
+        .iter()
         .map(|kv| {
             let (k, v) = kv.unwrap();
             let n = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().unwrap());
@@ -144,7 +185,10 @@ pub fn index(repo: &Path) -> BTreeMap<ChunkId, (u64, u64, u64)> {
                 (n(0), n(8), stored),
             )
         })
-        .collect()
+        .collect();
+    drop((t, db));
+    wait_unlocked(repo);
+    out
 }
 
 /// Flips one byte at `at` in `file`.
@@ -234,16 +278,19 @@ pub fn check(repo: &Path, extra: &[&str]) -> Checked {
 /// Reads every file of every snapshot through the library: files in `damaged` must fail with a
 /// corruption error, every other file must read back exactly as captured.
 pub fn assert_reads(s: &Scenario, damaged: &BTreeSet<(String, Vec<u8>)>, skip: &[&str]) {
-    let r = Repo::open(&s.repo).unwrap();
+    with_repo(&s.repo, |r| reads_in(r, s, damaged, skip))
+}
+
+fn reads_in(r: &Arc<Repo>, s: &Scenario, damaged: &BTreeSet<(String, Vec<u8>)>, skip: &[&str]) {
     for (id, want) in &s.snaps {
         if skip.contains(&id.as_str()) {
             continue;
         }
-        let view = View::open(&r, &id.parse().unwrap()).unwrap();
+        let view = View::open(r, &id.parse().unwrap()).unwrap();
         for (path, w) in want.iter().filter(|(_, e)| e.kind == Kind::File) {
             let e = view.lookup(path).unwrap();
             let mut buf = Vec::new();
-            let res = strata::content::write_all_to(&r, &e, &mut buf);
+            let res = strata::content::write_all_to(r, &e, &mut buf);
             let label = format!("{} in {}", String::from_utf8_lossy(path), &id[..8]);
             if damaged.contains(&(id.clone(), path.clone())) {
                 assert!(res.is_err(), "{label} read despite damage");
@@ -272,11 +319,12 @@ pub fn assert_cat_ok(s: &Scenario, i: usize, path: &str) {
 
 /// Every snapshot's whole view equals its reference capture.
 pub fn assert_all_views(repo: &Path, snaps: &[(String, Tree)]) {
-    let r = Repo::open(repo).unwrap();
-    for (id, want) in snaps {
-        let view = View::open(&r, &id.parse().unwrap()).unwrap();
-        assert_same(&id[..8], want, &from_view(&r, &view));
-    }
+    with_repo(repo, |r| {
+        for (id, want) in snaps {
+            let view = View::open(r, &id.parse().unwrap()).unwrap();
+            assert_same(&id[..8], want, &from_view(r, &view));
+        }
+    })
 }
 
 /// Hash of every file under `dir` except the lock file (which holds the pid of its last user).
@@ -346,11 +394,13 @@ fn deleted_index_entry_is_reported_with_its_files_and_repair_restores_it() {
     // order-2.json changed after the full: its old chunk is in the full's view only.
     let victim = chunks_of(&files, &s, 0, "orders/2026/11/20/order-2.json")[0];
     {
+        wait_unlocked(&s.repo);
         let db = sled::open(s.repo.join("index")).unwrap();
         let removed = db.open_tree("chunks").unwrap().remove(victim.0).unwrap();
         assert!(removed.is_some());
         db.flush().unwrap();
     }
+    wait_unlocked(&s.repo);
     let bad = BTreeSet::from([victim]);
     let want = expected_damage(&files, &bad);
     assert_eq!(want.len(), 1);

@@ -9,13 +9,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{backup, bin, new_repo, pseudo_random, strata, strata_ok};
-use crate::integration::check::{assert_all_views, check, scenario};
+use crate::integration::check::{assert_all_views, check, scenario, wait_unlocked, with_repo};
 
 type Dump = BTreeMap<&'static str, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// The trees a rebuild restores, read with sled directly. Snapshot records are compared by key:
 /// their stats come from the pack copy, written before the last pack's figures were known.
 fn dump(repo: &Path) -> Dump {
+    wait_unlocked(repo);
     let db = sled::open(repo.join("index")).unwrap();
     let mut out = Dump::new();
     for tree in ["chunks", "layers", "layerdirs", "snapshots", "meta"] {
@@ -34,6 +35,8 @@ fn dump(repo: &Path) -> Dump {
             .collect();
         out.insert(tree, rows);
     }
+    drop(db);
+    wait_unlocked(repo);
     out
 }
 
@@ -242,9 +245,8 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
     use strata::repo::writer::PackWriter;
     let s = scenario();
     let (forgotten, rewritten) = (&s.snaps[3].0, &s.snaps[1].0);
-    {
+    with_repo(&s.repo, |repo| {
         // What forget/consolidate write: a tombstone, and a newer copy of a snapshot record.
-        let repo = strata::repo::Repo::open(&s.repo).unwrap();
         let mut snap = repo.snapshot(&rewritten.parse().unwrap()).unwrap().unwrap();
         snap.tags = vec!["rewritten".into()];
         let mut w = PackWriter::new(repo.clone(), Default::default());
@@ -252,7 +254,7 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
         w.add_blob(RecordType::Forget, &gone.0).unwrap();
         w.add_blob(RecordType::Snapshot, &snap.encode()).unwrap();
         w.finish().unwrap();
-    }
+    });
     // The live index still lists the forgotten snapshot: a leftover, not damage.
     let c = check(&s.repo, &[]);
     assert_eq!(c.code, 3, "{}", c.json);
