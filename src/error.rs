@@ -68,6 +68,10 @@ pub enum Error {
     PathNeverPresent { path: String, within: String },
     #[error("Invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("Repository {0} has lost its index database (index/); run `strata repair` to rebuild it from the pack files")]
+    IndexMissing(PathBuf),
+    #[error("{0} has no STRATA marker file, so it is not treated as a strata repository; if packs/ holds this repository's data, recreate the marker with: printf 'strata repository\\nformat 1\\n' > {0}/STRATA")]
+    MarkerMissing(PathBuf),
 }
 
 /// Shorthand used throughout the library.

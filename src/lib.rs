@@ -5,6 +5,7 @@
 //! Nothing in the library prints; the CLI (`cli`) is the only module that writes to stdout.
 
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod cli;
 pub mod compress;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod id;
 pub mod layers;
 pub mod progress;
+pub mod repair;
 pub mod repo;
 pub mod snapshot;
 pub mod time;

@@ -11,6 +11,11 @@ pub trait Progress: Send + Sync {
     fn file_read(&self, _bytes: u64) {}
     /// New chunk data was handed to the pack writer (plaintext bytes).
     fn new_data(&self, _bytes: u64) {}
+    /// `check`/`repair` finished reading this many bytes of pack data (verified records or
+    /// scanned packs), towards a total announced by [`Progress::verify_total`].
+    fn data_checked(&self, _bytes: u64) {}
+    /// The total bytes `check`/`repair` are about to read, so a display can show a fraction.
+    fn verify_total(&self, _bytes: u64) {}
 }
 
 /// Reports nothing.

@@ -4,6 +4,7 @@ mod common;
 
 mod integration {
     mod badinput;
+    mod check;
     mod crash;
     mod damage;
     mod dedup;
@@ -11,5 +12,6 @@ mod integration {
     mod history;
     mod man;
     mod mount;
+    mod repair;
     mod roundtrip;
 }

@@ -1,9 +1,11 @@
 //! The command line: clap definitions, one small function per subcommand, human and `--json`
 //! output. The only module that writes to stdout.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings. `diff` exits
-//! like diff(1) instead: 0 no differences, 1 differences, 2 any error.
+//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings, 4 damage found
+//! (`check`, `repair`). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
+//! error.
 
+mod check;
 mod mount;
 mod output;
 mod query;
@@ -32,6 +34,8 @@ pub const EXIT_WARNINGS: i32 = 3;
 pub const EXIT_DIFFERENCES: i32 = 1;
 /// `diff` only: an error, kept distinct from "differences" (diff(1) convention).
 pub const EXIT_TROUBLE: i32 = 2;
+/// Exit code when `check` found damage, or `repair` could not recover everything.
+pub const EXIT_DAMAGE: i32 = 4;
 
 /// strata — backups as layers, every snapshot mountable as a read-only filesystem.
 #[derive(Parser, Debug)]
@@ -69,6 +73,10 @@ pub enum Command {
     Find(query::FindArgs),
     /// Show the distinct versions of one path across the snapshots of its source
     Log(query::LogArgs),
+    /// Verify the repository's structure (and with --read-data its data); list damaged files
+    Check(check::CheckArgs),
+    /// Rebuild the index database from the pack files (after index/ is lost or damaged)
+    Repair(check::RepairArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -230,6 +238,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => Ok(query::diff(&path, a)),
         Command::Find(a) => read_only(&path, |repo| query::find(repo, a)),
         Command::Log(a) => read_only(&path, |repo| query::log(repo, a)),
+        Command::Check(a) => check::run_check(&path, a),
+        Command::Repair(a) => check::run_repair(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

@@ -10,6 +10,7 @@
 
 pub mod keys;
 pub mod pack;
+pub mod scan;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// zstd level used when `init` is not told otherwise (see docs/FORMAT.md for the measurement).
 pub const DEFAULT_COMPRESSION: i32 = 1;
 const MARKER: &str = "STRATA";
+/// The sled database's directory inside the repository.
+pub const INDEX_DIR: &str = "index";
 
 /// Options for [`Repo::create`].
 #[derive(Clone, Debug)]
@@ -62,6 +65,10 @@ const MAX_CACHED_DIR_LAYER: usize = 4096;
 /// (layer, directory) pairs kept in memory.
 /// Beyond this many cached (layer, directory) pairs the cache is emptied and refills on demand.
 const DIR_LAYER_CACHE: usize = 16 * 1024;
+
+/// The exclusive process lock of a repository, held without its database (see
+/// [`Repo::lock_only`]); released when dropped.
+pub struct RepoLock(File);
 
 /// An open repository. Holds the exclusive process lock for its lifetime.
 pub struct Repo {
@@ -154,8 +161,33 @@ impl Repo {
             return Err(Error::NotARepo(path.to_path_buf()));
         }
         let lock = take_lock(path)?;
+        // sled would silently create an empty database here; a lost index is a case for `repair`.
+        if !path.join(INDEX_DIR).exists() {
+            return Err(Error::IndexMissing(path.to_path_buf()));
+        }
         let db = Self::open_db(path)?;
         Self::finish_open(path, lock, db)
+    }
+
+    /// Takes the repository's process lock without opening its database: for `repair`, which must
+    /// work when the database is missing or unreadable, and `check`, which opens a copy of it. The
+    /// marker must be there: without it the directory is not known to be a repository, and
+    /// nothing is touched.
+    pub fn lock_only(path: &Path) -> Result<RepoLock> {
+        if !path.exists() {
+            return Err(Error::RepoNotFound(path.to_path_buf()));
+        }
+        if !path.join(MARKER).is_file() {
+            return Err(Error::MarkerMissing(path.to_path_buf()));
+        }
+        Ok(RepoLock(take_lock(path)?))
+    }
+
+    /// Opens the repository at `path` over an already open database `db` (the one `repair` just
+    /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
+    /// lock taken by [`Repo::lock_only`].
+    pub fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
+        Self::finish_open(path, lock.0, db)
     }
 
     /// Opens `path`, creating it first when it does not exist yet (the default repository).
@@ -169,7 +201,7 @@ impl Repo {
 
     fn open_db(path: &Path) -> Result<sled::Db> {
         Ok(sled::Config::new()
-            .path(path.join("index"))
+            .path(path.join(INDEX_DIR))
             .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput)
             .open()?)

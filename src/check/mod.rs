@@ -1,0 +1,586 @@
+//! `strata check`: verifies a repository's structure (and, on request, its data) and says which
+//! files in which snapshots are damaged. Read-only: it writes nothing to the repository.
+//!
+//! What is checked, in order:
+//! 1. every snapshot record decodes; its parent chain exists and ends in a full layer;
+//! 2. every index entry decodes, names an existing pack, lies within it, and the record header at
+//!    that offset verifies and agrees with the entry (id, lengths, compression) — headers only;
+//! 3. every metadata record (layer blobs, snapshot blobs, the dictionary, forget tombstones) is read
+//!    and verified: they are small, and they are what `repair` would rebuild from; each snapshot's
+//!    layer blobs and its snapshot blob exist, and the blobs hold as many entries as its layer;
+//! 4. every layer entry decodes and every chunk it references is indexed; each non-full layer's
+//!    `layerdirs` agree with its entries (a missing directory would hide entries from views);
+//! 5. leftovers: layer or layerdirs keys of snapshots that do not exist (an interrupted backup);
+//! 6. the dictionary exists when a record uses it;
+//! 7. with `read_data`, chunk records (all, or a seeded random sample) are read and re-hashed, in
+//!    parallel.
+//!
+//! Bad chunks are then mapped to damage: the layer entries that reference them, and for each, the
+//! snapshots whose *view* resolves that path to an entry using a bad chunk (a layer shadowed by a
+//! newer one in some views damages only the views that still show it).
+
+mod damage;
+mod read;
+mod report;
+
+use damage::map_damage;
+use read::{check_headers, sample};
+pub use read::{open_copy, verify_with, DbCopy};
+pub use report::{CheckReport, CheckStats, DamagedFile, Problem, ProblemKind, Severity};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::entry::{Entry, Kind};
+use crate::error::Result;
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::layers::join;
+use crate::progress::ProgressHandle;
+use crate::repo::keys::{self, Location};
+use crate::repo::pack::{RecordType, RECORD_HEADER_LEN};
+use crate::repo::Repo;
+use crate::snapshot::{BackupKind, Snapshot};
+
+/// Options for [`check`].
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Re-read and re-hash chunk payloads: `None` checks structure only; `Some(p)` reads a random
+    /// `p` percent of the chunk records (100 = all).
+    pub read_data: Option<f64>,
+    /// Seed of the random sample (a fixed seed gives the same sample; default: from the clock).
+    pub seed: Option<u64>,
+    /// Reader threads for `read_data` (0: two per CPU).
+    pub threads: usize,
+    /// Receives `data_checked` as records are verified.
+    pub progress: ProgressHandle,
+}
+
+/// Collects problems and bad chunks while checking.
+#[derive(Default)]
+struct State {
+    problems: Vec<Problem>,
+    /// Records that cannot be read; the reason is in `problems`.
+    bad: BTreeSet<ChunkId>,
+    /// Entries that do not decode, as (layer, path).
+    undecodable: Vec<(SnapshotId, Vec<u8>)>,
+}
+
+impl State {
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        message: String,
+        snapshot: Option<SnapshotId>,
+        chunk: Option<ChunkId>,
+        pack: Option<PackId>,
+    ) {
+        self.problems.push(Problem {
+            kind,
+            message,
+            snapshot,
+            chunk,
+            pack,
+        });
+    }
+
+    /// Marks a record unreadable (the first reason wins) and reports it once.
+    fn bad_chunk(&mut self, id: ChunkId, kind: ProblemKind, detail: String, pack: Option<PackId>) {
+        if self.bad.insert(id) {
+            self.problem(kind, detail, None, Some(id), pack);
+        }
+    }
+}
+
+/// One index entry and what its header said.
+struct Indexed {
+    id: ChunkId,
+    loc: Location,
+    rtype: Option<RecordType>,
+}
+
+/// Checks `repo`; see the module documentation. Problems are reported, not returned as errors;
+/// an error means the check itself could not run (e.g. the database cannot be read).
+pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
+    let start = Instant::now();
+    let mut st = State::default();
+    let mut stats = CheckStats::default();
+
+    // 1. Snapshots and their chains.
+    let mut snaps: HashMap<SnapshotId, Snapshot> = HashMap::new();
+    for kv in repo.snapshots.iter() {
+        let (k, v) = kv?;
+        match Snapshot::decode(&v) {
+            Ok(s) => {
+                snaps.insert(s.id, s);
+            }
+            Err(e) => {
+                let sid = k.as_ref().try_into().ok().map(SnapshotId);
+                st.problem(
+                    ProblemKind::UndecodableSnapshot,
+                    format!("Snapshot record {}: {e}", hex(&k)),
+                    sid,
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+    stats.snapshots = snaps.len() as u64;
+    let mut broken: BTreeSet<SnapshotId> = BTreeSet::new();
+    let mut chains: HashMap<SnapshotId, Vec<SnapshotId>> = HashMap::new();
+    for s in snaps.values() {
+        match chain_of(&snaps, s) {
+            Ok(chain) => {
+                chains.insert(s.id, chain);
+            }
+            Err((kind, msg)) => {
+                broken.insert(s.id);
+                st.problem(kind, msg, Some(s.id), None, None);
+            }
+        }
+    }
+
+    log::debug!(
+        "Check: snapshots and chains done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // 2. Index entries against pack record headers, in pack order.
+    let packs: HashMap<PackId, u64> = repo.packs().list()?.into_iter().collect();
+    stats.packs = packs.len() as u64;
+    let mut indexed = Vec::new();
+    for kv in repo.chunks.iter() {
+        let (k, v) = kv?;
+        let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(ChunkId) else {
+            st.problem(
+                ProblemKind::MalformedIndexEntry,
+                format!("Index key {} is not a chunk id", hex(&k)),
+                None,
+                None,
+                None,
+            );
+            continue;
+        };
+        match Location::decode(&v) {
+            Some(loc) => indexed.push(Indexed {
+                id,
+                loc,
+                rtype: None,
+            }),
+            None => st.bad_chunk(
+                id,
+                ProblemKind::MalformedIndexEntry,
+                format!("Index entry of {id} does not decode"),
+                None,
+            ),
+        }
+    }
+    stats.index_entries = indexed.len() as u64;
+    indexed.sort_by_key(|e| (e.loc.pack, e.loc.offset));
+    let packs_used: HashSet<PackId> = indexed.iter().map(|e| e.loc.pack).collect();
+    let headers = check_headers(repo, &packs, &indexed, opts.threads);
+    for (e, h) in indexed.iter_mut().zip(headers) {
+        match h {
+            Ok(t) => e.rtype = Some(t),
+            Err((kind, msg)) => st.bad_chunk(e.id, kind, msg, Some(e.loc.pack)),
+        }
+    }
+    let mut unindexed: Vec<_> = packs
+        .keys()
+        .filter(|p| !packs_used.contains(p))
+        .copied()
+        .collect();
+    unindexed.sort();
+    for p in unindexed {
+        st.problem(
+            ProblemKind::UnindexedPack,
+            format!("Pack {p} holds no indexed record (garbage for prune)"),
+            None,
+            None,
+            Some(p),
+        );
+    }
+
+    log::debug!(
+        "Check: index entries and record headers done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // 3. Metadata records: read and verified, always.
+    let meta: Vec<&Indexed> = indexed
+        .iter()
+        .filter(|e| matches!(e.rtype, Some(t) if t != RecordType::Chunk))
+        .collect();
+    let mut blob_entries: HashMap<ChunkId, u64> = HashMap::new();
+    let mut snapshot_blobs: HashSet<SnapshotId> = HashSet::new();
+    let mut tombstoned: HashSet<SnapshotId> = HashSet::new();
+    let mut dictionary_record = false;
+    opts.progress
+        .0
+        .verify_total(meta.iter().map(|e| e.loc.stored_len as u64).sum());
+    for e in &meta {
+        stats.records_verified += 1;
+        stats.bytes_verified += e.loc.stored_len as u64 + RECORD_HEADER_LEN as u64;
+        let plain = match repo.read_record_at(&e.id, &e.loc) {
+            Ok(p) => p,
+            Err(err) => {
+                st.bad_chunk(
+                    e.id,
+                    ProblemKind::CorruptRecord,
+                    err.to_string(),
+                    Some(e.loc.pack),
+                );
+                continue;
+            }
+        };
+        match e.rtype {
+            Some(RecordType::Layer) => match crate::repair::layer_blob_entries(&plain) {
+                Ok(entries) => {
+                    blob_entries.insert(e.id, entries.len() as u64);
+                }
+                Err(err) => st.bad_chunk(
+                    e.id,
+                    ProblemKind::CorruptRecord,
+                    format!("Layer blob {}: {err}", e.id),
+                    Some(e.loc.pack),
+                ),
+            },
+            Some(RecordType::Snapshot) => match Snapshot::decode(&plain) {
+                Ok(s) => {
+                    snapshot_blobs.insert(s.id);
+                }
+                Err(err) => st.bad_chunk(
+                    e.id,
+                    ProblemKind::CorruptRecord,
+                    format!("Snapshot blob {}: {err}", e.id),
+                    Some(e.loc.pack),
+                ),
+            },
+            Some(RecordType::Forget) => tombstoned.extend(
+                plain
+                    .chunks_exact(16)
+                    .map(|c| SnapshotId(c.try_into().unwrap())),
+            ),
+            Some(RecordType::Dictionary) => {
+                dictionary_record |= repo
+                    .dictionary()
+                    .is_some_and(|d| ChunkId::of(&d.bytes) == e.id);
+            }
+            _ => {}
+        }
+        opts.progress.0.data_checked(e.loc.stored_len as u64);
+    }
+    let mut ordered: Vec<&Snapshot> = snaps.values().collect();
+    ordered.sort_by_key(|s| (s.time_ns, s.id));
+    for s in &ordered {
+        if tombstoned.contains(&s.id) {
+            st.problem(
+                ProblemKind::TombstonedSnapshot,
+                format!(
+                    "Snapshot {} is listed in a forget tombstone (an interrupted forget?)",
+                    s.id
+                ),
+                Some(s.id),
+                None,
+                None,
+            );
+        }
+        if !snapshot_blobs.contains(&s.id) {
+            st.problem(
+                ProblemKind::MissingSnapshotBlob,
+                format!(
+                    "Snapshot {} has no readable snapshot blob in the packs; repair could not rebuild it",
+                    s.id
+                ),
+                Some(s.id),
+                None,
+                None,
+            );
+        }
+        for b in &s.layer_blobs {
+            if !blob_entries.contains_key(b) {
+                st.problem(
+                    ProblemKind::MissingLayerBlob,
+                    format!(
+                        "Layer blob {b} of snapshot {} is missing or damaged; repair could not rebuild the snapshot",
+                        s.id
+                    ),
+                    Some(s.id),
+                    Some(*b),
+                    None,
+                );
+            }
+        }
+    }
+
+    log::debug!(
+        "Check: metadata records done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // 4. Layer entries: decode, chunk references, derived layerdirs; 5. leftovers.
+    let index_ids: HashSet<ChunkId> = indexed.iter().map(|e| e.id).collect();
+    let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let mut per_layer: HashMap<SnapshotId, u64> = HashMap::new();
+    let mut dangling: BTreeMap<SnapshotId, u64> = BTreeMap::new();
+    let mut derived: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
+    for kv in repo.layers.iter() {
+        let (k, v) = kv?;
+        stats.layer_entries += 1;
+        let Some((sid, dir, name)) = split_layer_key(&k) else {
+            st.problem(
+                ProblemKind::UndecodableEntry,
+                format!("Malformed layer key {}", hex(&k)),
+                None,
+                None,
+                None,
+            );
+            continue;
+        };
+        let Some(snap) = snaps.get(&sid) else {
+            *dangling.entry(sid).or_default() += 1;
+            continue;
+        };
+        *per_layer.entry(sid).or_default() += 1;
+        let entry = match Entry::decode(&v) {
+            Ok(e) => e,
+            Err(err) => {
+                let path = join(dir, name);
+                st.problem(
+                    ProblemKind::UndecodableEntry,
+                    format!(
+                        "Entry {} in the layer of snapshot {sid}: {err}",
+                        String::from_utf8_lossy(&path)
+                    ),
+                    Some(sid),
+                    None,
+                    None,
+                );
+                st.undecodable.push((sid, path));
+                continue;
+            }
+        };
+        for c in &entry.chunks {
+            referenced.insert(c.id);
+        }
+        if snap.kind != BackupKind::Full && snap.parent.is_some() {
+            let dirs = derived.entry(sid).or_default();
+            dirs.entry(dir.to_vec()).or_insert(false);
+            if entry.kind == Kind::Dir && entry.opaque && !name.is_empty() {
+                dirs.insert(join(dir, name), true);
+            }
+        }
+    }
+    stats.chunks_referenced = referenced.len() as u64;
+    let mut missing: Vec<_> = referenced
+        .iter()
+        .filter(|id| !index_ids.contains(id))
+        .copied()
+        .collect();
+    missing.sort();
+    for id in missing {
+        st.bad_chunk(
+            id,
+            ProblemKind::MissingChunk,
+            format!("Chunk {id} is referenced by a layer but not in the index"),
+            None,
+        );
+    }
+    for (sid, n) in &dangling {
+        st.problem(
+            ProblemKind::DanglingLayer,
+            format!("{n} layer entries of snapshot {sid}, which does not exist (an interrupted backup?)"),
+            Some(*sid),
+            None,
+            None,
+        );
+    }
+    for s in &ordered {
+        let have = per_layer.get(&s.id).copied().unwrap_or(0);
+        if s.layer_blobs.iter().all(|b| blob_entries.contains_key(b)) {
+            let in_blobs: u64 = s.layer_blobs.iter().map(|b| blob_entries[b]).sum();
+            if in_blobs != have {
+                st.problem(
+                    ProblemKind::LayerBlobMismatch,
+                    format!(
+                        "Snapshot {}: its layer blobs hold {in_blobs} entries, its layer {have}",
+                        s.id
+                    ),
+                    Some(s.id),
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+
+    log::debug!(
+        "Check: layer entries done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // layerdirs: leftovers, and agreement with the entries.
+    let mut stored: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
+    let mut dangling_dirs: BTreeMap<SnapshotId, u64> = BTreeMap::new();
+    for kv in repo.layerdirs.iter() {
+        let (k, v) = kv?;
+        let Ok(sid) = k.get(..16).unwrap_or_default().try_into().map(SnapshotId) else {
+            continue;
+        };
+        if !snaps.contains_key(&sid) {
+            *dangling_dirs.entry(sid).or_default() += 1;
+            continue;
+        }
+        stored
+            .entry(sid)
+            .or_default()
+            .insert(k[16..].to_vec(), v.first() == Some(&1));
+    }
+    for (sid, n) in &dangling_dirs {
+        st.problem(
+            ProblemKind::DanglingLayerdirs,
+            format!("{n} layerdirs keys of snapshot {sid}, which does not exist"),
+            Some(*sid),
+            None,
+            None,
+        );
+    }
+    for s in &ordered {
+        let Some(want) = derived.get(&s.id) else {
+            continue;
+        };
+        let have = stored.get(&s.id);
+        let wrong = want
+            .iter()
+            .filter(|(d, o)| have.and_then(|h| h.get(*d)) != Some(o))
+            .count();
+        if wrong > 0 {
+            st.problem(
+                ProblemKind::LayerdirsMismatch,
+                format!(
+                    "Snapshot {}: {wrong} directories of its layer are missing from layerdirs or have the wrong opaque flag",
+                    s.id
+                ),
+                Some(s.id),
+                None,
+                None,
+            );
+        }
+    }
+
+    // 6. The dictionary.
+    let uses_dict = indexed.iter().any(|e| e.loc.compression == 2);
+    if uses_dict && repo.dictionary().is_none() {
+        st.problem(
+            ProblemKind::MissingDictionary,
+            "Records are compressed with the repository's dictionary, but it has none".into(),
+            None,
+            None,
+            None,
+        );
+    }
+    if repo.dictionary().is_some() && !dictionary_record {
+        st.problem(
+            ProblemKind::DictionaryRecordMissing,
+            "The repository's dictionary has no readable record in the packs; repair could not restore it"
+                .into(),
+            None,
+            None,
+            None,
+        );
+    }
+
+    log::debug!(
+        "Check: layerdirs and dictionary done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // 7. Chunk payloads.
+    if let Some(percent) = opts.read_data {
+        let mut todo: Vec<(ChunkId, Location)> = indexed
+            .iter()
+            .filter(|e| e.rtype == Some(RecordType::Chunk) && !st.bad.contains(&e.id))
+            .map(|e| (e.id, e.loc))
+            .collect();
+        sample(&mut todo, percent, opts.seed);
+        opts.progress
+            .0
+            .verify_total(todo.iter().map(|(_, l)| l.stored_len as u64).sum());
+        stats.records_verified += todo.len() as u64;
+        stats.bytes_verified += todo
+            .iter()
+            .map(|(_, l)| l.stored_len as u64 + RECORD_HEADER_LEN as u64)
+            .sum::<u64>();
+        let read = |id: &ChunkId, loc: &Location| repo.read_record_at(id, loc).map(|_| ());
+        for (id, loc, err) in verify_with(&todo, read, opts.threads, &opts.progress) {
+            st.bad_chunk(id, ProblemKind::CorruptRecord, err, Some(loc.pack));
+        }
+    }
+
+    log::debug!(
+        "Check: chunk payloads done at {} ms",
+        start.elapsed().as_millis()
+    );
+    // Bad chunks → entries → snapshot views.
+    let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
+    damaged.extend(broken.iter().copied());
+    let mut damaged_snapshots: Vec<SnapshotId> = damaged.into_iter().collect();
+    damaged_snapshots.sort_by_key(|id| snaps.get(id).map(|s| (s.time_ns, s.id)));
+    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(CheckReport {
+        problems: st.problems,
+        damaged_files,
+        damaged_snapshots,
+        bad_chunks: st.bad.iter().copied().collect(),
+        stats,
+    })
+}
+
+/// Snapshot ids of `s`'s chain, newest first, ending in a full layer.
+fn chain_of(
+    snaps: &HashMap<SnapshotId, Snapshot>,
+    s: &Snapshot,
+) -> std::result::Result<Vec<SnapshotId>, (ProblemKind, String)> {
+    let mut chain = vec![s.id];
+    let mut cur = s;
+    loop {
+        if cur.kind == BackupKind::Full {
+            return Ok(chain);
+        }
+        let Some(pid) = cur.parent else {
+            return Err((
+                ProblemKind::BrokenChain,
+                format!(
+                    "Snapshot {}: its chain ends in {} {}, which is not a full layer",
+                    s.id,
+                    cur.kind.name(),
+                    cur.id
+                ),
+            ));
+        };
+        let Some(p) = snaps.get(&pid) else {
+            return Err((
+                ProblemKind::MissingParent,
+                format!(
+                    "Snapshot {} needs parent {pid}, which is missing from the repository",
+                    s.id
+                ),
+            ));
+        };
+        if chain.contains(&pid) || chain.len() > snaps.len() {
+            return Err((
+                ProblemKind::BrokenChain,
+                format!("Snapshot {}: its parent chain loops", s.id),
+            ));
+        }
+        chain.push(pid);
+        cur = p;
+    }
+}
+
+/// Splits a `layers` key into (snapshot, dir, name).
+fn split_layer_key(k: &[u8]) -> Option<(SnapshotId, &[u8], &[u8])> {
+    let sid = SnapshotId(k.get(..16)?.try_into().ok()?);
+    let (dir, name) = keys::split_entry_key(&k[16..])?;
+    Some((sid, dir, name))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

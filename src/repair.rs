@@ -1,0 +1,627 @@
+//! `strata repair`: rebuilds the sled database (index and metadata) from the pack files alone, for
+//! when `REPO/index/` is lost or damaged. The packs are the source of truth; nothing is invented.
+//!
+//! What is trusted, in order (documented in docs/FORMAT.md, "Rebuilding the index"):
+//! 1. the `STRATA` marker (without it, nothing is touched);
+//! 2. record headers found by scanning each pack sequentially ([`crate::repo::scan`]): a record is
+//!    indexed when its header verifies and its payload lies inside the file; damaged stretches are
+//!    skipped up to the next valid header, or to the end of the pack;
+//! 3. metadata payloads, read and verified (blake3) before use: the dictionary, forget tombstones,
+//!    snapshot blobs (for one id the last written — highest pack, then offset — wins; tombstoned
+//!    ids are not restored), then each restored snapshot's layer blobs;
+//! 4. chunk payloads only with `read_data`: a chunk record failing its hash is dropped (another
+//!    copy of the same id is used when one verifies).
+//!
+//! A snapshot whose layer blobs are missing or damaged cannot be rebuilt and is dropped (a partial
+//! layer would show a wrong tree). Its dependants are kept — their own layers are intact — and are
+//! reported damaged by the check that ends every repair (their views cannot open without the
+//! parent). A file whose chunk is gone stays listed and reads as an error, never as zeros.
+//!
+//! Crash safety: the new database is built in `REPO/index.rebuild` (removed first if a previous
+//! repair died), flushed and closed; only then is the old `index/` renamed to
+//! `index.damaged-<time>` and the new one renamed into place. Killed at any moment, a rerun starts
+//! over and ends in the same state, so repair is idempotent. `--dry-run` builds a temporary
+//! database outside the repository and changes nothing.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::check::{self, CheckOptions, CheckReport};
+use crate::compress::Dictionary;
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::layers::join;
+use crate::progress::ProgressHandle;
+use crate::repo::keys::{self, Location};
+use crate::repo::pack::{self, DirBackend, PackBackend, RecordType, RECORD_HEADER_LEN};
+use crate::repo::scan::{self, TornRegion};
+use crate::repo::{Repo, DEFAULT_COMPRESSION, FORMAT_VERSION, INDEX_DIR};
+use crate::snapshot::{BackupKind, Snapshot};
+
+/// Where the new database is built before it replaces `index/`.
+pub const REBUILD_DIR: &str = "index.rebuild";
+/// Prefix of the directory the replaced database is moved to.
+pub const DAMAGED_PREFIX: &str = "index.damaged-";
+
+/// Options for [`repair`].
+#[derive(Clone, Debug, Default)]
+pub struct RepairOptions {
+    /// Build and report, but leave the repository untouched.
+    pub dry_run: bool,
+    /// Also read and re-hash every chunk record, dropping those that fail.
+    pub read_data: bool,
+    /// Reader threads for `read_data` (0: two per CPU).
+    pub threads: usize,
+    /// Receives `data_checked` as packs are scanned and chunks verified.
+    pub progress: ProgressHandle,
+}
+
+/// A snapshot repair could not rebuild.
+#[derive(Clone, Debug)]
+pub struct DroppedSnapshot {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Why.
+    pub reason: String,
+}
+
+/// A record dropped because its payload is damaged.
+#[derive(Clone, Debug)]
+pub struct CorruptRecord {
+    /// The record's id.
+    pub id: ChunkId,
+    /// Where it was.
+    pub pack: PackId,
+    /// What failed.
+    pub detail: String,
+}
+
+/// What [`repair`] did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default)]
+pub struct RepairReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Pack files scanned.
+    pub packs: u64,
+    /// Their total size.
+    pub pack_bytes: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// Damaged stretches of packs, skipped.
+    pub torn: Vec<(PackId, TornRegion)>,
+    /// Packs whose 16-byte header was wrong (their records were still scanned).
+    pub bad_pack_headers: Vec<PackId>,
+    /// Index entries written.
+    pub index_entries: u64,
+    /// Records whose id was already found in an earlier record (one copy is indexed).
+    pub duplicates: u64,
+    /// Records dropped because their payload failed verification.
+    pub corrupt: Vec<CorruptRecord>,
+    /// Snapshots restored, oldest first.
+    pub snapshots: Vec<SnapshotId>,
+    /// Snapshot blobs not restored because a forget tombstone names them.
+    pub tombstoned: u64,
+    /// Snapshots that could not be rebuilt.
+    pub dropped: Vec<DroppedSnapshot>,
+    /// Whether a dictionary was restored.
+    pub dictionary: bool,
+    /// The compression level recorded in the new database.
+    pub compression: i32,
+    /// Whether that level came from the old database (else it is the default).
+    pub compression_from_old_index: bool,
+    /// Where the replaced database went.
+    pub moved_aside: Option<PathBuf>,
+    /// A structural check of the rebuilt repository: what is still damaged, down to files.
+    pub after: CheckReport,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// Parses a layer blob (`key-length u32 LE ‖ key ‖ value-length u32 LE ‖ entry`, repeated; keys
+/// are `dir ‖ 0x00 ‖ name`) into (key, value) pairs.
+pub fn layer_blob_entries(plain: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+        if rest.len() < n {
+            return Err(Error::CorruptMetadata("layer blob truncated".into()));
+        }
+        let (a, b) = rest.split_at(n);
+        *rest = b;
+        Ok(a)
+    }
+    let mut out = Vec::new();
+    let mut rest = plain;
+    while !rest.is_empty() {
+        let klen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap()) as usize;
+        let key = take(&mut rest, klen)?;
+        let vlen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap()) as usize;
+        let val = take(&mut rest, vlen)?;
+        if keys::split_entry_key(key).is_none() {
+            return Err(Error::CorruptMetadata(
+                "layer blob key without separator".into(),
+            ));
+        }
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+fn db_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(64 << 20)
+        .mode(sled::Mode::HighThroughput)
+}
+
+/// Reads and verifies one record with `packs` (the dictionary only matters for chunks).
+fn read_record(
+    packs: &dyn PackBackend,
+    id: &ChunkId,
+    loc: &Location,
+    dict: Option<&Dictionary>,
+) -> Result<Vec<u8>> {
+    let bytes = packs
+        .read_at(
+            loc.pack,
+            loc.offset,
+            RECORD_HEADER_LEN + loc.stored_len as usize,
+        )
+        .map_err(|e| Error::CorruptChunk {
+            id: *id,
+            pack: loc.pack,
+            detail: e.to_string(),
+        })?;
+    Ok(pack::open_record(loc.pack, &bytes, id, dict)?.1)
+}
+
+/// Everything found in the packs.
+#[derive(Default)]
+struct Found {
+    /// id → location of the first valid copy; further copies in `dups`.
+    chunks: HashMap<ChunkId, Location>,
+    dups: HashMap<ChunkId, Vec<Location>>,
+    types: HashMap<ChunkId, RecordType>,
+    /// Authoritative snapshot blob per id: ((pack, offset), record).
+    snapshots: HashMap<SnapshotId, ((PackId, u64), Snapshot)>,
+    tombstones: std::collections::HashSet<SnapshotId>,
+    dictionary: Option<Vec<u8>>,
+    max_pack: u64,
+}
+
+/// Rebuilds the index of the repository at `path` from its packs; see the module documentation.
+pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
+    let start = Instant::now();
+    let lock = Repo::lock_only(path)?;
+    let packs_dir = path.join("packs");
+    if !packs_dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no packs/ directory: there is nothing to rebuild from",
+            path.display()
+        )));
+    }
+    let packs = DirBackend::open(&packs_dir)?;
+    let mut report = RepairReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+
+    // 1. Scan every pack's headers; read metadata records.
+    let list = packs.list()?;
+    report.packs = list.len() as u64;
+    report.pack_bytes = list.iter().map(|(_, s)| s).sum();
+    let total = report.pack_bytes + if opts.read_data { report.pack_bytes } else { 0 };
+    opts.progress.0.verify_total(total);
+    let mut found = Found::default();
+    for &(pid, size) in &list {
+        found.max_pack = found.max_pack.max(pid.0);
+        let s = scan::scan_pack(&packs, pid, size)?;
+        if s.bad_pack_header {
+            report.bad_pack_headers.push(pid);
+        }
+        for t in s.torn {
+            log::warn!(
+                "Pack {pid}: {} damaged bytes at offset {} ({}){}",
+                t.len,
+                t.offset,
+                t.reason,
+                if t.resynced {
+                    ""
+                } else {
+                    ", rest of the pack dropped"
+                }
+            );
+            report.torn.push((pid, t));
+        }
+        report.records += s.records.len() as u64;
+        for r in s.records {
+            let h = r.header;
+            let loc = Location {
+                pack: pid,
+                offset: r.offset,
+                stored_len: h.stored_len,
+                raw_len: h.raw_len,
+                compression: h.compression,
+            };
+            if h.rtype != RecordType::Chunk {
+                // Metadata is needed now, and must verify to be trusted (and indexed).
+                let plain = match read_record(&packs, &h.id, &loc, None) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.corrupt.push(CorruptRecord {
+                            id: h.id,
+                            pack: pid,
+                            detail: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                match h.rtype {
+                    RecordType::Snapshot => match Snapshot::decode(&plain) {
+                        Ok(snap) => {
+                            let at = (pid, r.offset);
+                            let newer = found
+                                .snapshots
+                                .get(&snap.id)
+                                .is_none_or(|(old, _)| *old < at);
+                            if newer {
+                                found.snapshots.insert(snap.id, (at, snap));
+                            }
+                        }
+                        Err(e) => log::warn!("Snapshot blob {} in pack {pid}: {e}", h.id),
+                    },
+                    RecordType::Forget => found.tombstones.extend(
+                        plain
+                            .chunks_exact(16)
+                            .map(|c| SnapshotId(c.try_into().unwrap())),
+                    ),
+                    RecordType::Dictionary if found.dictionary.is_none() => {
+                        found.dictionary = Some(plain);
+                    }
+                    _ => {}
+                }
+            }
+            match found.chunks.entry(h.id) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    report.duplicates += 1;
+                    found.dups.entry(h.id).or_default().push(loc);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                    found.types.insert(h.id, h.rtype);
+                }
+            }
+        }
+        opts.progress.0.data_checked(size);
+    }
+    let dict = found.dictionary.clone().map(Dictionary::from_bytes);
+
+    // 2. Optionally verify chunk payloads; keep a verified copy when one exists.
+    if opts.read_data {
+        let todo: Vec<(ChunkId, Location)> = {
+            let mut v: Vec<_> = found
+                .chunks
+                .iter()
+                .filter(|(id, _)| found.types.get(id) == Some(&RecordType::Chunk))
+                .map(|(id, l)| (*id, *l))
+                .collect();
+            v.sort_by_key(|(_, l)| (l.pack, l.offset));
+            v
+        };
+        let failed = check::verify_with(
+            &todo,
+            |id, loc| read_record(&packs, id, loc, dict.as_ref()).map(|_| ()),
+            opts.threads,
+            &opts.progress,
+        );
+        for (id, loc, detail) in failed {
+            report.corrupt.push(CorruptRecord {
+                id,
+                pack: loc.pack,
+                detail,
+            });
+            let alt = found.dups.get(&id).and_then(|alts| {
+                alts.iter()
+                    .find(|l| read_record(&packs, &id, l, dict.as_ref()).is_ok())
+                    .copied()
+            });
+            match alt {
+                Some(l) => {
+                    found.chunks.insert(id, l);
+                }
+                None => {
+                    found.chunks.remove(&id);
+                }
+            }
+        }
+    }
+
+    // 3. Build the new database.
+    let rebuild = path.join(REBUILD_DIR);
+    let db = if opts.dry_run {
+        sled::Config::new().temporary(true).open()?
+    } else {
+        if rebuild.exists() {
+            log::info!(
+                "Removing {} left by an interrupted repair",
+                rebuild.display()
+            );
+            fs::remove_dir_all(&rebuild).ctx("Removing", &rebuild)?;
+        }
+        db_config(&rebuild).open()?
+    };
+    // The old database is only read outside a dry run: opening a sled database may write to it.
+    let old = if opts.dry_run {
+        OldIndex::default()
+    } else {
+        read_old_index(&path.join(INDEX_DIR))
+    };
+    report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
+    report.compression_from_old_index = old.compression.is_some();
+    build(
+        &db,
+        &packs,
+        &found,
+        dict.as_ref(),
+        report.compression,
+        &mut report,
+    )?;
+    // Snapshots the old index knew that the packs no longer describe are lost: say so.
+    for id in old.snapshots {
+        let known = report.snapshots.contains(&id)
+            || report.dropped.iter().any(|d| d.id == id)
+            || found.tombstones.contains(&id);
+        if !known {
+            log::error!("Cannot rebuild snapshot {id}: no snapshot blob in the packs");
+            report.dropped.push(DroppedSnapshot {
+                id,
+                reason: "its snapshot blob is not in the packs (only the old index knew it)".into(),
+            });
+        }
+    }
+    db.flush()?;
+
+    // 4. Swap it in (unless dry run), then check what is still damaged.
+    let db = if opts.dry_run {
+        db
+    } else {
+        drop(db);
+        advance_id_generator(&rebuild, found.max_pack)?;
+        let index = path.join(INDEX_DIR);
+        if index.exists() {
+            let aside = aside_name(path);
+            fs::rename(&index, &aside).ctx("Moving the old index aside to", &aside)?;
+            report.moved_aside = Some(aside);
+        }
+        fs::rename(&rebuild, &index).ctx("Installing the rebuilt index", &index)?;
+        fs::File::open(path)
+            .and_then(|d| d.sync_all())
+            .ctx("Syncing", path)?;
+        db_config(&index).open()?
+    };
+    let repo = Repo::open_with_db(path, lock, db)?;
+    report.after = check::check(&repo, &CheckOptions::default())?;
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    if opts.dry_run {
+        // A temporary database: nothing of it needs to reach the disk.
+        drop(repo);
+    }
+    Ok(report)
+}
+
+/// Writes meta, chunks, snapshots, layers and layerdirs into `db`.
+fn build(
+    db: &sled::Db,
+    packs: &DirBackend,
+    found: &Found,
+    dict: Option<&Dictionary>,
+    compression: i32,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let meta = db.open_tree(keys::TREE_META)?;
+    meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+    meta.insert(keys::META_COMPRESSION, &compression.to_be_bytes())?;
+    if let Some(d) = &found.dictionary {
+        meta.insert(keys::META_DICTIONARY, d.as_slice())?;
+        report.dictionary = true;
+    }
+
+    let chunks = db.open_tree(keys::TREE_CHUNKS)?;
+    let mut ids: Vec<_> = found.chunks.iter().collect();
+    ids.sort_unstable_by_key(|(id, _)| **id);
+    for part in ids.chunks(512) {
+        let mut batch = sled::Batch::default();
+        for (id, loc) in part {
+            batch.insert(&id.0, &loc.encode());
+        }
+        chunks.apply_batch(batch)?;
+    }
+    report.index_entries = ids.len() as u64;
+
+    let snapshots = db.open_tree(keys::TREE_SNAPSHOTS)?;
+    let layers = db.open_tree(keys::TREE_LAYERS)?;
+    let layerdirs = db.open_tree(keys::TREE_LAYERDIRS)?;
+    let mut ordered: Vec<&Snapshot> = found.snapshots.values().map(|(_, s)| s).collect();
+    ordered.sort_by_key(|s| (s.time_ns, s.id));
+    for snap in ordered {
+        if found.tombstones.contains(&snap.id) {
+            report.tombstoned += 1;
+            continue;
+        }
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut failure = None;
+        for b in &snap.layer_blobs {
+            let plain = match found.chunks.get(b) {
+                None => {
+                    failure = Some(format!("its layer blob {b} is missing"));
+                    break;
+                }
+                Some(loc) => match read_record(packs, b, loc, dict) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failure = Some(format!("its layer blob {b} is damaged: {e}"));
+                        break;
+                    }
+                },
+            };
+            match layer_blob_entries(&plain) {
+                Ok(es) => entries.extend(es.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec()))),
+                Err(e) => {
+                    failure = Some(format!("its layer blob {b}: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut dirs: HashMap<Vec<u8>, bool> = HashMap::new();
+        if failure.is_none() {
+            for (k, v) in &entries {
+                let (dir, name) = keys::split_entry_key(k).expect("checked by the parser");
+                match Entry::decode(v) {
+                    Ok(e) => {
+                        dirs.entry(dir.to_vec()).or_insert(false);
+                        if e.kind == Kind::Dir && e.opaque && !name.is_empty() {
+                            dirs.insert(join(dir, name), true);
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(format!("an entry of its layer blobs: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            log::error!("Cannot rebuild snapshot {}: {reason}", snap.id);
+            report.dropped.push(DroppedSnapshot {
+                id: snap.id,
+                reason,
+            });
+            continue;
+        }
+        entries.sort_unstable();
+        for part in entries.chunks(512) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in part {
+                let mut key = snap.id.0.to_vec();
+                key.extend_from_slice(k);
+                batch.insert(key, v.as_slice());
+            }
+            layers.apply_batch(batch)?;
+        }
+        if snap.kind != BackupKind::Full && snap.parent.is_some() {
+            let mut batch = sled::Batch::default();
+            for (dir, opaque) in &dirs {
+                batch.insert(keys::layerdir_key(&snap.id, dir), &[*opaque as u8]);
+            }
+            layerdirs.apply_batch(batch)?;
+        }
+        // The commit point of each snapshot, as in a backup: its record goes in last.
+        snapshots.insert(snap.id.0, snap.encode())?;
+        report.snapshots.push(snap.id);
+    }
+    Ok(())
+}
+
+/// What can still be read from the database being replaced.
+#[derive(Default)]
+struct OldIndex {
+    compression: Option<i32>,
+    snapshots: Vec<SnapshotId>,
+}
+
+/// Reads the compression level and the snapshot ids from the old database, when it opens. A
+/// damaged sled may fail or panic on open: both just mean "unknown".
+fn read_old_index(index: &Path) -> OldIndex {
+    if !index.join("db").exists() {
+        return OldIndex::default();
+    }
+    let index = index.to_path_buf();
+    let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
+        let db = db_config(&index).open().ok()?;
+        let compression = db
+            .open_tree(keys::TREE_META)
+            .ok()?
+            .get(keys::META_COMPRESSION)
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes));
+        let snapshots = db
+            .open_tree(keys::TREE_SNAPSHOTS)
+            .ok()?
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok()?.as_ref().try_into().ok().map(SnapshotId))
+            .collect();
+        Some(OldIndex {
+            compression,
+            snapshots,
+        })
+    });
+    read.ok().flatten().unwrap_or_default()
+}
+
+/// Makes sled's id generator of the database at `path` hand out numbers above `max_pack`, so new
+/// packs never reuse an existing pack's number. sled persists the counter in steps of its
+/// `idgen_persist_interval` (1,000,000 by default) and, on reopening, starts two steps above the
+/// persisted value. Opening once with a step that is a multiple of the default and larger than
+/// `max_pack`, then drawing one id, persists a counter above it that later opens (with the default
+/// step, which requires the counter to be a multiple of it) accept.
+fn advance_id_generator(path: &Path, max_pack: u64) -> Result<()> {
+    const SLED_DEFAULT_STEP: u64 = 1_000_000;
+    let step = (max_pack / SLED_DEFAULT_STEP + 1) * SLED_DEFAULT_STEP;
+    let db = db_config(path).idgen_persist_interval(step).open()?;
+    let id = db.generate_id()?;
+    debug_assert!(id > max_pack);
+    db.flush()?;
+    Ok(())
+}
+
+/// `index.damaged-<UTC time>`, with a counter when that exists already.
+fn aside_name(path: &Path) -> PathBuf {
+    let t = crate::time::rfc3339(crate::time::now_ns()).replace(':', "");
+    let mut p = path.join(format!("{DAMAGED_PREFIX}{t}"));
+    let mut n = 1;
+    while p.exists() {
+        n += 1;
+        p = path.join(format!("{DAMAGED_PREFIX}{t}-{n}"));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_blob_parse_round_trip_and_truncation() {
+        let mut b = Vec::new();
+        for (k, v) in [(&b"dir\0name"[..], &b"v1"[..]), (b"\0", b"")] {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(k);
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(v);
+        }
+        let e = layer_blob_entries(&b).unwrap();
+        assert_eq!(
+            e,
+            vec![(&b"dir\0name"[..], &b"v1"[..]), (&b"\0"[..], &b""[..])]
+        );
+        assert!(layer_blob_entries(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn id_generator_moves_past_existing_packs() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("db");
+        db_config(&p).open().unwrap().flush().unwrap();
+        advance_id_generator(&p, 7_654_321).unwrap();
+        for _ in 0..3 {
+            // Each open (sled's recovery path included) must keep ids above the packs.
+            let db = db_config(&p).open().unwrap();
+            assert!(db.generate_id().unwrap() > 7_654_321);
+            assert!(db.generate_id().unwrap() > 7_654_321);
+            db.flush().unwrap();
+        }
+    }
+}
