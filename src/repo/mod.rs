@@ -87,6 +87,9 @@ pub struct Repo {
     _lock: File,
 }
 
+/// How long a busy repository lock is retried before the repository is reported in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
 fn take_lock(path: &Path) -> Result<File> {
     let lock_path = path.join("lock");
     let mut f = OpenOptions::new()
@@ -96,10 +99,23 @@ fn take_lock(path: &Path) -> Result<File> {
         .truncate(false)
         .open(&lock_path)
         .ctx("Opening lock file", &lock_path)?;
-    // SAFETY: flock on a valid, owned descriptor.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
+    // A lock can outlive its holder by a moment: a process that forks (to run a hook, a test
+    // harness starting the next command) shares the locked file description until its child
+    // execs. So a busy lock is retried briefly before the repository is reported in use.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let failed = loop {
+        // SAFETY: flock on a valid, owned descriptor.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let err = (rc != 0).then(std::io::Error::last_os_error);
+        let busy = err
+            .as_ref()
+            .is_some_and(|e| e.raw_os_error() == Some(libc::EWOULDBLOCK));
+        if !busy || std::time::Instant::now() >= deadline {
+            break err;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    if let Some(err) = failed {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut s = String::new();
             let _ = f.read_to_string(&mut s);
