@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings.
 
+mod lifecycle;
 mod mount;
 mod output;
 mod status;
@@ -57,6 +58,12 @@ pub enum Command {
     Cat(CatArgs),
     /// Mount every snapshot as a read-only filesystem (foreground; Ctrl-C unmounts)
     Mount(mount::MountArgs),
+    /// Remove snapshots, by name or by a retention policy; kept snapshots stay identical
+    Forget(lifecycle::ForgetArgs),
+    /// Turn a snapshot into a self-contained full layer (metadata only)
+    Consolidate(lifecycle::ConsolidateArgs),
+    /// Delete pack data no snapshot needs any more
+    Prune(lifecycle::PruneArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -99,6 +106,9 @@ pub struct BackupArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chain: Option<u32>,
 }
 
 /// `strata snapshots`
@@ -215,6 +225,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => read_only(&path, |repo| cmd_ls(repo, a)),
         Command::Cat(a) => read_only(&path, |repo| cmd_cat(repo, a)),
         Command::Mount(a) => mount::run(&path, a),
+        Command::Forget(a) => lifecycle::run_forget(&path, a),
+        Command::Consolidate(a) => lifecycle::run_consolidate(&path, a),
+        Command::Prune(a) => lifecycle::run_prune(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)
@@ -256,7 +269,10 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     };
     let out = backup::backup(&repo, &a.source, &opts);
     drop(status);
-    let out = out?;
+    let mut out = out?;
+    if let Some(n) = a.max_chain {
+        lifecycle::enforce_max_chain(&repo, &mut out.snapshot, n)?;
+    }
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
         EXIT_OK

@@ -298,6 +298,13 @@ impl Repo {
             .transpose()
     }
 
+    /// Forgets the in-memory layer caches. Layers are immutable except under `forget` and
+    /// `consolidate`, which call this after changing one, so that later views read sled afresh.
+    pub fn clear_layer_caches(&self) {
+        self.layer_dirs_cache.lock().unwrap().clear();
+        *self.dir_layer_cache.write().unwrap() = (HashMap::new(), 0);
+    }
+
     /// Directories touched by a (non-full) layer, loaded once and cached for the process lifetime.
     pub fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
         if let Some(d) = self.layer_dirs_cache.lock().unwrap().get(id) {
