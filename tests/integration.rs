@@ -7,6 +7,7 @@ mod integration {
     mod crash;
     mod damage;
     mod dedup;
+    mod lifecycle;
     mod man;
     mod mount;
     mod roundtrip;
