@@ -398,8 +398,7 @@ struct Copier {
 
 impl Copier {
     fn create(repo: &Repo) -> Result<Copier> {
-        let id = PackId(repo.generate_id()?);
-        let mut sink = repo.packs().create(id)?;
+        let (id, mut sink) = repo.create_pack()?;
         let mut header = [0u8; PACK_HEADER_LEN as usize];
         header[..8].copy_from_slice(PACK_MAGIC);
         header[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());

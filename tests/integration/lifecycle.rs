@@ -624,16 +624,18 @@ fn kill_during_forget_and_prune_loses_nothing() {
         ("prune-after-first-delete", false),
     ];
     for (point, is_forget) in points {
+        eprintln!("crash point {point}");
         let (t, repo) = new_repo();
         let src = t.path().join("src");
         fs::create_dir(&src).unwrap();
         history(&repo, &src, 8);
         let before = contents(&repo);
         let list = snapshot_list(&repo);
-        // Forget the 2nd..5th (a full and incrementals in the middle of chains).
-        let victims: Vec<String> = list[1..5]
+        // Snapshots 0 and 5 are fulls. Forgetting 1 and 2 merges both into 3; forgetting the
+        // full 5 makes 6 a full.
+        let victims: Vec<String> = [1, 2, 5]
             .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
+            .map(|&i| list[i]["id"].as_str().unwrap().to_string())
             .collect();
         let mut forget_args = vec!["forget"];
         forget_args.extend(victims.iter().map(|s| s.as_str()));
