@@ -440,3 +440,62 @@ impl Copier {
         Ok(self.placed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::writer::PackWriter;
+    use crate::repo::CreateOptions;
+
+    fn pack_with(repo: &Arc<Repo>, data: &[u8]) -> PackId {
+        let mut w = PackWriter::new(repo.clone(), Default::default());
+        let id = w.add_blob(RecordType::Chunk, data).unwrap();
+        w.finish().unwrap();
+        repo.chunk_location(&id).unwrap().pack
+    }
+
+    #[test]
+    fn garbage_packs_go_damaged_packs_stay_tmp_packs_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = Repo::create(&t.path().join("r"), &CreateOptions::default()).unwrap();
+        let good = pack_with(&repo, b"unreferenced chunk one");
+        let bad = pack_with(&repo, b"unreferenced chunk two");
+        // Truncate the second pack inside its record header.
+        let bad_path = t
+            .path()
+            .join(format!("r/packs/{:02x}/{bad}.pack", bad.0 & 0xff));
+        let len = std::fs::metadata(&bad_path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&bad_path)
+            .unwrap()
+            .set_len(len - 40)
+            .unwrap();
+        let _tmp = repo.packs().create(PackId(12345)).unwrap();
+
+        let dry = prune(
+            &repo,
+            &PruneOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((dry.packs_deleted, dry.packs_skipped), (1, 1));
+        assert_eq!(
+            repo.packs().list().unwrap().len(),
+            2,
+            "dry run deletes nothing"
+        );
+
+        let s = prune(&repo, &PruneOptions::default()).unwrap();
+        assert_eq!(
+            (s.packs_deleted, s.packs_skipped, s.tmp_packs_removed),
+            (1, 1, 1)
+        );
+        let left: Vec<PackId> = repo.packs().list().unwrap().iter().map(|p| p.0).collect();
+        assert_eq!(left, vec![bad]);
+        assert!(!left.contains(&good));
+        assert!(s.reclaimed_bytes() > 0);
+    }
+}
