@@ -8,7 +8,8 @@
 //! A snapshot is kept when any rule keeps it, and every rule that keeps it is reported.
 //!
 //! Calendar periods are taken in **UTC**, always: decisions never depend on the machine's time
-//! zone (restic uses local time; a laptop crossing time zones would keep different snapshots).
+//! zone (restic buckets by the local time recorded with each snapshot, so snapshots made on
+//! machines in different zones fall into days differently).
 
 use crate::error::{Error, Result};
 
