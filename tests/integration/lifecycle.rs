@@ -25,7 +25,7 @@ use crate::common::{backup as cli_backup, bin, new_repo, strata, strata_ok};
 
 /// Paths the model writes; "d1" is both a file and a directory at different times.
 const PATHS: &[&str] = &[
-    "f0", "f1", "d0/f0", "d0/f1", "d0/e/f0", "d0/e/f1", "d1", "d1/f0", "d1/g/f0",
+    "f0", "f1", "d0/f0", "d0/f1", "d0/e/f0", "d0/e/f1", "d1", "d1/f0", "d1/g/f0", "d1/f1",
 ];
 
 #[derive(Clone, Debug)]
@@ -44,7 +44,12 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..PATHS.len(), any::<u8>()).prop_map(|(p, s)| Op::Write(p, s)),
         3 => (0..PATHS.len()).prop_map(Op::Delete),
         // Directory <-> file flips make opaque directories and whiteouts over subtrees.
-        2 => prop_oneof![Just(Op::Delete(6)), Just(Op::Write(6, 9)), Just(Op::Write(8, 5))],
+        3 => prop_oneof![
+            Just(Op::Delete(6)),
+            Just(Op::Write(6, 9)),
+            Just(Op::Write(8, 5)),
+            Just(Op::Write(9, 4)),
+        ],
         4 => prop_oneof![
             Just(None),
             Just(Some(BackupKind::Full)),
@@ -439,6 +444,33 @@ fn cli_forget_prune_consolidate_keep_views_and_reclaim_space() {
 }
 
 #[test]
+fn cli_policy_applies_per_source_and_source_limits_it() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("{i}")).unwrap();
+        cli_backup(&repo, &src, &["--source-name", "a"]);
+        cli_backup(&repo, &src, &["--source-name", "b"]);
+    }
+    // --source b: only b's snapshots are decided; a keeps all three.
+    strata_ok(&repo, &["forget", "--keep-last", "1", "--source", "b"]);
+    let sources: Vec<String> = snapshot_list(&repo)
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sources, ["a", "a", "a", "b"]);
+    // Without --source, each source keeps its own newest.
+    strata_ok(&repo, &["forget", "--keep-last", "1"]);
+    let left = snapshot_list(&repo);
+    assert_eq!(left.len(), 2);
+    for s in &left {
+        let id = s["id"].as_str().unwrap();
+        assert_eq!(strata_ok(&repo, &["cat", id, "f"]).stdout, b"2");
+    }
+}
+
+#[test]
 fn backup_max_chain_consolidates_deep_snapshots() {
     let (t, repo) = new_repo();
     let src = t.path().join("src");
@@ -623,8 +655,28 @@ fn kill_during_forget_and_prune_loses_nothing() {
         ("prune-after-index", false),
         ("prune-after-first-delete", false),
     ];
+    for point in [
+        "forget-after-layers",
+        "forget-after-pack",
+        "forget-after-switch",
+    ] {
+        // consolidate shares forget's rewriting and its crash points.
+        let (t, repo) = new_repo();
+        let src = t.path().join("src");
+        fs::create_dir(&src).unwrap();
+        history(&repo, &src, 5);
+        let before = contents(&repo);
+        crash_at(&repo, point, &["consolidate", "latest"]);
+        assert_eq!(contents(&repo), before, "consolidate {point}");
+        strata_ok(&repo, &["consolidate", "latest"]);
+        assert_eq!(contents(&repo), before, "consolidate {point}, rerun");
+        let last = snapshot_list(&repo).pop().unwrap();
+        assert_eq!(
+            (last["kind"].as_str(), last["depth"].as_u64()),
+            (Some("full"), Some(1))
+        );
+    }
     for (point, is_forget) in points {
-        eprintln!("crash point {point}");
         let (t, repo) = new_repo();
         let src = t.path().join("src");
         fs::create_dir(&src).unwrap();
