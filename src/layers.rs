@@ -291,6 +291,41 @@ impl View {
         )))
     }
 
+    /// The layer that supplies `dir/name` in this view, with its entry there (a whiteout
+    /// included): what `forget` needs to copy exactly the entries a forgotten layer contributes.
+    /// `dir` must already resolve to a directory in this view.
+    pub fn provider(&self, dir: &[u8], name: &[u8]) -> Result<Option<(SnapshotId, Entry)>> {
+        for (layer, _) in self.chain_for(dir) {
+            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
+                return Ok(Some((*layer, Entry::decode(&v)?)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The layer at which resolving children of `dir` stops: the newest layer where `dir` is
+    /// opaque, or the full layer. A merged layer must be opaque at `dir` exactly when this layer is
+    /// among those merged.
+    pub fn stop_layer(&self, dir: &[u8]) -> SnapshotId {
+        let mut last = self.chain[0].id;
+        for (layer, full) in self.chain_for(dir) {
+            last = *layer;
+            if full {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Whether `dir` resolves to a directory in this view (a missing path is `false`, not an error).
+    pub fn is_dir(&self, dir: &[u8]) -> Result<bool> {
+        match self.lookup(dir) {
+            Ok(e) => Ok(e.kind == Kind::Dir),
+            Err(Error::PathNotFound { .. } | Error::NotADirectory { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Entries of this snapshot's own layer (what it added, changed or deleted), as
     /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
     pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {

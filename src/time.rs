@@ -30,7 +30,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Current time in nanoseconds since the epoch.
+/// `STRATA_TEST_NOW_NS`, when set, replaces the clock: tests make snapshots on a fixed calendar.
 pub fn now_ns() -> i64 {
+    if let Some(t) = std::env::var("STRATA_TEST_NOW_NS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return t;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

@@ -10,6 +10,7 @@ mod integration {
     mod dedup;
     mod diff;
     mod history;
+    mod lifecycle;
     mod man;
     mod mount;
     mod repair;

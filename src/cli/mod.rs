@@ -6,6 +6,7 @@
 //! error.
 
 mod check;
+mod lifecycle;
 mod mount;
 mod output;
 mod query;
@@ -77,6 +78,12 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Rebuild the index database from the pack files (after index/ is lost or damaged)
     Repair(check::RepairArgs),
+    /// Remove snapshots, by name or by a retention policy; kept snapshots stay identical
+    Forget(lifecycle::ForgetArgs),
+    /// Turn a snapshot into a self-contained full layer (metadata only)
+    Consolidate(lifecycle::ConsolidateArgs),
+    /// Delete pack data no snapshot needs any more
+    Prune(lifecycle::PruneArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -119,6 +126,9 @@ pub struct BackupArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chain: Option<u32>,
 }
 
 /// `strata snapshots`
@@ -240,6 +250,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Log(a) => read_only(&path, |repo| query::log(repo, a)),
         Command::Check(a) => check::run_check(&path, a),
         Command::Repair(a) => check::run_repair(&path, a),
+        Command::Forget(a) => lifecycle::run_forget(&path, a),
+        Command::Consolidate(a) => lifecycle::run_consolidate(&path, a),
+        Command::Prune(a) => lifecycle::run_prune(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)
@@ -281,7 +294,10 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     };
     let out = backup::backup(&repo, &a.source, &opts);
     drop(status);
-    let out = out?;
+    let mut out = out?;
+    if let Some(n) = a.max_chain {
+        lifecycle::enforce_max_chain(&repo, &mut out.snapshot, n)?;
+    }
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
         EXIT_OK

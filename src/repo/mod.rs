@@ -290,6 +290,29 @@ impl Repo {
         Ok(self.db.generate_id()?)
     }
 
+    /// Starts a new pack under a fresh number. Numbers come from sled's id generator, which can
+    /// repeat one after a kill (it persists its counter lazily); a number whose pack (or unfinished
+    /// pack) exists is skipped, so a finished pack is never overwritten.
+    pub(crate) fn create_pack(&self) -> Result<(crate::id::PackId, Box<dyn pack::PackSink>)> {
+        for _ in 0..10_000 {
+            let id = crate::id::PackId(self.generate_id()?);
+            match self.packs.create(id) {
+                Ok(sink) => return Ok((id, sink)),
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    log::warn!(
+                        "Pack number {id} is taken (an earlier process was killed); skipping it"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::CorruptMetadata(
+            "no free pack number found; the id generator keeps repeating".into(),
+        ))
+    }
+
     /// Whether the index knows `id`.
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
         Ok(self.chunks.contains_key(id.0)?)
@@ -344,6 +367,13 @@ impl Repo {
             .get(id.0)?
             .map(|v| Snapshot::decode(&v))
             .transpose()
+    }
+
+    /// Forgets the in-memory layer caches. Layers are immutable except under `forget` and
+    /// `consolidate`, which call this after changing one, so that later views read sled afresh.
+    pub fn clear_layer_caches(&self) {
+        self.layer_dirs_cache.lock().unwrap().clear();
+        *self.dir_layer_cache.write().unwrap() = (HashMap::new(), 0);
     }
 
     /// Directories touched by a (non-full) layer, loaded once and cached for the process lifetime.

@@ -200,6 +200,13 @@ impl PackBackend for DirBackend {
         let dest = self.path(id);
         let dir = dest.parent().expect("pack has a parent dir");
         fs::create_dir_all(dir).ctx("Creating pack directory", dir)?;
+        // A finished pack is never replaced: sled's id generator can hand out an id again after
+        // a kill (its counter is persisted lazily), and renaming over a finished pack would destroy
+        // records the index may point at. The caller takes another id.
+        if dest.exists() {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                .ctx("Creating pack", &dest);
+        }
         let tmp = dest.with_extension("pack.tmp");
         let f = OpenOptions::new()
             .write(true)
@@ -330,6 +337,8 @@ mod tests {
         assert!(b.list().unwrap().is_empty());
         s.finish().unwrap();
         assert_eq!(b.list().unwrap(), vec![(PackId(0x1ff), 11)]);
+        // A finished pack is never replaced (a repeated id must take another number).
+        assert!(b.create(PackId(0x1ff)).is_err());
         assert_eq!(b.read_at(PackId(0x1ff), 6, 5).unwrap(), b"world");
         assert!(b.read_at(PackId(0x1ff), 6, 50).is_err());
         let _ = b.create(PackId(2)).unwrap();

@@ -85,8 +85,7 @@ impl PackWriter {
             return Ok(());
         }
         if self.current.is_none() {
-            let pid = crate::id::PackId(self.repo.generate_id()?);
-            let mut sink = self.repo.packs().create(pid)?;
+            let (pid, mut sink) = self.repo.create_pack()?;
             let mut header = [0u8; PACK_HEADER_LEN as usize];
             header[..8].copy_from_slice(PACK_MAGIC);
             header[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());

@@ -1,0 +1,307 @@
+//! `forget`, `consolidate` and `prune`: argument types and output (human and `--json`, the JSON
+//! documented in README.md). The decisions and the work are in `forget`, `consolidate`, `prune`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::output::{human_size, snapshot_json};
+use super::EXIT_OK;
+use crate::forget::{self, ForgetOptions, RewriteStats};
+use crate::prune::{self, PruneOptions, PruneStats};
+use crate::repo::Repo;
+use crate::retention::{Policy, Span};
+use crate::snapshot;
+use crate::{Error, Result};
+
+/// `strata forget`
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget: id, unique id prefix, or `latest`
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the N newest hours (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the N newest days (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the N newest ISO weeks (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the N newest months (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the N newest years (UTC) that have one
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot within DURATION of the newest (units y, m, w, d, h: 30d, 2w, 1y6m)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<Span>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy only to snapshots of this source [default: each source separately]
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Show what would be kept and removed, and why; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run `prune` afterwards
+    #[arg(long)]
+    pub prune: bool,
+    /// Print as JSON (format documented in README.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strata consolidate`
+#[derive(Args, Debug)]
+pub struct ConsolidateArgs {
+    /// Snapshot: id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// With `latest`: the newest snapshot of this source
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Print as JSON (format documented in README.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strata prune`
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be deleted and rewritten; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Rewrite packs whose live bytes are below PCT percent of their size (0-100)
+    #[arg(long, value_name = "PCT", default_value_t = prune::DEFAULT_REPACK_THRESHOLD,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub repack_threshold: u8,
+    /// Print as JSON (format documented in README.md)
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn policy(a: &ForgetArgs) -> Option<Policy> {
+    let p = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within,
+        tags: a.keep_tags.clone(),
+    };
+    (!p.is_empty()).then_some(p)
+}
+
+fn rewrite_json(s: &RewriteStats) -> serde_json::Value {
+    json!({
+        "forgotten": s.forgotten,
+        "merged": s.merged,
+        "materialised": s.materialised,
+        "records_rewritten": s.records_rewritten,
+        "entries_copied": s.entries_copied,
+        "whiteouts_dropped": s.whiteouts_dropped,
+        "entries_deleted": s.entries_deleted,
+        "elapsed_ms": s.elapsed_ms,
+    })
+}
+
+fn prune_json(s: &PruneStats, dry_run: bool) -> serde_json::Value {
+    json!({
+        "dry_run": dry_run,
+        "packs_total": s.packs_total,
+        "packs_deleted": s.packs_deleted,
+        "packs_rewritten": s.packs_rewritten,
+        "packs_written": s.packs_written,
+        "packs_skipped": s.packs_skipped,
+        "records_removed": s.records_removed,
+        "records_copied": s.records_copied,
+        "live_chunks": s.live_chunks,
+        "bytes_before": s.bytes_before,
+        "bytes_after": s.bytes_after,
+        "reclaimed_bytes": s.reclaimed_bytes(),
+        "garbage_bytes_kept": s.garbage_bytes_kept,
+        "orphan_entries": s.orphan_entries,
+        "tmp_packs_removed": s.tmp_packs_removed,
+        "elapsed_ms": s.elapsed_ms,
+    })
+}
+
+fn print_prune_human(s: &PruneStats, dry_run: bool) {
+    let verb = if dry_run { "Would delete" } else { "Deleted" };
+    println!(
+        "{verb} {} pack(s), rewrite {} ({} records removed, {} copied); {} -> {} ({} reclaimed)",
+        s.packs_deleted,
+        s.packs_rewritten,
+        s.records_removed,
+        s.records_copied,
+        human_size(s.bytes_before),
+        human_size(s.bytes_after),
+        human_size(s.reclaimed_bytes()),
+    );
+    if s.packs_skipped > 0 {
+        println!(
+            "Left {} damaged pack(s) alone (run `strata check`)",
+            s.packs_skipped
+        );
+    }
+}
+
+/// Runs `strata forget`.
+pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
+    let repo = Repo::open(path)?;
+    let policy = policy(&a);
+    if policy.is_none() && a.snapshots.is_empty() {
+        return Err(Error::InvalidArgument(
+            "Name snapshots to forget or give a policy (--keep-last, --keep-daily, ...)".into(),
+        ));
+    }
+    let mut explicit = Vec::new();
+    for name in &a.snapshots {
+        explicit.push(snapshot::find(&repo, name, a.source.as_deref())?.id);
+    }
+    let decisions = forget::plan(
+        &repo,
+        &explicit,
+        &ForgetOptions {
+            policy,
+            source: a.source.clone(),
+        },
+    )?;
+    let remove: Vec<_> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.snapshot.id)
+        .collect();
+    let stats = if a.dry_run {
+        None
+    } else {
+        Some(forget::rewrite(&repo, &remove, &[])?)
+    };
+    let pruned = if a.prune && !a.dry_run {
+        Some(prune::prune(&repo, &PruneOptions::default())?)
+    } else {
+        None
+    };
+    if a.json {
+        let list: Vec<_> = decisions
+            .iter()
+            .map(|d| {
+                json!({
+                    "snapshot": snapshot_json(&d.snapshot),
+                    "action": if d.keep { "keep" } else { "remove" },
+                    "reasons": d.reasons,
+                })
+            })
+            .collect();
+        let out = json!({
+            "dry_run": a.dry_run,
+            "decisions": list,
+            "stats": stats.as_ref().map(rewrite_json),
+            "prune": pruned.as_ref().map(|p| prune_json(p, false)),
+        });
+        println!("{out}");
+        return Ok(EXIT_OK);
+    }
+    let mut source = None;
+    for d in &decisions {
+        if source != Some(&d.snapshot.source) {
+            println!("Source {}:", d.snapshot.source);
+            source = Some(&d.snapshot.source);
+        }
+        println!(
+            "  {} {}  {}  {:<12}  {}",
+            if d.keep { "keep  " } else { "remove" },
+            d.snapshot.id.short(),
+            d.snapshot.time_rfc3339(),
+            d.snapshot.kind.name(),
+            d.reasons.join(", ")
+        );
+    }
+    let kept = decisions.iter().filter(|d| d.keep).count();
+    match &stats {
+        None => println!(
+            "Would keep {kept} and remove {} snapshot(s) (dry run)",
+            remove.len()
+        ),
+        Some(s) => println!(
+            "Removed {} snapshot(s), kept {kept} of those in scope; {} layer(s) merged, {} made full, {} entries copied",
+            s.forgotten, s.merged, s.materialised, s.entries_copied
+        ),
+    }
+    if let Some(p) = &pruned {
+        print_prune_human(p, false);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Runs `strata consolidate`.
+pub fn run_consolidate(path: &Path, a: ConsolidateArgs) -> Result<i32> {
+    let repo = Repo::open(path)?;
+    let snap = snapshot::find(&repo, &a.snapshot, a.source.as_deref())?;
+    let stats = crate::consolidate::consolidate(&repo, &snap.id)?;
+    let after = repo
+        .snapshot(&snap.id)?
+        .ok_or_else(|| Error::SnapshotNotFound(snap.id.to_string()))?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"snapshot": snapshot_json(&after), "stats": rewrite_json(&stats)})
+        );
+    } else if stats.materialised == 0 {
+        println!("Snapshot {} is already a full layer", after.id.short());
+    } else {
+        println!(
+            "Consolidated snapshot {} into a full layer ({} entries copied)",
+            after.id.short(),
+            stats.entries_copied
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// After a backup: consolidates the new snapshot when its chain is deeper than `max_chain`.
+pub fn enforce_max_chain(
+    repo: &Arc<Repo>,
+    snap: &mut crate::snapshot::Snapshot,
+    max_chain: u32,
+) -> Result<()> {
+    if snap.depth > max_chain {
+        log::info!(
+            "Snapshot {} has depth {} > --max-chain {max_chain}; consolidating",
+            snap.id.short(),
+            snap.depth
+        );
+        crate::consolidate::consolidate(repo, &snap.id)?;
+        if let Some(s) = repo.snapshot(&snap.id)? {
+            *snap = s;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `strata prune`.
+pub fn run_prune(path: &Path, a: PruneArgs) -> Result<i32> {
+    let repo = Repo::open(path)?;
+    let stats = prune::prune(
+        &repo,
+        &PruneOptions {
+            dry_run: a.dry_run,
+            repack_threshold: a.repack_threshold,
+        },
+    )?;
+    if a.json {
+        println!("{}", prune_json(&stats, a.dry_run));
+    } else {
+        print_prune_human(&stats, a.dry_run);
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,561 @@
+//! Removing snapshots, and rewriting the layers that depended on them, without changing any kept
+//! snapshot's view. Metadata only: entries are copied between layers, chunk data is never read.
+//!
+//! **Merging.** Forgetting `B` in `A ← B ← C` copies into `C`'s layer every entry that `C`'s view
+//! takes from `B` (whiteouts included) and marks `C` opaque at every directory whose resolution
+//! stopped inside `B`; then `C.parent = A`. Afterwards whiteouts in `C` that hide nothing in `A`'s
+//! view are dropped. Several forgotten snapshots in a row (`A ← B1 ← B2 ← C`) are merged into `C`
+//! at once. When no kept ancestor is left (the forgotten chain ends at a full), `C` is
+//! *materialised*: its whole view is written into its layer and it becomes a full (the same
+//! operation as `consolidate`).
+//!
+//! **Crash safety** (the order is documented in docs/FORMAT.md): every sled write before the
+//! switch leaves each view unchanged, because it only adds to a layer entries identical to what the
+//! view already showed there, or flags as opaque a directory all of whose visible children the
+//! layer already holds. Then new layer blobs, new snapshot blobs and the forget tombstone go into
+//! one finished pack; then all changed snapshot records switch in one atomic sled batch; then the
+//! forgotten records are removed; then dead layers and redundant whiteouts are deleted. A run killed
+//! anywhere leaves every kept view intact, and rerunning it (or `prune`) completes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, SnapshotId};
+use crate::layers::{join, View};
+use crate::repo::keys;
+use crate::repo::pack::RecordType;
+use crate::repo::writer::PackWriter;
+use crate::repo::Repo;
+use crate::retention::{self, Candidate, Policy};
+use crate::snapshot::{BackupKind, Snapshot};
+
+/// Layer blobs are cut at about this size (as backup does).
+const LAYER_BLOB_SIZE: usize = 1 << 20;
+/// Keys per sled batch.
+const BATCH: usize = 512;
+
+/// Aborts the process at a named point when `STRATA_TEST_CRASH_AT` names it: crash tests use it to
+/// kill `forget` and `prune` between two steps deterministically. Costs one env lookup per point.
+pub(crate) fn crash_point(name: &str) {
+    if std::env::var("STRATA_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        log::error!("Test hook: aborting at {name}");
+        std::process::abort();
+    }
+}
+
+/// What `forget` decided for one snapshot.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Kept or removed.
+    pub keep: bool,
+    /// Why: the rules that keep it, or `explicit` / `policy` for a removal.
+    pub reasons: Vec<String>,
+}
+
+/// Options for [`plan`].
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    /// Retention rules, applied per source; `None` when only explicit snapshots are forgotten.
+    pub policy: Option<Policy>,
+    /// Only snapshots of this source are considered by the policy.
+    pub source: Option<String>,
+}
+
+/// Decides which snapshots go: the `explicit` ones, plus those the policy does not keep (per
+/// source). Every snapshot in scope appears once, newest first within each source.
+pub fn plan(repo: &Repo, explicit: &[SnapshotId], opts: &ForgetOptions) -> Result<Vec<Decision>> {
+    let all = repo.snapshots()?;
+    for id in explicit {
+        if !all.iter().any(|s| s.id == *id) {
+            return Err(Error::SnapshotNotFound(id.to_string()));
+        }
+    }
+    if let Some(p) = &opts.policy {
+        if p.is_empty() {
+            return Err(Error::InvalidArgument(
+                "An empty policy would forget every snapshot; give at least one --keep-* rule"
+                    .into(),
+            ));
+        }
+    }
+    let explicit: HashSet<_> = explicit.iter().copied().collect();
+    let mut by_source: BTreeMap<String, Vec<Snapshot>> = BTreeMap::new();
+    for s in all {
+        let in_scope = explicit.contains(&s.id)
+            || (opts.policy.is_some() && opts.source.as_ref().is_none_or(|src| *src == s.source));
+        if in_scope {
+            by_source.entry(s.source.clone()).or_default().push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for (source, mut snaps) in by_source {
+        snaps.sort_by_key(|s| std::cmp::Reverse((s.time_ns, s.id)));
+        let in_policy = opts.policy.is_some() && opts.source.as_ref().is_none_or(|s| *s == source);
+        let decisions = match (&opts.policy, in_policy) {
+            (Some(p), true) => {
+                let c: Vec<Candidate> = snaps
+                    .iter()
+                    .map(|s| Candidate {
+                        time_ns: s.time_ns,
+                        tags: s.tags.clone(),
+                    })
+                    .collect();
+                retention::apply(p, &c)
+            }
+            _ => vec![retention::Decision::default(); snaps.len()],
+        };
+        for (s, d) in snaps.into_iter().zip(decisions) {
+            let (keep, reasons) = if explicit.contains(&s.id) {
+                (false, vec!["explicit".to_string()])
+            } else if d.keep() {
+                (true, d.reasons)
+            } else {
+                (false, vec!["policy".to_string()])
+            };
+            out.push(Decision {
+                snapshot: s,
+                keep,
+                reasons,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What a rewrite did, units in the field names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RewriteStats {
+    /// Snapshot records removed.
+    pub forgotten: u64,
+    /// Kept snapshots whose layer absorbed forgotten layers (and were re-parented).
+    pub merged: u64,
+    /// Snapshots turned into full layers (consolidated, or whose whole chain below was forgotten).
+    pub materialised: u64,
+    /// Snapshot records rewritten (including depth-only changes).
+    pub records_rewritten: u64,
+    /// Layer entries copied from one layer into another.
+    pub entries_copied: u64,
+    /// Whiteouts dropped because nothing below them was left to hide.
+    pub whiteouts_dropped: u64,
+    /// Layer entries of forgotten snapshots deleted.
+    pub entries_deleted: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// How one kept snapshot's layer changes.
+struct Rewrite {
+    id: SnapshotId,
+    /// Its kept ancestor after the run; `None` = it becomes a full.
+    new_parent: Option<SnapshotId>,
+    /// Forgotten layers between it and `new_parent`, newest first.
+    segment: Vec<SnapshotId>,
+    /// Keys (without the snapshot prefix) of whiteouts to delete after the switch.
+    drop: BTreeSet<Vec<u8>>,
+    /// The new layer blobs.
+    blobs: Vec<ChunkId>,
+}
+
+/// Forgets `forget` and turns `consolidate` into full layers, rewriting the layers of kept
+/// snapshots that depended on forgotten ones. Every kept snapshot's view is unchanged.
+pub fn rewrite(
+    repo: &Arc<Repo>,
+    forget: &[SnapshotId],
+    consolidate: &[SnapshotId],
+) -> Result<RewriteStats> {
+    let start = Instant::now();
+    let mut stats = RewriteStats::default();
+    let all: HashMap<SnapshotId, Snapshot> =
+        repo.snapshots()?.into_iter().map(|s| (s.id, s)).collect();
+    let gone: HashSet<SnapshotId> = forget.iter().copied().collect();
+    for id in forget.iter().chain(consolidate) {
+        if !all.contains_key(id) {
+            return Err(Error::SnapshotNotFound(id.to_string()));
+        }
+    }
+    let consolidate: HashSet<SnapshotId> = consolidate
+        .iter()
+        .filter(|id| !gone.contains(id))
+        .copied()
+        .collect();
+
+    // 1. Which kept snapshots change, and how.
+    let mut plans = Vec::new();
+    let mut kept: Vec<&Snapshot> = all.values().filter(|s| !gone.contains(&s.id)).collect();
+    kept.sort_by_key(|s| (s.time_ns, s.id));
+    for s in &kept {
+        let is_full = s.kind == BackupKind::Full || s.parent.is_none();
+        if is_full {
+            continue;
+        }
+        let mut segment = Vec::new();
+        let mut cur = s.parent;
+        while let Some(p) = cur.filter(|p| gone.contains(p)) {
+            segment.push(p);
+            let ps = all
+                .get(&p)
+                .ok_or_else(|| Error::MissingParent(s.id.to_string(), p.to_string()))?;
+            cur = if ps.kind == BackupKind::Full {
+                None
+            } else {
+                ps.parent
+            };
+        }
+        if consolidate.contains(&s.id) {
+            cur = None;
+        }
+        if segment.is_empty() && cur.is_some() {
+            continue;
+        }
+        plans.push(Rewrite {
+            id: s.id,
+            new_parent: cur,
+            segment,
+            drop: BTreeSet::new(),
+            blobs: Vec::new(),
+        });
+    }
+
+    // 2. Copy entries into the rewritten layers (view-preserving, see the module doc).
+    for p in plans.iter_mut() {
+        repo.clear_layer_caches();
+        let (copied, drop) = match p.new_parent {
+            None => materialise(repo, &p.id)?,
+            Some(parent) => merge_segment(repo, &p.id, &p.segment, &parent)?,
+        };
+        stats.entries_copied += copied;
+        p.drop = drop;
+        if p.new_parent.is_none() {
+            stats.materialised += 1;
+        } else {
+            stats.merged += 1;
+        }
+    }
+    repo.clear_layer_caches();
+    crash_point("forget-after-layers");
+
+    // 3. New layer blobs, new snapshot blobs, the tombstone: one finished pack.
+    let mut writer = PackWriter::new(repo.clone(), Default::default());
+    for p in plans.iter_mut() {
+        p.blobs = write_layer_blobs(repo, &mut writer, &p.id, &p.drop)?;
+    }
+    let by_id: HashMap<SnapshotId, &Rewrite> = plans.iter().map(|p| (p.id, p)).collect();
+    let mut new_records: HashMap<SnapshotId, Snapshot> = HashMap::new();
+    for s in &kept {
+        let mut n = (*s).clone();
+        if let Some(p) = by_id.get(&s.id) {
+            n.parent = p.new_parent;
+            if p.new_parent.is_none() {
+                n.kind = BackupKind::Full;
+            }
+            n.layer_blobs = p.blobs.clone();
+        }
+        new_records.insert(s.id, n);
+    }
+    // Depths follow the new parents.
+    let mut depths: HashMap<SnapshotId, u32> = HashMap::new();
+    for s in &kept {
+        let mut path = vec![s.id];
+        let mut base = 0;
+        while let Some(p) = new_records[path.last().unwrap()].parent {
+            if let Some(&d) = depths.get(&p) {
+                base = d;
+                break;
+            }
+            if !new_records.contains_key(&p) || path.len() > new_records.len() {
+                return Err(Error::CorruptMetadata(format!(
+                    "snapshot {} has a broken parent chain",
+                    s.id
+                )));
+            }
+            path.push(p);
+        }
+        for (i, id) in path.iter().rev().enumerate() {
+            depths.insert(*id, base + i as u32 + 1);
+        }
+    }
+    for (id, d) in &depths {
+        new_records.get_mut(id).unwrap().depth = *d;
+    }
+    let mut changed: Vec<&Snapshot> = kept
+        .iter()
+        .map(|s| &new_records[&s.id])
+        .filter(|n| all.get(&n.id) != Some(*n))
+        .collect();
+    changed.sort_by_key(|s| s.id);
+    for n in &changed {
+        writer.add_blob(RecordType::Snapshot, &n.encode())?;
+    }
+    let mut forgotten: Vec<SnapshotId> = gone.iter().copied().collect();
+    forgotten.sort();
+    if !forgotten.is_empty() {
+        let payload: Vec<u8> = forgotten.iter().flat_map(|id| id.0).collect();
+        writer.add_blob(RecordType::Forget, &payload)?;
+    }
+    writer.finish()?;
+    crash_point("forget-after-pack");
+
+    // 4. Switch every changed record at once.
+    let mut batch = sled::Batch::default();
+    for n in &changed {
+        batch.insert(&n.id.0, n.encode());
+    }
+    repo.snapshots.apply_batch(batch)?;
+    repo.flush()?;
+    stats.records_rewritten = changed.len() as u64;
+    crash_point("forget-after-switch");
+
+    // 5. The tombstone is durable: remove the forgotten records.
+    let mut batch = sled::Batch::default();
+    for id in &forgotten {
+        batch.remove(&id.0);
+    }
+    repo.snapshots.apply_batch(batch)?;
+    repo.flush()?;
+    stats.forgotten = forgotten.len() as u64;
+    crash_point("forget-after-remove");
+
+    // 6. Cleanup: dead layers, redundant whiteouts, layerdirs of new fulls.
+    for id in &forgotten {
+        stats.entries_deleted += delete_layer(repo, id)?;
+    }
+    for p in &plans {
+        let mut batch = sled::Batch::default();
+        for k in &p.drop {
+            let mut key = p.id.0.to_vec();
+            key.extend_from_slice(k);
+            batch.remove(key);
+        }
+        repo.layers.apply_batch(batch)?;
+        stats.whiteouts_dropped += p.drop.len() as u64;
+        if p.new_parent.is_none() {
+            remove_prefix(&repo.layerdirs, &p.id.0)?;
+        }
+    }
+    repo.clear_layer_caches();
+    repo.flush()?;
+    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    log::info!(
+        "Forgot {} snapshot(s), merged {} layer(s), materialised {}",
+        stats.forgotten,
+        stats.merged,
+        stats.materialised
+    );
+    Ok(stats)
+}
+
+/// Deletes every key with `prefix` from `tree`; returns how many.
+fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
+    let mut n = 0;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for k in tree.scan_prefix(prefix).keys().take(BATCH) {
+            batch.remove(k?);
+            in_batch += 1;
+        }
+        if in_batch == 0 {
+            return Ok(n);
+        }
+        tree.apply_batch(batch)?;
+        n += in_batch;
+    }
+}
+
+/// Deletes a layer's entries and directory flags; returns the entries deleted.
+pub(crate) fn delete_layer(repo: &Repo, id: &SnapshotId) -> Result<u64> {
+    let n = remove_prefix(&repo.layers, &id.0)?;
+    remove_prefix(&repo.layerdirs, &id.0)?;
+    Ok(n)
+}
+
+/// Inserts `(key, value)` pairs into `layers` in sorted batches.
+fn insert_sorted(repo: &Repo, pending: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    pending.sort_unstable();
+    for part in pending.chunks(BATCH) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in part {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        repo.layers.apply_batch(batch)?;
+    }
+    pending.clear();
+    Ok(())
+}
+
+/// Copies into `id`'s layer every entry its view shows that the layer lacks, so that the layer
+/// alone is the whole view. Until the record says "full", the copies are either invisible (in
+/// directories the layer does not touch) or identical to what the view showed. Returns the
+/// number copied and the whiteouts to drop once it is a full.
+fn materialise(repo: &Arc<Repo>, id: &SnapshotId) -> Result<(u64, BTreeSet<Vec<u8>>)> {
+    let view = View::open(repo, id)?;
+    let mut pending = Vec::new();
+    let mut copied = 0;
+    let mut add = |dir: &[u8], name: &[u8], e: &Entry, pending: &mut Vec<_>| -> Result<()> {
+        let key = keys::entry_key(id, dir, name);
+        if !repo.layers.contains_key(&key)? {
+            pending.push((key, e.encode()));
+            copied += 1;
+            if pending.len() >= 4096 {
+                insert_sorted(repo, pending)?;
+            }
+        }
+        Ok(())
+    };
+    add(b"", b"", &view.root()?, &mut pending)?;
+    let mut stack = vec![Vec::new()];
+    while let Some(dir) = stack.pop() {
+        for kv in view.list(&dir)? {
+            let (name, e) = kv?;
+            add(&dir, &name, &e, &mut pending)?;
+            if e.kind == Kind::Dir {
+                stack.push(join(&dir, &name));
+            }
+        }
+    }
+    insert_sorted(repo, &mut pending)?;
+    let mut drop = BTreeSet::new();
+    for kv in repo.layers.scan_prefix(id.0) {
+        let (k, v) = kv?;
+        if Entry::decode(&v)?.kind == Kind::Whiteout {
+            drop.insert(k[16..].to_vec());
+        }
+    }
+    Ok((copied, drop))
+}
+
+/// Copies into `id`'s layer the entries its view takes from the forgotten `segment`, and flags as
+/// opaque the directories whose resolution stopped inside it. Returns the number copied and the
+/// whiteouts that will hide nothing once the parent is `parent`.
+fn merge_segment(
+    repo: &Arc<Repo>,
+    id: &SnapshotId,
+    segment: &[SnapshotId],
+    parent: &SnapshotId,
+) -> Result<(u64, BTreeSet<Vec<u8>>)> {
+    let view = View::open(repo, id)?;
+    let merged: HashSet<SnapshotId> = segment.iter().chain([id]).copied().collect();
+    let mut reachable: HashMap<Vec<u8>, bool> = HashMap::new();
+    let mut is_dir = |dir: &[u8]| -> Result<bool> {
+        if let Some(&r) = reachable.get(dir) {
+            return Ok(r);
+        }
+        let r = view.is_dir(dir)?;
+        reachable.insert(dir.to_vec(), r);
+        Ok(r)
+    };
+    let own_dirs = repo.layer_dirs(id)?;
+    let mut pending = Vec::new();
+    let mut dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut copied = 0;
+    for x in segment {
+        for (d, _) in repo.layer_dirs(x)?.iter() {
+            dirs.insert(d.clone());
+        }
+        for kv in repo.layers.scan_prefix(x.0) {
+            let (k, _) = kv?;
+            let (dir, name) = keys::split_entry_key(&k[16..])
+                .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
+            if !is_dir(dir)? {
+                continue;
+            }
+            if let Some((from, e)) = view.provider(dir, name)? {
+                // Copied once, from the layer that supplies it; keys the layer has are its own.
+                if from == *x {
+                    pending.push((keys::entry_key(id, dir, name), e.encode()));
+                    copied += 1;
+                }
+            }
+        }
+    }
+    let mut flags: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+    for (k, _) in &pending {
+        if let Some((dir, _)) = keys::split_entry_key(&k[16..]) {
+            flags.insert(dir.to_vec(), false);
+        }
+    }
+    for d in &dirs {
+        if is_dir(d)? && merged.contains(&view.stop_layer(d)) {
+            flags.insert(d.clone(), true);
+        }
+    }
+    // Entries first (invisible where the layer does not touch the directory yet), then the
+    // directory flags that make them visible or close the directory.
+    insert_sorted(repo, &mut pending)?;
+    let mut batch = sled::Batch::default();
+    for (d, opaque) in &flags {
+        let opaque = *opaque || own_dirs.get(d).copied().unwrap_or(false);
+        if own_dirs.get(d) != Some(&opaque) {
+            batch.insert(keys::layerdir_key(id, d), &[opaque as u8]);
+        }
+    }
+    repo.layerdirs.apply_batch(batch)?;
+    repo.clear_layer_caches();
+
+    // Whiteouts that will hide nothing: in an opaque directory, or over a path the new parent's
+    // view does not have.
+    let flags_now = repo.layer_dirs(id)?;
+    let below = View::open(repo, parent)?;
+    let mut below_dir: HashMap<Vec<u8>, bool> = HashMap::new();
+    let mut drop = BTreeSet::new();
+    for kv in repo.layers.scan_prefix(id.0) {
+        let (k, v) = kv?;
+        if Entry::decode(&v)?.kind != Kind::Whiteout {
+            continue;
+        }
+        let (dir, name) = keys::split_entry_key(&k[16..])
+            .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
+        let hides_nothing = if flags_now.get(dir) == Some(&true) {
+            true
+        } else {
+            let dir_ok = match below_dir.get(dir) {
+                Some(&b) => b,
+                None => {
+                    let b = below.is_dir(dir)?;
+                    below_dir.insert(dir.to_vec(), b);
+                    b
+                }
+            };
+            !dir_ok || below.lookup_in(dir, name)?.is_none()
+        };
+        if hides_nothing {
+            drop.insert(k[16..].to_vec());
+        }
+    }
+    Ok((copied, drop))
+}
+
+/// Writes `id`'s layer (minus the keys in `skip`) as layer blobs; returns their ids.
+fn write_layer_blobs(
+    repo: &Repo,
+    writer: &mut PackWriter,
+    id: &SnapshotId,
+    skip: &BTreeSet<Vec<u8>>,
+) -> Result<Vec<ChunkId>> {
+    let mut blobs = Vec::new();
+    let mut blob = Vec::with_capacity(LAYER_BLOB_SIZE + 4096);
+    for kv in repo.layers.scan_prefix(id.0) {
+        let (k, v) = kv?;
+        let key = &k[16..];
+        if skip.contains(key) {
+            continue;
+        }
+        blob.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        blob.extend_from_slice(key);
+        blob.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&v);
+        if blob.len() >= LAYER_BLOB_SIZE {
+            blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
+            blob.clear();
+        }
+    }
+    if !blob.is_empty() {
+        blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
+    }
+    Ok(blobs)
+}
