@@ -429,6 +429,29 @@ fn materialise(repo: &Arc<Repo>, id: &SnapshotId) -> Result<(u64, BTreeSet<Vec<u
     Ok((copied, drop))
 }
 
+/// Marks the merged layer's own entry of directory `dir` opaque. The layer closes `dir` (its
+/// `layerdirs` flag), and that flag must stay derivable from the entries alone: `repair` rebuilds
+/// `layerdirs` from them and `check` compares the two. A newer layer's metadata-only entry for a
+/// directory that a forgotten layer recreated is the case this fixes.
+fn mark_opaque_entry(repo: &Repo, layer: &SnapshotId, dir: &[u8]) -> Result<()> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let (parent, name) = match dir.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&dir[..i], &dir[i + 1..]),
+        None => (&b""[..], dir),
+    };
+    let key = keys::entry_key(layer, parent, name);
+    if let Some(v) = repo.layers.get(&key)? {
+        let mut e = Entry::decode(&v)?;
+        if e.kind == Kind::Dir && !e.opaque {
+            e.opaque = true;
+            repo.layers.insert(key, e.encode())?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies into `id`'s layer the entries its view takes from the forgotten `segment`, and flags as
 /// opaque the directories whose resolution stopped inside it. Returns the number copied and the
 /// whiteouts that will hide nothing once the parent is `parent`.
@@ -490,6 +513,9 @@ fn merge_segment(
     let mut batch = sled::Batch::default();
     for (d, opaque) in &flags {
         let opaque = *opaque || own_dirs.get(d).copied().unwrap_or(false);
+        if opaque {
+            mark_opaque_entry(repo, id, d)?;
+        }
         if own_dirs.get(d) != Some(&opaque) {
             batch.insert(keys::layerdir_key(id, d), &[opaque as u8]);
         }

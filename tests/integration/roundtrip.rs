@@ -160,7 +160,8 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("calm.txt"), b"calm").unwrap();
     let hot = src.join("hot.log");
-    std::fs::write(&hot, crate::common::pseudo_random(16 << 20, 3)).unwrap();
+    // Big enough that each read attempt spans many scheduler slices, even on a loaded machine.
+    std::fs::write(&hot, crate::common::pseudo_random(64 << 20, 3)).unwrap();
     strata_ok(&repo, &["init"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
