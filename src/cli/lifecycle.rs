@@ -136,9 +136,13 @@ fn prune_json(s: &PruneStats, dry_run: bool) -> serde_json::Value {
 }
 
 fn print_prune_human(s: &PruneStats, dry_run: bool) {
-    let verb = if dry_run { "Would delete" } else { "Deleted" };
+    let (verb, rewrite) = if dry_run {
+        ("Would delete", "rewrite")
+    } else {
+        ("Deleted", "rewrote")
+    };
     println!(
-        "{verb} {} pack(s), rewrite {} ({} records removed, {} copied); {} -> {} ({} reclaimed)",
+        "{verb} {} pack(s), {rewrite} {} ({} records removed, {} copied); {} -> {} ({} reclaimed)",
         s.packs_deleted,
         s.packs_rewritten,
         s.records_removed,
