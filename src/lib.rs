@@ -17,6 +17,7 @@ pub mod id;
 pub mod layers;
 pub mod progress;
 pub mod repo;
+pub mod restore;
 pub mod snapshot;
 pub mod time;
 pub mod vfs;

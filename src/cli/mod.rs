@@ -5,6 +5,7 @@
 
 mod mount;
 mod output;
+mod restore;
 mod status;
 
 use std::io::Write;
@@ -57,6 +58,8 @@ pub enum Command {
     Cat(CatArgs),
     /// Mount every snapshot as a read-only filesystem (foreground; Ctrl-C unmounts)
     Mount(mount::MountArgs),
+    /// Restore a snapshot (or some of its paths) into a directory, with metadata, safely
+    Restore(restore::RestoreArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -215,6 +218,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => read_only(&path, |repo| cmd_ls(repo, a)),
         Command::Cat(a) => read_only(&path, |repo| cmd_cat(repo, a)),
         Command::Mount(a) => mount::run(&path, a),
+        Command::Restore(a) => read_only(&path, |repo| restore::run(repo, a)),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

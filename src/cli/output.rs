@@ -25,7 +25,7 @@ fn lossy(b: &[u8]) -> String {
 
 /// JSON for one path: `path` is lossy UTF-8; `path_hex` carries the exact bytes when they are not
 /// valid UTF-8.
-fn path_json(path: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+pub(super) fn path_json(path: &[u8]) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert("path".into(), json!(lossy(path)));
     if std::str::from_utf8(path).is_err() {
