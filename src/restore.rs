@@ -649,8 +649,10 @@ impl Run<'_> {
         let same = match (it.role, e.kind) {
             (Role::Link(l), _) => {
                 let leader = &self.items[l];
-                let ld = fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())?;
-                fsops::stat_at(ld.as_raw_fd(), leader.name())?
+                fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
+                    .and_then(|ld| fsops::stat_at(ld.as_raw_fd(), leader.name()))
+                    .ok()
+                    .flatten()
                     .is_some_and(|ls| ls.st_ino == st.st_ino && ls.st_dev == st.st_dev)
             }
             (_, Kind::File) => {

@@ -9,5 +9,6 @@ mod integration {
     mod dedup;
     mod man;
     mod mount;
+    mod restore;
     mod roundtrip;
 }
