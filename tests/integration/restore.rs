@@ -89,7 +89,7 @@ fn every_snapshot_kind_restores_identically() {
     let mutations: [fn(&Path); 3] = [fixture::mutate1, fixture::mutate2, fixture::mutate3];
     let mut taken = Vec::new();
     for (i, extra) in kinds.iter().enumerate() {
-        if i >= 1 && i <= 3 {
+        if (1..=3).contains(&i) {
             mutations[i - 1](&src);
         }
         let id = backup(&repo, &src, extra);
