@@ -14,6 +14,9 @@
 #   3. backups, tool after tool on the same tree, each into its own fresh repository:
 #      full, no-change (same tree again), then benches/mutate_dataset.py ("a day of business")
 #      and the day's incremental; wall time, peak RSS, repository size and growth
+#   3b. full restore of the full snapshot into fresh directories (strata restore, restic restore,
+#      borg extract; strata again with --fsync): wall time, peak RSS, and diff -r of each tool's
+#      tree against strata's
 #   4. read side: one order JSON via `strata cat` / `restic dump` / `borg extract --stdout`
 #   5. mounts: time until the snapshot root is listable, cold sequential read, random 4 KiB preads,
 #      ls -lR, find | wc -l, diff -r against the live tree, the mount process's peak RSS
@@ -28,6 +31,7 @@
 #   TOOLS           tools to compare, any of: strata restic borg ["strata restic borg"]
 #   STRATA_BIN      strata binary; if unset, `cargo build --release` and use target/release/strata
 #   SKIP_LIMITS=1   skip the machine-limit measurements
+#   SKIP_RESTORE=1  skip the full-restore phase
 #   SKIP_CAT=1      skip the single-file read (cat/dump/extract) timings
 #   SKIP_MOUNT=1    skip all mount measurements (SKIP_STRATA_MOUNT=1: skip only strata's mount)
 #   CHAIN=N         after the main run, N small mutations + incrementals per tool, then time reading
@@ -58,6 +62,7 @@ SEED=${SEED:-42}
 TOOLS=${TOOLS:-"strata restic borg"}
 SKIP_LIMITS=${SKIP_LIMITS:-0}
 SKIP_CAT=${SKIP_CAT:-0}
+SKIP_RESTORE=${SKIP_RESTORE:-0}
 SKIP_MOUNT=${SKIP_MOUNT:-0}
 SKIP_STRATA_MOUNT=${SKIP_STRATA_MOUNT:-0}
 CHAIN=${CHAIN:-0}
@@ -362,6 +367,72 @@ phase_backups() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Phase 3b: full restore
+
+RESTORE_DIR=$BENCH_DIR/restore
+
+# restore_cmd TOOL SNAPSHOT TARGET [EXTRA...] — set CMD. restic and borg recreate the absolute
+# source path under the target; strata writes the snapshot root as the target.
+restore_cmd() {
+  local t=$1 snap=$2 dir=$3
+  shift 3
+  case $t in
+    strata) CMD=("$STRATA" --repo "$REPOS/strata" restore "$snap" --target "$dir" "$@") ;;
+    restic) CMD=(restic -r "$REPOS/restic" restore "$snap" --target "$dir") ;;
+    borg) CMD=(env -C "$dir" borg extract "$REPOS/borg::$snap") ;;
+  esac
+}
+
+# The copy of the dataset's root inside a tool's restore target.
+restored_root() { if [[ $1 == strata ]]; then echo "$2"; else echo "$2$DATA"; fi; }
+
+# The id (or archive name) of the tool's full snapshot, the first one made.
+full_snapshot() {
+  case $1 in
+    strata) "$STRATA" --repo "$REPOS/strata" snapshots --json 2>>"$LOGDIR/strata.restore.log" | $HELP snapshot-id strata oldest ;;
+    restic) restic -r "$REPOS/restic" snapshots --json 2>>"$LOGDIR/restic.restore.log" | $HELP snapshot-id restic oldest ;;
+    borg) echo full ;;
+  esac
+}
+
+phase_restore() {
+  local t snap dir rc
+  rm -rf "$RESTORE_DIR"
+  for t in $TOOLS; do
+    if ! snap=$(full_snapshot "$t") || [[ -z $snap ]]; then
+      warn "$t: cannot find the full snapshot"
+      record "$t" restore.full.wall_s n/a
+      continue
+    fi
+    dir=$RESTORE_DIR/$t
+    mkdir -p "$dir"
+    log "$t: full restore of the full snapshot"
+    drop_caches
+    restore_cmd "$t" "$snap" "$dir"
+    measure "$t" restore.full "${CMD[@]}" || continue
+    if [[ $t == strata ]]; then
+      log "strata: the same restore with --fsync"
+      rm -rf "$RESTORE_DIR/strata-fsync"
+      mkdir -p "$RESTORE_DIR/strata-fsync"
+      drop_caches
+      restore_cmd strata "$snap" "$RESTORE_DIR/strata-fsync" --fsync
+      measure strata restore.full_fsync "${CMD[@]}" || true
+      rm -rf "$RESTORE_DIR/strata-fsync"
+    elif [[ -d $RESTORE_DIR/strata ]]; then
+      # The trees must hold the same bytes: one snapshot of one source, restored by two tools.
+      rc=0
+      diff -r -q "$RESTORE_DIR/strata" "$(restored_root "$t" "$dir")" >"$LOGDIR/$t.restore.diff" 2>&1 || rc=$?
+      case $rc in
+        0) record "$t" restore.same_as_strata yes ;;
+        *) record "$t" restore.same_as_strata "NO (see logs/$t.restore.diff)" ;;
+      esac
+      rm -rf "$dir"
+    fi
+  done
+  rm -rf "$RESTORE_DIR"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Phase 4: one file through the tool's own CLI
 
 # The order JSON the read-side tests fetch: dated 2023-01, which the mutator never touches.
@@ -644,6 +715,7 @@ main() {
   # A phase that trips over an unexpected error is reported and the run goes on.
   [[ $SKIP_LIMITS == 1 ]] || phase_limits || warn "phase_limits did not finish"
   phase_backups || warn "phase_backups did not finish"
+  [[ $SKIP_RESTORE == 1 ]] || phase_restore || warn "phase_restore did not finish"
   [[ $SKIP_CAT == 1 ]] || phase_cat || warn "phase_cat did not finish"
   [[ $SKIP_MOUNT == 1 ]] || phase_mount || warn "phase_mount did not finish"
   if ((CHAIN > 0)); then phase_chain || warn "phase_chain did not finish"; fi
