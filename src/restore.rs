@@ -271,7 +271,7 @@ struct Run<'a> {
     blocked: Vec<AtomicBool>,
     /// Directories that do not exist in the target (dry run: would be created).
     absent: Vec<AtomicBool>,
-    /// Directories restore created (they get their metadata even when not wholly restored).
+    /// Directories restore created (they get their metadata even when only on the way).
     created: Vec<AtomicBool>,
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
@@ -613,7 +613,6 @@ impl Run<'_> {
             Ok((bytes, verified)) => {
                 self.done[i].store(true, Ordering::Relaxed);
                 self.count(it, existing.is_some(), bytes, verified);
-                self.progress.file_read(bytes);
                 Ok(())
             }
             Err(msg) => {
@@ -781,8 +780,9 @@ impl Run<'_> {
         fsops::set_mtime_at(dir, name, e.mtime_ns)
     }
 
-    /// Step 5: directories' metadata, deepest first, for directories restore created or
-    /// restored whole (the target itself only when the whole snapshot root is restored).
+    /// Step 5: directories' metadata, deepest first: every restored directory, except
+    /// pre-existing ones that are only on the way to a requested path (the target itself
+    /// included, when paths were requested).
     fn directory_metadata(&self) {
         if self.opts.dry_run {
             return;
@@ -791,7 +791,7 @@ impl Run<'_> {
             if it.role != Role::Dir || self.blocked[i].load(Ordering::Relaxed) {
                 continue;
             }
-            if !(it.whole || self.created[i].load(Ordering::Relaxed)) {
+            if it.ancestor && !self.created[i].load(Ordering::Relaxed) {
                 continue;
             }
             let r = fsops::open_beneath(self.root.as_ref().unwrap(), &it.rel).and_then(|fd| {

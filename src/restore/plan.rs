@@ -41,6 +41,9 @@ pub struct Item {
     pub whole: bool,
     /// Directories only: every child name the snapshot holds, restored or filtered out.
     pub children: Vec<Vec<u8>>,
+    /// A directory above a requested path, not itself requested: if it already exists in the
+    /// target, restore leaves its metadata alone.
+    pub ancestor: bool,
 }
 
 impl Item {
@@ -164,7 +167,9 @@ impl Walk<'_> {
                 continue;
             }
             let entry = self.view.lookup(&cur)?;
-            parent = Some(self.push(cur.clone(), entry, parent, Role::Dir, false));
+            let i = self.push(cur.clone(), entry, parent, Role::Dir, false);
+            self.items[i].ancestor = true;
+            parent = Some(i);
         }
         Ok(parent)
     }
@@ -186,6 +191,7 @@ impl Walk<'_> {
             role,
             whole: false,
             children: Vec::new(),
+            ancestor: false,
         });
         self.needed.push(needed);
         i

@@ -140,10 +140,14 @@ fn partial_restore_of_a_path_and_of_globs() {
     backup(&repo, &src, &[]);
 
     let one = t.path().join("one");
+    // A pre-existing target keeps its own metadata when only some paths are restored into it.
+    std::fs::create_dir(&one).unwrap();
+    std::fs::set_permissions(&one, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     strata_ok(
         &repo,
         &["restore", "latest", "orders/2026/11", "--target", s(&one)],
     );
+    assert_eq!(std::fs::metadata(&one).unwrap().mode() & 0o7777, 0o711);
     let names = capture_names(&one);
     assert!(names.contains("orders/2026/11/20/order-1.json"));
     assert!(names.contains("orders/2026/11/21/order-3.json"));
@@ -383,6 +387,11 @@ fn interrupted_restore_leaves_no_partial_file_and_resumes() {
         }
         // Whatever exists under its real name is complete and correct.
         if out.exists() {
+            let files = capture(&out)
+                .values()
+                .filter(|e| e.kind == Kind::File)
+                .count();
+            eprintln!("killed after {delay_ms} ms ({status}): {files} files in the target");
             for (p, e) in capture(&out) {
                 let name = String::from_utf8_lossy(&p).into_owned();
                 if e.kind != Kind::File
