@@ -388,51 +388,33 @@ impl Run<'_> {
         let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
         let d = dir.as_raw_fd();
         let name = it.name();
-        let mut replaced = false;
-        match fsops::stat_at(d, name)? {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
-            Some(st) => {
-                if self.opts.overwrite == Overwrite::Never {
-                    self.conflict(it, &st);
-                    self.blocked[i].store(true, Ordering::Relaxed);
-                    return Ok(());
-                }
-                self.action(&it.rel, "replace");
-                if self.opts.dry_run {
-                    self.absent[i].store(true, Ordering::Relaxed);
-                    let mut s = self.stats.lock().unwrap();
-                    s.dirs += 1;
-                    s.replaced += 1;
-                    return Ok(());
-                }
-                fsops::remove_all(d, name)?;
-                replaced = true;
-            }
-            None => {
-                self.action(&it.rel, "create");
-                if self.opts.dry_run {
-                    self.absent[i].store(true, Ordering::Relaxed);
-                    self.stats.lock().unwrap().dirs += 1;
-                    return Ok(());
-                }
-                fsops::mkdir_at(d, name, 0o700)?;
-                self.created[i].store(true, Ordering::Relaxed);
-                let mut s = self.stats.lock().unwrap();
-                s.dirs += 1;
-                s.replaced += replaced as u64;
+        let replace = match fsops::stat_at(d, name)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                let sub = fsops::open_dir_at(d, name)?;
+                self.sweep(i, sub.as_raw_fd());
                 return Ok(());
             }
-        }
-        if replaced {
+            Some(st) if self.opts.overwrite == Overwrite::Never => {
+                self.conflict(it, &st);
+                self.blocked[i].store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Some(_) => true,
+            None => false,
+        };
+        self.action(&it.rel, if replace { "replace" } else { "create" });
+        if self.opts.dry_run {
+            self.absent[i].store(true, Ordering::Relaxed);
+        } else {
+            if replace {
+                fsops::remove_all(d, name)?;
+            }
             fsops::mkdir_at(d, name, 0o700)?;
             self.created[i].store(true, Ordering::Relaxed);
-            let mut s = self.stats.lock().unwrap();
-            s.dirs += 1;
-            s.replaced += 1;
-            return Ok(());
         }
-        let sub = fsops::open_dir_at(d, name)?;
-        self.sweep(i, sub.as_raw_fd());
+        let mut s = self.stats.lock().unwrap();
+        s.dirs += 1;
+        s.replaced += replace as u64;
         Ok(())
     }
 
