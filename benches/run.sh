@@ -32,6 +32,9 @@
 #   STRATA_BIN      strata binary; if unset, `cargo build --release` and use target/release/strata
 #   SKIP_LIMITS=1   skip the machine-limit measurements
 #   SKIP_RESTORE=1  skip the full-restore phase
+#   RESTORE_FRESH_FS  1: restore each tool into its own freshly made ext4 filesystem (a loop
+#                   image under $BENCH_DIR/restore), so no tool pays for the previous one's
+#                   deleted inodes; 0: restore into $BENCH_DIR's filesystem [1 when root]
 #   SKIP_CAT=1      skip the single-file read (cat/dump/extract) timings
 #   SKIP_MOUNT=1    skip all mount measurements (SKIP_STRATA_MOUNT=1: skip only strata's mount)
 #   CHAIN=N         after the main run, N small mutations + incrementals per tool, then time reading
@@ -63,6 +66,7 @@ TOOLS=${TOOLS:-"strata restic borg"}
 SKIP_LIMITS=${SKIP_LIMITS:-0}
 SKIP_CAT=${SKIP_CAT:-0}
 SKIP_RESTORE=${SKIP_RESTORE:-0}
+RESTORE_FRESH_FS=${RESTORE_FRESH_FS:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
 SKIP_MOUNT=${SKIP_MOUNT:-0}
 SKIP_STRATA_MOUNT=${SKIP_STRATA_MOUNT:-0}
 CHAIN=${CHAIN:-0}
@@ -198,6 +202,15 @@ MOUNT_PID=""
 on_exit() {
   [[ -n $MOUNT_PID ]] && kill "$MOUNT_PID" 2>/dev/null
   cleanup_mounts
+  cleanup_restore_fs
+}
+
+# Unmount the loop filesystems of the restore phase.
+cleanup_restore_fs() {
+  local m
+  awk -v p="$BENCH_DIR/restore/" 'index($2, p) == 1 { print $2 }' /proc/mounts | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
 }
 trap on_exit EXIT
 
@@ -383,6 +396,27 @@ restore_cmd() {
   esac
 }
 
+# fresh_target DIR — an empty directory to restore into: with RESTORE_FRESH_FS=1 the root of a
+# new ext4 filesystem (sparse loop image DIR.img, twice the dataset plus 1 GiB).
+fresh_target() {
+  local m=$1 size
+  mkdir -p "$m"
+  [[ $RESTORE_FRESH_FS == 1 ]] || return 0
+  size=$(($(du -sb "$DATA" | cut -f1) * 2 + (1 << 30)))
+  if truncate -s "$size" "$m.img" && mkfs.ext4 -q -F "$m.img" >>"$LOGDIR/restore-fs.log" 2>&1 &&
+    mount -o loop "$m.img" "$m" 2>>"$LOGDIR/restore-fs.log"; then
+    rmdir "$m/lost+found"
+  else
+    warn "cannot make a fresh filesystem at $m; restoring into $BENCH_DIR's filesystem"
+    rm -f "$m.img"
+  fi
+}
+
+drop_target() { # DIR
+  if mountpoint -q "$1"; then umount "$1"; fi
+  rm -rf "$1" "$1.img"
+}
+
 # The copy of the dataset's root inside a tool's restore target.
 restored_root() { if [[ $1 == strata ]]; then echo "$2"; else echo "$2$DATA"; fi; }
 
@@ -397,7 +431,9 @@ full_snapshot() {
 
 phase_restore() {
   local t snap dir rc
+  cleanup_restore_fs
   rm -rf "$RESTORE_DIR"
+  record meta restore_fresh_fs "$RESTORE_FRESH_FS"
   for t in $TOOLS; do
     if ! snap=$(full_snapshot "$t") || [[ -z $snap ]]; then
       warn "$t: cannot find the full snapshot"
@@ -405,19 +441,19 @@ phase_restore() {
       continue
     fi
     dir=$RESTORE_DIR/$t
-    mkdir -p "$dir"
+    fresh_target "$dir"
     log "$t: full restore of the full snapshot"
     drop_caches
     restore_cmd "$t" "$snap" "$dir"
     measure "$t" restore.full "${CMD[@]}" || continue
     if [[ $t == strata ]]; then
       log "strata: the same restore with --fsync"
-      rm -rf "$RESTORE_DIR/strata-fsync"
-      mkdir -p "$RESTORE_DIR/strata-fsync"
+      drop_target "$RESTORE_DIR/strata-fsync"
+      fresh_target "$RESTORE_DIR/strata-fsync"
       drop_caches
       restore_cmd strata "$snap" "$RESTORE_DIR/strata-fsync" --fsync
       measure strata restore.full_fsync "${CMD[@]}" || true
-      rm -rf "$RESTORE_DIR/strata-fsync"
+      drop_target "$RESTORE_DIR/strata-fsync"
     elif [[ -d $RESTORE_DIR/strata ]]; then
       # The trees must hold the same bytes: one snapshot of one source, restored by two tools.
       rc=0
@@ -426,9 +462,10 @@ phase_restore() {
         0) record "$t" restore.same_as_strata yes ;;
         *) record "$t" restore.same_as_strata "NO (see logs/$t.restore.diff)" ;;
       esac
-      rm -rf "$dir"
+      drop_target "$dir"
     fi
   done
+  for t in $TOOLS strata-fsync; do drop_target "$RESTORE_DIR/$t"; done
   rm -rf "$RESTORE_DIR"
 }
 

@@ -43,6 +43,9 @@ use plan::{Item, Role};
 /// Prefix of the temporary names restore writes under; a rerun removes leftovers with it.
 pub const TEMP_PREFIX: &[u8] = b".strata-tmp-";
 
+/// Files at least this big are written first (see [`Run::leaves`]).
+const BIG_FILE: u64 = 64 << 20;
+
 /// Shared chunks kept in memory at most (see [`data::Chunks`]).
 const SHARED_CHUNK_BUDGET: usize = 256 << 20;
 
@@ -244,10 +247,14 @@ pub fn restore(
         temp_counter: AtomicU64::new(0),
         progress,
     };
+    log::info!("Planned {n} entries in {:?}", start.elapsed());
     run.directories();
+    log::info!("Directories done at {:?}", start.elapsed());
     run.leaves();
+    log::info!("Files done at {:?}", start.elapsed());
     run.links();
     run.directory_metadata();
+    log::info!("Metadata done at {:?}", start.elapsed());
     let mut stats = run.stats.into_inner().unwrap();
     stats.chunks_read = run.chunks.reads();
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
@@ -460,19 +467,30 @@ impl Run<'_> {
         }
     }
 
-    /// Step 3: files, symlinks, FIFOs, devices, on a thread pool. Files sharing a first chunk
-    /// are handed out together and the largest groups first, so shared chunks are used while
-    /// cached and one big file does not run alone at the end.
+    /// Step 3: files, symlinks, FIFOs, devices, on a thread pool. Big files go first, so none
+    /// runs alone at the end; the others in the order their first chunk sits in the packs, so
+    /// a cold repository is read sequentially rather than at random, and files sharing a first
+    /// chunk are handed out together while it is cached.
     fn leaves(&self) {
-        let mut order: Vec<usize> = (0..self.items.len())
+        let t0 = Instant::now();
+        let mut keyed: Vec<((u8, u64, u64), usize)> = (0..self.items.len())
             .filter(|&i| self.items[i].role == Role::Leaf)
+            .map(|i| {
+                let e = &self.items[i].entry;
+                let key = match e.chunks.first() {
+                    _ if e.kind == Kind::File && e.size >= BIG_FILE => (0, u64::MAX - e.size, 0),
+                    Some(c) => match self.chunks.location(&c.id) {
+                        Some(l) => (1, l.pack.0, l.offset),
+                        None => (2, 0, 0),
+                    },
+                    None => (2, 0, 0),
+                };
+                (key, i)
+            })
             .collect();
-        let mut group_bytes: HashMap<Option<ChunkId>, u64> = HashMap::new();
-        let first = |i: usize| self.items[i].entry.chunks.first().map(|c| c.id);
-        for &i in &order {
-            *group_bytes.entry(first(i)).or_default() += self.items[i].entry.size;
-        }
-        order.sort_by_key(|&i| (std::cmp::Reverse(group_bytes[&first(i)]), first(i), i));
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        log::debug!("Ordered {} leaves in {:?}", order.len(), t0.elapsed());
         let threads = match self.opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get() * 2)

@@ -56,6 +56,11 @@ impl Chunks {
         }
     }
 
+    /// Where chunk `id` is stored, when the index knows it (used to order reads).
+    pub fn location(&self, id: &ChunkId) -> Option<crate::repo::keys::Location> {
+        self.repo.chunk_location(id).ok()
+    }
+
     /// Chunks read from the repository so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
