@@ -600,3 +600,60 @@ fn hostile_snapshot_cannot_write_outside_the_target() {
     assert!(!out.join("x").exists() && !Path::new("/etc/ok.txt").exists());
     assert!(!out.join(OsStr::from_bytes(b"a")).exists());
 }
+
+#[test]
+fn not_root_skips_owners_and_devices_with_a_note() {
+    use std::os::unix::fs::PermissionsExt;
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let (true, Some(setpriv)) = (fixture::is_root(), setpriv) else {
+        eprintln!("needs root and setpriv to run strata as an unprivileged user; skipped");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    fixture::build(&src, 6);
+    let repo = t.path().join("repo");
+    strata_ok(&repo, &["init"]);
+    backup(&repo, &src, &[]);
+    // Hand the repository to `nobody`, who then restores.
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = t.path().join("out");
+    let run = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::common::bin())
+        .args(["--repo", s(&repo), "restore", "latest", "--target", s(&out)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{text} {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        text.contains("note: not running as root, owners of"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 device nodes or sockets not restored"),
+        "{text}"
+    );
+    assert!(!out.join("null-dev").exists());
+    // Everything else is there, owned by the restoring user.
+    let m = std::fs::metadata(out.join("orders/2026/11/21/order-3.json")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert_eq!(
+        std::fs::read(out.join("media/big.bin")).unwrap(),
+        std::fs::read(src.join("media/big.bin")).unwrap()
+    );
+}
