@@ -52,6 +52,9 @@ class R:
             wall = num(d.get("backup.full.wall_s"))
             if ds and wall:
                 d["backup.full.mbs"] = ds / wall / MB
+            rwall = num(d.get("restore.full.wall_s"))
+            if ds and rwall:
+                d["restore.full.mbs"] = ds / rwall / MB
             rss = [num(d.get(f"backup.{k}.rss_kb")) for k in ("full", "nochange", "incr")]
             if all(r is not None for r in rss):
                 d["backup.peak_rss_kb"] = max(rss)
@@ -121,6 +124,15 @@ BACKUP_ROWS = [
     ("backup.incr.rss_kb", "Peak RSS, incremental", f_rss, "", None),
     ("backup.peak_rss_kb", "Peak RSS, any backup", f_rss, "<= 200 MB",
      lambda s, r, b, R: le(times(1024, s), 200 * MB)),
+]
+
+RESTORE_ROWS = [
+    ("restore.full.wall_s", "Full restore of the full snapshot, wall", f_s, "<= 0.5x restic and <= 0.4x borg",
+     lambda s, r, b, R: both(le(s, times(0.5, r)), le(s, times(0.4, b)))),
+    ("restore.full.mbs", "Full restore throughput (dataset bytes / wall)", f_mbs, "", None),
+    ("restore.full.rss_kb", "Full restore, peak RSS", f_rss, "", None),
+    ("restore.full_fsync.wall_s", "Full restore with --fsync (strata only), wall", f_s, "", None),
+    ("restore.same_as_strata", "Restored tree identical to strata's (diff -r)", None, "yes", None),
 ]
 
 READ_ROWS = [
@@ -238,6 +250,9 @@ def main():
         if s is not None:
             print(f"\nstrata full backup throughput: {s:.0f} MB/s = {100 * s / num(lim['min_mbs']):.0f}% "
                   f"of min(disk, BLAKE3, zstd -3) = {num(lim['min_mbs']):.0f} MB/s")
+    if any(k.startswith("restore.") for t in rep.tools for k in rep.raw[t]):
+        print("\n## Restore\n")
+        print(table(rep, RESTORE_ROWS, only_present=True))
     print("\n## Read side\n")
     print(f"Single file: `{m.get('cat_file', '?')}`. Live tree entries (find | wc -l): "
           f"{m.get('live_find_count', 'n/a')}.\n")

@@ -14,6 +14,9 @@
 #   3. backups, tool after tool on the same tree, each into its own fresh repository:
 #      full, no-change (same tree again), then benches/mutate_dataset.py ("a day of business")
 #      and the day's incremental; wall time, peak RSS, repository size and growth
+#   3b. full restore of the full snapshot into fresh directories (strata restore, restic restore,
+#      borg extract; strata again with --fsync): wall time, peak RSS, and diff -r of each tool's
+#      tree against strata's
 #   4. read side: one order JSON via `strata cat` / `restic dump` / `borg extract --stdout`
 #   5. mounts: time until the snapshot root is listable, cold sequential read, random 4 KiB preads,
 #      ls -lR, find | wc -l, diff -r against the live tree, the mount process's peak RSS
@@ -28,6 +31,10 @@
 #   TOOLS           tools to compare, any of: strata restic borg ["strata restic borg"]
 #   STRATA_BIN      strata binary; if unset, `cargo build --release` and use target/release/strata
 #   SKIP_LIMITS=1   skip the machine-limit measurements
+#   SKIP_RESTORE=1  skip the full-restore phase
+#   RESTORE_FRESH_FS  1: restore each tool into its own freshly made ext4 filesystem (a loop
+#                   image under $BENCH_DIR/restore), so no tool pays for the previous one's
+#                   deleted inodes; 0: restore into $BENCH_DIR's filesystem [1 when root]
 #   SKIP_CAT=1      skip the single-file read (cat/dump/extract) timings
 #   SKIP_MOUNT=1    skip all mount measurements (SKIP_STRATA_MOUNT=1: skip only strata's mount)
 #   CHAIN=N         after the main run, N small mutations + incrementals per tool, then time reading
@@ -58,6 +65,8 @@ SEED=${SEED:-42}
 TOOLS=${TOOLS:-"strata restic borg"}
 SKIP_LIMITS=${SKIP_LIMITS:-0}
 SKIP_CAT=${SKIP_CAT:-0}
+SKIP_RESTORE=${SKIP_RESTORE:-0}
+RESTORE_FRESH_FS=${RESTORE_FRESH_FS:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
 SKIP_MOUNT=${SKIP_MOUNT:-0}
 SKIP_STRATA_MOUNT=${SKIP_STRATA_MOUNT:-0}
 CHAIN=${CHAIN:-0}
@@ -193,6 +202,15 @@ MOUNT_PID=""
 on_exit() {
   [[ -n $MOUNT_PID ]] && kill "$MOUNT_PID" 2>/dev/null
   cleanup_mounts
+  cleanup_restore_fs
+}
+
+# Unmount the loop filesystems of the restore phase.
+cleanup_restore_fs() {
+  local m
+  awk -v p="$BENCH_DIR/restore/" 'index($2, p) == 1 { print $2 }' /proc/mounts | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
 }
 trap on_exit EXIT
 
@@ -359,6 +377,96 @@ phase_backups() {
     record "$t" repo.incr_bytes "$(repo_bytes "$REPOS/$t")"
   done
   record meta dataset_bytes_day1 "$(du -sb "$DATA" | cut -f1)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Phase 3b: full restore
+
+RESTORE_DIR=$BENCH_DIR/restore
+
+# restore_cmd TOOL SNAPSHOT TARGET [EXTRA...] — set CMD. restic and borg recreate the absolute
+# source path under the target; strata writes the snapshot root as the target.
+restore_cmd() {
+  local t=$1 snap=$2 dir=$3
+  shift 3
+  case $t in
+    strata) CMD=("$STRATA" --repo "$REPOS/strata" restore "$snap" --target "$dir" "$@") ;;
+    restic) CMD=(restic -r "$REPOS/restic" restore "$snap" --target "$dir") ;;
+    borg) CMD=(env -C "$dir" borg extract "$REPOS/borg::$snap") ;;
+  esac
+}
+
+# fresh_target DIR — an empty directory to restore into: with RESTORE_FRESH_FS=1 the root of a
+# new ext4 filesystem (sparse loop image DIR.img, twice the dataset plus 1 GiB).
+fresh_target() {
+  local m=$1 size
+  mkdir -p "$m"
+  [[ $RESTORE_FRESH_FS == 1 ]] || return 0
+  size=$(($(du -sb "$DATA" | cut -f1) * 2 + (1 << 30)))
+  if truncate -s "$size" "$m.img" && mkfs.ext4 -q -F "$m.img" >>"$LOGDIR/restore-fs.log" 2>&1 &&
+    mount -o loop "$m.img" "$m" 2>>"$LOGDIR/restore-fs.log"; then
+    rmdir "$m/lost+found"
+  else
+    warn "cannot make a fresh filesystem at $m; restoring into $BENCH_DIR's filesystem"
+    rm -f "$m.img"
+  fi
+}
+
+drop_target() { # DIR
+  if mountpoint -q "$1"; then umount "$1"; fi
+  rm -rf "$1" "$1.img"
+}
+
+# The copy of the dataset's root inside a tool's restore target.
+restored_root() { if [[ $1 == strata ]]; then echo "$2"; else echo "$2$DATA"; fi; }
+
+# The id (or archive name) of the tool's full snapshot, the first one made.
+full_snapshot() {
+  case $1 in
+    strata) "$STRATA" --repo "$REPOS/strata" snapshots --json 2>>"$LOGDIR/strata.restore.log" | $HELP snapshot-id strata oldest ;;
+    restic) restic -r "$REPOS/restic" snapshots --json 2>>"$LOGDIR/restic.restore.log" | $HELP snapshot-id restic oldest ;;
+    borg) echo full ;;
+  esac
+}
+
+phase_restore() {
+  local t snap dir rc
+  cleanup_restore_fs
+  rm -rf "$RESTORE_DIR"
+  record meta restore_fresh_fs "$RESTORE_FRESH_FS"
+  for t in $TOOLS; do
+    if ! snap=$(full_snapshot "$t") || [[ -z $snap ]]; then
+      warn "$t: cannot find the full snapshot"
+      record "$t" restore.full.wall_s n/a
+      continue
+    fi
+    dir=$RESTORE_DIR/$t
+    fresh_target "$dir"
+    log "$t: full restore of the full snapshot"
+    drop_caches
+    restore_cmd "$t" "$snap" "$dir"
+    measure "$t" restore.full "${CMD[@]}" || continue
+    if [[ $t == strata ]]; then
+      log "strata: the same restore with --fsync"
+      drop_target "$RESTORE_DIR/strata-fsync"
+      fresh_target "$RESTORE_DIR/strata-fsync"
+      drop_caches
+      restore_cmd strata "$snap" "$RESTORE_DIR/strata-fsync" --fsync
+      measure strata restore.full_fsync "${CMD[@]}" || true
+      drop_target "$RESTORE_DIR/strata-fsync"
+    elif [[ -d $RESTORE_DIR/strata ]]; then
+      # The trees must hold the same bytes: one snapshot of one source, restored by two tools.
+      rc=0
+      diff -r -q "$RESTORE_DIR/strata" "$(restored_root "$t" "$dir")" >"$LOGDIR/$t.restore.diff" 2>&1 || rc=$?
+      case $rc in
+        0) record "$t" restore.same_as_strata yes ;;
+        *) record "$t" restore.same_as_strata "NO (see logs/$t.restore.diff)" ;;
+      esac
+      drop_target "$dir"
+    fi
+  done
+  for t in $TOOLS strata-fsync; do drop_target "$RESTORE_DIR/$t"; done
+  rm -rf "$RESTORE_DIR"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +752,7 @@ main() {
   # A phase that trips over an unexpected error is reported and the run goes on.
   [[ $SKIP_LIMITS == 1 ]] || phase_limits || warn "phase_limits did not finish"
   phase_backups || warn "phase_backups did not finish"
+  [[ $SKIP_RESTORE == 1 ]] || phase_restore || warn "phase_restore did not finish"
   [[ $SKIP_CAT == 1 ]] || phase_cat || warn "phase_cat did not finish"
   [[ $SKIP_MOUNT == 1 ]] || phase_mount || warn "phase_mount did not finish"
   if ((CHAIN > 0)); then phase_chain || warn "phase_chain did not finish"; fi

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod time;

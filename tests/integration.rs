@@ -14,5 +14,6 @@ mod integration {
     mod man;
     mod mount;
     mod repair;
+    mod restore;
     mod roundtrip;
 }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod mount;
 mod output;
 mod query;
+mod restore;
 mod status;
 
 use std::io::Write;
@@ -84,6 +85,8 @@ pub enum Command {
     Consolidate(lifecycle::ConsolidateArgs),
     /// Delete pack data no snapshot needs any more
     Prune(lifecycle::PruneArgs),
+    /// Restore a snapshot (or some of its paths) into a directory, with metadata, safely
+    Restore(restore::RestoreArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -253,6 +256,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => lifecycle::run_forget(&path, a),
         Command::Consolidate(a) => lifecycle::run_consolidate(&path, a),
         Command::Prune(a) => lifecycle::run_prune(&path, a),
+        Command::Restore(a) => read_only(&path, |repo| restore::run(repo, a)),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

@@ -476,3 +476,23 @@ pub fn default_repo_path() -> PathBuf {
         });
     base.join("strata/repo")
 }
+
+impl Repo {
+    /// Test support: commits a full snapshot whose layer holds exactly `entries` (dir, name,
+    /// entry), written straight into sled without any of backup's checks, so that tests can build
+    /// the hostile repositories (names like `..`, `a/b`, entries under a symlink) that restore
+    /// and the mount must survive. Never used by strata itself.
+    #[doc(hidden)]
+    pub fn insert_raw_full_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        entries: &[(Vec<u8>, Vec<u8>, crate::entry::Entry)],
+    ) -> Result<()> {
+        for (dir, name, e) in entries {
+            self.layers
+                .insert(keys::entry_key(&snapshot.id, dir, name), e.encode())?;
+        }
+        self.snapshots.insert(snapshot.id.0, snapshot.encode())?;
+        self.flush()
+    }
+}

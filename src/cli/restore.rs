@@ -1,0 +1,215 @@
+//! `strata restore`: arguments, and the human and `--json` renderings of [`RestoreStats`]
+//! (the JSON fields are a stable interface, documented in README.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::output::{human_size, path_json};
+use super::{path_bytes, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
+use crate::layers::View;
+use crate::progress::NoProgress;
+use crate::repo::Repo;
+use crate::restore::{self, Overwrite, ProblemKind, RestoreOptions, RestoreStats};
+use crate::{snapshot, Error, Result};
+
+/// `strata restore`
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot: id, unique id prefix, or `latest`
+    pub snapshot: String,
+    /// Paths inside the snapshot to restore [default: all of it]
+    pub paths: Vec<PathBuf>,
+    /// Directory to restore into (created when missing); paths keep their place under it
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob, and what is under a matching directory (repeatable)
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Skip paths matching this glob, and what is under them (repeatable)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Existing paths that differ from the snapshot: never touch them (report a conflict),
+    /// replace them if-changed, or replace always
+    #[arg(long, value_enum, default_value_t = Overwrite::Never)]
+    pub overwrite: Overwrite,
+    /// Print what would be done; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove files the snapshot does not hold from the restored directories
+    #[arg(long)]
+    pub delete: bool,
+    /// Read every written file back and check it against the snapshot's chunk hashes
+    #[arg(long)]
+    pub verify: bool,
+    /// fsync each file before renaming it into place (slower; see docs/PERFORMANCE.md)
+    #[arg(long)]
+    pub fsync: bool,
+    /// Owners are restored as the stored numeric uid/gid (strata stores no names); accepted for
+    /// tar compatibility, changes nothing
+    #[arg(long)]
+    pub numeric_owner: bool,
+    /// With `latest`: the newest snapshot of this source
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Worker threads [default: two per CPU, at least 4]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `strata restore`; the exit code is 1 when a path failed with an error, 3 when there were
+/// only conflicts or refused entries, else 0.
+pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
+    let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
+    let view = View::open(repo, &snap.id)?;
+    let paths: Vec<Vec<u8>> = a.paths.iter().map(|p| path_bytes(p).to_vec()).collect();
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.includes,
+        excludes: a.excludes,
+        overwrite: a.overwrite,
+        dry_run: a.dry_run,
+        delete: a.delete,
+        verify: a.verify,
+        fsync: a.fsync,
+        threads: a.threads,
+    };
+    let stats = restore::restore(repo, &view, &paths, &opts, &NoProgress)?;
+    let r = if a.json {
+        print_json(&snap.id.to_string(), &a.target, a.dry_run, &stats)
+    } else {
+        print_human(&snap.id.short(), &a.target, a.dry_run, &stats)
+    };
+    if let Err(e) = r {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Error::Io {
+                context: "Writing",
+                path: "standard output".into(),
+                source: e,
+            });
+        }
+    }
+    Ok(if stats.has_errors() {
+        EXIT_ERROR
+    } else if !stats.conflicts.is_empty() || !stats.problems.is_empty() {
+        EXIT_WARNINGS
+    } else {
+        EXIT_OK
+    })
+}
+
+fn with_path(path: &[u8], fields: serde_json::Value) -> serde_json::Value {
+    let mut m = path_json(path);
+    if let serde_json::Value::Object(f) = fields {
+        m.extend(f);
+    }
+    serde_json::Value::Object(m)
+}
+
+fn print_json(id: &str, target: &Path, dry_run: bool, s: &RestoreStats) -> std::io::Result<()> {
+    let v = json!({
+        "snapshot": id,
+        "target": target.to_string_lossy(),
+        "dry_run": dry_run,
+        "files": s.files,
+        "dirs": s.dirs,
+        "symlinks": s.symlinks,
+        "hardlinks": s.hardlinks,
+        "specials": s.specials,
+        "replaced": s.replaced,
+        "unchanged": s.unchanged,
+        "deleted": s.deleted,
+        "stale_temp_removed": s.stale_temp_removed,
+        "written_bytes": s.written_bytes,
+        "chunks_read": s.chunks_read,
+        "verified_files": s.verified_files,
+        "owners_skipped": s.owners_skipped,
+        "specials_skipped": s.specials_skipped,
+        "elapsed_ms": s.elapsed_ms,
+        "conflicts": s.conflicts.iter().map(|c| with_path(&c.path, json!({
+            "existing": c.existing,
+            "snapshot": c.snapshot,
+            "would": c.would,
+        }))).collect::<Vec<_>>(),
+        "problems": s.problems.iter().map(|p| with_path(&p.path, json!({
+            "kind": match p.kind { ProblemKind::Unsafe => "unsafe", ProblemKind::Error => "error" },
+            "message": p.message,
+        }))).collect::<Vec<_>>(),
+        "actions": s.actions.iter().map(|a| with_path(&a.path, json!({
+            "action": a.action,
+        }))).collect::<Vec<_>>(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))
+}
+
+fn print_human(id: &str, target: &Path, dry_run: bool, s: &RestoreStats) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for a in &s.actions {
+        write!(out, "{:<9} ", a.action)?;
+        out.write_all(&a.path)?;
+        out.write_all(b"\n")?;
+    }
+    for c in &s.conflicts {
+        write!(out, "conflict: ")?;
+        out.write_all(&c.path)?;
+        writeln!(
+            out,
+            " ({} in the target, {} in the snapshot): kept; --overwrite if-changed would {} it",
+            c.existing, c.snapshot, c.would
+        )?;
+    }
+    for p in &s.problems {
+        let kind = match p.kind {
+            ProblemKind::Unsafe => "refused",
+            ProblemKind::Error => "error",
+        };
+        write!(out, "{kind}: ")?;
+        out.write_all(&p.path)?;
+        writeln!(out, ": {}", p.message)?;
+    }
+    let verb = if dry_run { "would restore" } else { "restored" };
+    writeln!(
+        out,
+        "snapshot {id} {verb} into {}: {} files ({}), {} dirs, {} symlinks, {} hard links, {} special",
+        target.display(),
+        s.files,
+        human_size(s.written_bytes),
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.specials
+    )?;
+    writeln!(
+        out,
+        "{} unchanged, {} replaced, {} deleted, {} conflicts, {} problems, {} chunks read, {:.2} s",
+        s.unchanged,
+        s.replaced,
+        s.deleted,
+        s.conflicts.len(),
+        s.problems.len(),
+        s.chunks_read,
+        s.elapsed_ms as f64 / 1000.0
+    )?;
+    if s.owners_skipped > 0 {
+        writeln!(
+            out,
+            "note: not running as root, owners of {} entries not restored",
+            s.owners_skipped
+        )?;
+    }
+    if s.specials_skipped > 0 {
+        writeln!(
+            out,
+            "note: {} device nodes or sockets not restored (devices need root; sockets cannot be)",
+            s.specials_skipped
+        )?;
+    }
+    out.flush()
+}

@@ -1,0 +1,836 @@
+//! `restore`: writes (part of) a snapshot into a target directory, with its metadata, safely,
+//! resumably and in parallel. Library level: returns [`RestoreStats`], prints nothing.
+//!
+//! Order of work, each step relying on the one before:
+//! 1. **plan** ([`plan`]): the snapshot entries to restore, unsafe names refused, hard-link groups;
+//! 2. **directories**, top-down, created `0700` so their contents can be written;
+//! 3. **files, symlinks, FIFOs, devices**, on a thread pool: each written under a temporary name
+//!    (`.strata-tmp-…`) in its destination directory, given its metadata, then renamed into place,
+//!    so an interrupted restore never leaves a half-written file under its real name;
+//! 4. **hard links**, linked to the group's first path once that exists;
+//! 5. **directory metadata**, bottom-up, so writing into a directory cannot disturb its mtime.
+//!
+//! Invariants: nothing is written outside the target (every operation goes through a directory
+//! descriptor opened beneath it without following symlinks, see [`fsops`]); a path whose
+//! content differs from the snapshot is not touched unless `--overwrite` allows it; content comes
+//! only from [`Repo::read_chunk`], which verifies blake3, and each chunk is read once per restore
+//! even when many files share it. What "identical" means, and every other rule, is in
+//! docs/SEMANTICS.md ("Restore").
+
+mod data;
+pub mod fsops;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use xattr::FileExt;
+
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, IoContext, Result};
+use crate::id::ChunkId;
+use crate::layers::View;
+use crate::progress::Progress;
+use crate::repo::Repo;
+use data::{Chunks, WriteFailure};
+use plan::{Item, Role};
+
+/// Prefix of the temporary names restore writes under; a rerun removes leftovers with it.
+pub const TEMP_PREFIX: &[u8] = b".strata-tmp-";
+
+/// Files at least this big are written first (see [`Run::leaves`]).
+const BIG_FILE: u64 = 64 << 20;
+
+/// Shared chunks kept in memory at most (see [`data::Chunks`]).
+const SHARED_CHUNK_BUDGET: usize = 256 << 20;
+
+/// What to do with a path that already exists in the target and differs from the snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Overwrite {
+    /// Leave it alone and report a conflict (the restore then exits non-zero).
+    #[default]
+    Never,
+    /// Replace it when it differs; leave identical paths alone.
+    IfChanged,
+    /// Replace every path, identical or not.
+    Always,
+}
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Directory the snapshot's paths are written under (created when missing).
+    pub target: PathBuf,
+    /// Restore only paths matching one of these globs (and what is under a matching directory).
+    pub includes: Vec<String>,
+    /// Skip paths matching one of these globs, with everything under them.
+    pub excludes: Vec<String>,
+    /// What to do with existing paths that differ.
+    pub overwrite: Overwrite,
+    /// Decide everything, write nothing; the decisions are in [`RestoreStats::actions`].
+    pub dry_run: bool,
+    /// Remove what the snapshot does not hold from restored directories.
+    pub delete: bool,
+    /// Read every written file back and compare it with the snapshot's chunk hashes.
+    pub verify: bool,
+    /// fsync every file before renaming it into place.
+    pub fsync: bool,
+    /// Worker threads; 0 = two per CPU, at least 4.
+    pub threads: usize,
+}
+
+/// A path left alone because it exists and differs, with what restore would have done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// Snapshot-relative path (= target-relative).
+    pub path: Vec<u8>,
+    /// Type of what is in the target (`file`, `dir`, `symlink`, …).
+    pub existing: &'static str,
+    /// Type the snapshot has there.
+    pub snapshot: &'static str,
+    /// What `--overwrite if-changed` would do: `replace`.
+    pub would: &'static str,
+}
+
+/// Why a path was not restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The snapshot entry is unsafe to write (bad name, entries under a symlink): refused.
+    Unsafe,
+    /// Reading the repository or writing the target failed for this path.
+    Error,
+}
+
+/// One path restore could not do, with a message naming the cause.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// Snapshot-relative path, as stored.
+    pub path: Vec<u8>,
+    /// Refused or failed.
+    pub kind: ProblemKind,
+    /// One line.
+    pub message: String,
+}
+
+/// One decision of a dry run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// Target-relative path.
+    pub path: Vec<u8>,
+    /// `create`, `replace`, `unchanged`, `conflict`, `link`, `delete` or `skip`.
+    pub action: &'static str,
+}
+
+/// What a restore did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreStats {
+    /// Regular files written (new or replaced).
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks written.
+    pub symlinks: u64,
+    /// Hard links made (beyond each group's first path).
+    pub hardlinks: u64,
+    /// FIFOs and device nodes made.
+    pub specials: u64,
+    /// Of the above, how many replaced something that differed.
+    pub replaced: u64,
+    /// Paths already identical to the snapshot, left in place (metadata re-applied).
+    pub unchanged: u64,
+    /// Paths removed by `--delete` (a removed directory counts with its contents).
+    pub deleted: u64,
+    /// Temporary files of an earlier, interrupted restore removed.
+    pub stale_temp_removed: u64,
+    /// File content bytes written (holes excluded).
+    pub written_bytes: u64,
+    /// Chunks read from the repository (each verified).
+    pub chunks_read: u64,
+    /// Files read back and found identical by `--verify`.
+    pub verified_files: u64,
+    /// Entries whose owner was not set because restore did not run as root.
+    pub owners_skipped: u64,
+    /// Device nodes and sockets not made (devices need root; sockets cannot be restored).
+    pub specials_skipped: u64,
+    /// Paths left alone because they differ (`--overwrite never`).
+    pub conflicts: Vec<Conflict>,
+    /// Paths refused or failed.
+    pub problems: Vec<Problem>,
+    /// Dry run only: every decision, in plan order.
+    pub actions: Vec<Action>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+impl RestoreStats {
+    /// True when some path failed with an error (not a conflict or a refusal).
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| p.kind == ProblemKind::Error)
+    }
+}
+
+fn globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = GlobBuilder::new(p.trim_matches('/'))
+            .literal_separator(false)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("Bad glob {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map_err(|e| Error::InvalidArgument(format!("Bad glob set: {e}")))
+}
+
+/// Restores `paths` (snapshot-relative; empty = the whole snapshot) of `view` under
+/// `opts.target`. Per-path failures, conflicts and refusals are collected in the result; an `Err`
+/// means nothing could be started (bad glob, missing path, target not creatable).
+pub fn restore(
+    repo: &Arc<Repo>,
+    view: &View,
+    paths: &[Vec<u8>],
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreStats> {
+    let start = Instant::now();
+    let includes = globs(&opts.includes)?;
+    let excludes = globs(&opts.excludes)?;
+    let plan = plan::build(view, paths, &includes, &excludes)?;
+    let root = if opts.target.is_dir() {
+        Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
+    } else if opts.dry_run {
+        None
+    } else {
+        std::fs::create_dir_all(&opts.target).ctx("Creating restore target", &opts.target)?;
+        Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
+    };
+    let mut uses: HashMap<ChunkId, u32> = HashMap::new();
+    for it in &plan.items {
+        if it.role == Role::Leaf && it.entry.kind == Kind::File {
+            for c in &it.entry.chunks {
+                *uses.entry(c.id).or_default() += 1;
+            }
+        }
+    }
+    let n = plan.items.len();
+    let mut stats = RestoreStats::default();
+    for r in &plan.refused {
+        log::warn!("{}: {}", String::from_utf8_lossy(&r.rel), r.reason);
+        stats.problems.push(Problem {
+            path: r.rel.clone(),
+            kind: ProblemKind::Unsafe,
+            message: r.reason.clone(),
+        });
+    }
+    let run = Run {
+        opts,
+        root,
+        items: &plan.items,
+        excludes,
+        is_root: {
+            // SAFETY: no arguments, no side effects.
+            unsafe { libc::geteuid() == 0 }
+        },
+        chunks: Chunks::new(repo.clone(), uses, SHARED_CHUNK_BUDGET),
+        blocked: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        absent: (0..n)
+            .map(|_| AtomicBool::new(root_is_missing(opts)))
+            .collect(),
+        created: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        done: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        stats: Mutex::new(stats),
+        temp_counter: AtomicU64::new(0),
+        progress,
+    };
+    log::info!("Planned {n} entries in {:?}", start.elapsed());
+    run.directories();
+    log::info!("Directories done at {:?}", start.elapsed());
+    run.leaves();
+    log::info!("Files done at {:?}", start.elapsed());
+    run.links();
+    run.directory_metadata();
+    log::info!("Metadata done at {:?}", start.elapsed());
+    let mut stats = run.stats.into_inner().unwrap();
+    stats.chunks_read = run.chunks.reads();
+    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(stats)
+}
+
+fn root_is_missing(opts: &RestoreOptions) -> bool {
+    opts.dry_run && !opts.target.is_dir()
+}
+
+/// The state of one restore run, shared by its threads.
+struct Run<'a> {
+    opts: &'a RestoreOptions,
+    /// `None` only in a dry run into a missing target.
+    root: Option<OwnedFd>,
+    items: &'a [Item],
+    excludes: GlobSet,
+    is_root: bool,
+    chunks: Chunks,
+    /// Directories (and what is under them) skipped because of a conflict or error.
+    blocked: Vec<AtomicBool>,
+    /// Directories that do not exist in the target (dry run: would be created).
+    absent: Vec<AtomicBool>,
+    /// Directories restore created (they get their metadata even when only on the way).
+    created: Vec<AtomicBool>,
+    /// Leaves now identical to the snapshot (hard links may point at them).
+    done: Vec<AtomicBool>,
+    stats: Mutex<RestoreStats>,
+    temp_counter: AtomicU64,
+    progress: &'a dyn Progress,
+}
+
+/// What is at a path in the target compared with the snapshot.
+enum State {
+    Missing,
+    Same,
+    Differs(libc::stat),
+}
+
+fn mtime_ns(st: &libc::stat) -> i64 {
+    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+}
+
+fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+impl Run<'_> {
+    fn root(&self) -> RawFd {
+        self.root.as_ref().expect("target open").as_raw_fd()
+    }
+
+    fn problem(&self, path: &[u8], message: String) {
+        log::error!("{}: {message}", lossy(path));
+        self.stats.lock().unwrap().problems.push(Problem {
+            path: path.to_vec(),
+            kind: ProblemKind::Error,
+            message,
+        });
+    }
+
+    fn action(&self, path: &[u8], action: &'static str) {
+        if self.opts.dry_run {
+            self.stats.lock().unwrap().actions.push(Action {
+                path: path.to_vec(),
+                action,
+            });
+        }
+    }
+
+    fn conflict(&self, it: &Item, st: &libc::stat) {
+        log::warn!(
+            "{}: exists and differs ({} in the target, {} in the snapshot); kept",
+            lossy(&it.rel),
+            fsops::type_name(st),
+            it.entry.kind.name()
+        );
+        self.action(&it.rel, "conflict");
+        self.stats.lock().unwrap().conflicts.push(Conflict {
+            path: it.rel.clone(),
+            existing: fsops::type_name(st),
+            snapshot: it.entry.kind.name(),
+            would: "replace",
+        });
+    }
+
+    fn temp_name(&self) -> Vec<u8> {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let mut v = TEMP_PREFIX.to_vec();
+        v.extend_from_slice(format!("{}-{n}", std::process::id()).as_bytes());
+        v
+    }
+
+    /// Whether the parent of `it` is skipped, or absent (so `it` is too).
+    fn parent_state(&self, it: &Item) -> (bool, bool) {
+        match it.parent {
+            Some(p) => (
+                self.blocked[p].load(Ordering::Relaxed),
+                self.absent[p].load(Ordering::Relaxed),
+            ),
+            None => (false, root_is_missing(self.opts)),
+        }
+    }
+
+    /// Step 2: directories, top-down.
+    fn directories(&self) {
+        for (i, it) in self.items.iter().enumerate() {
+            if it.role != Role::Dir {
+                continue;
+            }
+            self.progress.entry_seen();
+            if it.rel.is_empty() {
+                if self.root.is_some() {
+                    self.absent[i].store(false, Ordering::Relaxed);
+                    self.sweep(i, self.root());
+                }
+                continue;
+            }
+            let (blocked, absent) = self.parent_state(it);
+            if blocked {
+                self.blocked[i].store(true, Ordering::Relaxed);
+                continue;
+            }
+            if absent {
+                self.absent[i].store(true, Ordering::Relaxed);
+                self.action(&it.rel, "create");
+                self.stats.lock().unwrap().dirs += 1;
+                continue;
+            }
+            if let Err(e) = self.directory(i, it) {
+                self.blocked[i].store(true, Ordering::Relaxed);
+                self.problem(&it.rel, format!("Restoring directory: {e}"));
+            }
+        }
+    }
+
+    fn directory(&self, i: usize, it: &Item) -> std::io::Result<()> {
+        let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
+        let d = dir.as_raw_fd();
+        let name = it.name();
+        let replace = match fsops::stat_at(d, name)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                let sub = fsops::open_dir_at(d, name)?;
+                self.sweep(i, sub.as_raw_fd());
+                return Ok(());
+            }
+            Some(st) if self.opts.overwrite == Overwrite::Never => {
+                self.conflict(it, &st);
+                self.blocked[i].store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Some(_) => true,
+            None => false,
+        };
+        self.action(&it.rel, if replace { "replace" } else { "create" });
+        if self.opts.dry_run {
+            self.absent[i].store(true, Ordering::Relaxed);
+        } else {
+            if replace {
+                fsops::remove_all(d, name)?;
+            }
+            fsops::mkdir_at(d, name, 0o700)?;
+            self.created[i].store(true, Ordering::Relaxed);
+        }
+        let mut s = self.stats.lock().unwrap();
+        s.dirs += 1;
+        s.replaced += replace as u64;
+        Ok(())
+    }
+
+    /// In an existing directory: removes temporary files an interrupted restore left, and with
+    /// `--delete` (and the directory wholly restored) what the snapshot does not hold there.
+    fn sweep(&self, i: usize, dir: RawFd) {
+        let it = &self.items[i];
+        let names = match fsops::read_names(dir) {
+            Ok(n) => n,
+            Err(e) => return self.problem(&it.rel, format!("Listing directory: {e}")),
+        };
+        let mut wanted: Option<std::collections::HashSet<&[u8]>> = None;
+        for name in names {
+            let path = crate::layers::join(&it.rel, &name);
+            if name.starts_with(TEMP_PREFIX) {
+                if !self.opts.dry_run {
+                    match fsops::remove_all(dir, &name) {
+                        Ok(_) => self.stats.lock().unwrap().stale_temp_removed += 1,
+                        Err(e) => {
+                            self.problem(&path, format!("Removing stale temporary file: {e}"))
+                        }
+                    }
+                }
+                continue;
+            }
+            if !(self.opts.delete && it.whole) {
+                continue;
+            }
+            let wanted =
+                wanted.get_or_insert_with(|| it.children.iter().map(|c| c.as_slice()).collect());
+            if wanted.contains(name.as_slice()) || self.excludes.is_match(plan::lossy_path(&path)) {
+                continue;
+            }
+            self.action(&path, "delete");
+            if self.opts.dry_run {
+                self.stats.lock().unwrap().deleted += 1;
+                continue;
+            }
+            match fsops::remove_all(dir, &name) {
+                Ok(n) => self.stats.lock().unwrap().deleted += n,
+                Err(e) => self.problem(&path, format!("Deleting (--delete): {e}")),
+            }
+        }
+    }
+
+    /// Step 3: files, symlinks, FIFOs, devices, on a thread pool. Big files go first, so none
+    /// runs alone at the end; the others in the order their first chunk sits in the packs, so
+    /// a cold repository is read sequentially rather than at random, and files sharing a first
+    /// chunk are handed out together while it is cached.
+    fn leaves(&self) {
+        let t0 = Instant::now();
+        let mut keyed: Vec<((u8, u64, u64), usize)> = (0..self.items.len())
+            .filter(|&i| self.items[i].role == Role::Leaf)
+            .map(|i| {
+                let e = &self.items[i].entry;
+                let key = match e.chunks.first() {
+                    _ if e.kind == Kind::File && e.size >= BIG_FILE => (0, u64::MAX - e.size, 0),
+                    Some(c) => match self.chunks.location(&c.id) {
+                        Some(l) => (1, l.pack.0, l.offset),
+                        None => (2, 0, 0),
+                    },
+                    None => (2, 0, 0),
+                };
+                (key, i)
+            })
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        log::debug!("Ordered {} leaves in {:?}", order.len(), t0.elapsed());
+        let threads = match self.opts.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4)
+                .max(4),
+            n => n,
+        };
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(order.len().max(1)) {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    self.leaf(i);
+                });
+            }
+        });
+    }
+
+    /// Step 4: hard links to each group's first path.
+    fn links(&self) {
+        for i in 0..self.items.len() {
+            if let Role::Link(_) = self.items[i].role {
+                self.leaf(i);
+            }
+        }
+    }
+
+    fn leaf(&self, i: usize) {
+        let it = &self.items[i];
+        self.progress.entry_seen();
+        let r = self.leaf_inner(i, it);
+        if it.role == Role::Leaf && it.entry.kind == Kind::File {
+            self.chunks.release(&it.entry);
+        }
+        if let Err(msg) = r {
+            self.problem(&it.rel, msg);
+        }
+    }
+
+    fn leaf_inner(&self, i: usize, it: &Item) -> Result<(), String> {
+        let (blocked, absent) = self.parent_state(it);
+        if blocked {
+            return Ok(());
+        }
+        let e = &it.entry;
+        if e.kind == Kind::Socket
+            || (!self.is_root && matches!(e.kind, Kind::CharDev | Kind::BlockDev))
+        {
+            log::info!("{}: {} not restored", lossy(&it.rel), e.kind.name());
+            self.action(&it.rel, "skip");
+            self.stats.lock().unwrap().specials_skipped += 1;
+            return Ok(());
+        }
+        if let Role::Link(l) = it.role {
+            if !self.opts.dry_run && !self.done[l].load(Ordering::Relaxed) {
+                return Err(format!(
+                    "Not restored: hard link to {}, which was not restored",
+                    lossy(&self.items[l].rel)
+                ));
+            }
+        }
+        let dir = if absent {
+            None
+        } else {
+            Some(
+                fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())
+                    .map_err(|e| format!("Opening its directory: {e}"))?,
+            )
+        };
+        let name = it.name();
+        let state = match &dir {
+            None => State::Missing,
+            Some(d) => self
+                .state(d.as_raw_fd(), name, it)
+                .map_err(|e| format!("Checking the existing path: {e}"))?,
+        };
+        let existing = match state {
+            State::Same if self.opts.overwrite != Overwrite::Always => {
+                self.action(&it.rel, "unchanged");
+                if !self.opts.dry_run {
+                    self.refresh(dir.as_ref().unwrap().as_raw_fd(), name, it)
+                        .map_err(|e| format!("Setting metadata: {e}"))?;
+                    self.done[i].store(true, Ordering::Relaxed);
+                }
+                self.stats.lock().unwrap().unchanged += 1;
+                return Ok(());
+            }
+            State::Differs(st) if self.opts.overwrite == Overwrite::Never => {
+                self.conflict(it, &st);
+                return Ok(());
+            }
+            State::Missing => None,
+            State::Same => dir
+                .as_ref()
+                .and_then(|d| fsops::stat_at(d.as_raw_fd(), name).ok().flatten()),
+            State::Differs(st) => Some(st),
+        };
+        let verb = match (&it.role, existing.is_some()) {
+            (_, true) => "replace",
+            (Role::Link(_), false) => "link",
+            _ => "create",
+        };
+        self.action(&it.rel, verb);
+        if self.opts.dry_run {
+            self.count(it, existing.is_some(), 0, false);
+            return Ok(());
+        }
+        let d = dir.as_ref().unwrap().as_raw_fd();
+        let tmp = self.temp_name();
+        let r = self.write_new(d, &tmp, it).and_then(|(bytes, verified)| {
+            if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
+                fsops::remove_all(d, name)
+                    .map_err(|e| format!("Removing the directory in the way: {e}"))?;
+            }
+            fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
+            Ok((bytes, verified))
+        });
+        match r {
+            Ok((bytes, verified)) => {
+                self.done[i].store(true, Ordering::Relaxed);
+                self.count(it, existing.is_some(), bytes, verified);
+                Ok(())
+            }
+            Err(msg) => {
+                let _ = fsops::unlink_at(d, &tmp, false);
+                Err(msg)
+            }
+        }
+    }
+
+    fn count(&self, it: &Item, replaced: bool, bytes: u64, verified: bool) {
+        let mut s = self.stats.lock().unwrap();
+        match (it.role, it.entry.kind) {
+            (Role::Link(_), _) => s.hardlinks += 1,
+            (_, Kind::File) => s.files += 1,
+            (_, Kind::Symlink) => s.symlinks += 1,
+            _ => s.specials += 1,
+        }
+        s.replaced += replaced as u64;
+        s.written_bytes += bytes;
+        s.verified_files += verified as u64;
+        if !self.is_root && it.role == Role::Leaf {
+            s.owners_skipped += 1;
+        }
+    }
+
+    /// Compares what is at `name` with the snapshot entry (see docs/SEMANTICS.md).
+    fn state(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<State> {
+        let Some(st) = fsops::stat_at(dir, name)? else {
+            return Ok(State::Missing);
+        };
+        let e = &it.entry;
+        let fmt = st.st_mode & libc::S_IFMT;
+        let same = match (it.role, e.kind) {
+            (Role::Link(l), _) => {
+                let leader = &self.items[l];
+                fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
+                    .and_then(|ld| fsops::stat_at(ld.as_raw_fd(), leader.name()))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ls| ls.st_ino == st.st_ino && ls.st_dev == st.st_dev)
+            }
+            (_, Kind::File) => {
+                fmt == libc::S_IFREG
+                    && st.st_size as u64 == e.size
+                    && mtime_ns(&st) == e.mtime_ns
+                    && data::matches(&fsops::open_file(dir, name)?, e)?
+            }
+            (_, Kind::Symlink) => {
+                fmt == libc::S_IFLNK && fsops::readlink_at(dir, name)? == e.target
+            }
+            (_, Kind::Fifo) => fmt == libc::S_IFIFO,
+            (_, Kind::CharDev) => fmt == libc::S_IFCHR && st.st_rdev == e.rdev,
+            (_, Kind::BlockDev) => fmt == libc::S_IFBLK && st.st_rdev == e.rdev,
+            _ => false,
+        };
+        Ok(if same {
+            State::Same
+        } else {
+            State::Differs(st)
+        })
+    }
+
+    /// Creates the object for `it` at the temporary name `tmp` in `dir`, with its metadata.
+    /// Returns the content bytes written and whether `--verify` checked them.
+    fn write_new(&self, dir: RawFd, tmp: &[u8], it: &Item) -> Result<(u64, bool), String> {
+        let e = &it.entry;
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |err: std::io::Error| format!("{what}: {err}")
+        };
+        match (it.role, e.kind) {
+            (Role::Link(l), _) => {
+                let leader = &self.items[l];
+                let ld = fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
+                    .map_err(io("Opening the hard link's directory"))?;
+                fsops::link_at(ld.as_raw_fd(), leader.name(), dir, tmp)
+                    .map_err(io("Making the hard link"))?;
+                Ok((0, false))
+            }
+            (_, Kind::File) => {
+                let f = fsops::create_file(dir, tmp).map_err(io("Creating a temporary file"))?;
+                let bytes = data::write_content(&f, e, &self.chunks).map_err(|w| match w {
+                    WriteFailure::Repo(err) => err.to_string(),
+                    WriteFailure::Io(err) => format!("Writing: {err}"),
+                })?;
+                let verified = if self.opts.verify {
+                    if !data::matches(&f, e).map_err(io("Reading back (--verify)"))? {
+                        return Err(
+                            "Verification failed: the written file differs from the snapshot"
+                                .into(),
+                        );
+                    }
+                    true
+                } else {
+                    false
+                };
+                self.meta_fd(f.as_raw_fd(), e, Some(&f))
+                    .map_err(io("Setting metadata"))?;
+                if self.opts.fsync {
+                    f.sync_all().map_err(io("fsync"))?;
+                }
+                Ok((bytes, verified))
+            }
+            (_, Kind::Symlink) => {
+                fsops::symlink_at(&e.target, dir, tmp).map_err(io("Creating the symlink"))?;
+                if !e.xattrs.is_empty() {
+                    log::info!(
+                        "{}: extended attributes of a symlink not restored",
+                        lossy(&it.rel)
+                    );
+                }
+                self.meta_at(dir, tmp, e, false)
+                    .map_err(io("Setting metadata"))?;
+                Ok((0, false))
+            }
+            (_, kind) => {
+                let fmt = match kind {
+                    Kind::Fifo => libc::S_IFIFO,
+                    Kind::CharDev => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                fsops::mknod_at(dir, tmp, fmt | (e.mode & 0o777), e.rdev)
+                    .map_err(io("Creating the node"))?;
+                self.meta_at(dir, tmp, e, true)
+                    .map_err(io("Setting metadata"))?;
+                Ok((0, false))
+            }
+        }
+    }
+
+    /// Re-applies metadata to an existing path found identical in content.
+    fn refresh(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<()> {
+        match (it.role, it.entry.kind) {
+            (Role::Link(_), _) => Ok(()),
+            (_, Kind::File) => {
+                let f = fsops::open_file(dir, name)?;
+                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
+            }
+            (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
+            _ => self.meta_at(dir, name, &it.entry, true),
+        }
+    }
+
+    /// Owner (as root), mode, xattrs (exactly the snapshot's), mtime, on an open file or dir.
+    fn meta_fd(&self, fd: RawFd, e: &Entry, file: Option<&std::fs::File>) -> std::io::Result<()> {
+        if self.is_root {
+            fsops::chown_fd(fd, e.uid, e.gid)?;
+        }
+        // After chown, which clears set-id bits.
+        fsops::chmod_fd(fd, e.mode)?;
+        if let Some(f) = file {
+            set_xattrs(f, &e.xattrs)?;
+        }
+        fsops::set_mtime_fd(fd, e.mtime_ns)
+    }
+
+    /// Owner (as root), mode (`chmod`: not for symlinks), mtime, by name in `dir`.
+    fn meta_at(&self, dir: RawFd, name: &[u8], e: &Entry, chmod: bool) -> std::io::Result<()> {
+        if self.is_root {
+            fsops::chown_at(dir, name, e.uid, e.gid)?;
+        }
+        if chmod {
+            fsops::chmod_at(dir, name, e.mode)?;
+        }
+        fsops::set_mtime_at(dir, name, e.mtime_ns)
+    }
+
+    /// Step 5: directories' metadata, deepest first: every restored directory, except
+    /// pre-existing ones that are only on the way to a requested path (the target itself
+    /// included, when paths were requested).
+    fn directory_metadata(&self) {
+        if self.opts.dry_run {
+            return;
+        }
+        for (i, it) in self.items.iter().enumerate().rev() {
+            if it.role != Role::Dir || self.blocked[i].load(Ordering::Relaxed) {
+                continue;
+            }
+            if it.ancestor && !self.created[i].load(Ordering::Relaxed) {
+                continue;
+            }
+            let r = fsops::open_beneath(self.root.as_ref().unwrap(), &it.rel).and_then(|fd| {
+                let f = std::fs::File::from(fd);
+                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
+            });
+            match r {
+                Ok(()) => {
+                    if !self.is_root {
+                        self.stats.lock().unwrap().owners_skipped += 1;
+                    }
+                }
+                Err(e) => self.problem(&it.rel, format!("Setting directory metadata: {e}")),
+            }
+        }
+    }
+}
+
+/// Makes `f`'s extended attributes exactly `want` (sorted by name).
+fn set_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let have: Vec<_> = match f.list_xattr() {
+        Ok(l) => l.collect(),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && want.is_empty() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for n in have {
+        let keep = want.iter().any(|(w, _)| w.as_slice() == n.as_bytes());
+        // Only names restore could have set; security.* (e.g. SELinux labels) stays.
+        if !keep && !n.as_bytes().starts_with(b"security.") {
+            f.remove_xattr(&n)?;
+        }
+    }
+    for (name, value) in want {
+        let name = OsStr::from_bytes(name);
+        if f.get_xattr(name)?.as_deref() != Some(value.as_slice()) {
+            f.set_xattr(name, value)?;
+        }
+    }
+    Ok(())
+}
