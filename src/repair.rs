@@ -349,7 +349,7 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
             );
             fs::remove_dir_all(&rebuild).ctx("Removing", &rebuild)?;
         }
-        db_config(&rebuild).open()?
+        crate::repo::open_sled(db_config(&rebuild))?
     };
     // The old database is only read outside a dry run: opening a sled database may write to it.
     let old = if opts.dry_run {
@@ -398,7 +398,7 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         fs::File::open(path)
             .and_then(|d| d.sync_all())
             .ctx("Syncing", path)?;
-        db_config(&index).open()?
+        crate::repo::open_sled(db_config(&index))?
     };
     let repo = Repo::open_with_db(path, lock, db)?;
     report.after = check::check(&repo, &CheckOptions::default())?;
@@ -538,7 +538,7 @@ fn read_old_index(index: &Path) -> OldIndex {
     }
     let index = index.to_path_buf();
     let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
-        let db = db_config(&index).open().ok()?;
+        let db = crate::repo::open_sled(db_config(&index)).ok()?;
         let compression = db
             .open_tree(keys::TREE_META)
             .ok()?
@@ -570,7 +570,7 @@ fn read_old_index(index: &Path) -> OldIndex {
 fn advance_id_generator(path: &Path, max_pack: u64) -> Result<()> {
     const SLED_DEFAULT_STEP: u64 = 1_000_000;
     let step = (max_pack / SLED_DEFAULT_STEP + 1) * SLED_DEFAULT_STEP;
-    let db = db_config(path).idgen_persist_interval(step).open()?;
+    let db = crate::repo::open_sled(db_config(path).idgen_persist_interval(step))?;
     let id = db.generate_id()?;
     debug_assert!(id > max_pack);
     db.flush()?;

@@ -42,11 +42,12 @@ pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
     let copy = DbCopy(dest.clone());
     std::fs::create_dir_all(&dest).ctx("Creating", &dest)?;
     copy_tree(&index, &dest)?;
-    let db = sled::Config::new()
-        .path(&dest)
-        .cache_capacity(64 << 20)
-        .mode(sled::Mode::HighThroughput)
-        .open()?;
+    let db = crate::repo::open_sled(
+        sled::Config::new()
+            .path(&dest)
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput),
+    )?;
     Ok((Repo::open_with_db(path, lock, db)?, copy))
 }
 

@@ -216,11 +216,12 @@ impl Repo {
     }
 
     fn open_db(path: &Path) -> Result<sled::Db> {
-        Ok(sled::Config::new()
-            .path(path.join(INDEX_DIR))
-            .cache_capacity(64 << 20)
-            .mode(sled::Mode::HighThroughput)
-            .open()?)
+        open_sled(
+            sled::Config::new()
+                .path(path.join(INDEX_DIR))
+                .cache_capacity(64 << 20)
+                .mode(sled::Mode::HighThroughput),
+        )
     }
 
     fn finish_open(path: &Path, lock: File, db: sled::Db) -> Result<Arc<Repo>> {
@@ -462,6 +463,25 @@ fn dir_is_empty(p: &Path) -> bool {
     fs::read_dir(p)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
+}
+
+/// Opens a sled database, retrying briefly while its file lock is busy. sled locks its `db` file
+/// with flock; a process that forks (a parallel test harness, a hook) shares the file description
+/// until its child execs, so a database just closed can look locked for a moment. The repository
+/// lock already excludes other strata processes, so a lock that stays busy is a real error.
+pub fn open_sled(config: sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// `$STRATA_REPO` is handled by clap; this is the fallback: `$XDG_DATA_HOME/strata/repo`, else
