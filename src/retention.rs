@@ -197,21 +197,7 @@ pub fn apply(policy: &Policy, candidates: &[Candidate]) -> Vec<Decision> {
 
 /// (year, month 1–12, day 1–31) of a UTC time.
 fn civil(t: i64) -> (i64, u32, u32) {
-    civil_from_days(t.div_euclid(86_400_000_000_000))
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    crate::time::civil_from_days(t.div_euclid(86_400_000_000_000))
 }
 
 /// Days since the epoch of a civil date; months and days outside their range roll over (so

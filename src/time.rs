@@ -15,8 +15,9 @@ pub fn rfc3339(time_ns: i64) -> String {
     )
 }
 
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// Howard Hinnant's days-to-civil algorithm: (year, month 1–12, day 1–31) of a day number since
+/// the epoch. Shared by timestamps and retention's calendar periods.
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
