@@ -22,6 +22,7 @@ use crate::id::SnapshotId;
 use crate::layers::{join, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
+use crate::time::days_from_civil;
 
 /// The content hash of a regular file: blake3 over its size (u64 big-endian) followed by, for each
 /// chunk in order, its offset (u64 big-endian) and its chunk id (32 bytes). Computed from the
@@ -406,17 +407,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Howard Hinnant's civil-to-days algorithm (inverse of `time::civil_from_days`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

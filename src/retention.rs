@@ -12,6 +12,7 @@
 //! machines in different zones fall into days differently).
 
 use crate::error::{Error, Result};
+use crate::time::{civil_from_days, days_from_civil};
 
 /// What to keep. All counts zero and no durations or tags means "keep nothing" — callers refuse
 /// an empty policy (see [`Policy::is_empty`]) so that a typo never forgets everything.
@@ -197,21 +198,7 @@ pub fn apply(policy: &Policy, candidates: &[Candidate]) -> Vec<Decision> {
 
 /// (year, month 1–12, day 1–31) of a UTC time.
 fn civil(t: i64) -> (i64, u32, u32) {
-    crate::time::civil_from_days(t.div_euclid(86_400_000_000_000))
-}
-
-/// Days since the epoch of a civil date; months and days outside their range roll over (so
-/// 2026-02-31 is 2026-03-03, as Go's `AddDate`, which restic's `--keep-within` uses).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = y + (m - 1).div_euclid(12);
-    let m = (m - 1).rem_euclid(12) + 1;
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468 + (d - 1)
+    civil_from_days(t.div_euclid(86_400_000_000_000))
 }
 
 /// ISO 8601 week of a UTC time as `year * 100 + week` (the ISO year, which differs from the

@@ -30,6 +30,20 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since the epoch of a civil date; months and days outside their range roll over (so
+/// 2026-02-31 is 2026-03-03, as Go's `AddDate`, which restic's `--keep-within` uses).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = y + (m - 1).div_euclid(12);
+    let m = (m - 1).rem_euclid(12) + 1;
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468 + (d - 1)
+}
+
 /// Current time in nanoseconds since the epoch.
 /// `STRATA_TEST_NOW_NS`, when set, replaces the clock: tests make snapshots on a fixed calendar.
 pub fn now_ns() -> i64 {
