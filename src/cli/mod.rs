@@ -278,9 +278,9 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
     let repo = if default_repo {
-        Repo::open_or_create(path)?
+        Repo::open_or_create_with_cache(path, repo::BACKUP_INDEX_CACHE)?
     } else {
-        Repo::open(path)?
+        Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
     };
     let opts = BackupOptions {
         kind: a.kind,

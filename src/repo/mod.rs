@@ -26,6 +26,12 @@ use crate::snapshot::Snapshot;
 use keys::Location;
 use pack::{DirBackend, PackBackend, RECORD_HEADER_LEN};
 
+/// sled page cache of commands that read metadata heavily (the mount, ls, diff, restore).
+pub const DEFAULT_INDEX_CACHE: u64 = 64 << 20;
+/// sled page cache of `backup`. Measured on the 2.3 GB benchmark data: same wall time as 64 MiB,
+/// and peak RSS 160 → 190 MB from 1× to 2× the data (175 → 233 MB with 64 MiB).
+pub const BACKUP_INDEX_CACHE: u64 = 8 << 20;
+
 /// The repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// zstd level used when `init` is not told otherwise (see docs/FORMAT.md for the measurement).
@@ -152,7 +158,7 @@ impl Repo {
         }
         fs::create_dir_all(path).ctx("Creating repository", path)?;
         let lock = take_lock(path)?;
-        let db = Self::open_db(path)?;
+        let db = Self::open_db(path, DEFAULT_INDEX_CACHE)?;
         let meta = db.open_tree(keys::TREE_META)?;
         meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
         meta.insert(keys::META_COMPRESSION, &opts.compression.to_be_bytes())?;
@@ -170,6 +176,13 @@ impl Repo {
 
     /// Opens an existing repository, checking its format and taking the process lock.
     pub fn open(path: &Path) -> Result<Arc<Repo>> {
+        Self::open_with_cache(path, DEFAULT_INDEX_CACHE)
+    }
+
+    /// Like [`Repo::open`], with `cache_bytes` for sled's page cache instead of the default.
+    /// Backups use [`BACKUP_INDEX_CACHE`]: their index accesses are mostly appends and one pass
+    /// over the parent layer, so a small cache costs no time and keeps memory flat as data grows.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Arc<Repo>> {
         if !path.exists() {
             return Err(Error::RepoNotFound(path.to_path_buf()));
         }
@@ -181,7 +194,7 @@ impl Repo {
         if !path.join(INDEX_DIR).exists() {
             return Err(Error::IndexMissing(path.to_path_buf()));
         }
-        let db = Self::open_db(path)?;
+        let db = Self::open_db(path, cache_bytes)?;
         Self::finish_open(path, lock, db)
     }
 
@@ -208,18 +221,23 @@ impl Repo {
 
     /// Opens `path`, creating it first when it does not exist yet (the default repository).
     pub fn open_or_create(path: &Path) -> Result<Arc<Repo>> {
+        Self::open_or_create_with_cache(path, DEFAULT_INDEX_CACHE)
+    }
+
+    /// [`Repo::open_or_create`] with a sled cache budget (see [`Repo::open_with_cache`]).
+    pub fn open_or_create_with_cache(path: &Path, cache_bytes: u64) -> Result<Arc<Repo>> {
         if !path.join(MARKER).exists() && (!path.exists() || dir_is_empty(path)) {
             log::info!("Creating repository {}", path.display());
             return Self::create(path, &CreateOptions::default());
         }
-        Self::open(path)
+        Self::open_with_cache(path, cache_bytes)
     }
 
-    fn open_db(path: &Path) -> Result<sled::Db> {
+    fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
         open_sled(
             sled::Config::new()
                 .path(path.join(INDEX_DIR))
-                .cache_capacity(64 << 20)
+                .cache_capacity(cache_bytes)
                 .mode(sled::Mode::HighThroughput),
         )
     }
