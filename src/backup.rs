@@ -555,18 +555,7 @@ fn layer_thread(
     // Entries arrive interleaved from several threads; they are buffered, sorted and applied in
     // small batches that each cover a narrow key range (sled then rewrites few pages per batch).
     let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(LAYER_SORT_BUFFER);
-    let apply = |pending: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
-        pending.sort_unstable();
-        for part in pending.chunks(512) {
-            let mut batch = sled::Batch::default();
-            for (k, v) in part {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            repo.layers.apply_batch(batch)?;
-        }
-        pending.clear();
-        Ok(())
-    };
+    let apply = |pending: &mut Vec<(Vec<u8>, Vec<u8>)>| repo.insert_layer_entries(pending);
     for m in rx.into_iter().flatten() {
         let key = keys::entry_key(&id, &m.dir, &m.name);
         let val = m.entry.encode();

@@ -374,20 +374,6 @@ pub(crate) fn delete_layer(repo: &Repo, id: &SnapshotId) -> Result<u64> {
     Ok(n)
 }
 
-/// Inserts `(key, value)` pairs into `layers` in sorted batches.
-fn insert_sorted(repo: &Repo, pending: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-    pending.sort_unstable();
-    for part in pending.chunks(BATCH) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in part {
-            batch.insert(k.as_slice(), v.as_slice());
-        }
-        repo.layers.apply_batch(batch)?;
-    }
-    pending.clear();
-    Ok(())
-}
-
 /// Copies into `id`'s layer every entry its view shows that the layer lacks, so that the layer
 /// alone is the whole view. Until the record says "full", the copies are either invisible (in
 /// directories the layer does not touch) or identical to what the view showed. Returns the
@@ -402,7 +388,7 @@ fn materialise(repo: &Arc<Repo>, id: &SnapshotId) -> Result<(u64, BTreeSet<Vec<u
             pending.push((key, e.encode()));
             copied += 1;
             if pending.len() >= 4096 {
-                insert_sorted(repo, pending)?;
+                repo.insert_layer_entries(pending)?;
             }
         }
         Ok(())
@@ -418,7 +404,7 @@ fn materialise(repo: &Arc<Repo>, id: &SnapshotId) -> Result<(u64, BTreeSet<Vec<u
             }
         }
     }
-    insert_sorted(repo, &mut pending)?;
+    repo.insert_layer_entries(&mut pending)?;
     let mut drop = BTreeSet::new();
     for kv in repo.layers.scan_prefix(id.0) {
         let (k, v) = kv?;
@@ -509,7 +495,7 @@ fn merge_segment(
     }
     // Entries first (invisible where the layer does not touch the directory yet), then the
     // directory flags that make them visible or close the directory.
-    insert_sorted(repo, &mut pending)?;
+    repo.insert_layer_entries(&mut pending)?;
     let mut batch = sled::Batch::default();
     for (d, opaque) in &flags {
         let opaque = *opaque || own_dirs.get(d).copied().unwrap_or(false);

@@ -395,6 +395,21 @@ impl Repo {
         *self.dir_layer_cache.write().unwrap() = (HashMap::new(), 0);
     }
 
+    /// Inserts `(key, value)` pairs into `layers` sorted, in batches of 512: each batch covers a
+    /// narrow key range, so sled rewrites few pages per batch. Empties `pending`.
+    pub(crate) fn insert_layer_entries(&self, pending: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        pending.sort_unstable();
+        for part in pending.chunks(512) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in part {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            self.layers.apply_batch(batch)?;
+        }
+        pending.clear();
+        Ok(())
+    }
+
     /// Directories touched by a (non-full) layer, loaded once and cached for the process lifetime.
     pub fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
         if let Some(d) = self.layer_dirs_cache.lock().unwrap().get(id) {
