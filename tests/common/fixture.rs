@@ -390,3 +390,21 @@ impl TapMkdir for std::path::PathBuf {
         self
     }
 }
+
+/// Builds the fixture in `src` (seed `seed`) and backs it up once per element of `kinds` (extra
+/// `backup` arguments), applying `mutate1`..`mutate3` before the 2nd..4th backups; a fifth or
+/// later backup sees no change. Returns (snapshot id, capture at backup time), oldest first.
+pub fn history(repo: &Path, src: &Path, seed: u64, kinds: &[&[&str]]) -> Vec<(String, Tree)> {
+    let mutations: [fn(&Path); 3] = [mutate1, mutate2, mutate3];
+    std::fs::create_dir_all(src).unwrap();
+    build(src, seed);
+    crate::common::strata_ok(repo, &["init"]);
+    let mut out = Vec::new();
+    for (i, extra) in kinds.iter().enumerate() {
+        if let Some(m) = i.checked_sub(1).and_then(|j| mutations.get(j)) {
+            m(src);
+        }
+        out.push((crate::common::backup(repo, src, extra), capture(src)));
+    }
+    out
+}

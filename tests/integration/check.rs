@@ -13,9 +13,9 @@ use strata::id::ChunkId;
 use strata::layers::{join, View};
 use strata::repo::Repo;
 
-use crate::common::fixture::{self, assert_same, capture, from_view, Tree};
+use crate::common::fixture::{self, assert_same, from_view, Tree};
 use crate::common::mount::{fuse_available, snapshot_names, with_timeout, Mount};
-use crate::common::{backup, strata, strata_ok};
+use crate::common::{strata, strata_ok};
 use std::time::Duration;
 
 /// A scenario repository (each test damages its own).
@@ -29,27 +29,14 @@ pub struct Scenario {
 /// Builds the scenario: the fixture backed up as full, incremental, differential, incremental.
 pub fn scenario() -> Scenario {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
     let repo = t.path().join("repo");
-    std::fs::create_dir(&src).unwrap();
-    fixture::build(&src, 11);
-    strata_ok(&repo, &["init"]);
-    let mut snaps = vec![(backup(&repo, &src, &[]), capture(&src))];
-    fixture::mutate1(&src);
-    snaps.push((
-        backup(&repo, &src, &["--kind", "incremental"]),
-        capture(&src),
-    ));
-    fixture::mutate2(&src);
-    snaps.push((
-        backup(&repo, &src, &["--kind", "differential"]),
-        capture(&src),
-    ));
-    fixture::mutate3(&src);
-    snaps.push((
-        backup(&repo, &src, &["--kind", "incremental"]),
-        capture(&src),
-    ));
+    let kinds: [&[&str]; 4] = [
+        &[],
+        &["--kind", "incremental"],
+        &["--kind", "differential"],
+        &["--kind", "incremental"],
+    ];
+    let snaps = fixture::history(&repo, &t.path().join("src"), 11, &kinds);
     Scenario { _t: t, repo, snaps }
 }
 

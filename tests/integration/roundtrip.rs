@@ -5,7 +5,7 @@ use std::path::Path;
 
 use strata::layers::View;
 
-use crate::common::fixture::{self, assert_same, capture, from_view, Tree};
+use crate::common::fixture::{self, assert_same, from_view, Tree};
 use crate::common::{backup, strata_ok};
 
 fn check_all(repo: &Path, expected: &[(String, Tree)]) {
@@ -19,28 +19,16 @@ fn check_all(repo: &Path, expected: &[(String, Tree)]) {
 #[test]
 fn every_kind_reproduces_the_tree_at_its_time() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
     let repo = t.path().join("repo");
-    std::fs::create_dir(&src).unwrap();
-    fixture::build(&src, 7);
-    strata_ok(&repo, &["init"]);
-
-    let mut expected = Vec::new();
-    expected.push((backup(&repo, &src, &[]), capture(&src)));
-    fixture::mutate1(&src);
-    expected.push((
-        backup(&repo, &src, &["--kind", "incremental"]),
-        capture(&src),
-    ));
-    fixture::mutate2(&src);
-    expected.push((
-        backup(&repo, &src, &["--kind", "differential"]),
-        capture(&src),
-    ));
-    fixture::mutate3(&src);
-    expected.push((backup(&repo, &src, &[]), capture(&src)));
-    // Nothing changed: an empty layer that still shows the whole tree.
-    expected.push((backup(&repo, &src, &[]), capture(&src)));
+    // The fifth backup sees nothing changed: an empty layer that still shows the whole tree.
+    let kinds: [&[&str]; 5] = [
+        &[],
+        &["--kind", "incremental"],
+        &["--kind", "differential"],
+        &[],
+        &[],
+    ];
+    let expected = fixture::history(&repo, &t.path().join("src"), 7, &kinds);
     check_all(&repo, &expected);
 
     let out = strata_ok(&repo, &["snapshots", "--json"]);
