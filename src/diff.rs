@@ -120,6 +120,22 @@ pub struct DiffItem {
 }
 
 impl DiffItem {
+    /// An `Added` (entry on the new side) or `Removed` (entry on the old side) item; shared by the
+    /// snapshot walk and the live walk.
+    pub(crate) fn one_sided(path: &[u8], e: Entry, change: Change) -> DiffItem {
+        let (old, new) = match change {
+            Change::Added => (None, Some(e)),
+            _ => (Some(e), None),
+        };
+        DiffItem {
+            path: path.to_vec(),
+            change,
+            old,
+            new,
+            fields: Vec::new(),
+        }
+    }
+
     /// For `Modified`: whether only metadata changed (the data is identical).
     pub fn metadata_only(&self) -> bool {
         self.change == Change::Modified && !self.fields.iter().any(|f| f.is_content())
@@ -443,17 +459,7 @@ impl Walker<'_, '_, '_> {
 
     fn one_side(&mut self, path: &[u8], e: Entry, change: Change) -> Result<()> {
         let dir = e.kind == Kind::Dir;
-        let (old, new) = match change {
-            Change::Added => (None, Some(e)),
-            _ => (Some(e), None),
-        };
-        self.emit(DiffItem {
-            path: path.to_vec(),
-            change,
-            old,
-            new,
-            fields: Vec::new(),
-        })?;
+        self.emit(DiffItem::one_sided(path, e, change))?;
         if dir {
             self.subtree(path, change)?;
         }

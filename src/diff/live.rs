@@ -199,17 +199,7 @@ impl LiveWalker<'_, '_, '_> {
 
     fn one_side(&mut self, path: &[u8], abs: &Path, e: Entry, change: Change) -> Result<()> {
         let dir = e.kind == Kind::Dir;
-        let (old, new) = match change {
-            Change::Added => (None, Some(e)),
-            _ => (Some(e), None),
-        };
-        self.emit(DiffItem {
-            path: path.to_vec(),
-            change,
-            old,
-            new,
-            fields: Vec::new(),
-        })?;
+        self.emit(DiffItem::one_sided(path, e, change))?;
         if dir {
             if change == Change::Added {
                 self.subtree_live(path, abs)?;
