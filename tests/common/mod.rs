@@ -55,6 +55,23 @@ pub fn backup(repo: &Path, src: &Path, extra: &[&str]) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// `strata snapshots --json`, parsed: one object per snapshot, oldest first.
+pub fn snapshot_list(repo: &Path) -> Vec<serde_json::Value> {
+    let out = strata_ok(repo, &["snapshots", "--json"]);
+    match serde_json::from_slice(&out.stdout).expect("snapshots --json") {
+        serde_json::Value::Array(v) => v,
+        other => panic!("snapshots --json is not an array: {other}"),
+    }
+}
+
+/// The full ids of the repository's snapshots, oldest first.
+pub fn snapshot_ids(repo: &Path) -> Vec<String> {
+    snapshot_list(repo)
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so fixtures are reproducible from a seed.
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     // splitmix-style seeding: distinct seeds give distinct streams (x must never be 0).

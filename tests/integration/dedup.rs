@@ -6,10 +6,7 @@ use std::io::Write;
 use crate::common::{backup, new_repo, pseudo_random, strata_ok};
 
 fn stats(repo: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = strata_ok(repo, &["snapshots", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
+    crate::common::snapshot_list(repo)
         .iter()
         .map(|s| s["stats"].clone())
         .collect()

@@ -21,7 +21,7 @@ use strata::retention::Policy;
 use strata::snapshot::BackupKind;
 
 use crate::common::fixture::{capture, from_view, set_mtime, Tree};
-use crate::common::{backup as cli_backup, bin, new_repo, strata, strata_ok};
+use crate::common::{backup as cli_backup, bin, new_repo, snapshot_list, strata, strata_ok};
 
 /// Paths the model writes; "d1" is both a file and a directory at different times.
 const PATHS: &[&str] = &[
@@ -343,15 +343,6 @@ fn forget_keeps_recreated_directories_opaque() {
 }
 
 // ---- CLI: forget / consolidate / prune / --max-chain ----
-
-fn snapshot_list(repo: &Path) -> Vec<serde_json::Value> {
-    let out = strata_ok(repo, &["snapshots", "--json"]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// Every file of every listed snapshot, read through the binary.
 fn contents(repo: &Path) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {

@@ -110,16 +110,8 @@ fn lost_index_is_rebuilt_exactly_and_repair_is_idempotent() {
     assert!(aside.contains("index.damaged-"), "{aside}");
     assert!(Path::new(aside).is_dir());
     assert_eq!(dump(&s.repo), original);
-    let list: serde_json::Value =
-        serde_json::from_slice(&strata_ok(&s.repo, &["snapshots", "--json"]).stdout).unwrap();
-    let ids: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap())
-        .collect();
-    let want: Vec<&str> = s.snaps.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, want);
+    let want: Vec<String> = s.snaps.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(crate::common::snapshot_ids(&s.repo), want);
 
     // Backups continue after a rebuild, without reusing a pack number.
     let packs_before = files_under(&s.repo.join("packs"));
@@ -268,14 +260,8 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
     assert_eq!(out.status.code(), Some(0));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["tombstoned"], 1);
-    let list: serde_json::Value =
-        serde_json::from_slice(&strata_ok(&s.repo, &["snapshots", "--json"]).stdout).unwrap();
-    let ids: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap())
-        .collect();
+    let list = crate::common::snapshot_list(&s.repo);
+    let ids: Vec<&str> = list.iter().map(|v| v["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [&s.snaps[0].0, &s.snaps[1].0, &s.snaps[2].0]);
     assert_eq!(list[1]["tags"], serde_json::json!(["rewritten"]));
     assert_all_views(&s.repo, &s.snaps[..3]);
