@@ -195,6 +195,20 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Fixes glibc's mmap threshold at 128 KiB for a long-running mount. glibc otherwise raises it to
+/// the largest buffer freed so far (up to 32 MiB), after which 1 MiB chunk buffers come from the
+/// heap, fragment it and stay resident once the chunk cache evicts them; fixed, they are mapped
+/// and unmapped, and memory returns to the system. Measured on the benchmark's mount workload
+/// (256 MiB chunk cache): peak RSS 420 → 380 MB. Not for backups: there the extra page faults
+/// cost about 2 s of system time per 2.3 GB for little memory (193 → 182 MB at twice the data).
+pub(crate) fn return_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it takes the allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
     limit_malloc_arenas();

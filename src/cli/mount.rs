@@ -207,7 +207,8 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
-    let repo = Repo::open(repo_path)?;
+    super::return_freed_buffers();
+    let repo = Repo::open_with_cache(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let vfs = Arc::new(Vfs::open(

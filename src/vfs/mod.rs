@@ -23,6 +23,7 @@
 //! Must not: know fuser, print, or panic on a data path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod cache;
@@ -300,10 +301,83 @@ enum Node {
     },
 }
 
-struct Inodes {
+impl Node {
+    /// Whether this node is the one a `Key::Path` names (see [`Vfs::intern_content`]: hard-linked
+    /// files are interned by source inode, never by path).
+    fn is_path(&self, key: &Key) -> bool {
+        match (self, key) {
+            (
+                Node::Content {
+                    snap,
+                    changes,
+                    path,
+                    entry,
+                    ..
+                },
+                Key::Path {
+                    snap: ks,
+                    changes: kc,
+                    path: kp,
+                },
+            ) => {
+                snap == ks
+                    && changes == kc
+                    && path == kp
+                    && (entry.kind == Kind::Dir || entry.nlink <= 1)
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Inodes<S = std::collections::hash_map::RandomState> {
     /// Node of inode `i + 1`.
     nodes: Vec<Arc<Node>>,
-    by_key: HashMap<Key, u64>,
+    /// Inode of each `Key::Path`, by the key's hash; the node holds the key itself, so a hit is
+    /// confirmed against it. Keeping only the hash saves a second copy of every path: about
+    /// 110 bytes per entry, 11 MB for a listed 100k-file snapshot.
+    paths: HashMap<u64, u64>,
+    /// Every other key, and the rare path whose hash another path already holds.
+    others: HashMap<Key, u64>,
+    hasher: S,
+}
+
+impl<S: BuildHasher + Default> Inodes<S> {
+    fn new() -> Inodes<S> {
+        Inodes {
+            nodes: Vec::new(),
+            paths: HashMap::new(),
+            others: HashMap::new(),
+            hasher: S::default(),
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<u64> {
+        if let Key::Path { .. } = key {
+            let h = self.hasher.hash_one(key);
+            if let Some(&ino) = self.paths.get(&h) {
+                if self.nodes[ino as usize - 1].is_path(key) {
+                    return Some(ino);
+                }
+            }
+        }
+        self.others.get(key).copied()
+    }
+
+    /// Adds `node` under `key` (which must not be present); returns its inode.
+    fn insert(&mut self, key: Key, node: Node) -> u64 {
+        self.nodes.push(Arc::new(node));
+        let ino = self.nodes.len() as u64;
+        if let Key::Path { .. } = key {
+            let h = self.hasher.hash_one(&key);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.paths.entry(h) {
+                v.insert(ino);
+                return ino;
+            }
+        }
+        self.others.insert(key, ino);
+        ino
+    }
 }
 
 struct SnapInfo {
@@ -424,10 +498,7 @@ impl Vfs {
             }
             tx
         });
-        let mut inodes = Inodes {
-            nodes: Vec::new(),
-            by_key: HashMap::new(),
-        };
+        let mut inodes = Inodes::new();
         for k in [
             VKey::Root,
             VKey::Snapshots,
@@ -438,10 +509,7 @@ impl Vfs {
             VKey::Latest,
             VKey::Versions,
         ] {
-            inodes.nodes.push(Arc::new(Node::Virtual(k.clone())));
-            inodes
-                .by_key
-                .insert(Key::Virtual(k), inodes.nodes.len() as u64);
+            inodes.insert(Key::Virtual(k.clone()), Node::Virtual(k));
         }
         let vfs = Vfs {
             repo,
@@ -504,23 +572,19 @@ impl Vfs {
 
     /// The inode for `key`, creating its node with `make` the first time.
     fn intern(&self, key: Key, make: impl FnOnce() -> Node) -> u64 {
-        if let Some(&ino) = self
+        if let Some(ino) = self
             .inodes
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .by_key
             .get(&key)
         {
             return ino;
         }
         let mut t = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&ino) = t.by_key.get(&key) {
+        if let Some(ino) = t.get(&key) {
             return ino;
         }
-        t.nodes.push(Arc::new(make()));
-        let ino = t.nodes.len() as u64;
-        t.by_key.insert(key, ino);
-        ino
+        t.insert(key, make())
     }
 
     fn state(&self, id: &SnapshotId) -> Arc<SnapState> {
@@ -793,11 +857,10 @@ impl Vfs {
             changes,
             path: Vec::new(),
         };
-        if let Some(&ino) = self
+        if let Some(ino) = self
             .inodes
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .by_key
             .get(&key)
         {
             return Ok(ino);

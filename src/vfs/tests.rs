@@ -290,3 +290,65 @@ fn sources_are_encoded_and_filterable() {
     let fb = lookup_path(&only_b, &format!("snapshots/{b1}/fb")).unwrap();
     assert_eq!(only_b.read(fb.ino, 0, 10).unwrap(), b"b");
 }
+
+/// A hasher under which every key collides, to exercise the path table's fallback.
+#[derive(Default)]
+struct Colliding;
+
+impl std::hash::BuildHasher for Colliding {
+    type Hasher = ConstHasher;
+    fn build_hasher(&self) -> ConstHasher {
+        ConstHasher
+    }
+}
+
+struct ConstHasher;
+
+impl std::hash::Hasher for ConstHasher {
+    fn finish(&self) -> u64 {
+        7
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+#[test]
+fn inode_table_resolves_paths_whose_hashes_collide() {
+    let mut t: Inodes<Colliding> = Inodes::new();
+    let snap = SnapshotId([1; 16]);
+    let file = |nlink| Entry {
+        kind: Kind::File,
+        nlink,
+        ..Entry::whiteout()
+    };
+    let key = |p: &[u8], changes| Key::Path {
+        snap,
+        changes,
+        path: p.to_vec(),
+    };
+    let content = |p: &[u8], changes, nlink| Node::Content {
+        snap,
+        changes,
+        path: p.to_vec(),
+        entry: file(nlink),
+        parent: 1,
+    };
+    let a = t.insert(key(b"a", false), content(b"a", false, 1));
+    let b = t.insert(key(b"b", false), content(b"b", false, 1));
+    let ac = t.insert(key(b"a", true), content(b"a", true, 1));
+    assert_eq!(t.get(&key(b"a", false)), Some(a));
+    assert_eq!(t.get(&key(b"b", false)), Some(b));
+    assert_eq!(t.get(&key(b"a", true)), Some(ac));
+    assert_eq!(t.get(&key(b"c", false)), None);
+    assert_eq!(t.paths.len(), 1, "all collided into one hash slot");
+    // A hard-linked file is interned by source inode: a path key never resolves to it.
+    let h = t.insert(
+        Key::HardLink {
+            snap,
+            changes: false,
+            src_ino: 9,
+        },
+        content(b"h", false, 2),
+    );
+    assert_eq!(t.get(&key(b"h", false)), None);
+    assert_ne!(h, a);
+}
