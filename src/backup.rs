@@ -179,7 +179,9 @@ fn new_snapshot_id(time_ns: i64, host: &str, source: &str) -> SnapshotId {
     SnapshotId(h.finalize().as_bytes()[..16].try_into().unwrap())
 }
 
-fn build_excludes(patterns: &[String]) -> Result<globset::GlobSet> {
+/// The matcher for `--exclude` patterns, shared with `diff --live` so both skip the same paths.
+/// A pattern matches a path relative to the source or a single name (see [`is_excluded`]).
+pub(crate) fn build_excludes(patterns: &[String]) -> Result<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
     for p in patterns {
         let g = globset::Glob::new(p.trim_end_matches('/'))
@@ -188,6 +190,13 @@ fn build_excludes(patterns: &[String]) -> Result<globset::GlobSet> {
     }
     b.build()
         .map_err(|e| Error::InvalidArgument(format!("Bad --exclude patterns: {e}")))
+}
+
+/// Whether `rel` (relative to the source root; its last component is `name`) is excluded.
+pub(crate) fn is_excluded(excludes: &globset::GlobSet, rel: &[u8], name: &[u8]) -> bool {
+    !excludes.is_empty()
+        && (excludes.is_match(std::ffi::OsStr::from_bytes(rel))
+            || excludes.is_match(std::ffi::OsStr::from_bytes(name)))
 }
 
 /// Backs up `source` into `repo` and commits a snapshot.
@@ -978,9 +987,7 @@ impl Walker<'_> {
         for os_name in names {
             let name = os_name.as_bytes().to_vec();
             let rel = join(dir, &name);
-            if self.excludes.is_match(std::ffi::OsStr::from_bytes(&rel))
-                || self.excludes.is_match(&os_name)
-            {
+            if is_excluded(self.excludes, &rel, &name) {
                 continue;
             }
             let path = abs.join(&os_name);

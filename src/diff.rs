@@ -208,6 +208,9 @@ pub struct DiffOptions {
     /// Walk both trees even when the views share layers: the slow reference the layer walk is
     /// tested against.
     pub full_walk: bool,
+    /// Live diff: paths to leave out on both sides, as `backup --exclude` (without them, what a
+    /// backup excluded shows up as added).
+    pub excludes: Vec<String>,
 }
 
 /// The fields (other than type) in which `old` and `new` differ; both must have the same kind.

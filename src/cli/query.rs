@@ -37,6 +37,10 @@ pub struct DiffArgs {
     /// With --live: read and hash every file of equal size, even when its mtime matches
     #[arg(long, requires = "live")]
     pub content: bool,
+    /// With --live: leave out paths matching GLOB on both sides, as `backup --exclude` does
+    /// (give the backup's patterns, or its excluded files show up as added); repeatable
+    #[arg(long, value_name = "GLOB", requires = "live")]
+    pub exclude: Vec<String>,
     /// With `latest`: the newest snapshot of this source
     #[arg(long)]
     pub source: Option<String>,
@@ -155,6 +159,7 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
         path: a.path.as_deref().map(|p| path_bytes(p).to_vec()),
         content: a.content,
         full_walk: false,
+        excludes: a.exclude.clone(),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

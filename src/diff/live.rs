@@ -43,6 +43,7 @@ pub fn diff_live(
         .map(|m| (m.dev(), m.ino()));
     let mut w = LiveWalker {
         a,
+        excludes: crate::backup::build_excludes(&opts.excludes)?,
         repo_dir,
         content: opts.content,
         chunker: None,
@@ -70,6 +71,7 @@ pub fn diff_live(
 
 struct LiveWalker<'v, 's, 'k> {
     a: &'v View,
+    excludes: globset::GlobSet,
     repo_dir: Option<(u64, u64)>,
     content: bool,
     chunker: Option<Chunker>,
@@ -210,9 +212,16 @@ impl LiveWalker<'_, '_, '_> {
         Ok(())
     }
 
+    fn excluded(&self, path: &[u8], name: &[u8]) -> bool {
+        crate::backup::is_excluded(&self.excludes, path, name)
+    }
+
     fn subtree_snapshot(&mut self, path: &[u8]) -> Result<()> {
         let children: Vec<(Vec<u8>, Entry)> = self.a.list(path)?.collect::<Result<_>>()?;
         for (name, e) in children {
+            if self.excluded(&join(path, &name), &name) {
+                continue;
+            }
             self.summary.paths_examined += 1;
             let p = join(path, &name);
             self.one_side(&p, Path::new(""), e, Change::Removed)?;
@@ -222,6 +231,9 @@ impl LiveWalker<'_, '_, '_> {
 
     fn subtree_live(&mut self, path: &[u8], abs: &Path) -> Result<()> {
         for (name, child) in self.read_dir(abs)? {
+            if self.excluded(&join(path, &name), &name) {
+                continue;
+            }
             self.summary.paths_examined += 1;
             if let Some(e) = self.live_entry(&child)? {
                 self.one_side(&join(path, &name), &child, e, Change::Added)?;
@@ -251,6 +263,9 @@ impl LiveWalker<'_, '_, '_> {
         let la: Vec<_> = self.a.list(dir)?.collect::<Result<_>>()?;
         let lb = self.read_dir(abs)?;
         for (name, (ea, pb)) in merge_sorted(la, lb) {
+            if self.excluded(&join(dir, &name), &name) {
+                continue;
+            }
             self.summary.paths_examined += 1;
             let child = abs.join(std::ffi::OsStr::from_bytes(&name));
             let eb = match pb {

@@ -238,6 +238,41 @@ fn diff_live_directory() {
     assert_eq!(v["summary"]["files_read"], 1);
     let (got, _) = diff_lines(&s, &[last, "--live", src, "orders"]);
     assert_eq!(got, set(&["m orders/2026/o-2.json  [mtime]"]));
+
+    // --exclude leaves paths out on both sides, as backup does: an excluded new file or
+    // directory is not "added", an excluded file gone from disk is not "removed".
+    fs::create_dir(s.src.join("cache")).unwrap();
+    fs::write(s.src.join("cache/blob.bin"), b"x").unwrap();
+    fs::write(s.src.join("orders/2026/debug.log"), b"log").unwrap();
+    for d in ["", "orders/2026"] {
+        set_mtime(&s.src.join(d), 1_780_000_000, 0);
+    }
+    let (got, _) = diff_lines(&s, &[last, "--live", src]);
+    for line in ["+ cache/", "+ cache/blob.bin", "+ orders/2026/debug.log"] {
+        assert!(got.contains(line), "{line} missing from {got:?}");
+    }
+    let excluded = [
+        last,
+        "--live",
+        src,
+        "--exclude",
+        "cache",
+        "--exclude",
+        "*.log",
+        "--exclude",
+        "bulk/f0007.txt",
+    ];
+    let (got, code) = diff_lines(&s, &excluded);
+    assert_eq!(
+        got,
+        set(&["+ extra.txt", "m orders/2026/o-2.json  [mtime]"])
+    );
+    assert_eq!(code, 1);
+    let out = strata(
+        &s.repo,
+        &["diff", last, s.ids[5].as_str(), "--exclude", "x"],
+    );
+    assert_eq!(out.status.code(), Some(2), "--exclude needs --live");
 }
 
 #[test]
