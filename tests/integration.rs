@@ -9,6 +9,7 @@ mod integration {
     mod damage;
     mod dedup;
     mod diff;
+    mod fulldisk;
     mod history;
     mod lifecycle;
     mod man;

@@ -199,7 +199,22 @@ impl Repo {
         if !path.join(INDEX_DIR).exists() {
             return Err(Error::IndexMissing(path.to_path_buf()));
         }
-        let db = Self::open_db(path, cache_bytes)?;
+        let db = match Self::open_db(path, cache_bytes) {
+            Err(Error::Db(sled::Error::Io(e))) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                // sled writes while it opens. Unfinished packs (left by a killed backup) are the
+                // one thing that can go without asking: nothing refers to them, and the lock
+                // says no backup is writing them now.
+                let removed = DirBackend::open(&path.join("packs"))?.remove_unfinished()?;
+                if removed == 0 {
+                    return Err(Error::Db(sled::Error::Io(e)));
+                }
+                log::warn!(
+                    "The disk is full: removed {removed} unfinished pack(s) to open the index"
+                );
+                Self::open_db(path, cache_bytes)?
+            }
+            r => r?,
+        };
         Self::finish_open(path, lock, db)
     }
 

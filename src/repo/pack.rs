@@ -168,30 +168,56 @@ impl DirBackend {
     }
 }
 
+/// A pack being written under its temporary name. Dropped unfinished (an error or a full disk
+/// part-way through a backup), it removes its temporary file: nothing indexes an unfinished pack,
+/// and on a full disk those bytes are what the next command needs to open the index at all.
 struct DirSink {
     tmp: PathBuf,
     dest: PathBuf,
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
 }
 
 impl PackSink for DirSink {
     fn write_all(&mut self, buf: &[u8]) -> Result<()> {
-        self.out.write_all(buf).ctx("Writing pack", &self.tmp)
+        self.out
+            .as_mut()
+            .expect("sink not finished")
+            .write_all(buf)
+            .ctx("Writing pack", &self.tmp)
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
-        let DirSink { tmp, dest, out } = *self;
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let out = self.out.take().expect("sink not finished");
         let file = out
             .into_inner()
             .map_err(|e| e.into_error())
-            .ctx("Writing pack", &tmp)?;
-        file.sync_all().ctx("Syncing pack", &tmp)?;
+            .ctx("Writing pack", &self.tmp)?;
+        file.sync_all().ctx("Syncing pack", &self.tmp)?;
         drop(file);
-        fs::rename(&tmp, &dest).ctx("Renaming pack", &dest)?;
-        let dir = dest.parent().expect("pack has a parent dir");
+        fs::rename(&self.tmp, &self.dest).ctx("Renaming pack", &self.dest)?;
+        let dir = self.dest.parent().expect("pack has a parent dir");
         File::open(dir)
             .and_then(|d| d.sync_all())
             .ctx("Syncing pack directory", dir)
+    }
+}
+
+impl Drop for DirSink {
+    fn drop(&mut self) {
+        // `out` is taken by `finish`; still here means the pack was abandoned. (After a failed
+        // rename in `finish` the temporary file stays for `prune` to remove.)
+        if let Some(out) = self.out.take() {
+            // Buffered bytes may not fit either; they are discarded with the file.
+            let (file, _) = out.into_parts();
+            drop(file);
+            match fs::remove_file(&self.tmp) {
+                Ok(()) => log::info!("Removed unfinished pack {}", self.tmp.display()),
+                Err(e) => log::warn!(
+                    "Could not remove unfinished pack {}: {e}",
+                    self.tmp.display()
+                ),
+            }
+        }
     }
 }
 
@@ -216,7 +242,7 @@ impl PackBackend for DirBackend {
         Ok(Box::new(DirSink {
             tmp,
             dest,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
         }))
     }
 
