@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{backup, snapshot_ids, strata, strata_ok};
+use crate::common::{backup, pseudo_random, snapshot_ids, strata, strata_ok};
 
 /// A tmpfs of `mib` MiB mounted on a fresh directory; unmounted on drop.
 struct SmallFs {
@@ -42,19 +42,6 @@ impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.path).status();
     }
-}
-
-/// `n` bytes that do not compress (a simple xorshift stream).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -91,7 +78,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
     let first = backup(&repo, &src, &[]);
 
     // 40 MB that does not compress cannot fit in what is left of 24 MiB.
-    fs::write(src.join("media.bin"), noise(40 << 20, 7)).unwrap();
+    fs::write(src.join("media.bin"), pseudo_random(40 << 20, 7)).unwrap();
     let out = strata(&repo, &["backup", src.to_str().unwrap()]);
     assert_clear_enospc(&out, "backup");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -118,7 +105,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
     // A backup killed part-way leaves an unfinished pack, and then the disk fills up: the
     // repository still opens and lists, and the next backup reclaims the leftover's space and
     // succeeds while the disk is otherwise still full.
-    fs::write(src.join("media.bin"), noise(16 << 20, 9)).unwrap();
+    fs::write(src.join("media.bin"), pseudo_random(16 << 20, 9)).unwrap();
     let mut child = Command::new(crate::common::bin())
         .args([
             "--repo",
@@ -151,7 +138,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
     child.wait().unwrap();
     assert!(tmp_pack().is_some(), "the killed backup left its pack");
     let mut f = fs::File::create(small.path.join("filler")).unwrap();
-    let chunk = noise(1 << 20, 3);
+    let chunk = pseudo_random(1 << 20, 3);
     while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
     drop(f);
     let out = strata(&repo, &["snapshots", "--json"]);
@@ -210,7 +197,11 @@ fn restore_into_a_full_target_leaves_no_partial_files() {
     let src = t.path().join("src");
     fs::create_dir_all(src.join("media")).unwrap();
     for i in 0..6 {
-        fs::write(src.join(format!("media/m{i}.bin")), noise(3 << 20, i + 1)).unwrap();
+        fs::write(
+            src.join(format!("media/m{i}.bin")),
+            pseudo_random(3 << 20, i + 1),
+        )
+        .unwrap();
     }
     fs::write(src.join("readme.txt"), b"hello").unwrap();
     let repo = t.path().join("repo");
