@@ -120,12 +120,21 @@ pub trait PackBackend: Send + Sync {
     fn create(&self, id: PackId) -> Result<Box<dyn PackSink>>;
     /// Reads exactly `len` bytes at `offset`; a short pack is an error.
     fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Like [`PackBackend::read_at`], into `buf` (resized to `len`), so a caller can reuse one
+    /// buffer across reads.
+    fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read_at(id, offset, len)?;
+        Ok(())
+    }
     /// Every finished pack with its size.
     fn list(&self) -> Result<Vec<(PackId, u64)>>;
     /// Removes a pack.
     fn delete(&self, id: PackId) -> Result<()>;
     /// Removes leftovers of packs that were never finished (only call while holding the repo lock).
     fn remove_unfinished(&self) -> Result<usize>;
+    /// Hints that `len` bytes at `offset` will be read soon, so the backend can start fetching
+    /// them while earlier reads are served. Best effort: the default does nothing.
+    fn will_need(&self, _id: PackId, _offset: u64, _len: u64) {}
 }
 
 /// Packs as files `packs/<last two hex digits>/<16 hex digits>.pack` in a directory.
@@ -247,11 +256,17 @@ impl PackBackend for DirBackend {
     }
 
     fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = self.handle(id)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset)
-            .ctx("Reading pack", self.path(id))?;
+        let mut buf = Vec::new();
+        self.read_into(id, offset, len, &mut buf)?;
         Ok(buf)
+    }
+
+    fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let f = self.handle(id)?;
+        buf.clear();
+        buf.resize(len, 0);
+        f.read_exact_at(buf, offset)
+            .ctx("Reading pack", self.path(id))
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
@@ -283,6 +298,21 @@ impl PackBackend for DirBackend {
         fs::remove_file(&p).ctx("Deleting pack", p)
     }
 
+    fn will_need(&self, id: PackId, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        if let Ok(f) = self.handle(id) {
+            // SAFETY: a valid open descriptor; fadvise only schedules asynchronous readahead.
+            unsafe {
+                libc::posix_fadvise(
+                    f.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
     fn remove_unfinished(&self) -> Result<usize> {
         let mut n = 0;
         for sub in fs::read_dir(&self.root).ctx("Listing packs", &self.root)? {
@@ -303,36 +333,79 @@ impl PackBackend for DirBackend {
     }
 }
 
-/// Decodes one record read from `pack` at a location: header check, decompression, blake3 check.
-/// `expect` is the id the caller asked for.
+/// Checks and decodes a whole record read from `pack` (header and payload) that should hold
+/// `expect`: header, id, length, decompression and blake3. Never returns unverified bytes.
 pub fn open_record(
     pack: PackId,
     bytes: &[u8],
     expect: &ChunkId,
     dict: Option<&crate::compress::Dictionary>,
 ) -> Result<(RecordHeader, Vec<u8>)> {
+    let h = open_header(pack, bytes, expect)?;
+    let payload = &bytes[RECORD_HEADER_LEN..];
+    let plain = decode_payload(pack, &h, Payload::Borrowed(payload), expect, dict)?;
+    Ok((h, plain))
+}
+
+/// The header at the start of `bytes`, checked to be `expect`'s.
+pub fn open_header(pack: PackId, bytes: &[u8], expect: &ChunkId) -> Result<RecordHeader> {
+    let h = RecordHeader::decode(bytes).map_err(|detail| Error::CorruptChunk {
+        id: *expect,
+        pack,
+        detail,
+    })?;
+    if h.id != *expect {
+        return Err(Error::CorruptChunk {
+            id: *expect,
+            pack,
+            detail: format!("record holds {} instead", h.id),
+        });
+    }
+    Ok(h)
+}
+
+/// A record's payload, borrowed from a larger read or owned (then a stored-raw payload becomes
+/// the plaintext without a copy).
+pub enum Payload<'a> {
+    /// Part of a buffer the caller keeps.
+    Borrowed(&'a [u8]),
+    /// Read on its own.
+    Owned(Vec<u8>),
+}
+
+/// Decodes the payload of the record with header `h` and verifies its length and blake3.
+pub fn decode_payload(
+    pack: PackId,
+    h: &RecordHeader,
+    payload: Payload<'_>,
+    expect: &ChunkId,
+    dict: Option<&crate::compress::Dictionary>,
+) -> Result<Vec<u8>> {
     let corrupt = |detail: String| Error::CorruptChunk {
         id: *expect,
         pack,
         detail,
     };
-    let h = RecordHeader::decode(bytes).map_err(corrupt)?;
-    if h.id != *expect {
-        return Err(corrupt(format!("record holds {} instead", h.id)));
-    }
-    let payload = &bytes[RECORD_HEADER_LEN..];
-    if payload.len() != h.stored_len as usize {
+    let stored = match &payload {
+        Payload::Borrowed(b) => b.len(),
+        Payload::Owned(v) => v.len(),
+    };
+    if stored != h.stored_len as usize {
         return Err(corrupt("record payload truncated".into()));
     }
-    let plain = match crate::compress::Compression::from_byte(h.compression) {
-        Some(c) => crate::compress::decode(payload, h.raw_len as usize, c, dict)
+    let compression = crate::compress::Compression::from_byte(h.compression)
+        .ok_or_else(|| corrupt(format!("unknown compression {}", h.compression)))?;
+    let plain = match (compression, payload) {
+        (crate::compress::Compression::None, Payload::Owned(v)) => v,
+        (c, Payload::Owned(v)) => crate::compress::decode(&v, h.raw_len as usize, c, dict)
             .map_err(|e| corrupt(e.to_string()))?,
-        None => return Err(corrupt(format!("unknown compression {}", h.compression))),
+        (c, Payload::Borrowed(b)) => crate::compress::decode(b, h.raw_len as usize, c, dict)
+            .map_err(|e| corrupt(e.to_string()))?,
     };
     if plain.len() != h.raw_len as usize || ChunkId::of(&plain) != *expect {
         return Err(corrupt("blake3 mismatch".into()));
     }
-    Ok((h, plain))
+    Ok(plain)
 }
 
 #[cfg(test)]
@@ -367,7 +440,17 @@ mod tests {
         assert!(b.create(PackId(0x1ff)).is_err());
         assert_eq!(b.read_at(PackId(0x1ff), 6, 5).unwrap(), b"world");
         assert!(b.read_at(PackId(0x1ff), 6, 50).is_err());
-        let _ = b.create(PackId(2)).unwrap();
+        // Dropped unfinished (an error mid-backup), a pack removes its temporary file...
+        let mut s = b.create(PackId(2)).unwrap();
+        s.write_all(b"partial").unwrap();
+        let tmp = b.path(PackId(2)).with_extension("pack.tmp");
+        assert!(tmp.exists());
+        drop(s);
+        assert!(!tmp.exists());
+        assert_eq!(b.remove_unfinished().unwrap(), 0);
+        // ...while one left by a killed process is removed by `remove_unfinished`.
+        fs::write(&tmp, b"left by a kill").unwrap();
         assert_eq!(b.remove_unfinished().unwrap(), 1);
+        assert!(!tmp.exists());
     }
 }
