@@ -23,6 +23,10 @@ pub struct RestoreArgs {
     pub snapshot: String,
     /// Paths inside the snapshot to restore [default: all of it]
     pub paths: Vec<PathBuf>,
+    /// A path inside the snapshot to restore, for scripts that prefer a named option; the same
+    /// as giving it after SNAPSHOT (repeatable, combines with them)
+    #[arg(long = "path", value_name = "PATH")]
+    pub path_opts: Vec<PathBuf>,
     /// Directory to restore into (created when missing); paths keep their place under it
     #[arg(long, value_name = "DIR")]
     pub target: PathBuf,
@@ -68,7 +72,12 @@ pub struct RestoreArgs {
 pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
     let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
     let view = View::open(repo, &snap.id)?;
-    let paths: Vec<Vec<u8>> = a.paths.iter().map(|p| path_bytes(p).to_vec()).collect();
+    let paths: Vec<Vec<u8>> = a
+        .paths
+        .iter()
+        .chain(&a.path_opts)
+        .map(|p| path_bytes(p).to_vec())
+        .collect();
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes,

@@ -492,3 +492,76 @@ fn mount_versions_directory_with_real_tools() {
         assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 4);
     });
 }
+
+/// What a script does most: fetch the order document as it was in a given snapshot, by
+/// `strata cat` and by `strata restore --path` (a named option, the same as a positional path),
+/// with `--json`; and a clear failure for a snapshot in which the document did not exist.
+#[test]
+fn restore_one_order_document_from_a_given_day() {
+    let s = scenario();
+    for (i, want) in [
+        (1, &s.doc[0]),
+        (2, &s.doc[1]),
+        (3, &s.doc[2]),
+        (5, &s.doc[3]),
+    ] {
+        let cat = strata_ok(&s.repo, &["cat", &s.ids[i], DOC]);
+        assert_eq!(&cat.stdout, want, "cat in S{i}");
+        let target = s._t.path().join(format!("day{i}"));
+        let out = strata_ok(
+            &s.repo,
+            &[
+                "restore",
+                &s.ids[i],
+                "--path",
+                DOC,
+                "--target",
+                target.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        let v = json(&out);
+        assert_eq!(v["files"], 1, "S{i}: {v}");
+        assert_eq!(
+            &fs::read(target.join(DOC)).unwrap(),
+            want,
+            "restore in S{i}"
+        );
+        let restored: Vec<_> = walk_files(&target);
+        assert_eq!(restored, vec![DOC.to_string()], "only the document, S{i}");
+    }
+    let target = s._t.path().join("day4");
+    let out = strata(
+        &s.repo,
+        &[
+            "restore",
+            &s.ids[4],
+            "--path",
+            DOC,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("o-1.json"), "the error names the path: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Regular files under `dir`, as relative paths, sorted.
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
