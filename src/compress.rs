@@ -127,47 +127,59 @@ pub fn decode(
     compression: Compression,
     dict: Option<&Dictionary>,
 ) -> Result<Vec<u8>> {
-    match compression {
-        Compression::None => Ok(data.to_vec()),
-        Compression::Zstd => decompress(data, raw_len),
+    let mut out = Vec::new();
+    decode_into(data, raw_len, compression, dict, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`] into `out` (its previous content is replaced), so a reader can reuse buffers.
+/// Exactly `raw_len` bytes or an error.
+pub fn decode_into(
+    data: &[u8],
+    raw_len: usize,
+    compression: Compression,
+    dict: Option<&Dictionary>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    out.reserve_exact(raw_len);
+    let res = match compression {
+        Compression::None => {
+            out.extend_from_slice(data);
+            Ok(data.len())
+        }
+        Compression::Zstd => {
+            DECOMPRESSOR.with(|d| d.borrow_mut().decompress_to_buffer(data, &mut *out))
+        }
         Compression::ZstdDict => {
             let d = dict.ok_or_else(|| {
                 Error::CorruptMetadata(
                     "chunk needs the repository's dictionary, which is missing".into(),
                 )
             })?;
-            let out = DICT_DECOMPRESSOR.with(|c| {
+            DICT_DECOMPRESSOR.with(|c| {
                 let mut c = c.borrow_mut();
                 if c.as_ref().is_none_or(|(id, _)| *id != d.id) {
                     *c = Some((d.id, zstd::bulk::Decompressor::with_dictionary(&d.bytes)?));
                 }
-                c.as_mut().unwrap().1.decompress(data, raw_len)
-            });
-            checked(out, raw_len)
+                c.as_mut().unwrap().1.decompress_to_buffer(data, &mut *out)
+            })
         }
+    };
+    res.map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
+    if out.len() != raw_len {
+        return Err(Error::CorruptMetadata(format!(
+            "payload decodes to {} bytes, header says {raw_len}",
+            out.len()
+        )));
     }
+    Ok(())
 }
 
 /// Inverse of [`compress`] without a dictionary; `raw_len` comes from the record header and bounds
 /// the allocation.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    checked(
-        DECOMPRESSOR.with(|d| d.borrow_mut().decompress(data, raw_len)),
-        raw_len,
-    )
-}
-
-/// A decoded frame must decode, and to exactly the length the record header states.
-fn checked(out: std::io::Result<Vec<u8>>, raw_len: usize) -> Result<Vec<u8>> {
-    let out =
-        out.map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
-    if out.len() != raw_len {
-        return Err(Error::CorruptMetadata(format!(
-            "zstd frame decodes to {} bytes, header says {raw_len}",
-            out.len()
-        )));
-    }
-    Ok(out)
+    decode(data, raw_len, Compression::Zstd, None)
 }
 
 #[cfg(test)]

@@ -342,8 +342,15 @@ pub fn open_record(
     dict: Option<&crate::compress::Dictionary>,
 ) -> Result<(RecordHeader, Vec<u8>)> {
     let h = open_header(pack, bytes, expect)?;
-    let payload = &bytes[RECORD_HEADER_LEN..];
-    let plain = decode_payload(pack, &h, Payload::Borrowed(payload), expect, dict)?;
+    let mut plain = Vec::new();
+    decode_payload_into(
+        pack,
+        &h,
+        &bytes[RECORD_HEADER_LEN..],
+        expect,
+        dict,
+        &mut plain,
+    )?;
     Ok((h, plain))
 }
 
@@ -364,48 +371,42 @@ pub fn open_header(pack: PackId, bytes: &[u8], expect: &ChunkId) -> Result<Recor
     Ok(h)
 }
 
-/// A record's payload, borrowed from a larger read or owned (then a stored-raw payload becomes
-/// the plaintext without a copy).
-pub enum Payload<'a> {
-    /// Part of a buffer the caller keeps.
-    Borrowed(&'a [u8]),
-    /// Read on its own.
-    Owned(Vec<u8>),
-}
-
-/// Decodes the payload of the record with header `h` and verifies its length and blake3.
-pub fn decode_payload(
+/// Decodes the payload of the record with header `h` into `out` and verifies it (see
+/// [`verify_plain`]).
+pub fn decode_payload_into(
     pack: PackId,
     h: &RecordHeader,
-    payload: Payload<'_>,
+    payload: &[u8],
     expect: &ChunkId,
     dict: Option<&crate::compress::Dictionary>,
-) -> Result<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let corrupt = |detail: String| Error::CorruptChunk {
         id: *expect,
         pack,
         detail,
     };
-    let stored = match &payload {
-        Payload::Borrowed(b) => b.len(),
-        Payload::Owned(v) => v.len(),
-    };
-    if stored != h.stored_len as usize {
+    if payload.len() != h.stored_len as usize {
         return Err(corrupt("record payload truncated".into()));
     }
     let compression = crate::compress::Compression::from_byte(h.compression)
         .ok_or_else(|| corrupt(format!("unknown compression {}", h.compression)))?;
-    let plain = match (compression, payload) {
-        (crate::compress::Compression::None, Payload::Owned(v)) => v,
-        (c, Payload::Owned(v)) => crate::compress::decode(&v, h.raw_len as usize, c, dict)
-            .map_err(|e| corrupt(e.to_string()))?,
-        (c, Payload::Borrowed(b)) => crate::compress::decode(b, h.raw_len as usize, c, dict)
-            .map_err(|e| corrupt(e.to_string()))?,
-    };
-    if plain.len() != h.raw_len as usize || ChunkId::of(&plain) != *expect {
-        return Err(corrupt("blake3 mismatch".into()));
+    crate::compress::decode_into(payload, h.raw_len as usize, compression, dict, out)
+        .map_err(|e| corrupt(e.to_string()))?;
+    verify_plain(pack, h, out, expect)
+}
+
+/// The last check before bytes leave the repository layer: the plaintext has the header's length
+/// and hashes to the id asked for.
+pub fn verify_plain(pack: PackId, h: &RecordHeader, plain: &[u8], expect: &ChunkId) -> Result<()> {
+    if plain.len() != h.raw_len as usize || ChunkId::of(plain) != *expect {
+        return Err(Error::CorruptChunk {
+            id: *expect,
+            pack,
+            detail: "blake3 mismatch".into(),
+        });
     }
-    Ok(plain)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct ChunkCache {
     repo: Arc<Repo>,
     cap_bytes: u64,
     inner: Mutex<CacheInner>,
+    /// Buffers of evicted chunks, reused for the next misses: a streaming reader then decodes
+    /// into memory that is already mapped instead of faulting in fresh pages for every chunk.
+    spare: Mutex<Vec<Vec<u8>>>,
     inflight: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -49,6 +52,7 @@ impl ChunkCache {
                 bytes: 0,
             }),
             inflight: Mutex::new(HashMap::new()),
+            spare: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -85,14 +89,17 @@ impl ChunkCache {
             return Ok(d);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let res = self.repo.read_chunk(id).map(|mut d| {
-            // Decoders may over-allocate; what is kept should be what is counted.
-            d.shrink_to_fit();
+        let res = self.load(id).map(|mut d| {
+            // What is kept should be what is counted.
+            if d.capacity() > d.len() + d.len() / 4 {
+                d.shrink_to_fit();
+            }
             Arc::new(d)
         });
         if let Ok(d) = &res {
             let len = cost(d);
             if len <= self.cap_bytes {
+                let mut evicted = Vec::new();
                 let mut inner = lock(&self.inner);
                 if let Some(old) = inner.lru.put(*id, d.clone()) {
                     inner.bytes -= cost(&old);
@@ -100,10 +107,15 @@ impl ChunkCache {
                 inner.bytes += len;
                 while inner.bytes > self.cap_bytes {
                     match inner.lru.pop_lru() {
-                        Some((_, v)) => inner.bytes -= cost(&v),
+                        Some((_, v)) => {
+                            inner.bytes -= cost(&v);
+                            evicted.push(v);
+                        }
                         None => break,
                     }
                 }
+                drop(inner);
+                self.keep_spares(evicted);
             }
         }
         drop(guard);
@@ -113,4 +125,40 @@ impl ChunkCache {
         }
         res
     }
+
+    /// Reads chunk `id` into a spare buffer of about its size when there is one.
+    fn load(&self, id: &ChunkId) -> crate::Result<Vec<u8>> {
+        let loc = self.repo.chunk_location(id)?;
+        let want = loc.raw_len as usize;
+        let mut buf = {
+            let mut spare = lock(&self.spare);
+            match spare
+                .iter()
+                .position(|b| b.capacity() >= want && b.capacity() <= want + want / 4)
+            {
+                Some(i) => spare.swap_remove(i),
+                None => Vec::new(),
+            }
+        };
+        self.repo.read_record_into(id, &loc, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Keeps the buffers of evicted chunks no reader holds any more, up to [`SPARE_BUFFERS`].
+    fn keep_spares(&self, evicted: Vec<Arc<Vec<u8>>>) {
+        let mut spare = lock(&self.spare);
+        for v in evicted {
+            if spare.len() >= SPARE_BUFFERS {
+                break;
+            }
+            if let Ok(b) = Arc::try_unwrap(v) {
+                spare.push(b);
+            }
+        }
+    }
 }
+
+/// Evicted chunk buffers kept for reuse. Every miss takes one and every insertion into a full
+/// cache gives at least one back, so a few suffice for streaming; they are memory outside
+/// `--cache-size` (at most 5 MiB with 1 MiB chunks).
+const SPARE_BUFFERS: usize = 4;
