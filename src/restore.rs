@@ -287,6 +287,30 @@ struct Run<'a> {
     progress: &'a dyn Progress,
 }
 
+/// One worker's open directory. Leaves are handed out in pack order, which mostly follows the
+/// directories they were backed up from, so consecutive leaves usually share a directory and one
+/// `openat2` serves them all. The descriptor was opened by [`fsops::open_beneath`], like every
+/// other, and restore never replaces a planned directory while leaves are written, so it stays
+/// the directory at that path.
+#[derive(Default)]
+struct DirCache {
+    rel: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+impl DirCache {
+    /// The directory `rel` (target-relative), opened beneath `root` unless it already is.
+    fn open(&mut self, root: &OwnedFd, rel: &[u8]) -> std::io::Result<RawFd> {
+        if self.fd.is_none() || self.rel != rel {
+            self.fd = None;
+            self.fd = Some(fsops::open_beneath(root, rel)?);
+            self.rel.clear();
+            self.rel.extend_from_slice(rel);
+        }
+        Ok(self.fd.as_ref().unwrap().as_raw_fd())
+    }
+}
+
 /// What is at a path in the target compared with the snapshot.
 enum State {
     Missing,
@@ -501,10 +525,13 @@ impl Run<'_> {
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..threads.min(order.len().max(1)) {
-                s.spawn(|| loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = order.get(k) else { break };
-                    self.leaf(i);
+                s.spawn(|| {
+                    let mut dirs = DirCache::default();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = order.get(k) else { break };
+                        self.leaf(i, &mut dirs);
+                    }
                 });
             }
         });
@@ -512,17 +539,18 @@ impl Run<'_> {
 
     /// Step 4: hard links to each group's first path.
     fn links(&self) {
+        let mut dirs = DirCache::default();
         for i in 0..self.items.len() {
             if let Role::Link(_) = self.items[i].role {
-                self.leaf(i);
+                self.leaf(i, &mut dirs);
             }
         }
     }
 
-    fn leaf(&self, i: usize) {
+    fn leaf(&self, i: usize, dirs: &mut DirCache) {
         let it = &self.items[i];
         self.progress.entry_seen();
-        let r = self.leaf_inner(i, it);
+        let r = self.leaf_inner(i, it, dirs);
         if it.role == Role::Leaf && it.entry.kind == Kind::File {
             self.chunks.release(&it.entry);
         }
@@ -531,7 +559,7 @@ impl Run<'_> {
         }
     }
 
-    fn leaf_inner(&self, i: usize, it: &Item) -> Result<(), String> {
+    fn leaf_inner(&self, i: usize, it: &Item, dirs: &mut DirCache) -> Result<(), String> {
         let (blocked, absent) = self.parent_state(it);
         if blocked {
             return Ok(());
@@ -557,22 +585,22 @@ impl Run<'_> {
             None
         } else {
             Some(
-                fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())
+                dirs.open(self.root.as_ref().unwrap(), it.dir())
                     .map_err(|e| format!("Opening its directory: {e}"))?,
             )
         };
         let name = it.name();
-        let state = match &dir {
+        let state = match dir {
             None => State::Missing,
             Some(d) => self
-                .state(d.as_raw_fd(), name, it)
+                .state(d, name, it)
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
         };
         let existing = match state {
             State::Same if self.opts.overwrite != Overwrite::Always => {
                 self.action(&it.rel, "unchanged");
                 if !self.opts.dry_run {
-                    self.refresh(dir.as_ref().unwrap().as_raw_fd(), name, it)
+                    self.refresh(dir.unwrap(), name, it)
                         .map_err(|e| format!("Setting metadata: {e}"))?;
                     self.done[i].store(true, Ordering::Relaxed);
                 }
@@ -584,9 +612,7 @@ impl Run<'_> {
                 return Ok(());
             }
             State::Missing => None,
-            State::Same => dir
-                .as_ref()
-                .and_then(|d| fsops::stat_at(d.as_raw_fd(), name).ok().flatten()),
+            State::Same => dir.and_then(|d| fsops::stat_at(d, name).ok().flatten()),
             State::Differs(st) => Some(st),
         };
         let verb = match (&it.role, existing.is_some()) {
@@ -599,7 +625,7 @@ impl Run<'_> {
             self.count(it, existing.is_some(), 0, false);
             return Ok(());
         }
-        let d = dir.as_ref().unwrap().as_raw_fd();
+        let d = dir.unwrap();
         let tmp = self.temp_name();
         let r = self.write_new(d, &tmp, it).and_then(|(bytes, verified)| {
             if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
