@@ -201,12 +201,14 @@ pub fn restore(
     let includes = globs(&opts.includes)?;
     let excludes = globs(&opts.excludes)?;
     let plan = plan::build(view, paths, &includes, &excludes)?;
+    let mut target_created = false;
     let root = if opts.target.is_dir() {
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     } else if opts.dry_run {
         None
     } else {
         std::fs::create_dir_all(&opts.target).ctx("Creating restore target", &opts.target)?;
+        target_created = true;
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     };
     let mut uses: HashMap<ChunkId, u32> = HashMap::new();
@@ -230,6 +232,7 @@ pub fn restore(
     let run = Run {
         opts,
         root,
+        target_created,
         items: &plan.items,
         excludes,
         is_root: {
@@ -270,6 +273,8 @@ struct Run<'a> {
     opts: &'a RestoreOptions,
     /// `None` only in a dry run into a missing target.
     root: Option<OwnedFd>,
+    /// The target did not exist: this run created it, empty.
+    target_created: bool,
     items: &'a [Item],
     excludes: GlobSet,
     is_root: bool,
@@ -383,6 +388,18 @@ impl Run<'_> {
         }
     }
 
+    /// Whether `it`'s directory was created (empty) by this run: then nothing can be at its name
+    /// yet, and looking is not needed.
+    fn in_fresh_dir(&self, it: &Item) -> bool {
+        match it.parent {
+            Some(p) => {
+                self.created[p].load(Ordering::Relaxed)
+                    || (self.items[p].rel.is_empty() && self.target_created)
+            }
+            None => self.target_created,
+        }
+    }
+
     /// Step 2: directories, top-down.
     fn directories(&self) {
         for (i, it) in self.items.iter().enumerate() {
@@ -419,7 +436,12 @@ impl Run<'_> {
         let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
         let d = dir.as_raw_fd();
         let name = it.name();
-        let replace = match fsops::stat_at(d, name)? {
+        let existing = if self.in_fresh_dir(it) {
+            None
+        } else {
+            fsops::stat_at(d, name)?
+        };
+        let replace = match existing {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 let sub = fsops::open_dir_at(d, name)?;
                 self.sweep(i, sub.as_raw_fd());
@@ -592,6 +614,7 @@ impl Run<'_> {
         let name = it.name();
         let state = match dir {
             None => State::Missing,
+            Some(_) if self.in_fresh_dir(it) => State::Missing,
             Some(d) => self
                 .state(d, name, it)
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
