@@ -116,16 +116,20 @@ impl Chunks {
 }
 
 /// Writes `entry`'s content into the empty file `f`: each chunk at its offset, nothing in the
-/// gaps (they stay holes), then the length set so a trailing hole exists too. Returns the bytes
-/// written.
+/// gaps (they stay holes), then, when the last chunk does not end the file (a trailing hole), the
+/// length set. Returns the bytes written.
 pub fn write_content(f: &File, entry: &Entry, chunks: &Chunks) -> Result<u64, WriteFailure> {
     let mut written = 0;
+    let mut end = 0;
     for c in &entry.chunks {
         let data = chunks.get(&c.id, c.len).map_err(WriteFailure::Repo)?;
         f.write_all_at(&data, c.offset).map_err(WriteFailure::Io)?;
         written += data.len() as u64;
+        end = end.max(c.offset + data.len() as u64);
     }
-    f.set_len(entry.size).map_err(WriteFailure::Io)?;
+    if end != entry.size {
+        f.set_len(entry.size).map_err(WriteFailure::Io)?;
+    }
     Ok(written)
 }
 
