@@ -229,8 +229,20 @@ pub fn restore(
             message: r.reason.clone(),
         });
     }
+    // SAFETY: no arguments, no side effects (umask: the old value is put back at once).
+    let (owner, umask) = unsafe {
+        let m = libc::umask(0o077);
+        libc::umask(m);
+        ((libc::geteuid(), libc::getegid()), m as u32)
+    };
+    let root_clean = root
+        .as_ref()
+        .is_some_and(|r| inherits_nothing(r.as_raw_fd(), owner.1));
     let run = Run {
         opts,
+        root_clean,
+        owner,
+        umask,
         root,
         target_created,
         items: &plan.items,
@@ -245,6 +257,7 @@ pub fn restore(
             .map(|_| AtomicBool::new(root_is_missing(opts)))
             .collect(),
         created: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        clean: (0..n).map(|_| AtomicBool::new(false)).collect(),
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         stats: Mutex::new(stats),
         temp_counter: AtomicU64::new(0),
@@ -285,6 +298,17 @@ struct Run<'a> {
     absent: Vec<AtomicBool>,
     /// Directories restore created (they get their metadata even when only on the way).
     created: Vec<AtomicBool>,
+    /// Directories in which a new file gets nothing from its surroundings: no extended
+    /// attribute but `security.*`, permission bits `mode & !umask`, owner `owner` (the target
+    /// root when [`inherits_nothing`] says so; a directory this run created inside a clean one).
+    /// Restore's own directories get their xattrs only in step 5, after every file is written.
+    clean: Vec<AtomicBool>,
+    /// Whether the target root is clean (see `clean`).
+    root_clean: bool,
+    /// Effective uid and gid: the owner of what restore creates.
+    owner: (u32, u32),
+    /// The process umask (restore does not change it).
+    umask: u32,
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
     stats: Mutex<RestoreStats>,
@@ -400,6 +424,12 @@ impl Run<'_> {
         }
     }
 
+    /// Whether `it`'s directory is clean (see [`Run::clean`]).
+    fn in_clean_dir(&self, it: &Item) -> bool {
+        it.parent
+            .is_some_and(|p| self.clean[p].load(Ordering::Relaxed))
+    }
+
     /// Step 2: directories, top-down.
     fn directories(&self) {
         for (i, it) in self.items.iter().enumerate() {
@@ -410,6 +440,7 @@ impl Run<'_> {
             if it.rel.is_empty() {
                 if self.root.is_some() {
                     self.absent[i].store(false, Ordering::Relaxed);
+                    self.clean[i].store(self.root_clean, Ordering::Relaxed);
                     self.sweep(i, self.root());
                 }
                 continue;
@@ -464,6 +495,7 @@ impl Run<'_> {
             }
             fsops::mkdir_at(d, name, 0o700)?;
             self.created[i].store(true, Ordering::Relaxed);
+            self.clean[i].store(self.in_clean_dir(it), Ordering::Relaxed);
         }
         let mut s = self.stats.lock().unwrap();
         s.dirs += 1;
@@ -742,7 +774,14 @@ impl Run<'_> {
                 Ok((0, false))
             }
             (_, Kind::File) => {
-                let f = fsops::create_file(dir, tmp).map_err(io("Creating a temporary file"))?;
+                // A new file in a clean directory whose owner is already right is created with
+                // its permission bits: only set-id/sticky bits, or bits the umask took, need a
+                // chmod, and it can have no xattrs yet. Any other file is created 0600 and gets
+                // chown, chmod and exactly the snapshot's xattrs (`meta_fd`).
+                let fast = self.in_clean_dir(it) && (!self.is_root || (e.uid, e.gid) == self.owner);
+                let mode = if fast { e.mode & 0o777 } else { 0o600 };
+                let f =
+                    fsops::create_file(dir, tmp, mode).map_err(io("Creating a temporary file"))?;
                 let bytes = data::write_content(&f, e, &self.chunks).map_err(|w| match w {
                     WriteFailure::Repo(err) => err.to_string(),
                     WriteFailure::Io(err) => format!("Writing: {err}"),
@@ -758,8 +797,12 @@ impl Run<'_> {
                 } else {
                     false
                 };
-                self.meta_fd(f.as_raw_fd(), e, Some(&f))
-                    .map_err(io("Setting metadata"))?;
+                if fast {
+                    self.meta_new_fd(&f, e).map_err(io("Setting metadata"))?;
+                } else {
+                    self.meta_fd(f.as_raw_fd(), e, Some(&f))
+                        .map_err(io("Setting metadata"))?;
+                }
                 if self.opts.fsync {
                     f.sync_all().map_err(io("fsync"))?;
                 }
@@ -803,6 +846,16 @@ impl Run<'_> {
             (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
             _ => self.meta_at(dir, name, &it.entry, true),
         }
+    }
+
+    /// Mode, xattrs and mtime of a file this run just created with its permission bits in a
+    /// clean directory, with the right owner already (the fast case of `write_new`).
+    fn meta_new_fd(&self, f: &std::fs::File, e: &Entry) -> std::io::Result<()> {
+        if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
+            fsops::chmod_fd(f.as_raw_fd(), e.mode)?;
+        }
+        set_xattrs(f, &e.xattrs)?;
+        fsops::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
     }
 
     /// Owner (as root), mode, xattrs (exactly the snapshot's), mtime, on an open file or dir.
@@ -856,6 +909,22 @@ impl Run<'_> {
                 Err(e) => self.problem(&it.rel, format!("Setting directory metadata: {e}")),
             }
         }
+    }
+}
+
+/// Whether new entries in the target root `root`, or in directories restore creates beneath it,
+/// inherit nothing: the root has no extended attribute other than `security.*` (a default ACL,
+/// or a filesystem property such as btrfs compression, would be passed on to new files) and its
+/// group is `gid` (a setgid root, or a `grpid` mount, gives new entries the directory's group).
+fn inherits_nothing(root: RawFd, gid: u32) -> bool {
+    // SAFETY: stat is plain data, filled by the kernel; valid descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(root, &mut st) } != 0 || st.st_gid != gid {
+        return false;
+    }
+    match fsops::xattr_names_fd(root) {
+        Ok(names) => names.iter().all(|n| n.starts_with(b"security.")),
+        Err(e) => e.raw_os_error() == Some(libc::ENOTSUP),
     }
 }
 
