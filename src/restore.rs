@@ -854,7 +854,7 @@ impl Run<'_> {
         if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
             fsops::chmod_fd(f.as_raw_fd(), e.mode)?;
         }
-        set_xattrs(f, &e.xattrs)?;
+        set_new_xattrs(f, &e.xattrs)?;
         fsops::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
     }
 
@@ -926,6 +926,23 @@ fn inherits_nothing(root: RawFd, gid: u32) -> bool {
         Ok(names) => names.iter().all(|n| n.starts_with(b"security.")),
         Err(e) => e.raw_os_error() == Some(libc::ENOTSUP),
     }
+}
+
+/// Gives `f`, a file just created in a clean directory (so without xattrs but perhaps a
+/// `security.*` label), the extended attributes `want`.
+fn set_new_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    for (name, value) in want {
+        let name = OsStr::from_bytes(name);
+        if name.as_bytes().starts_with(b"security.")
+            && f.get_xattr(name)?.as_deref() == Some(value.as_slice())
+        {
+            continue;
+        }
+        f.set_xattr(name, value)?;
+    }
+    Ok(())
 }
 
 /// Makes `f`'s extended attributes exactly `want` (sorted by name).
