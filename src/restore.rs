@@ -36,6 +36,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::ChunkId;
 use crate::layers::View;
 use crate::progress::Progress;
+use crate::repo::keys::Location;
 use crate::repo::Repo;
 use data::{Chunks, WriteFailure};
 use plan::{Item, Role};
@@ -261,6 +262,7 @@ pub fn restore(
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         stats: Mutex::new(stats),
         temp_counter: AtomicU64::new(0),
+        pid: std::process::id(),
         progress,
     };
     log::info!("Planned {n} entries in {:?}", start.elapsed());
@@ -313,6 +315,8 @@ struct Run<'a> {
     done: Vec<AtomicBool>,
     stats: Mutex<RestoreStats>,
     temp_counter: AtomicU64,
+    /// This process's id, part of every temporary name.
+    pid: u32,
     progress: &'a dyn Progress,
 }
 
@@ -397,7 +401,7 @@ impl Run<'_> {
     fn temp_name(&self) -> Vec<u8> {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let mut v = TEMP_PREFIX.to_vec();
-        v.extend_from_slice(format!("{}-{n}", std::process::id()).as_bytes());
+        v.extend_from_slice(format!("{}-{n}", self.pid).as_bytes());
         v
     }
 
@@ -551,23 +555,26 @@ impl Run<'_> {
     /// chunk are handed out together while it is cached.
     fn leaves(&self) {
         let t0 = Instant::now();
-        let mut keyed: Vec<((u8, u64, u64), usize)> = (0..self.items.len())
+        // Each leaf with where its first chunk is, kept so it is not looked up again to read it.
+        let mut keyed: Vec<((u8, u64, u64), usize, Option<Location>)> = (0..self.items.len())
             .filter(|&i| self.items[i].role == Role::Leaf)
             .map(|i| {
                 let e = &self.items[i].entry;
-                let key = match e.chunks.first() {
+                let loc = match e.chunks.first() {
+                    Some(c) if e.kind == Kind::File => self.chunks.location(&c.id),
+                    _ => None,
+                };
+                let key = match loc {
                     _ if e.kind == Kind::File && e.size >= BIG_FILE => (0, u64::MAX - e.size, 0),
-                    Some(c) => match self.chunks.location(&c.id) {
-                        Some(l) => (1, l.pack.0, l.offset),
-                        None => (2, 0, 0),
-                    },
+                    Some(l) => (1, l.pack.0, l.offset),
                     None => (2, 0, 0),
                 };
-                (key, i)
+                (key, i, loc)
             })
             .collect();
-        keyed.sort_unstable();
-        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        keyed.sort_unstable_by_key(|&(key, i, _)| (key, i));
+        let order: Vec<(usize, Option<Location>)> =
+            keyed.into_iter().map(|(_, i, loc)| (i, loc)).collect();
         log::debug!("Ordered {} leaves in {:?}", order.len(), t0.elapsed());
         let threads = match self.opts.threads {
             0 => std::thread::available_parallelism()
@@ -583,8 +590,10 @@ impl Run<'_> {
                     let mut dirs = DirCache::default();
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&i) = order.get(k) else { break };
-                        self.leaf(i, &mut dirs);
+                        let Some(&(i, first)) = order.get(k) else {
+                            break;
+                        };
+                        self.leaf(i, first, &mut dirs);
                     }
                 });
             }
@@ -596,15 +605,16 @@ impl Run<'_> {
         let mut dirs = DirCache::default();
         for i in 0..self.items.len() {
             if let Role::Link(_) = self.items[i].role {
-                self.leaf(i, &mut dirs);
+                self.leaf(i, None, &mut dirs);
             }
         }
     }
 
-    fn leaf(&self, i: usize, dirs: &mut DirCache) {
+    /// Restores leaf `i`; `first` is where its first chunk is, when already looked up.
+    fn leaf(&self, i: usize, first: Option<Location>, dirs: &mut DirCache) {
         let it = &self.items[i];
         self.progress.entry_seen();
-        let r = self.leaf_inner(i, it, dirs);
+        let r = self.leaf_inner(i, it, first, dirs);
         if it.role == Role::Leaf && it.entry.kind == Kind::File {
             self.chunks.release(&it.entry);
         }
@@ -613,7 +623,13 @@ impl Run<'_> {
         }
     }
 
-    fn leaf_inner(&self, i: usize, it: &Item, dirs: &mut DirCache) -> Result<(), String> {
+    fn leaf_inner(
+        &self,
+        i: usize,
+        it: &Item,
+        first: Option<Location>,
+        dirs: &mut DirCache,
+    ) -> Result<(), String> {
         let (blocked, absent) = self.parent_state(it);
         if blocked {
             return Ok(());
@@ -682,14 +698,16 @@ impl Run<'_> {
         }
         let d = dir.unwrap();
         let tmp = self.temp_name();
-        let r = self.write_new(d, &tmp, it).and_then(|(bytes, verified)| {
-            if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
-                fsops::remove_all(d, name)
-                    .map_err(|e| format!("Removing the directory in the way: {e}"))?;
-            }
-            fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
-            Ok((bytes, verified))
-        });
+        let r = self
+            .write_new(d, &tmp, it, first)
+            .and_then(|(bytes, verified)| {
+                if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
+                    fsops::remove_all(d, name)
+                        .map_err(|e| format!("Removing the directory in the way: {e}"))?;
+                }
+                fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
+                Ok((bytes, verified))
+            });
         match r {
             Ok((bytes, verified)) => {
                 self.done[i].store(true, Ordering::Relaxed);
@@ -758,7 +776,13 @@ impl Run<'_> {
 
     /// Creates the object for `it` at the temporary name `tmp` in `dir`, with its metadata.
     /// Returns the content bytes written and whether `--verify` checked them.
-    fn write_new(&self, dir: RawFd, tmp: &[u8], it: &Item) -> Result<(u64, bool), String> {
+    fn write_new(
+        &self,
+        dir: RawFd,
+        tmp: &[u8],
+        it: &Item,
+        first: Option<Location>,
+    ) -> Result<(u64, bool), String> {
         let e = &it.entry;
         let io = |what: &str| {
             let what = what.to_string();
@@ -782,10 +806,11 @@ impl Run<'_> {
                 let mode = if fast { e.mode & 0o777 } else { 0o600 };
                 let f =
                     fsops::create_file(dir, tmp, mode).map_err(io("Creating a temporary file"))?;
-                let bytes = data::write_content(&f, e, &self.chunks).map_err(|w| match w {
-                    WriteFailure::Repo(err) => err.to_string(),
-                    WriteFailure::Io(err) => format!("Writing: {err}"),
-                })?;
+                let bytes =
+                    data::write_content(&f, e, first, &self.chunks).map_err(|w| match w {
+                        WriteFailure::Repo(err) => err.to_string(),
+                        WriteFailure::Io(err) => format!("Writing: {err}"),
+                    })?;
                 let verified = if self.opts.verify {
                     if !data::matches(&f, e).map_err(io("Reading back (--verify)"))? {
                         return Err(

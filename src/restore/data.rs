@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::ChunkId;
+use crate::repo::keys::Location;
 use crate::repo::Repo;
 
 /// One shared chunk: how many planned uses remain, and its bytes once the first user read them
@@ -57,7 +58,7 @@ impl Chunks {
     }
 
     /// Where chunk `id` is stored, when the index knows it (used to order reads).
-    pub fn location(&self, id: &ChunkId) -> Option<crate::repo::keys::Location> {
+    pub fn location(&self, id: &ChunkId) -> Option<Location> {
         self.repo.chunk_location(id).ok()
     }
 
@@ -66,16 +67,20 @@ impl Chunks {
         self.reads.load(Ordering::Relaxed)
     }
 
-    fn read(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+    fn read(&self, id: &ChunkId, loc: Option<&Location>) -> Result<Arc<Vec<u8>>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(self.repo.read_chunk(id)?))
+        Ok(Arc::new(match loc {
+            Some(l) => self.repo.read_record_at(id, l)?,
+            None => self.repo.read_chunk(id)?,
+        }))
     }
 
-    /// The verified bytes of chunk `id` (of plaintext length `len`).
-    pub fn get(&self, id: &ChunkId, len: u32) -> Result<Arc<Vec<u8>>> {
+    /// The verified bytes of chunk `id` (of plaintext length `len`), read from `loc` when the
+    /// caller already looked it up.
+    pub fn get(&self, id: &ChunkId, len: u32, loc: Option<&Location>) -> Result<Arc<Vec<u8>>> {
         let cell = match self.shared.lock().unwrap().get(id) {
             Some(slot) => slot.cell.clone(),
-            None => return self.read(id),
+            None => return self.read(id, loc),
         };
         let held = cell.get_or_init(|| {
             let len = len as usize;
@@ -83,7 +88,7 @@ impl Chunks {
                 self.held_bytes.fetch_sub(len, Ordering::Relaxed);
                 return None;
             }
-            match self.read(id) {
+            match self.read(id, loc) {
                 Ok(d) => Some(d),
                 Err(_) => {
                     self.held_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -93,7 +98,7 @@ impl Chunks {
         });
         match held {
             Some(d) => Ok(d.clone()),
-            None => self.read(id),
+            None => self.read(id, loc),
         }
     }
 
@@ -117,12 +122,19 @@ impl Chunks {
 
 /// Writes `entry`'s content into the empty file `f`: each chunk at its offset, nothing in the
 /// gaps (they stay holes), then, when the last chunk does not end the file (a trailing hole), the
-/// length set. Returns the bytes written.
-pub fn write_content(f: &File, entry: &Entry, chunks: &Chunks) -> Result<u64, WriteFailure> {
+/// length set. `first` is where the first chunk is, when the caller already looked it up.
+/// Returns the bytes written.
+pub fn write_content(
+    f: &File,
+    entry: &Entry,
+    first: Option<Location>,
+    chunks: &Chunks,
+) -> Result<u64, WriteFailure> {
     let mut written = 0;
     let mut end = 0;
-    for c in &entry.chunks {
-        let data = chunks.get(&c.id, c.len).map_err(WriteFailure::Repo)?;
+    for (k, c) in entry.chunks.iter().enumerate() {
+        let loc = if k == 0 { first.as_ref() } else { None };
+        let data = chunks.get(&c.id, c.len, loc).map_err(WriteFailure::Repo)?;
         f.write_all_at(&data, c.offset).map_err(WriteFailure::Io)?;
         written += data.len() as u64;
         end = end.max(c.offset + data.len() as u64);
