@@ -47,6 +47,9 @@ pub const TEMP_PREFIX: &[u8] = b".strata-tmp-";
 /// Files at least this big are written first (see [`Run::leaves`]).
 const BIG_FILE: u64 = 64 << 20;
 
+/// Leaves of one directory handed to a worker at a time, at most (see [`Run::leaves`]).
+const RUN_LEAVES: usize = 256;
+
 /// Shared chunks kept in memory at most (see [`data::Chunks`]).
 const SHARED_CHUNK_BUDGET: usize = 256 << 20;
 
@@ -573,9 +576,32 @@ impl Run<'_> {
             })
             .collect();
         keyed.sort_unstable_by_key(|&(key, i, _)| (key, i));
+        // Handed out in runs of consecutive leaves of one directory (a big file alone), so
+        // workers mostly write into different directories: two creating names in the same one
+        // wait for each other on its lock. Capped, so one huge directory is still shared.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for (k, &((class, _, _), i, _)) in keyed.iter().enumerate() {
+            let parent = self.items[i].parent;
+            match runs.last_mut() {
+                Some(r)
+                    if class != 0
+                        && r.len() < RUN_LEAVES
+                        && self.items[keyed[r.start].1].parent == parent
+                        && keyed[r.start].0 .0 != 0 =>
+                {
+                    r.end = k + 1
+                }
+                _ => runs.push(k..k + 1),
+            }
+        }
         let order: Vec<(usize, Option<Location>)> =
             keyed.into_iter().map(|(_, i, loc)| (i, loc)).collect();
-        log::debug!("Ordered {} leaves in {:?}", order.len(), t0.elapsed());
+        log::debug!(
+            "Ordered {} leaves in {} runs in {:?}",
+            order.len(),
+            runs.len(),
+            t0.elapsed()
+        );
         let threads = match self.opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get() * 2)
@@ -585,15 +611,15 @@ impl Run<'_> {
         };
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for _ in 0..threads.min(order.len().max(1)) {
+            for _ in 0..threads.min(runs.len().max(1)) {
                 s.spawn(|| {
                     let mut dirs = DirCache::default();
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(i, first)) = order.get(k) else {
-                            break;
-                        };
-                        self.leaf(i, first, &mut dirs);
+                        let Some(run) = runs.get(k) else { break };
+                        for &(i, first) in &order[run.clone()] {
+                            self.leaf(i, first, &mut dirs);
+                        }
                     }
                 });
             }
