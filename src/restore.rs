@@ -264,6 +264,7 @@ pub fn restore(
         clean: (0..n).map(|_| AtomicBool::new(false)).collect(),
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         stats: Mutex::new(stats),
+        counts: Counts::default(),
         temp_counter: AtomicU64::new(0),
         pid: std::process::id(),
         progress,
@@ -277,6 +278,7 @@ pub fn restore(
     run.directory_metadata();
     log::info!("Metadata done at {:?}", start.elapsed());
     let mut stats = run.stats.into_inner().unwrap();
+    run.counts.add_to(&mut stats);
     stats.chunks_read = run.chunks.reads();
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(stats)
@@ -317,10 +319,41 @@ struct Run<'a> {
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
     stats: Mutex<RestoreStats>,
+    /// The per-leaf counts, kept apart from `stats` so workers do not take its lock per file.
+    counts: Counts,
     temp_counter: AtomicU64,
     /// This process's id, part of every temporary name.
     pid: u32,
     progress: &'a dyn Progress,
+}
+
+/// The [`RestoreStats`] counters workers add to for every leaf.
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    symlinks: AtomicU64,
+    hardlinks: AtomicU64,
+    specials: AtomicU64,
+    replaced: AtomicU64,
+    unchanged: AtomicU64,
+    written_bytes: AtomicU64,
+    verified_files: AtomicU64,
+    owners_skipped: AtomicU64,
+}
+
+impl Counts {
+    fn add_to(&self, s: &mut RestoreStats) {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        s.files += get(&self.files);
+        s.symlinks += get(&self.symlinks);
+        s.hardlinks += get(&self.hardlinks);
+        s.specials += get(&self.specials);
+        s.replaced += get(&self.replaced);
+        s.unchanged += get(&self.unchanged);
+        s.written_bytes += get(&self.written_bytes);
+        s.verified_files += get(&self.verified_files);
+        s.owners_skipped += get(&self.owners_skipped);
+    }
 }
 
 /// One worker's open directory. Leaves are handed out in pack order, which mostly follows the
@@ -701,7 +734,7 @@ impl Run<'_> {
                         .map_err(|e| format!("Setting metadata: {e}"))?;
                     self.done[i].store(true, Ordering::Relaxed);
                 }
-                self.stats.lock().unwrap().unchanged += 1;
+                self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             State::Differs(st) if self.opts.overwrite == Overwrite::Never => {
@@ -748,19 +781,28 @@ impl Run<'_> {
     }
 
     fn count(&self, it: &Item, replaced: bool, bytes: u64, verified: bool) {
-        let mut s = self.stats.lock().unwrap();
-        match (it.role, it.entry.kind) {
-            (Role::Link(_), _) => s.hardlinks += 1,
-            (_, Kind::File) => s.files += 1,
-            (_, Kind::Symlink) => s.symlinks += 1,
-            _ => s.specials += 1,
-        }
-        s.replaced += replaced as u64;
-        s.written_bytes += bytes;
-        s.verified_files += verified as u64;
-        if !self.is_root && it.role == Role::Leaf {
-            s.owners_skipped += 1;
-        }
+        let c = &self.counts;
+        let add = |n: &AtomicU64, v: u64| {
+            if v > 0 {
+                n.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(
+            match (it.role, it.entry.kind) {
+                (Role::Link(_), _) => &c.hardlinks,
+                (_, Kind::File) => &c.files,
+                (_, Kind::Symlink) => &c.symlinks,
+                _ => &c.specials,
+            },
+            1,
+        );
+        add(&c.replaced, replaced as u64);
+        add(&c.written_bytes, bytes);
+        add(&c.verified_files, verified as u64);
+        add(
+            &c.owners_skipped,
+            (!self.is_root && it.role == Role::Leaf) as u64,
+        );
     }
 
     /// Compares what is at `name` with the snapshot entry (see docs/SEMANTICS.md).

@@ -2,7 +2,7 @@
 //! even when many files share it, writing a file with its holes left as holes, and comparing a
 //! file on disk with an entry's chunk hashes (for "already identical" and `--verify`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +26,8 @@ struct Slot {
 /// used and dropped. Concurrent first users of a chunk wait for one read instead of each reading.
 pub struct Chunks {
     repo: Arc<Repo>,
+    /// The chunks used more than once (fixed): the others never take the `shared` lock.
+    shared_ids: HashSet<ChunkId>,
     shared: Mutex<HashMap<ChunkId, Slot>>,
     held_bytes: AtomicUsize,
     budget: usize,
@@ -35,7 +37,7 @@ pub struct Chunks {
 impl Chunks {
     /// `uses` counts, per chunk, how many times the planned files refer to it.
     pub fn new(repo: Arc<Repo>, uses: HashMap<ChunkId, u32>, budget: usize) -> Chunks {
-        let shared = uses
+        let shared: HashMap<ChunkId, Slot> = uses
             .into_iter()
             .filter(|(_, n)| *n > 1)
             .map(|(id, n)| {
@@ -50,6 +52,7 @@ impl Chunks {
             .collect();
         Chunks {
             repo,
+            shared_ids: shared.keys().copied().collect(),
             shared: Mutex::new(shared),
             held_bytes: AtomicUsize::new(0),
             budget,
@@ -78,6 +81,9 @@ impl Chunks {
     /// The verified bytes of chunk `id` (of plaintext length `len`), read from `loc` when the
     /// caller already looked it up.
     pub fn get(&self, id: &ChunkId, len: u32, loc: Option<&Location>) -> Result<Arc<Vec<u8>>> {
+        if !self.shared_ids.contains(id) {
+            return self.read(id, loc);
+        }
         let cell = match self.shared.lock().unwrap().get(id) {
             Some(slot) => slot.cell.clone(),
             None => return self.read(id, loc),
@@ -105,6 +111,9 @@ impl Chunks {
     /// Marks one planned use of each of `entry`'s chunks as done (written, skipped or failed);
     /// a shared chunk is dropped after its last use.
     pub fn release(&self, entry: &Entry) {
+        if !entry.chunks.iter().any(|c| self.shared_ids.contains(&c.id)) {
+            return;
+        }
         let mut shared = self.shared.lock().unwrap();
         for c in &entry.chunks {
             if let Some(slot) = shared.get_mut(&c.id) {
