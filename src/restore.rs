@@ -356,6 +356,10 @@ impl Counts {
     }
 }
 
+/// A leaf in the order files are written: sort key (class, pack, offset), item index, and where
+/// its first chunk is (see [`Run::leaves`]).
+type Ordered = ((u8, u64, u64), usize, Option<Location>);
+
 /// One worker's open directory. Leaves are handed out in pack order, which mostly follows the
 /// directories they were backed up from, so consecutive leaves usually share a directory and one
 /// `openat2` serves them all. The descriptor was opened by [`fsops::open_beneath`], like every
@@ -592,7 +596,7 @@ impl Run<'_> {
     fn leaves(&self) {
         let t0 = Instant::now();
         // Each leaf with where its first chunk is, kept so it is not looked up again to read it.
-        let mut keyed: Vec<((u8, u64, u64), usize, Option<Location>)> = (0..self.items.len())
+        let mut keyed: Vec<Ordered> = (0..self.items.len())
             .filter(|&i| self.items[i].role == Role::Leaf)
             .map(|i| {
                 let e = &self.items[i].entry;
