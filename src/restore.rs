@@ -211,8 +211,16 @@ pub fn restore(
     } else if opts.dry_run {
         None
     } else {
-        std::fs::create_dir_all(&opts.target).ctx("Creating restore target", &opts.target)?;
-        target_created = true;
+        // The target itself with create_dir, which says whether this run made it (empty).
+        if let Some(parent) = opts.target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).ctx("Creating restore target", &opts.target)?;
+        }
+        target_created = match std::fs::create_dir(&opts.target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+        .ctx("Creating restore target", &opts.target)?;
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     };
     let mut uses: HashMap<ChunkId, u32> = HashMap::new();
@@ -233,7 +241,8 @@ pub fn restore(
             message: r.reason.clone(),
         });
     }
-    // SAFETY: no arguments, no side effects (umask: the old value is put back at once).
+    // SAFETY: no pointers. umask has no getter: it is set and put back at once, before any
+    // thread of this restore runs (restore itself never changes it).
     let (owner, umask) = unsafe {
         let m = libc::umask(0o077);
         libc::umask(m);
@@ -1014,8 +1023,9 @@ impl Run<'_> {
 /// or a filesystem property such as btrfs compression, would be passed on to new files) and its
 /// group is `gid` (a setgid root, or a `grpid` mount, gives new entries the directory's group).
 fn inherits_nothing(root: RawFd, gid: u32) -> bool {
-    // SAFETY: stat is plain data, filled by the kernel; valid descriptor.
+    // SAFETY: stat is plain data; zero is a valid value for every field.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and stat buffer.
     if unsafe { libc::fstat(root, &mut st) } != 0 || st.st_gid != gid {
         return false;
     }
