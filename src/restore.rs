@@ -36,6 +36,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::ChunkId;
 use crate::layers::View;
 use crate::progress::Progress;
+use crate::repo::keys::Location;
 use crate::repo::Repo;
 use data::{Chunks, WriteFailure};
 use plan::{Item, Role};
@@ -45,6 +46,9 @@ pub const TEMP_PREFIX: &[u8] = b".strata-tmp-";
 
 /// Files at least this big are written first (see [`Run::leaves`]).
 const BIG_FILE: u64 = 64 << 20;
+
+/// Leaves of one directory handed to a worker at a time, at most (see [`Run::leaves`]).
+const RUN_LEAVES: usize = 256;
 
 /// Shared chunks kept in memory at most (see [`data::Chunks`]).
 const SHARED_CHUNK_BUDGET: usize = 256 << 20;
@@ -201,12 +205,22 @@ pub fn restore(
     let includes = globs(&opts.includes)?;
     let excludes = globs(&opts.excludes)?;
     let plan = plan::build(view, paths, &includes, &excludes)?;
+    let mut target_created = false;
     let root = if opts.target.is_dir() {
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     } else if opts.dry_run {
         None
     } else {
-        std::fs::create_dir_all(&opts.target).ctx("Creating restore target", &opts.target)?;
+        // The target itself with create_dir, which says whether this run made it (empty).
+        if let Some(parent) = opts.target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).ctx("Creating restore target", &opts.target)?;
+        }
+        target_created = match std::fs::create_dir(&opts.target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+        .ctx("Creating restore target", &opts.target)?;
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     };
     let mut uses: HashMap<ChunkId, u32> = HashMap::new();
@@ -227,9 +241,23 @@ pub fn restore(
             message: r.reason.clone(),
         });
     }
+    // SAFETY: no pointers. umask has no getter: it is set and put back at once, before any
+    // thread of this restore runs (restore itself never changes it).
+    let (owner, umask) = unsafe {
+        let m = libc::umask(0o077);
+        libc::umask(m);
+        ((libc::geteuid(), libc::getegid()), m as u32)
+    };
+    let root_clean = root
+        .as_ref()
+        .is_some_and(|r| inherits_nothing(r.as_raw_fd(), owner.1));
     let run = Run {
         opts,
+        root_clean,
+        owner,
+        umask,
         root,
+        target_created,
         items: &plan.items,
         excludes,
         is_root: {
@@ -242,9 +270,12 @@ pub fn restore(
             .map(|_| AtomicBool::new(root_is_missing(opts)))
             .collect(),
         created: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        clean: (0..n).map(|_| AtomicBool::new(false)).collect(),
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
         stats: Mutex::new(stats),
+        counts: Counts::default(),
         temp_counter: AtomicU64::new(0),
+        pid: std::process::id(),
         progress,
     };
     log::info!("Planned {n} entries in {:?}", start.elapsed());
@@ -256,6 +287,7 @@ pub fn restore(
     run.directory_metadata();
     log::info!("Metadata done at {:?}", start.elapsed());
     let mut stats = run.stats.into_inner().unwrap();
+    run.counts.add_to(&mut stats);
     stats.chunks_read = run.chunks.reads();
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(stats)
@@ -270,6 +302,8 @@ struct Run<'a> {
     opts: &'a RestoreOptions,
     /// `None` only in a dry run into a missing target.
     root: Option<OwnedFd>,
+    /// The target did not exist: this run created it, empty.
+    target_created: bool,
     items: &'a [Item],
     excludes: GlobSet,
     is_root: bool,
@@ -280,11 +314,83 @@ struct Run<'a> {
     absent: Vec<AtomicBool>,
     /// Directories restore created (they get their metadata even when only on the way).
     created: Vec<AtomicBool>,
+    /// Directories in which a new file gets nothing from its surroundings: no extended
+    /// attribute but `security.*`, permission bits `mode & !umask`, owner `owner` (the target
+    /// root when [`inherits_nothing`] says so; a directory this run created inside a clean one).
+    /// Restore's own directories get their xattrs only in step 5, after every file is written.
+    clean: Vec<AtomicBool>,
+    /// Whether the target root is clean (see `clean`).
+    root_clean: bool,
+    /// Effective uid and gid: the owner of what restore creates.
+    owner: (u32, u32),
+    /// The process umask (restore does not change it).
+    umask: u32,
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
     stats: Mutex<RestoreStats>,
+    /// The per-leaf counts, kept apart from `stats` so workers do not take its lock per file.
+    counts: Counts,
     temp_counter: AtomicU64,
+    /// This process's id, part of every temporary name.
+    pid: u32,
     progress: &'a dyn Progress,
+}
+
+/// The [`RestoreStats`] counters workers add to for every leaf.
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    symlinks: AtomicU64,
+    hardlinks: AtomicU64,
+    specials: AtomicU64,
+    replaced: AtomicU64,
+    unchanged: AtomicU64,
+    written_bytes: AtomicU64,
+    verified_files: AtomicU64,
+    owners_skipped: AtomicU64,
+}
+
+impl Counts {
+    fn add_to(&self, s: &mut RestoreStats) {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        s.files += get(&self.files);
+        s.symlinks += get(&self.symlinks);
+        s.hardlinks += get(&self.hardlinks);
+        s.specials += get(&self.specials);
+        s.replaced += get(&self.replaced);
+        s.unchanged += get(&self.unchanged);
+        s.written_bytes += get(&self.written_bytes);
+        s.verified_files += get(&self.verified_files);
+        s.owners_skipped += get(&self.owners_skipped);
+    }
+}
+
+/// A leaf in the order files are written: sort key (class, pack, offset), item index, and where
+/// its first chunk is (see [`Run::leaves`]).
+type Ordered = ((u8, u64, u64), usize, Option<Location>);
+
+/// One worker's open directory. Leaves are handed out in pack order, which mostly follows the
+/// directories they were backed up from, so consecutive leaves usually share a directory and one
+/// `openat2` serves them all. The descriptor was opened by [`fsops::open_beneath`], like every
+/// other, and restore never replaces a planned directory while leaves are written, so it stays
+/// the directory at that path.
+#[derive(Default)]
+struct DirCache {
+    rel: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+impl DirCache {
+    /// The directory `rel` (target-relative), opened beneath `root` unless it already is.
+    fn open(&mut self, root: &OwnedFd, rel: &[u8]) -> std::io::Result<RawFd> {
+        if self.fd.is_none() || self.rel != rel {
+            self.fd = None;
+            self.fd = Some(fsops::open_beneath(root, rel)?);
+            self.rel.clear();
+            self.rel.extend_from_slice(rel);
+        }
+        Ok(self.fd.as_ref().unwrap().as_raw_fd())
+    }
 }
 
 /// What is at a path in the target compared with the snapshot.
@@ -344,7 +450,7 @@ impl Run<'_> {
     fn temp_name(&self) -> Vec<u8> {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let mut v = TEMP_PREFIX.to_vec();
-        v.extend_from_slice(format!("{}-{n}", std::process::id()).as_bytes());
+        v.extend_from_slice(format!("{}-{n}", self.pid).as_bytes());
         v
     }
 
@@ -359,6 +465,24 @@ impl Run<'_> {
         }
     }
 
+    /// Whether `it`'s directory was created (empty) by this run: then nothing can be at its name
+    /// yet, and looking is not needed.
+    fn in_fresh_dir(&self, it: &Item) -> bool {
+        match it.parent {
+            Some(p) => {
+                self.created[p].load(Ordering::Relaxed)
+                    || (self.items[p].rel.is_empty() && self.target_created)
+            }
+            None => self.target_created,
+        }
+    }
+
+    /// Whether `it`'s directory is clean (see [`Run::clean`]).
+    fn in_clean_dir(&self, it: &Item) -> bool {
+        it.parent
+            .is_some_and(|p| self.clean[p].load(Ordering::Relaxed))
+    }
+
     /// Step 2: directories, top-down.
     fn directories(&self) {
         for (i, it) in self.items.iter().enumerate() {
@@ -369,6 +493,7 @@ impl Run<'_> {
             if it.rel.is_empty() {
                 if self.root.is_some() {
                     self.absent[i].store(false, Ordering::Relaxed);
+                    self.clean[i].store(self.root_clean, Ordering::Relaxed);
                     self.sweep(i, self.root());
                 }
                 continue;
@@ -395,7 +520,12 @@ impl Run<'_> {
         let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
         let d = dir.as_raw_fd();
         let name = it.name();
-        let replace = match fsops::stat_at(d, name)? {
+        let existing = if self.in_fresh_dir(it) {
+            None
+        } else {
+            fsops::stat_at(d, name)?
+        };
+        let replace = match existing {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 let sub = fsops::open_dir_at(d, name)?;
                 self.sweep(i, sub.as_raw_fd());
@@ -418,6 +548,7 @@ impl Run<'_> {
             }
             fsops::mkdir_at(d, name, 0o700)?;
             self.created[i].store(true, Ordering::Relaxed);
+            self.clean[i].store(self.in_clean_dir(it), Ordering::Relaxed);
         }
         let mut s = self.stats.lock().unwrap();
         s.dirs += 1;
@@ -473,24 +604,50 @@ impl Run<'_> {
     /// chunk are handed out together while it is cached.
     fn leaves(&self) {
         let t0 = Instant::now();
-        let mut keyed: Vec<((u8, u64, u64), usize)> = (0..self.items.len())
+        // Each leaf with where its first chunk is, kept so it is not looked up again to read it.
+        let mut keyed: Vec<Ordered> = (0..self.items.len())
             .filter(|&i| self.items[i].role == Role::Leaf)
             .map(|i| {
                 let e = &self.items[i].entry;
-                let key = match e.chunks.first() {
+                let loc = match e.chunks.first() {
+                    Some(c) if e.kind == Kind::File => self.chunks.location(&c.id),
+                    _ => None,
+                };
+                let key = match loc {
                     _ if e.kind == Kind::File && e.size >= BIG_FILE => (0, u64::MAX - e.size, 0),
-                    Some(c) => match self.chunks.location(&c.id) {
-                        Some(l) => (1, l.pack.0, l.offset),
-                        None => (2, 0, 0),
-                    },
+                    Some(l) => (1, l.pack.0, l.offset),
                     None => (2, 0, 0),
                 };
-                (key, i)
+                (key, i, loc)
             })
             .collect();
-        keyed.sort_unstable();
-        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
-        log::debug!("Ordered {} leaves in {:?}", order.len(), t0.elapsed());
+        keyed.sort_unstable_by_key(|&(key, i, _)| (key, i));
+        // Handed out in runs of consecutive leaves of one directory (a big file alone), so
+        // workers mostly write into different directories: two creating names in the same one
+        // wait for each other on its lock. Capped, so one huge directory is still shared.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for (k, &((class, _, _), i, _)) in keyed.iter().enumerate() {
+            let parent = self.items[i].parent;
+            match runs.last_mut() {
+                Some(r)
+                    if class != 0
+                        && r.len() < RUN_LEAVES
+                        && self.items[keyed[r.start].1].parent == parent
+                        && keyed[r.start].0 .0 != 0 =>
+                {
+                    r.end = k + 1
+                }
+                _ => runs.push(k..k + 1),
+            }
+        }
+        let order: Vec<(usize, Option<Location>)> =
+            keyed.into_iter().map(|(_, i, loc)| (i, loc)).collect();
+        log::debug!(
+            "Ordered {} leaves in {} runs in {:?}",
+            order.len(),
+            runs.len(),
+            t0.elapsed()
+        );
         let threads = match self.opts.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get() * 2)
@@ -500,11 +657,16 @@ impl Run<'_> {
         };
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for _ in 0..threads.min(order.len().max(1)) {
-                s.spawn(|| loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = order.get(k) else { break };
-                    self.leaf(i);
+            for _ in 0..threads.min(runs.len().max(1)) {
+                s.spawn(|| {
+                    let mut dirs = DirCache::default();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(run) = runs.get(k) else { break };
+                        for &(i, first) in &order[run.clone()] {
+                            self.leaf(i, first, &mut dirs);
+                        }
+                    }
                 });
             }
         });
@@ -512,17 +674,19 @@ impl Run<'_> {
 
     /// Step 4: hard links to each group's first path.
     fn links(&self) {
+        let mut dirs = DirCache::default();
         for i in 0..self.items.len() {
             if let Role::Link(_) = self.items[i].role {
-                self.leaf(i);
+                self.leaf(i, None, &mut dirs);
             }
         }
     }
 
-    fn leaf(&self, i: usize) {
+    /// Restores leaf `i`; `first` is where its first chunk is, when already looked up.
+    fn leaf(&self, i: usize, first: Option<Location>, dirs: &mut DirCache) {
         let it = &self.items[i];
         self.progress.entry_seen();
-        let r = self.leaf_inner(i, it);
+        let r = self.leaf_inner(i, it, first, dirs);
         if it.role == Role::Leaf && it.entry.kind == Kind::File {
             self.chunks.release(&it.entry);
         }
@@ -531,7 +695,13 @@ impl Run<'_> {
         }
     }
 
-    fn leaf_inner(&self, i: usize, it: &Item) -> Result<(), String> {
+    fn leaf_inner(
+        &self,
+        i: usize,
+        it: &Item,
+        first: Option<Location>,
+        dirs: &mut DirCache,
+    ) -> Result<(), String> {
         let (blocked, absent) = self.parent_state(it);
         if blocked {
             return Ok(());
@@ -557,26 +727,27 @@ impl Run<'_> {
             None
         } else {
             Some(
-                fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())
+                dirs.open(self.root.as_ref().unwrap(), it.dir())
                     .map_err(|e| format!("Opening its directory: {e}"))?,
             )
         };
         let name = it.name();
-        let state = match &dir {
+        let state = match dir {
             None => State::Missing,
+            Some(_) if self.in_fresh_dir(it) => State::Missing,
             Some(d) => self
-                .state(d.as_raw_fd(), name, it)
+                .state(d, name, it)
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
         };
         let existing = match state {
             State::Same if self.opts.overwrite != Overwrite::Always => {
                 self.action(&it.rel, "unchanged");
                 if !self.opts.dry_run {
-                    self.refresh(dir.as_ref().unwrap().as_raw_fd(), name, it)
+                    self.refresh(dir.unwrap(), name, it)
                         .map_err(|e| format!("Setting metadata: {e}"))?;
                     self.done[i].store(true, Ordering::Relaxed);
                 }
-                self.stats.lock().unwrap().unchanged += 1;
+                self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             State::Differs(st) if self.opts.overwrite == Overwrite::Never => {
@@ -584,9 +755,7 @@ impl Run<'_> {
                 return Ok(());
             }
             State::Missing => None,
-            State::Same => dir
-                .as_ref()
-                .and_then(|d| fsops::stat_at(d.as_raw_fd(), name).ok().flatten()),
+            State::Same => dir.and_then(|d| fsops::stat_at(d, name).ok().flatten()),
             State::Differs(st) => Some(st),
         };
         let verb = match (&it.role, existing.is_some()) {
@@ -599,16 +768,18 @@ impl Run<'_> {
             self.count(it, existing.is_some(), 0, false);
             return Ok(());
         }
-        let d = dir.as_ref().unwrap().as_raw_fd();
+        let d = dir.unwrap();
         let tmp = self.temp_name();
-        let r = self.write_new(d, &tmp, it).and_then(|(bytes, verified)| {
-            if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
-                fsops::remove_all(d, name)
-                    .map_err(|e| format!("Removing the directory in the way: {e}"))?;
-            }
-            fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
-            Ok((bytes, verified))
-        });
+        let r = self
+            .write_new(d, &tmp, it, first)
+            .and_then(|(bytes, verified)| {
+                if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
+                    fsops::remove_all(d, name)
+                        .map_err(|e| format!("Removing the directory in the way: {e}"))?;
+                }
+                fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
+                Ok((bytes, verified))
+            });
         match r {
             Ok((bytes, verified)) => {
                 self.done[i].store(true, Ordering::Relaxed);
@@ -623,19 +794,28 @@ impl Run<'_> {
     }
 
     fn count(&self, it: &Item, replaced: bool, bytes: u64, verified: bool) {
-        let mut s = self.stats.lock().unwrap();
-        match (it.role, it.entry.kind) {
-            (Role::Link(_), _) => s.hardlinks += 1,
-            (_, Kind::File) => s.files += 1,
-            (_, Kind::Symlink) => s.symlinks += 1,
-            _ => s.specials += 1,
-        }
-        s.replaced += replaced as u64;
-        s.written_bytes += bytes;
-        s.verified_files += verified as u64;
-        if !self.is_root && it.role == Role::Leaf {
-            s.owners_skipped += 1;
-        }
+        let c = &self.counts;
+        let add = |n: &AtomicU64, v: u64| {
+            if v > 0 {
+                n.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(
+            match (it.role, it.entry.kind) {
+                (Role::Link(_), _) => &c.hardlinks,
+                (_, Kind::File) => &c.files,
+                (_, Kind::Symlink) => &c.symlinks,
+                _ => &c.specials,
+            },
+            1,
+        );
+        add(&c.replaced, replaced as u64);
+        add(&c.written_bytes, bytes);
+        add(&c.verified_files, verified as u64);
+        add(
+            &c.owners_skipped,
+            (!self.is_root && it.role == Role::Leaf) as u64,
+        );
     }
 
     /// Compares what is at `name` with the snapshot entry (see docs/SEMANTICS.md).
@@ -677,7 +857,13 @@ impl Run<'_> {
 
     /// Creates the object for `it` at the temporary name `tmp` in `dir`, with its metadata.
     /// Returns the content bytes written and whether `--verify` checked them.
-    fn write_new(&self, dir: RawFd, tmp: &[u8], it: &Item) -> Result<(u64, bool), String> {
+    fn write_new(
+        &self,
+        dir: RawFd,
+        tmp: &[u8],
+        it: &Item,
+        first: Option<Location>,
+    ) -> Result<(u64, bool), String> {
         let e = &it.entry;
         let io = |what: &str| {
             let what = what.to_string();
@@ -693,11 +879,19 @@ impl Run<'_> {
                 Ok((0, false))
             }
             (_, Kind::File) => {
-                let f = fsops::create_file(dir, tmp).map_err(io("Creating a temporary file"))?;
-                let bytes = data::write_content(&f, e, &self.chunks).map_err(|w| match w {
-                    WriteFailure::Repo(err) => err.to_string(),
-                    WriteFailure::Io(err) => format!("Writing: {err}"),
-                })?;
+                // A new file in a clean directory whose owner is already right is created with
+                // its permission bits: only set-id/sticky bits, or bits the umask took, need a
+                // chmod, and it can have no xattrs yet. Any other file is created 0600 and gets
+                // chown, chmod and exactly the snapshot's xattrs (`meta_fd`).
+                let fast = self.in_clean_dir(it) && (!self.is_root || (e.uid, e.gid) == self.owner);
+                let mode = if fast { e.mode & 0o777 } else { 0o600 };
+                let f =
+                    fsops::create_file(dir, tmp, mode).map_err(io("Creating a temporary file"))?;
+                let bytes =
+                    data::write_content(&f, e, first, &self.chunks).map_err(|w| match w {
+                        WriteFailure::Repo(err) => err.to_string(),
+                        WriteFailure::Io(err) => format!("Writing: {err}"),
+                    })?;
                 let verified = if self.opts.verify {
                     if !data::matches(&f, e).map_err(io("Reading back (--verify)"))? {
                         return Err(
@@ -709,8 +903,12 @@ impl Run<'_> {
                 } else {
                     false
                 };
-                self.meta_fd(f.as_raw_fd(), e, Some(&f))
-                    .map_err(io("Setting metadata"))?;
+                if fast {
+                    self.meta_new_fd(&f, e).map_err(io("Setting metadata"))?;
+                } else {
+                    self.meta_fd(f.as_raw_fd(), e, Some(&f))
+                        .map_err(io("Setting metadata"))?;
+                }
                 if self.opts.fsync {
                     f.sync_all().map_err(io("fsync"))?;
                 }
@@ -754,6 +952,16 @@ impl Run<'_> {
             (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
             _ => self.meta_at(dir, name, &it.entry, true),
         }
+    }
+
+    /// Mode, xattrs and mtime of a file this run just created with its permission bits in a
+    /// clean directory, with the right owner already (the fast case of `write_new`).
+    fn meta_new_fd(&self, f: &std::fs::File, e: &Entry) -> std::io::Result<()> {
+        if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
+            fsops::chmod_fd(f.as_raw_fd(), e.mode)?;
+        }
+        set_new_xattrs(f, &e.xattrs)?;
+        fsops::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
     }
 
     /// Owner (as root), mode, xattrs (exactly the snapshot's), mtime, on an open file or dir.
@@ -808,6 +1016,40 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Whether new entries in the target root `root`, or in directories restore creates beneath it,
+/// inherit nothing: the root has no extended attribute other than `security.*` (a default ACL,
+/// or a filesystem property such as btrfs compression, would be passed on to new files) and its
+/// group is `gid` (a setgid root, or a `grpid` mount, gives new entries the directory's group).
+fn inherits_nothing(root: RawFd, gid: u32) -> bool {
+    // SAFETY: stat is plain data; zero is a valid value for every field.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and stat buffer.
+    if unsafe { libc::fstat(root, &mut st) } != 0 || st.st_gid != gid {
+        return false;
+    }
+    match fsops::xattr_names_fd(root) {
+        Ok(names) => names.iter().all(|n| n.starts_with(b"security.")),
+        Err(e) => e.raw_os_error() == Some(libc::ENOTSUP),
+    }
+}
+
+/// Gives `f`, a file just created in a clean directory (so without xattrs but perhaps a
+/// `security.*` label), the extended attributes `want`.
+fn set_new_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    for (name, value) in want {
+        let name = OsStr::from_bytes(name);
+        if name.as_bytes().starts_with(b"security.")
+            && f.get_xattr(name)?.as_deref() == Some(value.as_slice())
+        {
+            continue;
+        }
+        f.set_xattr(name, value)?;
+    }
+    Ok(())
 }
 
 /// Makes `f`'s extended attributes exactly `want` (sorted by name).

@@ -2,7 +2,7 @@
 //! even when many files share it, writing a file with its holes left as holes, and comparing a
 //! file on disk with an entry's chunk hashes (for "already identical" and `--verify`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::ChunkId;
+use crate::repo::keys::Location;
 use crate::repo::Repo;
 
 /// One shared chunk: how many planned uses remain, and its bytes once the first user read them
@@ -25,6 +26,8 @@ struct Slot {
 /// used and dropped. Concurrent first users of a chunk wait for one read instead of each reading.
 pub struct Chunks {
     repo: Arc<Repo>,
+    /// The chunks used more than once (fixed): the others never take the `shared` lock.
+    shared_ids: HashSet<ChunkId>,
     shared: Mutex<HashMap<ChunkId, Slot>>,
     held_bytes: AtomicUsize,
     budget: usize,
@@ -34,7 +37,7 @@ pub struct Chunks {
 impl Chunks {
     /// `uses` counts, per chunk, how many times the planned files refer to it.
     pub fn new(repo: Arc<Repo>, uses: HashMap<ChunkId, u32>, budget: usize) -> Chunks {
-        let shared = uses
+        let shared: HashMap<ChunkId, Slot> = uses
             .into_iter()
             .filter(|(_, n)| *n > 1)
             .map(|(id, n)| {
@@ -49,6 +52,7 @@ impl Chunks {
             .collect();
         Chunks {
             repo,
+            shared_ids: shared.keys().copied().collect(),
             shared: Mutex::new(shared),
             held_bytes: AtomicUsize::new(0),
             budget,
@@ -57,7 +61,7 @@ impl Chunks {
     }
 
     /// Where chunk `id` is stored, when the index knows it (used to order reads).
-    pub fn location(&self, id: &ChunkId) -> Option<crate::repo::keys::Location> {
+    pub fn location(&self, id: &ChunkId) -> Option<Location> {
         self.repo.chunk_location(id).ok()
     }
 
@@ -66,16 +70,23 @@ impl Chunks {
         self.reads.load(Ordering::Relaxed)
     }
 
-    fn read(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+    fn read(&self, id: &ChunkId, loc: Option<&Location>) -> Result<Arc<Vec<u8>>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(self.repo.read_chunk(id)?))
+        Ok(Arc::new(match loc {
+            Some(l) => self.repo.read_record_at(id, l)?,
+            None => self.repo.read_chunk(id)?,
+        }))
     }
 
-    /// The verified bytes of chunk `id` (of plaintext length `len`).
-    pub fn get(&self, id: &ChunkId, len: u32) -> Result<Arc<Vec<u8>>> {
+    /// The verified bytes of chunk `id` (of plaintext length `len`), read from `loc` when the
+    /// caller already looked it up.
+    pub fn get(&self, id: &ChunkId, len: u32, loc: Option<&Location>) -> Result<Arc<Vec<u8>>> {
+        if !self.shared_ids.contains(id) {
+            return self.read(id, loc);
+        }
         let cell = match self.shared.lock().unwrap().get(id) {
             Some(slot) => slot.cell.clone(),
-            None => return self.read(id),
+            None => return self.read(id, loc),
         };
         let held = cell.get_or_init(|| {
             let len = len as usize;
@@ -83,7 +94,7 @@ impl Chunks {
                 self.held_bytes.fetch_sub(len, Ordering::Relaxed);
                 return None;
             }
-            match self.read(id) {
+            match self.read(id, loc) {
                 Ok(d) => Some(d),
                 Err(_) => {
                     self.held_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -93,13 +104,16 @@ impl Chunks {
         });
         match held {
             Some(d) => Ok(d.clone()),
-            None => self.read(id),
+            None => self.read(id, loc),
         }
     }
 
     /// Marks one planned use of each of `entry`'s chunks as done (written, skipped or failed);
     /// a shared chunk is dropped after its last use.
     pub fn release(&self, entry: &Entry) {
+        if !entry.chunks.iter().any(|c| self.shared_ids.contains(&c.id)) {
+            return;
+        }
         let mut shared = self.shared.lock().unwrap();
         for c in &entry.chunks {
             if let Some(slot) = shared.get_mut(&c.id) {
@@ -116,16 +130,27 @@ impl Chunks {
 }
 
 /// Writes `entry`'s content into the empty file `f`: each chunk at its offset, nothing in the
-/// gaps (they stay holes), then the length set so a trailing hole exists too. Returns the bytes
-/// written.
-pub fn write_content(f: &File, entry: &Entry, chunks: &Chunks) -> Result<u64, WriteFailure> {
+/// gaps (they stay holes), then, when the last chunk does not end the file (a trailing hole), the
+/// length set. `first` is where the first chunk is, when the caller already looked it up.
+/// Returns the bytes written.
+pub fn write_content(
+    f: &File,
+    entry: &Entry,
+    first: Option<Location>,
+    chunks: &Chunks,
+) -> Result<u64, WriteFailure> {
     let mut written = 0;
-    for c in &entry.chunks {
-        let data = chunks.get(&c.id, c.len).map_err(WriteFailure::Repo)?;
+    let mut end = 0;
+    for (k, c) in entry.chunks.iter().enumerate() {
+        let loc = if k == 0 { first.as_ref() } else { None };
+        let data = chunks.get(&c.id, c.len, loc).map_err(WriteFailure::Repo)?;
         f.write_all_at(&data, c.offset).map_err(WriteFailure::Io)?;
         written += data.len() as u64;
+        end = end.max(c.offset + data.len() as u64);
     }
-    f.set_len(entry.size).map_err(WriteFailure::Io)?;
+    if end != entry.size {
+        f.set_len(entry.size).map_err(WriteFailure::Io)?;
+    }
     Ok(written)
 }
 

@@ -121,8 +121,9 @@ pub fn stat_at(dir: RawFd, name: &[u8]) -> io::Result<Option<libc::stat>> {
     }
 }
 
-/// Creates a new regular file `name` in `dir` for reading and writing; fails if anything exists.
-pub fn create_file(dir: RawFd, name: &[u8]) -> io::Result<File> {
+/// Creates a new regular file `name` in `dir` with permission bits `mode` (less the umask, or as
+/// a default ACL says) for reading and writing; fails if anything exists.
+pub fn create_file(dir: RawFd, name: &[u8], mode: u32) -> io::Result<File> {
     let c = cstr(name)?;
     // SAFETY: valid descriptor and C string.
     let fd = owned(unsafe {
@@ -130,7 +131,7 @@ pub fn create_file(dir: RawFd, name: &[u8]) -> io::Result<File> {
             dir,
             c.as_ptr(),
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
+            (mode & 0o777) as libc::c_uint,
         )
     })?;
     Ok(File::from(fd))
@@ -287,6 +288,33 @@ pub fn chown_fd(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
 pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
     // SAFETY: valid descriptor.
     check(unsafe { libc::fchmod(fd, mode as libc::mode_t) }).map(drop)
+}
+
+/// Names of the extended attributes of the open file or directory `fd`.
+pub fn xattr_names_fd(fd: RawFd) -> io::Result<Vec<Vec<u8>>> {
+    loop {
+        // SAFETY: valid descriptor; a null buffer of size 0 asks for the size.
+        let n = unsafe { libc::flistxattr(fd, std::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; n as usize];
+        // SAFETY: valid descriptor and buffer of the given length.
+        let m = unsafe { libc::flistxattr(fd, buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+        if m < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue; // grew in between
+            }
+            return Err(e);
+        }
+        buf.truncate(m as usize);
+        return Ok(buf
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.to_vec())
+            .collect());
+    }
 }
 
 /// Names in the open directory `dir` (without `.` and `..`), unsorted.

@@ -657,3 +657,95 @@ fn not_root_skips_owners_and_devices_with_a_note() {
         std::fs::read(src.join("media/big.bin")).unwrap()
     );
 }
+
+/// `system.posix_acl_default` value for `u::rwx,g::---,o::---` (what
+/// `setfacl -d -m u::rwx,g::---,o::--- DIR` sets), in the kernel's xattr encoding.
+fn default_acl_owner_only() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec(); // version
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 0), (0x20, 0)] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes()); // no id
+    }
+    v
+}
+
+/// Restore creates files with their final permission bits and skips chown, chmod and the xattr
+/// listing where nothing can differ; every case where something can (a umask that takes bits,
+/// set-id bits, other owners, a default ACL or a foreign setgid group on the target, a
+/// pre-existing directory with a default ACL) must still give exactly the snapshot's metadata.
+#[test]
+fn fast_metadata_paths_stay_exact() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    fixture::build(&src, 11);
+    let root = fixture::is_root();
+    for (name, mode, owner) in [
+        ("setid-other", 0o6755, Some((1234, 5678))),
+        ("setgid-own", 0o2750, None),
+        ("sticky", 0o1644, None),
+        ("group-write", 0o664, None),
+        ("all", 0o777, None),
+        ("none", 0o000, None),
+        ("other-owner", 0o640, Some((4321, 8765))),
+    ] {
+        let p = src.join("orders").join(name);
+        std::fs::write(&p, name).unwrap();
+        if let (true, Some((u, g))) = (root, owner) {
+            std::os::unix::fs::lchown(&p, Some(u), Some(g)).unwrap();
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        xattr::set(&p, "user.case", name.as_bytes()).unwrap();
+    }
+    fixture::set_mtime(&src.join("orders"), 1_700_000_000, 5);
+    let (_r, repo) = new_repo();
+    backup(&repo, &src, &[]);
+    let want = capture(&src);
+    let acl = default_acl_owner_only();
+    let check = |label: &str, out: &Path, umask: Option<libc::mode_t>| {
+        let mut cmd = Command::new(crate::common::bin());
+        cmd.args(["--repo", s(&repo), "restore", "latest", "--target", s(out)]);
+        if let Some(m) = umask {
+            // SAFETY: umask is async-signal-safe and cannot fail.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(m);
+                    Ok(())
+                });
+            }
+        }
+        let run = cmd.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_same(label, &want, &capture(out));
+        assert_eq!(rsync_diff(&src, out), "", "{label}: rsync sees differences");
+    };
+
+    // A missing target with a missing parent: both are created.
+    check("umask 077", &t.path().join("new/umask077"), Some(0o077));
+    check("umask 0", &t.path().join("umask0"), Some(0));
+
+    let out = t.path().join("acl-root");
+    std::fs::create_dir(&out).unwrap();
+    xattr::set(&out, "system.posix_acl_default", &acl).unwrap();
+    check("default ACL on the target", &out, None);
+
+    let out = t.path().join("acl-sub");
+    std::fs::create_dir_all(out.join("orders")).unwrap();
+    xattr::set(out.join("orders"), "system.posix_acl_default", &acl).unwrap();
+    check("default ACL on a directory in the target", &out, None);
+
+    if root {
+        let out = t.path().join("setgid-root");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::chown(&out, None, Some(5678)).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        check("setgid target of another group", &out, None);
+    }
+}
