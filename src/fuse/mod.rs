@@ -12,6 +12,8 @@
 //!   the top-level lists get one second. Files are opened without a round trip (zero-message
 //!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
 
+mod awake;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -130,6 +132,8 @@ pub struct StrataFs {
     /// The kernel supports zero-message opens: answering a file `open` with `ENOSYS` makes it
     /// stop sending open and release for files (and keep their page cache, as FOPEN_KEEP_CACHE).
     no_open: bool,
+    /// CPU keepers (see [`awake`]); `None` with `--no-busy-poll`.
+    awake: Option<awake::Awake>,
 }
 
 impl StrataFs {
@@ -138,6 +142,7 @@ impl StrataFs {
     pub fn new(
         vfs: Arc<Vfs>,
         threads: usize,
+        busy_poll: bool,
         on_destroy: Option<crossbeam_channel::Sender<()>>,
     ) -> StrataFs {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -159,6 +164,14 @@ impl StrataFs {
             next_fh: AtomicU64::new(1),
             on_destroy,
             no_open: false,
+            awake: busy_poll.then(awake::Awake::start),
+        }
+    }
+
+    /// Marks the mount busy (keeps the CPUs from halting between requests; see [`awake`]).
+    fn touch(&self) {
+        if let Some(a) = &self.awake {
+            a.touch();
         }
     }
 
@@ -220,6 +233,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        self.touch();
         let name = name.as_bytes().to_vec();
         self.spawn(move |vfs| match vfs.lookup(parent, &name) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
@@ -237,6 +251,7 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        self.touch();
         match self.vfs.getattr(ino) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(log_err("getattr", &e)),
@@ -244,6 +259,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        self.touch();
         match self.vfs.readlink(ino) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(log_err("readlink", &e)),
@@ -251,6 +267,7 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        self.touch();
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.vfs.open_file(ino, write) {
@@ -273,6 +290,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
+        self.touch();
         if offset < 0 {
             reply.error(libc::EINVAL);
             return;
@@ -293,6 +311,7 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        self.touch();
         // The listing is built on the first readdir, not here: when the kernel serves a cached
         // directory (FOPEN_CACHE_DIR) it never asks, and the work is skipped.
         match self.vfs.getattr(ino) {
@@ -318,6 +337,7 @@ impl Filesystem for StrataFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
+        self.touch();
         let dirs = self.dirs.clone();
         self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
             Ok(items) => {
@@ -341,6 +361,7 @@ impl Filesystem for StrataFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.touch();
         let dirs = self.dirs.clone();
         self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
             Ok(items) => {
@@ -384,6 +405,7 @@ impl Filesystem for StrataFs {
         size: u32,
         reply: ReplyXattr,
     ) {
+        self.touch();
         let r = self
             .vfs
             .getxattr(ino, name.as_bytes())
@@ -392,6 +414,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        self.touch();
         let r = self
             .vfs
             .listxattr(ino)
@@ -400,6 +423,7 @@ impl Filesystem for StrataFs {
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        self.touch();
         match self.vfs.getattr(ino) {
             Ok(_) if mask & libc::W_OK != 0 => reply.error(libc::EROFS),
             Ok(_) => reply.ok(),
@@ -598,6 +622,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Worker threads for slow operations (0: 2 per CPU, at least 4).
     pub threads: usize,
+    /// Keep the CPUs from halting while requests arrive (see [`awake`]).
+    pub busy_poll: bool,
 }
 
 /// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
@@ -627,7 +653,7 @@ pub fn spawn_mount(
         options.push(MountOption::AllowOther);
         options.push(MountOption::DefaultPermissions);
     }
-    let fs = StrataFs::new(vfs, threads, on_destroy);
+    let fs = StrataFs::new(vfs, threads, opts.busy_poll, on_destroy);
     fuser::spawn_mount2(fs, mountpoint, &options)
 }
 
