@@ -368,18 +368,6 @@ impl Repo {
         Location::decode(&v).ok_or_else(|| Error::CorruptMetadata(format!("index entry of {id}")))
     }
 
-    /// Asks the pack store to start fetching these chunks' records (see
-    /// [`PackBackend::will_need`]): sequential readers through the mount keep the disk busy ahead
-    /// of the chunks being decoded. Unknown ids are skipped.
-    pub fn will_need(&self, ids: &[ChunkId]) {
-        for id in ids {
-            if let Ok(loc) = self.chunk_location(id) {
-                let len = (RECORD_HEADER_LEN + loc.stored_len as usize) as u64;
-                self.packs.will_need(loc.pack, loc.offset, len);
-            }
-        }
-    }
-
     /// Reads and verifies a chunk (or any record indexed by id). Never returns unverified bytes.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let loc = self.chunk_location(id)?;
@@ -404,35 +392,25 @@ impl Repo {
             detail: e.to_string(),
         };
         let dict = self.dictionary().map(|d| d.as_ref());
-        let res = if loc.compression == crate::compress::Compression::None as u8 {
-            let head = self
-                .packs
-                .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
-                .map_err(read_err)?;
-            let h = pack::open_header(loc.pack, &head, id)?;
-            if h.compression == loc.compression {
-                self.packs
-                    .read_into(
-                        loc.pack,
-                        loc.offset + RECORD_HEADER_LEN as u64,
-                        loc.stored_len as usize,
-                        out,
-                    )
-                    .map_err(read_err)?;
-                pack::verify_plain(loc.pack, &h, out, id)
-            } else {
-                // The index and the pack disagree on how it is stored: trust the pack's header,
-                // decode the general way (blake3 decides).
-                let len = RECORD_HEADER_LEN + loc.stored_len as usize;
-                let bytes = self
+        let res = (|| {
+            if loc.compression == crate::compress::Compression::None as u8 {
+                let head = self
                     .packs
-                    .read_at(loc.pack, loc.offset, len)
+                    .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
                     .map_err(read_err)?;
-                pack::decode_payload_into(loc.pack, &h, &bytes[RECORD_HEADER_LEN..], id, dict, out)
+                let h = pack::open_header(loc.pack, &head, id)?;
+                // The pack's header decides; should it disagree with the index, the general
+                // path below decodes what the header says (and blake3 judges).
+                if h.compression == loc.compression {
+                    let at = loc.offset + RECORD_HEADER_LEN as u64;
+                    self.packs
+                        .read_into(loc.pack, at, loc.stored_len as usize, out)
+                        .map_err(read_err)?;
+                    return pack::verify_plain(loc.pack, &h, out, id);
+                }
             }
-        } else {
             let len = RECORD_HEADER_LEN + loc.stored_len as usize;
-            RECORD_BUF.with(|buf| -> Result<()> {
+            RECORD_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 self.packs
                     .read_into(loc.pack, loc.offset, len, &mut buf)
@@ -451,7 +429,7 @@ impl Repo {
                 }
                 r
             })
-        };
+        })();
         if res.is_err() {
             out.clear();
         }

@@ -132,9 +132,6 @@ pub trait PackBackend: Send + Sync {
     fn delete(&self, id: PackId) -> Result<()>;
     /// Removes leftovers of packs that were never finished (only call while holding the repo lock).
     fn remove_unfinished(&self) -> Result<usize>;
-    /// Hints that `len` bytes at `offset` will be read soon, so the backend can start fetching
-    /// them while earlier reads are served. Best effort: the default does nothing.
-    fn will_need(&self, _id: PackId, _offset: u64, _len: u64) {}
 }
 
 /// Packs as files `packs/<last two hex digits>/<16 hex digits>.pack` in a directory.
@@ -296,21 +293,6 @@ impl PackBackend for DirBackend {
         self.open.lock().unwrap().remove(&id);
         let p = self.path(id);
         fs::remove_file(&p).ctx("Deleting pack", p)
-    }
-
-    fn will_need(&self, id: PackId, offset: u64, len: u64) {
-        use std::os::fd::AsRawFd;
-        if let Ok(f) = self.handle(id) {
-            // SAFETY: a valid open descriptor; fadvise only schedules asynchronous readahead.
-            unsafe {
-                libc::posix_fadvise(
-                    f.as_raw_fd(),
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
-        }
     }
 
     fn remove_unfinished(&self) -> Result<usize> {

@@ -454,14 +454,9 @@ struct SnapState {
 struct SeqState {
     next_offset: u64,
     window: usize,
-    /// Chunk index up to which the pack store was told the chunks will be needed.
-    advised: usize,
 }
 
 const MAX_PREFETCH_WINDOW: usize = 8;
-/// Once a read is steadily sequential, the pack store is told this many chunks ahead that they
-/// will be needed (asynchronous readahead of the pack files), beyond what prefetch decodes.
-const ADVISE_AHEAD: usize = 32;
 
 /// The filesystem view. Shared by all FUSE worker threads (`&self` everywhere).
 pub struct Vfs {
@@ -1378,37 +1373,20 @@ impl Vfs {
             let st = seq.entry(ino).or_insert(SeqState {
                 next_offset: u64::MAX,
                 window: 0,
-                advised: 0,
             });
             let sequential = st.next_offset == offset || offset == 0;
             st.window = if sequential {
                 (st.window * 2).clamp(1, MAX_PREFETCH_WINDOW)
             } else {
-                st.advised = 0;
                 0
             };
             st.next_offset = end;
-            let i = entry.chunk_at(end.saturating_sub(1));
-            let mut advise = 0..0;
-            if st.window == MAX_PREFETCH_WINDOW {
-                let from = st.advised.max(i + 1 + st.window);
-                let to = (i + 1 + st.window + ADVISE_AHEAD).min(entry.chunks.len());
-                // In steps of a quarter, so the hint is not one syscall per read.
-                if to >= from + ADVISE_AHEAD / 4 || (to == entry.chunks.len() && to > from) {
-                    st.advised = to;
-                    advise = from..to;
-                }
-            }
-            (st.window, i, advise)
+            st.window
         };
-        let (window, i, advise) = window;
-        if !advise.is_empty() {
-            let ids: Vec<ChunkId> = entry.chunks[advise].iter().map(|c| c.id).collect();
-            self.repo.will_need(&ids);
-        }
         if window == 0 {
             return;
         }
+        let i = entry.chunk_at(end.saturating_sub(1));
         for c in entry.chunks.iter().skip(i + 1).take(window) {
             if !self.cache.contains(&c.id) && tx.try_send(c.id).is_err() {
                 break;

@@ -72,6 +72,25 @@ pub fn snapshot_ids(repo: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every regular file under `dir`, by path relative to `dir`, with its content.
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                let data = std::fs::read(&p).unwrap();
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), data);
+            }
+        }
+    }
+    out
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so fixtures are reproducible from a seed.
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     // splitmix-style seeding: distinct seeds give distinct streams (x must never be 0).

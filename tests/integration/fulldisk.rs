@@ -5,10 +5,10 @@
 //! snapshots intact, and the next run working once there is space again.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::common::{backup, pseudo_random, snapshot_ids, strata, strata_ok};
+use crate::common::{backup, files_under, pseudo_random, snapshot_ids, strata, strata_ok};
 
 /// A tmpfs of `mib` MiB mounted on a fresh directory; unmounted on drop.
 struct SmallFs {
@@ -166,28 +166,6 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
     assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
 }
 
-/// Every regular file under `dir` (relative path, content), sorted.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.is_file() {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn restore_into_a_full_target_leaves_no_partial_files() {
     let Some(small) = SmallFs::new(8) else {
@@ -220,7 +198,7 @@ fn restore_into_a_full_target_leaves_no_partial_files() {
     assert!(
         landed.len() < 7,
         "18 MiB cannot all fit in 8 MiB: {:?}",
-        landed.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        landed.keys().collect::<Vec<_>>()
     );
     for (rel, data) in &landed {
         let name = rel.file_name().unwrap().to_string_lossy();

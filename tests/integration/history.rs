@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::fixture::set_mtime;
 use crate::common::mount::{fuse_available, run, with_timeout, Mount};
-use crate::common::{backup, new_repo, strata, strata_ok};
+use crate::common::{backup, files_under, new_repo, strata, strata_ok};
 
 pub const DOC: &str = "orders/2026/o-1.json";
 /// Constant mtime every directory is reset to after each step, so that directories show up in a
@@ -527,8 +527,12 @@ fn restore_one_order_document_from_a_given_day() {
             want,
             "restore in S{i}"
         );
-        let restored: Vec<_> = walk_files(&target);
-        assert_eq!(restored, vec![DOC.to_string()], "only the document, S{i}");
+        let restored: Vec<_> = files_under(&target).into_keys().collect();
+        assert_eq!(
+            restored,
+            vec![PathBuf::from(DOC)],
+            "only the document, S{i}"
+        );
     }
     let target = s._t.path().join("day4");
     let out = strata(
@@ -546,22 +550,4 @@ fn restore_one_order_document_from_a_given_day() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("o-1.json"), "the error names the path: {err}");
     assert!(!err.contains("panicked"), "{err}");
-}
-
-/// Regular files under `dir`, as relative paths, sorted.
-fn walk_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
