@@ -199,7 +199,7 @@ fn limit_malloc_arenas() {
 /// the largest buffer freed so far (up to 32 MiB), after which 1 MiB chunk buffers come from the
 /// heap, fragment it and stay resident once the chunk cache evicts them; fixed, they are mapped
 /// and unmapped, and memory returns to the system. Measured on the benchmark's mount workload
-/// (256 MiB chunk cache): peak RSS 420 → 380 MB. Not for backups: there the extra page faults
+/// (256 MiB chunk cache): peak RSS 410 → 371 MiB. Not for backups: there the extra page faults
 /// cost about 2 s of system time per 2.3 GB for little memory (193 → 182 MB at twice the data).
 pub(crate) fn return_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
