@@ -44,6 +44,12 @@ pub struct MountArgs {
     /// where idle CPU is billed
     #[arg(long)]
     pub no_busy_poll: bool,
+    /// Do not push a directory's small files into the page cache ahead of readers. By default,
+    /// when a file is read from its start, the next files of its directory (up to 1 MiB each,
+    /// in a window that grows while the reader keeps going) are handed to the kernel, so that
+    /// `diff -r`, `cp -r` or `grep -r` over many small files make no round trip per file
+    #[arg(long)]
+    pub no_dir_readahead: bool,
 }
 
 /// Which side of the `--daemon` fork we are on.
@@ -244,6 +250,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         allow_other: a.allow_other,
         threads: a.threads,
         busy_poll: !a.no_busy_poll,
+        dir_readahead: !a.no_dir_readahead,
     };
     let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
         .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;

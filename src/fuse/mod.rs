@@ -13,6 +13,7 @@
 //!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
 
 mod awake;
+mod push;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -134,6 +135,8 @@ pub struct StrataFs {
     no_open: bool,
     /// CPU keepers (see [`awake`]); `None` with `--no-busy-poll`.
     awake: Option<awake::Awake>,
+    /// Directory readahead (see [`push`]); `None` with `--no-dir-readahead`.
+    pusher: Option<Arc<push::Pusher>>,
 }
 
 impl StrataFs {
@@ -143,6 +146,7 @@ impl StrataFs {
         vfs: Arc<Vfs>,
         threads: usize,
         busy_poll: bool,
+        pusher: Option<Arc<push::Pusher>>,
         on_destroy: Option<crossbeam_channel::Sender<()>>,
     ) -> StrataFs {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -165,6 +169,7 @@ impl StrataFs {
             on_destroy,
             no_open: false,
             awake: busy_poll.then(awake::Awake::start),
+            pusher,
         }
     }
 
@@ -295,6 +300,11 @@ impl Filesystem for StrataFs {
             reply.error(libc::EINVAL);
             return;
         }
+        let pusher = if offset == 0 {
+            self.pusher.clone()
+        } else {
+            None
+        };
         self.spawn(move |vfs| {
             // The reply is written from inside the vfs call: straight from the cached chunk
             // (or a reused per-thread buffer), without building a new Vec per request.
@@ -306,6 +316,9 @@ impl Filesystem for StrataFs {
             });
             if let (Err(e), Some(r)) = (res, reply) {
                 r.error(log_err("read", &e))
+            }
+            if let Some(p) = pusher {
+                p.after_read(vfs, ino);
             }
         });
     }
@@ -624,6 +637,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Keep the CPUs from halting while requests arrive (see [`awake`]).
     pub busy_poll: bool,
+    /// Push a directory's small files into the page cache ahead of tree readers (see [`push`]).
+    pub dir_readahead: bool,
 }
 
 /// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
@@ -653,8 +668,15 @@ pub fn spawn_mount(
         options.push(MountOption::AllowOther);
         options.push(MountOption::DefaultPermissions);
     }
-    let fs = StrataFs::new(vfs, threads, opts.busy_poll, on_destroy);
-    fuser::spawn_mount2(fs, mountpoint, &options)
+    let pusher = opts
+        .dir_readahead
+        .then(|| Arc::new(push::Pusher::start(vfs.clone())));
+    let fs = StrataFs::new(vfs, threads, opts.busy_poll, pusher.clone(), on_destroy);
+    let session = fuser::spawn_mount2(fs, mountpoint, &options)?;
+    if let Some(p) = pusher {
+        p.set_notifier(session.notifier());
+    }
+    Ok(session)
 }
 
 /// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold

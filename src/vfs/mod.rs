@@ -27,6 +27,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod cache;
+pub mod dirahead;
 mod versions;
 
 pub use cache::ChunkCache;
@@ -469,6 +470,7 @@ pub struct Vfs {
     seq: Mutex<HashMap<u64, SeqState>>,
     prefetch: Option<crossbeam_channel::Sender<ChunkId>>,
     histories: versions::HistoryCache,
+    dirahead: Mutex<dirahead::DirAhead>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -521,6 +523,7 @@ impl Vfs {
             seq: Mutex::new(HashMap::new()),
             prefetch,
             histories: Default::default(),
+            dirahead: Default::default(),
         };
         vfs.refresh()?;
         Ok(vfs)
@@ -1392,6 +1395,36 @@ impl Vfs {
                 break;
             }
         }
+    }
+
+    /// Directory readahead (see [`dirahead`]): `ino` was just read from its start; these files of
+    /// the same directory, (inode, size), are worth handing to the kernel now. Empty for anything
+    /// that is not a file of a snapshot or `changes/` tree.
+    pub fn files_to_push(&self, ino: u64) -> Vec<(u64, u64)> {
+        let Ok(node) = self.node(ino) else {
+            return Vec::new();
+        };
+        let Node::Content { parent, entry, .. } = &*node else {
+            return Vec::new();
+        };
+        if entry.kind != Kind::File {
+            return Vec::new();
+        }
+        let parent = *parent;
+        if !lock(&self.dirahead).knows(parent) {
+            // Built outside the lock: a large directory must not stall other readers.
+            let Ok(items) = self.readdir(parent) else {
+                return Vec::new();
+            };
+            let files = items
+                .iter()
+                .skip(2)
+                .filter(|d| d.attr.kind == FileKind::File)
+                .map(|d| (d.attr.ino, d.attr.size))
+                .collect();
+            lock(&self.dirahead).insert(parent, Arc::new(files));
+        }
+        lock(&self.dirahead).on_read(parent, ino)
     }
 
     /// Names of the extended attributes, each NUL-terminated.

@@ -689,3 +689,87 @@ fn mount_refusals_and_signals() {
         m.stderr()
     );
 }
+
+/// Whether every page of `path` is in the page cache (mmap + mincore; mapping faults nothing in).
+fn fully_cached(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: a private read-only mapping of an open file, unmapped below; mincore writes one
+    // byte per page into a vector of exactly that many bytes.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {}", path.display());
+        let mut v = vec![0u8; len.div_ceil(4096)];
+        let rc = libc::mincore(p, len, v.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(rc, 0, "mincore {}", path.display());
+        v.iter().all(|b| b & 1 == 1)
+    }
+}
+
+#[test]
+fn mount_dir_readahead_pushes_the_next_small_files() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    let dir = src.join("orders");
+    fs::create_dir_all(&dir).unwrap();
+    let name = |i: usize| format!("order-{i:03}.json");
+    for i in 0..40 {
+        fs::write(dir.join(name(i)), pseudo_random(3000 + i * 700, i as u64)).unwrap();
+    }
+    backup(&repo, &src, &[]);
+    for (opts, pushed) in [(&[][..], true), (&["--no-dir-readahead"][..], false)] {
+        let m = Mount::start(&repo, opts);
+        let d = m.path.join("latest/orders");
+        let src_dir = dir.clone();
+        with_timeout(BODY_TIMEOUT, move || {
+            // A tree reader lists first (the kernel then knows every inode), then reads.
+            for e in fs::read_dir(&d).unwrap() {
+                e.unwrap().metadata().unwrap();
+            }
+            assert!(!fully_cached(&d.join(name(1))), "nothing read yet");
+            assert_eq!(
+                fs::read(d.join(name(0))).unwrap(),
+                fs::read(src_dir.join(name(0))).unwrap()
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let window = |d: &Path| (1..=8).all(|i| fully_cached(&d.join(name(i))));
+            while pushed && !window(&d) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !pushed {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            assert_eq!(
+                window(&d),
+                pushed,
+                "files 1-8 in the page cache (opts {opts:?})"
+            );
+            // The first window is bounded: the file after it is not there yet.
+            assert!(!fully_cached(&d.join(name(9))), "file 9 pushed too early");
+            // What was pushed (and everything else) reads back exactly.
+            for i in 0..40 {
+                assert_eq!(
+                    fs::read(d.join(name(i))).unwrap(),
+                    fs::read(src_dir.join(name(i))).unwrap(),
+                    "{}",
+                    name(i)
+                );
+            }
+        });
+    }
+}
