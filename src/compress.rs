@@ -132,8 +132,9 @@ pub fn decode(
     Ok(out)
 }
 
-/// [`decode`] into `out` (its previous content is replaced), so a reader can reuse buffers.
-/// Exactly `raw_len` bytes or an error.
+/// [`decode`] appended to `out` (what it holds stays), so a reader can reuse buffers and decode
+/// several chunks into one. Exactly `raw_len` bytes are appended, or an error (and then `out` is
+/// back to its previous length).
 pub fn decode_into(
     data: &[u8],
     raw_len: usize,
@@ -141,16 +142,23 @@ pub fn decode_into(
     dict: Option<&Dictionary>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    out.clear();
+    let start = out.len();
     out.reserve_exact(raw_len);
+    // Decoding through a cursor at the end appends into the spare capacity: no zero-fill first.
+    fn tail(out: &mut Vec<u8>, start: usize) -> std::io::Cursor<&mut Vec<u8>> {
+        let mut c = std::io::Cursor::new(out);
+        c.set_position(start as u64);
+        c
+    }
     let res = match compression {
         Compression::None => {
             out.extend_from_slice(data);
             Ok(data.len())
         }
-        Compression::Zstd => {
-            DECOMPRESSOR.with(|d| d.borrow_mut().decompress_to_buffer(data, &mut *out))
-        }
+        Compression::Zstd => DECOMPRESSOR.with(|d| {
+            d.borrow_mut()
+                .decompress_to_buffer(data, &mut tail(out, start))
+        }),
         Compression::ZstdDict => {
             let d = dict.ok_or_else(|| {
                 Error::CorruptMetadata(
@@ -162,18 +170,28 @@ pub fn decode_into(
                 if c.as_ref().is_none_or(|(id, _)| *id != d.id) {
                     *c = Some((d.id, zstd::bulk::Decompressor::with_dictionary(&d.bytes)?));
                 }
-                c.as_mut().unwrap().1.decompress_to_buffer(data, &mut *out)
+                c.as_mut()
+                    .unwrap()
+                    .1
+                    .decompress_to_buffer(data, &mut tail(out, start))
             })
         }
     };
-    res.map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))?;
-    if out.len() != raw_len {
-        return Err(Error::CorruptMetadata(format!(
-            "payload decodes to {} bytes, header says {raw_len}",
-            out.len()
-        )));
+    let res = res
+        .map_err(|e| Error::CorruptMetadata(format!("zstd frame does not decode: {e}")))
+        .and_then(|_| {
+            let got = out.len() - start;
+            if got != raw_len {
+                return Err(Error::CorruptMetadata(format!(
+                    "payload decodes to {got} bytes, header says {raw_len}"
+                )));
+            }
+            Ok(())
+        });
+    if res.is_err() {
+        out.truncate(start);
     }
-    Ok(())
+    res
 }
 
 /// Inverse of [`compress`] without a dictionary; `raw_len` comes from the record header and bounds

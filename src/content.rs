@@ -43,18 +43,28 @@ pub fn write_all_to(repo: &Repo, entry: &Entry, out: &mut dyn Write) -> Result<(
     out.flush().map_err(WriteError::Output)
 }
 
+/// How [`read_range_into`]'s caller supplied one chunk.
+pub enum Fetched {
+    /// The verified plaintext, shared (e.g. from a cache); the needed part is copied.
+    Shared(std::sync::Arc<Vec<u8>>),
+    /// The verified plaintext was appended to the buffer offered (the whole chunk, no copy).
+    Appended,
+}
+
 /// Assembles up to `len` bytes at `offset` (clipped to the file's size) into `buf`, which is
-/// cleared first and may be reused across calls; `get` fetches (possibly cached) verified chunks.
-/// Binary search finds the first chunk; holes are zeros. Returns the number of bytes assembled.
+/// cleared first and may be reused across calls. `fetch` supplies verified chunks: it is offered
+/// the buffer when the chunk lies wholly inside the range (it may then append the chunk to it
+/// directly), and otherwise must return it shared. Binary search finds the first chunk; holes
+/// are zeros. Returns the number of bytes assembled.
 pub fn read_range_into<F>(
     entry: &Entry,
     offset: u64,
     len: usize,
     buf: &mut Vec<u8>,
-    mut get: F,
+    mut fetch: F,
 ) -> Result<u64>
 where
-    F: FnMut(&crate::entry::ChunkRef) -> Result<std::sync::Arc<Vec<u8>>>,
+    F: FnMut(&crate::entry::ChunkRef, Option<&mut Vec<u8>>) -> Result<Fetched>,
 {
     buf.clear();
     if offset >= entry.size || len == 0 {
@@ -68,14 +78,33 @@ where
         if c.offset >= end {
             break;
         }
-        let data = get(c)?;
+        let c_end = c.offset + c.len as u64;
         // `pos` only grows, so overlapping chunk lists (never written) cannot underflow.
-        let from = pos.max(c.offset);
-        let to = end.min(c.offset + data.len() as u64);
-        if from < to {
-            buf.resize((from - offset) as usize, 0);
-            buf.extend_from_slice(&data[(from - c.offset) as usize..(to - c.offset) as usize]);
-            pos = to;
+        let whole = pos <= c.offset && c_end <= end;
+        if whole {
+            buf.resize((c.offset - offset) as usize, 0);
+        }
+        match fetch(c, whole.then_some(&mut *buf))? {
+            Fetched::Appended => {
+                if !whole || buf.len() as u64 != c_end - offset {
+                    return Err(crate::Error::CorruptMetadata(format!(
+                        "chunk {} is not the {} bytes its file lists",
+                        c.id, c.len
+                    )));
+                }
+                pos = c_end;
+            }
+            Fetched::Shared(data) => {
+                let from = pos.max(c.offset);
+                let to = end.min(c.offset + data.len() as u64);
+                if from < to {
+                    buf.resize((from - offset) as usize, 0);
+                    buf.extend_from_slice(
+                        &data[(from - c.offset) as usize..(to - c.offset) as usize],
+                    );
+                    pos = to;
+                }
+            }
         }
     }
     buf.resize(n as usize, 0);
@@ -114,8 +143,15 @@ mod tests {
         ];
         let read = |off: u64, len: usize| {
             let mut buf = vec![7u8; 3]; // stale contents must not leak into the result
-            let n = read_range_into(&e, off, len, &mut buf, |c: &ChunkRef| {
-                Ok(store[&c.id].clone())
+            let n = read_range_into(&e, off, len, &mut buf, |c: &ChunkRef, direct| {
+                // Append directly when offered (every other chunk), share otherwise.
+                match direct {
+                    Some(b) if c.offset == 0 => {
+                        b.extend_from_slice(&store[&c.id]);
+                        Ok(Fetched::Appended)
+                    }
+                    _ => Ok(Fetched::Shared(store[&c.id].clone())),
+                }
             })
             .unwrap();
             assert_eq!(n, buf.len() as u64);

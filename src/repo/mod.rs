@@ -382,16 +382,30 @@ impl Repo {
     }
 
     /// [`Repo::read_record_at`] into `out` (replacing its content), so a reader can recycle
-    /// buffers. A record stored raw is read as header, then payload straight into `out` (no
-    /// copy); a compressed one into a per-thread buffer reused from read to read, then
-    /// decompressed into `out`. On error `out` holds nothing usable.
+    /// buffers. On error `out` holds nothing usable.
     pub fn read_record_into(&self, id: &ChunkId, loc: &Location, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        self.read_record_append(id, loc, out)
+    }
+
+    /// [`Repo::read_record_at`] appended to `out`, so a reader can gather several chunks into
+    /// one buffer with no copy. A record stored raw is read as header, then payload straight
+    /// into `out`; a compressed one into a per-thread buffer reused from read to read, then
+    /// decompressed into `out`. Nothing unverified stays: on error `out` is back to its
+    /// previous length.
+    pub fn read_record_append(
+        &self,
+        id: &ChunkId,
+        loc: &Location,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let read_err = |e: Error| Error::CorruptChunk {
             id: *id,
             pack: loc.pack,
             detail: e.to_string(),
         };
         let dict = self.dictionary().map(|d| d.as_ref());
+        let start = out.len();
         let res = (|| {
             if loc.compression == crate::compress::Compression::None as u8 {
                 let head = self
@@ -406,12 +420,13 @@ impl Repo {
                     self.packs
                         .read_into(loc.pack, at, loc.stored_len as usize, out)
                         .map_err(read_err)?;
-                    return pack::verify_plain(loc.pack, &h, out, id);
+                    return pack::verify_plain(loc.pack, &h, &out[start..], id);
                 }
             }
             let len = RECORD_HEADER_LEN + loc.stored_len as usize;
             RECORD_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
+                buf.clear();
                 self.packs
                     .read_into(loc.pack, loc.offset, len, &mut buf)
                     .map_err(read_err)?;
@@ -431,7 +446,7 @@ impl Repo {
             })
         })();
         if res.is_err() {
-            out.clear();
+            out.truncate(start);
         }
         res.inspect_err(|e| log::error!("{e}"))
     }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -120,10 +119,11 @@ pub trait PackBackend: Send + Sync {
     fn create(&self, id: PackId) -> Result<Box<dyn PackSink>>;
     /// Reads exactly `len` bytes at `offset`; a short pack is an error.
     fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// Like [`PackBackend::read_at`], into `buf` (resized to `len`), so a caller can reuse one
-    /// buffer across reads.
+    /// Like [`PackBackend::read_at`], appended to `buf`, so a caller can reuse one buffer across
+    /// reads or gather several records into one. On error `buf` may hold a partial read past
+    /// its previous length.
     fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        *buf = self.read_at(id, offset, len)?;
+        buf.extend_from_slice(&self.read_at(id, offset, len)?);
         Ok(())
     }
     /// Every finished pack with its size.
@@ -260,10 +260,7 @@ impl PackBackend for DirBackend {
 
     fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.handle(id)?;
-        buf.clear();
-        buf.resize(len, 0);
-        f.read_exact_at(buf, offset)
-            .ctx("Reading pack", self.path(id))
+        pread_append(&f, offset, len, buf).ctx("Reading pack", self.path(id))
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
@@ -315,6 +312,40 @@ impl PackBackend for DirBackend {
     }
 }
 
+/// Reads exactly `len` bytes at `offset` onto the end of `buf`, straight into its spare capacity
+/// (a streaming reader's buffers are large; zero-filling them first cost a pass over every byte).
+fn pread_append(f: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let start = buf.len();
+    buf.reserve(len);
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: `reserve` made room for `len` bytes after `start`; the kernel writes at most
+        // `len - done` bytes at `start + done`, inside that spare capacity.
+        let n = unsafe {
+            libc::pread(
+                f.as_raw_fd(),
+                buf.as_mut_ptr().add(start + done).cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // SAFETY: the `len` bytes after `start` were all written by pread above.
+    unsafe { buf.set_len(start + len) };
+    Ok(())
+}
+
 /// Checks and decodes a whole record read from `pack` (header and payload) that should hold
 /// `expect`: header, id, length, decompression and blake3. Never returns unverified bytes.
 pub fn open_record(
@@ -353,8 +384,8 @@ pub fn open_header(pack: PackId, bytes: &[u8], expect: &ChunkId) -> Result<Recor
     Ok(h)
 }
 
-/// Decodes the payload of the record with header `h` into `out` and verifies it (see
-/// [`verify_plain`]).
+/// Decodes the payload of the record with header `h` onto the end of `out` and verifies it (see
+/// [`verify_plain`]); on error `out` is back to its previous length.
 pub fn decode_payload_into(
     pack: PackId,
     h: &RecordHeader,
@@ -373,9 +404,10 @@ pub fn decode_payload_into(
     }
     let compression = crate::compress::Compression::from_byte(h.compression)
         .ok_or_else(|| corrupt(format!("unknown compression {}", h.compression)))?;
+    let start = out.len();
     crate::compress::decode_into(payload, h.raw_len as usize, compression, dict, out)
         .map_err(|e| corrupt(e.to_string()))?;
-    verify_plain(pack, h, out, expect)
+    verify_plain(pack, h, &out[start..], expect).inspect_err(|_| out.truncate(start))
 }
 
 /// The last check before bytes leave the repository layer: the plaintext has the header's length

@@ -126,6 +126,21 @@ impl ChunkCache {
         res
     }
 
+    /// Appends chunk `id`'s verified plaintext to `out` without keeping it: for a chunk a
+    /// large read consumes whole, which the kernel page cache will hold from now on. Streaming
+    /// through the cache instead cost a fresh buffer (page faults), an insertion and a copy per
+    /// chunk, and pushed out chunks worth keeping. A cached copy is used when there is one.
+    pub fn append(&self, id: &ChunkId, out: &mut Vec<u8>) -> crate::Result<()> {
+        if let Some(d) = self.cached(id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            out.extend_from_slice(&d);
+            return Ok(());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let loc = self.repo.chunk_location(id)?;
+        self.repo.read_record_append(id, &loc, out)
+    }
+
     /// Reads chunk `id` into a spare buffer of about its size when there is one.
     fn load(&self, id: &ChunkId) -> crate::Result<Vec<u8>> {
         let loc = self.repo.chunk_location(id)?;

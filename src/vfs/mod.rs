@@ -32,6 +32,7 @@ mod versions;
 
 pub use cache::ChunkCache;
 
+use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::{ChunkId, SnapshotId};
@@ -1348,8 +1349,14 @@ impl Vfs {
         }
         READ_BUF.with(|b| {
             let buf = &mut *b.borrow_mut();
-            let n = crate::content::read_range_into(entry, offset, len, buf, |c| {
-                self.cache.get(&c.id)
+            let n = crate::content::read_range_into(entry, offset, len, buf, |c, direct| {
+                Ok(match direct {
+                    Some(out) => {
+                        self.cache.append(&c.id, out)?;
+                        Fetched::Appended
+                    }
+                    None => Fetched::Shared(self.cache.get(&c.id)?),
+                })
             })?;
             let r = out(buf);
             // Keep one request's worth (the kernel asks for at most 1 MiB); free anything larger.
