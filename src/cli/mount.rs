@@ -187,25 +187,6 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Returns freed heap pages to the kernel once a second. Evicted chunk buffers of assorted sizes
-/// (64 KiB-1 MiB) leave free holes inside the malloc heaps that glibc keeps resident; without this
-/// the mount's RSS drifts tens of MB above what it holds. `malloc_trim` releases whole free pages
-/// anywhere in the heaps (`MADV_DONTNEED`) and costs well under a millisecond per call here.
-fn spawn_heap_trimmer() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    std::thread::Builder::new()
-        .name("strata-trim".into())
-        .spawn(|| loop {
-            std::thread::sleep(Duration::from_secs(1));
-            // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        })
-        .map(drop)
-        .unwrap_or_else(|e| log::debug!("No heap trimmer: {e}"));
-}
-
 /// Runs `strata mount` until a signal or an external unmount; returns the exit code.
 pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     let mp = check_mountpoint(&a.mountpoint, repo_path)?;
@@ -254,7 +235,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     };
     let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
         .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
-    spawn_heap_trimmer();
+    super::spawn_heap_trimmer();
     // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
     crate::fuse::tune_readahead(&mp, 4096);
     let sig_tx = tx;
