@@ -34,8 +34,9 @@ pub const BACKUP_INDEX_CACHE: u64 = 8 << 20;
 
 /// sled page cache of a mount. Its memory comes on top of the chunk cache (`--cache-size`) and the
 /// inode table. Listing a whole 100k-file snapshot and `diff -r` of it measured the same times with
-/// 16 MiB as with 64 MiB (12 MB less peak RSS); 8 MiB saved 2–4 MB more.
-pub const MOUNT_INDEX_CACHE: u64 = 8 << 20;
+/// 16 MiB as with 64 MiB (12 MB less peak RSS); 8 MiB saved 2–4 MB more, 4 MiB another 9 MB
+/// (`benches/mount_rss.sh`), `ls -lR` of the snapshot 8.8–11.4 s against 9.9–11.5 s with 8 MiB.
+pub const MOUNT_INDEX_CACHE: u64 = 4 << 20;
 
 thread_local! {
     // Compressed records are read here, then decompressed into their own buffer.
