@@ -34,6 +34,8 @@ pub type Files = Arc<Vec<(u64, u64)>>;
 
 struct DirState {
     files: Files,
+    /// Position of each file in `files`: a huge flat directory must not cost a scan per read.
+    index: HashMap<u64, usize>,
     /// Index one past the last file pushed.
     pushed_end: usize,
     /// Files in the last window (0: none yet).
@@ -57,10 +59,16 @@ impl DirAhead {
         if self.dirs.len() >= MAX_DIRS {
             self.dirs.clear();
         }
+        let index = files
+            .iter()
+            .enumerate()
+            .map(|(i, &(f, _))| (f, i))
+            .collect();
         self.dirs.insert(
             parent,
             DirState {
                 files,
+                index,
                 pushed_end: 0,
                 window: 0,
             },
@@ -73,7 +81,7 @@ impl DirAhead {
         let Some(st) = self.dirs.get_mut(&parent) else {
             return Vec::new();
         };
-        let Some(i) = st.files.iter().position(|&(f, _)| f == ino) else {
+        let Some(&i) = st.index.get(&ino) else {
             return Vec::new();
         };
         if i < st.pushed_end {
