@@ -213,7 +213,7 @@ pub(crate) fn return_freed_buffers() {
 /// 64 KiB-1 MiB, sled's pages) leave free holes inside the malloc heaps that glibc keeps resident,
 /// so RSS drifts above what is live, further the longer the process runs: a backup of twice the
 /// benchmark data peaked at 164 MB of live heap against 162 MB at 1x (heaptrack), but at 165-183
-/// MB RSS against 153-157. With this: 143-149 MB at 1x, 158-180 at 2x (four runs each). The
+/// MB RSS against 153-157. With this: 143-149 MB at 1x, 158-183 at 2x (five runs each). The
 /// mount's evicted chunk buffers leave the same holes. `malloc_trim` releases whole free pages
 /// anywhere in the heaps (`MADV_DONTNEED`) and costs well under a millisecond per call here.
 pub(crate) fn spawn_heap_trimmer() {
