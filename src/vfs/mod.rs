@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod cache;
-pub mod dirahead;
+pub(crate) mod dirahead;
 mod versions;
 
 pub use cache::ChunkCache;
