@@ -98,7 +98,7 @@ pub fn log(repo: &Arc<Repo>, snaps: &[Snapshot], path: &[u8]) -> Result<Vec<Step
     log_with(snaps, path, |s| Ok(Arc::new(View::open(repo, &s.id)?)))
 }
 
-/// [`log`] with views from `open` (the mount passes its cached views).
+/// [`log()`] with views from `open` (the mount passes its cached views).
 pub fn log_with(
     snaps: &[Snapshot],
     path: &[u8],

@@ -155,7 +155,7 @@ pub struct CheckStats {
     pub elapsed_ms: u64,
 }
 
-/// What [`check`] found.
+/// What [`super::check`] found.
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
     /// Every problem, in the order found.

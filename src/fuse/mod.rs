@@ -635,9 +635,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Worker threads for slow operations (0: 2 per CPU, at least 4).
     pub threads: usize,
-    /// Keep the CPUs from halting while requests arrive (see [`awake`]).
+    /// Keep the CPUs from halting while requests arrive (see the `awake` module).
     pub busy_poll: bool,
-    /// Push a directory's small files into the page cache ahead of tree readers (see [`push`]).
+    /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
     pub dir_readahead: bool,
 }
 

@@ -1404,7 +1404,7 @@ impl Vfs {
         }
     }
 
-    /// Directory readahead (see [`dirahead`]): `ino` was just read from its start; these files of
+    /// Directory readahead (see the `dirahead` module): `ino` was just read from its start; these files of
     /// the same directory, (inode, size), are worth handing to the kernel now. Empty for anything
     /// that is not a file of a snapshot or `changes/` tree.
     pub fn files_to_push(&self, ino: u64) -> Vec<(u64, u64)> {
