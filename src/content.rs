@@ -19,6 +19,16 @@ pub enum WriteError {
 /// Writes the whole content of `entry` to `out`, chunk by chunk (memory: one chunk), every chunk
 /// verified; holes are written as zeros.
 pub fn write_all_to(repo: &Repo, entry: &Entry, out: &mut dyn Write) -> Result<(), WriteError> {
+    write_all_with(entry, out, &mut |id| repo.read_chunk(id))
+}
+
+/// [`write_all_to`] with chunks from `read`, which must return verified plaintext: the sled-free
+/// `cat` path reads chunks at the locations its lookup files recorded.
+pub fn write_all_with(
+    entry: &Entry,
+    out: &mut dyn Write,
+    read: &mut dyn FnMut(&crate::id::ChunkId) -> Result<Vec<u8>>,
+) -> Result<(), WriteError> {
     let zeros = [0u8; 64 * 1024];
     let write_zeros = |out: &mut dyn Write, mut n: u64| -> std::io::Result<()> {
         while n > 0 {
@@ -33,7 +43,7 @@ pub fn write_all_to(repo: &Repo, entry: &Entry, out: &mut dyn Write) -> Result<(
         if c.offset > pos {
             write_zeros(out, c.offset - pos).map_err(WriteError::Output)?;
         }
-        let data = repo.read_chunk(&c.id).map_err(WriteError::Repo)?;
+        let data = read(&c.id).map_err(WriteError::Repo)?;
         out.write_all(&data).map_err(WriteError::Output)?;
         pos = c.offset + data.len() as u64;
     }

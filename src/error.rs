@@ -94,6 +94,23 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl Error {
+    /// True for errors about what the user asked (no such snapshot or path, a busy or missing
+    /// repository), which another way of reading the repository would only repeat.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::SnapshotNotFound(_)
+                | Error::SnapshotAmbiguous(_)
+                | Error::PathNotFound { .. }
+                | Error::NotADirectory { .. }
+                | Error::NotAFile { .. }
+                | Error::InvalidArgument(_)
+                | Error::RepoNotFound(_)
+                | Error::NotARepo(_)
+                | Error::RepoLocked { .. }
+        )
+    }
+
     /// True when the data itself is damaged (as opposed to a missing path or a usage error); the FUSE
     /// layer turns these into EIO and `check` counts them.
     pub fn is_corruption(&self) -> bool {

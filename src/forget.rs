@@ -221,6 +221,9 @@ pub fn rewrite(
         });
     }
 
+    // Layers are about to change under their tables (whose names follow only the records).
+    crate::lookup::drop_tables(repo.path())?;
+
     // 2. Copy entries into the rewritten layers (view-preserving, see the module doc).
     for p in plans.iter_mut() {
         repo.clear_layer_caches();

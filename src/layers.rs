@@ -17,8 +17,38 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
-use crate::repo::{LayerDirs, Repo};
+use crate::repo::{DirLayer, LayerDirs, Repo};
 use crate::snapshot::{BackupKind, Snapshot};
+
+/// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
+/// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
+/// itself stays here, whichever store answers.
+pub trait LayerStore {
+    /// One committed snapshot's record.
+    fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>>;
+    /// The directories a non-full layer touches (with whether each is opaque there).
+    fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>>;
+    /// The entries a non-full layer holds directly under `dir`; `None` when there are too many
+    /// to keep in memory (the view then asks [`LayerStore::entry`] name by name).
+    fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>>;
+    /// The entry one layer itself holds for `dir/name` (whiteouts included).
+    fn entry(&self, id: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>>;
+}
+
+impl LayerStore for Repo {
+    fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
+        Repo::snapshot(self, id)
+    }
+    fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
+        Repo::layer_dirs(self, id)
+    }
+    fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>> {
+        Repo::dir_layer(self, id, dir)
+    }
+    fn entry(&self, id: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
+        layer_entry(self, id, dir, name)
+    }
+}
 
 /// One layer of a view's chain.
 struct Layer {
@@ -28,8 +58,8 @@ struct Layer {
 }
 
 /// The read-only view of one snapshot.
-pub struct View {
-    repo: Arc<Repo>,
+pub struct View<S: LayerStore = Repo> {
+    repo: Arc<S>,
     snapshot: Snapshot,
     /// Newest first; the last is a full layer.
     chain: Vec<Layer>,
@@ -80,10 +110,10 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     Ok(out)
 }
 
-impl View {
+impl<S: LayerStore> View<S> {
     /// Opens the view of a committed snapshot; loads its chain's records and touched-dir sets, not
     /// its tree.
-    pub fn open(repo: &Arc<Repo>, id: &SnapshotId) -> Result<View> {
+    pub fn open(repo: &Arc<S>, id: &SnapshotId) -> Result<View<S>> {
         let snapshot = repo
             .snapshot(id)?
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
@@ -122,8 +152,8 @@ impl View {
         &self.snapshot
     }
 
-    /// The repository the view reads from.
-    pub fn repo(&self) -> &Arc<Repo> {
+    /// The store the view reads from.
+    pub fn repo(&self) -> &Arc<S> {
         &self.repo
     }
 
@@ -191,8 +221,7 @@ impl View {
             return Ok((e.kind != Kind::Whiteout).then(|| e.clone()));
         }
         for layer in &o.rest {
-            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
-                let e = Entry::decode(&v)?;
+            if let Some(e) = self.repo.entry(layer, dir, name)? {
                 return Ok((e.kind != Kind::Whiteout).then_some(e));
             }
         }
@@ -229,33 +258,6 @@ impl View {
         Ok(entry)
     }
 
-    /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
-    /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
-        let mut sources = Vec::new();
-        for (layer, full) in self.chain_for(dir) {
-            let mem = if full {
-                None
-            } else {
-                self.repo.dir_layer(layer, dir)?
-            };
-            let cursor = match mem {
-                Some(mem) => Cursor::Mem { mem, pos: 0 },
-                _ => {
-                    let prefix = keys::dir_prefix(layer, dir);
-                    Cursor::Sled {
-                        plen: prefix.len(),
-                        it: Box::new(self.repo.layers.scan_prefix(prefix)),
-                    }
-                }
-            };
-            let mut source = Source { cursor, head: None };
-            source.head = source.cursor.next_child()?;
-            sources.push(source);
-        }
-        Ok(ListIter { sources })
-    }
-
     /// The layers of this view, newest first (the last is a full layer). `diff` uses it to find
     /// the layers two views do not share: only paths those layers hold can differ.
     pub fn layer_ids(&self) -> Vec<SnapshotId> {
@@ -277,7 +279,7 @@ impl View {
             Err(e) => return Err(e),
         };
         for (layer, _) in self.chain_for(&dir) {
-            if let Some(e) = layer_entry(&self.repo, layer, &dir, name)? {
+            if let Some(e) = self.repo.entry(layer, &dir, name)? {
                 if e.kind == Kind::Whiteout {
                     break;
                 }
@@ -296,8 +298,8 @@ impl View {
     /// `dir` must already resolve to a directory in this view.
     pub fn provider(&self, dir: &[u8], name: &[u8]) -> Result<Option<(SnapshotId, Entry)>> {
         for (layer, _) in self.chain_for(dir) {
-            if let Some(v) = self.repo.layers.get(keys::entry_key(layer, dir, name))? {
-                return Ok(Some((*layer, Entry::decode(&v)?)));
+            if let Some(e) = self.repo.entry(layer, dir, name)? {
+                return Ok(Some((*layer, e)));
             }
         }
         Ok(None)
@@ -324,6 +326,35 @@ impl View {
             Err(Error::PathNotFound { .. } | Error::NotADirectory { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl View<Repo> {
+    /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
+    /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+        let mut sources = Vec::new();
+        for (layer, full) in self.chain_for(dir) {
+            let mem = if full {
+                None
+            } else {
+                self.repo.dir_layer(layer, dir)?
+            };
+            let cursor = match mem {
+                Some(mem) => Cursor::Mem { mem, pos: 0 },
+                _ => {
+                    let prefix = keys::dir_prefix(layer, dir);
+                    Cursor::Sled {
+                        plen: prefix.len(),
+                        it: Box::new(self.repo.layers.scan_prefix(prefix)),
+                    }
+                }
+            };
+            let mut source = Source { cursor, head: None };
+            source.head = source.cursor.next_child()?;
+            sources.push(source);
+        }
+        Ok(ListIter { sources })
     }
 
     /// Entries of this snapshot's own layer (what it added, changed or deleted), as

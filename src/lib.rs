@@ -20,6 +20,7 @@ pub mod fuse;
 pub mod history;
 pub mod id;
 pub mod layers;
+pub mod lookup;
 pub mod progress;
 pub mod prune;
 pub mod repair;

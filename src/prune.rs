@@ -151,6 +151,8 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     let mut stats = PruneStats::default();
     if !opts.dry_run {
         stats.tmp_packs_removed = repo.packs().remove_unfinished()? as u64;
+        // The lookup tables record chunk locations, which a repack moves.
+        crate::lookup::drop_tables(repo.path())?;
     }
 
     // Mark.

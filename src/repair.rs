@@ -194,6 +194,10 @@ struct Found {
 pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let start = Instant::now();
     let lock = Repo::lock_only(path)?;
+    if !opts.dry_run {
+        // Tables built from the old index are not trusted; the end writes all from the new one.
+        crate::lookup::drop_tables(path)?;
+    }
     let packs_dir = path.join("packs");
     if !packs_dir.is_dir() {
         return Err(Error::InvalidArgument(format!(
@@ -406,6 +410,8 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     if opts.dry_run {
         // A temporary database: nothing of it needs to reach the disk.
         drop(repo);
+    } else {
+        crate::lookup::publish_or_warn(&repo);
     }
     Ok(report)
 }

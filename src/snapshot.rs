@@ -102,8 +102,12 @@ impl Snapshot {
 /// Resolves what a user typed to one snapshot: `latest` (newest, of `source` if given), a full id, or
 /// a unique prefix of an id.
 pub fn find(repo: &crate::repo::Repo, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
-    let all: Vec<Snapshot> = repo
-        .snapshots()?
+    find_in(repo.snapshots()?, name, source)
+}
+
+/// [`find`] among `all` (every committed snapshot, oldest first), wherever they were read from.
+pub fn find_in(all: Vec<Snapshot>, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
+    let all: Vec<Snapshot> = all
         .into_iter()
         .filter(|s| source.is_none_or(|src| s.source == src))
         .collect();

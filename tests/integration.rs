@@ -12,6 +12,7 @@ mod integration {
     mod fulldisk;
     mod history;
     mod lifecycle;
+    mod lookup;
     mod man;
     mod mount;
     mod repair;

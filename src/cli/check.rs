@@ -105,6 +105,13 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     drop(status);
     let report = report?;
     print_check(Some(&repo), &report, a.json);
+    // The copy holds what the index holds: the lookup files are written anew from it, so that
+    // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
+    if let Err(e) = crate::lookup::drop_tables(path) {
+        log::warn!("Could not remove the lookup tables: {e}");
+    } else {
+        crate::lookup::publish_or_warn(&repo);
+    }
     // The database is a private copy: nothing to flush, only to delete.
     std::mem::forget(repo);
     drop(copy);

@@ -161,7 +161,10 @@ fn print_prune_human(s: &PruneStats, dry_run: bool) {
 
 /// Runs `strata forget`.
 pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
-    let repo = Repo::open(path)?;
+    super::with_repo(path, |repo| forget_with(repo, a))
+}
+
+fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
     let policy = policy(&a);
     if policy.is_none() && a.snapshots.is_empty() {
         return Err(Error::InvalidArgument(
@@ -170,10 +173,10 @@ pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
     }
     let mut explicit = Vec::new();
     for name in &a.snapshots {
-        explicit.push(snapshot::find(&repo, name, a.source.as_deref())?.id);
+        explicit.push(snapshot::find(repo, name, a.source.as_deref())?.id);
     }
     let decisions = forget::plan(
-        &repo,
+        repo,
         &explicit,
         &ForgetOptions {
             policy,
@@ -188,10 +191,10 @@ pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
     let stats = if a.dry_run {
         None
     } else {
-        Some(forget::rewrite(&repo, &remove, &[])?)
+        Some(forget::rewrite(repo, &remove, &[])?)
     };
     let pruned = if a.prune && !a.dry_run {
-        Some(prune::prune(&repo, &PruneOptions::default())?)
+        Some(prune::prune(repo, &PruneOptions::default())?)
     } else {
         None
     };
@@ -249,9 +252,12 @@ pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
 
 /// Runs `strata consolidate`.
 pub fn run_consolidate(path: &Path, a: ConsolidateArgs) -> Result<i32> {
-    let repo = Repo::open(path)?;
-    let snap = snapshot::find(&repo, &a.snapshot, a.source.as_deref())?;
-    let stats = crate::consolidate::consolidate(&repo, &snap.id)?;
+    super::with_repo(path, |repo| consolidate_with(repo, a))
+}
+
+fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
+    let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
+    let stats = crate::consolidate::consolidate(repo, &snap.id)?;
     let after = repo
         .snapshot(&snap.id)?
         .ok_or_else(|| Error::SnapshotNotFound(snap.id.to_string()))?;
@@ -294,9 +300,12 @@ pub fn enforce_max_chain(
 
 /// Runs `strata prune`.
 pub fn run_prune(path: &Path, a: PruneArgs) -> Result<i32> {
-    let repo = Repo::open(path)?;
+    super::with_repo(path, |repo| prune_with(repo, a))
+}
+
+fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
     let stats = prune::prune(
-        &repo,
+        repo,
         &PruneOptions {
             dry_run: a.dry_run,
             repack_threshold: a.repack_threshold,

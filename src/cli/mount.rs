@@ -204,6 +204,11 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     let repo = Repo::open_with_cache(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // Opening the index removed the lookup files; written again when the mount ends.
+    let publish = {
+        let repo = repo.clone();
+        move || crate::lookup::publish_or_warn(&repo)
+    };
     let vfs = Arc::new(Vfs::open(
         repo,
         VfsOptions {
@@ -271,6 +276,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         // Already unmounted from outside: nothing left to unmount.
         std::mem::forget(session);
         log::info!("{} was unmounted", mp.display());
+        publish();
         return Ok(crate::cli::EXIT_OK);
     }
     // Dropping the session's mount unmounts (lazily if busy); then give the loop a moment to end.
@@ -287,6 +293,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         "Unmounted {}; chunk cache hits {hits}, misses {misses}",
         mp.display()
     );
+    publish();
     Ok(crate::cli::EXIT_OK)
 }
 

@@ -107,7 +107,15 @@ pub struct Repo {
 /// How long a busy repository lock is retried before the repository is reported in use.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
+/// Takes the process lock and, since the taker may change the index, removes the lookup catalog
+/// first thing (see [`crate::lookup`]): a catalog exists only while no process has the index open.
 fn take_lock(path: &Path) -> Result<File> {
+    let f = lock_file(path)?;
+    crate::lookup::invalidate(path)?;
+    Ok(f)
+}
+
+fn lock_file(path: &Path) -> Result<File> {
     let lock_path = path.join("lock");
     let mut f = OpenOptions::new()
         .read(true)
@@ -200,7 +208,25 @@ impl Repo {
         if !path.join(MARKER).is_file() {
             return Err(Error::NotARepo(path.to_path_buf()));
         }
-        let lock = take_lock(path)?;
+        // open_locked removes the lookup catalog.
+        let lock = RepoLock(lock_file(path)?);
+        Self::open_locked(path, lock, cache_bytes)
+    }
+
+    /// Takes the process lock to read the lookup files (which it leaves in place), for the
+    /// sled-free `cat`. The marker must be there.
+    pub(crate) fn lock_for_lookup(path: &Path) -> Result<RepoLock> {
+        if !path.join(MARKER).is_file() {
+            return Err(Error::NotARepo(path.to_path_buf()));
+        }
+        Ok(RepoLock(lock_file(path)?))
+    }
+
+    /// Opens the index under a lock already held (also by the sled-free `cat` falling back to the
+    /// index mid-file); removes the lookup catalog first, as every opening of the index does.
+    pub(crate) fn open_locked(path: &Path, lock: RepoLock, cache_bytes: u64) -> Result<Arc<Repo>> {
+        crate::lookup::invalidate(path)?;
+        let lock = lock.0;
         // sled would silently create an empty database here; a lost index is a case for `repair`.
         if !path.join(INDEX_DIR).exists() {
             return Err(Error::IndexMissing(path.to_path_buf()));
@@ -400,56 +426,8 @@ impl Repo {
         loc: &Location,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let read_err = |e: Error| Error::CorruptChunk {
-            id: *id,
-            pack: loc.pack,
-            detail: e.to_string(),
-        };
         let dict = self.dictionary().map(|d| d.as_ref());
-        let start = out.len();
-        let res = (|| {
-            if loc.compression == crate::compress::Compression::None as u8 {
-                let head = self
-                    .packs
-                    .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
-                    .map_err(read_err)?;
-                let h = pack::open_header(loc.pack, &head, id)?;
-                // The pack's header decides; should it disagree with the index, the general
-                // path below decodes what the header says (and blake3 judges).
-                if h.compression == loc.compression {
-                    let at = loc.offset + RECORD_HEADER_LEN as u64;
-                    self.packs
-                        .read_into(loc.pack, at, loc.stored_len as usize, out)
-                        .map_err(read_err)?;
-                    return pack::verify_plain(loc.pack, &h, &out[start..], id);
-                }
-            }
-            let len = RECORD_HEADER_LEN + loc.stored_len as usize;
-            RECORD_BUF.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                buf.clear();
-                self.packs
-                    .read_into(loc.pack, loc.offset, len, &mut buf)
-                    .map_err(read_err)?;
-                let h = pack::open_header(loc.pack, &buf, id)?;
-                let r = pack::decode_payload_into(
-                    loc.pack,
-                    &h,
-                    &buf[RECORD_HEADER_LEN..],
-                    id,
-                    dict,
-                    out,
-                );
-                if buf.capacity() > 4 << 20 {
-                    *buf = Vec::new();
-                }
-                r
-            })
-        })();
-        if res.is_err() {
-            out.truncate(start);
-        }
-        res.inspect_err(|e| log::error!("{e}"))
+        read_record_append_from(self.packs.as_ref(), dict, id, loc, out)
     }
 
     /// Every committed snapshot, oldest first.
@@ -573,6 +551,60 @@ impl Repo {
             .insert(dir.to_vec(), value.clone());
         Ok(value)
     }
+}
+
+/// Reads the record at `loc`, which must hold `id`, from `packs`, and appends its verified
+/// plaintext to `out` ([`Repo::read_record_append`] without a repository: the sled-free `cat` path
+/// reads this way). On error `out` is back to its previous length.
+pub fn read_record_append_from(
+    packs: &dyn PackBackend,
+    dict: Option<&crate::compress::Dictionary>,
+    id: &ChunkId,
+    loc: &Location,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let read_err = |e: Error| Error::CorruptChunk {
+        id: *id,
+        pack: loc.pack,
+        detail: e.to_string(),
+    };
+    let start = out.len();
+    let res = (|| {
+        if loc.compression == crate::compress::Compression::None as u8 {
+            let head = packs
+                .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
+                .map_err(read_err)?;
+            let h = pack::open_header(loc.pack, &head, id)?;
+            // The pack's header decides; should it disagree with the index, the general
+            // path below decodes what the header says (and blake3 judges).
+            if h.compression == loc.compression {
+                let at = loc.offset + RECORD_HEADER_LEN as u64;
+                packs
+                    .read_into(loc.pack, at, loc.stored_len as usize, out)
+                    .map_err(read_err)?;
+                return pack::verify_plain(loc.pack, &h, &out[start..], id);
+            }
+        }
+        let len = RECORD_HEADER_LEN + loc.stored_len as usize;
+        RECORD_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            packs
+                .read_into(loc.pack, loc.offset, len, &mut buf)
+                .map_err(read_err)?;
+            let h = pack::open_header(loc.pack, &buf, id)?;
+            let r =
+                pack::decode_payload_into(loc.pack, &h, &buf[RECORD_HEADER_LEN..], id, dict, out);
+            if buf.capacity() > 4 << 20 {
+                *buf = Vec::new();
+            }
+            r
+        })
+    })();
+    if res.is_err() {
+        out.truncate(start);
+    }
+    res.inspect_err(|e| log::error!("{e}"))
 }
 
 fn dir_is_empty(p: &Path) -> bool {

@@ -1,0 +1,429 @@
+//! Lookup files: a sled-free copy of what `strata cat` needs, so that fetching one file from a
+//! snapshot costs a few reads instead of opening the index (sled's open alone takes 10–30 ms: it
+//! starts threads, decodes its page table and writes and fsyncs on every open).
+//!
+//! `REPO/lookup/` holds a **catalog** (every snapshot record, each non-full layer's touched
+//! directories, the compression dictionary) and one **table** per snapshot layer: the layer's
+//! entries sorted by key, each with the pack location of its chunks (see [`table`]). All of it is
+//! derived from the index and can be deleted at any time.
+//!
+//! Trust rests on one rule: **every process that takes the repository lock to open the index
+//! removes the catalog first** (durably), and writes a fresh one ([`publish`]) only when it is
+//! done. So a catalog exists only when the last process that had the index open finished and
+//! described the index as it left it; a crash, a kill or a failed publish leaves none, and `cat`
+//! then opens the index and writes a new one. Chunk locations in tables are hints: a read checks
+//! the record's header id and blake3 as every read does, and a stale or damaged hint sends that
+//! read to the index, never returns other bytes.
+
+mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::Entry;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, SnapshotId};
+use crate::layers::LayerStore;
+use crate::repo::keys::{self, Location};
+use crate::repo::pack::DirBackend;
+use crate::repo::{DirLayer, LayerDirs, Repo, RepoLock};
+use crate::snapshot::{BackupKind, Snapshot};
+use table::{Table, TableWriter};
+
+/// The lookup directory inside a repository.
+pub const LOOKUP_DIR: &str = "lookup";
+const CATALOG: &str = "catalog";
+const CATALOG_MAGIC: &[u8; 8] = b"STRATACT";
+const CATALOG_VERSION: u32 = 1;
+/// A directory of a non-full layer with more entries than this is read name by name.
+const MAX_DIR_LAYER: usize = 4096;
+/// Location bytes meaning "the index had no location for this chunk when the table was built".
+const NO_LOCATION: [u8; Location::LEN] = [0xff; Location::LEN];
+
+/// Removes the catalog, durably, so that nobody trusts it while the index may change. Called
+/// under the repository lock by everything that opens the index.
+pub fn invalidate(repo_path: &Path) -> Result<()> {
+    let dir = repo_path.join(LOOKUP_DIR);
+    let path = dir.join(CATALOG);
+    match fs::remove_file(&path) {
+        Ok(()) => fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .ctx("Syncing", &dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("Removing", &path),
+    }
+}
+
+/// Removes every table, before changes that rewrite existing layers (`forget`, `consolidate`) or
+/// move chunks (`prune`, `repair`): table names follow snapshot records, which do not change at
+/// every step of those commands. The next [`publish`] rebuilds them from the index.
+pub fn drop_tables(repo_path: &Path) -> Result<()> {
+    let dir = repo_path.join(LOOKUP_DIR);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx("Listing", &dir),
+    };
+    for e in rd.flatten() {
+        if e.file_name() != CATALOG {
+            let p = e.path();
+            fs::remove_file(&p).ctx("Removing", &p)?;
+        }
+    }
+    // Durable before the change that follows: a table that came back after a crash could
+    // describe a layer that has changed since.
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .ctx("Syncing", &dir)
+}
+
+/// One snapshot in the catalog, borrowed from the catalog bytes.
+#[derive(Serialize, Deserialize)]
+struct CatalogSnapshot<'a> {
+    /// [`Snapshot::encode`].
+    #[serde(borrow)]
+    record: &'a [u8],
+    /// postcard `Vec<(dir, opaque)>`: the layer's touched directories; empty for a full layer.
+    #[serde(borrow)]
+    dirs: &'a [u8],
+    /// File name of the layer's table in the lookup directory.
+    #[serde(borrow)]
+    table: &'a str,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogBody<'a> {
+    #[serde(borrow)]
+    dictionary: Option<&'a [u8]>,
+    #[serde(borrow)]
+    snapshots: Vec<CatalogSnapshot<'a>>,
+}
+
+/// A layer's table file name: the snapshot id and a hash of its layer blobs, which change
+/// whenever `forget` or `consolidate` rewrites the layer.
+fn table_name(s: &Snapshot) -> String {
+    let mut h = blake3::Hasher::new();
+    for b in &s.layer_blobs {
+        h.update(&b.0);
+    }
+    let hash = h.finalize();
+    let hex: String = hash.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}-{hex}.tbl", s.id)
+}
+
+fn is_full(s: &Snapshot) -> bool {
+    s.kind == BackupKind::Full || s.parent.is_none()
+}
+
+/// Writes the lookup files for the repository as it is now: a table for every snapshot that has
+/// none, then the catalog, then removes tables no snapshot uses. Call it last, under the lock, with
+/// nothing more to change.
+pub fn publish(repo: &Repo) -> Result<()> {
+    let dir = repo.path().join(LOOKUP_DIR);
+    fs::create_dir_all(&dir).ctx("Creating", &dir)?;
+    let snaps = repo.snapshots()?;
+    let mut names = Vec::with_capacity(snaps.len());
+    let mut dirs = Vec::with_capacity(snaps.len());
+    let mut built = 0;
+    for s in &snaps {
+        let name = table_name(s);
+        let path = dir.join(&name);
+        if !path.exists() {
+            build_table(repo, &s.id, &path)?;
+            built += 1;
+        }
+        names.push(name);
+        dirs.push(if is_full(s) {
+            Vec::new()
+        } else {
+            let d = repo.layer_dirs(&s.id)?;
+            let mut v: Vec<(&[u8], bool)> = d.iter().map(|(k, o)| (k.as_slice(), *o)).collect();
+            v.sort_unstable();
+            postcard::to_stdvec(&v).expect("dirs serialize")
+        });
+    }
+    let records: Vec<Vec<u8>> = snaps.iter().map(|s| s.encode()).collect();
+    let body = CatalogBody {
+        dictionary: repo.dictionary().map(|d| d.bytes.as_slice()),
+        snapshots: (0..snaps.len())
+            .map(|i| CatalogSnapshot {
+                record: &records[i],
+                dirs: &dirs[i],
+                table: &names[i],
+            })
+            .collect(),
+    };
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(CATALOG_MAGIC);
+    bytes.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&postcard::to_stdvec(&body).expect("catalog serializes"));
+    let check = blake3::hash(&bytes);
+    bytes.extend_from_slice(&check.as_bytes()[..16]);
+    // Not fsynced: a catalog lost or torn in a crash fails its check and is written again.
+    let tmp = dir.join("catalog.tmp");
+    fs::write(&tmp, &bytes).ctx("Writing", &tmp)?;
+    let path = dir.join(CATALOG);
+    fs::rename(&tmp, &path).ctx("Renaming", &tmp)?;
+    let keep: HashSet<&str> = names.iter().map(String::as_str).collect();
+    for e in fs::read_dir(&dir).ctx("Listing", &dir)?.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n != CATALOG && !keep.contains(n.as_ref()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    log::debug!(
+        "Lookup files: {} snapshots, {built} table(s) built",
+        snaps.len()
+    );
+    Ok(())
+}
+
+/// [`publish`], with a failure logged instead of returned: the lookup files only make `cat`
+/// faster, so failing to write them (a full disk) must not fail the command that just succeeded.
+pub fn publish_or_warn(repo: &Repo) {
+    if let Err(e) = publish(repo) {
+        log::warn!("Could not write the lookup files (strata cat will open the index): {e}");
+        let _ = invalidate(repo.path());
+    }
+}
+
+/// Table value: `entry length u32 LE ‖ entry ‖ one location (25 bytes) per chunk`.
+fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut w = TableWriter::create(&tmp)?;
+    let mut value = Vec::new();
+    for kv in repo.layers.scan_prefix(id.0) {
+        let (k, v) = kv?;
+        let entry = Entry::decode(&v)?;
+        value.clear();
+        value.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        value.extend_from_slice(&v);
+        for c in &entry.chunks {
+            match repo.chunks.get(c.id.0)? {
+                Some(loc) if loc.len() == Location::LEN => value.extend_from_slice(&loc),
+                _ => value.extend_from_slice(&NO_LOCATION),
+            }
+        }
+        w.add(&k[16..], &value)?;
+    }
+    w.finish()?;
+    fs::rename(&tmp, path).ctx("Renaming", &tmp)
+}
+
+/// The repository read through its lookup files, without sled: implements [`LayerStore`] for
+/// [`crate::layers::View`], and reads chunks at the recorded locations. Holds the repository
+/// lock.
+pub struct Quick {
+    path: PathBuf,
+    packs: DirBackend,
+    dictionary: Option<crate::compress::Dictionary>,
+    snapshots: Vec<Snapshot>,
+    layers: HashMap<SnapshotId, (Vec<u8>, String)>,
+    layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
+    tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
+    hints: Mutex<HashMap<ChunkId, Location>>,
+    lock: Mutex<Option<RepoLock>>,
+    /// The index, opened when a location hint failed.
+    fallback: OnceLock<Arc<Repo>>,
+}
+
+fn bad_catalog(what: &str) -> Error {
+    Error::CorruptMetadata(format!("lookup catalog: {what}"))
+}
+
+impl Quick {
+    /// Takes the lock and reads the catalog; `Ok(None)` when there is no catalog (the index has
+    /// been opened since the last publish, or never published).
+    pub fn open(repo_path: &Path) -> Result<Option<Quick>> {
+        if !repo_path.exists() {
+            return Err(Error::RepoNotFound(repo_path.to_path_buf()));
+        }
+        let lock = Repo::lock_for_lookup(repo_path)?;
+        let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx("Reading", &path),
+        };
+        if bytes.len() < 32 || &bytes[..8] != CATALOG_MAGIC {
+            return Err(bad_catalog("not a catalog"));
+        }
+        let (body, check) = bytes.split_at(bytes.len() - 16);
+        if blake3::hash(body).as_bytes()[..16] != *check {
+            return Err(bad_catalog("checksum mismatch"));
+        }
+        if body[8..12] != CATALOG_VERSION.to_le_bytes() {
+            return Err(bad_catalog("unknown version"));
+        }
+        let cat: CatalogBody =
+            postcard::from_bytes(&body[16..]).map_err(|e| bad_catalog(&e.to_string()))?;
+        let mut snapshots = Vec::with_capacity(cat.snapshots.len());
+        let mut layers = HashMap::with_capacity(cat.snapshots.len());
+        for s in &cat.snapshots {
+            let snap = Snapshot::decode(s.record)?;
+            layers.insert(snap.id, (s.dirs.to_vec(), s.table.to_string()));
+            snapshots.push(snap);
+        }
+        Ok(Some(Quick {
+            path: repo_path.to_path_buf(),
+            packs: DirBackend::open(&repo_path.join("packs"))?,
+            dictionary: cat
+                .dictionary
+                .map(|d| crate::compress::Dictionary::from_bytes(d.to_vec())),
+            snapshots,
+            layers,
+            layer_dirs: Default::default(),
+            tables: Default::default(),
+            hints: Default::default(),
+            lock: Mutex::new(Some(lock)),
+            fallback: OnceLock::new(),
+        }))
+    }
+
+    /// Every snapshot, oldest first (as [`Repo::snapshots`]).
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        self.snapshots.clone()
+    }
+
+    fn table(&self, id: &SnapshotId) -> Result<Arc<Table>> {
+        if let Some(t) = self.tables.lock().unwrap().get(id) {
+            return Ok(t.clone());
+        }
+        let (_, name) = self
+            .layers
+            .get(id)
+            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        let t = Arc::new(Table::open(&self.path.join(LOOKUP_DIR).join(name))?);
+        self.tables.lock().unwrap().insert(*id, t.clone());
+        Ok(t)
+    }
+
+    /// Splits a table value into its entry, remembering its chunks' locations.
+    fn decode_value(&self, value: &[u8]) -> Result<Entry> {
+        let bad = || Error::CorruptMetadata("lookup table value malformed".into());
+        let len = u32::from_le_bytes(value.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let entry = Entry::decode(value.get(4..4 + len).ok_or_else(bad)?)?;
+        let locs = &value[4 + len..];
+        if locs.len() != entry.chunks.len() * Location::LEN {
+            return Err(bad());
+        }
+        if !entry.chunks.is_empty() {
+            let mut hints = self.hints.lock().unwrap();
+            for (c, l) in entry.chunks.iter().zip(locs.chunks(Location::LEN)) {
+                if let Some(l) = (l != NO_LOCATION).then(|| Location::decode(l)).flatten() {
+                    hints.insert(c.id, l);
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Reads one chunk, verified: at the location its table recorded, else (no hint, or the
+    /// record there is not the chunk, e.g. after a repack) through the index, opened then.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        if self.fallback.get().is_none() {
+            let hint = self.hints.lock().unwrap().get(id).copied();
+            if let Some(loc) = hint {
+                let mut out = Vec::new();
+                match crate::repo::read_record_append_from(
+                    &self.packs,
+                    self.dictionary.as_ref(),
+                    id,
+                    &loc,
+                    &mut out,
+                ) {
+                    Ok(()) => return Ok(out),
+                    Err(e) => {
+                        log::info!("Lookup location of chunk {id} failed ({e}); asking the index")
+                    }
+                }
+            }
+        }
+        self.index()?.read_chunk(id)
+    }
+
+    /// The index, opened on first need under the lock this reader holds.
+    fn index(&self) -> Result<&Arc<Repo>> {
+        if let Some(r) = self.fallback.get() {
+            return Ok(r);
+        }
+        let lock =
+            self.lock.lock().unwrap().take().ok_or_else(|| {
+                Error::CorruptMetadata("repository lock already handed on".into())
+            })?;
+        let repo = Repo::open_locked(&self.path, lock, crate::repo::DEFAULT_INDEX_CACHE)?;
+        Ok(self.fallback.get_or_init(|| repo))
+    }
+
+    /// Ends a read: if the index had to be opened, writes fresh lookup files from it (opening it
+    /// removed the catalog).
+    pub fn finish(self) {
+        if let Some(repo) = self.fallback.get() {
+            publish_or_warn(repo);
+        }
+    }
+
+    /// Removes the lookup files after they failed to answer (a damaged table), so that the
+    /// index answers and the next publish writes them anew. Releases the lock.
+    pub fn discard(self) {
+        let _ = invalidate(&self.path);
+        let _ = drop_tables(&self.path);
+    }
+}
+
+impl LayerStore for Quick {
+    fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
+        Ok(self.snapshots.iter().find(|s| s.id == *id).cloned())
+    }
+
+    fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
+        if let Some(d) = self.layer_dirs.lock().unwrap().get(id) {
+            return Ok(d.clone());
+        }
+        let (raw, _) = self
+            .layers
+            .get(id)
+            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
+            Vec::new()
+        } else {
+            postcard::from_bytes(raw).map_err(|e| bad_catalog(&e.to_string()))?
+        };
+        let d: Arc<LayerDirs> = Arc::new(list.into_iter().collect());
+        self.layer_dirs.lock().unwrap().insert(*id, d.clone());
+        Ok(d)
+    }
+
+    fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>> {
+        let mut prefix = dir.to_vec();
+        prefix.push(0);
+        let Some(rows) = self.table(id)?.scan_prefix(&prefix, MAX_DIR_LAYER)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            out.push((k[prefix.len()..].to_vec(), self.decode_value(&v)?));
+        }
+        Ok(Some(Arc::new(out)))
+    }
+
+    fn entry(&self, id: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
+        let key = &keys::entry_key(id, dir, name)[16..];
+        self.table(id)?
+            .get(key)?
+            .map(|v| self.decode_value(&v))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests;
