@@ -60,6 +60,10 @@ pub enum Error {
     MissingChunk(ChunkId),
     #[error("Corrupt repository metadata: {0}")]
     CorruptMetadata(String),
+    /// The lookup files do not cover a snapshot yet (its table is written by a later command);
+    /// the index answers instead.
+    #[error("The lookup files have no table for snapshot {0} yet")]
+    LookupIncomplete(String),
     #[error("Backup aborted because another part of it failed")]
     Aborted,
     #[error("Cannot mount at {path}: {reason}")]

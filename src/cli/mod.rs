@@ -306,7 +306,7 @@ fn run(cli: Cli) -> Result<i32> {
 fn read_only(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
     let repo = Repo::open(path)?;
     let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
     std::mem::forget(repo);
     r
 }
@@ -316,7 +316,7 @@ fn read_only(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i
 fn with_repo(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
     let repo = Repo::open(path)?;
     let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
     r
 }
 
@@ -351,7 +351,7 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
         }
         Ok(out)
     });
-    crate::lookup::publish_or_warn(&repo);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::BACKUP_BUILD_LIMIT);
     let out = out?;
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
@@ -428,6 +428,7 @@ fn cmd_cat(path: &Path, a: CatArgs) -> Result<i32> {
                     return r;
                 }
                 Err(e) if e.is_user_error() => return Err(e),
+                Err(e @ Error::LookupIncomplete(_)) => log::debug!("{e}; reading the index"),
                 Err(e) => {
                     log::warn!("The lookup files could not answer ({e}); reading the index");
                     if let Ok(q) = Arc::try_unwrap(q) {

@@ -90,7 +90,7 @@ struct CatalogSnapshot<'a> {
     /// postcard `Vec<(dir, opaque)>`: the layer's touched directories; empty for a full layer.
     #[serde(borrow)]
     dirs: &'a [u8],
-    /// File name of the layer's table in the lookup directory.
+    /// File name of the layer's table in the lookup directory; empty when not built yet.
     #[serde(borrow)]
     table: &'a str,
 }
@@ -122,10 +122,19 @@ fn is_full(s: &Snapshot) -> bool {
     s.kind == BackupKind::Full || s.parent.is_none()
 }
 
+/// For [`publish`]: build every missing table.
+pub const BUILD_ALL: u64 = u64::MAX;
+/// For [`publish`] after a backup: build missing tables of layers up to this many entries (about
+/// 0.1 s); a bigger layer's table (a full backup of many files: 0.7 s per 100k entries) is left
+/// to the next command that opens the index, so backups stay as fast as they were.
+pub const BACKUP_BUILD_LIMIT: u64 = 20_000;
+
 /// Writes the lookup files for the repository as it is now: a table for every snapshot that has
-/// none, then the catalog, then removes tables no snapshot uses. Call it last, under the lock, with
-/// nothing more to change.
-pub fn publish(repo: &Repo) -> Result<()> {
+/// none (if its layer has at most `build_up_to` entries; the catalog lists the others without
+/// one and `cat` asks the index for them), then the catalog, then removes tables no snapshot
+/// uses. Call it last, under the lock, with nothing more to change.
+pub fn publish(repo: &Repo, build_up_to: u64) -> Result<()> {
+    let started = std::time::Instant::now();
     let dir = repo.path().join(LOOKUP_DIR);
     fs::create_dir_all(&dir).ctx("Creating", &dir)?;
     let snaps = repo.snapshots()?;
@@ -133,11 +142,15 @@ pub fn publish(repo: &Repo) -> Result<()> {
     let mut dirs = Vec::with_capacity(snaps.len());
     let mut built = 0;
     for s in &snaps {
-        let name = table_name(s);
+        let mut name = table_name(s);
         let path = dir.join(&name);
         if !path.exists() {
-            build_table(repo, &s.id, &path)?;
-            built += 1;
+            if s.stats.layer_entries <= build_up_to {
+                build_table(repo, &s.id, &path)?;
+                built += 1;
+            } else {
+                name.clear();
+            }
         }
         names.push(name);
         dirs.push(if is_full(s) {
@@ -181,23 +194,55 @@ pub fn publish(repo: &Repo) -> Result<()> {
         }
     }
     log::debug!(
-        "Lookup files: {} snapshots, {built} table(s) built",
-        snaps.len()
+        "Lookup files: {} snapshots, {built} table(s) built, {} ms",
+        snaps.len(),
+        started.elapsed().as_millis()
     );
     Ok(())
 }
 
 /// [`publish`], with a failure logged instead of returned: the lookup files only make `cat`
 /// faster, so failing to write them (a full disk) must not fail the command that just succeeded.
-pub fn publish_or_warn(repo: &Repo) {
-    if let Err(e) = publish(repo) {
+pub fn publish_or_warn(repo: &Repo, build_up_to: u64) {
+    if let Err(e) = publish(repo, build_up_to) {
         log::warn!("Could not write the lookup files (strata cat will open the index): {e}");
         let _ = invalidate(repo.path());
     }
 }
 
+/// Chunk ids whose locations a table build resolves up front (57 bytes each in memory); a layer
+/// with more distinct chunks looks the rest up one by one.
+const MAX_RESOLVED: usize = 1 << 20;
+
+/// The location bytes of a chunk as the index holds them, or [`NO_LOCATION`].
+fn index_location(repo: &Repo, id: &[u8; 32]) -> Result<[u8; Location::LEN]> {
+    Ok(match repo.chunks.get(id)? {
+        Some(loc) if loc.len() == Location::LEN => loc.as_ref().try_into().unwrap(),
+        _ => NO_LOCATION,
+    })
+}
+
 /// Table value: `entry length u32 LE ‖ entry ‖ one location (25 bytes) per chunk`.
+///
+/// The chunk locations are looked up in chunk-id order, not in the layer's path order: sorted
+/// lookups touch each index page once (a full layer of 100k files: 1.3 s in path order).
 fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
+    let mut ids: Vec<[u8; 32]> = Vec::new();
+    'collect: for kv in repo.layers.scan_prefix(id.0) {
+        let (_, v) = kv?;
+        for c in Entry::decode(&v)?.chunks {
+            if ids.len() >= MAX_RESOLVED {
+                break 'collect;
+            }
+            ids.push(c.id.0);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let locs = ids
+        .iter()
+        .map(|c| index_location(repo, c))
+        .collect::<Result<Vec<_>>>()?;
     let tmp = path.with_extension("tmp");
     let mut w = TableWriter::create(&tmp)?;
     let mut value = Vec::new();
@@ -208,9 +253,9 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
         value.extend_from_slice(&(v.len() as u32).to_le_bytes());
         value.extend_from_slice(&v);
         for c in &entry.chunks {
-            match repo.chunks.get(c.id.0)? {
-                Some(loc) if loc.len() == Location::LEN => value.extend_from_slice(&loc),
-                _ => value.extend_from_slice(&NO_LOCATION),
+            match ids.binary_search(&c.id.0) {
+                Ok(i) => value.extend_from_slice(&locs[i]),
+                Err(_) => value.extend_from_slice(&index_location(repo, &c.id.0)?),
             }
         }
         w.add(&k[16..], &value)?;
@@ -302,6 +347,9 @@ impl Quick {
             .layers
             .get(id)
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        if name.is_empty() {
+            return Err(Error::LookupIncomplete(id.short()));
+        }
         let t = Arc::new(Table::open(&self.path.join(LOOKUP_DIR).join(name))?);
         self.tables.lock().unwrap().insert(*id, t.clone());
         Ok(t)
@@ -368,7 +416,7 @@ impl Quick {
     /// removed the catalog).
     pub fn finish(self) {
         if let Some(repo) = self.fallback.get() {
-            publish_or_warn(repo);
+            publish_or_warn(repo, BUILD_ALL);
         }
     }
 

@@ -143,3 +143,38 @@ fn damaged_lookup_files_fall_back_to_the_index() {
     assert_eq!(cat(&repo, "latest", "order-01999.json"), b"{\"id\":1999}");
     assert_ne!(fs::read(&c).unwrap().len(), b.len() / 2);
 }
+
+#[test]
+fn a_big_layer_gets_its_table_from_the_next_command_not_the_backup() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    // More entries than a backup builds a table for (BACKUP_BUILD_LIMIT = 20,000).
+    for d in 0..21 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..1000 {
+            fs::write(dir.join(format!("{i}.json")), format!("{d}/{i}")).unwrap();
+        }
+    }
+    backup(&repo, &src, &[]);
+    let tables = || {
+        fs::read_dir(repo.join("lookup"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "tbl")
+            })
+            .count()
+    };
+    assert!(repo.join("lookup/catalog").is_file());
+    assert_eq!(tables(), 0, "the backup left the big table for later");
+    // The first cat reads the index, then writes the table.
+    assert_eq!(cat(&repo, "latest", "d20/999.json"), b"20/999");
+    assert_eq!(tables(), 1);
+    without_index(&repo, || {
+        assert_eq!(cat(&repo, "latest", "d07/123.json"), b"7/123");
+    });
+}
