@@ -93,18 +93,7 @@ pub enum ChunkError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testutil::pseudo_random;
 
     fn chunk_all(data: &[u8]) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();

@@ -221,8 +221,9 @@ pub fn rewrite(
         });
     }
 
-    // Layers are about to change under their tables (whose names follow only the records).
-    crate::lookup::drop_tables(repo.path())?;
+    // These layers are about to change under their lookup tables.
+    let rewritten: Vec<SnapshotId> = plans.iter().map(|p| p.id).collect();
+    crate::lookup::drop_tables_of(repo.path(), &rewritten)?;
 
     // 2. Copy entries into the rewritten layers (view-preserving, see the module doc).
     for p in plans.iter_mut() {

@@ -237,8 +237,31 @@ impl<S: LayerStore> View<S> {
 
     /// Resolves a relative path (`/`-separated, empty = root) component by component.
     pub fn lookup(&self, path: &[u8]) -> Result<Entry> {
+        self.resolve(path, |dir, name| self.lookup_in(dir, name))
+    }
+
+    /// [`View::lookup`] for a view that resolves one path and is dropped (`cat`): each name is
+    /// probed layer by layer, newest first, stopping at the first layer that holds it, instead
+    /// of merging every upper layer's directory first. Same answer; on a deep chain it reads
+    /// only the layers newer than the one that provides each component.
+    pub fn lookup_once(&self, path: &[u8]) -> Result<Entry> {
+        self.resolve(path, |dir, name| {
+            Ok(self
+                .provider(dir, name)?
+                .map(|(_, e)| e)
+                .filter(|e| e.kind != Kind::Whiteout))
+        })
+    }
+
+    fn resolve(
+        &self,
+        path: &[u8],
+        step: impl Fn(&[u8], &[u8]) -> Result<Option<Entry>>,
+    ) -> Result<Entry> {
         let comps = components(path)?;
-        let mut entry = self.root()?;
+        let mut entry = step(b"", b"")?.ok_or_else(|| {
+            Error::CorruptMetadata(format!("snapshot {} has no root", self.snapshot.id))
+        })?;
         let mut dir = Vec::new();
         for (i, c) in comps.iter().enumerate() {
             if entry.kind != Kind::Dir {
@@ -247,12 +270,10 @@ impl<S: LayerStore> View<S> {
                     path: String::from_utf8_lossy(&dir).into_owned(),
                 });
             }
-            entry = self
-                .lookup_in(&dir, c)?
-                .ok_or_else(|| Error::PathNotFound {
-                    snapshot: self.snapshot.id.short(),
-                    path: String::from_utf8_lossy(&comps[..=i].join(&b'/')).into_owned(),
-                })?;
+            entry = step(&dir, c)?.ok_or_else(|| Error::PathNotFound {
+                snapshot: self.snapshot.id.short(),
+                path: String::from_utf8_lossy(&comps[..=i].join(&b'/')).into_owned(),
+            })?;
             dir = join(&dir, c);
         }
         Ok(entry)

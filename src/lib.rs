@@ -28,6 +28,8 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;
 pub mod time;
 pub mod vfs;
 

@@ -455,7 +455,7 @@ fn cat_entry<S: crate::layers::LayerStore>(
 ) -> Result<crate::entry::Entry> {
     let snap = snapshot::find_in(all, &a.snapshot, a.source.as_deref())?;
     let view = View::open(store, &snap.id)?;
-    let entry = view.lookup(path_bytes(&a.path))?;
+    let entry = view.lookup_once(path_bytes(&a.path))?;
     if entry.kind != Kind::File {
         return Err(Error::NotAFile {
             snapshot: snap.id.short(),

@@ -58,21 +58,41 @@ pub fn invalidate(repo_path: &Path) -> Result<()> {
     }
 }
 
-/// Removes every table, before changes that rewrite existing layers (`forget`, `consolidate`) or
-/// move chunks (`prune`, `repair`): table names follow snapshot records, which do not change at
-/// every step of those commands. The next [`publish`] rebuilds them from the index.
+/// Removes every table, before changes that move chunks (`prune`, `repair`) or when tables are
+/// not trusted (`check` rewrites them from the index it verified). The next [`publish`] rebuilds
+/// them from the index.
 pub fn drop_tables(repo_path: &Path) -> Result<()> {
+    drop_tables_where(repo_path, |_| true)
+}
+
+/// Removes the tables of `ids`, before `forget` or `consolidate` rewrites their layers: a table's
+/// name follows its snapshot record, which does not change at every step of a rewrite.
+pub fn drop_tables_of(repo_path: &Path, ids: &[SnapshotId]) -> Result<()> {
+    let prefixes: Vec<String> = ids.iter().map(|id| format!("{id}-")).collect();
+    drop_tables_where(repo_path, |name| {
+        prefixes.iter().any(|p| name.starts_with(p))
+    })
+}
+
+fn drop_tables_where(repo_path: &Path, doomed: impl Fn(&str) -> bool) -> Result<()> {
     let dir = repo_path.join(LOOKUP_DIR);
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).ctx("Listing", &dir),
     };
+    let mut removed = 0;
     for e in rd.flatten() {
-        if e.file_name() != CATALOG {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name != CATALOG && doomed(&name) {
             let p = e.path();
             fs::remove_file(&p).ctx("Removing", &p)?;
+            removed += 1;
         }
+    }
+    if removed == 0 {
+        return Ok(());
     }
     // Durable before the change that follows: a table that came back after a crash could
     // describe a layer that has changed since.
@@ -349,6 +369,9 @@ impl Quick {
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
         if name.is_empty() {
             return Err(Error::LookupIncomplete(id.short()));
+        }
+        if name.contains('/') || name.starts_with('.') {
+            return Err(bad_catalog("table name is not a plain file name"));
         }
         let t = Arc::new(Table::open(&self.path.join(LOOKUP_DIR).join(name))?);
         self.tables.lock().unwrap().insert(*id, t.clone());

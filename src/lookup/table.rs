@@ -4,15 +4,19 @@
 //! file   = header block* index footer
 //! header = "STRATALT" ‖ version u32 LE (1) ‖ reserved u32 (0)                    16 bytes
 //! block  = zstd frame of records; record = key-len u32 LE ‖ key ‖ value-len u32 LE ‖ value
-//! index  = per block: first-key-len u32 LE ‖ first key ‖ offset u64 LE ‖ stored-len u32 LE ‖
+//! index  = key-hash count u32 LE ‖ key hashes, sorted (u32 LE each: the first 4 bytes of blake3 of
+//!          each key; none when the table has more than 16,384 keys) ‖
+//!          per block: first-key-len u32 LE ‖ first key ‖ offset u64 LE ‖ stored-len u32 LE ‖
 //!          plain-len u32 LE ‖ check [16] (blake3 of the plain block)
-//! footer = index offset u64 LE ‖ index length u32 LE ‖ reserved u32 ‖ check [8] (blake3 of the
-//!          index) ‖ "STRATALT"                                                     32 bytes
+//! footer = index offset u64 LE ‖ index length u32 LE ‖ version u32 LE (1) ‖ check [8] (blake3 of
+//!          the index) ‖ "STRATALT"                                                 32 bytes
 //! ```
 //!
-//! Keys are strictly increasing across the file. A lookup reads the footer and index once, then
-//! one block; every block and the index are checked before use, so a damaged or truncated table
-//! is an error, never a wrong answer.
+//! Keys are strictly increasing across the file. The key hashes let a reader that probes many
+//! layers for one name skip, without reading a block, every table that does not hold it. Opening reads the file's tail once (footer and
+//! index, and the whole file when it is small), a lookup then one block; every block and the
+//! index are checked before use, so a damaged or truncated table is an error, never a wrong
+//! answer.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,6 +34,11 @@ const FOOTER_LEN: usize = 32;
 const BLOCK_SIZE: usize = 64 * 1024;
 /// Decoded blocks a table keeps (a path lookup touches a handful).
 const CACHED_BLOCKS: usize = 32;
+/// Tables with more keys than this carry no key hashes (they would make the index large).
+const MAX_HASHED_KEYS: usize = 16 * 1024;
+/// Bytes read from the end of a table when it is opened: footer and index in one read, and all
+/// of a small table (most incremental layers), whose blocks then need no further read.
+const TAIL_READ: u64 = 16 * 1024;
 
 /// One (key, value) pair.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -38,11 +47,19 @@ pub type Record = (Vec<u8>, Vec<u8>);
 pub struct TableWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    zstd: zstd::bulk::Compressor<'static>,
     block: Vec<u8>,
     first_key: Option<Vec<u8>>,
     last_key: Option<Vec<u8>>,
     index: Vec<u8>,
+    hashes: Vec<u32>,
+    keys: usize,
     offset: u64,
+}
+
+/// The hash a table keeps of each key.
+fn key_hash(key: &[u8]) -> u32 {
+    u32::from_le_bytes(blake3::hash(key).as_bytes()[..4].try_into().unwrap())
 }
 
 impl TableWriter {
@@ -57,10 +74,13 @@ impl TableWriter {
         Ok(TableWriter {
             path: path.to_path_buf(),
             out,
+            zstd: zstd::bulk::Compressor::new(1).ctx("Compressing", path)?,
             block: Vec::with_capacity(BLOCK_SIZE + 4096),
             first_key: None,
             last_key: None,
             index: Vec::new(),
+            hashes: Vec::new(),
+            keys: 0,
             offset: HEADER_LEN,
         })
     }
@@ -74,6 +94,12 @@ impl TableWriter {
         }
         if self.first_key.is_none() {
             self.first_key = Some(key.to_vec());
+        }
+        self.keys += 1;
+        if self.keys <= MAX_HASHED_KEYS {
+            self.hashes.push(key_hash(key));
+        } else {
+            self.hashes = Vec::new();
         }
         self.block
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -92,7 +118,10 @@ impl TableWriter {
         let Some(first) = self.first_key.take() else {
             return Ok(());
         };
-        let stored = zstd::bulk::compress(&self.block, 1).ctx("Compressing", &self.path)?;
+        let stored = self
+            .zstd
+            .compress(&self.block)
+            .ctx("Compressing", &self.path)?;
         self.out.write_all(&stored).ctx("Writing", &self.path)?;
         self.index
             .extend_from_slice(&(first.len() as u32).to_le_bytes());
@@ -113,9 +142,19 @@ impl TableWriter {
     /// table lost in a crash fails its checks and is rebuilt).
     pub fn finish(mut self) -> Result<()> {
         self.flush_block()?;
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.sort_unstable();
+        let mut index = Vec::with_capacity(4 + 4 * hashes.len() + self.index.len());
+        index.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+        for h in &hashes {
+            index.extend_from_slice(&h.to_le_bytes());
+        }
+        index.extend_from_slice(&self.index);
+        self.index = index;
         let mut foot = [0u8; FOOTER_LEN];
         foot[0..8].copy_from_slice(&self.offset.to_le_bytes());
         foot[8..12].copy_from_slice(&(self.index.len() as u32).to_le_bytes());
+        foot[12..16].copy_from_slice(&VERSION.to_le_bytes());
         foot[16..24].copy_from_slice(&blake3::hash(&self.index).as_bytes()[..8]);
         foot[24..32].copy_from_slice(MAGIC);
         self.out.write_all(&self.index).ctx("Writing", &self.path)?;
@@ -136,7 +175,11 @@ struct BlockRef {
 pub struct Table {
     path: PathBuf,
     file: File,
+    /// The whole file, when one read at open got all of it.
+    whole: Option<Vec<u8>>,
     blocks: Vec<BlockRef>,
+    /// Sorted key hashes; empty when the table has none (then every probe reads a block).
+    hashes: Vec<u32>,
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
 }
 
@@ -160,37 +203,51 @@ fn take_u64(buf: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 impl Table {
-    /// Opens `path` and reads and checks its header, footer and index.
+    /// Opens `path` and reads and checks its footer and index (one read for most tables).
     pub fn open(path: &Path) -> Result<Table> {
         let file = File::open(path).ctx("Opening", path)?;
         let len = file.metadata().ctx("Reading", path)?.len();
         if len < HEADER_LEN + FOOTER_LEN as u64 {
             return Err(bad(path, "truncated"));
         }
-        let mut head = [0u8; HEADER_LEN as usize];
-        file.read_exact_at(&mut head, 0).ctx("Reading", path)?;
-        if &head[..8] != MAGIC || head[8..12] != VERSION.to_le_bytes() {
-            return Err(bad(path, "not a version-1 table"));
-        }
-        let mut foot = [0u8; FOOTER_LEN];
-        file.read_exact_at(&mut foot, len - FOOTER_LEN as u64)
+        let tail_at = len - len.min(TAIL_READ);
+        let mut tail = vec![0u8; (len - tail_at) as usize];
+        file.read_exact_at(&mut tail, tail_at)
             .ctx("Reading", path)?;
-        if &foot[24..32] != MAGIC {
-            return Err(bad(path, "footer missing"));
+        let foot = &tail[tail.len() - FOOTER_LEN..];
+        if &foot[24..32] != MAGIC || foot[12..16] != VERSION.to_le_bytes() {
+            return Err(bad(path, "not a version-1 table"));
         }
         let index_at = u64::from_le_bytes(foot[0..8].try_into().unwrap());
         let index_len = u32::from_le_bytes(foot[8..12].try_into().unwrap()) as u64;
         if index_at < HEADER_LEN || index_at + index_len + FOOTER_LEN as u64 != len {
             return Err(bad(path, "index out of bounds"));
         }
-        let mut index = vec![0u8; index_len as usize];
-        file.read_exact_at(&mut index, index_at)
-            .ctx("Reading", path)?;
-        if blake3::hash(&index).as_bytes()[..8] != foot[16..24] {
+        let check: [u8; 8] = foot[16..24].try_into().unwrap();
+        let index = if index_at >= tail_at {
+            let from = (index_at - tail_at) as usize;
+            tail[from..from + index_len as usize].to_vec()
+        } else {
+            let mut index = vec![0u8; index_len as usize];
+            file.read_exact_at(&mut index, index_at)
+                .ctx("Reading", path)?;
+            index
+        };
+        if blake3::hash(&index).as_bytes()[..8] != check {
             return Err(bad(path, "index checksum mismatch"));
         }
-        let mut blocks = Vec::new();
         let mut pos = 0;
+        let hashes = (|| {
+            let n = take_u32(&index, &mut pos)? as usize;
+            let raw = take(&index, &mut pos, n.checked_mul(4)?)?;
+            let v: Vec<u32> = raw
+                .chunks(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            v.is_sorted().then_some(v)
+        })()
+        .ok_or_else(|| bad(path, "key hashes malformed"))?;
+        let mut blocks = Vec::new();
         while pos < index.len() {
             let parse = |pos: &mut usize| -> Option<BlockRef> {
                 let klen = take_u32(&index, pos)? as usize;
@@ -204,7 +261,7 @@ impl Table {
                 })
             };
             let b = parse(&mut pos).ok_or_else(|| bad(path, "index malformed"))?;
-            if b.offset + b.stored as u64 > index_at {
+            if b.offset < HEADER_LEN || b.offset + b.stored as u64 > index_at {
                 return Err(bad(path, "block out of bounds"));
             }
             blocks.push(b);
@@ -212,7 +269,9 @@ impl Table {
         Ok(Table {
             path: path.to_path_buf(),
             file,
+            whole: (tail_at == 0).then_some(tail),
             blocks,
+            hashes,
             cache: Mutex::new(Vec::new()),
         })
     }
@@ -223,11 +282,20 @@ impl Table {
             return Ok(b.clone());
         }
         let r = &self.blocks[i];
-        let mut stored = vec![0u8; r.stored as usize];
-        self.file
-            .read_exact_at(&mut stored, r.offset)
-            .ctx("Reading", &self.path)?;
-        let plain = zstd::bulk::decompress(&stored, r.plain as usize)
+        let range = r.offset as usize..(r.offset + r.stored as u64) as usize;
+        let read;
+        let stored = match &self.whole {
+            Some(all) => &all[range],
+            None => {
+                let mut buf = vec![0u8; r.stored as usize];
+                self.file
+                    .read_exact_at(&mut buf, r.offset)
+                    .ctx("Reading", &self.path)?;
+                read = buf;
+                &read[..]
+            }
+        };
+        let plain = crate::compress::decompress(stored, r.plain as usize)
             .map_err(|e| bad(&self.path, &format!("block {i}: {e}")))?;
         if plain.len() != r.plain as usize || blake3::hash(&plain).as_bytes()[..16] != r.check {
             return Err(bad(&self.path, &format!("block {i} checksum mismatch")));
@@ -272,6 +340,11 @@ impl Table {
 
     /// The value stored under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.blocks.is_empty()
+            || (!self.hashes.is_empty() && self.hashes.binary_search(&key_hash(key)).is_err())
+        {
+            return Ok(None);
+        }
         let mut found = None;
         self.walk(key, |k, v| {
             if k == key {
@@ -343,6 +416,26 @@ mod tests {
         assert_eq!(dir7[999].0, key(7999));
         assert_eq!(t.scan_prefix(b"dir007\0", 999).unwrap(), None);
         assert!(t.scan_prefix(b"nope", 10).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn small_tables_answer_from_their_key_hashes_and_big_ones_without() {
+        let d = tempfile::tempdir().unwrap();
+        let small = sample(d.path(), 300);
+        let t = Table::open(&small).unwrap();
+        assert_eq!(t.hashes.len(), 300);
+        assert!(t.whole.is_some(), "a small table is read whole at open");
+        assert!(t.get(&key(299)).unwrap().is_some());
+        assert_eq!(t.get(&key(300)).unwrap(), None);
+        let big = sample(d.path(), MAX_HASHED_KEYS as u32 + 1);
+        let t = Table::open(&big).unwrap();
+        assert!(t.hashes.is_empty() && t.whole.is_none());
+        assert!(t.get(&key(MAX_HASHED_KEYS as u32)).unwrap().is_some());
+        let empty = d.path().join("empty.tbl");
+        TableWriter::create(&empty).unwrap().finish().unwrap();
+        let t = Table::open(&empty).unwrap();
+        assert_eq!(t.get(b"x").unwrap(), None);
+        assert!(t.scan_prefix(b"", 10).unwrap().unwrap().is_empty());
     }
 
     #[test]

@@ -7,30 +7,9 @@ use super::*;
 use std::collections::BTreeMap;
 use std::fs;
 
-use crate::backup::{backup, BackupOptions};
 use crate::layers::View;
 use crate::repo::CreateOptions;
-
-fn snap(repo: &Arc<Repo>, src: &Path, kind: BackupKind) -> Snapshot {
-    let opts = BackupOptions {
-        kind: Some(kind),
-        threads: 2,
-        ..BackupOptions::default()
-    };
-    backup(repo, src, &opts).unwrap().snapshot
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::testutil::{pseudo_random, snap};
 
 /// A repository with a full, an incremental and a differential over a tree that loses files,
 /// changes files, deletes and recreates a directory, and holds a multi-chunk file.
@@ -74,6 +53,7 @@ fn walk(repo: &Arc<Repo>, id: &SnapshotId) -> BTreeMap<Vec<u8>, (Entry, Vec<u8>)
         for child in view.list(&dir).unwrap() {
             let (name, e) = child.unwrap();
             let p = crate::layers::join(&dir, &name);
+            assert_eq!(view.lookup_once(&p).unwrap(), e);
             let mut bytes = Vec::new();
             if e.kind == crate::entry::Kind::Dir {
                 stack.push(p.clone());
@@ -102,12 +82,9 @@ fn lookup_files_answer_exactly_what_the_index_answers() {
         let view = View::open(&q, id).unwrap();
         assert!(view.root().unwrap().kind == crate::entry::Kind::Dir);
         for (p, (e, bytes)) in paths {
-            assert_eq!(
-                &view.lookup(p).unwrap(),
-                e,
-                "{}",
-                String::from_utf8_lossy(p)
-            );
+            let name = String::from_utf8_lossy(p);
+            assert_eq!(&view.lookup(p).unwrap(), e, "{name}");
+            assert_eq!(&view.lookup_once(p).unwrap(), e, "{name}");
             if e.kind == crate::entry::Kind::File {
                 let mut got = Vec::new();
                 crate::content::write_all_with(e, &mut got, &mut |c| q.read_chunk(c)).unwrap();
@@ -118,10 +95,12 @@ fn lookup_files_answer_exactly_what_the_index_answers() {
     // Deleted paths stay deleted; the recreated directory does not show its old child.
     let last = View::open(&q, &ids[2]).unwrap();
     for gone in ["a/y", "d/old", "nope", "a/x/under-a-file"] {
-        assert!(
-            last.lookup(gone.as_bytes()).unwrap_err().is_user_error(),
-            "{gone}"
-        );
+        for r in [
+            last.lookup(gone.as_bytes()),
+            last.lookup_once(gone.as_bytes()),
+        ] {
+            assert!(r.unwrap_err().is_user_error(), "{gone}");
+        }
     }
     assert!(View::open(&q, &ids[0]).unwrap().lookup(b"c/z").is_err());
     // Every chunk came from a recorded location: the index was never opened.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::backup::{backup, BackupOptions};
 use crate::repo::CreateOptions;
+use crate::testutil::snap;
 
 #[test]
 fn component_encoding_is_one_safe_component() {
@@ -71,15 +72,6 @@ fn names(vfs: &Vfs, ino: u64) -> Vec<String> {
         .into_iter()
         .map(|d| String::from_utf8(d.name).unwrap())
         .collect()
-}
-
-fn snap(repo: &Arc<Repo>, src: &Path, kind: BackupKind) -> Snapshot {
-    let opts = BackupOptions {
-        kind: Some(kind),
-        threads: 2,
-        ..BackupOptions::default()
-    };
-    backup(repo, src, &opts).unwrap().snapshot
 }
 
 #[test]

@@ -253,22 +253,11 @@ impl Vfs {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::path::Path;
-    use std::sync::Arc;
 
-    use crate::backup::{backup, BackupOptions};
     use crate::repo::{CreateOptions, Repo};
-    use crate::snapshot::{BackupKind, Snapshot};
+    use crate::snapshot::BackupKind;
+    use crate::testutil::snap;
     use crate::vfs::{encode_component, FileKind, Vfs, VfsError, VfsOptions, ROOT_INO};
-
-    fn snap(repo: &Arc<Repo>, src: &Path, kind: BackupKind) -> Snapshot {
-        let opts = BackupOptions {
-            kind: Some(kind),
-            threads: 2,
-            ..BackupOptions::default()
-        };
-        backup(repo, src, &opts).unwrap().snapshot
-    }
 
     fn ino_of(vfs: &Vfs, path: &[&[u8]]) -> Result<u64, VfsError> {
         let mut ino = ROOT_INO;
