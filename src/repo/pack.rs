@@ -126,6 +126,9 @@ pub trait PackBackend: Send + Sync {
         buf.extend_from_slice(&self.read_at(id, offset, len)?);
         Ok(())
     }
+    /// Hints that `len` bytes at `offset` will be read soon, so a backend can start fetching them
+    /// (a sequential reader far ahead of its reads). Advice only: the default does nothing.
+    fn will_need(&self, _id: PackId, _offset: u64, _len: u64) {}
     /// Every finished pack with its size.
     fn list(&self) -> Result<Vec<(PackId, u64)>>;
     /// Removes a pack.
@@ -261,6 +264,21 @@ impl PackBackend for DirBackend {
     fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.handle(id)?;
         pread_append(&f, offset, len, buf).ctx("Reading pack", self.path(id))
+    }
+
+    fn will_need(&self, id: PackId, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        if let Ok(f) = self.handle(id) {
+            // SAFETY: fadvise on a valid, open descriptor; advice only, errors are harmless.
+            unsafe {
+                libc::posix_fadvise(
+                    f.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {

@@ -456,9 +456,16 @@ struct SnapState {
 struct SeqState {
     next_offset: u64,
     window: usize,
+    /// File offset up to which the chunks' pack bytes were asked for ([`PACK_AHEAD`]).
+    advised: u64,
 }
 
 const MAX_PREFETCH_WINDOW: usize = 8;
+/// How far past a sequential reader the pack bytes of the coming chunks are asked into the page
+/// cache (`will_need`), in steps of at least [`PACK_AHEAD_STEP`]: the disk keeps streaming while
+/// the chunks in hand are decoded and verified.
+const PACK_AHEAD: u64 = 32 << 20;
+const PACK_AHEAD_STEP: u64 = 8 << 20;
 
 /// The filesystem view. Shared by all FUSE worker threads (`&self` everywhere).
 pub struct Vfs {
@@ -1383,6 +1390,7 @@ impl Vfs {
             let st = seq.entry(ino).or_insert(SeqState {
                 next_offset: u64::MAX,
                 window: 0,
+                advised: 0,
             });
             let sequential = st.next_offset == offset || offset == 0;
             st.window = if sequential {
@@ -1391,8 +1399,20 @@ impl Vfs {
                 0
             };
             st.next_offset = end;
-            st.window
+            let mut advise = None;
+            if !sequential || st.advised < end {
+                st.advised = end;
+            }
+            if st.window == MAX_PREFETCH_WINDOW && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
+                advise = Some((st.advised, (end + PACK_AHEAD).min(entry.size)));
+                st.advised = end + PACK_AHEAD;
+            }
+            (st.window, advise)
         };
+        let (window, advise) = window;
+        if let Some((from, to)) = advise {
+            self.advise_packs(entry, from, to);
+        }
         if window == 0 {
             return;
         }
@@ -1401,6 +1421,37 @@ impl Vfs {
             if !self.cache.contains(&c.id) && tx.try_send(c.id).is_err() {
                 break;
             }
+        }
+    }
+
+    /// Asks the pack backend for the stored bytes of `entry`'s chunks that overlap file bytes
+    /// `from..to`, merging records that follow each other in a pack into one request.
+    fn advise_packs(&self, entry: &Entry, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        let mut run: Option<(crate::id::PackId, u64, u64)> = None;
+        let packs = self.repo.packs();
+        let first = entry.chunk_at(from);
+        for c in entry.chunks.iter().skip(first) {
+            if c.offset >= to {
+                break;
+            }
+            let Ok(loc) = self.repo.chunk_location(&c.id) else {
+                continue;
+            };
+            let len = crate::repo::pack::RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
+            run = match run {
+                Some((p, o, l)) if p == loc.pack && o + l == loc.offset => Some((p, o, l + len)),
+                Some((p, o, l)) => {
+                    packs.will_need(p, o, l);
+                    Some((loc.pack, loc.offset, len))
+                }
+                None => Some((loc.pack, loc.offset, len)),
+            };
+        }
+        if let Some((p, o, l)) = run {
+            packs.will_need(p, o, l);
         }
     }
 
