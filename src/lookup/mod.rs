@@ -4,7 +4,7 @@
 //!
 //! `REPO/lookup/` holds a **catalog** (every snapshot record, each non-full layer's touched
 //! directories, the compression dictionary) and one **table** per snapshot layer: the layer's
-//! entries sorted by key, each with the pack location of its chunks (see [`table`]). All of it is
+//! entries sorted by key, each with the pack location of its chunks (`src/lookup/table.rs`; layout in docs/FORMAT.md). All of it is
 //! derived from the index and can be deleted at any time.
 //!
 //! Trust rests on one rule: **every process that takes the repository lock to open the index
