@@ -4,8 +4,8 @@
 //!
 //! `REPO/lookup/` holds a **catalog** (every snapshot record, each non-full layer's touched
 //! directories, the compression dictionary) and one **table** per snapshot layer: the layer's
-//! entries sorted by key, each with the pack location of its chunks (`src/lookup/table.rs`; layout in docs/FORMAT.md). All of it is
-//! derived from the index and can be deleted at any time.
+//! entries sorted by key, each with the pack location of its chunks (`src/lookup/table.rs`; the
+//! layout is in docs/FORMAT.md). All of it is derived from the index and can be deleted any time.
 //!
 //! Trust rests on one rule: **every process that takes the repository lock to open the index
 //! removes the catalog first** (durably), and writes a fresh one ([`publish`]) only when it is
