@@ -411,7 +411,7 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         // A temporary database: nothing of it needs to reach the disk.
         drop(repo);
     } else {
-        crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
+        crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     }
     Ok(report)
 }

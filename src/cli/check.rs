@@ -110,7 +110,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     if let Err(e) = crate::lookup::drop_tables(path) {
         log::warn!("Could not remove the lookup tables: {e}");
     } else {
-        crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
+        crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     }
     // The database is a private copy: nothing to flush, only to delete.
     std::mem::forget(repo);

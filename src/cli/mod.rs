@@ -306,7 +306,7 @@ fn run(cli: Cli) -> Result<i32> {
 fn read_only(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
     let repo = Repo::open(path)?;
     let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     std::mem::forget(repo);
     r
 }
@@ -316,7 +316,7 @@ fn read_only(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i
 fn with_repo(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
     let repo = Repo::open(path)?;
     let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     r
 }
 
@@ -351,7 +351,7 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
         }
         Ok(out)
     });
-    crate::lookup::publish_or_warn(&repo, crate::lookup::BACKUP_BUILD_LIMIT);
+    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     let out = out?;
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
@@ -419,7 +419,7 @@ fn cmd_cat(path: &Path, a: CatArgs) -> Result<i32> {
     match crate::lookup::Quick::open(path) {
         Ok(Some(q)) => {
             let q = Arc::new(q);
-            match cat_entry(&q, q.snapshots(), &a) {
+            match cat_entry(&q, q.snapshots(), &a, &mut Vec::new()) {
                 Ok(entry) => {
                     let r = cat_write(&entry, &mut |id| q.read_chunk(id));
                     if let Ok(q) = Arc::try_unwrap(q) {
@@ -441,20 +441,28 @@ fn cmd_cat(path: &Path, a: CatArgs) -> Result<i32> {
         Err(e) if e.is_user_error() => return Err(e),
         Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
     }
-    read_only(path, |repo| {
-        let entry = cat_entry(repo, repo.snapshots()?, &a)?;
-        cat_write(&entry, &mut |id| repo.read_chunk(id))
-    })
+    // Through the index; then the lookup files, with the tables this chain lacked even if big
+    // (the next `cat` of it needs them). Not flushed, as in `read_only`.
+    let repo = Repo::open(path)?;
+    let mut chain = Vec::new();
+    let r = cat_entry(&repo, repo.snapshots()?, &a, &mut chain)
+        .and_then(|entry| cat_write(&entry, &mut |id| repo.read_chunk(id)));
+    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &chain);
+    std::mem::forget(repo);
+    r
 }
 
-/// The regular file `cat` names, resolved in whichever store answers.
+/// The regular file `cat` names, resolved in whichever store answers; `chain` receives the
+/// layers of the snapshot's view.
 fn cat_entry<S: crate::layers::LayerStore>(
     store: &Arc<S>,
     all: Vec<crate::snapshot::Snapshot>,
     a: &CatArgs,
+    chain: &mut Vec<crate::id::SnapshotId>,
 ) -> Result<crate::entry::Entry> {
     let snap = snapshot::find_in(all, &a.snapshot, a.source.as_deref())?;
     let view = View::open(store, &snap.id)?;
+    *chain = view.layer_ids();
     let entry = view.lookup_once(path_bytes(&a.path))?;
     if entry.kind != Kind::File {
         return Err(Error::NotAFile {

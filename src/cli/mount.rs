@@ -207,7 +207,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // Opening the index removed the lookup files; written again when the mount ends.
     let publish = {
         let repo = repo.clone();
-        move || crate::lookup::publish_or_warn(&repo, crate::lookup::BUILD_ALL)
+        move || crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[])
     };
     let vfs = Arc::new(Vfs::open(
         repo,

@@ -144,16 +144,17 @@ fn is_full(s: &Snapshot) -> bool {
 
 /// For [`publish`]: build every missing table.
 pub const BUILD_ALL: u64 = u64::MAX;
-/// For [`publish`] after a backup: build missing tables of layers up to this many entries (about
-/// 0.1 s); a bigger layer's table (a full backup of many files: 0.7 s per 100k entries) is left
-/// to the next command that opens the index, so backups stay as fast as they were.
-pub const BACKUP_BUILD_LIMIT: u64 = 20_000;
+/// For [`publish`]: the layer size (in entries) up to which a missing table is built by any
+/// command (about 0.1 s). A bigger layer's table (a full backup of many files: 0.7 s per 100k
+/// entries) is built only by a `cat` that needs it, so backups, listings and mounts do not pay
+/// for it.
+pub const SMALL_LAYER: u64 = 20_000;
 
 /// Writes the lookup files for the repository as it is now: a table for every snapshot that has
-/// none (if its layer has at most `build_up_to` entries; the catalog lists the others without
-/// one and `cat` asks the index for them), then the catalog, then removes tables no snapshot
-/// uses. Call it last, under the lock, with nothing more to change.
-pub fn publish(repo: &Repo, build_up_to: u64) -> Result<()> {
+/// none, if its layer has at most `build_up_to` entries or it is in `needed` (the catalog lists
+/// the others without one, and `cat` asks the index for them); then the catalog; then removes
+/// tables no snapshot uses. Call it last, under the lock, with nothing more to change.
+pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<()> {
     let started = std::time::Instant::now();
     let dir = repo.path().join(LOOKUP_DIR);
     fs::create_dir_all(&dir).ctx("Creating", &dir)?;
@@ -165,7 +166,7 @@ pub fn publish(repo: &Repo, build_up_to: u64) -> Result<()> {
         let mut name = table_name(s);
         let path = dir.join(&name);
         if !path.exists() {
-            if s.stats.layer_entries <= build_up_to {
+            if s.stats.layer_entries <= build_up_to || needed.contains(&s.id) {
                 build_table(repo, &s.id, &path)?;
                 built += 1;
             } else {
@@ -223,8 +224,8 @@ pub fn publish(repo: &Repo, build_up_to: u64) -> Result<()> {
 
 /// [`publish`], with a failure logged instead of returned: the lookup files only make `cat`
 /// faster, so failing to write them (a full disk) must not fail the command that just succeeded.
-pub fn publish_or_warn(repo: &Repo, build_up_to: u64) {
-    if let Err(e) = publish(repo, build_up_to) {
+pub fn publish_or_warn(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) {
+    if let Err(e) = publish(repo, build_up_to, needed) {
         log::warn!("Could not write the lookup files (strata cat will open the index): {e}");
         let _ = invalidate(repo.path());
     }
@@ -439,7 +440,7 @@ impl Quick {
     /// removed the catalog).
     pub fn finish(self) {
         if let Some(repo) = self.fallback.get() {
-            publish_or_warn(repo, BUILD_ALL);
+            publish_or_warn(repo, SMALL_LAYER, &[]);
         }
     }
 

@@ -73,7 +73,7 @@ fn lookup_files_answer_exactly_what_the_index_answers() {
     let repo = Repo::open(&repo_path).unwrap();
     let expect: Vec<_> = ids.iter().map(|id| walk(&repo, id)).collect();
     let snapshots = repo.snapshots().unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     drop(repo);
 
     let q = Arc::new(Quick::open(&repo_path).unwrap().expect("a catalog"));
@@ -114,7 +114,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     let (repo_path, _) = fixture(t.path());
     let catalog = repo_path.join(LOOKUP_DIR).join(CATALOG);
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     assert!(catalog.exists());
     drop(repo);
     let repo = Repo::open(&repo_path).unwrap();
@@ -123,7 +123,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     let src = t.path().join("src");
     fs::write(src.join("a/x"), b"x three").unwrap();
     let s4 = snap(&repo, &src, BackupKind::Incremental);
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     let tables = fs::read_dir(repo_path.join(LOOKUP_DIR)).unwrap().count() - 1;
     assert_eq!(tables, 4);
     drop(repo);
@@ -147,7 +147,7 @@ fn a_wrong_location_hint_reads_through_the_index_never_returns_other_bytes() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     drop(repo);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let view = View::open(&q, &ids[2]).unwrap();
@@ -175,7 +175,7 @@ fn damaged_lookup_files_are_errors_not_answers() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     let full = table_name(&repo.snapshot(&ids[0]).unwrap().unwrap());
     drop(repo);
     let dir = repo_path.join(LOOKUP_DIR);
@@ -194,7 +194,7 @@ fn damaged_lookup_files_are_errors_not_answers() {
     assert!(!p.exists(), "discard removed the tables");
     // A torn catalog is refused as a whole.
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     drop(repo);
     let c = dir.join(CATALOG);
     let b = fs::read(&c).unwrap();
@@ -207,7 +207,7 @@ fn a_snapshot_without_a_table_is_left_to_the_index() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, 0).unwrap();
+    publish(&repo, 0, &[]).unwrap();
     drop(repo);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let err = View::open(&q, &ids[1])
@@ -216,7 +216,7 @@ fn a_snapshot_without_a_table_is_left_to_the_index() {
     assert!(matches!(err, Error::LookupIncomplete(_)), "{err}");
     drop(q);
     let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL).unwrap();
+    publish(&repo, BUILD_ALL, &[]).unwrap();
     drop(repo);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let e = View::open(&q, &ids[1]).unwrap().lookup(b"a/x").unwrap();
