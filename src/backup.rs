@@ -652,20 +652,23 @@ struct Prefetch<'a> {
     advised: u64,
 }
 
-impl Prefetch<'_> {
+impl<'a> Prefetch<'a> {
+    /// Reads `file` from `start` (where it must be positioned) to `end`. A range of at most one
+    /// step is left to the kernel's own readahead: no extra call per small file.
+    fn new(file: &'a File, start: u64, end: u64) -> Prefetch<'a> {
+        let big = end - start > PREFETCH_STEP;
+        Prefetch {
+            file,
+            pos: start,
+            end,
+            advised: if big { start } else { end },
+        }
+    }
+
     fn advise(&mut self) {
-        use std::os::unix::io::AsRawFd;
         while self.advised < self.end && self.advised < self.pos + PREFETCH_AHEAD {
             let len = PREFETCH_STEP.min(self.end - self.advised);
-            // SAFETY: fadvise on a valid, open descriptor; advice only, errors are harmless.
-            unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    self.advised as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
+            crate::fsio::will_need(self.file, self.advised, len);
             self.advised += len;
         }
     }
@@ -699,14 +702,7 @@ fn read_file(
         for (start, end) in fsmeta::data_segments(&f, before.len()) {
             f.seek(SeekFrom::Start(start))
                 .ctx("Seeking in", &job.path)?;
-            // Small files: the kernel's own readahead covers them; no extra call per file.
-            let big = end - start > PREFETCH_STEP;
-            let reader = Prefetch {
-                file: &f,
-                pos: start,
-                end,
-                advised: if big { start } else { end },
-            };
+            let reader = Prefetch::new(&f, start, end);
             let r = chunker.for_each(reader.take(end - start), |off, data| {
                 let id = ChunkId::of(data);
                 chunks.push(ChunkRef {
@@ -1166,12 +1162,8 @@ mod tests {
         let start = 1000u64;
         let end = data.len() as u64 - 7;
         (&f).seek(SeekFrom::Start(start)).unwrap();
-        let mut r = Prefetch {
-            file: &f,
-            pos: start,
-            end,
-            advised: start,
-        };
+        let mut r = Prefetch::new(&f, start, end);
+        assert_eq!(r.advised, start, "a big range is advised");
         let mut got = Vec::new();
         (&mut r).take(end - start).read_to_end(&mut got).unwrap();
         assert_eq!(got, &data[start as usize..end as usize]);

@@ -189,8 +189,7 @@ pub fn rewrite(
     let mut kept: Vec<&Snapshot> = all.values().filter(|s| !gone.contains(&s.id)).collect();
     kept.sort_by_key(|s| (s.time_ns, s.id));
     for s in &kept {
-        let is_full = s.kind == BackupKind::Full || s.parent.is_none();
-        if is_full {
+        if s.ends_chain() {
             continue;
         }
         let mut segment = Vec::new();

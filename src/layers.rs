@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
 use crate::repo::{DirLayer, LayerDirs, Repo};
-use crate::snapshot::{BackupKind, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
 /// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
@@ -120,7 +120,7 @@ impl<S: LayerStore> View<S> {
         let mut chain = Vec::new();
         let mut cur = snapshot.clone();
         loop {
-            if cur.kind == BackupKind::Full || cur.parent.is_none() {
+            if cur.ends_chain() {
                 chain.push(Layer {
                     id: cur.id,
                     dirs: None,
@@ -230,9 +230,7 @@ impl<S: LayerStore> View<S> {
 
     /// The root directory's entry.
     pub fn root(&self) -> Result<Entry> {
-        self.lookup_in(b"", b"")?.ok_or_else(|| {
-            Error::CorruptMetadata(format!("snapshot {} has no root", self.snapshot.id))
-        })
+        self.lookup(b"")
     }
 
     /// Resolves a relative path (`/`-separated, empty = root) component by component.

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod entry;
 pub mod error;
 pub mod forget;
+pub mod fsio;
 pub mod fsmeta;
 pub mod fuse;
 pub mod history;

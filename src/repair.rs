@@ -399,9 +399,7 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
             report.moved_aside = Some(aside);
         }
         fs::rename(&rebuild, &index).ctx("Installing the rebuilt index", &index)?;
-        fs::File::open(path)
-            .and_then(|d| d.sync_all())
-            .ctx("Syncing", path)?;
+        crate::fsio::sync_dir(path)?;
         crate::repo::open_sled(db_config(&index))?
     };
     let repo = Repo::open_with_db(path, lock, db)?;

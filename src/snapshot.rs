@@ -82,6 +82,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether this snapshot's layer ends its chain: a full, or (defensively) any snapshot
+    /// without a parent. Such a layer holds every path; resolution stops there.
+    pub fn ends_chain(&self) -> bool {
+        self.kind == BackupKind::Full || self.parent.is_none()
+    }
+
     /// Serialized form (sled value and pack record payload).
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("snapshot serializes")

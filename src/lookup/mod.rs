@@ -31,7 +31,7 @@ use crate::layers::LayerStore;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::DirBackend;
 use crate::repo::{DirLayer, LayerDirs, Repo, RepoLock};
-use crate::snapshot::{BackupKind, Snapshot};
+use crate::snapshot::Snapshot;
 use table::{Table, TableWriter};
 
 /// The lookup directory inside a repository.
@@ -50,9 +50,7 @@ pub fn invalidate(repo_path: &Path) -> Result<()> {
     let dir = repo_path.join(LOOKUP_DIR);
     let path = dir.join(CATALOG);
     match fs::remove_file(&path) {
-        Ok(()) => fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .ctx("Syncing", &dir),
+        Ok(()) => crate::fsio::sync_dir(&dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).ctx("Removing", &path),
     }
@@ -96,9 +94,7 @@ fn drop_tables_where(repo_path: &Path, doomed: impl Fn(&str) -> bool) -> Result<
     }
     // Durable before the change that follows: a table that came back after a crash could
     // describe a layer that has changed since.
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .ctx("Syncing", &dir)
+    crate::fsio::sync_dir(&dir)
 }
 
 /// One snapshot in the catalog, borrowed from the catalog bytes.
@@ -130,16 +126,7 @@ fn table_name(s: &Snapshot) -> String {
     for b in &s.layer_blobs {
         h.update(&b.0);
     }
-    let hash = h.finalize();
-    let hex: String = hash.as_bytes()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{}-{hex}.tbl", s.id)
-}
-
-fn is_full(s: &Snapshot) -> bool {
-    s.kind == BackupKind::Full || s.parent.is_none()
+    format!("{}-{}.tbl", s.id, &h.finalize().to_hex()[..16])
 }
 
 /// For [`publish`]: build every missing table.
@@ -174,7 +161,7 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
             }
         }
         names.push(name);
-        dirs.push(if is_full(s) {
+        dirs.push(if s.ends_chain() {
             Vec::new()
         } else {
             let d = repo.layer_dirs(&s.id)?;
@@ -285,6 +272,14 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     fs::rename(&tmp, path).ctx("Renaming", &tmp)
 }
 
+/// What the catalog says of one snapshot's layer.
+struct CatalogLayer {
+    /// Encoded touched directories (see [`CatalogSnapshot::dirs`]).
+    dirs: Vec<u8>,
+    /// Table file name; empty when not built yet.
+    table: String,
+}
+
 /// The repository read through its lookup files, without sled: implements [`LayerStore`] for
 /// [`crate::layers::View`], and reads chunks at the recorded locations. Holds the repository
 /// lock.
@@ -293,7 +288,7 @@ pub struct Quick {
     packs: DirBackend,
     dictionary: Option<crate::compress::Dictionary>,
     snapshots: Vec<Snapshot>,
-    layers: HashMap<SnapshotId, (Vec<u8>, String)>,
+    layers: HashMap<SnapshotId, CatalogLayer>,
     layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
     hints: Mutex<HashMap<ChunkId, Location>>,
@@ -336,7 +331,13 @@ impl Quick {
         let mut layers = HashMap::with_capacity(cat.snapshots.len());
         for s in &cat.snapshots {
             let snap = Snapshot::decode(s.record)?;
-            layers.insert(snap.id, (s.dirs.to_vec(), s.table.to_string()));
+            layers.insert(
+                snap.id,
+                CatalogLayer {
+                    dirs: s.dirs.to_vec(),
+                    table: s.table.to_string(),
+                },
+            );
             snapshots.push(snap);
         }
         Ok(Some(Quick {
@@ -360,14 +361,17 @@ impl Quick {
         self.snapshots.clone()
     }
 
+    fn layer(&self, id: &SnapshotId) -> Result<&CatalogLayer> {
+        self.layers
+            .get(id)
+            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))
+    }
+
     fn table(&self, id: &SnapshotId) -> Result<Arc<Table>> {
         if let Some(t) = self.tables.lock().unwrap().get(id) {
             return Ok(t.clone());
         }
-        let (_, name) = self
-            .layers
-            .get(id)
-            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        let name = &self.layer(id)?.table;
         if name.is_empty() {
             return Err(Error::LookupIncomplete(id.short()));
         }
@@ -461,10 +465,7 @@ impl LayerStore for Quick {
         if let Some(d) = self.layer_dirs.lock().unwrap().get(id) {
             return Ok(d.clone());
         }
-        let (raw, _) = self
-            .layers
-            .get(id)
-            .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
+        let raw = &self.layer(id)?.dirs;
         let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
             Vec::new()
         } else {

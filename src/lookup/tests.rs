@@ -9,6 +9,7 @@ use std::fs;
 
 use crate::layers::View;
 use crate::repo::CreateOptions;
+use crate::snapshot::BackupKind;
 use crate::testutil::{pseudo_random, snap};
 
 /// A repository with a full, an incremental and a differential over a tree that loses files,
@@ -42,6 +43,13 @@ fn fixture(t: &Path) -> (PathBuf, Vec<SnapshotId>) {
     fs::write(src.join("c/z"), b"zed").unwrap();
     let s3 = snap(&repo, &src, BackupKind::Differential);
     (repo_path, vec![s1.id, s2.id, s3.id])
+}
+
+/// Opens the index, writes the lookup files (building tables up to `build_up_to` entries) and
+/// closes it, as a command does at its end.
+fn publish_and_close(repo_path: &Path, build_up_to: u64) {
+    let repo = Repo::open(repo_path).unwrap();
+    publish(&repo, build_up_to, &[]).unwrap();
 }
 
 /// Every path of a view (recursively) with its entry and, for files, its bytes.
@@ -146,9 +154,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
 fn a_wrong_location_hint_reads_through_the_index_never_returns_other_bytes() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
-    let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL, &[]).unwrap();
-    drop(repo);
+    publish_and_close(&repo_path, BUILD_ALL);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let view = View::open(&q, &ids[2]).unwrap();
     let x = view.lookup(b"a/x").unwrap();
@@ -193,9 +199,7 @@ fn damaged_lookup_files_are_errors_not_answers() {
     assert!(Quick::open(&repo_path).unwrap().is_none());
     assert!(!p.exists(), "discard removed the tables");
     // A torn catalog is refused as a whole.
-    let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL, &[]).unwrap();
-    drop(repo);
+    publish_and_close(&repo_path, BUILD_ALL);
     let c = dir.join(CATALOG);
     let b = fs::read(&c).unwrap();
     fs::write(&c, &b[..b.len() - 5]).unwrap();
@@ -206,18 +210,14 @@ fn damaged_lookup_files_are_errors_not_answers() {
 fn a_snapshot_without_a_table_is_left_to_the_index() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
-    let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, 0, &[]).unwrap();
-    drop(repo);
+    publish_and_close(&repo_path, 0);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let err = View::open(&q, &ids[1])
         .and_then(|v| v.lookup(b"a/x"))
         .unwrap_err();
     assert!(matches!(err, Error::LookupIncomplete(_)), "{err}");
     drop(q);
-    let repo = Repo::open(&repo_path).unwrap();
-    publish(&repo, BUILD_ALL, &[]).unwrap();
-    drop(repo);
+    publish_and_close(&repo_path, BUILD_ALL);
     let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
     let e = View::open(&q, &ids[1]).unwrap().lookup(b"a/x").unwrap();
     assert_eq!(q.read_chunk(&e.chunks[0].id).unwrap(), b"x two");

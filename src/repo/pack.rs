@@ -204,10 +204,7 @@ impl PackSink for DirSink {
         file.sync_all().ctx("Syncing pack", &self.tmp)?;
         drop(file);
         fs::rename(&self.tmp, &self.dest).ctx("Renaming pack", &self.dest)?;
-        let dir = self.dest.parent().expect("pack has a parent dir");
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .ctx("Syncing pack directory", dir)
+        crate::fsio::sync_dir(self.dest.parent().expect("pack has a parent dir"))
     }
 }
 
@@ -267,17 +264,8 @@ impl PackBackend for DirBackend {
     }
 
     fn will_need(&self, id: PackId, offset: u64, len: u64) {
-        use std::os::fd::AsRawFd;
         if let Ok(f) = self.handle(id) {
-            // SAFETY: fadvise on a valid, open descriptor; advice only, errors are harmless.
-            unsafe {
-                libc::posix_fadvise(
-                    f.as_raw_fd(),
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
+            crate::fsio::will_need(&f, offset, len);
         }
     }
 

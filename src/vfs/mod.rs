@@ -1382,7 +1382,7 @@ impl Vfs {
             return;
         }
         let end = offset + len;
-        let window = {
+        let (window, advise) = {
             let mut seq = lock(&self.seq);
             if seq.len() > 4096 {
                 seq.clear();
@@ -1399,17 +1399,17 @@ impl Vfs {
                 0
             };
             st.next_offset = end;
-            let mut advise = None;
             if !sequential || st.advised < end {
                 st.advised = end;
             }
+            // Pack bytes are asked for once the reader is clearly sequential, a step at a time.
+            let mut advise = None;
             if st.window == MAX_PREFETCH_WINDOW && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
                 advise = Some((st.advised, (end + PACK_AHEAD).min(entry.size)));
                 st.advised = end + PACK_AHEAD;
             }
             (st.window, advise)
         };
-        let (window, advise) = window;
         if let Some((from, to)) = advise {
             self.advise_packs(entry, from, to);
         }

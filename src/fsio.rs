@@ -1,0 +1,31 @@
+//! Two small file-system calls the repository and the backup share: making a directory's
+//! entries durable, and asking the kernel to start reading a file range ahead of its reader.
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
+/// Makes the entries of directory `dir` durable (a rename, creation or removal in it), so what
+/// follows in a commit order cannot reach the disk before them.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("Syncing directory", dir)
+}
+
+/// Asks the kernel to bring `len` bytes at `offset` of `file` into the page cache now
+/// (`POSIX_FADV_WILLNEED`), so a sequential reader finds them there. Advice only: failures are
+/// ignored.
+pub fn will_need(file: &File, offset: u64, len: u64) {
+    // SAFETY: fadvise on a valid, open descriptor; it reads nothing from our memory.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
