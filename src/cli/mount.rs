@@ -216,7 +216,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             sources: a.sources.clone(),
             uid,
             gid,
-            ..VfsOptions::default()
         },
     )?);
     // Only now: sled's start-up allocates and frees hundreds of segment-sized buffers, which

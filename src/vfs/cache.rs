@@ -3,7 +3,7 @@
 //! The byte count is what the entries really hold: each buffer's allocated capacity plus a fixed
 //! per-entry overhead (LRU node, `Arc` header, id), so `--cache-size` bounds the memory itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,8 +40,57 @@ fn cost(d: &Arc<Vec<u8>>) -> u64 {
 
 struct CacheInner {
     lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    /// Chunks loaded for a streaming read, newest last: at most [`STREAM_CHUNKS`], outside the
+    /// LRU (see [`Keep::Briefly`]).
+    stream: VecDeque<(ChunkId, Arc<Vec<u8>>)>,
+    /// What `lru` and `stream` hold together, by [`cost`].
     bytes: u64,
 }
+
+impl CacheInner {
+    fn find(&mut self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        if let Some(d) = self.lru.get(id) {
+            return Some(d.clone());
+        }
+        self.stream
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, d)| d.clone())
+    }
+
+    /// Drops least recently used chunks until the cache is within `cap`; hands back their buffers.
+    fn shrink_to(&mut self, cap: u64, evicted: &mut Vec<Arc<Vec<u8>>>) {
+        while self.bytes > cap {
+            let old = match self.lru.pop_lru() {
+                Some((_, v)) => v,
+                None => match self.stream.pop_front() {
+                    Some((_, v)) => v,
+                    None => break,
+                },
+            };
+            self.bytes -= cost(&old);
+            evicted.push(old);
+        }
+    }
+}
+
+/// How long a loaded chunk is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// In the LRU, for as long as it is used often enough: a chunk read in small pieces (a
+    /// database page, a random `pread`) is likely read again.
+    Lru,
+    /// Among the last [`STREAM_CHUNKS`] chunks of streaming reads only. A chunk only partly
+    /// inside a large (readahead) request is needed once more, by the neighbouring request,
+    /// and then lives on in the kernel's page cache; kept in the LRU it would push out chunks
+    /// worth keeping, and every one would need a fresh buffer until the LRU is full. The ring's
+    /// buffers are recycled at once instead, so a stream decodes into memory already mapped.
+    Briefly,
+}
+
+/// Chunks kept for streaming reads: the kernel has a few readahead requests in flight per
+/// stream, each needing at most two chunks it only partly covers.
+pub const STREAM_CHUNKS: usize = 16;
 
 impl ChunkCache {
     /// An empty cache holding at most `cap_bytes` of chunk data.
@@ -51,6 +100,7 @@ impl ChunkCache {
             cap_bytes,
             inner: Mutex::new(CacheInner {
                 lru: LruCache::unbounded(),
+                stream: VecDeque::new(),
                 bytes: 0,
             }),
             inflight: Mutex::new(HashMap::new()),
@@ -61,12 +111,13 @@ impl ChunkCache {
     }
 
     fn cached(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
-        lock(&self.inner).lru.get(id).cloned()
+        lock(&self.inner).find(id)
     }
 
     /// Whether `id` is cached (does not touch recency).
     pub fn contains(&self, id: &ChunkId) -> bool {
-        lock(&self.inner).lru.contains(id)
+        let inner = lock(&self.inner);
+        inner.lru.contains(id) || inner.stream.iter().any(|(k, _)| k == id)
     }
 
     /// (hits, misses, bytes held).
@@ -78,8 +129,9 @@ impl ChunkCache {
         )
     }
 
-    /// The verified plaintext of chunk `id`, from the cache or the repository.
-    pub fn get(&self, id: &ChunkId) -> crate::Result<Arc<Vec<u8>>> {
+    /// The verified plaintext of chunk `id`, from the cache or the repository; a loaded chunk
+    /// is kept as `keep` says.
+    pub fn get(&self, id: &ChunkId, keep: Keep) -> crate::Result<Arc<Vec<u8>>> {
         if let Some(d) = self.cached(id) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(d);
@@ -92,33 +144,15 @@ impl ChunkCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let res = self.load(id).map(|mut d| {
-            // What is kept should be what is counted.
+            // What is kept should be what is counted. A spare buffer larger than needed shrinks
+            // in place (glibc `mremap`s a mapped buffer: the pages kept stay mapped).
             if d.capacity() > d.len() + d.len() / 4 {
                 d.shrink_to_fit();
             }
             Arc::new(d)
         });
         if let Ok(d) = &res {
-            let len = cost(d);
-            if len <= self.cap_bytes {
-                let mut evicted = Vec::new();
-                let mut inner = lock(&self.inner);
-                if let Some(old) = inner.lru.put(*id, d.clone()) {
-                    inner.bytes -= cost(&old);
-                }
-                inner.bytes += len;
-                while inner.bytes > self.cap_bytes {
-                    match inner.lru.pop_lru() {
-                        Some((_, v)) => {
-                            inner.bytes -= cost(&v);
-                            evicted.push(v);
-                        }
-                        None => break,
-                    }
-                }
-                drop(inner);
-                self.keep_spares(evicted);
-            }
+            self.insert(*id, d, keep);
         }
         drop(guard);
         let mut inflight = lock(&self.inflight);
@@ -126,6 +160,35 @@ impl ChunkCache {
             inflight.remove(id);
         }
         res
+    }
+
+    fn insert(&self, id: ChunkId, d: &Arc<Vec<u8>>, keep: Keep) {
+        let len = cost(d);
+        if len > self.cap_bytes {
+            return;
+        }
+        let mut evicted = Vec::new();
+        let mut inner = lock(&self.inner);
+        match keep {
+            Keep::Lru => {
+                if let Some(old) = inner.lru.put(id, d.clone()) {
+                    inner.bytes -= cost(&old);
+                }
+            }
+            Keep::Briefly => {
+                if inner.stream.len() >= STREAM_CHUNKS {
+                    let (_, old) = inner.stream.pop_front().expect("ring is not empty");
+                    inner.bytes -= cost(&old);
+                    evicted.push(old);
+                }
+                inner.stream.push_back((id, d.clone()));
+            }
+        }
+        inner.bytes += len;
+        let cap = self.cap_bytes;
+        inner.shrink_to(cap, &mut evicted);
+        drop(inner);
+        self.keep_spares(evicted);
     }
 
     /// Appends chunk `id`'s verified plaintext to `out` without keeping it: for a chunk a
@@ -148,10 +211,11 @@ impl ChunkCache {
         let loc = self.repo.chunk_location(id)?;
         let want = loc.raw_len as usize;
         let mut buf = {
+            // The smallest spare that fits: a larger one is shrunk in place once filled.
             let mut spare = lock(&self.spare);
-            match spare
-                .iter()
-                .position(|b| b.capacity() >= want && b.capacity() <= want + want / 4)
+            match (0..spare.len())
+                .filter(|&i| spare[i].capacity() >= want)
+                .min_by_key(|&i| spare[i].capacity())
             {
                 Some(i) => spare.swap_remove(i),
                 None => Vec::new(),
@@ -179,3 +243,84 @@ impl ChunkCache {
 /// cache gives at least one back, so a few suffice for streaming; they are memory outside
 /// `--cache-size` (at most 5 MiB with 1 MiB chunks).
 const SPARE_BUFFERS: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::CreateOptions;
+    use crate::snapshot::BackupKind;
+    use crate::testutil::{pseudo_random, snap};
+
+    /// A repository holding one incompressible file of many chunks; returns it with the chunks.
+    fn repo_with_chunks() -> (tempfile::TempDir, Arc<Repo>, Vec<ChunkId>) {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), pseudo_random(12 << 20, 7)).unwrap();
+        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let s = snap(&repo, &src, BackupKind::Full);
+        let view = crate::layers::View::open(&repo, &s.id).unwrap();
+        let e = view.lookup(b"f").unwrap();
+        let ids: Vec<ChunkId> = e.chunks.iter().map(|c| c.id).collect();
+        assert!(ids.len() > STREAM_CHUNKS + 2, "{} chunks", ids.len());
+        (t, repo, ids)
+    }
+
+    #[test]
+    fn streamed_chunks_stay_few_and_leave_the_lru_alone() {
+        let (_t, repo, ids) = repo_with_chunks();
+        let cache = ChunkCache::new(repo.clone(), 1 << 30);
+        let kept = cache.get(&ids[0], Keep::Lru).unwrap();
+        for id in &ids[1..] {
+            let d = cache.get(id, Keep::Briefly).unwrap();
+            assert_eq!(ChunkId::of(&d), *id);
+        }
+        assert!(cache.contains(&ids[0]), "the LRU chunk is still there");
+        let ring_start = ids.len() - STREAM_CHUNKS;
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            assert_eq!(cache.contains(id), i >= ring_start, "chunk {i}");
+        }
+        let inner = lock(&cache.inner);
+        let expected: u64 = cost(&kept) + inner.stream.iter().map(|(_, d)| cost(d)).sum::<u64>();
+        assert_eq!(
+            inner.bytes, expected,
+            "the ring counts against the cache size"
+        );
+        drop(inner);
+        // The buffers of chunks that left the ring are reused by the next loads.
+        assert!(!lock(&cache.spare).is_empty());
+        let (hits, misses, _) = cache.stats();
+        assert_eq!((hits, misses), (0, ids.len() as u64));
+        cache.get(&ids[ids.len() - 1], Keep::Lru).unwrap();
+        assert_eq!(cache.stats().0, 1, "a ring chunk is a hit for any reader");
+    }
+
+    #[test]
+    fn a_small_cache_evicts_from_the_ring_too() {
+        let (_t, repo, ids) = repo_with_chunks();
+        let one = cost(&Arc::new(vec![0u8; 1 << 20]));
+        let cache = ChunkCache::new(repo, 2 * one);
+        for id in &ids {
+            cache.get(id, Keep::Briefly).unwrap();
+            assert!(cache.stats().2 <= 2 * one);
+        }
+        for id in &ids {
+            cache.get(id, Keep::Lru).unwrap();
+            assert!(cache.stats().2 <= 2 * one);
+        }
+    }
+
+    #[test]
+    fn a_larger_spare_is_used_and_shrunk() {
+        let (_t, repo, ids) = repo_with_chunks();
+        let cache = ChunkCache::new(repo.clone(), 1 << 30);
+        lock(&cache.spare).push(Vec::with_capacity(4 << 20));
+        let d = cache.get(&ids[0], Keep::Lru).unwrap();
+        assert_eq!(ChunkId::of(&d), ids[0]);
+        assert!(lock(&cache.spare).is_empty(), "the spare was taken");
+        assert!(
+            d.capacity() <= d.len() + d.len() / 4,
+            "and shrunk to what is counted"
+        );
+    }
+}

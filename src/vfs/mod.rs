@@ -30,12 +30,12 @@ mod cache;
 pub(crate) mod dirahead;
 mod versions;
 
-pub use cache::ChunkCache;
+pub use cache::{ChunkCache, Keep};
 
 use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
-use crate::id::{ChunkId, SnapshotId};
+use crate::id::SnapshotId;
 use crate::layers::{join, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
@@ -61,8 +61,6 @@ pub struct VfsOptions {
     pub uid: u32,
     /// Group shown for the synthetic top-level directories and symlinks.
     pub gid: u32,
-    /// Threads fetching chunks ahead of sequential readers (0 disables prefetch).
-    pub prefetch_threads: usize,
 }
 
 impl Default for VfsOptions {
@@ -72,7 +70,6 @@ impl Default for VfsOptions {
             sources: Vec::new(),
             uid: 0,
             gid: 0,
-            prefetch_threads: 2,
         }
     }
 }
@@ -452,15 +449,26 @@ struct SnapState {
     deleted: OnceLock<DeletedLists>,
 }
 
-/// Sequential-read detection per inode, driving prefetch.
+/// Sequential-read detection per inode, driving the pack readahead ([`PACK_AHEAD`]).
 struct SeqState {
-    next_offset: u64,
-    window: usize,
+    /// The furthest offset read so far.
+    reached: u64,
+    /// Reads in a row that landed near `reached`, up to [`STREAMING_RUN`].
+    run: u32,
     /// File offset up to which the chunks' pack bytes were asked for ([`PACK_AHEAD`]).
     advised: u64,
 }
 
-const MAX_PREFETCH_WINDOW: usize = 8;
+/// A read landing within this distance of the furthest point read so far continues a stream:
+/// the kernel's readahead has a few requests in flight, which workers may finish out of order.
+const STREAM_SLACK: u64 = 8 << 20;
+/// Reads in a row that make a reader streaming.
+const STREAMING_RUN: u32 = 4;
+
+/// Reads at least this large come from the kernel's readahead of a streaming reader (random and
+/// small reads ask for a few pages): the chunks they only partly cover are kept briefly
+/// ([`Keep::Briefly`]).
+const STREAM_REQUEST: usize = 256 << 10;
 /// How far past a sequential reader the pack bytes of the coming chunks are asked into the page
 /// cache (`will_need`), in steps of at least [`PACK_AHEAD_STEP`]: the disk keeps streaming while
 /// the chunks in hand are decoded and verified.
@@ -476,7 +484,6 @@ pub struct Vfs {
     states: Mutex<HashMap<SnapshotId, Arc<SnapState>>>,
     cache: Arc<ChunkCache>,
     seq: Mutex<HashMap<u64, SeqState>>,
-    prefetch: Option<crossbeam_channel::Sender<ChunkId>>,
     histories: versions::HistoryCache,
     dirahead: Mutex<dirahead::DirAhead>,
 }
@@ -493,21 +500,6 @@ impl Vfs {
     /// Builds the view: reads the snapshot records (not their trees).
     pub fn open(repo: Arc<Repo>, opts: VfsOptions) -> crate::Result<Vfs> {
         let cache = Arc::new(ChunkCache::new(repo.clone(), opts.cache_bytes));
-        let prefetch = (opts.prefetch_threads > 0).then(|| {
-            let (tx, rx) = crossbeam_channel::bounded::<ChunkId>(64);
-            for _ in 0..opts.prefetch_threads {
-                let rx = rx.clone();
-                let cache = cache.clone();
-                std::thread::spawn(move || {
-                    for id in rx {
-                        if let Err(e) = cache.get(&id) {
-                            log::debug!("Prefetch of chunk {id} failed: {e}");
-                        }
-                    }
-                });
-            }
-            tx
-        });
         let mut inodes = Inodes::new();
         for k in [
             VKey::Root,
@@ -529,7 +521,6 @@ impl Vfs {
             states: Mutex::new(HashMap::new()),
             cache,
             seq: Mutex::new(HashMap::new()),
-            prefetch,
             histories: Default::default(),
             dirahead: Default::default(),
         };
@@ -1341,10 +1332,15 @@ impl Vfs {
             return Ok((out(&[]), 0));
         }
         let end = entry.size.min(offset + len as u64);
+        let keep = if len >= STREAM_REQUEST {
+            Keep::Briefly
+        } else {
+            Keep::Lru
+        };
         let first = entry.chunk_at(offset);
         if let Some(c) = entry.chunks.get(first) {
             if c.offset <= offset && end <= c.offset + c.len as u64 {
-                let data = self.cache.get(&c.id)?;
+                let data = self.cache.get(&c.id, keep)?;
                 let from = (offset - c.offset) as usize;
                 let to = ((end - c.offset) as usize).min(data.len());
                 let from = from.min(to);
@@ -1362,7 +1358,7 @@ impl Vfs {
                         self.cache.append(&c.id, out)?;
                         Fetched::Appended
                     }
-                    None => Fetched::Shared(self.cache.get(&c.id)?),
+                    None => Fetched::Shared(self.cache.get(&c.id, keep)?),
                 })
             })?;
             let r = out(buf);
@@ -1374,53 +1370,46 @@ impl Vfs {
         })
     }
 
-    /// Sequential-read detection and prefetch: when a read continues where the previous one of the
-    /// same inode ended, queue the next `window` chunks (window doubles up to 8, resets on a seek).
+    /// Sequential-read detection: once reads of `ino` keep landing near the furthest point read
+    /// so far ([`STREAMING_RUN`] in a row), the pack bytes of the chunks in the next
+    /// [`PACK_AHEAD`] of the file are asked into the page cache, a step at a time. The kernel's
+    /// own readahead (up to 4 MiB, several requests served in parallel) already keeps the
+    /// workers busy decoding ahead of the reader; this keeps the disk busy ahead of them.
     fn after_read(&self, ino: u64, entry: &Entry, offset: u64, len: u64) {
-        let Some(tx) = &self.prefetch else { return };
         if len == 0 {
             return;
         }
         let end = offset + len;
-        let (window, advise) = {
+        let advise = {
             let mut seq = lock(&self.seq);
             if seq.len() > 4096 {
                 seq.clear();
             }
             let st = seq.entry(ino).or_insert(SeqState {
-                next_offset: u64::MAX,
-                window: 0,
+                reached: 0,
+                run: 0,
                 advised: 0,
             });
-            let sequential = st.next_offset == offset || offset == 0;
-            st.window = if sequential {
-                (st.window * 2).clamp(1, MAX_PREFETCH_WINDOW)
+            let near = offset <= st.reached.saturating_add(STREAM_SLACK)
+                && end.saturating_add(STREAM_SLACK) >= st.reached;
+            if near {
+                st.run = (st.run + 1).min(STREAMING_RUN);
+                st.reached = st.reached.max(end);
             } else {
-                0
-            };
-            st.next_offset = end;
-            if !sequential || st.advised < end {
+                st.run = 0;
+                st.reached = end;
                 st.advised = end;
             }
-            // Pack bytes are asked for once the reader is clearly sequential, a step at a time.
+            st.advised = st.advised.max(st.reached);
             let mut advise = None;
-            if st.window == MAX_PREFETCH_WINDOW && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
+            if st.run == STREAMING_RUN && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
                 advise = Some((st.advised, (end + PACK_AHEAD).min(entry.size)));
                 st.advised = end + PACK_AHEAD;
             }
-            (st.window, advise)
+            advise
         };
         if let Some((from, to)) = advise {
             self.advise_packs(entry, from, to);
-        }
-        if window == 0 {
-            return;
-        }
-        let i = entry.chunk_at(end.saturating_sub(1));
-        for c in entry.chunks.iter().skip(i + 1).take(window) {
-            if !self.cache.contains(&c.id) && tx.try_send(c.id).is_err() {
-                break;
-            }
         }
     }
 

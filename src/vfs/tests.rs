@@ -6,6 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::backup::{backup, BackupOptions};
+use crate::id::ChunkId;
 use crate::repo::CreateOptions;
 use crate::testutil::snap;
 
@@ -402,4 +403,68 @@ fn large_reads_assemble_exact_bytes_and_verify_every_chunk() {
     assert!(whole.is_err(), "the damaged chunk read whole");
     let first = &chunks[0];
     assert!(read(first.offset, first.len).unwrap() == data[..first.len as usize]);
+}
+
+/// Readahead-sized reads keep the chunks they only partly cover briefly (the cache stays small
+/// however long the stream); small reads keep theirs in the LRU. Both return exact bytes.
+#[test]
+fn streaming_reads_keep_few_chunks_small_reads_keep_theirs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = crate::testutil::pseudo_random(40 << 20, 11);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let path = format!(
+        "snapshots/{}/big.bin",
+        snapshot_name(&snap(&repo, &src, BackupKind::Full))
+    );
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let ino = lookup_path(&vfs, &path).unwrap().ino;
+    // 1 MiB requests at an odd start: most chunks straddle two requests.
+    let step = 1 << 20;
+    let mut off = 12345u64;
+    while off < data.len() as u64 {
+        let got = vfs.read(ino, off, step).unwrap();
+        let end = (off as usize + step as usize).min(data.len());
+        assert!(got == data[off as usize..end], "bytes at {off}");
+        off += step as u64;
+    }
+    // Kept in the LRU, every chunk straddling two requests would still be cached.
+    let chunks = match &*vfs.node(ino).unwrap() {
+        Node::Content { entry, .. } => entry.chunks.clone(),
+        _ => panic!("not a file"),
+    };
+    let mut straddling: Vec<u64> = chunks
+        .iter()
+        .filter(|c| {
+            let (from, to) = (c.offset, c.offset + c.len as u64);
+            (0..=data.len() as u64 / step as u64)
+                .map(|k| 12345 + k * step as u64)
+                .any(|b| from < b && b < to)
+        })
+        .map(|c| c.len as u64)
+        .collect();
+    straddling.sort_unstable_by(|a, b| b.cmp(a));
+    let all: u64 = straddling.iter().sum();
+    let ring_max: u64 = straddling
+        .iter()
+        .take(cache::STREAM_CHUNKS)
+        .map(|l| l + l / 4 + 176)
+        .sum();
+    assert!(ring_max < all, "{} straddling chunks", straddling.len());
+    let held = vfs.cache_stats().2;
+    assert!(held <= ring_max, "a 40 MiB stream left {held} bytes cached");
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let ino = lookup_path(&vfs, &path).unwrap().ino;
+    let mut off = 0u64;
+    while off < data.len() as u64 {
+        assert!(vfs.read(ino, off, 4096).unwrap() == data[off as usize..off as usize + 4096]);
+        off += 256 << 10;
+    }
+    let held = vfs.cache_stats().2;
+    assert!(
+        held >= 36 << 20,
+        "4 KiB reads keep their chunks: {held} bytes"
+    );
 }
