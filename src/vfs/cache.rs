@@ -143,10 +143,11 @@ impl ChunkCache {
             return Ok(d);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let res = self.load(id).map(|mut d| {
-            // What is kept should be what is counted. A spare buffer larger than needed shrinks
-            // in place (glibc `mremap`s a mapped buffer: the pages kept stay mapped).
-            if d.capacity() > d.len() + d.len() / 4 {
+        let res = self.load(id, keep).map(|mut d| {
+            // What the LRU keeps should be what is counted. A spare buffer larger than needed
+            // shrinks in place (glibc `mremap`s a mapped buffer: the pages kept stay mapped).
+            // The ring's buffers keep their size, so that any of them fits the next chunk.
+            if keep == Keep::Lru && d.capacity() > d.len() + d.len() / 4 {
                 d.shrink_to_fit();
             }
             Arc::new(d)
@@ -206,8 +207,10 @@ impl ChunkCache {
         self.repo.read_record_append(id, &loc, out)
     }
 
-    /// Reads chunk `id` into a spare buffer of about its size when there is one.
-    fn load(&self, id: &ChunkId) -> crate::Result<Vec<u8>> {
+    /// Reads chunk `id` into the smallest spare buffer it fits in, if any. A new buffer for the
+    /// ring is made big enough for any chunk: its pages are faulted in once, by the chunks
+    /// that need them, and it can be reused for any later one.
+    fn load(&self, id: &ChunkId, keep: Keep) -> crate::Result<Vec<u8>> {
         let loc = self.repo.chunk_location(id)?;
         let want = loc.raw_len as usize;
         let mut buf = {
@@ -218,6 +221,9 @@ impl ChunkCache {
                 .min_by_key(|&i| spare[i].capacity())
             {
                 Some(i) => spare.swap_remove(i),
+                None if keep == Keep::Briefly => {
+                    Vec::with_capacity(want.max(crate::chunker::MAX_SIZE as usize))
+                }
                 None => Vec::new(),
             }
         };
