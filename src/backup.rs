@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::budget::{Budget, CloseOnDrop};
 use crate::chunker::{ChunkError, Chunker};
 use crate::compress::{self, Compression};
 use crate::entry::{ChunkRef, Entry, Kind};
@@ -84,6 +85,16 @@ enum PackMsg {
         payload: Vec<u8>,
     },
     Blob(Vec<u8>),
+}
+
+impl PackMsg {
+    /// Bytes counted against [`Shared::payloads`].
+    fn payload_len(&self) -> u64 {
+        match self {
+            PackMsg::Chunk { payload, .. } => payload.len() as u64,
+            PackMsg::Blob(_) => 0,
+        }
+    }
 }
 
 /// Items sent through a channel in batches: one wake-up per batch instead of per file or chunk,
@@ -157,7 +168,13 @@ struct Shared {
     /// Chunk lists of hard-linked files already read, by source inode.
     links: Mutex<HashMap<u64, (Vec<ChunkRef>, u64)>>,
     progress: ProgressHandle,
+    /// Chunk payloads between the readers and the pack writer, by bytes.
+    payloads: Budget,
 }
+
+/// Bytes of chunk payloads (compressed or raw) that may wait for the pack writer: enough to keep
+/// it busy through a pack's fsync, small next to the fixed part of a backup's memory.
+const PAYLOAD_BUDGET: u64 = 16 << 20;
 
 impl Shared {
     fn warn(&self, msg: String) {
@@ -263,6 +280,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         counters: Counters::default(),
         links: Mutex::new(HashMap::new()),
         progress: opts.progress.clone(),
+        payloads: Budget::new(PAYLOAD_BUDGET),
     });
 
     let threads = if opts.threads > 0 {
@@ -282,7 +300,10 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         let w = PackWriter::new(repo.clone(), shared.in_flight.clone());
         std::thread::Builder::new()
             .name("strata-pack".into())
-            .spawn(move || pack_thread(w, pack_rx))
+            .spawn({
+                let shared = shared.clone();
+                move || pack_thread(w, &shared, pack_rx)
+            })
             .expect("spawn pack writer")
     };
     let layer_thread = {
@@ -527,7 +548,12 @@ fn discard_layer(repo: &Repo, id: &SnapshotId) {
     }
 }
 
-fn pack_thread(mut w: PackWriter, rx: Receiver<Vec<PackMsg>>) -> Result<PackWriter> {
+fn pack_thread(
+    mut w: PackWriter,
+    shared: &Shared,
+    rx: Receiver<Vec<PackMsg>>,
+) -> Result<PackWriter> {
+    let _close = CloseOnDrop(&shared.payloads);
     for msg in rx.into_iter().flatten() {
         match msg {
             PackMsg::Chunk {
@@ -535,7 +561,10 @@ fn pack_thread(mut w: PackWriter, rx: Receiver<Vec<PackMsg>>) -> Result<PackWrit
                 raw_len,
                 compression,
                 payload,
-            } => w.add_prepared(RecordType::Chunk, id, raw_len, compression, &payload)?,
+            } => {
+                w.add_prepared(RecordType::Chunk, id, raw_len, compression, &payload)?;
+                shared.payloads.give(payload.len() as u64);
+            }
             PackMsg::Blob(plain) => {
                 w.add_blob(RecordType::Layer, &plain)?;
             }
@@ -617,6 +646,7 @@ fn store_chunk(
     };
     let len = data.len();
     shared.progress.0.new_data(len as u64);
+    shared.payloads.take(msg.payload_len(), || pack.flush())?;
     pack.push(msg, len)
 }
 
@@ -761,16 +791,23 @@ fn worker(
     let mut chunker = Chunker::new();
     let mut pack = Batcher::new(pack_tx, 256, 2 << 20);
     let mut layer = Batcher::new(layer_tx, LAYER_BATCH, usize::MAX);
-    for batch in jobs {
-        for job in batch {
-            work_one(shared, &mut pack, &mut layer, &mut chunker, job)?;
+    let r = (|| {
+        for batch in jobs {
+            for job in batch {
+                work_one(shared, &mut pack, &mut layer, &mut chunker, job)?;
+            }
+            // Entries may wait in a batch, chunks must not wait longer than their job batch: the
+            // writer's dedup works on what it has received.
+            pack.flush()?;
+            layer.flush()?;
         }
-        // Entries may wait in a batch, chunks must not wait longer than their job batch: the
-        // writer's dedup works on what it has received.
-        pack.flush()?;
-        layer.flush()?;
-    }
-    Ok(())
+        Ok(())
+    })();
+    // Payloads that will never reach the writer give their bytes back.
+    shared
+        .payloads
+        .give(pack.buf.iter().map(PackMsg::payload_len).sum());
+    r
 }
 
 fn work_one(

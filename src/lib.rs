@@ -5,6 +5,7 @@
 //! Nothing in the library prints; the CLI (`cli`) is the only module that writes to stdout.
 
 pub mod backup;
+mod budget;
 pub mod check;
 pub mod chunker;
 pub mod cli;

@@ -223,6 +223,21 @@ pub(crate) fn spawn_heap_trimmer() {
         .name("strata-trim".into())
         .spawn(|| loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
+            if log::log_enabled!(log::Level::Debug) {
+                // SAFETY: mallinfo2 only reads the allocator's counters.
+                let mi = unsafe { libc::mallinfo2() };
+                let rss = std::fs::read_to_string("/proc/self/statm")
+                    .ok()
+                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .map_or(0, |pages| pages * 4096);
+                log::debug!(
+                    "Memory: heap {} MB in use, {} MB free; {} MB mapped buffers; RSS {} MB",
+                    mi.uordblks >> 20,
+                    mi.fordblks >> 20,
+                    mi.hblkhd >> 20,
+                    rss >> 20
+                );
+            }
             // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
             unsafe {
                 libc::malloc_trim(0);

@@ -18,6 +18,12 @@ use crate::repo::Repo;
 /// that prune can rewrite one cheaply.
 pub const PACK_TARGET_SIZE: u64 = 64 << 20;
 
+/// Packs are also closed at this many records. The writer keeps each record of the open pack in
+/// memory until the pack is durable and indexed; 64 MiB of small compressed documents is over
+/// 100k records, whose maps (and the index batch that follows) made the peak of a backup's
+/// memory and its run-to-run spread.
+pub const PACK_MAX_RECORDS: usize = 16 << 10;
+
 /// Index entries applied to sled per batch.
 const INDEX_BATCH: usize = 512;
 
@@ -124,7 +130,7 @@ impl PackWriter {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += raw_len as u64;
         }
-        if p.offset >= PACK_TARGET_SIZE {
+        if p.offset >= PACK_TARGET_SIZE || p.pending.len() >= PACK_MAX_RECORDS {
             self.finish_pack()?;
         }
         Ok(())
@@ -172,5 +178,43 @@ impl PackWriter {
     pub fn finish(mut self) -> Result<WriterStats> {
         self.finish_pack()?;
         Ok(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::CreateOptions;
+
+    #[test]
+    fn a_pack_closes_at_its_record_limit_and_every_record_is_indexed() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let mut w = PackWriter::new(repo.clone(), Default::default());
+        let ids: Vec<ChunkId> = (0..=PACK_MAX_RECORDS as u32)
+            .map(|i| {
+                let plain = i.to_le_bytes();
+                w.add_prepared(
+                    RecordType::Chunk,
+                    ChunkId::of(&plain),
+                    4,
+                    Compression::None,
+                    &plain,
+                )
+                .unwrap();
+                ChunkId::of(&plain)
+            })
+            .collect();
+        assert_eq!(w.stats.packs, 1, "the first pack closed at the limit");
+        let stats = w.finish().unwrap();
+        assert_eq!(stats.packs, 2);
+        assert_eq!(stats.new_chunks, PACK_MAX_RECORDS as u64 + 1);
+        for (i, id) in ids.iter().enumerate() {
+            let loc = repo.chunk_location(id).unwrap();
+            assert_eq!(
+                repo.read_record_at(id, &loc).unwrap(),
+                (i as u32).to_le_bytes()
+            );
+        }
     }
 }
