@@ -346,13 +346,36 @@ fn inode_table_resolves_paths_whose_hashes_collide() {
     assert_ne!(h, a);
 }
 
+/// A full backup of a directory holding `big.bin` = `data`; returns the repository and the
+/// file's path in a mount.
+fn backed_up_file(root: &Path, data: &[u8]) -> (Arc<Repo>, String) {
+    let src = root.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), data).unwrap();
+    let repo = Repo::create(&root.join("repo"), &CreateOptions::default()).unwrap();
+    let name = snapshot_name(&snap(&repo, &src, BackupKind::Full));
+    (repo, format!("snapshots/{name}/big.bin"))
+}
+
+/// A fresh view (empty cache) of `repo` and the inode of `path` in it.
+fn open_at(repo: &Arc<Repo>, path: &str) -> (Vfs, u64) {
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let ino = lookup_path(&vfs, path).unwrap().ino;
+    (vfs, ino)
+}
+
+fn chunk_list(vfs: &Vfs, ino: u64) -> Vec<crate::entry::ChunkRef> {
+    match &*vfs.node(ino).unwrap() {
+        Node::Content { entry, .. } => entry.chunks.clone(),
+        _ => panic!("not a file"),
+    }
+}
+
 /// Large reads decode chunks they consume whole straight into the reply buffer, bypassing the
 /// cache: the bytes must be the same as through the cache, and a corrupt chunk must still fail.
 #[test]
 fn large_reads_assemble_exact_bytes_and_verify_every_chunk() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    fs::create_dir_all(&src).unwrap();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let data: Vec<u8> = (0..6 << 20)
         .map(|_| {
@@ -362,18 +385,9 @@ fn large_reads_assemble_exact_bytes_and_verify_every_chunk() {
             (x >> 24) as u8
         })
         .collect();
-    fs::write(src.join("big.bin"), &data).unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
-    let path = format!(
-        "snapshots/{}/big.bin",
-        snapshot_name(&snap(&repo, &src, BackupKind::Full))
-    );
-    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let ino = lookup_path(&vfs, &path).unwrap().ino;
-    let chunks = match &*vfs.node(ino).unwrap() {
-        Node::Content { entry, .. } => entry.chunks.clone(),
-        _ => panic!("not a file"),
-    };
+    let (repo, path) = backed_up_file(t.path(), &data);
+    let (vfs, ino) = open_at(&repo, &path);
+    let chunks = chunk_list(&vfs, ino);
     assert!(chunks.len() >= 4, "{} chunks", chunks.len());
     let read = |off: u64, len: u32| vfs.read_with(ino, off, len, |d| d.to_vec());
     // Partial first and last chunks come through the cache, whole ones are appended directly.
@@ -392,8 +406,7 @@ fn large_reads_assemble_exact_bytes_and_verify_every_chunk() {
     let mut bytes = fs::read(&pack).unwrap();
     bytes[(loc.offset + loc.stored_len as u64 / 2) as usize + 64] ^= 0x5A;
     fs::write(&pack, bytes).unwrap();
-    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let ino = lookup_path(&vfs, &path).unwrap().ino;
+    let (vfs, ino) = open_at(&repo, &path);
     let read = |off: u64, len: u32| vfs.read_with(ino, off, len, |d| d.to_vec());
     assert!(matches!(
         read(0, data.len() as u32),
@@ -410,17 +423,9 @@ fn large_reads_assemble_exact_bytes_and_verify_every_chunk() {
 #[test]
 fn streaming_reads_keep_few_chunks_small_reads_keep_theirs() {
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    fs::create_dir_all(&src).unwrap();
     let data = crate::testutil::pseudo_random(40 << 20, 11);
-    fs::write(src.join("big.bin"), &data).unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
-    let path = format!(
-        "snapshots/{}/big.bin",
-        snapshot_name(&snap(&repo, &src, BackupKind::Full))
-    );
-    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let ino = lookup_path(&vfs, &path).unwrap().ino;
+    let (repo, path) = backed_up_file(t.path(), &data);
+    let (vfs, ino) = open_at(&repo, &path);
     // Readahead-sized requests at an odd start: most chunks straddle two requests.
     let step = STREAM_REQUEST as u32;
     let mut off = 12345u64;
@@ -431,11 +436,7 @@ fn streaming_reads_keep_few_chunks_small_reads_keep_theirs() {
         off += step as u64;
     }
     // Kept in the LRU, every chunk straddling two requests would still be cached.
-    let chunks = match &*vfs.node(ino).unwrap() {
-        Node::Content { entry, .. } => entry.chunks.clone(),
-        _ => panic!("not a file"),
-    };
-    let straddling: Vec<u64> = chunks
+    let straddling: Vec<u64> = chunk_list(&vfs, ino)
         .iter()
         .filter(|c| {
             let (from, to) = (c.offset, c.offset + c.len as u64);
@@ -450,8 +451,7 @@ fn streaming_reads_keep_few_chunks_small_reads_keep_theirs() {
     assert!(ring_max < all, "{} straddling chunks", straddling.len());
     let held = vfs.cache_stats().2;
     assert!(held <= ring_max, "a 40 MiB stream left {held} bytes cached");
-    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let ino = lookup_path(&vfs, &path).unwrap().ino;
+    let (vfs, ino) = open_at(&repo, &path);
     let mut off = 0u64;
     while off < data.len() as u64 {
         assert!(vfs.read(ino, off, 4096).unwrap() == data[off as usize..off as usize + 4096]);
