@@ -199,9 +199,9 @@ fn limit_malloc_arenas() {
 /// so far (up to 32 MiB), after which chunk buffers (64 KiB-1 MiB) come from the heap, fragment it
 /// and stay resident after they are freed; fixed, they are mapped and unmapped, and memory returns
 /// to the system. The mount (256 MiB chunk cache): peak RSS 410 -> 371 MiB. A full backup of the
-/// benchmark data, three runs each: 128-139 MB peak at 1x and 138-162 MB at 2x (1.02-1.17x run by
-/// run), against 136-160 and 174-182 MB (up to 1.2x) without; it costs about 1-3 s more system
-/// time per 2.4 GB (page faults on fresh mappings).
+/// benchmark data, this setting alone, three runs each: 128-139 MB peak at 1x and 138-162 MB at 2x
+/// (1.02-1.17x run by run), against 136-160 and 174-182 MB without; it costs about 1-3 s more
+/// system time per 2.4 GB (page faults on fresh mappings).
 pub(crate) fn return_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; it takes the allocator's own lock.

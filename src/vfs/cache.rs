@@ -80,7 +80,7 @@ pub enum Keep {
     /// In the LRU, for as long as it is used often enough: a chunk read in small pieces (a
     /// database page, a random `pread`) is likely read again.
     Lru,
-    /// Among the last [`STREAM_CHUNKS`] chunks of streaming reads only. A chunk only partly
+    /// Among the last 16 chunks of streaming reads only. A chunk only partly
     /// inside a large (readahead) request is needed once more, by the neighbouring request,
     /// and then lives on in the kernel's page cache; kept in the LRU it would push out chunks
     /// worth keeping, and every one would need a fresh buffer until the LRU is full. The ring's
@@ -115,6 +115,7 @@ impl ChunkCache {
     }
 
     /// Whether `id` is cached (does not touch recency).
+    #[cfg(test)]
     pub fn contains(&self, id: &ChunkId) -> bool {
         let inner = lock(&self.inner);
         inner.lru.contains(id) || inner.stream.iter().any(|(k, _)| k == id)
