@@ -554,21 +554,23 @@ fn pack_thread(
     rx: Receiver<Vec<PackMsg>>,
 ) -> Result<PackWriter> {
     let _close = CloseOnDrop(&shared.payloads);
-    for msg in rx.into_iter().flatten() {
-        match msg {
-            PackMsg::Chunk {
-                id,
-                raw_len,
-                compression,
-                payload,
-            } => {
-                w.add_prepared(RecordType::Chunk, id, raw_len, compression, &payload)?;
-                shared.payloads.give(payload.len() as u64);
-            }
-            PackMsg::Blob(plain) => {
-                w.add_blob(RecordType::Layer, &plain)?;
+    for batch in rx {
+        // Given back once per batch: one wake-up of waiting readers, not one per chunk.
+        let bytes = batch.iter().map(PackMsg::payload_len).sum();
+        for msg in batch {
+            match msg {
+                PackMsg::Chunk {
+                    id,
+                    raw_len,
+                    compression,
+                    payload,
+                } => w.add_prepared(RecordType::Chunk, id, raw_len, compression, &payload)?,
+                PackMsg::Blob(plain) => {
+                    w.add_blob(RecordType::Layer, &plain)?;
+                }
             }
         }
+        shared.payloads.give(bytes);
     }
     Ok(w)
 }
