@@ -295,7 +295,11 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        self.touch();
+        // A large read is readahead of a streaming reader: busy enough to keep its CPU awake,
+        // and CPU-bound, so that spinning keepers would only take cycles from it.
+        if (size as usize) < crate::vfs::STREAM_REQUEST {
+            self.touch();
+        }
         if offset < 0 {
             reply.error(libc::EINVAL);
             return;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::ahead::Locations;
 use super::lock;
 use crate::id::ChunkId;
 use crate::repo::Repo;
@@ -23,6 +24,8 @@ pub struct ChunkCache {
     /// into memory that is already mapped instead of faulting in fresh pages for every chunk.
     spare: Mutex<Vec<Vec<u8>>>,
     inflight: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
+    /// Locations looked up ahead of streaming readers (see the `ahead` module).
+    locations: Arc<Locations>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -105,8 +108,22 @@ impl ChunkCache {
             }),
             inflight: Mutex::new(HashMap::new()),
             spare: Mutex::new(Vec::new()),
+            locations: Arc::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Where the cache finds locations looked up ahead; the lookup threads fill it.
+    pub fn locations(&self) -> &Arc<Locations> {
+        &self.locations
+    }
+
+    /// The pack location of `id`: looked up ahead, else from the index.
+    fn location(&self, id: &ChunkId) -> crate::Result<crate::repo::keys::Location> {
+        match self.locations.get(id) {
+            Some(l) => Ok(l),
+            None => self.repo.chunk_location(id),
         }
     }
 
@@ -204,7 +221,7 @@ impl ChunkCache {
             return Ok(());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let loc = self.repo.chunk_location(id)?;
+        let loc = self.location(id)?;
         self.repo.read_record_append(id, &loc, out)
     }
 
@@ -212,7 +229,7 @@ impl ChunkCache {
     /// ring is made big enough for any chunk: its pages are faulted in once, by the chunks
     /// that need them, and it can be reused for any later one.
     fn load(&self, id: &ChunkId, keep: Keep) -> crate::Result<Vec<u8>> {
-        let loc = self.repo.chunk_location(id)?;
+        let loc = self.location(id)?;
         let want = loc.raw_len as usize;
         let mut buf = {
             // The smallest spare that fits: a larger one is shrunk in place once filled.

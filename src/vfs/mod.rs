@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
+mod ahead;
 mod cache;
 pub(crate) mod dirahead;
 mod versions;
@@ -468,7 +469,7 @@ const STREAMING_RUN: u32 = 4;
 /// Reads at least this large come from the kernel's readahead of a streaming reader (random and
 /// small reads ask for a few pages): the chunks they only partly cover are kept briefly
 /// ([`Keep::Briefly`]).
-const STREAM_REQUEST: usize = 256 << 10;
+pub const STREAM_REQUEST: usize = 256 << 10;
 /// How far past a sequential reader the pack bytes of the coming chunks are asked into the page
 /// cache (`will_need`), in steps of at least [`PACK_AHEAD_STEP`]: the disk keeps streaming while
 /// the chunks in hand are decoded and verified.
@@ -484,6 +485,8 @@ pub struct Vfs {
     states: Mutex<HashMap<SnapshotId, Arc<SnapState>>>,
     cache: Arc<ChunkCache>,
     seq: Mutex<HashMap<u64, SeqState>>,
+    /// Lookup threads for streaming readers' chunks.
+    ahead: ahead::Ahead,
     histories: versions::HistoryCache,
     dirahead: Mutex<dirahead::DirAhead>,
 }
@@ -514,6 +517,7 @@ impl Vfs {
             inodes.insert(Key::Virtual(k.clone()), Node::Virtual(k));
         }
         let vfs = Vfs {
+            ahead: ahead::Ahead::start(repo.clone(), cache.locations().clone()),
             repo,
             opts,
             snaps: RwLock::new(Arc::new(SnapList::build(Vec::new()))),
@@ -1409,38 +1413,13 @@ impl Vfs {
             advise
         };
         if let Some((from, to)) = advise {
-            self.advise_packs(entry, from, to);
-        }
-    }
-
-    /// Asks the pack backend for the stored bytes of `entry`'s chunks that overlap file bytes
-    /// `from..to`, merging records that follow each other in a pack into one request.
-    fn advise_packs(&self, entry: &Entry, from: u64, to: u64) {
-        if from >= to {
-            return;
-        }
-        let mut run: Option<(crate::id::PackId, u64, u64)> = None;
-        let packs = self.repo.packs();
-        let first = entry.chunk_at(from);
-        for c in entry.chunks.iter().skip(first) {
-            if c.offset >= to {
-                break;
-            }
-            let Ok(loc) = self.repo.chunk_location(&c.id) else {
-                continue;
-            };
-            let len = crate::repo::pack::RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
-            run = match run {
-                Some((p, o, l)) if p == loc.pack && o + l == loc.offset => Some((p, o, l + len)),
-                Some((p, o, l)) => {
-                    packs.will_need(p, o, l);
-                    Some((loc.pack, loc.offset, len))
-                }
-                None => Some((loc.pack, loc.offset, len)),
-            };
-        }
-        if let Some((p, o, l)) = run {
-            packs.will_need(p, o, l);
+            let first = entry.chunk_at(from);
+            let ids = entry.chunks[first.min(entry.chunks.len())..]
+                .iter()
+                .take_while(|c| c.offset < to)
+                .map(|c| c.id)
+                .collect();
+            self.ahead.request(ids);
         }
     }
 

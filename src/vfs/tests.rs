@@ -463,3 +463,43 @@ fn streaming_reads_keep_few_chunks_small_reads_keep_theirs() {
         "4 KiB reads keep their chunks: {held} bytes"
     );
 }
+
+/// Once a reader streams, the locations of the file's coming chunks are looked up ahead, in the
+/// background, and agree with the index.
+#[test]
+fn a_streaming_readers_coming_chunks_are_looked_up_ahead() {
+    let t = tempfile::tempdir().unwrap();
+    let data = crate::testutil::pseudo_random(24 << 20, 5);
+    let (repo, path) = backed_up_file(t.path(), &data);
+    let (vfs, ino) = open_at(&repo, &path);
+    let chunks = chunk_list(&vfs, ino);
+    let step = STREAM_REQUEST as u32;
+    for k in 0..STREAMING_RUN as u64 {
+        let off = k * step as u64;
+        let got = vfs.read(ino, off, step).unwrap();
+        assert!(got == data[off as usize..off as usize + step as usize]);
+    }
+    let past = STREAMING_RUN as u64 * step as u64;
+    let coming: Vec<_> = chunks.iter().filter(|c| c.offset >= past).collect();
+    assert!(coming.len() > 8, "{} coming chunks", coming.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let known = || {
+        coming
+            .iter()
+            .filter(|c| vfs.cache.locations().get(&c.id).is_some())
+            .count()
+    };
+    while known() < coming.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(known(), coming.len(), "all of the next {PACK_AHEAD} bytes");
+    for c in &coming {
+        let ahead = vfs.cache.locations().get(&c.id).unwrap();
+        assert_eq!(ahead, repo.chunk_location(&c.id).unwrap());
+    }
+    // Reading on uses them and returns the same bytes.
+    let rest = vfs
+        .read(ino, past, (data.len() as u64 - past) as u32)
+        .unwrap();
+    assert!(rest == data[past as usize..]);
+}
