@@ -19,7 +19,7 @@ MNT=$(mktemp -d /tmp/strata-mount-rss.XXXXXX)
 PID=$!
 trap 'fusermount3 -u "$MNT" 2>/dev/null || true; wait $PID 2>/dev/null || true; rmdir "$MNT"; rm -f "$MNT.log"' EXIT
 for _ in $(seq 200); do [[ -e $MNT/latest ]] && break; sleep 0.05; done
-S=$(ls "$MNT/snapshots" | head -1)
+S=$(ls "$MNT/snapshots" | awk 'NR == 1') # (head would end ls early: SIGPIPE under pipefail)
 R=$MNT/snapshots/$S
 mem() { echo "$1: $(awk '/VmHWM|VmRSS/ { printf "%s %s  ", $1, $2 }' "/proc/$PID/status")"; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
