@@ -1375,10 +1375,11 @@ impl Vfs {
     }
 
     /// Sequential-read detection: once reads of `ino` keep landing near the furthest point read
-    /// so far ([`STREAMING_RUN`] in a row), the pack bytes of the chunks in the next
-    /// [`PACK_AHEAD`] of the file are asked into the page cache, a step at a time. The kernel's
-    /// own readahead (up to 4 MiB, several requests served in parallel) already keeps the
-    /// workers busy decoding ahead of the reader; this keeps the disk busy ahead of them.
+    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next [`PACK_AHEAD`] of the file go
+    /// to the lookup threads (see the `ahead` module), a step at a time: they look up the
+    /// chunks' locations and ask their pack bytes into the page cache. The kernel's own
+    /// readahead (up to 4 MiB, several requests served in parallel) already keeps the workers
+    /// busy decoding ahead of the reader; this keeps the index and the disk busy ahead of them.
     fn after_read(&self, ino: u64, entry: &Entry, offset: u64, len: u64) {
         if len == 0 {
             return;

@@ -503,3 +503,62 @@ fn a_streaming_readers_coming_chunks_are_looked_up_ahead() {
         .unwrap();
     assert!(rest == data[past as usize..]);
 }
+
+/// Each snapshot of a chain shows its own root, whichever layer last changed it: resolving a
+/// newer snapshot's root remembers it for the snapshots down to the layer that holds it, and no
+/// further (the full backup below has a root of its own).
+#[test]
+fn every_snapshot_of_a_chain_shows_its_own_root() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("a/f"), b"0").unwrap();
+    let set_root_mtime = |secs: u64| {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        fs::File::open(&src).unwrap().set_modified(when).unwrap();
+    };
+    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    set_root_mtime(1_000_000);
+    let mut snaps = vec![snap(&repo, &src, BackupKind::Full)];
+    fs::write(src.join("new"), b"n").unwrap();
+    set_root_mtime(2_000_000);
+    snaps.push(snap(&repo, &src, BackupKind::Incremental));
+    // Backups that find nothing changed: their layers hold no root entry.
+    for _ in 0..4 {
+        snaps.push(snap(&repo, &src, BackupKind::Incremental));
+    }
+    let newest = snaps.last().unwrap();
+    assert!(
+        crate::layers::layer_entry(&repo, &newest.id, b"", b"")
+            .unwrap()
+            .is_none(),
+        "the newest layer does not hold the root (the chain is searched)"
+    );
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let root_mtime = |s: &crate::snapshot::Snapshot| {
+        lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s)))
+            .unwrap()
+            .mtime_ns
+    };
+    // Newest first: its lookup memoizes roots along the chain.
+    for s in snaps[1..].iter().rev() {
+        assert_eq!(root_mtime(s), 2_000_000_000_000_000, "{}", snapshot_name(s));
+    }
+    assert_eq!(
+        root_mtime(&snaps[0]),
+        1_000_000_000_000_000,
+        "the full backup's own root"
+    );
+    let names = |p: &str| -> Vec<String> {
+        let a = lookup_path(&vfs, p).unwrap();
+        names(&vfs, a.ino)[2..].to_vec()
+    };
+    assert_eq!(
+        names(&format!("snapshots/{}", snapshot_name(&snaps[0]))),
+        ["a"]
+    );
+    assert_eq!(
+        names(&format!("snapshots/{}", snapshot_name(newest))),
+        ["a", "new"]
+    );
+}
