@@ -29,3 +29,23 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A fresh repository holding one incompressible file of `size` bytes (many chunks), backed up
+/// in full; returns its directory, the repository and the file's chunk ids in file order.
+pub fn repo_with_one_file(
+    size: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Arc<Repo>, Vec<crate::id::ChunkId>) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), pseudo_random(size, seed)).unwrap();
+    let repo = Repo::create(&t.path().join("repo"), &Default::default()).unwrap();
+    let s = snap(&repo, &src, BackupKind::Full);
+    let e = crate::layers::View::open(&repo, &s.id)
+        .unwrap()
+        .lookup(b"f")
+        .unwrap();
+    let ids = e.chunks.iter().map(|c| c.id).collect();
+    (t, repo, ids)
+}

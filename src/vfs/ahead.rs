@@ -173,24 +173,11 @@ fn look_up(repo: &Repo, locations: &Locations, ids: &[ChunkId]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::CreateOptions;
-    use crate::snapshot::BackupKind;
-    use crate::testutil::{pseudo_random, snap};
     use std::time::{Duration, Instant};
 
     #[test]
     fn looks_up_in_the_background_and_lets_go_of_the_repository() {
-        let t = tempfile::tempdir().unwrap();
-        let src = t.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("f"), pseudo_random(6 << 20, 3)).unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
-        let s = snap(&repo, &src, BackupKind::Full);
-        let e = crate::layers::View::open(&repo, &s.id)
-            .unwrap()
-            .lookup(b"f")
-            .unwrap();
-        let mut ids: Vec<ChunkId> = e.chunks.iter().map(|c| c.id).collect();
+        let (_t, repo, mut ids) = crate::testutil::repo_with_one_file(6 << 20, 3);
         assert!(ids.len() > MIN_PART, "{} chunks", ids.len());
         let unknown = ChunkId::of(b"not in the repository");
         ids.push(unknown);

@@ -271,21 +271,10 @@ const SPARE_BUFFERS: usize = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::CreateOptions;
-    use crate::snapshot::BackupKind;
-    use crate::testutil::{pseudo_random, snap};
 
     /// A repository holding one incompressible file of many chunks; returns it with the chunks.
     fn repo_with_chunks() -> (tempfile::TempDir, Arc<Repo>, Vec<ChunkId>) {
-        let t = tempfile::tempdir().unwrap();
-        let src = t.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("f"), pseudo_random(12 << 20, 7)).unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
-        let s = snap(&repo, &src, BackupKind::Full);
-        let view = crate::layers::View::open(&repo, &s.id).unwrap();
-        let e = view.lookup(b"f").unwrap();
-        let ids: Vec<ChunkId> = e.chunks.iter().map(|c| c.id).collect();
+        let (t, repo, ids) = crate::testutil::repo_with_one_file(12 << 20, 7);
         assert!(ids.len() > STREAM_CHUNKS + 2, "{} chunks", ids.len());
         (t, repo, ids)
     }
