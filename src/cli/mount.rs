@@ -40,8 +40,8 @@ pub struct MountArgs {
     /// Do not keep the CPUs awake while requests arrive. By default, during activity and for
     /// 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so that no CPU halts
     /// between requests: waking a halted CPU (a hypervisor exit on a VM) made each round trip
-    /// ~4x slower here. It only takes CPU time nothing else wants; turn it off on battery or
-    /// where idle CPU is billed
+    /// ~4x slower here. Large (streaming) reads do not start it. It only takes CPU time nothing
+    /// else wants; turn it off on battery or where idle CPU is billed
     #[arg(long)]
     pub no_busy_poll: bool,
     /// Do not push a directory's small files into the page cache ahead of readers. By default,
