@@ -55,10 +55,6 @@ impl Locations {
         }
     }
 
-    fn contains(&self, id: &ChunkId) -> bool {
-        self.get(id).is_some()
-    }
-
     fn put(&self, id: ChunkId, loc: Location) {
         let mut slots = lock(&self.slots);
         if slots.is_empty() {
@@ -137,24 +133,27 @@ impl Drop for Ahead {
     }
 }
 
-/// One job: look up what is not remembered yet, then advise the pack ranges, merging records
-/// that follow each other in a pack into one request.
+/// One job: look up what is not remembered yet, then advise the pack ranges of every chunk,
+/// remembered or not (a file read again after the page cache let its packs go needs the advice
+/// again), merging records that follow each other in a pack into one request.
 fn look_up(repo: &Repo, locations: &Locations, ids: &[ChunkId]) {
     let packs = repo.packs();
     let mut run: Option<(PackId, u64, u64)> = None;
     for id in ids {
-        if locations.contains(id) {
-            continue;
-        }
-        let loc = match repo.chunk_location(id) {
-            Ok(l) => l,
-            Err(e) => {
-                // The worker reading the chunk will meet (and report) the same error.
-                log::debug!("Looking up chunk {id} ahead: {e}");
-                continue;
-            }
+        let loc = match locations.get(id) {
+            Some(l) => l,
+            None => match repo.chunk_location(id) {
+                Ok(l) => {
+                    locations.put(*id, l);
+                    l
+                }
+                Err(e) => {
+                    // The worker reading the chunk will meet (and report) the same error.
+                    log::debug!("Looking up chunk {id} ahead: {e}");
+                    continue;
+                }
+            },
         };
-        locations.put(*id, loc);
         let len = RECORD_HEADER_LEN as u64 + loc.stored_len as u64;
         run = match run {
             Some((p, o, l)) if p == loc.pack && o + l == loc.offset => Some((p, o, l + len)),
@@ -204,5 +203,84 @@ mod tests {
             1,
             "the threads are gone with their handles"
         );
+    }
+
+    /// Pages of `path` in the page cache, and pages in all.
+    fn resident(path: &std::path::Path) -> (usize, usize) {
+        use std::os::unix::io::AsRawFd;
+        let f = std::fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of `len` bytes of an open file, unmapped below;
+        // mincore writes one byte per page into `vec`, which has one byte per page.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+        }
+        (vec.iter().filter(|b| *b & 1 == 1).count(), pages)
+    }
+
+    fn evict(path: &std::path::Path) {
+        use std::os::unix::io::AsRawFd;
+        let f = std::fs::File::open(path).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: advice on an open descriptor; it reads nothing from our memory.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+
+    /// A stretch read again (its chunks' locations already remembered, its pack pages gone from
+    /// the page cache) is still asked into the page cache: the benchmark reads one file cold
+    /// several times through one mount, and only the first read got the advice.
+    #[test]
+    fn remembered_chunks_are_still_advised() {
+        let (t, repo, ids) = crate::testutil::repo_with_one_file(6 << 20, 9);
+        let packs: Vec<std::path::PathBuf> = walk(&t.path().join("repo/packs"));
+        let locations = Arc::new(Locations::default());
+        let ahead = Ahead::start(repo.clone(), locations.clone());
+        for round in 0..2 {
+            for p in &packs {
+                evict(p);
+            }
+            let before: usize = packs.iter().map(|p| resident(p).0).sum();
+            let all: usize = packs.iter().map(|p| resident(p).1).sum();
+            if before * 2 > all {
+                // The filesystem keeps everything in memory (tmpfs): nothing to observe.
+                return;
+            }
+            ahead.request(ids.clone());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut now = before;
+            while now * 10 < all * 9 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                now = packs.iter().map(|p| resident(p).0).sum();
+            }
+            assert!(
+                now * 10 >= all * 9,
+                "round {round}: {now} of {all} pages resident"
+            );
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "pack") {
+                out.push(p);
+            }
+        }
+        out
     }
 }
