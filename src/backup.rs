@@ -486,6 +486,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     snapshot.stats.stored_bytes = ws.stored_bytes;
     snapshot.stats.elapsed_ms = start.elapsed().as_millis() as u64;
     repo.snapshots.insert(id.0, snapshot.encode())?;
+    repo.snapshots_changed();
     repo.flush()?;
     log::info!(
         "Committed snapshot {} ({} entries in layer)",

@@ -309,6 +309,7 @@ pub fn rewrite(
         batch.insert(&n.id.0, n.encode());
     }
     repo.snapshots.apply_batch(batch)?;
+    repo.snapshots_changed();
     repo.flush()?;
     stats.records_rewritten = changed.len() as u64;
     crash_point("forget-after-switch");
@@ -319,6 +320,7 @@ pub fn rewrite(
         batch.remove(&id.0);
     }
     repo.snapshots.apply_batch(batch)?;
+    repo.snapshots_changed();
     repo.flush()?;
     stats.forgotten = forgotten.len() as u64;
     crash_point("forget-after-remove");

@@ -201,7 +201,15 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
-    let repo = Repo::open_with_cache(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
+    let repo = Repo::open_seeded(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
+    log::debug!(
+        "Snapshot list from the lookup catalog: {}",
+        if repo.is_seeded() {
+            "yes"
+        } else {
+            "no, from the index"
+        }
+    );
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     // Opening the index removed the lookup files; written again when the mount ends.

@@ -272,6 +272,92 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     fs::rename(&tmp, path).ctx("Renaming", &tmp)
 }
 
+/// A catalog, read and checked.
+struct Catalog {
+    dictionary: Option<Vec<u8>>,
+    /// Oldest first.
+    snapshots: Vec<Snapshot>,
+    layers: HashMap<SnapshotId, CatalogLayer>,
+}
+
+/// Reads and checks the catalog; `Ok(None)` when there is none. The caller holds the lock.
+fn read_catalog(repo_path: &Path) -> Result<Option<Catalog>> {
+    let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx("Reading", &path),
+    };
+    if bytes.len() < 32 || &bytes[..8] != CATALOG_MAGIC {
+        return Err(bad_catalog("not a catalog"));
+    }
+    let (body, check) = bytes.split_at(bytes.len() - 16);
+    if blake3::hash(body).as_bytes()[..16] != *check {
+        return Err(bad_catalog("checksum mismatch"));
+    }
+    if body[8..12] != CATALOG_VERSION.to_le_bytes() {
+        return Err(bad_catalog("unknown version"));
+    }
+    let cat: CatalogBody =
+        postcard::from_bytes(&body[16..]).map_err(|e| bad_catalog(&e.to_string()))?;
+    let mut snapshots = Vec::with_capacity(cat.snapshots.len());
+    let mut layers = HashMap::with_capacity(cat.snapshots.len());
+    for s in &cat.snapshots {
+        let snap = Snapshot::decode(s.record)?;
+        layers.insert(
+            snap.id,
+            CatalogLayer {
+                dirs: s.dirs.to_vec(),
+                table: s.table.to_string(),
+            },
+        );
+        snapshots.push(snap);
+    }
+    Ok(Some(Catalog {
+        dictionary: cat.dictionary.map(<[u8]>::to_vec),
+        snapshots,
+        layers,
+    }))
+}
+
+/// Decodes a layer's touched directories as the catalog stores them.
+fn decode_dirs(raw: &[u8]) -> Result<Arc<LayerDirs>> {
+    let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
+        Vec::new()
+    } else {
+        postcard::from_bytes(raw).map_err(|e| bad_catalog(&e.to_string()))?
+    };
+    Ok(Arc::new(list.into_iter().collect()))
+}
+
+/// What the catalog knows of the index that a reader opening the index would otherwise read from
+/// sled record by record: every snapshot record and each non-full layer's touched directories.
+pub struct Seed {
+    /// Oldest first, as [`Repo::snapshots`] returns them.
+    pub snapshots: Vec<Snapshot>,
+    /// For every non-full layer.
+    pub layer_dirs: HashMap<SnapshotId, Arc<LayerDirs>>,
+}
+
+/// Reads the catalog into a [`Seed`] for [`Repo::open_seeded`]; `Ok(None)` when there is none.
+/// Call under the lock, before opening the index (which removes the catalog).
+pub fn read_seed(repo_path: &Path) -> Result<Option<Seed>> {
+    let Some(cat) = read_catalog(repo_path)? else {
+        return Ok(None);
+    };
+    let mut layer_dirs = HashMap::with_capacity(cat.layers.len());
+    for s in &cat.snapshots {
+        if !s.ends_chain() {
+            let raw = &cat.layers[&s.id].dirs;
+            layer_dirs.insert(s.id, decode_dirs(raw)?);
+        }
+    }
+    Ok(Some(Seed {
+        snapshots: cat.snapshots,
+        layer_dirs,
+    }))
+}
+
 /// What the catalog says of one snapshot's layer.
 struct CatalogLayer {
     /// Encoded touched directories (see [`CatalogSnapshot::dirs`]).
@@ -309,45 +395,15 @@ impl Quick {
             return Err(Error::RepoNotFound(repo_path.to_path_buf()));
         }
         let lock = Repo::lock_for_lookup(repo_path)?;
-        let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx("Reading", &path),
+        let Some(cat) = read_catalog(repo_path)? else {
+            return Ok(None);
         };
-        if bytes.len() < 32 || &bytes[..8] != CATALOG_MAGIC {
-            return Err(bad_catalog("not a catalog"));
-        }
-        let (body, check) = bytes.split_at(bytes.len() - 16);
-        if blake3::hash(body).as_bytes()[..16] != *check {
-            return Err(bad_catalog("checksum mismatch"));
-        }
-        if body[8..12] != CATALOG_VERSION.to_le_bytes() {
-            return Err(bad_catalog("unknown version"));
-        }
-        let cat: CatalogBody =
-            postcard::from_bytes(&body[16..]).map_err(|e| bad_catalog(&e.to_string()))?;
-        let mut snapshots = Vec::with_capacity(cat.snapshots.len());
-        let mut layers = HashMap::with_capacity(cat.snapshots.len());
-        for s in &cat.snapshots {
-            let snap = Snapshot::decode(s.record)?;
-            layers.insert(
-                snap.id,
-                CatalogLayer {
-                    dirs: s.dirs.to_vec(),
-                    table: s.table.to_string(),
-                },
-            );
-            snapshots.push(snap);
-        }
         Ok(Some(Quick {
             path: repo_path.to_path_buf(),
             packs: DirBackend::open(&repo_path.join("packs"))?,
-            dictionary: cat
-                .dictionary
-                .map(|d| crate::compress::Dictionary::from_bytes(d.to_vec())),
-            snapshots,
-            layers,
+            dictionary: cat.dictionary.map(crate::compress::Dictionary::from_bytes),
+            snapshots: cat.snapshots,
+            layers: cat.layers,
             layer_dirs: Default::default(),
             tables: Default::default(),
             hints: Default::default(),
@@ -465,13 +521,7 @@ impl LayerStore for Quick {
         if let Some(d) = self.layer_dirs.lock().unwrap().get(id) {
             return Ok(d.clone());
         }
-        let raw = &self.layer(id)?.dirs;
-        let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
-            Vec::new()
-        } else {
-            postcard::from_bytes(raw).map_err(|e| bad_catalog(&e.to_string()))?
-        };
-        let d: Arc<LayerDirs> = Arc::new(list.into_iter().collect());
+        let d = decode_dirs(&self.layer(id)?.dirs)?;
         self.layer_dirs.lock().unwrap().insert(*id, d.clone());
         Ok(d)
     }

@@ -222,3 +222,68 @@ fn a_snapshot_without_a_table_is_left_to_the_index() {
     let e = View::open(&q, &ids[1]).unwrap().lookup(b"a/x").unwrap();
     assert_eq!(q.read_chunk(&e.chunks[0].id).unwrap(), b"x two");
 }
+
+#[test]
+fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo_path, ids) = fixture(t.path());
+    // What sled answers.
+    let (want, want_dirs, want_trees) = {
+        let repo = Repo::open(&repo_path).unwrap();
+        let trees: Vec<_> = ids.iter().map(|id| walk(&repo, id)).collect();
+        let dirs: Vec<_> = ids[1..]
+            .iter()
+            .map(|id| (*repo.layer_dirs(id).unwrap()).clone())
+            .collect();
+        let all = repo.snapshots().unwrap();
+        publish(&repo, BUILD_ALL, &[]).unwrap();
+        (all, dirs, trees)
+    };
+    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    assert!(repo.is_seeded(), "a published catalog seeds the index");
+    assert!(
+        !repo_path.join(LOOKUP_DIR).join(CATALOG).exists(),
+        "opening the index removed the catalog"
+    );
+    let names = |v: &[Snapshot]| v.iter().map(|s| s.encode()).collect::<Vec<_>>();
+    assert_eq!(names(&repo.snapshots().unwrap()), names(&want));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            repo.snapshot(id).unwrap().unwrap().encode(),
+            want[i].encode()
+        );
+        if i > 0 {
+            assert_eq!(*repo.layer_dirs(id).unwrap(), want_dirs[i - 1]);
+        }
+        assert_eq!(walk(&repo, id), want_trees[i]);
+    }
+    // A new snapshot through the seeded index: the seed must not hide it.
+    let src = t.path().join("src");
+    fs::write(src.join("added"), b"after the seed").unwrap();
+    let s4 = snap(&repo, &src, BackupKind::Incremental);
+    assert!(
+        !repo.is_seeded(),
+        "writing a snapshot record drops the seed"
+    );
+    let all = repo.snapshots().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.last().unwrap().id, s4.id);
+    drop(repo);
+
+    // No catalog (the seeded open removed it): sled answers.
+    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    assert!(!repo.is_seeded());
+    assert_eq!(repo.snapshots().unwrap().len(), 4);
+    publish(&repo, BUILD_ALL, &[]).unwrap();
+    drop(repo);
+
+    // A damaged catalog is not used, and does not stop the index from opening.
+    let cat = repo_path.join(LOOKUP_DIR).join(CATALOG);
+    let mut bytes = fs::read(&cat).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&cat, &bytes).unwrap();
+    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    assert!(!repo.is_seeded());
+    assert_eq!(repo.snapshots().unwrap().len(), 4);
+}

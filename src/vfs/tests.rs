@@ -562,3 +562,62 @@ fn every_snapshot_of_a_chain_shows_its_own_root() {
         ["a", "new"]
     );
 }
+
+/// With the layers' touched directories in memory (a mount seeded from the lookup catalog), a
+/// snapshot's root is found past the layers that did not touch the root without reading them,
+/// and is still the root of the right layer.
+#[test]
+fn roots_past_layers_that_did_not_touch_the_root() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("a/f"), b"0").unwrap();
+    let set_mtime = |p: &Path, secs: u64| {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        fs::File::open(p).unwrap().set_modified(when).unwrap();
+    };
+    let repo_path = t.path().join("repo");
+    let repo = Repo::create(&repo_path, &CreateOptions::default()).unwrap();
+    set_mtime(&src.join("a"), 500_000);
+    set_mtime(&src, 1_000_000);
+    let mut snaps = vec![snap(&repo, &src, BackupKind::Full)];
+    // Only a file below the root changes (no directory's times do): the layer touches `a`, not
+    // the root.
+    fs::write(src.join("a/f"), b"11").unwrap();
+    snaps.push(snap(&repo, &src, BackupKind::Incremental));
+    fs::write(src.join("new"), b"n").unwrap();
+    set_mtime(&src, 2_000_000);
+    snaps.push(snap(&repo, &src, BackupKind::Incremental));
+    fs::write(src.join("a/f"), b"333").unwrap();
+    snaps.push(snap(&repo, &src, BackupKind::Incremental));
+    crate::lookup::publish(&repo, crate::lookup::BUILD_ALL, &[]).unwrap();
+    drop(repo);
+
+    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    assert!(repo.is_seeded());
+    for s in [&snaps[1], &snaps[3]] {
+        let dirs = repo.cached_layer_dirs(&s.id).expect("from the catalog");
+        assert!(dirs.contains_key(b"a".as_slice()));
+        assert!(
+            !dirs.contains_key(b"".as_slice()),
+            "the layer did not touch the root (so it is passed without a read)"
+        );
+    }
+    let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
+    let root_mtime = |s: &crate::snapshot::Snapshot| {
+        lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s)))
+            .unwrap()
+            .mtime_ns
+    };
+    let want = [1_000_000, 1_000_000, 2_000_000, 2_000_000];
+    // Newest first and oldest first: memoized roots must not leak across layers either way.
+    for s in snaps.iter().rev() {
+        let i = snaps.iter().position(|x| x.id == s.id).unwrap();
+        assert_eq!(root_mtime(s), want[i] * 1_000_000_000, "snapshot {i}");
+    }
+    let vfs = Vfs::open(repo, VfsOptions::default()).unwrap();
+    for (i, s) in snaps.iter().enumerate() {
+        let a = lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s))).unwrap();
+        assert_eq!(a.mtime_ns, want[i] * 1_000_000_000, "snapshot {i}");
+    }
+}
