@@ -25,20 +25,8 @@ while getopts n:r: opt; do
   esac
 done
 shift $((OPTIND - 1))
-BINS=()
-while (($#)) && [[ $1 != -- ]]; do BINS+=("$1"); shift; done
-(($#)) && shift
-((${#BINS[@]})) || { sed -n '6p' "$0" >&2; exit 2; }
-
-MNT=$(mktemp -d /tmp/strata-cold-read.XXXXXX)
-PID=
-unmount() {
-  fusermount3 -u "$MNT" 2>/dev/null || true
-  [[ -n $PID ]] && wait "$PID" 2>/dev/null || true
-  PID=
-}
-trap 'unmount; rmdir "$MNT"; rm -f "$MNT.log"' EXIT
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+source "$(dirname "$0")/hand_ab.sh"
+hand_ab_setup cold-read "$@"
 # Seconds a dd took, from its summary line.
 dd_secs() { dd if="$1" of=/dev/null bs=1M 2>&1 | awk '/copied/ { print $(NF-3) }'; }
 size=$(stat -c %s "$DATA/$FILE")
@@ -47,7 +35,7 @@ for round in $(seq "$ROUNDS"); do
   for bin in "${BINS[@]}"; do
     drop
     raw=$(dd_secs "$DATA/$FILE")
-    "$bin" --repo "$REPO" mount "$MNT" "$@" >"$MNT.log" 2>&1 &
+    "$bin" --repo "$REPO" mount "$MNT" "${MOUNT_ARGS[@]}" >"$MNT.log" 2>&1 &
     PID=$!
     for _ in $(seq 200); do [[ -e $MNT/latest ]] && break; sleep 0.05; done
     [[ -e $MNT/latest ]] || { cat "$MNT.log" >&2; exit 1; }
