@@ -320,8 +320,8 @@ fn read_catalog(repo_path: &Path) -> Result<Option<Catalog>> {
     }))
 }
 
-/// Decodes a layer's touched directories as the catalog stores them.
-fn decode_dirs(raw: &[u8]) -> Result<Arc<LayerDirs>> {
+/// Decodes a layer's touched directories as the catalog stores them ([`Seed::layer_dirs`]).
+pub fn decode_dirs(raw: &[u8]) -> Result<Arc<LayerDirs>> {
     let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
         Vec::new()
     } else {
@@ -335,23 +335,24 @@ fn decode_dirs(raw: &[u8]) -> Result<Arc<LayerDirs>> {
 pub struct Seed {
     /// Oldest first, as [`Repo::snapshots`] returns them.
     pub snapshots: Vec<Snapshot>,
-    /// For every non-full layer.
-    pub layer_dirs: HashMap<SnapshotId, Arc<LayerDirs>>,
+    /// For every non-full layer, encoded as the catalog holds them ([`decode_dirs`]): decoded
+    /// when a layer is first visited, so that memory and start-up do not grow with the layers
+    /// nobody visits beyond these bytes.
+    pub layer_dirs: HashMap<SnapshotId, Vec<u8>>,
 }
 
 /// Reads the catalog into a [`Seed`] for [`Repo::open_seeded`]; `Ok(None)` when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
 pub fn read_seed(repo_path: &Path) -> Result<Option<Seed>> {
-    let Some(cat) = read_catalog(repo_path)? else {
+    let Some(mut cat) = read_catalog(repo_path)? else {
         return Ok(None);
     };
-    let mut layer_dirs = HashMap::with_capacity(cat.layers.len());
-    for s in &cat.snapshots {
-        if !s.ends_chain() {
-            let raw = &cat.layers[&s.id].dirs;
-            layer_dirs.insert(s.id, decode_dirs(raw)?);
-        }
-    }
+    let layer_dirs = cat
+        .snapshots
+        .iter()
+        .filter(|s| !s.ends_chain())
+        .filter_map(|s| Some((s.id, cat.layers.remove(&s.id)?.dirs)))
+        .collect();
     Ok(Some(Seed {
         snapshots: cat.snapshots,
         layer_dirs,

@@ -112,6 +112,8 @@ struct SeededSnapshots {
     /// Oldest first, as [`Repo::snapshots`] returns them.
     list: Vec<Snapshot>,
     by_id: HashMap<SnapshotId, usize>,
+    /// Non-full layers' touched directories, encoded ([`crate::lookup::Seed::layer_dirs`]).
+    dirs: HashMap<SnapshotId, Vec<u8>>,
 }
 
 /// How long a busy repository lock is retried before the repository is reported in use.
@@ -244,10 +246,6 @@ impl Repo {
         });
         let repo = Self::open_locked(path, lock, cache_bytes)?;
         if let Some(seed) = seed {
-            repo.layer_dirs_cache
-                .lock()
-                .unwrap()
-                .extend(seed.layer_dirs);
             let by_id = seed
                 .snapshots
                 .iter()
@@ -257,6 +255,7 @@ impl Repo {
             *repo.seed.write().unwrap() = Some(Arc::new(SeededSnapshots {
                 list: seed.snapshots,
                 by_id,
+                dirs: seed.layer_dirs,
             }));
         }
         Ok(repo)
@@ -547,16 +546,28 @@ impl Repo {
         Ok(())
     }
 
-    /// A layer's touched directories if they are in memory already (from the lookup catalog, or
-    /// loaded once), without reading sled; for callers that can do without them when absent.
+    /// A layer's touched directories if they are in memory (loaded before, or in the lookup
+    /// catalog's seed), without reading sled; for callers that can do without them when absent.
     pub fn cached_layer_dirs(&self, id: &SnapshotId) -> Option<Arc<LayerDirs>> {
-        self.layer_dirs_cache.lock().unwrap().get(id).cloned()
+        if let Some(d) = self.layer_dirs_cache.lock().unwrap().get(id) {
+            return Some(d.clone());
+        }
+        let seed = self.seeded()?;
+        let d = match crate::lookup::decode_dirs(seed.dirs.get(id)?) {
+            Ok(d) => d,
+            Err(e) => {
+                log::info!("Layer {id} in the lookup catalog: {e}; reading the index");
+                return None;
+            }
+        };
+        self.layer_dirs_cache.lock().unwrap().insert(*id, d.clone());
+        Some(d)
     }
 
     /// Directories touched by a (non-full) layer, loaded once and cached for the process lifetime.
     pub fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
-        if let Some(d) = self.layer_dirs_cache.lock().unwrap().get(id) {
-            return Ok(d.clone());
+        if let Some(d) = self.cached_layer_dirs(id) {
+            return Ok(d);
         }
         let mut dirs = LayerDirs::new();
         for kv in self.layerdirs.scan_prefix(id.0) {
