@@ -504,6 +504,19 @@ fn a_streaming_readers_coming_chunks_are_looked_up_ahead() {
     assert!(rest == data[past as usize..]);
 }
 
+/// Sets a file's or directory's mtime to `secs` after the epoch.
+fn set_mtime(p: &Path, secs: u64) {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    fs::File::open(p).unwrap().set_modified(when).unwrap();
+}
+
+/// The mtime the vfs shows for a snapshot's root.
+fn root_mtime(vfs: &Vfs, s: &crate::snapshot::Snapshot) -> i64 {
+    lookup_path(vfs, &format!("snapshots/{}", snapshot_name(s)))
+        .unwrap()
+        .mtime_ns
+}
+
 /// Each snapshot of a chain shows its own root, whichever layer last changed it: resolving a
 /// newer snapshot's root remembers it for the snapshots down to the layer that holds it, and no
 /// further (the full backup below has a root of its own).
@@ -513,10 +526,7 @@ fn every_snapshot_of_a_chain_shows_its_own_root() {
     let src = t.path().join("src");
     fs::create_dir_all(src.join("a")).unwrap();
     fs::write(src.join("a/f"), b"0").unwrap();
-    let set_root_mtime = |secs: u64| {
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-        fs::File::open(&src).unwrap().set_modified(when).unwrap();
-    };
+    let set_root_mtime = |secs: u64| set_mtime(&src, secs);
     let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
     set_root_mtime(1_000_000);
     let mut snaps = vec![snap(&repo, &src, BackupKind::Full)];
@@ -535,17 +545,17 @@ fn every_snapshot_of_a_chain_shows_its_own_root() {
         "the newest layer does not hold the root (the chain is searched)"
     );
     let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let root_mtime = |s: &crate::snapshot::Snapshot| {
-        lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s)))
-            .unwrap()
-            .mtime_ns
-    };
     // Newest first: its lookup memoizes roots along the chain.
     for s in snaps[1..].iter().rev() {
-        assert_eq!(root_mtime(s), 2_000_000_000_000_000, "{}", snapshot_name(s));
+        assert_eq!(
+            root_mtime(&vfs, s),
+            2_000_000_000_000_000,
+            "{}",
+            snapshot_name(s)
+        );
     }
     assert_eq!(
-        root_mtime(&snaps[0]),
+        root_mtime(&vfs, &snaps[0]),
         1_000_000_000_000_000,
         "the full backup's own root"
     );
@@ -572,10 +582,6 @@ fn roots_past_layers_that_did_not_touch_the_root() {
     let src = t.path().join("src");
     fs::create_dir_all(src.join("a")).unwrap();
     fs::write(src.join("a/f"), b"0").unwrap();
-    let set_mtime = |p: &Path, secs: u64| {
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-        fs::File::open(p).unwrap().set_modified(when).unwrap();
-    };
     let repo_path = t.path().join("repo");
     let repo = Repo::create(&repo_path, &CreateOptions::default()).unwrap();
     set_mtime(&src.join("a"), 500_000);
@@ -604,20 +610,14 @@ fn roots_past_layers_that_did_not_touch_the_root() {
         );
     }
     let vfs = Vfs::open(repo.clone(), VfsOptions::default()).unwrap();
-    let root_mtime = |s: &crate::snapshot::Snapshot| {
-        lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s)))
-            .unwrap()
-            .mtime_ns
-    };
     let want = [1_000_000, 1_000_000, 2_000_000, 2_000_000];
     // Newest first and oldest first: memoized roots must not leak across layers either way.
     for s in snaps.iter().rev() {
         let i = snaps.iter().position(|x| x.id == s.id).unwrap();
-        assert_eq!(root_mtime(s), want[i] * 1_000_000_000, "snapshot {i}");
+        assert_eq!(root_mtime(&vfs, s), want[i] * 1_000_000_000, "snapshot {i}");
     }
     let vfs = Vfs::open(repo, VfsOptions::default()).unwrap();
     for (i, s) in snaps.iter().enumerate() {
-        let a = lookup_path(&vfs, &format!("snapshots/{}", snapshot_name(s))).unwrap();
-        assert_eq!(a.mtime_ns, want[i] * 1_000_000_000, "snapshot {i}");
+        assert_eq!(root_mtime(&vfs, s), want[i] * 1_000_000_000, "snapshot {i}");
     }
 }
