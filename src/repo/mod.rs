@@ -517,7 +517,8 @@ impl Repo {
             .transpose()
     }
 
-    /// Forgets the in-memory layer caches. Layers are immutable except under `forget` and
+    /// Forgets the in-memory layer caches, and the lookup catalog's seed with them (its layer
+    /// directories would refill the cache). Layers are immutable except under `forget` and
     /// `consolidate`, which call this after changing one, so that later views read sled afresh.
     pub fn clear_layer_caches(&self) {
         self.snapshots_changed();

@@ -650,10 +650,10 @@ impl Vfs {
             }
             visited.push(cst);
             // A layer holding the root entry lists the root among its touched directories (the
-            // rule the layers module resolves by), so a layer whose list is in memory and lacks
-            // it is passed without a sled read: at the end of a long chain of small
+            // rule the layers module resolves by; a chain-ending layer keeps no list), so a layer
+            // whose list is in memory and lacks it is passed without a sled read: at the end of a long chain of small
             // incrementals, 503 reads (22 ms cold) become one.
-            let skip = s.kind != BackupKind::Full
+            let skip = !s.ends_chain()
                 && self
                     .repo
                     .cached_layer_dirs(&s.id)
