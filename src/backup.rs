@@ -1114,12 +1114,6 @@ impl Walker<'_> {
                         if fsmeta::unchanged(o, &e) {
                             continue;
                         }
-                        if fsmeta::same_content(o, &e) {
-                            e.chunks = o.chunks.clone();
-                            e.xattrs = self.xattrs(&path);
-                            self.emit(dir, &name, e)?;
-                            continue;
-                        }
                     }
                     e.xattrs = self.xattrs(&path);
                     if e.nlink > 1 && !self.link_seen.lock().unwrap().insert(e.ino) {

@@ -203,7 +203,7 @@ impl DiffSummary {
 pub struct DiffOptions {
     /// Only this subtree (relative path; empty or `None` = everything).
     pub path: Option<Vec<u8>>,
-    /// Live diff: read and hash every file whose size matches, even when its mtime matches too.
+    /// Live diff: read and hash every file whose size matches, even when its mtime, ctime and inode match too.
     pub content: bool,
     /// Walk both trees even when the views share layers: the slow reference the layer walk is
     /// tested against.

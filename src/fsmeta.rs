@@ -50,6 +50,12 @@ pub fn entry_from_meta(m: &Metadata) -> Entry {
 }
 
 /// True when nothing change detection looks at differs: the file need not be read again.
+///
+/// Size, mtime, ctime and inode must all be equal. Any other change (mode, owner, xattrs, or
+/// content rewritten in place with the old mtime put back) moves the ctime, and the file is read
+/// again: tools such as `touch -r`, `cp --preserve=timestamps`, `rsync --inplace -t` and tar
+/// restore mtimes, so an mtime alone never proves the content is the same. Dedup keeps the reread
+/// cheap.
 pub fn unchanged(old: &Entry, new: &Entry) -> bool {
     old.kind == new.kind
         && old.size == new.size
@@ -61,16 +67,6 @@ pub fn unchanged(old: &Entry, new: &Entry) -> bool {
         && old.gid == new.gid
         && old.rdev == new.rdev
         && old.nlink == new.nlink
-}
-
-/// True when only metadata changed (owner, mode, xattrs, ctime): same inode, size and mtime, so the
-/// old chunk list still describes the content.
-pub fn same_content(old: &Entry, new: &Entry) -> bool {
-    old.kind == Kind::File
-        && new.kind == Kind::File
-        && old.size == new.size
-        && old.mtime_ns == new.mtime_ns
-        && old.ino == new.ino
 }
 
 /// Extended attributes of `path` itself (not a symlink's target), sorted by name. Filesystems

@@ -18,4 +18,5 @@ mod integration {
     mod repair;
     mod restore;
     mod roundtrip;
+    mod stale;
 }

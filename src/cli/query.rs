@@ -34,7 +34,7 @@ pub struct DiffArgs {
     /// Compare the old snapshot with this directory on disk instead of a second snapshot
     #[arg(long, value_name = "DIR")]
     pub live: Option<PathBuf>,
-    /// With --live: read and hash every file of equal size, even when its mtime matches
+    /// With --live: read and hash every file of equal size, even when its size, mtime, ctime and inode match
     #[arg(long, requires = "live")]
     pub content: bool,
     /// With --live: leave out paths matching GLOB on both sides, as `backup --exclude` does

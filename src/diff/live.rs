@@ -168,7 +168,12 @@ impl LiveWalker<'_, '_, '_> {
             (Some(a), Some(mut b)) => {
                 let mut fields = compare_meta(&a, &b);
                 if a.kind == Kind::File {
-                    let same_stat = a.size == b.size && a.mtime_ns == b.mtime_ns;
+                    // The backup's rule: only size, mtime, ctime and inode all equal prove the
+                    // content unchanged without reading it (a restored mtime moves the ctime).
+                    let same_stat = a.size == b.size
+                        && a.mtime_ns == b.mtime_ns
+                        && a.ctime_ns == b.ctime_ns
+                        && a.ino == b.ino;
                     let changed = if a.size != b.size {
                         true
                     } else if same_stat && !self.content {

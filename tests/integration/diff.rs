@@ -196,7 +196,8 @@ fn diff_live_directory() {
     assert!(got.is_empty(), "{got:?}");
     assert_eq!(code, 0);
 
-    // Same size, mtime restored: invisible without --content, found with it.
+    // Same size, mtime restored: the ctime moved, so the file is read (backup's rule) and the
+    // change is found without --content; no other file is read.
     let readme = s.src.join("docs/readme.txt");
     let old = fs::read(&readme).unwrap();
     let mut changed = old.clone();
@@ -205,11 +206,13 @@ fn diff_live_directory() {
     fs::write(&readme, &changed).unwrap();
     set_mtime(&readme, 1_790_006_000, 0);
     set_mtime(&s.src.join("docs"), 1_780_000_000, 0);
+    let (got, code) = diff_lines(&s, &[last, "--live", src]);
+    assert_eq!(got, set(&["M docs/readme.txt  [content]"]));
+    assert_eq!(code, 1);
     let v = diff_json(&s, &[last, "--live", src]);
-    assert_eq!(v["summary"]["total"], 0);
     assert_eq!(
-        v["summary"]["files_read"], 0,
-        "no file with matching size+mtime is read"
+        v["summary"]["files_read"], 1,
+        "only the file whose ctime moved is read"
     );
     let (got, code) = diff_lines(&s, &[last, "--live", src, "--content"]);
     assert_eq!(got, set(&["M docs/readme.txt  [content]"]));
@@ -217,6 +220,10 @@ fn diff_live_directory() {
     let v = diff_json(&s, &[last, "--live", src, "--content"]);
     assert!(v["summary"]["files_read"].as_u64().unwrap() > s.bulk as u64);
     assert_eq!(v["new"]["live"], src);
+    // The old content back: read again (its ctime moved) and found identical.
+    fs::write(&readme, &old).unwrap();
+    set_mtime(&readme, 1_790_006_000, 0);
+    set_mtime(&s.src.join("docs"), 1_780_000_000, 0);
 
     // New file, an mtime-only change (read, found identical), a removal, a subtree.
     fs::write(s.src.join("extra.txt"), b"extra").unwrap();
@@ -235,7 +242,10 @@ fn diff_live_directory() {
         ])
     );
     let v = diff_json(&s, &[last, "--live", src]);
-    assert_eq!(v["summary"]["files_read"], 1);
+    assert_eq!(
+        v["summary"]["files_read"], 2,
+        "o-2.json and the rewritten readme"
+    );
     let (got, _) = diff_lines(&s, &[last, "--live", src, "orders"]);
     assert_eq!(got, set(&["m orders/2026/o-2.json  [mtime]"]));
 
