@@ -16,7 +16,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -157,6 +157,22 @@ struct Counters {
     files_read: AtomicU64,
     read_bytes: AtomicU64,
     layer_entries: AtomicU64,
+    /// Files the walk counted that did not make it into the layer (unreadable, vanished): the
+    /// snapshot's figures describe what it holds, so these come off them.
+    skipped_files: AtomicU64,
+    skipped_bytes: AtomicU64,
+    /// Size changes between the walk's lstat and the reader's final read (a file that grew or
+    /// shrank while it was read is stored as last read).
+    size_delta: AtomicI64,
+    /// Whiteouts readers wrote for files of the parent that are gone or could not be read.
+    reader_whiteouts: AtomicU64,
+}
+
+impl Counters {
+    fn skipped(&self, walked_size: u64) {
+        self.skipped_files.fetch_add(1, Ordering::Relaxed);
+        self.skipped_bytes.fetch_add(walked_size, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
@@ -414,17 +430,33 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     if first_err.is_none() {
         // Hard links after the first of their group: copy the content the first one got.
         let links = shared.links.lock().unwrap();
-        for (dir, name, mut entry) in deferred {
+        for (dir, name, mut entry, existed) in deferred {
             match links.get(&entry.ino) {
                 Some((chunks, size)) => {
+                    shared
+                        .counters
+                        .size_delta
+                        .fetch_add(*size as i64 - entry.size as i64, Ordering::Relaxed);
                     entry.chunks = chunks.clone();
                     entry.size = *size;
                     let _ = layer_tx.send(vec![LayerMsg { dir, name, entry }]);
                 }
-                None => shared.warn(format!(
-                    "Skipped hard link {}: its first link could not be read",
-                    String::from_utf8_lossy(&join(&dir, &name))
-                )),
+                None => {
+                    shared.warn(format!(
+                        "Skipped hard link {}: its first link could not be read",
+                        String::from_utf8_lossy(&join(&dir, &name))
+                    ));
+                    shared.counters.skipped(entry.size);
+                    if existed {
+                        // The parent's version must not show through as if it were current.
+                        shared
+                            .counters
+                            .reader_whiteouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        let entry = Entry::whiteout();
+                        let _ = layer_tx.send(vec![LayerMsg { dir, name, entry }]);
+                    }
+                }
             }
         }
     }
@@ -460,6 +492,14 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     }
 
     let c = &shared.counters;
+    stats.files = stats
+        .files
+        .saturating_sub(c.skipped_files.load(Ordering::Relaxed));
+    stats.total_bytes = stats
+        .total_bytes
+        .saturating_sub(c.skipped_bytes.load(Ordering::Relaxed))
+        .saturating_add_signed(c.size_delta.load(Ordering::Relaxed));
+    stats.deleted += c.reader_whiteouts.load(Ordering::Relaxed);
     stats.files_read = c.files_read.load(Ordering::Relaxed);
     stats.read_bytes = c.read_bytes.load(Ordering::Relaxed);
     stats.layer_entries = c.layer_entries.load(Ordering::Relaxed);
@@ -820,54 +860,71 @@ fn work_one(
     chunker: &mut Chunker,
     mut job: FileJob,
 ) -> Result<()> {
-    {
-        let outcome = match read_file(shared, pack, chunker, &mut job) {
-            Ok(o) => o,
-            Err(Error::Io {
-                context,
-                path,
-                source,
-            }) if !is_repo_path(shared, &path) => {
-                shared.warn(format!("Skipped {}: {context}: {source}", path.display()));
-                return Ok(());
+    let walked_size = job.entry.size;
+    let outcome = match read_file(shared, pack, chunker, &mut job) {
+        Ok(o) => Some(o),
+        Err(Error::Io {
+            context,
+            path,
+            source,
+        }) if !is_repo_path(shared, &path) => {
+            shared.warn(format!("Skipped {}: {context}: {source}", path.display()));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let entry = match outcome {
+        Some(ReadOutcome::Done) => {
+            shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+            shared.progress.0.file_read(job.entry.size);
+            shared.counters.size_delta.fetch_add(
+                job.entry.size as i64 - walked_size as i64,
+                Ordering::Relaxed,
+            );
+            if job.entry.nlink > 1 {
+                shared
+                    .links
+                    .lock()
+                    .unwrap()
+                    .insert(job.entry.ino, (job.entry.chunks.clone(), job.entry.size));
             }
-            Err(e) => return Err(e),
-        };
-        shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
-        shared.progress.0.file_read(job.entry.size);
-        let entry = match outcome {
-            ReadOutcome::Done => {
-                if job.entry.nlink > 1 {
-                    shared
-                        .links
-                        .lock()
-                        .unwrap()
-                        .insert(job.entry.ino, (job.entry.chunks.clone(), job.entry.size));
+            job.entry
+        }
+        skipped => {
+            if skipped.is_some() {
+                shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+                shared.progress.0.file_read(job.entry.size);
+                if !job.existed {
+                    shared.warn(format!(
+                        "Skipped {}: vanished during backup",
+                        job.path.display()
+                    ));
                 }
-                job.entry
             }
-            ReadOutcome::Vanished if job.existed => Entry::whiteout(),
-            ReadOutcome::Vanished => {
-                shared.warn(format!(
-                    "Skipped {}: vanished during backup",
-                    job.path.display()
-                ));
+            shared.counters.skipped(walked_size);
+            if !job.existed {
                 return Ok(());
             }
-        };
-        shared
-            .counters
-            .layer_entries
-            .fetch_add(1, Ordering::Relaxed);
-        layer.push(
-            LayerMsg {
-                dir: job.dir,
-                name: job.name,
-                entry,
-            },
-            0,
-        )
-    }
+            // Not in this snapshot: the parent's version must not show through as if current.
+            shared
+                .counters
+                .reader_whiteouts
+                .fetch_add(1, Ordering::Relaxed);
+            Entry::whiteout()
+        }
+    };
+    shared
+        .counters
+        .layer_entries
+        .fetch_add(1, Ordering::Relaxed);
+    layer.push(
+        LayerMsg {
+            dir: job.dir,
+            name: job.name,
+            entry,
+        },
+        0,
+    )
 }
 
 /// Errors on paths inside the repository are repository failures (disk full, ...), never skips.
@@ -936,9 +993,12 @@ impl DirQueue {
 }
 
 /// What one walker thread found, merged after the walk.
+/// A hard link after the first of its group: (dir, name, entry, whether the parent view has it).
+type Deferred = (Vec<u8>, Vec<u8>, Entry, bool);
+
 struct WalkResult {
     touched: HashMap<Vec<u8>, bool>,
-    deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
+    deferred: Vec<Deferred>,
     stats: BackupStats,
 }
 
@@ -955,7 +1015,7 @@ struct Walker<'a> {
     jobs: Batcher<FileJob>,
     layer: Batcher<LayerMsg>,
     touched: HashMap<Vec<u8>, bool>,
-    deferred: Vec<(Vec<u8>, Vec<u8>, Entry)>,
+    deferred: Vec<Deferred>,
     stats: BackupStats,
 }
 
@@ -1059,6 +1119,11 @@ impl Walker<'_> {
             Ok(rd) => rd,
             Err(e) => {
                 self.warn(format!("Skipped directory {}: {e}", abs.display()));
+                // Shown empty, as read: the parent's children of it must not show through as if
+                // they were current.
+                for name in old.into_keys() {
+                    self.emit(dir, &name, Entry::whiteout())?;
+                }
                 return Ok(());
             }
         };
@@ -1081,7 +1146,7 @@ impl Walker<'_> {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    old.remove(&name);
+                    // Left in `old`: a whiteout hides the parent's version below.
                     self.warn(format!("Skipped {}: {e}", path.display()));
                     continue;
                 }
@@ -1122,7 +1187,7 @@ impl Walker<'_> {
                             .counters
                             .layer_entries
                             .fetch_add(1, Ordering::Relaxed);
-                        self.deferred.push((dir.to_vec(), name, e));
+                        self.deferred.push((dir.to_vec(), name, e, old_e.is_some()));
                         continue;
                     }
                     self.touch(dir, false);
@@ -1146,6 +1211,9 @@ impl Walker<'_> {
                         Ok(t) => e.target = t.as_os_str().as_bytes().to_vec(),
                         Err(err) => {
                             self.warn(format!("Skipped {}: {err}", path.display()));
+                            if old_e.is_some() {
+                                self.emit(dir, &name, Entry::whiteout())?;
+                            }
                             continue;
                         }
                     }

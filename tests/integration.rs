@@ -15,6 +15,7 @@ mod integration {
     mod lookup;
     mod man;
     mod mount;
+    mod output;
     mod repair;
     mod restore;
     mod roundtrip;

@@ -141,7 +141,7 @@ fn print_prune_human(s: &PruneStats, dry_run: bool) {
     } else {
         ("Deleted", "rewrote")
     };
-    println!(
+    outln!(
         "{verb} {} pack(s), {rewrite} {} ({} records removed, {} copied); {} -> {} ({} reclaimed)",
         s.packs_deleted,
         s.packs_rewritten,
@@ -152,7 +152,7 @@ fn print_prune_human(s: &PruneStats, dry_run: bool) {
         human_size(s.reclaimed_bytes()),
     );
     if s.packs_skipped > 0 {
-        println!(
+        outln!(
             "Left {} damaged pack(s) alone (run `strata check`)",
             s.packs_skipped
         );
@@ -215,16 +215,16 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
             "stats": stats.as_ref().map(rewrite_json),
             "prune": pruned.as_ref().map(|p| prune_json(p, false)),
         });
-        println!("{out}");
+        outln!("{out}");
         return Ok(EXIT_OK);
     }
     let mut source = None;
     for d in &decisions {
         if source != Some(&d.snapshot.source) {
-            println!("Source {}:", d.snapshot.source);
+            outln!("Source {}:", d.snapshot.source);
             source = Some(&d.snapshot.source);
         }
-        println!(
+        outln!(
             "  {} {}  {}  {:<12}  {}",
             if d.keep { "keep  " } else { "remove" },
             d.snapshot.id.short(),
@@ -235,11 +235,11 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
     }
     let kept = decisions.iter().filter(|d| d.keep).count();
     match &stats {
-        None => println!(
+        None => outln!(
             "Would keep {kept} and remove {} snapshot(s) (dry run)",
             remove.len()
         ),
-        Some(s) => println!(
+        Some(s) => outln!(
             "Removed {} snapshot(s), kept {kept} of those in scope; {} layer(s) merged, {} made full, {} entries copied",
             s.forgotten, s.merged, s.materialised, s.entries_copied
         ),
@@ -262,14 +262,14 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
         .snapshot(&snap.id)?
         .ok_or_else(|| Error::SnapshotNotFound(snap.id.to_string()))?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({"snapshot": snapshot_json(&after), "stats": rewrite_json(&stats)})
         );
     } else if stats.materialised == 0 {
-        println!("Snapshot {} is already a full layer", after.id.short());
+        outln!("Snapshot {} is already a full layer", after.id.short());
     } else {
-        println!(
+        outln!(
             "Consolidated snapshot {} into a full layer ({} entries copied)",
             after.id.short(),
             stats.entries_copied
@@ -312,7 +312,7 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
         },
     )?;
     if a.json {
-        println!("{}", prune_json(&stats, a.dry_run));
+        outln!("{}", prune_json(&stats, a.dry_run));
     } else {
         print_prune_human(&stats, a.dry_run);
     }

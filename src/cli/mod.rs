@@ -5,6 +5,20 @@
 //! (`check`, `repair`). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
 //! error.
 
+/// `println!` for command output: a closed stdout is never a panic (see [`out`]).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `print!` for command output: a closed stdout is never a panic (see [`out`]).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::out(format_args!($($t)*))
+    };
+}
+
 mod check;
 mod lifecycle;
 mod mount;
@@ -15,6 +29,7 @@ mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -267,10 +282,34 @@ pub fn main() -> i32 {
         .format_target(false)
         .init();
     match run(cli) {
+        Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e}");
             EXIT_ERROR
+        }
+    }
+}
+
+/// Standard output was closed by its reader (`strata backup | head`): later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Writing standard output failed for another reason (a full disk): the command exits 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes command output to stdout. A closed pipe is not an error: a backup that committed stays a
+/// success (exit code unchanged) and the rest of the output is dropped, as ripgrep and coreutils
+/// do. Any other write error is said once on stderr and turns a success into exit code 1, since
+/// a script capturing `--json` to a file would otherwise read a truncated result.
+pub(crate) fn out(args: std::fmt::Arguments) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+            eprintln!("strata: Writing standard output: {e}");
         }
     }
 }
@@ -289,7 +328,7 @@ fn run(cli: Cli) -> Result<i32> {
                     compression: a.compression,
                 },
             )?;
-            println!("Created repository {}", path.display());
+            outln!("Created repository {}", path.display());
             Ok(EXIT_OK)
         }
         Command::Backup(a) => cmd_backup(&path, cli.repo.is_none(), a),

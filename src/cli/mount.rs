@@ -89,7 +89,7 @@ fn daemonize() -> Result<Fork> {
             let mut line = String::new();
             let _ = r.read_to_string(&mut line);
             if line.starts_with("Mounted ") {
-                print!("{line}");
+                out!("{line}");
                 Ok(Fork::Parent(crate::cli::EXIT_OK))
             } else {
                 // The child already printed its error to our shared stderr.
@@ -274,7 +274,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             detach_stdio();
         }
         None => {
-            print!("{ready}");
+            out!("{ready}");
             let _ = std::io::stdout().flush();
         }
     }

@@ -218,17 +218,17 @@ pub fn backup_result(out: &BackupOutcome, as_json: bool) {
     if as_json {
         let mut v = snapshot_json(s);
         v["warnings"] = json!(out.warnings);
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return;
     }
-    println!(
+    outln!(
         "snapshot {} saved ({}, parent {}, source {})",
         s.id.short(),
         s.kind.name(),
         s.parent.map(|p| p.short()).unwrap_or_else(|| "-".into()),
         s.source
     );
-    println!(
+    outln!(
         "files: {} in view, {} read ({}), layer entries: {} ({} deleted)",
         s.stats.files,
         s.stats.files_read,
@@ -236,7 +236,7 @@ pub fn backup_result(out: &BackupOutcome, as_json: bool) {
         s.stats.layer_entries,
         s.stats.deleted
     );
-    println!(
+    outln!(
         "new data: {} chunks, {} → {} stored, in {:.2} s",
         s.stats.new_chunks,
         human_size(s.stats.new_bytes),
@@ -244,6 +244,6 @@ pub fn backup_result(out: &BackupOutcome, as_json: bool) {
         s.stats.elapsed_ms as f64 / 1000.0
     );
     if !out.warnings.is_empty() {
-        println!("{} warning(s); see messages above", out.warnings.len());
+        outln!("{} warning(s); see messages above", out.warnings.len());
     }
 }
