@@ -793,9 +793,12 @@ fn read_file(
             }
         }
         let after = f.metadata().ctx("Reading metadata of", &job.path)?;
+        // ctime too: an in-place rewrite during the read that puts the mtime back moves it.
         let stable = before.len() == after.len()
             && before.mtime() == after.mtime()
             && before.mtime_nsec() == after.mtime_nsec()
+            && before.ctime() == after.ctime()
+            && before.ctime_nsec() == after.ctime_nsec()
             && read <= after.len();
         shared
             .counters
