@@ -181,8 +181,8 @@ struct Shared {
     in_flight: Arc<Mutex<HashSet<ChunkId>>>,
     warnings: Mutex<Vec<String>>,
     counters: Counters,
-    /// Chunk lists of hard-linked files already read, by source inode.
-    links: Mutex<HashMap<u64, (Vec<ChunkRef>, u64)>>,
+    /// Entries of hard-linked files already read, by source inode.
+    links: Mutex<HashMap<u64, Entry>>,
     progress: ProgressHandle,
     /// Chunk payloads between the readers and the pack writer, by bytes.
     payloads: Budget,
@@ -432,13 +432,20 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         let links = shared.links.lock().unwrap();
         for (dir, name, mut entry, existed) in deferred {
             match links.get(&entry.ino) {
-                Some((chunks, size)) => {
+                Some(first) => {
                     shared
                         .counters
                         .size_delta
-                        .fetch_add(*size as i64 - entry.size as i64, Ordering::Relaxed);
-                    entry.chunks = chunks.clone();
-                    entry.size = *size;
+                        .fetch_add(first.size as i64 - entry.size as i64, Ordering::Relaxed);
+                    // One inode: the same content, and the same stat as read with it (a ctime
+                    // marked for rereading marks every link).
+                    entry.chunks = first.chunks.clone();
+                    entry.size = first.size;
+                    entry.mtime_ns = first.mtime_ns;
+                    entry.ctime_ns = first.ctime_ns;
+                    entry.mode = first.mode;
+                    entry.uid = first.uid;
+                    entry.gid = first.gid;
                     let _ = layer_tx.send(vec![LayerMsg { dir, name, entry }]);
                 }
                 None => {
@@ -763,7 +770,10 @@ fn read_file(
     chunker: &mut Chunker,
     job: &mut FileJob,
 ) -> Result<ReadOutcome> {
-    for attempt in 0..=HOT_RETRIES {
+    let mut waited_racy = false;
+    let mut attempt = 0;
+    loop {
+        let started_ns = crate::time::clock_ns();
         let mut f = match open_noatime(&job.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadOutcome::Vanished),
@@ -804,6 +814,23 @@ fn read_file(
             .counters
             .read_bytes
             .fetch_add(read, Ordering::Relaxed);
+        let fresh = entry_from_meta(&before);
+        let racy = fsmeta::racy(&fresh, started_ns);
+        if stable && racy && !waited_racy {
+            // A write in the same timestamp tick as the last change, after this read began,
+            // would leave size, mtime and ctime as they are: wait the tick out and read again,
+            // so what is stored is the content for this ctime.
+            waited_racy = true;
+            let wait_ns = (fresh.ctime_ns + fsmeta::racy_window_ns(&fresh))
+                .saturating_sub(crate::time::clock_ns())
+                .clamp(0, fsmeta::racy_window_ns(&fresh));
+            std::thread::sleep(std::time::Duration::from_nanos(wait_ns as u64));
+            log::debug!(
+                "{} changed just before it was read; reading again",
+                job.path.display()
+            );
+            continue;
+        }
         if stable || attempt == HOT_RETRIES {
             if !stable {
                 shared.warn(format!(
@@ -812,20 +839,26 @@ fn read_file(
                     HOT_RETRIES + 1
                 ));
             }
-            let fresh = entry_from_meta(&before);
             let e = &mut job.entry;
             e.size = before.len();
             e.mtime_ns = fresh.mtime_ns;
-            e.ctime_ns = fresh.ctime_ns;
+            // Content that may not be the content of this ctime (read while the file changed,
+            // or in its last timestamp tick) records a ctime no file has: the next backup reads
+            // it again. ctime is used for nothing else.
+            e.ctime_ns = if stable && !racy {
+                fresh.ctime_ns
+            } else {
+                fresh.ctime_ns - 1
+            };
             e.mode = fresh.mode;
             e.uid = fresh.uid;
             e.gid = fresh.gid;
             e.chunks = chunks;
             return Ok(ReadOutcome::Done);
         }
+        attempt += 1;
         log::debug!("{} changed while read; reading again", job.path.display());
     }
-    unreachable!()
 }
 
 fn worker(
@@ -889,7 +922,7 @@ fn work_one(
                     .links
                     .lock()
                     .unwrap()
-                    .insert(job.entry.ino, (job.entry.chunks.clone(), job.entry.size));
+                    .insert(job.entry.ino, job.entry.clone());
             }
             job.entry
         }

@@ -69,6 +69,25 @@ pub fn unchanged(old: &Entry, new: &Entry) -> bool {
         && old.nlink == new.nlink
 }
 
+/// How far a file timestamp may lag the real clock: the filesystem's timestamp granularity. A
+/// file whose nanoseconds are both zero is taken to be on a filesystem that keeps whole seconds
+/// (FAT keeps two); elsewhere timestamps come from the kernel's coarse clock, one tick behind at
+/// most (1-10 ms), and 20 ms covers every tick rate.
+pub fn racy_window_ns(e: &Entry) -> i64 {
+    if e.ctime_ns % 1_000_000_000 == 0 && e.mtime_ns % 1_000_000_000 == 0 {
+        2_000_000_000
+    } else {
+        20_000_000
+    }
+}
+
+/// True when `e`'s last change is so close to `started_ns` (the clock when its read began) that
+/// another write in the same timestamp tick could follow the read without moving size, mtime
+/// or ctime. Such a read does not prove the content for that ctime (git's "racily clean").
+pub fn racy(e: &Entry, started_ns: i64) -> bool {
+    e.ctime_ns + racy_window_ns(e) > started_ns
+}
+
 /// Extended attributes of `path` itself (not a symlink's target), sorted by name. Filesystems
 /// without xattr support yield an empty list.
 pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
