@@ -272,6 +272,7 @@ pub fn restore(
         created: (0..n).map(|_| AtomicBool::new(false)).collect(),
         clean: (0..n).map(|_| AtomicBool::new(false)).collect(),
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        shared: (0..n).map(|_| AtomicU64::new(0)).collect(),
         stats: Mutex::new(stats),
         counts: Counts::default(),
         temp_counter: AtomicU64::new(0),
@@ -327,6 +328,9 @@ struct Run<'a> {
     umask: u32,
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
+    /// Leaves replaced because their identical inode had other names: that inode's number (0:
+    /// none). The group's hard links still at it are re-linked to the new file ([`State::Relink`]).
+    shared: Vec<AtomicU64>,
     stats: Mutex<RestoreStats>,
     /// The per-leaf counts, kept apart from `stats` so workers do not take its lock per file.
     counts: Counts,
@@ -396,8 +400,11 @@ impl DirCache {
 /// What is at a path in the target compared with the snapshot.
 enum State {
     Missing,
-    Same,
+    Same(libc::stat),
     Differs(libc::stat),
+    /// A hard link whose path still holds the inode its group's first path had before this run
+    /// replaced it (see [`Run::shared`]): identical content, re-linked under every mode.
+    Relink(libc::stat),
 }
 
 fn mtime_ns(st: &libc::stat) -> i64 {
@@ -740,11 +747,23 @@ impl Run<'_> {
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
         };
         let existing = match state {
-            State::Same if self.opts.overwrite != Overwrite::Always => {
+            // An identical path whose inode has other names (perhaps outside the target) is
+            // left alone only if its metadata is already right: setting it in place would change
+            // every name of the inode. Otherwise it is replaced, under every mode (its content
+            // is the snapshot's, nothing is lost), which breaks the link.
+            State::Same(st)
+                if self.opts.overwrite != Overwrite::Always
+                    && (st.st_nlink <= 1
+                        || self
+                            .meta_matches(dir.unwrap(), name, it, &st)
+                            .map_err(|e| format!("Checking the existing path: {e}"))?) =>
+            {
                 self.action(&it.rel, "unchanged");
                 if !self.opts.dry_run {
-                    self.refresh(dir.unwrap(), name, it)
-                        .map_err(|e| format!("Setting metadata: {e}"))?;
+                    if st.st_nlink <= 1 {
+                        self.refresh(dir.unwrap(), name, it)
+                            .map_err(|e| format!("Setting metadata: {e}"))?;
+                    }
                     self.done[i].store(true, Ordering::Relaxed);
                 }
                 self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
@@ -755,8 +774,13 @@ impl Run<'_> {
                 return Ok(());
             }
             State::Missing => None,
-            State::Same => dir.and_then(|d| fsops::stat_at(d, name).ok().flatten()),
-            State::Differs(st) => Some(st),
+            State::Same(st) => {
+                if st.st_nlink > 1 && it.role == Role::Leaf {
+                    self.shared[i].store(st.st_ino, Ordering::Relaxed);
+                }
+                Some(st)
+            }
+            State::Differs(st) | State::Relink(st) => Some(st),
         };
         let verb = match (&it.role, existing.is_some()) {
             (_, true) => "replace",
@@ -849,7 +873,11 @@ impl Run<'_> {
             _ => false,
         };
         Ok(if same {
-            State::Same
+            State::Same(st)
+        } else if matches!(it.role, Role::Link(l) if self.shared[l].load(Ordering::Relaxed) == st.st_ino)
+            && fmt == libc::S_IFREG
+        {
+            State::Relink(st)
         } else {
             State::Differs(st)
         })
@@ -941,17 +969,66 @@ impl Run<'_> {
         }
     }
 
-    /// Re-applies metadata to an existing path found identical in content.
+    /// Re-applies metadata to an existing path found identical in content, with one name only
+    /// (checked again on the open file: one swapped for a hard link since is not touched).
     fn refresh(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<()> {
         match (it.role, it.entry.kind) {
             (Role::Link(_), _) => Ok(()),
             (_, Kind::File) => {
                 let f = fsops::open_file(dir, name)?;
+                let m = f.metadata()?;
+                if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
+                    return Err(std::io::Error::other(
+                        "it changed while restoring (now a hard link or not a file); left alone",
+                    ));
+                }
                 self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
             }
             (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
             _ => self.meta_at(dir, name, &it.entry, true),
         }
+    }
+
+    /// Whether the existing path `name` (stat `st`), identical in content, also has exactly the
+    /// metadata [`Run::refresh`] would give it: mode, mtime, owner (as root), xattrs (files).
+    fn meta_matches(
+        &self,
+        dir: RawFd,
+        name: &[u8],
+        it: &Item,
+        st: &libc::stat,
+    ) -> std::io::Result<bool> {
+        let e = &it.entry;
+        if let Role::Link(_) = it.role {
+            return Ok(true); // same inode as its group's first path, which was handled
+        }
+        let mode_ok = e.kind == Kind::Symlink || st.st_mode & 0o7777 == e.mode & 0o7777;
+        let owner_ok = !self.is_root || (st.st_uid, st.st_gid) == (e.uid, e.gid);
+        if !(mode_ok && owner_ok && mtime_ns(st) == e.mtime_ns) {
+            return Ok(false);
+        }
+        if e.kind != Kind::File {
+            return Ok(true);
+        }
+        let f = fsops::open_file(dir, name)?;
+        let have: Vec<_> = match f.list_xattr() {
+            Ok(l) => l.collect(),
+            Err(err) if err.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        use std::os::unix::ffi::OsStrExt;
+        for n in &have {
+            let b = n.as_bytes();
+            if !b.starts_with(b"security.") && !e.xattrs.iter().any(|(w, _)| w == b) {
+                return Ok(false);
+            }
+        }
+        for (n, v) in &e.xattrs {
+            if f.get_xattr(std::ffi::OsStr::from_bytes(n))?.as_deref() != Some(v.as_slice()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Mode, xattrs and mtime of a file this run just created with its permission bits in a
