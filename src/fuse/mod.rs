@@ -683,6 +683,43 @@ pub fn spawn_mount(
     Ok(session)
 }
 
+/// Detaches the mount at `mountpoint` from the filesystem tree (a lazy unmount): the mount
+/// point is at once a plain directory again and no new path leads into the mount, while files
+/// and directories already open in it stay usable for as long as the session keeps serving. The
+/// kernel ends the session (its device then reads `ENODEV`) when the last of them is closed.
+/// Root detaches with `umount2(MNT_DETACH)`; other users through `fusermount3 -u -z`.
+pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    let mut last = err;
+    for bin in ["fusermount3", "fusermount"] {
+        match std::process::Command::new(bin)
+            .args(["-u", "-z", "-q", "--"])
+            .arg(mountpoint)
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                last = std::io::Error::other(format!(
+                    "{bin} -u -z: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold
 /// sequential reads arrive as large requests. Needs root; failures are logged and ignored.
 pub fn tune_readahead(mountpoint: &Path, kb: u32) {
