@@ -22,8 +22,8 @@ use crate::{Error, Result};
 pub struct MountArgs {
     /// Empty directory to mount the repository on
     pub mountpoint: PathBuf,
-    /// Let other users access the mount (stored permissions are then enforced by the kernel;
-    /// non-root users need `user_allow_other` in /etc/fuse.conf)
+    /// Let other users access the mount (stored permissions and POSIX ACLs are then enforced by
+    /// the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
     /// Memory for decompressed chunks, e.g. 256M, 1G, 512MiB or a byte count
