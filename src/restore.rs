@@ -11,7 +11,9 @@
 //! 5. **directory metadata**, bottom-up, so writing into a directory cannot disturb its mtime.
 //!
 //! Invariants: nothing is written outside the target (every operation goes through a directory
-//! descriptor opened beneath it without following symlinks, see [`fsops`]); a path whose
+//! descriptor opened beneath it without following symlinks, see [`fsops`]); nothing in the
+//! target with more than one name (a hard link, perhaps to a file outside it) is modified in
+//! place — it is left exactly as it is or replaced by a new file renamed over it; a path whose
 //! content differs from the snapshot is not touched unless `--overwrite` allows it; content comes
 //! only from [`Repo::read_chunk`], which verifies blake3, and each chunk is read once per restore
 //! even when many files share it. What "identical" means, and every other rule, is in
