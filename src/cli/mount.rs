@@ -301,21 +301,16 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // target whatever is at the mount point by now.
     match crate::fuse::detach(&mp) {
         Ok(()) => {
-            let deadline = Instant::now() + Duration::from_secs(a.grace);
-            let mut ended = false;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match rx.recv_timeout(left) {
-                    Ok(false) => {
-                        ended = true;
-                        break;
-                    }
-                    Ok(true) => {
-                        log::warn!("Second signal: no longer waiting for open files");
-                        break;
-                    }
-                    Err(_) => break,
+            // `false`: the session ended (the last open file was closed); `true`: a second
+            // signal; a timeout: the grace period is over.
+            let ended = match rx.recv_timeout(Duration::from_secs(a.grace)) {
+                Ok(false) => true,
+                Ok(true) => {
+                    log::warn!("Second signal: no longer waiting for open files");
+                    false
                 }
-            }
+                Err(_) => false,
+            };
             if !ended {
                 log::warn!(
                     "Ending with files still open in {} (grace period of {} s over, or a second \

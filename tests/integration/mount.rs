@@ -904,7 +904,9 @@ fn mount_allow_other_enforces_posix_acls() {
         ("u:65534:r--", "granted.txt"),
     ] {
         let out = run(
-            Command::new("setfacl").args(["-m", acl]).arg(src.join(path)),
+            Command::new("setfacl")
+                .args(["-m", acl])
+                .arg(src.join(path)),
             CMD_TIMEOUT,
         );
         assert!(out.status.success(), "setfacl: {out:?}");

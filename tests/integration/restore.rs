@@ -750,9 +750,20 @@ fn fast_metadata_paths_stay_exact() {
     }
 }
 
-/// What must not change about a file outside the target: mode, owner, mtime, atime, inode,
-/// content (read with `O_NOATIME`, so that reading it changes nothing).
-fn outside_state(p: &Path) -> (u32, u32, u32, (i64, i64), (i64, i64), u64, Vec<u8>) {
+/// What must not change about a file outside the target.
+#[derive(Debug, PartialEq)]
+struct Outside {
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, i64),
+    atime: (i64, i64),
+    ino: u64,
+    content: Vec<u8>,
+}
+
+/// The [`Outside`] state of `p`; its content is read with `O_NOATIME`, so that reading it
+/// changes nothing.
+fn outside_state(p: &Path) -> Outside {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut content = Vec::new();
@@ -763,15 +774,14 @@ fn outside_state(p: &Path) -> (u32, u32, u32, (i64, i64), (i64, i64), u64, Vec<u
         .and_then(|mut f| f.read_to_end(&mut content))
         .unwrap();
     let m = std::fs::symlink_metadata(p).unwrap();
-    (
-        m.mode(),
-        m.uid(),
-        m.gid(),
-        (m.mtime(), m.mtime_nsec()),
-        (m.atime(), m.atime_nsec()),
-        m.ino(),
+    Outside {
+        mode: m.mode(),
+        owner: (m.uid(), m.gid()),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        atime: (m.atime(), m.atime_nsec()),
+        ino: m.ino(),
         content,
-    )
+    }
 }
 
 /// Issue 16: a file in the target that is a hard link to a file outside it, identical in content
@@ -828,13 +838,24 @@ fn restore_never_changes_a_file_outside_through_a_hard_link_or_symlink() {
         // The symlink where the snapshot has a directory is a conflict under `never`.
         assert_eq!(code, if mode == "never" { 3 } else { 0 }, "{label}: {v}");
 
-        assert_eq!(outside_state(&victim), before, "{label}: outside file changed");
+        assert_eq!(
+            outside_state(&victim),
+            before,
+            "{label}: outside file changed"
+        );
         assert_eq!(capture_names(&outside), listing_before, "{label}");
         assert_eq!(std::fs::read(odir.join("keep")).unwrap(), b"outside");
-        assert!(!odir.join("x").exists(), "{label}: written through the symlink");
+        assert!(
+            !odir.join("x").exists(),
+            "{label}: written through the symlink"
+        );
         // The target's file is now its own inode with the snapshot's metadata.
         let m = std::fs::symlink_metadata(out.join("f")).unwrap();
-        assert_ne!(m.ino(), before.5, "{label}: still linked to the outside file");
+        assert_ne!(
+            m.ino(),
+            before.ino,
+            "{label}: still linked to the outside file"
+        );
         assert_eq!((m.mode() & 0o7777, m.nlink()), (0o4755, 1), "{label}");
         assert_eq!(std::fs::read(out.join("f")).unwrap(), content);
         assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1, "{label}");
