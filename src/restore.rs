@@ -749,21 +749,22 @@ impl Run<'_> {
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
         };
         let existing = match state {
-            // An identical path whose inode has other names (perhaps outside the target) is
-            // left alone only if its metadata is already right: setting it in place would change
-            // every name of the inode. Otherwise it is replaced, under every mode (its content
-            // is the snapshot's, nothing is lost), which breaks the link.
+            // An identical path stays when its metadata can be set through a descriptor that
+            // proves it has one name (a regular file, see `refresh`), or is already right.
+            // Otherwise — other names, perhaps outside the target, or a symlink or node whose
+            // metadata could only be set by name — it is replaced under every mode (its content
+            // is the snapshot's, nothing is lost), which leaves the old inode untouched.
             State::Same(st)
                 if self.opts.overwrite != Overwrite::Always
-                    && (st.st_nlink <= 1
+                    && (refreshable(it, &st)
                         || self
                             .meta_matches(dir.unwrap(), name, it, &st)
                             .map_err(|e| format!("Checking the existing path: {e}"))?) =>
             {
                 self.action(&it.rel, "unchanged");
                 if !self.opts.dry_run {
-                    if st.st_nlink <= 1 {
-                        self.refresh(dir.unwrap(), name, it)
+                    if refreshable(it, &st) {
+                        self.refresh(dir.unwrap(), name, &it.entry)
                             .map_err(|e| format!("Setting metadata: {e}"))?;
                     }
                     self.done[i].store(true, Ordering::Relaxed);
@@ -877,7 +878,6 @@ impl Run<'_> {
         Ok(if same {
             State::Same(st)
         } else if matches!(it.role, Role::Link(l) if self.shared[l].load(Ordering::Relaxed) == st.st_ino)
-            && fmt == libc::S_IFREG
         {
             State::Relink(st)
         } else {
@@ -971,24 +971,18 @@ impl Run<'_> {
         }
     }
 
-    /// Re-applies metadata to an existing path found identical in content, with one name only
-    /// (checked again on the open file: one swapped for a hard link since is not touched).
-    fn refresh(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<()> {
-        match (it.role, it.entry.kind) {
-            (Role::Link(_), _) => Ok(()),
-            (_, Kind::File) => {
-                let f = fsops::open_file(dir, name)?;
-                let m = f.metadata()?;
-                if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
-                    return Err(std::io::Error::other(
-                        "it changed while restoring (now a hard link or not a file); left alone",
-                    ));
-                }
-                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
-            }
-            (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
-            _ => self.meta_at(dir, name, &it.entry, true),
+    /// Re-applies metadata to an existing regular file found identical in content, through a
+    /// descriptor on which it is checked again to have one name: a file swapped for a hard link
+    /// since is not touched.
+    fn refresh(&self, dir: RawFd, name: &[u8], e: &Entry) -> std::io::Result<()> {
+        let f = fsops::open_file(dir, name)?;
+        let m = f.metadata()?;
+        if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
+            return Err(std::io::Error::other(
+                "it changed while restoring (now a hard link or not a file); left alone",
+            ));
         }
+        self.meta_fd(f.as_raw_fd(), e, Some(&f))
     }
 
     /// Whether the existing path `name` (stat `st`), identical in content, also has exactly the
@@ -1095,6 +1089,15 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Whether an identical path `it` (stat `st`) may get its metadata in place: a regular file with
+/// one name (see [`Run::refresh`]); anything else is left as it is or replaced.
+fn refreshable(it: &Item, st: &libc::stat) -> bool {
+    it.role == Role::Leaf
+        && it.entry.kind == Kind::File
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_nlink <= 1
 }
 
 /// Whether new entries in the target root `root`, or in directories restore creates beneath it,

@@ -801,6 +801,8 @@ fn restore_never_changes_a_file_outside_through_a_hard_link_or_symlink() {
     std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     fixture::set_mtime(&src.join("f"), 1_700_000_000, 123);
     std::fs::write(src.join("d/x"), b"in d").unwrap();
+    std::os::unix::fs::symlink("somewhere", src.join("l")).unwrap();
+    fixture::set_mtime(&src.join("l"), 1_600_000_000, 7);
     let (_r, repo) = new_repo();
     backup(&repo, &src, &[]);
 
@@ -827,6 +829,12 @@ fn restore_never_changes_a_file_outside_through_a_hard_link_or_symlink() {
         std::fs::create_dir(&out).unwrap();
         std::fs::hard_link(&victim, out.join("f")).unwrap();
         std::os::unix::fs::symlink(&odir, out.join("d")).unwrap();
+        // A symlink outside, identical to the snapshot's but for its mtime, hard-linked in.
+        let olink = outside.join("link");
+        std::os::unix::fs::symlink("somewhere", &olink).unwrap();
+        fixture::set_mtime(&olink, 1_500_000_000, 0);
+        std::fs::hard_link(&olink, out.join("l")).unwrap();
+        let link_before = std::fs::symlink_metadata(&olink).unwrap();
         // (capture_names reads the files: before the atime is taken.)
         let listing_before = capture_names(&outside);
         let before = outside_state(&victim);
@@ -844,6 +852,15 @@ fn restore_never_changes_a_file_outside_through_a_hard_link_or_symlink() {
             "{label}: outside file changed"
         );
         assert_eq!(capture_names(&outside), listing_before, "{label}");
+        let link_now = std::fs::symlink_metadata(&olink).unwrap();
+        assert_eq!(
+            (link_now.mtime(), link_now.uid(), link_now.ino()),
+            (link_before.mtime(), link_before.uid(), link_before.ino()),
+            "{label}: outside symlink changed"
+        );
+        let l = std::fs::symlink_metadata(out.join("l")).unwrap();
+        assert_ne!(l.ino(), link_before.ino(), "{label}");
+        assert_eq!((l.mtime(), l.mtime_nsec()), (1_600_000_000, 7), "{label}");
         assert_eq!(std::fs::read(odir.join("keep")).unwrap(), b"outside");
         assert!(
             !odir.join("x").exists(),
