@@ -875,11 +875,16 @@ impl Run<'_> {
             (_, Kind::BlockDev) => fmt == libc::S_IFBLK && st.st_rdev == e.rdev,
             _ => false,
         };
-        Ok(if same {
-            State::Same(st)
-        } else if matches!(it.role, Role::Link(l) if self.shared[l].load(Ordering::Relaxed) == st.st_ino)
-        {
+        // Checked first: in a dry run the group's first path was not really replaced, so the
+        // link still shares its inode, and would be re-linked.
+        let relink = match it.role {
+            Role::Link(l) => self.shared[l].load(Ordering::Relaxed) == st.st_ino,
+            _ => false,
+        };
+        Ok(if relink {
             State::Relink(st)
+        } else if same {
+            State::Same(st)
         } else {
             State::Differs(st)
         })

@@ -914,6 +914,18 @@ fn hard_link_group_in_the_target_is_kept_or_relinked_never_chmodded_in_place() {
 
     // Mode changed on the shared inode: replaced and re-linked, never chmodded in place.
     std::fs::set_permissions(out.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut dry = target.to_vec();
+    dry.push("--dry-run");
+    let (code, v) = restore_json(&repo, &dry);
+    assert_eq!(code, 0, "{v}");
+    for p in ["a", "b"] {
+        let act = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["path"] == p);
+        assert_eq!(act.unwrap()["action"], "replace", "{p}: {v}");
+    }
     let (code, v) = restore_json(&repo, &target);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["conflicts"], serde_json::json!([]), "{v}");
