@@ -11,7 +11,9 @@
 //! 5. **directory metadata**, bottom-up, so writing into a directory cannot disturb its mtime.
 //!
 //! Invariants: nothing is written outside the target (every operation goes through a directory
-//! descriptor opened beneath it without following symlinks, see [`fsops`]); a path whose
+//! descriptor opened beneath it without following symlinks, see [`fsops`]); nothing in the
+//! target with more than one name (a hard link, perhaps to a file outside it) is modified in
+//! place — it is left exactly as it is or replaced by a new file renamed over it; a path whose
 //! content differs from the snapshot is not touched unless `--overwrite` allows it; content comes
 //! only from [`Repo::read_chunk`], which verifies blake3, and each chunk is read once per restore
 //! even when many files share it. What "identical" means, and every other rule, is in
@@ -272,6 +274,7 @@ pub fn restore(
         created: (0..n).map(|_| AtomicBool::new(false)).collect(),
         clean: (0..n).map(|_| AtomicBool::new(false)).collect(),
         done: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        shared: (0..n).map(|_| AtomicU64::new(0)).collect(),
         stats: Mutex::new(stats),
         counts: Counts::default(),
         temp_counter: AtomicU64::new(0),
@@ -327,6 +330,9 @@ struct Run<'a> {
     umask: u32,
     /// Leaves now identical to the snapshot (hard links may point at them).
     done: Vec<AtomicBool>,
+    /// Leaves replaced because their identical inode had other names: that inode's number (0:
+    /// none). The group's hard links still at it are re-linked to the new file ([`State::Relink`]).
+    shared: Vec<AtomicU64>,
     stats: Mutex<RestoreStats>,
     /// The per-leaf counts, kept apart from `stats` so workers do not take its lock per file.
     counts: Counts,
@@ -396,8 +402,11 @@ impl DirCache {
 /// What is at a path in the target compared with the snapshot.
 enum State {
     Missing,
-    Same,
+    Same(libc::stat),
     Differs(libc::stat),
+    /// A hard link whose path still holds the inode its group's first path had before this run
+    /// replaced it (see [`Run::shared`]): identical content, re-linked under every mode.
+    Relink(libc::stat),
 }
 
 fn mtime_ns(st: &libc::stat) -> i64 {
@@ -740,11 +749,24 @@ impl Run<'_> {
                 .map_err(|e| format!("Checking the existing path: {e}"))?,
         };
         let existing = match state {
-            State::Same if self.opts.overwrite != Overwrite::Always => {
+            // An identical path stays when its metadata can be set through a descriptor that
+            // proves it has one name (a regular file, see `refresh`), or is already right.
+            // Otherwise — other names, perhaps outside the target, or a symlink or node whose
+            // metadata could only be set by name — it is replaced under every mode (its content
+            // is the snapshot's, nothing is lost), which leaves the old inode untouched.
+            State::Same(st)
+                if self.opts.overwrite != Overwrite::Always
+                    && (refreshable(it, &st)
+                        || self
+                            .meta_matches(dir.unwrap(), name, it, &st)
+                            .map_err(|e| format!("Checking the existing path: {e}"))?) =>
+            {
                 self.action(&it.rel, "unchanged");
                 if !self.opts.dry_run {
-                    self.refresh(dir.unwrap(), name, it)
-                        .map_err(|e| format!("Setting metadata: {e}"))?;
+                    if refreshable(it, &st) {
+                        self.refresh(dir.unwrap(), name, &it.entry)
+                            .map_err(|e| format!("Setting metadata: {e}"))?;
+                    }
                     self.done[i].store(true, Ordering::Relaxed);
                 }
                 self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
@@ -755,8 +777,13 @@ impl Run<'_> {
                 return Ok(());
             }
             State::Missing => None,
-            State::Same => dir.and_then(|d| fsops::stat_at(d, name).ok().flatten()),
-            State::Differs(st) => Some(st),
+            State::Same(st) => {
+                if st.st_nlink > 1 && it.role == Role::Leaf {
+                    self.shared[i].store(st.st_ino, Ordering::Relaxed);
+                }
+                Some(st)
+            }
+            State::Differs(st) | State::Relink(st) => Some(st),
         };
         let verb = match (&it.role, existing.is_some()) {
             (_, true) => "replace",
@@ -848,8 +875,16 @@ impl Run<'_> {
             (_, Kind::BlockDev) => fmt == libc::S_IFBLK && st.st_rdev == e.rdev,
             _ => false,
         };
-        Ok(if same {
-            State::Same
+        // Checked first: in a dry run the group's first path was not really replaced, so the
+        // link still shares its inode, and would be re-linked.
+        let relink = match it.role {
+            Role::Link(l) => self.shared[l].load(Ordering::Relaxed) == st.st_ino,
+            _ => false,
+        };
+        Ok(if relink {
+            State::Relink(st)
+        } else if same {
+            State::Same(st)
         } else {
             State::Differs(st)
         })
@@ -941,17 +976,60 @@ impl Run<'_> {
         }
     }
 
-    /// Re-applies metadata to an existing path found identical in content.
-    fn refresh(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<()> {
-        match (it.role, it.entry.kind) {
-            (Role::Link(_), _) => Ok(()),
-            (_, Kind::File) => {
-                let f = fsops::open_file(dir, name)?;
-                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
-            }
-            (_, Kind::Symlink) => self.meta_at(dir, name, &it.entry, false),
-            _ => self.meta_at(dir, name, &it.entry, true),
+    /// Re-applies metadata to an existing regular file found identical in content, through a
+    /// descriptor on which it is checked again to have one name: a file swapped for a hard link
+    /// since is not touched.
+    fn refresh(&self, dir: RawFd, name: &[u8], e: &Entry) -> std::io::Result<()> {
+        let f = fsops::open_file(dir, name)?;
+        let m = f.metadata()?;
+        if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
+            return Err(std::io::Error::other(
+                "it changed while restoring (now a hard link or not a file); left alone",
+            ));
         }
+        self.meta_fd(f.as_raw_fd(), e, Some(&f))
+    }
+
+    /// Whether the existing path `name` (stat `st`), identical in content, also has exactly the
+    /// metadata [`Run::refresh`] would give it: mode, mtime, owner (as root), xattrs (files).
+    fn meta_matches(
+        &self,
+        dir: RawFd,
+        name: &[u8],
+        it: &Item,
+        st: &libc::stat,
+    ) -> std::io::Result<bool> {
+        let e = &it.entry;
+        if let Role::Link(_) = it.role {
+            return Ok(true); // same inode as its group's first path, which was handled
+        }
+        let mode_ok = e.kind == Kind::Symlink || st.st_mode & 0o7777 == e.mode & 0o7777;
+        let owner_ok = !self.is_root || (st.st_uid, st.st_gid) == (e.uid, e.gid);
+        if !(mode_ok && owner_ok && mtime_ns(st) == e.mtime_ns) {
+            return Ok(false);
+        }
+        if e.kind != Kind::File {
+            return Ok(true);
+        }
+        let f = fsops::open_file(dir, name)?;
+        let have: Vec<_> = match f.list_xattr() {
+            Ok(l) => l.collect(),
+            Err(err) if err.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        use std::os::unix::ffi::OsStrExt;
+        for n in &have {
+            let b = n.as_bytes();
+            if !b.starts_with(b"security.") && !e.xattrs.iter().any(|(w, _)| w == b) {
+                return Ok(false);
+            }
+        }
+        for (n, v) in &e.xattrs {
+            if f.get_xattr(std::ffi::OsStr::from_bytes(n))?.as_deref() != Some(v.as_slice()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Mode, xattrs and mtime of a file this run just created with its permission bits in a
@@ -1016,6 +1094,15 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Whether an identical path `it` (stat `st`) may get its metadata in place: a regular file with
+/// one name (see [`Run::refresh`]); anything else is left as it is or replaced.
+fn refreshable(it: &Item, st: &libc::stat) -> bool {
+    it.role == Role::Leaf
+        && it.entry.kind == Kind::File
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_nlink <= 1
 }
 
 /// Whether new entries in the target root `root`, or in directories restore creates beneath it,

@@ -1,6 +1,8 @@
 //! `strata mount`: checks the mount point, opens the repository, mounts it read-only in the
 //! foreground, prints one line when ready, and unmounts on SIGINT/SIGTERM/SIGHUP or when the mount
-//! is removed from outside (`fusermount3 -u`).
+//! is removed from outside (`fusermount3 -u`). On a signal it detaches the mount (lazy unmount)
+//! and keeps serving the files already open for a bounded grace period, so that neither a busy
+//! reader nor the process's exit can leave a dead mount behind.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use crate::{Error, Result};
 pub struct MountArgs {
     /// Empty directory to mount the repository on
     pub mountpoint: PathBuf,
-    /// Let other users access the mount (stored permissions are then enforced by the kernel;
-    /// non-root users need `user_allow_other` in /etc/fuse.conf)
+    /// Let other users access the mount (stored permissions and POSIX ACLs are then enforced by
+    /// the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
     /// Memory for decompressed chunks, e.g. 256M, 1G, 512MiB or a byte count
@@ -44,6 +46,12 @@ pub struct MountArgs {
     /// else wants; turn it off on battery or where idle CPU is billed
     #[arg(long)]
     pub no_busy_poll: bool,
+    /// On SIGINT/SIGTERM/SIGHUP the mount is detached at once (the mount point is a plain
+    /// directory again, nothing new can be opened through it) and files already open in it are
+    /// served for up to this many seconds; readers still busy after that (or after a second
+    /// signal) get errors, and the process exits
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub grace: u64,
     /// Do not push a directory's small files into the page cache ahead of readers. By default,
     /// when a file is read from its start, the next files of its directory (up to 1 MiB each,
     /// in a window that grows while the reader keeps going) are handed to the kernel, so that
@@ -286,15 +294,41 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         publish();
         return Ok(crate::cli::EXIT_OK);
     }
-    // Dropping the session's mount unmounts (lazily if busy); then give the loop a moment to end.
-    let guard = {
-        let s = session;
-        s.guard
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !guard.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    // Detach first: the mount point is clean at once and no new open can reach the mount, while
+    // readers that already have a file open keep being served. The kernel ends the session when
+    // the last of them closes; until then, or until the grace period ends or a second signal
+    // arrives, keep serving. Never drop the session's mount guard here: its unmount would
+    // target whatever is at the mount point by now.
+    match crate::fuse::detach(&mp) {
+        Ok(()) => {
+            // `false`: the session ended (the last open file was closed); `true`: a second
+            // signal; a timeout: the grace period is over.
+            let ended = match rx.recv_timeout(Duration::from_secs(a.grace)) {
+                Ok(false) => true,
+                Ok(true) => {
+                    log::warn!("Second signal: no longer waiting for open files");
+                    false
+                }
+                Err(_) => false,
+            };
+            if !ended {
+                log::warn!(
+                    "Ending with files still open in {} (grace period of {} s over, or a second \
+                     signal); their readers now get errors",
+                    mp.display(),
+                    a.grace
+                );
+            }
+        }
+        Err(e) => {
+            // Not detached: let the session's own unmount try, as a last resort.
+            log::error!("Detaching {}: {e}", mp.display());
+            drop(session);
+            publish();
+            return Ok(crate::cli::EXIT_OK);
+        }
     }
+    std::mem::forget(session);
     let (hits, misses, _) = vfs.cache_stats();
     log::info!(
         "Unmounted {}; chunk cache hits {hits}, misses {misses}",

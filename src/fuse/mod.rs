@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::consts::{
     FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
-    FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_READDIRPLUS_AUTO,
+    FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
@@ -137,6 +137,9 @@ pub struct StrataFs {
     awake: Option<awake::Awake>,
     /// Directory readahead (see [`push`]); `None` with `--no-dir-readahead`.
     pusher: Option<Arc<push::Pusher>>,
+    /// Other users may enter (`--allow-other`): the kernel must enforce stored POSIX ACLs as
+    /// well as modes, so the mount announces ACL support or refuses to start serving.
+    enforce_acls: bool,
 }
 
 impl StrataFs {
@@ -147,6 +150,7 @@ impl StrataFs {
         threads: usize,
         busy_poll: bool,
         pusher: Option<Arc<push::Pusher>>,
+        enforce_acls: bool,
         on_destroy: Option<crossbeam_channel::Sender<()>>,
     ) -> StrataFs {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -170,6 +174,7 @@ impl StrataFs {
             no_open: false,
             awake: busy_poll.then(awake::Awake::start),
             pusher,
+            enforce_acls,
         }
     }
 
@@ -210,6 +215,17 @@ fn erofs_entry(reply: ReplyEntry) {
 
 impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
+        // With FUSE_POSIX_ACL the kernel reads `system.posix_acl_access` (and `_default`) through
+        // getxattr, which serves the stored values, and checks them as on any filesystem (it
+        // also turns on default_permissions). Without it, a user an ACL denies could read what
+        // the mode bits allow: a kernel that lacks it gets no mount at all (fail closed).
+        if self.enforce_acls && config.add_capabilities(FUSE_POSIX_ACL).is_err() {
+            log::error!(
+                "This kernel cannot enforce POSIX ACLs on a FUSE mount (no FUSE_POSIX_ACL, Linux \
+                 4.9+); --allow-other refused: the mount answers every access with an error"
+            );
+            return Err(libc::EPROTONOSUPPORT);
+        }
         for cap in [
             FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
             FUSE_PARALLEL_DIROPS,
@@ -635,7 +651,8 @@ fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
 /// Options for [`spawn_mount`].
 #[derive(Clone, Debug, Default)]
 pub struct MountOptions {
-    /// Let other users in (`allow_other`), with `default_permissions` so stored modes apply.
+    /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
+    /// stored modes and ACLs apply.
     pub allow_other: bool,
     /// Worker threads for slow operations (0: 2 per CPU, at least 4).
     pub threads: usize,
@@ -675,12 +692,56 @@ pub fn spawn_mount(
     let pusher = opts
         .dir_readahead
         .then(|| Arc::new(push::Pusher::start(vfs.clone())));
-    let fs = StrataFs::new(vfs, threads, opts.busy_poll, pusher.clone(), on_destroy);
+    let fs = StrataFs::new(
+        vfs,
+        threads,
+        opts.busy_poll,
+        pusher.clone(),
+        opts.allow_other,
+        on_destroy,
+    );
     let session = fuser::spawn_mount2(fs, mountpoint, &options)?;
     if let Some(p) = pusher {
         p.set_notifier(session.notifier());
     }
     Ok(session)
+}
+
+/// Detaches the mount at `mountpoint` from the filesystem tree (a lazy unmount): the mount
+/// point is at once a plain directory again and no new path leads into the mount, while files
+/// and directories already open in it stay usable for as long as the session keeps serving. The
+/// kernel ends the session (its device then reads `ENODEV`) when the last of them is closed.
+/// Root detaches with `umount2(MNT_DETACH)`; other users through `fusermount3 -u -z`.
+pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    let mut last = err;
+    for bin in ["fusermount3", "fusermount"] {
+        match std::process::Command::new(bin)
+            .args(["-u", "-z", "-q", "--"])
+            .arg(mountpoint)
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                last = std::io::Error::other(format!(
+                    "{bin} -u -z: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold

@@ -137,18 +137,22 @@ pub fn create_file(dir: RawFd, name: &[u8], mode: u32) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Opens the existing regular file `name` in `dir` for reading, failing on a symlink.
+/// Opens the existing regular file `name` in `dir` for reading, failing on a symlink. Reading
+/// it does not update its atime where the kernel allows (`O_NOATIME`: owner or root), so
+/// comparing a file, perhaps a hard link to one outside the target, changes nothing.
 pub fn open_file(dir: RawFd, name: &[u8]) -> io::Result<File> {
     let c = cstr(name)?;
-    // SAFETY: valid descriptor and C string. O_NONBLOCK: a FIFO swapped in never blocks us.
-    let fd = owned(unsafe {
-        libc::openat(
-            dir,
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    })?;
-    Ok(File::from(fd))
+    // O_NONBLOCK: a FIFO swapped in never blocks us.
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    // SAFETY: valid descriptor and C string.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_NOATIME) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // SAFETY: as above.
+        return Ok(File::from(owned(unsafe {
+            libc::openat(dir, c.as_ptr(), flags)
+        })?));
+    }
+    Ok(File::from(owned(fd)?))
 }
 
 /// Creates directory `name` in `dir` with `mode`.

@@ -773,3 +773,167 @@ fn mount_dir_readahead_pushes_the_next_small_files() {
         });
     }
 }
+
+/// After the mount process ended: the mount point is a plain, empty, usable directory (a dead
+/// mount would answer "Transport endpoint is not connected").
+fn assert_clean_mount_point(m: &Mount) {
+    assert!(!m.is_mounted(), "still mounted\n{}", m.stderr());
+    let entries = fs::read_dir(&m.path)
+        .unwrap_or_else(|e| panic!("mount point unusable: {e}\n{}", m.stderr()))
+        .count();
+    assert_eq!(entries, 0);
+}
+
+/// Issue 16: SIGTERM while a reader was busy made the reader fail with ENOTCONN mid-file and left
+/// a dead mount. Now the mount is detached at once and the open file is served to its end.
+#[test]
+fn mount_sigterm_lets_a_busy_reader_finish_and_unmounts_cleanly() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let want = pseudo_random(64 << 20, 1616);
+    fs::write(src.join("big.bin"), &want).unwrap();
+    backup(&repo, &src, &[]);
+    let mut m = Mount::start(&repo, &[]);
+    let file = m.path.join("latest/big.bin");
+    let pid = m.pid() as i32;
+    let got = with_timeout(BODY_TIMEOUT, move || {
+        use std::io::Read;
+        let mut f = fs::File::open(&file).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        // A slow reader: the signal arrives after its first MiB, and it keeps going for longer
+        // than the old 5 s shutdown wait.
+        loop {
+            let n = f.read(&mut buf).expect("read after SIGTERM");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() == n {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        got
+    });
+    assert!(got == want, "content read across SIGTERM differs");
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        m.stderr()
+    );
+    assert_clean_mount_point(&m);
+    // It ended because the file was closed, not because the grace period ran out.
+    assert!(!m.stderr().contains("files still open"), "{}", m.stderr());
+}
+
+/// A reader that keeps a file open past the grace period cannot keep the process alive or leave
+/// a dead mount: the mount point is clean when the process has exited.
+#[test]
+fn mount_reader_holding_a_file_past_the_grace_period_leaves_no_dead_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let want = pseudo_random(16 << 20, 1617);
+    fs::write(src.join("big.bin"), &want).unwrap();
+    backup(&repo, &src, &[]);
+    let mut m = Mount::start(&repo, &["--grace", "1"]);
+    let f = fs::File::open(m.path.join("latest/big.bin")).unwrap();
+    let mut head = vec![0u8; 4096];
+    f.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(head, want[..4096]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        m.stderr()
+    );
+    assert_clean_mount_point(&m);
+    assert!(m.stderr().contains("files still open"), "{}", m.stderr());
+    // The held file now fails rather than returning anything wrong.
+    let mut tail = vec![0u8; 4096];
+    if f.read_exact_at(&mut tail, (12 << 20) as u64).is_ok() {
+        assert_eq!(tail, want[12 << 20..(12 << 20) + 4096]);
+    }
+    drop(f);
+}
+
+/// Runs `cmd args` as uid/gid 65534 (not root, whom permission checks do not apply to).
+fn as_nobody(cmd: &str, args: &[&Path]) -> std::process::Output {
+    run(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", cmd])
+            .args(args),
+        CMD_TIMEOUT,
+    )
+}
+
+/// Issue 16: with `--allow-other`, a file or directory an ACL denies to a user
+/// (`setfacl -m u:NAME:---`) was readable by that user through the mount (only the mode bits
+/// were enforced). The kernel now enforces stored ACLs, denying and granting.
+#[test]
+fn mount_allow_other_enforces_posix_acls() {
+    use std::os::unix::fs::PermissionsExt;
+    if !fuse_available() || !fixture::is_root() {
+        return;
+    }
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("private")).unwrap();
+    for (name, mode) in [
+        ("open.txt", 0o644),
+        ("denied.txt", 0o644),
+        ("private/inside.txt", 0o644),
+        ("granted.txt", 0o600),
+    ] {
+        fs::write(src.join(name), name.as_bytes()).unwrap();
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for (acl, path) in [
+        ("u:65534:---", "denied.txt"),
+        ("u:65534:---", "private"),
+        ("u:65534:r--", "granted.txt"),
+    ] {
+        let out = run(
+            Command::new("setfacl")
+                .args(["-m", acl])
+                .arg(src.join(path)),
+            CMD_TIMEOUT,
+        );
+        assert!(out.status.success(), "setfacl: {out:?}");
+    }
+    backup(&repo, &src, &[]);
+    let m = Mount::start(&repo, &["--allow-other"]);
+    // The user must be able to reach the mount point.
+    fs::set_permissions(m.path.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    let snap = m.path.join("latest");
+    let ok = |p: &str| {
+        let out = as_nobody("cat", &[&snap.join(p)]);
+        assert!(out.status.success(), "{p}: {out:?}\n{}", m.stderr());
+        assert_eq!(out.stdout, p.as_bytes());
+    };
+    let denied = |cmd: &str, p: &str| {
+        let out = as_nobody(cmd, &[&snap.join(p)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Permission denied"),
+            "{cmd} {p} as a user the ACL denies: {out:?}"
+        );
+    };
+    ok("open.txt");
+    denied("cat", "denied.txt");
+    denied("ls", "private");
+    denied("cat", "private/inside.txt");
+    ok("granted.txt"); // mode 0640 (mask r--), group root: only the ACL entry lets the user in
+}

@@ -749,3 +749,189 @@ fn fast_metadata_paths_stay_exact() {
         check("setgid target of another group", &out, None);
     }
 }
+
+/// What must not change about a file outside the target.
+#[derive(Debug, PartialEq)]
+struct Outside {
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, i64),
+    atime: (i64, i64),
+    ino: u64,
+    content: Vec<u8>,
+}
+
+/// The [`Outside`] state of `p`; its content is read with `O_NOATIME`, so that reading it
+/// changes nothing.
+fn outside_state(p: &Path) -> Outside {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut content = Vec::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(p)
+        .and_then(|mut f| f.read_to_end(&mut content))
+        .unwrap();
+    let m = std::fs::symlink_metadata(p).unwrap();
+    Outside {
+        mode: m.mode(),
+        owner: (m.uid(), m.gid()),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        atime: (m.atime(), m.atime_nsec()),
+        ino: m.ino(),
+        content,
+    }
+}
+
+/// Issue 16: a file in the target that is a hard link to a file outside it, identical in content
+/// and mtime, was found "unchanged" and got the snapshot's mode and owner in place — on the
+/// shared inode, so a 0600 file outside became 04755. Such a file must be replaced (the link
+/// broken, the outside inode untouched), under every overwrite mode, with and without
+/// `--delete`; and a directory in the target that is a symlink to outside is never written
+/// through.
+#[test]
+fn restore_never_changes_a_file_outside_through_a_hard_link_or_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    let content = b"identical content, shared inode".to_vec();
+    std::fs::write(src.join("f"), &content).unwrap();
+    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    fixture::set_mtime(&src.join("f"), 1_700_000_000, 123);
+    std::fs::write(src.join("d/x"), b"in d").unwrap();
+    std::os::unix::fs::symlink("somewhere", src.join("l")).unwrap();
+    fixture::set_mtime(&src.join("l"), 1_600_000_000, 7);
+    let (_r, repo) = new_repo();
+    backup(&repo, &src, &[]);
+
+    let outside = t.path().join("outside");
+    let victim = outside.join("victim");
+    let odir = outside.join("dir");
+    for (mode, extra) in [
+        ("never", &[][..]),
+        ("never", &["--delete"][..]),
+        ("if-changed", &[][..]),
+        ("if-changed", &["--delete"][..]),
+        ("always", &["--delete"][..]),
+    ] {
+        let _ = std::fs::remove_dir_all(&outside);
+        std::fs::create_dir_all(&odir).unwrap();
+        std::fs::write(odir.join("keep"), b"outside").unwrap();
+        std::fs::write(&victim, &content).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if fixture::is_root() {
+            std::os::unix::fs::chown(&victim, Some(4321), Some(4321)).unwrap();
+        }
+        fixture::set_mtime(&victim, 1_700_000_000, 123);
+        let out = t.path().join(format!("out-{mode}-{}", extra.len()));
+        std::fs::create_dir(&out).unwrap();
+        std::fs::hard_link(&victim, out.join("f")).unwrap();
+        std::os::unix::fs::symlink(&odir, out.join("d")).unwrap();
+        // A symlink outside, identical to the snapshot's but for its mtime, hard-linked in.
+        let olink = outside.join("link");
+        std::os::unix::fs::symlink("somewhere", &olink).unwrap();
+        fixture::set_mtime(&olink, 1_500_000_000, 0);
+        std::fs::hard_link(&olink, out.join("l")).unwrap();
+        let link_before = std::fs::symlink_metadata(&olink).unwrap();
+        // (capture_names reads the files: before the atime is taken.)
+        let listing_before = capture_names(&outside);
+        let before = outside_state(&victim);
+
+        let mut args = vec!["latest", "--target", s(&out), "--overwrite", mode];
+        args.extend_from_slice(extra);
+        let (code, v) = restore_json(&repo, &args);
+        let label = format!("--overwrite {mode} {extra:?}");
+        // The symlink where the snapshot has a directory is a conflict under `never`.
+        assert_eq!(code, if mode == "never" { 3 } else { 0 }, "{label}: {v}");
+
+        assert_eq!(
+            outside_state(&victim),
+            before,
+            "{label}: outside file changed"
+        );
+        assert_eq!(capture_names(&outside), listing_before, "{label}");
+        let link_now = std::fs::symlink_metadata(&olink).unwrap();
+        assert_eq!(
+            (link_now.mtime(), link_now.uid(), link_now.ino()),
+            (link_before.mtime(), link_before.uid(), link_before.ino()),
+            "{label}: outside symlink changed"
+        );
+        let l = std::fs::symlink_metadata(out.join("l")).unwrap();
+        assert_ne!(l.ino(), link_before.ino(), "{label}");
+        assert_eq!((l.mtime(), l.mtime_nsec()), (1_600_000_000, 7), "{label}");
+        assert_eq!(std::fs::read(odir.join("keep")).unwrap(), b"outside");
+        assert!(
+            !odir.join("x").exists(),
+            "{label}: written through the symlink"
+        );
+        // The target's file is now its own inode with the snapshot's metadata.
+        let m = std::fs::symlink_metadata(out.join("f")).unwrap();
+        assert_ne!(
+            m.ino(),
+            before.ino,
+            "{label}: still linked to the outside file"
+        );
+        assert_eq!((m.mode() & 0o7777, m.nlink()), (0o4755, 1), "{label}");
+        assert_eq!(std::fs::read(out.join("f")).unwrap(), content);
+        assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1, "{label}");
+        let d = std::fs::symlink_metadata(out.join("d")).unwrap();
+        if mode == "never" {
+            assert!(d.file_type().is_symlink(), "{label}");
+        } else {
+            assert!(d.is_dir(), "{label}");
+            assert_eq!(std::fs::read(out.join("d/x")).unwrap(), b"in d");
+        }
+    }
+}
+
+/// The rule above must not make reruns rewrite the snapshot's own hard links: a group restored
+/// into the target is left alone while its metadata is right, and re-linked (both paths, one new
+/// inode) when its mode was changed, even under `--overwrite never`.
+#[test]
+fn hard_link_group_in_the_target_is_kept_or_relinked_never_chmodded_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), b"linked").unwrap();
+    std::fs::set_permissions(src.join("a"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    let (_r, repo) = new_repo();
+    backup(&repo, &src, &[]);
+    let out = t.path().join("out");
+    let target = ["latest", "--target", s(&out)];
+    assert_eq!(restore_json(&repo, &target).0, 0);
+    let ino = |p: &str| std::fs::metadata(out.join(p)).unwrap().ino();
+    let first = ino("a");
+    assert_eq!(ino("b"), first);
+
+    // Rerun: identical, nothing rewritten.
+    let (code, v) = restore_json(&repo, &target);
+    assert_eq!((code, &v["replaced"]), (0, &serde_json::json!(0)), "{v}");
+    assert_eq!((ino("a"), ino("b")), (first, first));
+
+    // Mode changed on the shared inode: replaced and re-linked, never chmodded in place.
+    std::fs::set_permissions(out.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut dry = target.to_vec();
+    dry.push("--dry-run");
+    let (code, v) = restore_json(&repo, &dry);
+    assert_eq!(code, 0, "{v}");
+    for p in ["a", "b"] {
+        let act = v["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["path"] == p);
+        assert_eq!(act.unwrap()["action"], "replace", "{p}: {v}");
+    }
+    let (code, v) = restore_json(&repo, &target);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["conflicts"], serde_json::json!([]), "{v}");
+    assert_ne!(ino("a"), first);
+    assert_eq!(ino("b"), ino("a"));
+    let m = std::fs::metadata(out.join("b")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.nlink()), (0o640, 2));
+    assert_eq!(rsync_diff(&src, &out), "");
+}
