@@ -57,6 +57,10 @@ pub enum ProblemKind {
     TombstonedSnapshot,
     /// A pack no index entry points into.
     UnindexedPack,
+    /// A pack's 16-byte header (magic, version, reserved word) is wrong.
+    BadPackHeader,
+    /// A snapshot record in the index differs from its authoritative copy in the packs.
+    SnapshotRecordMismatch,
     /// The index database (`index/`) is gone; nothing else could be checked.
     IndexMissing,
 }
@@ -86,6 +90,8 @@ impl ProblemKind {
             ProblemKind::DanglingLayerdirs => "dangling_layerdirs",
             ProblemKind::TombstonedSnapshot => "tombstoned_snapshot",
             ProblemKind::UnindexedPack => "unindexed_pack",
+            ProblemKind::BadPackHeader => "bad_pack_header",
+            ProblemKind::SnapshotRecordMismatch => "snapshot_record_mismatch",
             ProblemKind::IndexMissing => "index_missing",
         }
     }

@@ -90,6 +90,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
                 ..Default::default()
             };
             print_check(None, &report, a.json);
+            record_check(path, &report, &a);
             return Ok(EXIT_DAMAGE);
         }
         Err(e) => return Err(e),
@@ -105,6 +106,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     drop(status);
     let report = report?;
     print_check(Some(&repo), &report, a.json);
+    record_check(path, &report, &a);
     // The copy holds what the index holds: the lookup files are written anew from it, so that
     // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
     if let Err(e) = crate::lookup::drop_tables(path) {
@@ -116,6 +118,14 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     std::mem::forget(repo);
     drop(copy);
     Ok(check_code(&report))
+}
+
+/// Keeps the damage marker (which `prune` honours) in step with what this check found.
+fn record_check(path: &Path, report: &CheckReport, a: &CheckArgs) {
+    let read_all = a.read_data.is_some_and(|p| p >= 100.0);
+    if let Err(e) = check::marker::record_check(path, report, a.read_data.is_some(), read_all) {
+        log::warn!("Could not update the damage marker: {e}");
+    }
 }
 
 /// Runs `strata repair`.
@@ -309,6 +319,9 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
             "snapshots_dropped": r.dropped.iter().map(|d| json!({
                 "id": d.id.to_string(), "reason": d.reason,
             })).collect::<Vec<_>>(),
+            "snapshots_written_back": r.rewritten.iter().map(|d| json!({
+                "id": d.id.to_string(), "reason": d.reason,
+            })).collect::<Vec<_>>(),
             "tombstoned": r.tombstoned,
             "dictionary": r.dictionary,
             "compression": r.compression,
@@ -389,8 +402,24 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
                 r.tombstoned
             )?;
         }
+        for d in &r.rewritten {
+            writeln!(
+                out,
+                "Snapshot {} kept: {}; {} into a new pack",
+                d.id,
+                d.reason,
+                if r.dry_run {
+                    "would be written back"
+                } else {
+                    "written back"
+                }
+            )?;
+        }
         for d in &r.dropped {
             writeln!(out, "Snapshot {} cannot be rebuilt: {}", d.id, d.reason)?;
+        }
+        if !r.dry_run && (!r.dropped.is_empty() || !r.torn.is_empty() || !r.corrupt.is_empty()) {
+            writeln!(out, "prune will not run until you pass --force-after-damage: what was lost may have been all that referenced some data")?;
         }
         if let Some(a) = &r.moved_aside {
             writeln!(
@@ -399,7 +428,7 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
                 a.display()
             )?;
         }
-        writeln!(out, "Snapshot statistics are restored as recorded in the packs (written before the last pack's figures were known)")?;
+        writeln!(out, "Snapshot statistics come from the old index where it holds the snapshot, else from the packs (written before the last pack's figures were known)")?;
         writeln!(out, "After the repair:")?;
         write_check_human(&mut out, None, &r.after)
     })();
