@@ -1,5 +1,6 @@
 //! `strata check`: verifies a repository's structure (and, on request, its data) and says which
-//! files in which snapshots are damaged. Read-only: it writes nothing to the repository.
+//! files in which snapshots are damaged. It changes neither the index nor the packs; the CLI then
+//! records the outcome in the damage marker ([`marker`]) that `prune` honours.
 //!
 //! What is checked, in order:
 //! 1. every snapshot record decodes; its parent chain exists and ends in a full layer;
@@ -236,8 +237,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         .filter(|e| matches!(e.rtype, Some(t) if t != RecordType::Chunk))
         .collect();
     let mut blob_entries: HashMap<ChunkId, u64> = HashMap::new();
-    // The authoritative (last written: highest pack, then offset) snapshot blob of each id.
+    // The authoritative (last written: highest pack, then offset) snapshot blob of each id, and
+    // the earlier ones (an interrupted forget leaves the index at one of those).
     let mut snapshot_blobs: HashMap<SnapshotId, ((PackId, u64), Snapshot)> = HashMap::new();
+    let mut earlier_blobs: HashMap<SnapshotId, Vec<Snapshot>> = HashMap::new();
     let mut tombstoned: HashSet<SnapshotId> = HashSet::new();
     let mut dictionary_record = false;
     opts.progress
@@ -273,8 +276,12 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             Some(RecordType::Snapshot) => match Snapshot::decode(&plain) {
                 Ok(s) => {
                     let at = (e.loc.pack, e.loc.offset);
-                    if snapshot_blobs.get(&s.id).is_none_or(|(old, _)| *old < at) {
-                        snapshot_blobs.insert(s.id, (at, s));
+                    let replaced = match snapshot_blobs.get(&s.id) {
+                        Some((old, _)) if *old > at => Some(s),
+                        _ => snapshot_blobs.insert(s.id, (at, s)).map(|(_, old)| old),
+                    };
+                    if let Some(old) = replaced {
+                        earlier_blobs.entry(old.id).or_default().push(old);
                     }
                 }
                 Err(err) => st.bad_chunk(
@@ -327,7 +334,25 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             ),
             Some(((pack, offset), blob)) => {
                 let diff = record_differences(s, blob);
-                if !diff.is_empty() {
+                let stale = !diff.is_empty()
+                    && earlier_blobs
+                        .get(&s.id)
+                        .is_some_and(|e| e.iter().any(|b| record_differences(s, b).is_empty()));
+                if stale {
+                    // The state a forget or consolidate killed between writing its new records
+                    // and switching the index leaves: the index's views are still whole.
+                    st.problem(
+                        ProblemKind::StaleSnapshotRecord,
+                        format!(
+                            "Snapshot {}: its index record is an earlier version of its snapshot blob (pack {pack}, offset {offset}; an interrupted forget or consolidate?), differing in {}; rerunning it, or `strata repair`, completes the change",
+                            s.id,
+                            diff.join(", ")
+                        ),
+                        Some(s.id),
+                        None,
+                        Some(*pack),
+                    );
+                } else if !diff.is_empty() {
                     mismatched.insert(s.id);
                     st.problem(
                         ProblemKind::SnapshotRecordMismatch,

@@ -290,7 +290,7 @@ fn write_check_human(
     if r.damaged() {
         writeln!(
             out,
-            "Damage found: the files listed fail to read (never with wrong bytes). `strata repair` rebuilds a damaged index from the pack files; `strata repair --read-data` drops corrupt chunks from the index, after which a `backup --rehash` of a source still holding that content stores it again and heals every snapshot using it"
+            "Damage found: the files listed fail to read (never with wrong bytes). `strata repair` rebuilds a damaged index from the pack files; `strata repair --read-data` drops corrupt chunks from the index, after which a `backup --rehash` of a source still holding that content stores it again and heals every snapshot using it. Until a check finds no damage, `strata prune` refuses to run (it would delete what only the damaged records referenced) unless given --force-after-damage"
         )
     } else {
         writeln!(out, "No damage; only leftovers a prune would remove")

@@ -780,7 +780,7 @@ fn check_verifies_every_pack_header_byte() {
                 .filter(|p| p["kind"] == "bad_pack_header")
                 .map(|p| p["pack"].as_str().unwrap().to_string())
                 .collect();
-            assert_eq!(bad, [name.clone()], "byte {at}: {}", c.json);
+            assert_eq!(bad, vec![name.clone()], "byte {at}: {}", c.json);
         }
         flip(&pack, at);
         assert_eq!(check(&s.repo, &[]).code, 0);

@@ -238,6 +238,11 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
         c.snapshots_with("tombstoned_snapshot"),
         [forgotten.clone()].into()
     );
+    // The index still holds the earlier record: an interrupted rewrite, not a forged record.
+    assert_eq!(
+        c.snapshots_with("stale_snapshot_record"),
+        [rewritten.clone()].into()
+    );
 
     std::fs::remove_dir_all(s.repo.join("index")).unwrap();
     let out = strata(&s.repo, &["repair", "--json"]);
