@@ -417,7 +417,10 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         // A temporary database: nothing of it needs to reach the disk.
         drop(repo);
     } else {
-        record_damage(path, &report)?;
+        if let Err(e) = record_damage(path, &report) {
+            // The rebuild itself is done; say loudly that prune is not held back.
+            log::error!("Could not write the damage marker, so prune will not wait for you: {e}");
+        }
         crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     }
     Ok(report)

@@ -145,6 +145,7 @@ pub fn run_repair(path: &Path, a: RepairArgs) -> Result<i32> {
         EXIT_DAMAGE
     } else if !report.torn.is_empty()
         || !report.corrupt.is_empty()
+        || !report.rewritten.is_empty()
         || !report.bad_pack_headers.is_empty()
         || !report.after.problems.is_empty()
     {

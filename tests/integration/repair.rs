@@ -290,6 +290,23 @@ fn repair_keeps_snapshot_whose_record_is_lost_and_prune_keeps_its_data() {
     f.set_len(size - 100).unwrap();
     drop(f);
 
+    // A dry run reads a copy of the old index: it reports the same, and changes nothing (but the
+    // derived lookup files, which every opening of the index removes).
+    let mut before = files_under(&s.repo);
+    let out = strata(&s.repo, &["repair", "--dry-run", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[3].0, "{r}");
+    let mut after = files_under(&s.repo);
+    before.remove(Path::new("lock"));
+    after.remove(Path::new("lock"));
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| !k.starts_with("lookup") && before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "a dry run changed {changed:?}");
+
     // The old index still describes the snapshot and its layer blob is intact: it is kept.
     let (_, r) = repair_json(&s.repo);
     assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
