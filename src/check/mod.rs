@@ -708,3 +708,54 @@ fn split_layer_key(k: &[u8]) -> Option<(SnapshotId, &[u8], &[u8])> {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::BackupStats;
+
+    fn record() -> Snapshot {
+        Snapshot {
+            id: SnapshotId([1; 16]),
+            time_ns: 5,
+            host: "h".into(),
+            source: "/src".into(),
+            kind: BackupKind::Incremental,
+            parent: Some(SnapshotId([2; 16])),
+            depth: 2,
+            tags: vec!["t".into()],
+            stats: BackupStats {
+                files: 3,
+                ..Default::default()
+            },
+            layer_blobs: vec![ChunkId::of(b"layer")],
+        }
+    }
+
+    #[test]
+    fn records_may_differ_only_in_the_figures_learnt_after_the_blob() {
+        let blob = record();
+        let mut index = record();
+        index.stats.new_chunks = 7;
+        index.stats.new_bytes = 8;
+        index.stats.stored_bytes = 9;
+        index.stats.elapsed_ms = 10;
+        assert!(record_differences(&index, &blob).is_empty());
+        let edits: [(&str, fn(&mut Snapshot)); 9] = [
+            ("parent", |s| s.parent = Some(SnapshotId([3; 16]))),
+            ("kind", |s| s.kind = BackupKind::Differential),
+            ("depth", |s| s.depth = 3),
+            ("time", |s| s.time_ns = 6),
+            ("host", |s| s.host = "g".into()),
+            ("source", |s| s.source = "/other".into()),
+            ("tags", |s| s.tags.clear()),
+            ("stats", |s| s.stats.files = 4),
+            ("layer blobs", |s| s.layer_blobs.clear()),
+        ];
+        for (name, edit) in edits {
+            let mut changed = index.clone();
+            edit(&mut changed);
+            assert_eq!(record_differences(&changed, &blob), [name]);
+        }
+    }
+}
