@@ -741,7 +741,8 @@ mod tests {
         index.stats.stored_bytes = 9;
         index.stats.elapsed_ms = 10;
         assert!(record_differences(&index, &blob).is_empty());
-        let edits: [(&str, fn(&mut Snapshot)); 9] = [
+        type Edit = (&'static str, fn(&mut Snapshot));
+        let edits: [Edit; 9] = [
             ("parent", |s| s.parent = Some(SnapshotId([3; 16]))),
             ("kind", |s| s.kind = BackupKind::Differential),
             ("depth", |s| s.depth = 3),
