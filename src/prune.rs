@@ -161,14 +161,14 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     if !damage.is_empty() {
         let found = damage_summary(&damage);
         if opts.dry_run {
-            log::warn!("The last check or repair found damage: {found}");
+            log::warn!("{found}; prune will need --force-after-damage");
         } else if !opts.force_after_damage {
             return Err(Error::DamageUnacknowledged {
                 path: repo.path().to_path_buf(),
                 found,
             });
         } else {
-            log::warn!("Pruning despite damage, as asked: {found}");
+            log::warn!("Pruning as asked, although {found}");
         }
     }
     if !opts.dry_run {
