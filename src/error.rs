@@ -76,6 +76,10 @@ pub enum Error {
     IndexMissing(PathBuf),
     #[error("{0} has no STRATA marker file, so it is not treated as a strata repository; if packs/ holds this repository's data, recreate the marker with: printf 'strata repository\\nformat 1\\n' > {0}/STRATA")]
     MarkerMissing(PathBuf),
+    /// `prune` on a repository whose last check or repair found lost or damaged data: what
+    /// nothing references may be what the damage made unreferenced.
+    #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]
+    DamageUnacknowledged { path: PathBuf, found: String },
 }
 
 /// Shorthand used throughout the library.

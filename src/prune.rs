@@ -13,6 +13,12 @@
 //! then the index switches to the new locations, then sled is flushed, then the old pack is
 //! deleted. Killed between any two steps, nothing referenced is lost and a rerun completes.
 //!
+//! **Damage.** Prune deletes what nothing references, so it must not run on a repository whose
+//! references may be incomplete: when the last check or repair left a damage marker
+//! ([`crate::check::marker`]), prune refuses ([`Error::DamageUnacknowledged`]) unless
+//! `force_after_damage` says the user has looked; that run removes the marker when it is done. A
+//! dry run only warns.
+//!
 //! Unfinished `*.pack.tmp` files are removed first: the repository lock is exclusive (`flock`
 //! `LOCK_EX`, see `repo::take_lock`), so no live writer can own them.
 
@@ -25,8 +31,7 @@ use crate::forget::crash_point;
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repo::keys::Location;
 use crate::repo::pack::{
-    self, PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION,
-    RECORD_HEADER_LEN,
+    self, PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN,
 };
 use crate::repo::writer::PACK_TARGET_SIZE;
 use crate::repo::Repo;
@@ -46,6 +51,9 @@ pub struct PruneOptions {
     /// Rewrite packs whose live bytes are below this percentage of their size (0 = never, 100 =
     /// any pack with garbage).
     pub repack_threshold: u8,
+    /// Run even though the last check or repair found damage (the user has looked); the damage
+    /// marker is removed once the prune is done.
+    pub force_after_damage: bool,
 }
 
 impl Default for PruneOptions {
@@ -53,6 +61,7 @@ impl Default for PruneOptions {
         PruneOptions {
             dry_run: false,
             repack_threshold: DEFAULT_REPACK_THRESHOLD,
+            force_after_damage: false,
         }
     }
 }
@@ -121,12 +130,11 @@ impl Rec {
 
 /// Reads every record header of a pack; `Err` when a header is damaged (the pack is left alone).
 fn scan_pack(repo: &Repo, id: PackId, size: u64) -> Result<Vec<Rec>> {
-    let head = repo.packs().read_at(id, 0, PACK_HEADER_LEN as usize)?;
-    if &head[..8] != PACK_MAGIC {
-        return Err(Error::CorruptMetadata(format!(
-            "pack {id} has no pack header"
-        )));
-    }
+    let head = repo
+        .packs()
+        .read_at(id, 0, PACK_HEADER_LEN.min(size) as usize)?;
+    pack::verify_pack_header(&head)
+        .map_err(|e| Error::CorruptMetadata(format!("pack {id}: {e}")))?;
     let mut out = Vec::new();
     let mut offset = PACK_HEADER_LEN;
     while offset < size {
@@ -149,6 +157,20 @@ fn scan_pack(repo: &Repo, id: PackId, size: u64) -> Result<Vec<Rec>> {
 pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     let start = Instant::now();
     let mut stats = PruneStats::default();
+    let damage = crate::check::marker::read(repo.path())?;
+    if !damage.is_empty() {
+        let found = damage_summary(&damage);
+        if opts.dry_run {
+            log::warn!("{found}; prune will need --force-after-damage");
+        } else if !opts.force_after_damage {
+            return Err(Error::DamageUnacknowledged {
+                path: repo.path().to_path_buf(),
+                found,
+            });
+        } else {
+            log::warn!("Pruning as asked, although {found}");
+        }
+    }
     if !opts.dry_run {
         stats.tmp_packs_removed = repo.packs().remove_unfinished()? as u64;
         // The lookup tables record chunk locations, which a repack moves.
@@ -373,6 +395,10 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
         repo.packs().delete(*pid)?;
     }
     stats.bytes_after = repo.packs().list()?.iter().map(|p| p.1).sum();
+    if !damage.is_empty() {
+        // Acknowledged and acted on: the next prune needs no flag until new damage is found.
+        crate::check::marker::clear(repo.path())?;
+    }
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     log::info!(
         "Pruned: {} pack(s) deleted, {} rewritten, {} bytes reclaimed",
@@ -381,6 +407,28 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
         stats.reclaimed_bytes()
     );
     Ok(stats)
+}
+
+/// One line for the user: the first findings of the damage marker, and how many more.
+fn damage_summary(findings: &[(crate::check::marker::Origin, String)]) -> String {
+    const SHOWN: usize = 3;
+    let mut out = format!(
+        "the last {} found damage: ",
+        match findings[0].0 {
+            crate::check::marker::Origin::Repair => "repair",
+            _ => "check",
+        }
+    );
+    let shown: Vec<&str> = findings
+        .iter()
+        .take(SHOWN)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    out.push_str(&shown.join("; "));
+    if findings.len() > SHOWN {
+        out.push_str(&format!(" (and {} more)", findings.len() - SHOWN));
+    }
+    out
 }
 
 /// Packs a rewrite would create (live bytes / pack target size, rounded up).
@@ -401,10 +449,7 @@ struct Copier {
 impl Copier {
     fn create(repo: &Repo) -> Result<Copier> {
         let (id, mut sink) = repo.create_pack()?;
-        let mut header = [0u8; PACK_HEADER_LEN as usize];
-        header[..8].copy_from_slice(PACK_MAGIC);
-        header[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
-        sink.write_all(&header)?;
+        sink.write_all(&pack::pack_header())?;
         Ok(Copier {
             id,
             sink,

@@ -12,23 +12,39 @@
 //! 4. chunk payloads only with `read_data`: a chunk record failing its hash is dropped (another
 //!    copy of the same id is used when one verifies).
 //!
-//! A snapshot whose layer blobs are missing or damaged cannot be rebuilt and is dropped (a partial
-//! layer would show a wrong tree). Its dependants are kept — their own layers are intact — and are
-//! reported damaged by the check that ends every repair (their views cannot open without the
-//! parent). A file whose chunk is gone stays listed and reads as an error, never as zeros.
+//! The old database, when it still opens, is merged in: repair never loses what either the packs
+//! or the old index hold. A snapshot the old index lists is kept when its record or its layer
+//! blobs are lost from the packs but the old index still holds them — its record (when the packs
+//! lost it or disagree with it only because of that loss) and its layer entries (when its layer
+//! blobs are missing or damaged) come from the old index, and are written back into a new pack
+//! (new layer blobs, a new snapshot blob, which is then the last written and so authoritative), so
+//! that the packs describe it again. Where both hold a record, the pack's is authoritative
+//! (`forget` writes its new records there before switching the index); the old index's final
+//! stats are kept when nothing else differs.
+//!
+//! A snapshot whose layer is truly gone (neither its blobs nor the old index hold it) cannot be
+//! rebuilt and is dropped (a partial layer would show a wrong tree), and reported. Its dependants
+//! are kept — their own layers are intact — and are reported damaged by the check that ends every
+//! repair (their views cannot open without the parent). A file whose chunk is gone stays listed
+//! and reads as an error, never as zeros. What could not be restored (dropped snapshots, torn
+//! packs, damaged records) goes into the damage marker ([`crate::check::marker`]), so that `prune`
+//! does not delete what only those records referenced until the user says so.
 //!
 //! Crash safety: the new database is built in `REPO/index.rebuild` (removed first if a previous
 //! repair died), flushed and closed; only then is the old `index/` renamed to
 //! `index.damaged-<time>` and the new one renamed into place. Killed at any moment, a rerun starts
-//! over and ends in the same state, so repair is idempotent. `--dry-run` builds a temporary
-//! database outside the repository and changes nothing.
+//! over and ends in the same state, so repair is idempotent. Records written back into the packs
+//! are written after the swap, through the new index (as a backup would), then the snapshot
+//! records are switched to them; killed in between, the rebuilt index still holds the snapshot
+//! and its layer, and a rerun writes them again. `--dry-run` builds a temporary database outside
+//! the repository, reads a copy of the old one, and changes nothing.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::check::{self, CheckOptions, CheckReport};
+use crate::check::{self, CheckOptions, CheckReport, DbCopy};
 use crate::compress::Dictionary;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, IoContext, Result};
@@ -38,6 +54,7 @@ use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::{self, DirBackend, PackBackend, RecordType, RECORD_HEADER_LEN};
 use crate::repo::scan::{self, TornRegion};
+use crate::repo::writer::PackWriter;
 use crate::repo::{Repo, DEFAULT_COMPRESSION, FORMAT_VERSION, INDEX_DIR};
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -106,6 +123,9 @@ pub struct RepairReport {
     pub tombstoned: u64,
     /// Snapshots that could not be rebuilt.
     pub dropped: Vec<DroppedSnapshot>,
+    /// Snapshots kept thanks to the old index (their record or layer was lost from the packs),
+    /// with what came from it; their records were written back into a new pack (not in a dry run).
+    pub rewritten: Vec<DroppedSnapshot>,
     /// Whether a dictionary was restored.
     pub dictionary: bool,
     /// The compression level recorded in the new database.
@@ -355,36 +375,21 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         }
         crate::repo::open_sled(db_config(&rebuild))?
     };
-    // The old database is only read outside a dry run: opening a sled database may write to it.
-    let old = if opts.dry_run {
-        OldIndex::default()
-    } else {
-        read_old_index(&path.join(INDEX_DIR))
-    };
+    // Opening a sled database may write to it: a dry run reads a copy.
+    let old = read_old_index(&path.join(INDEX_DIR), opts.dry_run);
     report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
     report.compression_from_old_index = old.compression.is_some();
-    build(
+    let pending = build(
         &db,
         &packs,
         &found,
+        &old,
         dict.as_ref(),
         report.compression,
         &mut report,
     )?;
-    // Snapshots the old index knew that the packs no longer describe are lost: say so.
-    for id in old.snapshots {
-        let known = report.snapshots.contains(&id)
-            || report.dropped.iter().any(|d| d.id == id)
-            || found.tombstones.contains(&id);
-        if !known {
-            log::error!("Cannot rebuild snapshot {id}: no snapshot blob in the packs");
-            report.dropped.push(DroppedSnapshot {
-                id,
-                reason: "its snapshot blob is not in the packs (only the old index knew it)".into(),
-            });
-        }
-    }
     db.flush()?;
+    drop(old);
 
     // 4. Swap it in (unless dry run), then check what is still damaged.
     let db = if opts.dry_run {
@@ -403,26 +408,162 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         crate::repo::open_sled(db_config(&index))?
     };
     let repo = Repo::open_with_db(path, lock, db)?;
+    if !opts.dry_run {
+        write_back(&repo, &pending)?;
+    }
     report.after = check::check(&repo, &CheckOptions::default())?;
     report.elapsed_ms = start.elapsed().as_millis() as u64;
     if opts.dry_run {
         // A temporary database: nothing of it needs to reach the disk.
         drop(repo);
     } else {
+        if let Err(e) = record_damage(path, &report) {
+            // The rebuild itself is done; say loudly that prune is not held back.
+            log::error!("Could not write the damage marker, so prune will not wait for you: {e}");
+        }
         crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
     }
     Ok(report)
 }
 
-/// Writes meta, chunks, snapshots, layers and layerdirs into `db`.
+/// Updates the damage marker: what the closing check found, and what the rebuild lost (which no
+/// later check can see, so it stays until the user lifts it).
+fn record_damage(path: &Path, report: &RepairReport) -> Result<()> {
+    check::marker::record_check(path, &report.after, false, false)?;
+    let mut lost: Vec<String> = report
+        .dropped
+        .iter()
+        .map(|d| format!("repair lost snapshot {}: {}", d.id, d.reason))
+        .collect();
+    lost.extend(report.torn.iter().map(|(p, t)| {
+        format!(
+            "repair found {} damaged bytes in pack {p} at offset {} ({})",
+            t.len, t.offset, t.reason
+        )
+    }));
+    lost.extend(report.corrupt.iter().map(|c| {
+        format!(
+            "repair dropped damaged record {} in pack {}: {}",
+            c.id, c.pack, c.detail
+        )
+    }));
+    check::marker::record_repair(path, &lost)
+}
+
+/// A snapshot whose record or layer is written back into the packs after the swap.
+struct WriteBack {
+    id: SnapshotId,
+    /// Its layer blobs are lost: new ones are written from the rebuilt layer.
+    layer: bool,
+}
+
+/// Writes the records in `pending` back into one new pack (new layer blobs where the layer came
+/// from the old index, then a new snapshot blob, the last written for its id), indexes them,
+/// then switches the snapshot records to the new layer blobs; flushes.
+fn write_back(repo: &std::sync::Arc<Repo>, pending: &[WriteBack]) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut writer = PackWriter::new(repo.clone(), Default::default());
+    let mut updated = Vec::new();
+    for w in pending {
+        let Some(mut snap) = repo.snapshot(&w.id)? else {
+            continue;
+        };
+        if w.layer {
+            snap.layer_blobs = write_layer_blobs(repo, &mut writer, &w.id)?;
+        }
+        writer.add_blob(RecordType::Snapshot, &snap.encode())?;
+        updated.push(snap);
+    }
+    writer.finish()?;
+    let mut batch = sled::Batch::default();
+    for snap in &updated {
+        batch.insert(&snap.id.0, snap.encode());
+    }
+    repo.snapshots.apply_batch(batch)?;
+    repo.snapshots_changed();
+    repo.flush()
+}
+
+/// Layer blobs are cut at about this size, as backup and forget cut them.
+const LAYER_BLOB_SIZE: usize = 1 << 20;
+
+/// Writes `id`'s layer (as the index holds it) as layer blobs; returns their ids.
+fn write_layer_blobs(
+    repo: &Repo,
+    writer: &mut PackWriter,
+    id: &SnapshotId,
+) -> Result<Vec<ChunkId>> {
+    let mut blobs = Vec::new();
+    let mut blob = Vec::with_capacity(LAYER_BLOB_SIZE + 4096);
+    for kv in repo.layers.scan_prefix(id.0) {
+        let (k, v) = kv?;
+        let key = &k[16..];
+        blob.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        blob.extend_from_slice(key);
+        blob.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&v);
+        if blob.len() >= LAYER_BLOB_SIZE {
+            blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
+            blob.clear();
+        }
+    }
+    if !blob.is_empty() {
+        blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
+    }
+    Ok(blobs)
+}
+
+/// A layer's entries as (key without the snapshot id, entry) pairs.
+type LayerEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Reads and parses the layer blobs `ids` from the packs.
+fn layer_from_blobs(
+    packs: &DirBackend,
+    found: &Found,
+    ids: &[ChunkId],
+    dict: Option<&Dictionary>,
+) -> std::result::Result<LayerEntries, String> {
+    let mut entries = Vec::new();
+    for b in ids {
+        let plain = match found.chunks.get(b) {
+            None => return Err(format!("its layer blob {b} is missing")),
+            Some(loc) => read_record(packs, b, loc, dict)
+                .map_err(|e| format!("its layer blob {b} is damaged: {e}"))?,
+        };
+        let es = layer_blob_entries(&plain).map_err(|e| format!("its layer blob {b}: {e}"))?;
+        entries.extend(es.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+    }
+    Ok(entries)
+}
+
+/// The `layerdirs` of a layer, derived from its entries exactly as backup fills them.
+fn derive_dirs(entries: &LayerEntries) -> std::result::Result<HashMap<Vec<u8>, bool>, String> {
+    let mut dirs: HashMap<Vec<u8>, bool> = HashMap::new();
+    for (k, v) in entries {
+        let (dir, name) = keys::split_entry_key(k).ok_or("a layer key without separator")?;
+        let e = Entry::decode(v).map_err(|e| format!("an entry of its layer: {e}"))?;
+        dirs.entry(dir.to_vec()).or_insert(false);
+        if e.kind == Kind::Dir && e.opaque && !name.is_empty() {
+            dirs.insert(join(dir, name), true);
+        }
+    }
+    Ok(dirs)
+}
+
+/// Writes meta, chunks, snapshots, layers and layerdirs into `db`, merging what the packs hold
+/// with what the old index holds (see the module documentation). Returns the snapshots whose
+/// records must be written back into the packs.
 fn build(
     db: &sled::Db,
     packs: &DirBackend,
     found: &Found,
+    old: &OldIndex,
     dict: Option<&Dictionary>,
     compression: i32,
     report: &mut RepairReport,
-) -> Result<()> {
+) -> Result<Vec<WriteBack>> {
     let meta = db.open_tree(keys::TREE_META)?;
     meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
     meta.insert(keys::META_COMPRESSION, &compression.to_be_bytes())?;
@@ -446,63 +587,72 @@ fn build(
     let snapshots = db.open_tree(keys::TREE_SNAPSHOTS)?;
     let layers = db.open_tree(keys::TREE_LAYERS)?;
     let layerdirs = db.open_tree(keys::TREE_LAYERDIRS)?;
+    // Every snapshot the packs or the old index describe.
     let mut ordered: Vec<&Snapshot> = found.snapshots.values().map(|(_, s)| s).collect();
+    ordered.extend(
+        old.snapshots
+            .values()
+            .filter(|s| !found.snapshots.contains_key(&s.id)),
+    );
     ordered.sort_by_key(|s| (s.time_ns, s.id));
-    for snap in ordered {
-        if found.tombstones.contains(&snap.id) {
-            report.tombstoned += 1;
+    let mut pending = Vec::new();
+    for listed in ordered {
+        let id = listed.id;
+        if found.tombstones.contains(&id) {
+            if found.snapshots.contains_key(&id) {
+                report.tombstoned += 1;
+            }
             continue;
         }
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut failure = None;
-        for b in &snap.layer_blobs {
-            let plain = match found.chunks.get(b) {
-                None => {
-                    failure = Some(format!("its layer blob {b} is missing"));
-                    break;
-                }
-                Some(loc) => match read_record(packs, b, loc, dict) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        failure = Some(format!("its layer blob {b} is damaged: {e}"));
-                        break;
+        let from_pack = found.snapshots.get(&id).map(|(_, s)| s);
+        let from_old = old.snapshots.get(&id);
+        // The pack's record is authoritative; the old index's carries the final stats, so it
+        // is kept when nothing else differs, and it is all there is when the pack lost it.
+        let mut snap = match (from_pack, from_old) {
+            (Some(p), Some(o)) if check::record_differences(o, p).is_empty() => o.clone(),
+            (Some(p), _) => p.clone(),
+            (None, Some(o)) => o.clone(),
+            (None, None) => continue,
+        };
+        let mut kept: Option<String> = from_pack.is_none().then(|| {
+            "its snapshot blob is lost from the packs; the old index's record is kept".into()
+        });
+        let mut layer_from_old = false;
+        let built = layer_from_blobs(packs, found, &snap.layer_blobs, dict)
+            .and_then(|e| derive_dirs(&e).map(|d| (e, d)));
+        let (mut entries, dirs) = match built {
+            Ok(b) => b,
+            Err(reason) => {
+                // The old index's layer, with the record it belongs to.
+                let fallback = from_old.and_then(|o| {
+                    let e = old.layer(&id)?;
+                    (!e.is_empty()).then_some(())?;
+                    let d = derive_dirs(&e).ok()?;
+                    Some((o, e, d))
+                });
+                match fallback {
+                    Some((o, e, d)) => {
+                        snap = o.clone();
+                        layer_from_old = true;
+                        kept = Some(format!(
+                            "{reason}; its layer ({} entries) and record are taken from the old index",
+                            e.len()
+                        ));
+                        (e, d)
                     }
-                },
-            };
-            match layer_blob_entries(&plain) {
-                Ok(es) => entries.extend(es.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec()))),
-                Err(e) => {
-                    failure = Some(format!("its layer blob {b}: {e}"));
-                    break;
+                    None => {
+                        let reason = if from_old.is_some() {
+                            format!("{reason}, and the old index does not hold its layer")
+                        } else {
+                            reason
+                        };
+                        log::error!("Cannot rebuild snapshot {id}: {reason}");
+                        report.dropped.push(DroppedSnapshot { id, reason });
+                        continue;
+                    }
                 }
             }
-        }
-        let mut dirs: HashMap<Vec<u8>, bool> = HashMap::new();
-        if failure.is_none() {
-            for (k, v) in &entries {
-                let (dir, name) = keys::split_entry_key(k).expect("checked by the parser");
-                match Entry::decode(v) {
-                    Ok(e) => {
-                        dirs.entry(dir.to_vec()).or_insert(false);
-                        if e.kind == Kind::Dir && e.opaque && !name.is_empty() {
-                            dirs.insert(join(dir, name), true);
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(format!("an entry of its layer blobs: {e}"));
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(reason) = failure {
-            log::error!("Cannot rebuild snapshot {}: {reason}", snap.id);
-            report.dropped.push(DroppedSnapshot {
-                id: snap.id,
-                reason,
-            });
-            continue;
-        }
+        };
         entries.sort_unstable();
         for part in entries.chunks(512) {
             let mut batch = sled::Batch::default();
@@ -523,26 +673,85 @@ fn build(
         // The commit point of each snapshot, as in a backup: its record goes in last.
         snapshots.insert(snap.id.0, snap.encode())?;
         report.snapshots.push(snap.id);
+        if let Some(reason) = kept {
+            log::warn!("Snapshot {id}: {reason}; writing it back into the packs");
+            pending.push(WriteBack {
+                id,
+                layer: layer_from_old,
+            });
+            report.rewritten.push(DroppedSnapshot { id, reason });
+        }
     }
-    Ok(())
+    // Records of the old index that do not decode, and that the packs do not describe either.
+    for id in &old.undecodable {
+        let known = report.snapshots.contains(id)
+            || report.dropped.iter().any(|d| d.id == *id)
+            || found.tombstones.contains(id);
+        if !known {
+            log::error!("Cannot rebuild snapshot {id}: no snapshot blob in the packs");
+            report.dropped.push(DroppedSnapshot {
+                id: *id,
+                reason: "its snapshot blob is not in the packs, and its record in the old index does not decode".into(),
+            });
+        }
+    }
+    Ok(pending)
 }
 
 /// What can still be read from the database being replaced.
 #[derive(Default)]
 struct OldIndex {
     compression: Option<i32>,
-    snapshots: Vec<SnapshotId>,
+    /// Its snapshot records.
+    snapshots: HashMap<SnapshotId, Snapshot>,
+    /// Ids of its records that do not decode.
+    undecodable: Vec<SnapshotId>,
+    /// The database, open for reading layers (dropped before its copy).
+    db: Option<sled::Db>,
+    /// In a dry run, the private copy `db` was opened from.
+    _copy: Option<DbCopy>,
 }
 
-/// Reads the compression level and the snapshot ids from the old database, when it opens. A
-/// damaged sled may fail or panic on open: both just mean "unknown".
-fn read_old_index(index: &Path) -> OldIndex {
+impl OldIndex {
+    /// The layer of `id` as the old database holds it (keys without the snapshot id), or `None`
+    /// when it cannot be read whole: a partial layer would show a wrong tree.
+    fn layer(&self, id: &SnapshotId) -> Option<LayerEntries> {
+        let db = self.db.as_ref()?;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let t = db.open_tree(keys::TREE_LAYERS).ok()?;
+            t.scan_prefix(id.0)
+                .map(|kv| {
+                    let (k, v) = kv.ok()?;
+                    keys::split_entry_key(&k[16..])?;
+                    Some((k[16..].to_vec(), v.to_vec()))
+                })
+                .collect::<Option<LayerEntries>>()
+        }));
+        read.ok().flatten()
+    }
+}
+
+/// Reads the compression level and the snapshot records from the old database, when it opens,
+/// and keeps it open for [`OldIndex::layer`]; `copy` reads a private copy (a dry run: opening a
+/// sled database may write to it). A damaged sled may fail or panic on open: both just mean
+/// "unknown".
+fn read_old_index(index: &Path, copy: bool) -> OldIndex {
     if !index.join("db").exists() {
         return OldIndex::default();
     }
-    let index = index.to_path_buf();
+    let (dir, copied) = if copy {
+        match check::copy_db(index) {
+            Ok(c) => (c.path().to_path_buf(), Some(c)),
+            Err(e) => {
+                log::warn!("Cannot copy the old index to read it: {e}");
+                return OldIndex::default();
+            }
+        }
+    } else {
+        (index.to_path_buf(), None)
+    };
     let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
-        let db = crate::repo::open_sled(db_config(&index)).ok()?;
+        let db = crate::repo::open_sled(db_config(&dir)).ok()?;
         let compression = db
             .open_tree(keys::TREE_META)
             .ok()?
@@ -550,19 +759,31 @@ fn read_old_index(index: &Path) -> OldIndex {
             .ok()
             .flatten()
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes));
-        let snapshots = db
-            .open_tree(keys::TREE_SNAPSHOTS)
-            .ok()?
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok()?.as_ref().try_into().ok().map(SnapshotId))
-            .collect();
+        let mut snapshots = HashMap::new();
+        let mut undecodable = Vec::new();
+        for kv in db.open_tree(keys::TREE_SNAPSHOTS).ok()?.iter() {
+            let Ok((k, v)) = kv else { continue };
+            let Ok(id) = k.as_ref().try_into().map(SnapshotId) else {
+                continue;
+            };
+            match Snapshot::decode(&v) {
+                Ok(s) if s.id == id => {
+                    snapshots.insert(id, s);
+                }
+                _ => undecodable.push(id),
+            }
+        }
         Some(OldIndex {
             compression,
             snapshots,
+            undecodable,
+            db: Some(db),
+            _copy: None,
         })
     });
-    read.ok().flatten().unwrap_or_default()
+    let mut old = read.ok().flatten().unwrap_or_default();
+    old._copy = copied;
+    old
 }
 
 /// Makes sled's id generator of the database at `path` hand out numbers above `max_pack`, so new

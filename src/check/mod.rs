@@ -1,13 +1,19 @@
 //! `strata check`: verifies a repository's structure (and, on request, its data) and says which
-//! files in which snapshots are damaged. Read-only: it writes nothing to the repository.
+//! files in which snapshots are damaged. It changes neither the index nor the packs; the CLI then
+//! records the outcome in the damage marker ([`marker`]) that `prune` honours.
 //!
 //! What is checked, in order:
 //! 1. every snapshot record decodes; its parent chain exists and ends in a full layer;
-//! 2. every index entry decodes, names an existing pack, lies within it, and the record header at
-//!    that offset verifies and agrees with the entry (id, lengths, compression) — headers only;
+//! 2. every pack's 16-byte header (each byte: magic, version, reserved word); every index entry
+//!    decodes, names an existing pack, lies within it, and the record header at that offset
+//!    verifies and agrees with the entry (id, lengths, compression) — headers only;
 //! 3. every metadata record (layer blobs, snapshot blobs, the dictionary, forget tombstones) is read
 //!    and verified: they are small, and they are what `repair` would rebuild from; each snapshot's
 //!    layer blobs and its snapshot blob exist, and the blobs hold as many entries as its layer;
+//!    each snapshot record equals its authoritative snapshot blob (the last written), field by
+//!    field — a record whose parent or kind was changed would otherwise show a wrong tree
+//!    silently. Only the figures a backup learns after writing the blob may differ
+//!    ([`record_differences`]);
 //! 4. every layer entry decodes and every chunk it references is indexed; each non-full layer's
 //!    `layerdirs` agree with its entries (a missing directory would hide entries from views);
 //! 5. leftovers: layer or layerdirs keys of snapshots that do not exist (an interrupted backup);
@@ -20,12 +26,13 @@
 //! newer one in some views damages only the views that still show it).
 
 mod damage;
+pub mod marker;
 mod read;
 mod report;
 
 use damage::map_damage;
 use read::{check_headers, sample};
-pub use read::{open_copy, verify_with, DbCopy};
+pub use read::{copy_db, open_copy, verify_with, DbCopy};
 pub use report::{CheckReport, CheckStats, DamagedFile, Problem, ProblemKind, Severity};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -38,7 +45,7 @@ use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::layers::join;
 use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
-use crate::repo::pack::{RecordType, RECORD_HEADER_LEN};
+use crate::repo::pack::{verify_pack_header, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -148,6 +155,25 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // 2. Index entries against pack record headers, in pack order.
     let packs: HashMap<PackId, u64> = repo.packs().list()?.into_iter().collect();
     stats.packs = packs.len() as u64;
+    // Pack headers: 16 bytes per pack, cheap enough for every check.
+    let mut pack_ids: Vec<PackId> = packs.keys().copied().collect();
+    pack_ids.sort();
+    for p in pack_ids {
+        let head = repo
+            .packs()
+            .read_at(p, 0, PACK_HEADER_LEN.min(packs[&p]) as usize)
+            .map_err(|e| e.to_string())
+            .and_then(|h| verify_pack_header(&h));
+        if let Err(e) = head {
+            st.problem(
+                ProblemKind::BadPackHeader,
+                format!("Pack {p}: {e}"),
+                None,
+                None,
+                Some(p),
+            );
+        }
+    }
     let mut indexed = Vec::new();
     for kv in repo.chunks.iter() {
         let (k, v) = kv?;
@@ -211,7 +237,10 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         .filter(|e| matches!(e.rtype, Some(t) if t != RecordType::Chunk))
         .collect();
     let mut blob_entries: HashMap<ChunkId, u64> = HashMap::new();
-    let mut snapshot_blobs: HashSet<SnapshotId> = HashSet::new();
+    // The authoritative (last written: highest pack, then offset) snapshot blob of each id, and
+    // the earlier ones (an interrupted forget leaves the index at one of those).
+    let mut snapshot_blobs: HashMap<SnapshotId, ((PackId, u64), Snapshot)> = HashMap::new();
+    let mut earlier_blobs: HashMap<SnapshotId, Vec<Snapshot>> = HashMap::new();
     let mut tombstoned: HashSet<SnapshotId> = HashSet::new();
     let mut dictionary_record = false;
     opts.progress
@@ -246,7 +275,14 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             },
             Some(RecordType::Snapshot) => match Snapshot::decode(&plain) {
                 Ok(s) => {
-                    snapshot_blobs.insert(s.id);
+                    let at = (e.loc.pack, e.loc.offset);
+                    let replaced = match snapshot_blobs.get(&s.id) {
+                        Some((old, _)) if *old > at => Some(s),
+                        _ => snapshot_blobs.insert(s.id, (at, s)).map(|(_, old)| old),
+                    };
+                    if let Some(old) = replaced {
+                        earlier_blobs.entry(old.id).or_default().push(old);
+                    }
                 }
                 Err(err) => st.bad_chunk(
                     e.id,
@@ -271,6 +307,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     }
     let mut ordered: Vec<&Snapshot> = snaps.values().collect();
     ordered.sort_by_key(|s| (s.time_ns, s.id));
+    let mut mismatched: BTreeSet<SnapshotId> = BTreeSet::new();
     for s in &ordered {
         if tombstoned.contains(&s.id) {
             st.problem(
@@ -284,8 +321,8 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 None,
             );
         }
-        if !snapshot_blobs.contains(&s.id) {
-            st.problem(
+        match snapshot_blobs.get(&s.id) {
+            None => st.problem(
                 ProblemKind::MissingSnapshotBlob,
                 format!(
                     "Snapshot {} has no readable snapshot blob in the packs; repair could not rebuild it",
@@ -294,7 +331,42 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
                 Some(s.id),
                 None,
                 None,
-            );
+            ),
+            Some(((pack, offset), blob)) => {
+                let diff = record_differences(s, blob);
+                let stale = !diff.is_empty()
+                    && earlier_blobs
+                        .get(&s.id)
+                        .is_some_and(|e| e.iter().any(|b| record_differences(s, b).is_empty()));
+                if stale {
+                    // The state a forget or consolidate killed between writing its new records
+                    // and switching the index leaves: the index's views are still whole.
+                    st.problem(
+                        ProblemKind::StaleSnapshotRecord,
+                        format!(
+                            "Snapshot {}: its index record is an earlier version of its snapshot blob (pack {pack}, offset {offset}; an interrupted forget or consolidate?), differing in {}; rerunning it, or `strata repair`, completes the change",
+                            s.id,
+                            diff.join(", ")
+                        ),
+                        Some(s.id),
+                        None,
+                        Some(*pack),
+                    );
+                } else if !diff.is_empty() {
+                    mismatched.insert(s.id);
+                    st.problem(
+                        ProblemKind::SnapshotRecordMismatch,
+                        format!(
+                            "Snapshot {}: its index record differs from its snapshot blob (pack {pack}, offset {offset}) in {}; `strata repair` restores the blob's",
+                            s.id,
+                            diff.join(", ")
+                        ),
+                        Some(s.id),
+                        None,
+                        Some(*pack),
+                    );
+                }
+            }
         }
         for b in &s.layer_blobs {
             if !blob_entries.contains_key(b) {
@@ -520,6 +592,14 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // Bad chunks → entries → snapshot views.
     let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
     damaged.extend(broken.iter().copied());
+    // A record that disagrees with its blob may show a wrong tree: in its own view, and in the
+    // view of every snapshot whose chain goes through it.
+    for (sid, chain) in &chains {
+        if chain.iter().any(|c| mismatched.contains(c)) {
+            damaged.insert(*sid);
+        }
+    }
+    damaged.extend(mismatched.iter().copied());
     let mut damaged_snapshots: Vec<SnapshotId> = damaged.into_iter().collect();
     damaged_snapshots.sort_by_key(|id| snaps.get(id).map(|s| (s.time_ns, s.id)));
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
@@ -530,6 +610,50 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         bad_chunks: st.bad.iter().copied().collect(),
         stats,
     })
+}
+
+/// The fields in which a snapshot record (`index`) differs from its snapshot blob (`blob`). A
+/// backup writes the blob before its last pack is finished, so the index alone carries the final
+/// `new_chunks`, `new_bytes`, `stored_bytes` and `elapsed_ms`; every other field, stats
+/// included, must be equal.
+pub fn record_differences(index: &Snapshot, blob: &Snapshot) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut diff = |name, differs: bool| {
+        if differs {
+            out.push(name);
+        }
+    };
+    // Destructured, so a new field cannot be forgotten here.
+    let Snapshot {
+        id,
+        time_ns,
+        host,
+        source,
+        kind,
+        parent,
+        depth,
+        tags,
+        stats,
+        layer_blobs,
+    } = index;
+    diff("id", *id != blob.id);
+    diff("time", *time_ns != blob.time_ns);
+    diff("host", *host != blob.host);
+    diff("source", *source != blob.source);
+    diff("kind", *kind != blob.kind);
+    diff("parent", *parent != blob.parent);
+    diff("depth", *depth != blob.depth);
+    diff("tags", *tags != blob.tags);
+    let settled = |s: &crate::snapshot::BackupStats| crate::snapshot::BackupStats {
+        new_chunks: 0,
+        new_bytes: 0,
+        stored_bytes: 0,
+        elapsed_ms: 0,
+        ..s.clone()
+    };
+    diff("stats", settled(stats) != settled(&blob.stats));
+    diff("layer blobs", *layer_blobs != blob.layer_blobs);
+    out
 }
 
 /// Snapshot ids of `s`'s chain, newest first, ending in a full layer.
@@ -583,4 +707,56 @@ fn split_layer_key(k: &[u8]) -> Option<(SnapshotId, &[u8], &[u8])> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::BackupStats;
+
+    fn record() -> Snapshot {
+        Snapshot {
+            id: SnapshotId([1; 16]),
+            time_ns: 5,
+            host: "h".into(),
+            source: "/src".into(),
+            kind: BackupKind::Incremental,
+            parent: Some(SnapshotId([2; 16])),
+            depth: 2,
+            tags: vec!["t".into()],
+            stats: BackupStats {
+                files: 3,
+                ..Default::default()
+            },
+            layer_blobs: vec![ChunkId::of(b"layer")],
+        }
+    }
+
+    #[test]
+    fn records_may_differ_only_in_the_figures_learnt_after_the_blob() {
+        let blob = record();
+        let mut index = record();
+        index.stats.new_chunks = 7;
+        index.stats.new_bytes = 8;
+        index.stats.stored_bytes = 9;
+        index.stats.elapsed_ms = 10;
+        assert!(record_differences(&index, &blob).is_empty());
+        type Edit = (&'static str, fn(&mut Snapshot));
+        let edits: [Edit; 9] = [
+            ("parent", |s| s.parent = Some(SnapshotId([3; 16]))),
+            ("kind", |s| s.kind = BackupKind::Differential),
+            ("depth", |s| s.depth = 3),
+            ("time", |s| s.time_ns = 6),
+            ("host", |s| s.host = "g".into()),
+            ("source", |s| s.source = "/other".into()),
+            ("tags", |s| s.tags.clear()),
+            ("stats", |s| s.stats.files = 4),
+            ("layer blobs", |s| s.layer_blobs.clear()),
+        ];
+        for (name, edit) in edits {
+            let mut changed = index.clone();
+            edit(&mut changed);
+            assert_eq!(record_differences(&changed, &blob), [name]);
+        }
+    }
 }

@@ -28,12 +28,25 @@ impl Drop for DbCopy {
 /// first time a database is opened after a write, even for reading. The copy lives in the system
 /// temp directory and costs the size of `index/`. The repository lock is held throughout.
 pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
-    use crate::error::IoContext;
     let lock = Repo::lock_only(path)?;
     let index = path.join(crate::repo::INDEX_DIR);
     if !index.is_dir() {
         return Err(crate::Error::IndexMissing(path.to_path_buf()));
     }
+    let copy = copy_db(&index)?;
+    let db = crate::repo::open_sled(
+        sled::Config::new()
+            .path(copy.path())
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput),
+    )?;
+    Ok((Repo::open_with_db(path, lock, db)?, copy))
+}
+
+/// Copies the database directory `index` into the system temp directory (removed when the
+/// result is dropped), for reading it without writing to it.
+pub fn copy_db(index: &std::path::Path) -> Result<DbCopy> {
+    use crate::error::IoContext;
     let dest = std::env::temp_dir().join(format!(
         "strata-check-{}-{}",
         std::process::id(),
@@ -41,14 +54,15 @@ pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
     ));
     let copy = DbCopy(dest.clone());
     std::fs::create_dir_all(&dest).ctx("Creating", &dest)?;
-    copy_tree(&index, &dest)?;
-    let db = crate::repo::open_sled(
-        sled::Config::new()
-            .path(&dest)
-            .cache_capacity(64 << 20)
-            .mode(sled::Mode::HighThroughput),
-    )?;
-    Ok((Repo::open_with_db(path, lock, db)?, copy))
+    copy_tree(index, &dest)?;
+    Ok(copy)
+}
+
+impl DbCopy {
+    /// Where the copy is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {

@@ -57,6 +57,14 @@ pub enum ProblemKind {
     TombstonedSnapshot,
     /// A pack no index entry points into.
     UnindexedPack,
+    /// A pack's 16-byte header (magic, version, reserved word) is wrong.
+    BadPackHeader,
+    /// A snapshot record in the index differs from its authoritative copy in the packs (and
+    /// from every earlier copy).
+    SnapshotRecordMismatch,
+    /// A snapshot record in the index equals an earlier copy in the packs, not the last written:
+    /// a forget or consolidate was interrupted before switching the index.
+    StaleSnapshotRecord,
     /// The index database (`index/`) is gone; nothing else could be checked.
     IndexMissing,
 }
@@ -86,6 +94,9 @@ impl ProblemKind {
             ProblemKind::DanglingLayerdirs => "dangling_layerdirs",
             ProblemKind::TombstonedSnapshot => "tombstoned_snapshot",
             ProblemKind::UnindexedPack => "unindexed_pack",
+            ProblemKind::BadPackHeader => "bad_pack_header",
+            ProblemKind::SnapshotRecordMismatch => "snapshot_record_mismatch",
+            ProblemKind::StaleSnapshotRecord => "stale_snapshot_record",
             ProblemKind::IndexMissing => "index_missing",
         }
     }
@@ -95,6 +106,7 @@ impl ProblemKind {
             ProblemKind::DanglingLayer
             | ProblemKind::DanglingLayerdirs
             | ProblemKind::TombstonedSnapshot
+            | ProblemKind::StaleSnapshotRecord
             | ProblemKind::UnindexedPack => Severity::Leftover,
             _ => Severity::Damage,
         }

@@ -90,6 +90,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
                 ..Default::default()
             };
             print_check(None, &report, a.json);
+            record_check(path, &report, &a);
             return Ok(EXIT_DAMAGE);
         }
         Err(e) => return Err(e),
@@ -105,6 +106,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     drop(status);
     let report = report?;
     print_check(Some(&repo), &report, a.json);
+    record_check(path, &report, &a);
     // The copy holds what the index holds: the lookup files are written anew from it, so that
     // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
     if let Err(e) = crate::lookup::drop_tables(path) {
@@ -116,6 +118,14 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     std::mem::forget(repo);
     drop(copy);
     Ok(check_code(&report))
+}
+
+/// Keeps the damage marker (which `prune` honours) in step with what this check found.
+fn record_check(path: &Path, report: &CheckReport, a: &CheckArgs) {
+    let read_all = a.read_data.is_some_and(|p| p >= 100.0);
+    if let Err(e) = check::marker::record_check(path, report, a.read_data.is_some(), read_all) {
+        log::warn!("Could not update the damage marker: {e}");
+    }
 }
 
 /// Runs `strata repair`.
@@ -135,6 +145,7 @@ pub fn run_repair(path: &Path, a: RepairArgs) -> Result<i32> {
         EXIT_DAMAGE
     } else if !report.torn.is_empty()
         || !report.corrupt.is_empty()
+        || !report.rewritten.is_empty()
         || !report.bad_pack_headers.is_empty()
         || !report.after.problems.is_empty()
     {
@@ -280,7 +291,7 @@ fn write_check_human(
     if r.damaged() {
         writeln!(
             out,
-            "Damage found: the files listed fail to read (never with wrong bytes). `strata repair` rebuilds a damaged index from the pack files; `strata repair --read-data` drops corrupt chunks from the index, after which a `backup --rehash` of a source still holding that content stores it again and heals every snapshot using it"
+            "Damage found: the files listed fail to read (never with wrong bytes). `strata repair` rebuilds a damaged index from the pack files; `strata repair --read-data` drops corrupt chunks from the index, after which a `backup --rehash` of a source still holding that content stores it again and heals every snapshot using it. Until a check finds no damage, `strata prune` refuses to run (it would delete what only the damaged records referenced) unless given --force-after-damage"
         )
     } else {
         writeln!(out, "No damage; only leftovers a prune would remove")
@@ -307,6 +318,9 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
             })).collect::<Vec<_>>(),
             "snapshots_restored": r.snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "snapshots_dropped": r.dropped.iter().map(|d| json!({
+                "id": d.id.to_string(), "reason": d.reason,
+            })).collect::<Vec<_>>(),
+            "snapshots_written_back": r.rewritten.iter().map(|d| json!({
                 "id": d.id.to_string(), "reason": d.reason,
             })).collect::<Vec<_>>(),
             "tombstoned": r.tombstoned,
@@ -389,8 +403,24 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
                 r.tombstoned
             )?;
         }
+        for d in &r.rewritten {
+            writeln!(
+                out,
+                "Snapshot {} kept: {}; {} into a new pack",
+                d.id,
+                d.reason,
+                if r.dry_run {
+                    "would be written back"
+                } else {
+                    "written back"
+                }
+            )?;
+        }
         for d in &r.dropped {
             writeln!(out, "Snapshot {} cannot be rebuilt: {}", d.id, d.reason)?;
+        }
+        if !r.dry_run && (!r.dropped.is_empty() || !r.torn.is_empty() || !r.corrupt.is_empty()) {
+            writeln!(out, "prune will not run until you pass --force-after-damage: what was lost may have been all that referenced some data")?;
         }
         if let Some(a) = &r.moved_aside {
             writeln!(
@@ -399,7 +429,7 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
                 a.display()
             )?;
         }
-        writeln!(out, "Snapshot statistics are restored as recorded in the packs (written before the last pack's figures were known)")?;
+        writeln!(out, "Snapshot statistics come from the old index where it holds the snapshot, else from the packs (written before the last pack's figures were known)")?;
         writeln!(out, "After the repair:")?;
         write_check_human(&mut out, None, &r.after)
     })();

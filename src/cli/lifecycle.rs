@@ -82,6 +82,10 @@ pub struct PruneArgs {
     #[arg(long, value_name = "PCT", default_value_t = prune::DEFAULT_REPACK_THRESHOLD,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub repack_threshold: u8,
+    /// Prune even though the last check or repair found lost or damaged data (look at what it
+    /// reported first: prune deletes whatever no snapshot references)
+    #[arg(long)]
+    pub force_after_damage: bool,
     /// Print as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
@@ -309,6 +313,7 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
         &PruneOptions {
             dry_run: a.dry_run,
             repack_threshold: a.repack_threshold,
+            force_after_damage: a.force_after_damage,
         },
     )?;
     if a.json {

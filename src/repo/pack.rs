@@ -429,6 +429,35 @@ pub fn verify_plain(pack: PackId, h: &RecordHeader, plain: &[u8], expect: &Chunk
     Ok(())
 }
 
+/// The 16-byte header every pack starts with: magic, version, reserved word.
+pub fn pack_header() -> [u8; PACK_HEADER_LEN as usize] {
+    let mut h = [0u8; PACK_HEADER_LEN as usize];
+    h[..8].copy_from_slice(PACK_MAGIC);
+    h[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
+    h
+}
+
+/// Checks a pack's first bytes, every one of them: the magic, the version (a version this strata
+/// does not know could lay records out differently) and the reserved word, which is 0 in format 1
+/// (anything else is damage, or a later format this strata must not read as its own).
+pub fn verify_pack_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some(h) = bytes.get(..PACK_HEADER_LEN as usize) else {
+        return Err(format!("pack header truncated ({} bytes)", bytes.len()));
+    };
+    if &h[..8] != PACK_MAGIC {
+        return Err("bad pack magic".into());
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    if version != PACK_VERSION {
+        return Err(format!("pack version {version}, expected {PACK_VERSION}"));
+    }
+    let reserved = u32::from_le_bytes(h[12..16].try_into().unwrap());
+    if reserved != 0 {
+        return Err(format!("pack header reserved word is {reserved:#x}, not 0"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +475,18 @@ mod tests {
         assert_eq!(RecordHeader::decode(&b).unwrap(), h);
         b[9] ^= 1;
         assert!(RecordHeader::decode(&b).is_err());
+    }
+
+    #[test]
+    fn every_pack_header_byte_is_verified() {
+        let good = pack_header();
+        assert_eq!(verify_pack_header(&good), Ok(()));
+        for at in 0..PACK_HEADER_LEN as usize {
+            let mut b = good;
+            b[at] ^= 0x10;
+            assert!(verify_pack_header(&b).is_err(), "byte {at}");
+        }
+        assert!(verify_pack_header(&good[..15]).is_err());
     }
 
     #[test]

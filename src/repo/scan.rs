@@ -12,7 +12,7 @@
 use crate::error::Result;
 use crate::id::PackId;
 use crate::repo::pack::{
-    PackBackend, RecordHeader, PACK_HEADER_LEN, PACK_MAGIC, RECORD_HEADER_LEN, RECORD_MAGIC,
+    verify_pack_header, PackBackend, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN, RECORD_MAGIC,
 };
 
 /// One record found by [`scan_pack`].
@@ -44,7 +44,8 @@ pub struct PackScan {
     pub records: Vec<ScannedRecord>,
     /// Damaged stretches, in file order.
     pub torn: Vec<TornRegion>,
-    /// The 16-byte pack header was not `STRATAPK` (records are still searched for).
+    /// The 16-byte pack header is wrong (magic, version or reserved word; records are still
+    /// searched for).
     pub bad_pack_header: bool,
 }
 
@@ -97,8 +98,9 @@ fn resync(packs: &dyn PackBackend, pack: PackId, from: u64, size: u64) -> Result
 /// Scans the records of `pack` (`size` bytes long) from their headers.
 pub fn scan_pack(packs: &dyn PackBackend, pack: PackId, size: u64) -> Result<PackScan> {
     let mut out = PackScan::default();
-    if size < PACK_HEADER_LEN || packs.read_at(pack, 0, PACK_MAGIC.len())?.as_slice() != PACK_MAGIC
-    {
+    let head = packs.read_at(pack, 0, PACK_HEADER_LEN.min(size) as usize)?;
+    if let Err(e) = verify_pack_header(&head) {
+        log::warn!("Pack {pack}: {e}");
         out.bad_pack_header = true;
     }
     let mut offset = PACK_HEADER_LEN.min(size);
@@ -130,7 +132,7 @@ pub fn scan_pack(packs: &dyn PackBackend, pack: PackId, size: u64) -> Result<Pac
 mod tests {
     use super::*;
     use crate::id::ChunkId;
-    use crate::repo::pack::{DirBackend, RecordType};
+    use crate::repo::pack::{DirBackend, RecordType, PACK_MAGIC};
 
     fn record(data: &[u8]) -> Vec<u8> {
         let h = RecordHeader {

@@ -535,30 +535,23 @@ fn truncated_pack_reports_exactly_the_records_past_the_cut() {
     }
     assert_reads(&s, &want, &[]);
 
-    // Repair: the tail of the pack is dropped and reported; what remains is indexed.
+    // Repair: the tail of the pack is dropped and reported; what remains is indexed. The
+    // incremental's layer and record, lost with the tail, are still in the old index: it is kept,
+    // its lost files reported.
     let out = strata(&s.repo, &["repair", "--json"]);
-    assert_eq!(out.status.code(), Some(4));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Lost file data is damage; a torn pack that held only what was recovered is a warning.
+    let code = if want.is_empty() { 3 } else { 4 };
+    assert_eq!(out.status.code(), Some(code), "{r}");
     assert_eq!(r["torn"][0]["pack"], format!("{pack:016x}"));
     assert_eq!(r["torn"][0]["resynced"], false);
-    let mut keep = s.snaps.clone();
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
     if layer_blob_lost {
-        assert_eq!(r["snapshots_dropped"][0]["id"], s.snaps[1].0);
-        keep.remove(1);
+        assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[1].0);
     }
     let after = check(&s.repo, &[]);
-    let want_after: BTreeSet<_> = want
-        .iter()
-        .filter(|(id, _)| keep.iter().any(|(k, _)| k == id))
-        .cloned()
-        .collect();
-    assert_eq!(after.damaged_files(), want_after);
-    let s2 = Scenario {
-        _t: tempfile::tempdir().unwrap(),
-        repo: s.repo.clone(),
-        snaps: keep,
-    };
-    assert_reads(&s2, &want_after, &[]);
+    assert_eq!(after.damaged_files(), want);
+    assert_reads(&s, &want, &[]);
 }
 
 #[test]
@@ -591,11 +584,33 @@ fn deleted_pack_damages_its_files_and_repair_keeps_dependants_as_damaged() {
     assert_all_views(&s.repo, &s.snaps[..2]);
     assert_cat_ok(&s, 1, "media/big.bin");
 
+    // The old index still holds the differential's layer and record: repair keeps it (its files
+    // in the lost pack stay damaged) and writes them back into a new pack.
     let out = strata(&s.repo, &["repair", "--json"]);
     assert_eq!(out.status.code(), Some(4));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["snapshots_dropped"][0]["id"], s.snaps[2].0);
-    // The dependant is kept and reported: its view needs the dropped parent.
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[2].0, "{r}");
+    let after = check(&s.repo, &[]);
+    assert_eq!(after.damaged_files(), want);
+    assert_reads(&s, &want, &[]);
+    assert_all_views(&s.repo, &s.snaps[..2]);
+
+    // With that new pack and the index lost too, nothing describes the differential any more;
+    // its dependant is kept and reported, since its view needs the parent.
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    // The pack repair wrote them into is the newest.
+    let newest = std::fs::read_dir(s.repo.join("packs"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .max_by_key(|p| p.file_name().unwrap().to_os_string())
+        .unwrap();
+    std::fs::remove_file(newest).unwrap();
+    let out = strata(&s.repo, &["repair", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{r}");
+    assert_eq!(r["snapshots_restored"].as_array().unwrap().len(), 3, "{r}");
     let after = check(&s.repo, &[]);
     assert_eq!(
         after.snapshots_with("missing_parent"),
@@ -680,4 +695,94 @@ fn flipped_record_header_is_skipped_by_repair_which_resyncs_at_the_next_record()
     assert_eq!(after.damaged_files(), want);
     assert_eq!(r["snapshots_restored"].as_array().unwrap().len(), 4);
     assert_reads(&s, &want, &[]);
+}
+
+/// Rewrites snapshot `id`'s record in the index (not its pack copy) with `edit`.
+fn edit_index_record(repo: &Path, id: &str, edit: impl FnOnce(&mut strata::snapshot::Snapshot)) {
+    wait_unlocked(repo);
+    // The lookup catalog caches records; a damaged index would not update it either.
+    let _ = std::fs::remove_file(repo.join("lookup").join("catalog"));
+    let db = sled::open(repo.join("index")).unwrap();
+    let t = db.open_tree("snapshots").unwrap();
+    let key: strata::id::SnapshotId = id.parse().unwrap();
+    let mut s = strata::snapshot::Snapshot::decode(&t.get(key.0).unwrap().unwrap()).unwrap();
+    edit(&mut s);
+    t.insert(key.0, s.encode()).unwrap();
+    db.flush().unwrap();
+    drop((t, db));
+    wait_unlocked(repo);
+}
+
+#[test]
+fn check_compares_every_snapshot_record_with_its_pack_copy() {
+    use strata::snapshot::BackupKind;
+    let s = scenario();
+    let ids: Vec<String> = s.snaps.iter().map(|(id, _)| id.clone()).collect();
+    type Edit = Box<dyn Fn(&mut strata::snapshot::Snapshot)>;
+    let first: strata::id::SnapshotId = ids[1].parse().unwrap();
+    let edits: Vec<(usize, Edit)> = vec![
+        // The last incremental's parent: another existing snapshot (a silently wrong tree).
+        (3, Box::new(move |r| r.parent = Some(first))),
+        // The differential becomes an incremental of the same parent.
+        (2, Box::new(|r| r.kind = BackupKind::Incremental)),
+        (0, Box::new(|r| r.tags.push("forged".into()))),
+        (1, Box::new(|r| r.time_ns += 1)),
+        (2, Box::new(|r| r.depth += 1)),
+    ];
+    for (i, edit) in edits {
+        let mut original = None;
+        edit_index_record(&s.repo, &ids[i], |r| {
+            original = Some(r.clone());
+            edit(r);
+        });
+        let c = check(&s.repo, &[]);
+        assert_eq!(c.code, 4, "edit of snapshot {i}: {}", c.json);
+        assert_eq!(
+            c.snapshots_with("snapshot_record_mismatch"),
+            BTreeSet::from([ids[i].clone()]),
+            "{}",
+            c.json
+        );
+        assert!(c.damaged_snapshots().contains(&ids[i]));
+        let original = original.unwrap();
+        edit_index_record(&s.repo, &ids[i], |r| *r = original);
+    }
+    assert_eq!(check(&s.repo, &[]).code, 0);
+
+    // Repair takes the pack copy: the forged parent is undone and every view is right again.
+    let first = ids[1].parse().unwrap();
+    edit_index_record(&s.repo, &ids[3], |r| r.parent = Some(first));
+    assert_eq!(strata(&s.repo, &["repair"]).status.code(), Some(0));
+    assert_eq!(check(&s.repo, &[]).code, 0);
+    assert_all_views(&s.repo, &s.snaps);
+}
+
+#[test]
+fn check_verifies_every_pack_header_byte() {
+    let s = scenario();
+    let pack = std::fs::read_dir(s.repo.join("packs"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .min()
+        .unwrap();
+    let name = pack.file_stem().unwrap().to_str().unwrap().to_string();
+    // One byte each of the magic, the version and the reserved word.
+    for at in [3, 9, 13] {
+        flip(&pack, at);
+        for args in [&[][..], &["--read-data"]] {
+            let c = check(&s.repo, args);
+            assert_eq!(c.code, 4, "byte {at}: {}", c.json);
+            let bad: Vec<_> = c.json["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["kind"] == "bad_pack_header")
+                .map(|p| p["pack"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(bad, vec![name.clone()], "byte {at}: {}", c.json);
+        }
+        flip(&pack, at);
+        assert_eq!(check(&s.repo, &[]).code, 0);
+    }
 }

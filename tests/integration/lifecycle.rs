@@ -222,6 +222,7 @@ impl Model {
                 let opts = PruneOptions {
                     dry_run: false,
                     repack_threshold: *t,
+                    ..Default::default()
                 };
                 prune::prune(&self.repo, &opts).unwrap();
             }

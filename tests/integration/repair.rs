@@ -238,6 +238,11 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
         c.snapshots_with("tombstoned_snapshot"),
         [forgotten.clone()].into()
     );
+    // The index still holds the earlier record: an interrupted rewrite, not a forged record.
+    assert_eq!(
+        c.snapshots_with("stale_snapshot_record"),
+        [rewritten.clone()].into()
+    );
 
     std::fs::remove_dir_all(s.repo.join("index")).unwrap();
     let out = strata(&s.repo, &["repair", "--json"]);
@@ -251,4 +256,147 @@ fn rebuild_honours_forget_tombstones_and_the_last_written_snapshot_blob() {
     assert_all_views(&s.repo, &s.snaps[..3]);
     // The forgotten snapshot's layer is not restored either: nothing dangles.
     assert_eq!(check(&s.repo, &[]).code, 0);
+}
+
+/// The newest pack file (the one the last backup finished).
+fn last_pack(repo: &Path) -> std::path::PathBuf {
+    files_under(&repo.join("packs"))
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .max_by_key(|p| p.file_name().unwrap().to_os_string())
+        .map(|p| repo.join("packs").join(p))
+        .unwrap()
+}
+
+/// Runs `repair --json`; returns (exit code, report).
+fn repair_json(repo: &Path) -> (i32, serde_json::Value) {
+    let out = strata(repo, &["repair", "--json"]);
+    let code = out.status.code().unwrap();
+    assert_ne!(code, 1, "{}", String::from_utf8_lossy(&out.stderr));
+    (code, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn repair_keeps_snapshot_whose_record_is_lost_and_prune_keeps_its_data() {
+    use crate::integration::check::pack_records;
+    let s = scenario();
+    // Cutting 100 bytes off the last pack loses only its last record: the newest snapshot's blob.
+    let path = last_pack(&s.repo);
+    let (rtype, _, _, stored) = *pack_records(&path).last().unwrap();
+    assert_eq!(rtype, 2, "the last record is a snapshot blob");
+    assert!(56 + stored > 100);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(size - 100).unwrap();
+    drop(f);
+
+    // A dry run reads a copy of the old index: it reports the same, and changes nothing (but the
+    // derived lookup files, which every opening of the index removes).
+    let mut before = files_under(&s.repo);
+    let out = strata(&s.repo, &["repair", "--dry-run", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[3].0, "{r}");
+    let mut after = files_under(&s.repo);
+    before.remove(Path::new("lock"));
+    after.remove(Path::new("lock"));
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| !k.starts_with("lookup") && before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "a dry run changed {changed:?}");
+
+    // The old index still describes the snapshot and its layer blob is intact: it is kept.
+    let (_, r) = repair_json(&s.repo);
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(r["snapshots_restored"].as_array().unwrap().len(), 4, "{r}");
+    assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[3].0, "{r}");
+    let want: Vec<String> = s.snaps.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(crate::common::snapshot_ids(&s.repo), want);
+    assert_all_views(&s.repo, &s.snaps);
+    assert_eq!(check(&s.repo, &["--read-data"]).code, 0);
+
+    // Its record went back into the packs: a rebuild from the packs alone restores it too.
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    let (_, r) = repair_json(&s.repo);
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(crate::common::snapshot_ids(&s.repo), want);
+    assert_all_views(&s.repo, &s.snaps);
+
+    // The repairs found a torn pack: prune waits for the user's word, then deletes nothing live.
+    let out = strata(&s.repo, &["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    strata_ok(&s.repo, &["prune", "--force-after-damage"]);
+    assert_all_views(&s.repo, &s.snaps);
+    assert_eq!(check(&s.repo, &["--read-data"]).code, 0);
+}
+
+#[test]
+fn repair_rebuilds_snapshot_whose_layer_blob_is_damaged_from_the_old_index() {
+    use crate::integration::check::{flip, pack_records};
+    let s = scenario();
+    // The first incremental's layer blob: the old index still holds that layer's entries.
+    let files = crate::integration::check::file_chunks(&s.repo);
+    let probe =
+        crate::integration::check::chunks_of(&files, &s, 1, "orders/2026/11/22/order-4.json")[0];
+    let (pack, _, _) = crate::integration::check::location(&s.repo, &probe);
+    let path = crate::integration::check::pack_path(&s.repo, pack);
+    let (_, off, _, stored) = *pack_records(&path)
+        .iter()
+        .find(|r| r.0 == 1)
+        .expect("a layer blob in the incremental's pack");
+    flip(&path, off + 56 + stored / 2);
+
+    let (code, r) = repair_json(&s.repo);
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_eq!(r["snapshots_written_back"][0]["id"], s.snaps[1].0, "{r}");
+    assert_eq!(r["snapshots_written_back"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        code, 3,
+        "a damaged record is a warning once nothing is lost"
+    );
+    assert_all_views(&s.repo, &s.snaps);
+    assert_eq!(check(&s.repo, &["--read-data"]).code, 0);
+
+    // New layer blobs were written: the packs alone rebuild every snapshot.
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    let (_, r) = repair_json(&s.repo);
+    assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
+    assert_all_views(&s.repo, &s.snaps);
+}
+
+#[test]
+fn prune_refuses_after_repair_lost_a_snapshot_until_forced() {
+    use crate::integration::check::{flip, pack_records};
+    let s = scenario();
+    let files = crate::integration::check::file_chunks(&s.repo);
+    let probe =
+        crate::integration::check::chunks_of(&files, &s, 1, "orders/2026/11/22/order-4.json")[0];
+    let (pack, _, _) = crate::integration::check::location(&s.repo, &probe);
+    let path = crate::integration::check::pack_path(&s.repo, pack);
+    let (_, off, _, stored) = *pack_records(&path).iter().find(|r| r.0 == 1).unwrap();
+    flip(&path, off + 56 + stored / 2);
+    // Without the old index the layer is truly gone: the snapshot is reported lost.
+    std::fs::remove_dir_all(s.repo.join("index")).unwrap();
+    let (code, r) = repair_json(&s.repo);
+    assert_eq!(code, 4);
+    assert_eq!(r["snapshots_dropped"][0]["id"], s.snaps[1].0);
+    // What remains checks clean, yet prune must not act on it unasked.
+    assert_eq!(check(&s.repo, &[]).code, 0);
+    let before = files_under(&s.repo.join("packs"));
+    let out = strata(&s.repo, &["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--force-after-damage"), "{err}");
+    assert!(err.contains(&s.snaps[1].0[..8]), "{err}");
+    assert_eq!(files_under(&s.repo.join("packs")), before);
+    // A dry run only reports.
+    strata_ok(&s.repo, &["prune", "--dry-run"]);
+    // The user's word: prune runs, and the acknowledged marker is gone.
+    strata_ok(&s.repo, &["prune", "--force-after-damage"]);
+    strata_ok(&s.repo, &["prune"]);
+    let mut keep = s.snaps.clone();
+    keep.remove(1);
+    assert_all_views(&s.repo, &keep);
 }
