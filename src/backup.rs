@@ -199,17 +199,22 @@ impl Shared {
     }
 }
 
-fn new_snapshot_id(time_ns: i64, host: &str, source: &str) -> SnapshotId {
+fn new_snapshot_id(time_ns: i64, host: &str, source: &str) -> Result<SnapshotId> {
     let mut rnd = [0u8; 16];
-    // SAFETY: writes at most rnd.len() bytes into rnd.
-    unsafe { libc::getrandom(rnd.as_mut_ptr() as *mut libc::c_void, rnd.len(), 0) };
+    getrandom::fill(&mut rnd).map_err(|e| Error::Io {
+        context: "Reading random bytes for a snapshot id from",
+        path: "the system's random source".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let mut h = blake3::Hasher::new();
     h.update(&time_ns.to_le_bytes());
     h.update(host.as_bytes());
     h.update(source.as_bytes());
     h.update(&std::process::id().to_le_bytes());
     h.update(&rnd);
-    SnapshotId(h.finalize().as_bytes()[..16].try_into().unwrap())
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    Ok(SnapshotId(id))
 }
 
 /// The matcher for `--exclude` patterns, shared with `diff --live` so both skip the same paths.
@@ -287,7 +292,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
 
     let time_ns = crate::time::now_ns();
     let host = fsmeta::hostname();
-    let id = new_snapshot_id(time_ns, &host, &source_name);
+    let id = new_snapshot_id(time_ns, &host, &source_name)?;
     let shared = Arc::new(Shared {
         repo: repo.clone(),
         level: repo.compression(),

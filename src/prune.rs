@@ -184,7 +184,7 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     let mut orphans: Vec<sled::IVec> = Vec::new();
     for kv in repo.layers.iter() {
         let (k, v) = kv?;
-        let sid = SnapshotId(k[..16].try_into().expect("layer key has a snapshot id"));
+        let sid = key_snapshot(&k)?;
         if existing.contains(&sid) {
             for c in crate::entry::Entry::decode(&v)?.chunks {
                 live.insert(c.id);
@@ -303,7 +303,7 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     let mut batch = sled::Batch::default();
     for kv in repo.layerdirs.iter().keys() {
         let k = kv?;
-        if !existing.contains(&SnapshotId(k[..16].try_into().expect("layerdir key"))) {
+        if !existing.contains(&key_snapshot(&k)?) {
             batch.remove(k);
         }
     }
@@ -486,6 +486,15 @@ impl Copier {
         );
         Ok(self.placed)
     }
+}
+
+/// The snapshot a layer or layer-directory key belongs to (its first 16 bytes). A shorter key
+/// is damage in the index, reported as such rather than a panic.
+fn key_snapshot(k: &[u8]) -> Result<SnapshotId> {
+    k.get(..16)
+        .and_then(|b| b.try_into().ok())
+        .map(SnapshotId)
+        .ok_or_else(|| Error::CorruptMetadata(format!("index key of {} bytes", k.len())))
 }
 
 #[cfg(test)]

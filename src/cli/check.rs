@@ -1,6 +1,7 @@
 //! `strata check` and `strata repair`: arguments, a progress line, and the human and `--json`
 //! renderings of their reports (JSON documented in README.md, "Checking and repairing").
 
+use std::io::IsTerminal;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -463,8 +464,7 @@ impl Status {
             total: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        // SAFETY: isatty has no memory effects.
-        let tty = unsafe { libc::isatty(2) } == 1;
+        let tty = std::io::stderr().is_terminal();
         let painter = tty.then(|| {
             let c = counts.clone();
             std::thread::spawn(move || {

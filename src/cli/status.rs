@@ -1,6 +1,7 @@
 //! A one-line progress display on stderr for long commands, drawn only when stderr is a terminal
 //! (so logs and pipes never see carriage returns).
 
+use std::io::IsTerminal;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,8 +43,7 @@ impl StatusLine {
     /// Starts drawing if stderr is a terminal; otherwise only counts.
     pub fn start() -> StatusLine {
         let counts = Arc::new(Counts::default());
-        // SAFETY: isatty has no memory effects.
-        let tty = unsafe { libc::isatty(2) } == 1;
+        let tty = std::io::stderr().is_terminal();
         let painter = tty.then(|| {
             let c = counts.clone();
             std::thread::spawn(move || {
