@@ -59,6 +59,8 @@ pub enum ProblemKind {
     UnindexedPack,
     /// The index database (`index/`) is gone; nothing else could be checked.
     IndexMissing,
+    /// The index database does not open (truncated, corrupt); nothing else could be checked.
+    IndexDamaged,
 }
 
 impl ProblemKind {
@@ -87,6 +89,7 @@ impl ProblemKind {
             ProblemKind::TombstonedSnapshot => "tombstoned_snapshot",
             ProblemKind::UnindexedPack => "unindexed_pack",
             ProblemKind::IndexMissing => "index_missing",
+            ProblemKind::IndexDamaged => "index_damaged",
         }
     }
 

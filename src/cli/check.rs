@@ -77,20 +77,21 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     let (repo, copy) = match check::open_copy(path) {
         Ok(r) => r,
+        // Nothing else can be checked without the index; say so in the report's own form.
         Err(Error::IndexMissing(p)) => {
-            // Nothing else can be checked without the index; say so in the report's own form.
-            let report = CheckReport {
-                problems: vec![Problem {
-                    kind: ProblemKind::IndexMissing,
-                    message: Error::IndexMissing(p).to_string(),
-                    snapshot: None,
-                    chunk: None,
-                    pack: None,
-                }],
-                ..Default::default()
+            return Ok(index_unusable(
+                ProblemKind::IndexMissing,
+                Error::IndexMissing(p),
+                a.json,
+            ))
+        }
+        Err(Error::IndexDamaged { detail, .. }) => {
+            // The error names check's private copy; the user's repository is `path`.
+            let e = Error::IndexDamaged {
+                path: path.to_path_buf(),
+                detail,
             };
-            print_check(None, &report, a.json);
-            return Ok(EXIT_DAMAGE);
+            return Ok(index_unusable(ProblemKind::IndexDamaged, e, a.json));
         }
         Err(e) => return Err(e),
     };
@@ -116,6 +117,22 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     std::mem::forget(repo);
     drop(copy);
     Ok(check_code(&report))
+}
+
+/// Reports an index that cannot be read at all as check's only problem; exit code 4 (damage).
+fn index_unusable(kind: ProblemKind, e: Error, json: bool) -> i32 {
+    let report = CheckReport {
+        problems: vec![Problem {
+            kind,
+            message: e.to_string(),
+            snapshot: None,
+            chunk: None,
+            pack: None,
+        }],
+        ..Default::default()
+    };
+    print_check(None, &report, json);
+    EXIT_DAMAGE
 }
 
 /// Runs `strata repair`.

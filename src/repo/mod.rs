@@ -104,8 +104,23 @@ pub struct Repo {
     /// The snapshot records as the lookup catalog listed them when this process opened the index
     /// ([`Repo::open_seeded`]); dropped at any change to the records.
     seed: std::sync::RwLock<Option<Arc<SeededSnapshots>>>,
+    /// The commit count this database has flushed, and where the marker file goes (see
+    /// [`keys::TREE_COMMITS`]); `None` for a database opened with [`Repo::open_with_db`], which
+    /// is not (or not yet) the repository's index.
+    commits: Mutex<Commits>,
     _lock: File,
 }
+
+/// The commit marker of an open database (see [`keys::TREE_COMMITS`]).
+struct Commits {
+    tree: sled::Tree,
+    instance: Option<[u8; 16]>,
+    count: u64,
+    marker: Option<PathBuf>,
+}
+
+/// The commit marker file inside the index directory.
+const COMMITS_FILE: &str = "commits";
 
 /// Snapshot records taken from the lookup catalog instead of sled (see [`Repo::open_seeded`]).
 struct SeededSnapshots {
@@ -193,6 +208,8 @@ impl Repo {
         let meta = db.open_tree(keys::TREE_META)?;
         meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
         meta.insert(keys::META_COMPRESSION, &opts.compression.to_be_bytes())?;
+        db.open_tree(keys::TREE_COMMITS)?
+            .insert(keys::COMMITS_INSTANCE, &new_instance())?;
         db.flush()?;
         fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
         // The marker is written last: a repository without it was never completely created.
@@ -202,7 +219,7 @@ impl Repo {
             format!("strata repository\nformat {FORMAT_VERSION}\n"),
         )
         .ctx("Creating repository", &marker)?;
-        Self::finish_open(path, lock, db)
+        Self::finish_open(path, lock, db, true)
     }
 
     /// Opens an existing repository, checking its format and taking the process lock.
@@ -296,7 +313,7 @@ impl Repo {
             }
             r => r?,
         };
-        Self::finish_open(path, lock, db)
+        Self::finish_open(path, lock, db, true)
     }
 
     /// Takes the repository's process lock without opening its database: for `repair`, which must
@@ -317,7 +334,7 @@ impl Repo {
     /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
     /// lock taken by [`Repo::lock_only`].
     pub fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
-        Self::finish_open(path, lock.0, db)
+        Self::finish_open(path, lock.0, db, false)
     }
 
     /// Opens `path`, creating it first when it does not exist yet (the default repository).
@@ -343,8 +360,10 @@ impl Repo {
         )
     }
 
-    fn finish_open(path: &Path, lock: File, db: sled::Db) -> Result<Arc<Repo>> {
+    /// `own_index`: `db` is `path`'s index directory, so its flushes update the commit marker.
+    fn finish_open(path: &Path, lock: File, db: sled::Db, own_index: bool) -> Result<Arc<Repo>> {
         let meta = db.open_tree(keys::TREE_META)?;
+        let commits = check_commits(path, &db.open_tree(keys::TREE_COMMITS)?, own_index)?;
         let version = match meta.get(keys::META_FORMAT)? {
             Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().unwrap()),
             Some(_) => return Err(Error::CorruptMetadata("format record malformed".into())),
@@ -380,6 +399,7 @@ impl Repo {
             dictionary,
             dir_layer_cache: std::sync::RwLock::new((HashMap::new(), 0)),
             seed: std::sync::RwLock::new(None),
+            commits: Mutex::new(commits),
             db,
             _lock: lock,
         }))
@@ -400,9 +420,37 @@ impl Repo {
         &self.packs
     }
 
-    /// Flushes sled to disk; the last step of every commit.
+    /// Flushes sled to disk; the last step of every commit. Counts the commit in the database
+    /// and then in the marker file (see [`keys::TREE_COMMITS`]), so the file never counts a
+    /// commit the database has not made durable.
     pub fn flush(&self) -> Result<()> {
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(marker) = c.marker.clone() else {
+            self.db.flush()?;
+            return Ok(());
+        };
+        let instance = match c.instance {
+            Some(i) => i,
+            None => {
+                let i = new_instance();
+                c.tree.insert(keys::COMMITS_INSTANCE, &i)?;
+                c.instance = Some(i);
+                i
+            }
+        };
+        c.tree
+            .insert(keys::COMMITS_COUNT, &(c.count + 1).to_be_bytes())?;
         self.db.flush()?;
+        c.count += 1;
+        // A marker that is not written only weakens the next open's check.
+        let text = format!("{} {}\n", hex16(&instance), c.count);
+        let tmp = marker.with_extension("tmp");
+        if let Err(e) = fs::write(&tmp, text).and_then(|_| fs::rename(&tmp, &marker)) {
+            log::debug!(
+                "Could not write the commit marker {}: {e}",
+                marker.display()
+            );
+        }
         Ok(())
     }
 
@@ -702,6 +750,58 @@ pub fn read_record_append_from(
     res.inspect_err(|e| log::error!("{e}"))
 }
 
+/// Reads this database's commit count and compares it with the marker file in `path`'s index
+/// directory: a database that has flushed fewer commits than the marker recorded for the same
+/// instance has lost the end of its log, and is reported damaged rather than read as an older
+/// state. A missing or unreadable marker, or one of another instance (a rebuilt index), proves
+/// nothing and is ignored.
+fn check_commits(path: &Path, tree: &sled::Tree, own_index: bool) -> Result<Commits> {
+    let instance: Option<[u8; 16]> = tree
+        .get(keys::COMMITS_INSTANCE)?
+        .and_then(|v| v.as_ref().try_into().ok());
+    let count = tree
+        .get(keys::COMMITS_COUNT)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let marker = path.join(INDEX_DIR).join(COMMITS_FILE);
+    if let (Some(inst), Ok(text)) = (instance, fs::read_to_string(&marker)) {
+        let mut it = text.split_whitespace();
+        let (m_inst, m_count) = (it.next(), it.next().and_then(|n| n.parse::<u64>().ok()));
+        if m_inst == Some(hex16(&inst).as_str()) && m_count.is_some_and(|m| m > count) {
+            return Err(Error::IndexDamaged {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "it has {count} of the {} commits flushed to it: the end of its log is lost",
+                    m_count.unwrap()
+                ),
+            });
+        }
+    }
+    Ok(Commits {
+        tree: tree.clone(),
+        instance,
+        count,
+        marker: own_index.then_some(marker),
+    })
+}
+
+/// 16 bytes that differ between databases: a hash of the time, the process and a counter.
+fn new_instance() -> [u8; 16] {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&crate::time::now_ns().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    h.finalize().as_bytes()[..16].try_into().unwrap()
+}
+
+fn hex16(b: &[u8; 16]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn dir_is_empty(p: &Path) -> bool {
     fs::read_dir(p)
         .map(|mut d| d.next().is_none())
@@ -712,19 +812,52 @@ fn dir_is_empty(p: &Path) -> bool {
 /// with flock; a process that forks (a parallel test harness, a hook) shares the file description
 /// until its child execs, so a database just closed can look locked for a moment. The repository
 /// lock already excludes other strata processes, so a lock that stays busy is a real error.
+///
+/// A damaged database (sled 0.34 panics on a truncated `db` file, and reports other damage as
+/// corruption) becomes [`Error::IndexDamaged`], which tells the user to run `strata repair`.
 pub fn open_sled(config: sled::Config) -> Result<sled::Db> {
+    let index = config.path.clone();
+    let damaged = |detail: String| {
+        // The repository is the index directory's parent; a copy elsewhere (check) names itself.
+        let path = match index.file_name() {
+            Some(n) if n == INDEX_DIR => index.parent().unwrap_or(&index).to_path_buf(),
+            _ => index.clone(),
+        };
+        Error::IndexDamaged { path, detail }
+    };
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
+        match catch_panic(|| config.open()) {
+            Err(panic) => return Err(damaged(format!("sled failed to open it: {panic}"))),
+            Ok(Err(sled::Error::Io(e)))
                 if e.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            r => return Ok(r?),
+            Ok(Err(sled::Error::Corruption { .. })) => {
+                return Err(damaged("sled found corrupt data in it".into()))
+            }
+            Ok(r) => return Ok(r?),
         }
     }
+}
+
+/// Runs `f`, turning a panic into its message. The panic is logged at debug level instead of
+/// being printed: a damaged database is reported as one error line, not a backtrace.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| log::debug!("sled: {info}")));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
 }
 
 /// `$STRATA_REPO` is handled by clap; this is the fallback: `$XDG_DATA_HOME/strata/repo`, else
