@@ -78,10 +78,11 @@ pub enum Error {
     #[error("The index of repository {path} is damaged ({detail}); run `strata repair` to rebuild it from the pack files")]
     IndexDamaged { path: PathBuf, detail: String },
     /// Writing would leave less free space than strata keeps for its index (see
-    /// `crate::repo::space`); nothing was written.
-    #[error("No space left on device for repository {path}: {free} bytes free, {needed} needed (strata keeps a reserve so its index never meets a full disk); free some space and retry")]
+    /// `crate::repo::Space`); the write was not started.
+    #[error("No space left on device while {what} in repository {path}: {free} bytes free, {needed} needed (strata keeps a reserve so that its index never meets a full disk); free some space and run the command again")]
     NoSpace {
         path: PathBuf,
+        what: &'static str,
         free: u64,
         needed: u64,
     },

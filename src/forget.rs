@@ -25,7 +25,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
-use crate::repo::keys;
+use crate::repo::{keys, space};
 use crate::repo::pack::RecordType;
 use crate::repo::writer::PackWriter;
 use crate::repo::Repo;
@@ -339,7 +339,7 @@ pub fn rewrite(
         repo.layers.apply_batch(batch)?;
         stats.whiteouts_dropped += p.drop.len() as u64;
         if p.new_parent.is_none() {
-            remove_prefix(&repo.layerdirs, &p.id.0)?;
+            remove_prefix(repo, &repo.layerdirs, &p.id.0)?;
         }
     }
     repo.clear_layer_caches();
@@ -355,27 +355,31 @@ pub fn rewrite(
 }
 
 /// Deletes every key with `prefix` from `tree`; returns how many.
-fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
+fn remove_prefix(repo: &Repo, tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
     let mut n = 0;
     loop {
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
+        let mut bytes = 0;
         for k in tree.scan_prefix(prefix).keys().take(BATCH) {
-            batch.remove(k?);
+            let k = k?;
+            bytes += k.len();
+            batch.remove(k);
             in_batch += 1;
         }
         if in_batch == 0 {
             return Ok(n);
         }
+        repo.take_space("removing index entries", space::index_cost(in_batch, bytes))?;
         tree.apply_batch(batch)?;
-        n += in_batch;
+        n += in_batch as u64;
     }
 }
 
 /// Deletes a layer's entries and directory flags; returns the entries deleted.
 pub(crate) fn delete_layer(repo: &Repo, id: &SnapshotId) -> Result<u64> {
-    let n = remove_prefix(&repo.layers, &id.0)?;
-    remove_prefix(&repo.layerdirs, &id.0)?;
+    let n = remove_prefix(repo, &repo.layers, &id.0)?;
+    remove_prefix(repo, &repo.layerdirs, &id.0)?;
     Ok(n)
 }
 

@@ -206,7 +206,14 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
         if !is_table {
             // Whatever else has the table's name (a directory, a symlink) is not the table.
             remove_derived(&path)?;
-            if s.stats.layer_entries <= build_up_to || needed.contains(&s.id) {
+            let wanted = s.stats.layer_entries <= build_up_to || needed.contains(&s.id);
+            // Tables are derived: on a disk near full they are skipped rather than cut into the
+            // index's reserve (about 200 bytes per entry).
+            let room = || {
+                repo.ensure_room("writing a lookup table", s.stats.layer_entries * 200)
+                    .is_ok()
+            };
+            if wanted && room() {
                 build_table(repo, &s.id, &path)?;
                 built += 1;
             } else {
@@ -244,6 +251,7 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
     // Not fsynced: a catalog lost or torn in a crash fails its check and is written again.
     let tmp = dir.join("catalog.tmp");
     remove_derived(&tmp)?;
+    repo.ensure_room("writing the lookup catalog", bytes.len() as u64)?;
     fs::write(&tmp, &bytes).ctx("Writing", &tmp)?;
     let path = dir.join(CATALOG);
     fs::rename(&tmp, &path).ctx("Renaming", &tmp)?;

@@ -11,6 +11,7 @@
 pub mod keys;
 pub mod pack;
 pub mod scan;
+pub mod space;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -108,6 +109,8 @@ pub struct Repo {
     /// [`keys::TREE_COMMITS`]); `None` for a database opened with [`Repo::open_with_db`], which
     /// is not (or not yet) the repository's index.
     commits: Mutex<Commits>,
+    /// Free space kept so that sled never meets a full disk.
+    space: space::Space,
     _lock: File,
 }
 
@@ -304,12 +307,12 @@ impl Repo {
                 // says no backup is writing them now.
                 let removed = DirBackend::open(&path.join("packs"))?.remove_unfinished()?;
                 if removed == 0 {
-                    return Err(Error::Db(sled::Error::Io(e)));
+                    return Err(no_space_to_open(path, Error::Db(sled::Error::Io(e))));
                 }
                 log::warn!(
                     "The disk is full: removed {removed} unfinished pack(s) to open the index"
                 );
-                Self::open_db(path, cache_bytes)?
+                Self::open_db(path, cache_bytes).map_err(|e| no_space_to_open(path, e))?
             }
             r => r?,
         };
@@ -400,6 +403,7 @@ impl Repo {
             dir_layer_cache: std::sync::RwLock::new((HashMap::new(), 0)),
             seed: std::sync::RwLock::new(None),
             commits: Mutex::new(commits),
+            space: space::Space::new(path, &path.join(INDEX_DIR).join("db")),
             db,
             _lock: lock,
         }))
@@ -451,6 +455,33 @@ impl Repo {
                 marker.display()
             );
         }
+        Ok(())
+    }
+
+    /// Takes `bytes` of free space for a write about to start, failing with
+    /// [`Error::NoSpace`] (and writing nothing) when it would cut into the reserve kept for the
+    /// index (see [`space`]).
+    pub(crate) fn take_space(&self, what: &'static str, bytes: u64) -> Result<()> {
+        self.space.take(what, bytes)
+    }
+
+    /// Fails with [`Error::NoSpace`] unless `bytes` can be written beside the index (the lookup
+    /// files) without cutting into its reserve.
+    pub(crate) fn ensure_room(&self, what: &'static str, bytes: u64) -> Result<()> {
+        self.space.ensure(what, bytes)
+    }
+
+    /// Commits a snapshot record: after its layer, its layer blobs and the pack holding its
+    /// snapshot blob, the one write that makes it visible. Asks for the space first, so a disk
+    /// that filled up fails the commit before sled sees it.
+    pub fn insert_snapshot_record(&self, snapshot: &Snapshot) -> Result<()> {
+        let rec = snapshot.encode();
+        self.space.ensure(
+            "committing the snapshot",
+            space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
+        )?;
+        self.snapshots.insert(snapshot.id.0, rec)?;
+        self.snapshots_changed();
         Ok(())
     }
 
@@ -586,6 +617,8 @@ impl Repo {
     pub(crate) fn insert_layer_entries(&self, pending: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         pending.sort_unstable();
         for part in pending.chunks(512) {
+            let bytes = part.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.take_space("writing the index", space::index_cost(part.len(), bytes))?;
             let mut batch = sled::Batch::default();
             for (k, v) in part {
                 batch.insert(k.as_slice(), v.as_slice());
@@ -750,6 +783,22 @@ pub fn read_record_append_from(
     res.inspect_err(|e| log::error!("{e}"))
 }
 
+/// sled writes when it opens (its recovery snapshot, the tail of its last segment): on a disk
+/// that is full already (filled by something else), say so in strata's words.
+fn no_space_to_open(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Db(sled::Error::Io(io)) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::NoSpace {
+                path: path.to_path_buf(),
+                what: "opening the index (sled writes when it opens)",
+                free: crate::fsio::free_bytes(path).unwrap_or(0),
+                needed: 2 * space::SLED_SEGMENT,
+            }
+        }
+        e => e,
+    }
+}
+
 /// Reads this database's commit count and compares it with the marker file in `path`'s index
 /// directory: a database that has flushed fewer commits than the marker recorded for the same
 /// instance has lost the end of its log, and is reported damaged rather than read as an older
@@ -817,6 +866,7 @@ fn dir_is_empty(p: &Path) -> bool {
 /// corruption) becomes [`Error::IndexDamaged`], which tells the user to run `strata repair`.
 pub fn open_sled(config: sled::Config) -> Result<sled::Db> {
     let index = config.path.clone();
+    remove_unfinished_snapshots(&index)?;
     let damaged = |detail: String| {
         // The repository is the index directory's parent; a copy elsewhere (check) names itself.
         let path = match index.file_name() {
@@ -841,6 +891,28 @@ pub fn open_sled(config: sled::Config) -> Result<sled::Db> {
             Ok(r) => return Ok(r?),
         }
     }
+}
+
+/// Removes `snap.*.generating` files from a sled directory. sled writes its recovery snapshot
+/// under that name and renames it when complete; a write that failed (a full disk) or was killed
+/// leaves it behind, and sled 0.34 then reads it as the newest snapshot on every later open and
+/// reports the whole database corrupt. Without it sled recovers from the previous snapshot and
+/// its log, as it would had the new snapshot never been started.
+fn remove_unfinished_snapshots(index: &Path) -> Result<()> {
+    let rd = match fs::read_dir(index) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx("Listing", index),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            log::info!("Removing the unfinished index snapshot {}", e.path().display());
+            fs::remove_file(e.path()).ctx("Removing", e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f`, turning a panic into its message. The panic is logged at debug level instead of
