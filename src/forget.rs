@@ -25,10 +25,10 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
-use crate::repo::{keys, space};
 use crate::repo::pack::RecordType;
 use crate::repo::writer::PackWriter;
 use crate::repo::Repo;
+use crate::repo::{keys, space};
 use crate::retention::{self, Candidate, Policy};
 use crate::snapshot::{BackupKind, Snapshot};
 

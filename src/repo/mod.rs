@@ -908,7 +908,10 @@ fn remove_unfinished_snapshots(index: &Path) -> Result<()> {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("snap.") && name.ends_with(".generating") {
-            log::info!("Removing the unfinished index snapshot {}", e.path().display());
+            log::info!(
+                "Removing the unfinished index snapshot {}",
+                e.path().display()
+            );
             fs::remove_file(e.path()).ctx("Removing", e.path())?;
         }
     }
