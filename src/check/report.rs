@@ -61,6 +61,9 @@ pub enum ProblemKind {
     IndexMissing,
     /// The index database does not open (truncated, corrupt); nothing else could be checked.
     IndexDamaged,
+    /// A `forget` or `consolidate` was interrupted; the next command that opens the index
+    /// completes it.
+    InterruptedOperation,
 }
 
 impl ProblemKind {
@@ -90,6 +93,7 @@ impl ProblemKind {
             ProblemKind::UnindexedPack => "unindexed_pack",
             ProblemKind::IndexMissing => "index_missing",
             ProblemKind::IndexDamaged => "index_damaged",
+            ProblemKind::InterruptedOperation => "interrupted_operation",
         }
     }
 
@@ -98,7 +102,8 @@ impl ProblemKind {
             ProblemKind::DanglingLayer
             | ProblemKind::DanglingLayerdirs
             | ProblemKind::TombstonedSnapshot
-            | ProblemKind::UnindexedPack => Severity::Leftover,
+            | ProblemKind::UnindexedPack
+            | ProblemKind::InterruptedOperation => Severity::Leftover,
             _ => Severity::Damage,
         }
     }

@@ -111,6 +111,8 @@ pub struct Repo {
     commits: Mutex<Commits>,
     /// Free space kept so that sled never meets a full disk.
     space: space::Space,
+    /// Opening found an interrupted `forget`/`consolidate` (completed, or still pending).
+    resumed: std::sync::atomic::AtomicBool,
     _lock: File,
 }
 
@@ -266,6 +268,9 @@ impl Repo {
             None
         });
         let repo = Self::open_locked(path, lock, cache_bytes)?;
+        // A catalog is never written while a rewrite is unfinished, but one written by a
+        // command that could not complete it would describe the records before the completion.
+        let seed = seed.filter(|_| !repo.resumed.load(std::sync::atomic::Ordering::Relaxed));
         if let Some(seed) = seed {
             let by_id = seed
                 .snapshots
@@ -316,7 +321,29 @@ impl Repo {
             }
             r => r?,
         };
-        Self::finish_open(path, lock, db, true)
+        let repo = Self::finish_open(path, lock, db, true)?;
+        let resumed = repo.resume_interrupted();
+        repo.resumed
+            .store(resumed, std::sync::atomic::Ordering::Relaxed);
+        Ok(repo)
+    }
+
+    /// Completes a `forget` or `consolidate` that a kill or a full disk interrupted (see
+    /// [`crate::forget::resume_interrupted`]): every command that opens the index is "the next
+    /// command". Views are intact at every point of an interrupted run, so when completing fails
+    /// (the disk is still full) the command goes on and a later one completes it. Returns
+    /// whether snapshot records changed.
+    fn resume_interrupted(self: &Arc<Self>) -> bool {
+        match crate::forget::resume_interrupted(self) {
+            Ok(done) => done,
+            Err(e) => {
+                log::warn!(
+                    "Could not complete an interrupted forget/consolidate ({e}); the next command will try again"
+                );
+                self.clear_layer_caches();
+                true
+            }
+        }
     }
 
     /// Takes the repository's process lock without opening its database: for `repair`, which must
@@ -404,6 +431,7 @@ impl Repo {
             seed: std::sync::RwLock::new(None),
             commits: Mutex::new(commits),
             space: space::Space::new(path, &path.join(INDEX_DIR).join("db")),
+            resumed: Default::default(),
             db,
             _lock: lock,
         }))
