@@ -266,14 +266,29 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `strata ARGS` that must end within two minutes: a full disk must never hang a command (sled
-/// used to spin at 100% CPU with memory growing without bound).
+/// `strata ARGS` that must end within two minutes and 4 GiB of address space: a full disk must
+/// never hang a command (sled used to spin at 100% CPU with memory growing by hundreds of MB a
+/// second, which without the limit would take the test machine down with it).
 fn bounded(repo: &Path, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(crate::common::bin());
     cmd.arg("--repo")
         .arg(repo)
         .args(args)
         .env_remove("STRATA_REPO");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     run_with_timeout(&mut cmd, Duration::from_secs(120))
         .unwrap_or_else(|| panic!("strata {args:?} did not end within 2 minutes on a full disk"))
 }
