@@ -996,3 +996,53 @@ impl Repo {
         self.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_that_lost_flushed_commits_is_reported_damaged() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("repo");
+        let repo = Repo::create(&path, &CreateOptions::default()).unwrap();
+        repo.flush().unwrap();
+        repo.flush().unwrap();
+        drop(repo);
+        let marker = path.join(INDEX_DIR).join(COMMITS_FILE);
+        let text = fs::read_to_string(&marker).unwrap();
+        let (instance, count) = text.trim().split_once(' ').unwrap();
+        assert_eq!(count, "2");
+        // The marker saw a third flush the database does not hold: the end of its log is lost.
+        fs::write(&marker, format!("{instance} 3\n")).unwrap();
+        match Repo::open(&path) {
+            Err(Error::IndexDamaged { detail, .. }) => assert!(detail.contains("2 of the 3")),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a database that lost a commit opened"),
+        }
+        // A marker of another database (one that repair replaced) proves nothing.
+        fs::write(&marker, format!("{} 99\n", "0".repeat(32))).unwrap();
+        let repo = Repo::open(&path).unwrap();
+        // Behind the database (a crash between a flush and the marker): fine, and caught up.
+        repo.flush().unwrap();
+        drop(repo);
+        let text = fs::read_to_string(&marker).unwrap();
+        assert!(
+            text.starts_with(instance) && text.trim().ends_with(" 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_sled_snapshot_file_is_removed_before_opening() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("repo");
+        drop(Repo::create(&path, &CreateOptions::default()).unwrap());
+        let torn = path
+            .join(INDEX_DIR)
+            .join("snap.7FFFFFFFFFFFFFFF.generating");
+        fs::write(&torn, b"torn by a full disk").unwrap();
+        Repo::open(&path).unwrap();
+        assert!(!torn.exists());
+    }
+}

@@ -96,3 +96,53 @@ impl Space {
 pub fn index_cost(items: usize, bytes: usize) -> u64 {
     (bytes as u64 + items as u64 * PER_ITEM) * INDEX_AMPLIFICATION
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(reserve: u64) -> (tempfile::TempDir, Space) {
+        let t = tempfile::tempdir().unwrap();
+        let s = Space {
+            dir: t.path().to_path_buf(),
+            reserve,
+            unchecked: AtomicU64::new(CHECK_STEP),
+        };
+        (t, s)
+    }
+
+    #[test]
+    fn a_write_that_would_cut_into_the_reserve_is_refused_before_it_starts() {
+        let (_t, s) = space(u64::MAX / 4);
+        match s.take("writing a pack", 10) {
+            Err(Error::NoSpace { what, needed, .. }) => {
+                assert_eq!(what, "writing a pack");
+                assert!(needed >= u64::MAX / 4);
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        // Refused once, every later write asks again (none slips through between checks).
+        assert!(s.take("writing the index", 1).is_err());
+        let msg = s.take("writing the index", 1).unwrap_err().to_string();
+        assert!(msg.contains("No space left on device"), "{msg}");
+    }
+
+    #[test]
+    fn writes_ask_the_file_system_once_per_step() {
+        let (_t, s) = space(0);
+        s.take("writing a pack", 1).unwrap();
+        assert_eq!(
+            s.unchecked.load(Ordering::Relaxed),
+            0,
+            "the first write asks"
+        );
+        s.take("writing a pack", CHECK_STEP / 2).unwrap();
+        assert_eq!(s.unchecked.load(Ordering::Relaxed), CHECK_STEP / 2);
+        s.take("writing a pack", CHECK_STEP / 2).unwrap();
+        assert_eq!(
+            s.unchecked.load(Ordering::Relaxed),
+            0,
+            "a step taken: asked"
+        );
+    }
+}
