@@ -443,3 +443,101 @@ fn full_disk_at_every_stage_of_a_backup_fails_cleanly_and_recovers() {
         );
     }
 }
+
+/// Every file of every snapshot, as `strata ls -R --json` and `cat` show it.
+fn contents(repo: &Path) -> std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> {
+    let mut all = std::collections::BTreeMap::new();
+    for id in snapshot_ids(repo) {
+        let out = bounded(repo, &["ls", "-R", "--json", &id]);
+        let mut files = Vec::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let path = v["path"].as_str().unwrap().to_string();
+            let data = match v["type"].as_str() {
+                Some("file") if path.ends_with("keep.txt") || path.starts_with("new") => {
+                    bounded(repo, &["cat", &id, &path]).stdout
+                }
+                t => t.unwrap_or("").as_bytes().to_vec(),
+            };
+            files.push((path, data));
+        }
+        all.insert(id, files);
+    }
+    all
+}
+
+/// Issue 16: a full disk in the middle of `forget` (which rewrites layers: here it materialises a
+/// 10k-entry layer) ends it with a clear error, leaves every view intact and the repository
+/// opening, `check` finds no damage, and once there is space the next command completes the
+/// forget (or, when it failed before its first change, a rerun does it).
+#[test]
+fn full_disk_during_forget_fails_cleanly_and_the_next_command_completes_it() {
+    let Some(small) = SmallFs::new(64) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    for d in 0..100 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            fs::write(src.join(format!("d{d}/f{f}.txt")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    fs::write(src.join("keep.txt"), b"committed before the disk filled").unwrap();
+    let repo = small.path.join("repo");
+    strata_ok(&repo, &["init"]);
+    let mut ids = vec![backup(&repo, &src, &["--kind", "full"])];
+    for i in 0..3 {
+        fs::write(src.join(format!("new{i}.txt")), format!("new {i}")).unwrap();
+        fs::remove_file(src.join(format!("d{i}/f0.txt"))).unwrap();
+        ids.push(backup(&repo, &src, &[]));
+    }
+    let before = contents(&repo);
+    let baseline = t.path().join("baseline");
+    copy_dir(&repo, &baseline);
+    let mut failed = 0;
+    for free in [1u64 << 20, 3 << 20, 5 << 20, 8 << 20, 14 << 20] {
+        let label = format!("forget with {free} bytes free");
+        let _ = fs::remove_file(small.path.join("filler"));
+        fs::remove_dir_all(&repo).unwrap();
+        copy_dir(&baseline, &repo);
+        fill_to(&small.path, free);
+        // Forgetting the full materialises the next snapshot (10k entries copied).
+        let out = bounded(&repo, &["forget", &ids[0]]);
+        if !out.status.success() {
+            failed += 1;
+            assert_clear_enospc(&out, &label);
+            eprintln!("{label}: {}", stderr(&out).lines().last().unwrap_or(""));
+        }
+        assert!(!stderr(&out).contains("hit error while writing"), "{label}");
+        // On the full disk: the views are intact and check finds no damage.
+        let now = contents(&repo);
+        for (id, files) in &now {
+            assert_eq!(files, &before[id], "{label}: snapshot {id} changed");
+        }
+        let out = bounded(&repo, &["check", "--json"]);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{label}: check: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // With space, any command completes what was started; a forget that failed before its
+        // first change is simply run again.
+        fs::remove_file(small.path.join("filler")).unwrap();
+        bounded(&repo, &["snapshots"]);
+        if snapshot_ids(&repo).contains(&ids[0]) {
+            let out = bounded(&repo, &["forget", &ids[0]]);
+            assert!(out.status.success(), "{label}: rerun: {}", stderr(&out));
+        }
+        let mut want = before.clone();
+        want.remove(&ids[0]);
+        assert_eq!(contents(&repo), want, "{label}");
+        bounded(&repo, &["prune"]);
+        let out = bounded(&repo, &["check"]);
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", stderr(&out));
+    }
+    assert!(
+        failed >= 2,
+        "only {failed} fill levels made the forget fail"
+    );
+}
