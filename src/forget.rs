@@ -15,7 +15,11 @@
 //! layer already holds. Then new layer blobs, new snapshot blobs and the forget tombstone go into
 //! one finished pack; then all changed snapshot records switch in one atomic sled batch; then the
 //! forgotten records are removed; then dead layers and redundant whiteouts are deleted. A run killed
-//! anywhere leaves every kept view intact, and rerunning it (or `prune`) completes it.
+//! anywhere (or stopped by a full disk) leaves every kept view intact, but layers that disagree with
+//! their layer blobs until the run is complete. So the run is recorded in `meta` before its first
+//! change (what to forget and consolidate), and the record is replaced atomically with the switch
+//! (the cleanup left); every opening of the index completes what a record describes
+//! ([`resume_interrupted`]), and `check` reports it as an interruption, not damage ([`interrupted`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
