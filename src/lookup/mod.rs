@@ -5,7 +5,9 @@
 //! `REPO/lookup/` holds a **catalog** (every snapshot record, each non-full layer's touched
 //! directories, the compression dictionary) and one **table** per snapshot layer: the layer's
 //! entries sorted by key, each with the pack location of its chunks (`src/lookup/table.rs`; the
-//! layout is in docs/FORMAT.md). All of it is derived from the index and can be deleted any time.
+//! layout is in docs/FORMAT.md). All of it is derived from the index and can be deleted any time;
+//! so anything of the wrong type where a lookup file goes is removed with a warning, and a disk too
+//! full for them only means they are not written: derived files never block a command.
 //!
 //! Trust rests on one rule: **every process that takes the repository lock to open the index
 //! removes the catalog first** (durably), and writes a fresh one ([`publish`]) only when it is

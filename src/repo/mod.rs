@@ -1,10 +1,13 @@
 //! Opening and creating a repository: the directory layout, the format-version check, the process
-//! lock, and verified chunk reads. Layout (see docs/FORMAT.md):
+//! lock, the free-space reserve that keeps sled from meeting a full disk ([`space`]), the commit
+//! marker that tells a truncated index from an older one, and verified chunk reads. Layout (see
+//! docs/FORMAT.md):
 //!
 //! ```text
 //! REPO/STRATA       marker file: "strata repository\nformat N\n"
 //! REPO/lock         flock()ed by the process using the repository; holds its pid
 //! REPO/index/       the sled database (index and metadata)
+//! REPO/index/commits  the commit marker: flushes this database completed (see `keys::TREE_COMMITS`)
 //! REPO/packs/xx/    pack files
 //! ```
 
