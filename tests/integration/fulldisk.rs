@@ -128,7 +128,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
             .find(|p| p.to_string_lossy().ends_with(".pack.tmp"))
             // Large enough that removing it frees more than the reserve strata keeps for its
             // index (a few MiB here), so the next backup can run on the otherwise full disk.
-            .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 8 << 20))
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 6 << 20))
     };
     while tmp_pack().is_none() {
         assert!(
