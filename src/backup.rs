@@ -537,8 +537,7 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     snapshot.stats.new_bytes = ws.new_bytes;
     snapshot.stats.stored_bytes = ws.stored_bytes;
     snapshot.stats.elapsed_ms = start.elapsed().as_millis() as u64;
-    repo.snapshots.insert(id.0, snapshot.encode())?;
-    repo.snapshots_changed();
+    repo.insert_snapshot_record(&snapshot)?;
     repo.flush()?;
     log::info!(
         "Committed snapshot {} ({} entries in layer)",
@@ -594,10 +593,11 @@ fn sample_dictionary(source: &Path, excludes: &globset::GlobSet) -> Option<compr
 }
 
 /// Best-effort removal of an uncommitted layer's entries after a failed backup (they are invisible
-/// anyway: no snapshot record points at them).
+/// anyway: no snapshot record points at them, and `prune` removes what is left). Stops at the
+/// first error: after a full disk, sled's iterator can yield the same error forever.
 fn discard_layer(repo: &Repo, id: &SnapshotId) {
-    for kv in repo.layers.scan_prefix(id.0).keys().flatten() {
-        let _ = repo.layers.remove(kv);
+    if let Err(e) = crate::forget::delete_layer(repo, id) {
+        log::info!("Left the failed backup's layer entries for prune: {e}");
     }
 }
 

@@ -74,6 +74,18 @@ pub enum Error {
     InvalidArgument(String),
     #[error("Repository {0} has lost its index database (index/); run `strata repair` to rebuild it from the pack files")]
     IndexMissing(PathBuf),
+    /// sled cannot open its database (it reports corruption, or panics on a truncated file).
+    #[error("The index of repository {path} is damaged ({detail}); run `strata repair` to rebuild it from the pack files")]
+    IndexDamaged { path: PathBuf, detail: String },
+    /// Writing would leave less free space than strata keeps for its index (see
+    /// `crate::repo::Space`); the write was not started.
+    #[error("No space left on device while {what} in repository {path}: {free} bytes free, {needed} needed (strata keeps a reserve so that its index never meets a full disk); free some space and run the command again")]
+    NoSpace {
+        path: PathBuf,
+        what: &'static str,
+        free: u64,
+        needed: u64,
+    },
     #[error("{0} has no STRATA marker file, so it is not treated as a strata repository; if packs/ holds this repository's data, recreate the marker with: printf 'strata repository\\nformat 1\\n' > {0}/STRATA")]
     MarkerMissing(PathBuf),
     /// `prune` on a repository whose last check or repair found lost or damaged data: what

@@ -15,7 +15,11 @@
 //! layer already holds. Then new layer blobs, new snapshot blobs and the forget tombstone go into
 //! one finished pack; then all changed snapshot records switch in one atomic sled batch; then the
 //! forgotten records are removed; then dead layers and redundant whiteouts are deleted. A run killed
-//! anywhere leaves every kept view intact, and rerunning it (or `prune`) completes it.
+//! anywhere (or stopped by a full disk) leaves every kept view intact, but layers that disagree with
+//! their layer blobs until the run is complete. So the run is recorded in `meta` before its first
+//! change (what to forget and consolidate), and the record is replaced atomically with the switch
+//! (the cleanup left); every opening of the index completes what a record describes
+//! ([`resume_interrupted`]), and `check` reports it as an interruption, not damage ([`interrupted`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,12 +29,13 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
-use crate::repo::keys;
 use crate::repo::pack::RecordType;
 use crate::repo::writer::PackWriter;
 use crate::repo::Repo;
+use crate::repo::{keys, space};
 use crate::retention::{self, Candidate, Policy};
 use crate::snapshot::{BackupKind, Snapshot};
+use sled::Transactional;
 
 /// Layer blobs are cut at about this size (as backup does).
 const LAYER_BLOB_SIZE: usize = 1 << 20;
@@ -168,6 +173,16 @@ pub fn rewrite(
     forget: &[SnapshotId],
     consolidate: &[SnapshotId],
 ) -> Result<RewriteStats> {
+    // An earlier run's record must not be overwritten before its work is done.
+    resume_interrupted(repo)?;
+    rewrite_now(repo, forget, consolidate)
+}
+
+fn rewrite_now(
+    repo: &Arc<Repo>,
+    forget: &[SnapshotId],
+    consolidate: &[SnapshotId],
+) -> Result<RewriteStats> {
     let start = Instant::now();
     let mut stats = RewriteStats::default();
     let all: HashMap<SnapshotId, Snapshot> =
@@ -219,6 +234,16 @@ pub fn rewrite(
             blobs: Vec::new(),
         });
     }
+
+    // Recorded before the first change: the next command redoes the whole rewrite from here.
+    write_pending(
+        repo,
+        &Pending::Rewrite {
+            forget: forget.iter().map(|id| id.0).collect(),
+            consolidate: consolidate.iter().map(|id| id.0).collect(),
+        },
+    )?;
+    repo.flush()?;
 
     // These layers are about to change under their lookup tables.
     let rewritten: Vec<SnapshotId> = plans.iter().map(|p| p.id).collect();
@@ -303,47 +328,52 @@ pub fn rewrite(
     writer.finish()?;
     crash_point("forget-after-pack");
 
-    // 4. Switch every changed record at once.
-    let mut batch = sled::Batch::default();
-    for n in &changed {
-        batch.insert(&n.id.0, n.encode());
-    }
-    repo.snapshots.apply_batch(batch)?;
+    // 4. Switch every changed record at once, together with the record of the cleanup that is
+    // left: from here on the next command finishes the cleanup instead of redoing the rewrite.
+    let cleanup = Cleanup {
+        forgotten: forgotten.iter().map(|id| id.0).collect(),
+        drops: plans
+            .iter()
+            .filter(|p| !p.drop.is_empty())
+            .map(|p| (p.id.0, p.drop.iter().cloned().collect()))
+            .collect(),
+        fulls: plans
+            .iter()
+            .filter(|p| p.new_parent.is_none())
+            .map(|p| p.id.0)
+            .collect(),
+    };
+    let pending = postcard::to_stdvec(&Pending::Cleanup(cleanup.clone())).expect("serializes");
+    let records: Vec<(SnapshotId, Vec<u8>)> = changed.iter().map(|n| (n.id, n.encode())).collect();
+    let bytes = records.iter().map(|(_, r)| r.len()).sum::<usize>() + pending.len();
+    repo.take_space(
+        "switching the snapshot records",
+        space::index_cost(records.len() + 1, bytes),
+    )?;
+    (&repo.snapshots, &repo.meta)
+        .transaction(|(snaps, meta)| {
+            for (id, r) in &records {
+                snaps.insert(&id.0, r.as_slice())?;
+            }
+            meta.insert(keys::META_PENDING_REWRITE, pending.as_slice())?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(e) => Error::Db(e),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the switch never aborts")
+            }
+        })?;
     repo.snapshots_changed();
     repo.flush()?;
     stats.records_rewritten = changed.len() as u64;
     crash_point("forget-after-switch");
 
-    // 5. The tombstone is durable: remove the forgotten records.
-    let mut batch = sled::Batch::default();
-    for id in &forgotten {
-        batch.remove(&id.0);
-    }
-    repo.snapshots.apply_batch(batch)?;
-    repo.snapshots_changed();
-    repo.flush()?;
+    // 5–6. Remove the forgotten records, then the cleanup.
+    let done = finish_cleanup(repo, &cleanup)?;
     stats.forgotten = forgotten.len() as u64;
-    crash_point("forget-after-remove");
-
-    // 6. Cleanup: dead layers, redundant whiteouts, layerdirs of new fulls.
-    for id in &forgotten {
-        stats.entries_deleted += delete_layer(repo, id)?;
-    }
-    for p in &plans {
-        let mut batch = sled::Batch::default();
-        for k in &p.drop {
-            let mut key = p.id.0.to_vec();
-            key.extend_from_slice(k);
-            batch.remove(key);
-        }
-        repo.layers.apply_batch(batch)?;
-        stats.whiteouts_dropped += p.drop.len() as u64;
-        if p.new_parent.is_none() {
-            remove_prefix(&repo.layerdirs, &p.id.0)?;
-        }
-    }
-    repo.clear_layer_caches();
-    repo.flush()?;
+    stats.entries_deleted += done.entries_deleted;
+    stats.whiteouts_dropped += done.whiteouts_dropped;
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     log::info!(
         "Forgot {} snapshot(s), merged {} layer(s), materialised {}",
@@ -354,28 +384,239 @@ pub fn rewrite(
     Ok(stats)
 }
 
+/// What an unfinished `forget` or `consolidate` left to do, recorded in `meta`
+/// ([`keys::META_PENDING_REWRITE`]) so that the next command completes it
+/// ([`resume_interrupted`]) and `check` can tell it from damage ([`interrupted`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum Pending {
+    /// Written before the first change; until the switch every view is unchanged, and redoing
+    /// the rewrite (for the ids that still exist) completes it.
+    Rewrite {
+        forget: Vec<[u8; 16]>,
+        consolidate: Vec<[u8; 16]>,
+    },
+    /// Written in the same transaction as the switch: only the cleanup is left.
+    Cleanup(Cleanup),
+}
+
+/// The steps after the switch: all idempotent.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Cleanup {
+    /// Records to remove, then their layers.
+    forgotten: Vec<[u8; 16]>,
+    /// Per rewritten layer, the keys (without the snapshot id) of whiteouts its new layer blobs
+    /// left out.
+    drops: Vec<([u8; 16], Vec<Vec<u8>>)>,
+    /// Layers that became full: their `layerdirs` go.
+    fulls: Vec<[u8; 16]>,
+}
+
+/// What [`finish_cleanup`] removed.
+#[derive(Default)]
+struct CleanupStats {
+    entries_deleted: u64,
+    whiteouts_dropped: u64,
+}
+
+fn write_pending(repo: &Repo, p: &Pending) -> Result<()> {
+    let v = postcard::to_stdvec(p).expect("serializes");
+    repo.take_space("recording the rewrite", space::index_cost(1, v.len() + 16))?;
+    repo.meta.insert(keys::META_PENDING_REWRITE, v)?;
+    Ok(())
+}
+
+fn read_pending(repo: &Repo) -> Result<Option<Pending>> {
+    repo.meta
+        .get(keys::META_PENDING_REWRITE)?
+        .map(|v| {
+            postcard::from_bytes(&v).map_err(|e| {
+                Error::CorruptMetadata(format!("the record of an unfinished forget: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// Steps 5 and 6 of [`rewrite`]: removes the forgotten records, their layers, the dropped
+/// whiteouts and the `layerdirs` of new fulls, then the record of the cleanup. Each step is
+/// idempotent, so a run killed anywhere is finished by the next.
+fn finish_cleanup(repo: &Repo, c: &Cleanup) -> Result<CleanupStats> {
+    let mut stats = CleanupStats::default();
+    let forgotten: Vec<SnapshotId> = c.forgotten.iter().map(|b| SnapshotId(*b)).collect();
+    // 5. The tombstone is durable: remove the forgotten records.
+    let mut batch = sled::Batch::default();
+    for id in &forgotten {
+        batch.remove(&id.0);
+    }
+    repo.take_space(
+        "removing snapshot records",
+        space::index_cost(forgotten.len(), forgotten.len() * 16),
+    )?;
+    repo.snapshots.apply_batch(batch)?;
+    repo.snapshots_changed();
+    repo.flush()?;
+    crash_point("forget-after-remove");
+
+    // 6. Cleanup: dead layers, redundant whiteouts, layerdirs of new fulls.
+    for id in &forgotten {
+        stats.entries_deleted += delete_layer(repo, id)?;
+    }
+    repo.flush()?;
+    crash_point("forget-cleanup-after-layers");
+    for (id, keys) in &c.drops {
+        for part in keys.chunks(BATCH) {
+            let mut batch = sled::Batch::default();
+            let mut bytes = 0;
+            for k in part {
+                let mut key = id.to_vec();
+                key.extend_from_slice(k);
+                bytes += key.len();
+                batch.remove(key);
+            }
+            repo.take_space(
+                "removing index entries",
+                space::index_cost(part.len(), bytes),
+            )?;
+            repo.layers.apply_batch(batch)?;
+        }
+        stats.whiteouts_dropped += keys.len() as u64;
+    }
+    for id in &c.fulls {
+        remove_prefix(repo, &repo.layerdirs, id)?;
+    }
+    repo.clear_layer_caches();
+    repo.flush()?;
+    crash_point("forget-cleanup-before-done");
+    repo.meta.remove(keys::META_PENDING_REWRITE)?;
+    repo.flush()?;
+    Ok(stats)
+}
+
+/// Completes a `forget` or `consolidate` that was interrupted (killed, or failed on a full
+/// disk): redoes the rewrite when it had not switched the records yet, else finishes its
+/// cleanup. Called by every opening of the index ([`Repo::open`]) and before a new rewrite.
+/// Returns whether there was anything to do.
+pub fn resume_interrupted(repo: &Arc<Repo>) -> Result<bool> {
+    let Some(p) = read_pending(repo)? else {
+        return Ok(false);
+    };
+    match p {
+        Pending::Rewrite {
+            forget,
+            consolidate,
+        } => {
+            let existing: HashSet<SnapshotId> =
+                repo.snapshots()?.into_iter().map(|s| s.id).collect();
+            let keep = |v: Vec<[u8; 16]>| -> Vec<SnapshotId> {
+                v.into_iter()
+                    .map(SnapshotId)
+                    .filter(|id| existing.contains(id))
+                    .collect()
+            };
+            let (forget, consolidate) = (keep(forget), keep(consolidate));
+            log::warn!(
+                "Completing an interrupted forget/consolidate ({} to forget, {} to consolidate)",
+                forget.len(),
+                consolidate.len()
+            );
+            rewrite_now(repo, &forget, &consolidate)?;
+        }
+        Pending::Cleanup(c) => {
+            log::warn!("Completing the cleanup of an interrupted forget/consolidate");
+            finish_cleanup(repo, &c)?;
+        }
+    }
+    Ok(true)
+}
+
+/// An unfinished `forget`/`consolidate`, as `check` reports it (see [`interrupted`]).
+#[derive(Clone, Debug)]
+pub struct Interrupted {
+    /// Snapshots whose layers, layer blobs or records the unfinished run left inconsistent
+    /// (the ones it forgets, rewrites or consolidates).
+    pub snapshots: HashSet<SnapshotId>,
+    /// One line for the user: what was interrupted and what completes it.
+    pub message: String,
+}
+
+/// Reads the record of an unfinished `forget`/`consolidate` (read-only, for `check`): layers
+/// that do not match their blobs, dangling layers and tombstoned records of these snapshots are
+/// its unfinished work, not damage.
+pub fn interrupted(repo: &Repo) -> Result<Option<Interrupted>> {
+    let Some(p) = read_pending(repo)? else {
+        return Ok(None);
+    };
+    let mut snapshots: HashSet<SnapshotId> = HashSet::new();
+    let phase = match &p {
+        Pending::Rewrite {
+            forget,
+            consolidate,
+        } => {
+            let gone: HashSet<SnapshotId> = forget.iter().map(|b| SnapshotId(*b)).collect();
+            snapshots.extend(gone.iter().copied());
+            snapshots.extend(consolidate.iter().map(|b| SnapshotId(*b)));
+            // Kept snapshots whose chain reaches a forgotten one get merged layers.
+            let all: HashMap<SnapshotId, Snapshot> =
+                repo.snapshots()?.into_iter().map(|s| (s.id, s)).collect();
+            for s in all.values() {
+                let mut cur = Some(s);
+                let mut steps = 0;
+                while let Some(c) = cur.filter(|_| steps <= all.len()) {
+                    if gone.contains(&c.id) {
+                        snapshots.insert(s.id);
+                        break;
+                    }
+                    cur = (c.kind != BackupKind::Full)
+                        .then_some(c.parent)
+                        .flatten()
+                        .and_then(|p| all.get(&p));
+                    steps += 1;
+                }
+            }
+            "its rewrite of the layers"
+        }
+        Pending::Cleanup(c) => {
+            snapshots.extend(c.forgotten.iter().map(|b| SnapshotId(*b)));
+            snapshots.extend(c.drops.iter().map(|(b, _)| SnapshotId(*b)));
+            snapshots.extend(c.fulls.iter().map(|b| SnapshotId(*b)));
+            "its cleanup"
+        }
+    };
+    Ok(Some(Interrupted {
+        message: format!(
+            "An interrupted forget or consolidate did not finish {phase} ({} snapshots concerned); \
+             nothing is damaged: rerun `strata prune` (or any command that opens the index) to complete it",
+            snapshots.len()
+        ),
+        snapshots,
+    }))
+}
+
 /// Deletes every key with `prefix` from `tree`; returns how many.
-fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
+fn remove_prefix(repo: &Repo, tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
     let mut n = 0;
     loop {
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
+        let mut bytes = 0;
         for k in tree.scan_prefix(prefix).keys().take(BATCH) {
-            batch.remove(k?);
+            let k = k?;
+            bytes += k.len();
+            batch.remove(k);
             in_batch += 1;
         }
         if in_batch == 0 {
             return Ok(n);
         }
+        repo.take_space("removing index entries", space::index_cost(in_batch, bytes))?;
         tree.apply_batch(batch)?;
-        n += in_batch;
+        n += in_batch as u64;
     }
 }
 
 /// Deletes a layer's entries and directory flags; returns the entries deleted.
 pub(crate) fn delete_layer(repo: &Repo, id: &SnapshotId) -> Result<u64> {
-    let n = remove_prefix(&repo.layers, &id.0)?;
-    remove_prefix(&repo.layerdirs, &id.0)?;
+    let n = remove_prefix(repo, &repo.layers, &id.0)?;
+    remove_prefix(repo, &repo.layerdirs, &id.0)?;
     Ok(n)
 }
 

@@ -1,5 +1,6 @@
-//! Two small file-system calls the repository and the backup share: making a directory's
-//! entries durable, and asking the kernel to start reading a file range ahead of its reader.
+//! Small file-system calls the repository and the backup share: making a directory's entries
+//! durable, asking the kernel to start reading a file range ahead of its reader, and asking how
+//! much space is left.
 
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -28,4 +29,20 @@ pub fn will_need(file: &File, offset: u64, len: u64) {
             libc::POSIX_FADV_WILLNEED,
         );
     }
+}
+
+/// Bytes an unprivileged writer can still allocate on the file system holding `path`
+/// (`statvfs`: available blocks times the fragment size).
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        crate::Error::InvalidArgument(format!("{} contains a NUL byte", path.display()))
+    })?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).ctx("Asking the free space of", path);
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }

@@ -19,13 +19,16 @@
 //! 5. leftovers: layer or layerdirs keys of snapshots that do not exist (an interrupted backup);
 //! 6. the dictionary exists when a record uses it;
 //! 7. with `read_data`, chunk records (all, or a seeded random sample) are read and re-hashed, in
-//!    parallel.
+//!    parallel;
+//! 8. an unfinished `forget`/`consolidate` is reported as such (a leftover: the next command
+//!    completes it), and the inconsistencies it leaves on its snapshots are not counted as damage.
 //!
 //! Bad chunks are then mapped to damage: the layer entries that reference them, and for each, the
 //! snapshots whose *view* resolves that path to an entry using a bad chunk (a layer shadowed by a
 //! newer one in some views damages only the views that still show it).
 
 mod damage;
+mod interrupted;
 pub mod marker;
 mod read;
 mod report;
@@ -589,6 +592,9 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         "Check: chunk payloads done at {} ms",
         start.elapsed().as_millis()
     );
+    // 8. An unfinished forget/consolidate: its traces are not damage.
+    interrupted::explain(repo, &mut st)?;
+
     // Bad chunks → entries → snapshot views.
     let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
     damaged.extend(broken.iter().copied());

@@ -67,6 +67,11 @@ pub enum ProblemKind {
     StaleSnapshotRecord,
     /// The index database (`index/`) is gone; nothing else could be checked.
     IndexMissing,
+    /// The index database does not open (truncated, corrupt); nothing else could be checked.
+    IndexDamaged,
+    /// A `forget` or `consolidate` was interrupted; the next command that opens the index
+    /// completes it.
+    InterruptedOperation,
 }
 
 impl ProblemKind {
@@ -98,6 +103,8 @@ impl ProblemKind {
             ProblemKind::SnapshotRecordMismatch => "snapshot_record_mismatch",
             ProblemKind::StaleSnapshotRecord => "stale_snapshot_record",
             ProblemKind::IndexMissing => "index_missing",
+            ProblemKind::IndexDamaged => "index_damaged",
+            ProblemKind::InterruptedOperation => "interrupted_operation",
         }
     }
 
@@ -107,7 +114,8 @@ impl ProblemKind {
             | ProblemKind::DanglingLayerdirs
             | ProblemKind::TombstonedSnapshot
             | ProblemKind::StaleSnapshotRecord
-            | ProblemKind::UnindexedPack => Severity::Leftover,
+            | ProblemKind::UnindexedPack
+            | ProblemKind::InterruptedOperation => Severity::Leftover,
             _ => Severity::Damage,
         }
     }

@@ -78,21 +78,22 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     let (repo, copy) = match check::open_copy(path) {
         Ok(r) => r,
+        // Nothing else can be checked without the index; say so in the report's own form.
         Err(Error::IndexMissing(p)) => {
-            // Nothing else can be checked without the index; say so in the report's own form.
-            let report = CheckReport {
-                problems: vec![Problem {
-                    kind: ProblemKind::IndexMissing,
-                    message: Error::IndexMissing(p).to_string(),
-                    snapshot: None,
-                    chunk: None,
-                    pack: None,
-                }],
-                ..Default::default()
+            return Ok(index_unusable(
+                ProblemKind::IndexMissing,
+                Error::IndexMissing(p),
+                path,
+                &a,
+            ))
+        }
+        Err(Error::IndexDamaged { detail, .. }) => {
+            // The error names check's private copy; the user's repository is `path`.
+            let e = Error::IndexDamaged {
+                path: path.to_path_buf(),
+                detail,
             };
-            print_check(None, &report, a.json);
-            record_check(path, &report, &a);
-            return Ok(EXIT_DAMAGE);
+            return Ok(index_unusable(ProblemKind::IndexDamaged, e, path, &a));
         }
         Err(e) => return Err(e),
     };
@@ -127,6 +128,23 @@ fn record_check(path: &Path, report: &CheckReport, a: &CheckArgs) {
     if let Err(e) = check::marker::record_check(path, report, a.read_data.is_some(), read_all) {
         log::warn!("Could not update the damage marker: {e}");
     }
+}
+
+/// Reports an index that cannot be read at all as check's only problem; exit code 4 (damage).
+fn index_unusable(kind: ProblemKind, e: Error, path: &Path, a: &CheckArgs) -> i32 {
+    let report = CheckReport {
+        problems: vec![Problem {
+            kind,
+            message: e.to_string(),
+            snapshot: None,
+            chunk: None,
+            pack: None,
+        }],
+        ..Default::default()
+    };
+    print_check(None, &report, a.json);
+    record_check(path, &report, a);
+    EXIT_DAMAGE
 }
 
 /// Runs `strata repair`.

@@ -5,7 +5,9 @@
 //! `REPO/lookup/` holds a **catalog** (every snapshot record, each non-full layer's touched
 //! directories, the compression dictionary) and one **table** per snapshot layer: the layer's
 //! entries sorted by key, each with the pack location of its chunks (`src/lookup/table.rs`; the
-//! layout is in docs/FORMAT.md). All of it is derived from the index and can be deleted any time.
+//! layout is in docs/FORMAT.md). All of it is derived from the index and can be deleted any time;
+//! so anything of the wrong type where a lookup file goes is removed with a warning, and a disk too
+//! full for them only means they are not written: derived files never block a command.
 //!
 //! Trust rests on one rule: **every process that takes the repository lock to open the index
 //! removes the catalog first** (durably), and writes a fresh one ([`publish`]) only when it is
@@ -45,14 +47,64 @@ const MAX_DIR_LAYER: usize = 4096;
 const NO_LOCATION: [u8; Location::LEN] = [0xff; Location::LEN];
 
 /// Removes the catalog, durably, so that nobody trusts it while the index may change. Called
-/// under the repository lock by everything that opens the index.
+/// under the repository lock by everything that opens the index. Lookup files are derived, so
+/// something of the wrong type where they go (a file named `lookup`, a directory named `catalog`)
+/// is removed with a warning rather than blocking the command.
 pub fn invalidate(repo_path: &Path) -> Result<()> {
     let dir = repo_path.join(LOOKUP_DIR);
+    if !lookup_dir_usable(&dir)? {
+        return Ok(());
+    }
     let path = dir.join(CATALOG);
-    match fs::remove_file(&path) {
-        Ok(()) => crate::fsio::sync_dir(&dir),
+    match fs::symlink_metadata(&path) {
+        Ok(m) => {
+            if !m.is_file() {
+                log::warn!(
+                    "{} is not a regular file; removing it (lookup files are derived)",
+                    path.display()
+                );
+            }
+            remove_derived(&path)?;
+            crate::fsio::sync_dir(&dir)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).ctx("Removing", &path),
+        Err(e) => Err(e).ctx("Reading", &path),
+    }
+}
+
+/// Whether the lookup directory exists as a real directory. Anything else in its place (a file,
+/// a symlink) is removed with a warning, and `false` returned: there are no lookup files.
+fn lookup_dir_usable(dir: &Path) -> Result<bool> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(_) => {
+            log::warn!(
+                "{} is not a directory; removing it (lookup files are derived)",
+                dir.display()
+            );
+            remove_derived(dir)?;
+            if let Some(parent) = dir.parent() {
+                crate::fsio::sync_dir(parent)?;
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).ctx("Reading", dir),
+    }
+}
+
+/// Removes a derived path whatever its type (a directory with its content, a symlink itself,
+/// never its target); a path already gone is fine.
+fn remove_derived(path: &Path) -> Result<()> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("Removing", path),
     }
 }
 
@@ -74,18 +126,16 @@ pub fn drop_tables_of(repo_path: &Path, ids: &[SnapshotId]) -> Result<()> {
 
 fn drop_tables_where(repo_path: &Path, doomed: impl Fn(&str) -> bool) -> Result<()> {
     let dir = repo_path.join(LOOKUP_DIR);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx("Listing", &dir),
-    };
+    if !lookup_dir_usable(&dir)? {
+        return Ok(());
+    }
+    let rd = fs::read_dir(&dir).ctx("Listing", &dir)?;
     let mut removed = 0;
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name != CATALOG && doomed(&name) {
-            let p = e.path();
-            fs::remove_file(&p).ctx("Removing", &p)?;
+            remove_derived(&e.path())?;
             removed += 1;
         }
     }
@@ -144,7 +194,9 @@ pub const SMALL_LAYER: u64 = 20_000;
 pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<()> {
     let started = std::time::Instant::now();
     let dir = repo.path().join(LOOKUP_DIR);
-    fs::create_dir_all(&dir).ctx("Creating", &dir)?;
+    if !lookup_dir_usable(&dir)? {
+        fs::create_dir(&dir).ctx("Creating", &dir)?;
+    }
     let snaps = repo.snapshots()?;
     let mut names = Vec::with_capacity(snaps.len());
     let mut dirs = Vec::with_capacity(snaps.len());
@@ -152,8 +204,18 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
     for s in &snaps {
         let mut name = table_name(s);
         let path = dir.join(&name);
-        if !path.exists() {
-            if s.stats.layer_entries <= build_up_to || needed.contains(&s.id) {
+        let is_table = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if !is_table {
+            // Whatever else has the table's name (a directory, a symlink) is not the table.
+            remove_derived(&path)?;
+            let wanted = s.stats.layer_entries <= build_up_to || needed.contains(&s.id);
+            // Tables are derived: on a disk near full they are skipped rather than cut into the
+            // index's reserve (about 200 bytes per entry).
+            let room = || {
+                repo.ensure_room("writing a lookup table", s.stats.layer_entries * 200)
+                    .is_ok()
+            };
+            if wanted && room() {
                 build_table(repo, &s.id, &path)?;
                 built += 1;
             } else {
@@ -190,6 +252,8 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
     bytes.extend_from_slice(&check.as_bytes()[..16]);
     // Not fsynced: a catalog lost or torn in a crash fails its check and is written again.
     let tmp = dir.join("catalog.tmp");
+    remove_derived(&tmp)?;
+    repo.ensure_room("writing the lookup catalog", bytes.len() as u64)?;
     fs::write(&tmp, &bytes).ctx("Writing", &tmp)?;
     let path = dir.join(CATALOG);
     fs::rename(&tmp, &path).ctx("Renaming", &tmp)?;
@@ -198,7 +262,7 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
         let n = e.file_name();
         let n = n.to_string_lossy();
         if n != CATALOG && !keep.contains(n.as_ref()) {
-            let _ = fs::remove_file(e.path());
+            let _ = remove_derived(&e.path());
         }
     }
     log::debug!(
@@ -252,6 +316,7 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
         .map(|c| index_location(repo, c))
         .collect::<Result<Vec<_>>>()?;
     let tmp = path.with_extension("tmp");
+    remove_derived(&tmp)?;
     let mut w = TableWriter::create(&tmp)?;
     let mut value = Vec::new();
     for kv in repo.layers.scan_prefix(id.0) {

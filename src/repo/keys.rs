@@ -9,6 +9,7 @@
 //! | `snapshots` | snapshot id (16) | postcard `Snapshot` |
 //! | `layers` | snapshot id (16) ‖ dir path ‖ 0x00 ‖ name | postcard `Entry` |
 //! | `layerdirs` | snapshot id (16) ‖ dir path | flags u8 (bit 0: opaque) |
+//! | `commits` | ASCII name | see [`TREE_COMMITS`] |
 
 use crate::id::{PackId, SnapshotId};
 
@@ -29,6 +30,20 @@ pub const META_FORMAT: &[u8] = b"format";
 pub const META_COMPRESSION: &[u8] = b"compression";
 /// `meta` key: the zstd dictionary for small chunks (raw bytes), once trained.
 pub const META_DICTIONARY: &[u8] = b"dictionary";
+
+/// Tree of the commit marker: [`COMMITS_INSTANCE`] and [`COMMITS_COUNT`]. Kept apart from
+/// `meta` because it describes this database file, not the repository: `repair` builds a new
+/// database without it.
+pub const TREE_COMMITS: &str = "commits";
+/// `commits` key: 16 random bytes naming this database.
+pub const COMMITS_INSTANCE: &[u8] = b"instance";
+/// `commits` key: flushes completed in this database, u64 big-endian. The file `index/commits`
+/// holds the instance and the count as of the last completed flush; a database whose count is
+/// lower than the file's, for the same instance, lost flushed writes (a truncated log, which sled
+/// alone reads as an older state).
+pub const COMMITS_COUNT: &[u8] = b"count";
+/// `meta` key: an unfinished `forget`/`consolidate` (see `crate::forget`), postcard.
+pub const META_PENDING_REWRITE: &[u8] = b"pending_rewrite";
 
 /// Separator between directory path and name. Paths never contain NUL, so a prefix scan of
 /// `snapshot ‖ dir ‖ 0x00` yields exactly the direct children of `dir`, sorted by name bytes.

@@ -1,16 +1,20 @@
 //! Opening and creating a repository: the directory layout, the format-version check, the process
-//! lock, and verified chunk reads. Layout (see docs/FORMAT.md):
+//! lock, the free-space reserve that keeps sled from meeting a full disk ([`space`]), the commit
+//! marker that tells a truncated index from an older one, and verified chunk reads. Layout (see
+//! docs/FORMAT.md):
 //!
 //! ```text
 //! REPO/STRATA       marker file: "strata repository\nformat N\n"
 //! REPO/lock         flock()ed by the process using the repository; holds its pid
 //! REPO/index/       the sled database (index and metadata)
+//! REPO/index/commits  the commit marker: flushes this database completed (see `keys::TREE_COMMITS`)
 //! REPO/packs/xx/    pack files
 //! ```
 
 pub mod keys;
 pub mod pack;
 pub mod scan;
+pub mod space;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -104,8 +108,27 @@ pub struct Repo {
     /// The snapshot records as the lookup catalog listed them when this process opened the index
     /// ([`Repo::open_seeded`]); dropped at any change to the records.
     seed: std::sync::RwLock<Option<Arc<SeededSnapshots>>>,
+    /// The commit count this database has flushed, and where the marker file goes (see
+    /// [`keys::TREE_COMMITS`]); `None` for a database opened with [`Repo::open_with_db`], which
+    /// is not (or not yet) the repository's index.
+    commits: Mutex<Commits>,
+    /// Free space kept so that sled never meets a full disk.
+    space: space::Space,
+    /// Opening found an interrupted `forget`/`consolidate` (completed, or still pending).
+    resumed: std::sync::atomic::AtomicBool,
     _lock: File,
 }
+
+/// The commit marker of an open database (see [`keys::TREE_COMMITS`]).
+struct Commits {
+    tree: sled::Tree,
+    instance: Option<[u8; 16]>,
+    count: u64,
+    marker: Option<PathBuf>,
+}
+
+/// The commit marker file inside the index directory.
+const COMMITS_FILE: &str = "commits";
 
 /// Snapshot records taken from the lookup catalog instead of sled (see [`Repo::open_seeded`]).
 struct SeededSnapshots {
@@ -193,6 +216,8 @@ impl Repo {
         let meta = db.open_tree(keys::TREE_META)?;
         meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
         meta.insert(keys::META_COMPRESSION, &opts.compression.to_be_bytes())?;
+        db.open_tree(keys::TREE_COMMITS)?
+            .insert(keys::COMMITS_INSTANCE, &new_instance())?;
         db.flush()?;
         fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
         // The marker is written last: a repository without it was never completely created.
@@ -202,7 +227,7 @@ impl Repo {
             format!("strata repository\nformat {FORMAT_VERSION}\n"),
         )
         .ctx("Creating repository", &marker)?;
-        Self::finish_open(path, lock, db)
+        Self::finish_open(path, lock, db, true)
     }
 
     /// Opens an existing repository, checking its format and taking the process lock.
@@ -246,6 +271,9 @@ impl Repo {
             None
         });
         let repo = Self::open_locked(path, lock, cache_bytes)?;
+        // A catalog is never written while a rewrite is unfinished, but one written by a
+        // command that could not complete it would describe the records before the completion.
+        let seed = seed.filter(|_| !repo.resumed.load(std::sync::atomic::Ordering::Relaxed));
         if let Some(seed) = seed {
             let by_id = seed
                 .snapshots
@@ -287,16 +315,38 @@ impl Repo {
                 // says no backup is writing them now.
                 let removed = DirBackend::open(&path.join("packs"))?.remove_unfinished()?;
                 if removed == 0 {
-                    return Err(Error::Db(sled::Error::Io(e)));
+                    return Err(no_space_to_open(path, Error::Db(sled::Error::Io(e))));
                 }
                 log::warn!(
                     "The disk is full: removed {removed} unfinished pack(s) to open the index"
                 );
-                Self::open_db(path, cache_bytes)?
+                Self::open_db(path, cache_bytes).map_err(|e| no_space_to_open(path, e))?
             }
             r => r?,
         };
-        Self::finish_open(path, lock, db)
+        let repo = Self::finish_open(path, lock, db, true)?;
+        let resumed = repo.resume_interrupted();
+        repo.resumed
+            .store(resumed, std::sync::atomic::Ordering::Relaxed);
+        Ok(repo)
+    }
+
+    /// Completes a `forget` or `consolidate` that a kill or a full disk interrupted (see
+    /// [`crate::forget::resume_interrupted`]): every command that opens the index is "the next
+    /// command". Views are intact at every point of an interrupted run, so when completing fails
+    /// (the disk is still full) the command goes on and a later one completes it. Returns
+    /// whether snapshot records changed.
+    fn resume_interrupted(self: &Arc<Self>) -> bool {
+        match crate::forget::resume_interrupted(self) {
+            Ok(done) => done,
+            Err(e) => {
+                log::warn!(
+                    "Could not complete an interrupted forget/consolidate ({e}); the next command will try again"
+                );
+                self.clear_layer_caches();
+                true
+            }
+        }
     }
 
     /// Takes the repository's process lock without opening its database: for `repair`, which must
@@ -317,7 +367,7 @@ impl Repo {
     /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
     /// lock taken by [`Repo::lock_only`].
     pub fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
-        Self::finish_open(path, lock.0, db)
+        Self::finish_open(path, lock.0, db, false)
     }
 
     /// Opens `path`, creating it first when it does not exist yet (the default repository).
@@ -343,8 +393,10 @@ impl Repo {
         )
     }
 
-    fn finish_open(path: &Path, lock: File, db: sled::Db) -> Result<Arc<Repo>> {
+    /// `own_index`: `db` is `path`'s index directory, so its flushes update the commit marker.
+    fn finish_open(path: &Path, lock: File, db: sled::Db, own_index: bool) -> Result<Arc<Repo>> {
         let meta = db.open_tree(keys::TREE_META)?;
+        let commits = check_commits(path, &db.open_tree(keys::TREE_COMMITS)?, own_index)?;
         let version = match meta.get(keys::META_FORMAT)? {
             Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().unwrap()),
             Some(_) => return Err(Error::CorruptMetadata("format record malformed".into())),
@@ -380,6 +432,9 @@ impl Repo {
             dictionary,
             dir_layer_cache: std::sync::RwLock::new((HashMap::new(), 0)),
             seed: std::sync::RwLock::new(None),
+            commits: Mutex::new(commits),
+            space: space::Space::new(path, &path.join(INDEX_DIR).join("db")),
+            resumed: Default::default(),
             db,
             _lock: lock,
         }))
@@ -400,9 +455,64 @@ impl Repo {
         &self.packs
     }
 
-    /// Flushes sled to disk; the last step of every commit.
+    /// Flushes sled to disk; the last step of every commit. Counts the commit in the database
+    /// and then in the marker file (see [`keys::TREE_COMMITS`]), so the file never counts a
+    /// commit the database has not made durable.
     pub fn flush(&self) -> Result<()> {
+        let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(marker) = c.marker.clone() else {
+            self.db.flush()?;
+            return Ok(());
+        };
+        let instance = match c.instance {
+            Some(i) => i,
+            None => {
+                let i = new_instance();
+                c.tree.insert(keys::COMMITS_INSTANCE, &i)?;
+                c.instance = Some(i);
+                i
+            }
+        };
+        c.tree
+            .insert(keys::COMMITS_COUNT, &(c.count + 1).to_be_bytes())?;
         self.db.flush()?;
+        c.count += 1;
+        // A marker that is not written only weakens the next open's check.
+        let text = format!("{} {}\n", hex16(&instance), c.count);
+        let tmp = marker.with_extension("tmp");
+        if let Err(e) = fs::write(&tmp, text).and_then(|_| fs::rename(&tmp, &marker)) {
+            log::debug!(
+                "Could not write the commit marker {}: {e}",
+                marker.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes `bytes` of free space for a write about to start, failing with
+    /// [`Error::NoSpace`] (and writing nothing) when it would cut into the reserve kept for the
+    /// index (see [`space`]).
+    pub(crate) fn take_space(&self, what: &'static str, bytes: u64) -> Result<()> {
+        self.space.take(what, bytes)
+    }
+
+    /// Fails with [`Error::NoSpace`] unless `bytes` can be written beside the index (the lookup
+    /// files) without cutting into its reserve.
+    pub(crate) fn ensure_room(&self, what: &'static str, bytes: u64) -> Result<()> {
+        self.space.ensure(what, bytes)
+    }
+
+    /// Commits a snapshot record: after its layer, its layer blobs and the pack holding its
+    /// snapshot blob, the one write that makes it visible. Asks for the space first, so a disk
+    /// that filled up fails the commit before sled sees it.
+    pub fn insert_snapshot_record(&self, snapshot: &Snapshot) -> Result<()> {
+        let rec = snapshot.encode();
+        self.space.ensure(
+            "committing the snapshot",
+            space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
+        )?;
+        self.snapshots.insert(snapshot.id.0, rec)?;
+        self.snapshots_changed();
         Ok(())
     }
 
@@ -538,6 +648,8 @@ impl Repo {
     pub(crate) fn insert_layer_entries(&self, pending: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         pending.sort_unstable();
         for part in pending.chunks(512) {
+            let bytes = part.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.take_space("writing the index", space::index_cost(part.len(), bytes))?;
             let mut batch = sled::Batch::default();
             for (k, v) in part {
                 batch.insert(k.as_slice(), v.as_slice());
@@ -702,6 +814,74 @@ pub fn read_record_append_from(
     res.inspect_err(|e| log::error!("{e}"))
 }
 
+/// sled writes when it opens (its recovery snapshot, the tail of its last segment): on a disk
+/// that is full already (filled by something else), say so in strata's words.
+fn no_space_to_open(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Db(sled::Error::Io(io)) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::NoSpace {
+                path: path.to_path_buf(),
+                what: "opening the index (sled writes when it opens)",
+                free: crate::fsio::free_bytes(path).unwrap_or(0),
+                needed: 2 * space::SLED_SEGMENT,
+            }
+        }
+        e => e,
+    }
+}
+
+/// Reads this database's commit count and compares it with the marker file in `path`'s index
+/// directory: a database that has flushed fewer commits than the marker recorded for the same
+/// instance has lost the end of its log, and is reported damaged rather than read as an older
+/// state. A missing or unreadable marker, or one of another instance (a rebuilt index), proves
+/// nothing and is ignored.
+fn check_commits(path: &Path, tree: &sled::Tree, own_index: bool) -> Result<Commits> {
+    let instance: Option<[u8; 16]> = tree
+        .get(keys::COMMITS_INSTANCE)?
+        .and_then(|v| v.as_ref().try_into().ok());
+    let count = tree
+        .get(keys::COMMITS_COUNT)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let marker = path.join(INDEX_DIR).join(COMMITS_FILE);
+    if let (Some(inst), Ok(text)) = (instance, fs::read_to_string(&marker)) {
+        let mut it = text.split_whitespace();
+        let (m_inst, m_count) = (it.next(), it.next().and_then(|n| n.parse::<u64>().ok()));
+        if m_inst == Some(hex16(&inst).as_str()) && m_count.is_some_and(|m| m > count) {
+            return Err(Error::IndexDamaged {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "it has {count} of the {} commits flushed to it: the end of its log is lost",
+                    m_count.unwrap()
+                ),
+            });
+        }
+    }
+    Ok(Commits {
+        tree: tree.clone(),
+        instance,
+        count,
+        marker: own_index.then_some(marker),
+    })
+}
+
+/// 16 bytes that differ between databases: a hash of the time, the process and a counter.
+fn new_instance() -> [u8; 16] {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&crate::time::now_ns().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    h.finalize().as_bytes()[..16].try_into().unwrap()
+}
+
+fn hex16(b: &[u8; 16]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn dir_is_empty(p: &Path) -> bool {
     fs::read_dir(p)
         .map(|mut d| d.next().is_none())
@@ -712,19 +892,78 @@ fn dir_is_empty(p: &Path) -> bool {
 /// with flock; a process that forks (a parallel test harness, a hook) shares the file description
 /// until its child execs, so a database just closed can look locked for a moment. The repository
 /// lock already excludes other strata processes, so a lock that stays busy is a real error.
+///
+/// A damaged database (sled 0.34 panics on a truncated `db` file, and reports other damage as
+/// corruption) becomes [`Error::IndexDamaged`], which tells the user to run `strata repair`.
 pub fn open_sled(config: sled::Config) -> Result<sled::Db> {
+    let index = config.path.clone();
+    remove_unfinished_snapshots(&index)?;
+    let damaged = |detail: String| {
+        // The repository is the index directory's parent; a copy elsewhere (check) names itself.
+        let path = match index.file_name() {
+            Some(n) if n == INDEX_DIR => index.parent().unwrap_or(&index).to_path_buf(),
+            _ => index.clone(),
+        };
+        Error::IndexDamaged { path, detail }
+    };
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
+        match catch_panic(|| config.open()) {
+            Err(panic) => return Err(damaged(format!("sled failed to open it: {panic}"))),
+            Ok(Err(sled::Error::Io(e)))
                 if e.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            r => return Ok(r?),
+            Ok(Err(sled::Error::Corruption { .. })) => {
+                return Err(damaged("sled found corrupt data in it".into()))
+            }
+            Ok(r) => return Ok(r?),
         }
     }
+}
+
+/// Removes `snap.*.generating` files from a sled directory. sled writes its recovery snapshot
+/// under that name and renames it when complete; a write that failed (a full disk) or was killed
+/// leaves it behind, and sled 0.34 then reads it as the newest snapshot on every later open and
+/// reports the whole database corrupt. Without it sled recovers from the previous snapshot and
+/// its log, as it would had the new snapshot never been started.
+fn remove_unfinished_snapshots(index: &Path) -> Result<()> {
+    let rd = match fs::read_dir(index) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx("Listing", index),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            log::info!(
+                "Removing the unfinished index snapshot {}",
+                e.path().display()
+            );
+            fs::remove_file(e.path()).ctx("Removing", e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f`, turning a panic into its message. The panic is logged at debug level instead of
+/// being printed: a damaged database is reported as one error line, not a backtrace.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| log::debug!("sled: {info}")));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
 }
 
 /// `$STRATA_REPO` is handled by clap; this is the fallback: `$XDG_DATA_HOME/strata/repo`, else
@@ -758,5 +997,55 @@ impl Repo {
         self.snapshots.insert(snapshot.id.0, snapshot.encode())?;
         self.snapshots_changed();
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_that_lost_flushed_commits_is_reported_damaged() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("repo");
+        let repo = Repo::create(&path, &CreateOptions::default()).unwrap();
+        repo.flush().unwrap();
+        repo.flush().unwrap();
+        drop(repo);
+        let marker = path.join(INDEX_DIR).join(COMMITS_FILE);
+        let text = fs::read_to_string(&marker).unwrap();
+        let (instance, count) = text.trim().split_once(' ').unwrap();
+        assert_eq!(count, "2");
+        // The marker saw a third flush the database does not hold: the end of its log is lost.
+        fs::write(&marker, format!("{instance} 3\n")).unwrap();
+        match Repo::open(&path) {
+            Err(Error::IndexDamaged { detail, .. }) => assert!(detail.contains("2 of the 3")),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a database that lost a commit opened"),
+        }
+        // A marker of another database (one that repair replaced) proves nothing.
+        fs::write(&marker, format!("{} 99\n", "0".repeat(32))).unwrap();
+        let repo = Repo::open(&path).unwrap();
+        // Behind the database (a crash between a flush and the marker): fine, and caught up.
+        repo.flush().unwrap();
+        drop(repo);
+        let text = fs::read_to_string(&marker).unwrap();
+        assert!(
+            text.starts_with(instance) && text.trim().ends_with(" 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_sled_snapshot_file_is_removed_before_opening() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("repo");
+        drop(Repo::create(&path, &CreateOptions::default()).unwrap());
+        let torn = path
+            .join(INDEX_DIR)
+            .join("snap.7FFFFFFFFFFFFFFF.generating");
+        fs::write(&torn, b"torn by a full disk").unwrap();
+        Repo::open(&path).unwrap();
+        assert!(!torn.exists());
     }
 }

@@ -12,7 +12,7 @@ use crate::repo::keys::Location;
 use crate::repo::pack::{
     PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION,
 };
-use crate::repo::Repo;
+use crate::repo::{space, Repo};
 
 /// Packs are closed once they reach this size: large enough for few files and fsyncs, small enough
 /// that prune can rewrite one cheaply.
@@ -90,6 +90,9 @@ impl PackWriter {
         if self.known(&id)? {
             return Ok(());
         }
+        let rec_len = (super::pack::RECORD_HEADER_LEN + payload.len()) as u64;
+        self.repo
+            .take_space("writing a pack", rec_len + PACK_HEADER_LEN)?;
         if self.current.is_none() {
             let (pid, mut sink) = self.repo.create_pack()?;
             let mut header = [0u8; PACK_HEADER_LEN as usize];
@@ -123,7 +126,6 @@ impl PackWriter {
                 compression: compression as u8,
             },
         );
-        let rec_len = (super::pack::RECORD_HEADER_LEN + payload.len()) as u64;
         p.offset += rec_len;
         self.stats.stored_bytes += rec_len;
         if rtype == RecordType::Chunk {
@@ -159,6 +161,10 @@ impl PackWriter {
         let mut pending: Vec<_> = p.pending.iter().collect();
         pending.sort_unstable_by_key(|(id, _)| **id);
         for part in pending.chunks(INDEX_BATCH) {
+            self.repo.take_space(
+                "writing the index",
+                space::index_cost(part.len(), part.len() * (32 + Location::LEN)),
+            )?;
             let mut batch = sled::Batch::default();
             for (id, loc) in part {
                 batch.insert(&id.0, &loc.encode());

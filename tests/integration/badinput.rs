@@ -150,3 +150,68 @@ fn repository_inside_the_source_is_not_backed_up_into_itself() {
     let listing = String::from_utf8_lossy(&ls.stdout).into_owned();
     assert_eq!(listing, "backups\ndata.txt\n");
 }
+
+/// Issue 16: a truncated sled database made every command, `check` included, panic (exit 101).
+/// Each must say the index is damaged and that `strata repair` rebuilds it (exit 1; `check` reports
+/// it as damage, exit 4), and `repair` must rebuild it from the packs.
+#[test]
+fn truncated_index_says_run_repair_and_never_panics() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("f{i:04}.txt")), format!("file {i}")).unwrap();
+    }
+    let id = backup(&repo, &src, &[]);
+    let good = t.path().join("good-index");
+    copy_dir(&repo.join("index"), &good);
+    let size = std::fs::metadata(good.join("db")).unwrap().len();
+    for cut in [size / 2, size / 4, 4096] {
+        std::fs::remove_dir_all(repo.join("index")).unwrap();
+        copy_dir(&good, &repo.join("index"));
+        let db = std::fs::OpenOptions::new()
+            .write(true)
+            .open(repo.join("index/db"))
+            .unwrap();
+        db.set_len(cut).unwrap();
+        drop(db);
+        // Without lookup files, `cat` must open the index too.
+        let _ = std::fs::remove_dir_all(repo.join("lookup"));
+        for cmd in [
+            &["snapshots"][..],
+            &["ls", "latest"],
+            &["cat", &id, "f0007.txt"],
+            &["backup", src.to_str().unwrap()],
+            &["prune"],
+        ] {
+            fails_with(&strata(&repo, cmd), "run `strata repair`");
+        }
+        let out = strata(&repo, &["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "check, cut at {cut}: {text}");
+        assert!(text.contains("index_damaged"), "cut at {cut}: {text}");
+        assert!(text.contains("run `strata repair`"), "cut at {cut}: {text}");
+        assert!(!text.contains("panicked"), "cut at {cut}: {text}");
+        let out = strata(&repo, &["repair"]);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "repair, cut at {cut}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = crate::common::strata_ok(&repo, &["cat", &id, "f0007.txt"]);
+        assert_eq!(out.stdout, b"file 7");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Crash safety: a backup killed with SIGKILL at any moment leaves a repository whose listed
-//! snapshots are complete and readable, and where the next backup works.
+//! snapshots are complete and readable, and where the next backup works; a `forget` or
+//! `consolidate` killed at any step is reported by `check` as interrupted (not damage) and
+//! completed by the next command.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -76,4 +78,140 @@ fn walk_count(dir: &std::path::Path, ext: &str) -> usize {
         }
     }
     n
+}
+
+/// Every file of every snapshot: id → path → content (or the entry type for non-files).
+fn contents(
+    repo: &std::path::Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut all = std::collections::BTreeMap::new();
+    for s in crate::common::snapshot_list(repo) {
+        let id = s["id"].as_str().unwrap().to_string();
+        let out = strata_ok(repo, &["ls", "-R", "--json", &id]);
+        let mut files = std::collections::BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let path = v["path"].as_str().unwrap().to_string();
+            let data = if v["type"] == "file" {
+                strata_ok(repo, &["cat", &id, &path]).stdout
+            } else {
+                v["type"].as_str().unwrap().as_bytes().to_vec()
+            };
+            files.insert(path, data);
+        }
+        all.insert(id, files);
+    }
+    all
+}
+
+/// `check --json`: exit code and problem kinds.
+fn check_kinds(repo: &std::path::Path) -> (Option<i32>, Vec<String>, String) {
+    let out = crate::common::strata(repo, &["check", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let kinds = v["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p["kind"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (out.status.code(), kinds, text)
+}
+
+/// A history whose layers hold whiteouts: a full, then incrementals that delete and add files.
+fn history_with_whiteouts(repo: &std::path::Path, src: &std::path::Path) -> Vec<String> {
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("d/f{i}")), pseudo_random(2000, i)).unwrap();
+        std::fs::write(src.join(format!("d/e/g{i}")), format!("g{i}")).unwrap();
+        if i >= 2 {
+            std::fs::remove_file(src.join(format!("d/f{}", i - 2))).unwrap();
+            std::fs::remove_file(src.join(format!("d/e/g{}", i - 1))).unwrap();
+        }
+        std::fs::write(src.join("changing"), format!("version {i}")).unwrap();
+        let kind = if i == 0 { "full" } else { "incremental" };
+        ids.push(backup(repo, src, &["--kind", kind]));
+    }
+    ids
+}
+
+/// Issue 16: `forget` or `consolidate` killed anywhere — its cleanup included — left a permanent
+/// false "Damage found" (exit 4, `layer_blob_mismatch`) that neither rerunning forget nor prune
+/// cleared. Now `check` reports the interruption as such (exit 3, `interrupted_operation`, no
+/// damage), the next command that opens the index completes it, and `check` is then clean, with
+/// every kept snapshot unchanged.
+#[test]
+fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
+    let points = [
+        "forget-after-layers",
+        "forget-after-pack",
+        "forget-after-switch",
+        "forget-after-remove",
+        "forget-cleanup-after-layers",
+        "forget-cleanup-before-done",
+    ];
+    for point in points {
+        for op in ["forget", "consolidate"] {
+            let label = format!("{op} killed at {point}");
+            let (t, repo) = new_repo();
+            let src = t.path().join("src");
+            let ids = history_with_whiteouts(&repo, &src);
+            let before = contents(&repo);
+            // Forgetting the full and the next makes the third a full (its whiteouts dropped,
+            // two layers deleted); consolidating the latest materialises it.
+            let args: Vec<&str> = if op == "forget" {
+                vec!["forget", &ids[0], &ids[1]]
+            } else {
+                vec!["consolidate", &ids[5]]
+            };
+            let out = Command::new(bin())
+                .arg("--repo")
+                .arg(&repo)
+                .args(&args)
+                .env("STRATA_TEST_CRASH_AT", point)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{label}");
+
+            let (code, kinds, text) = check_kinds(&repo);
+            assert_eq!(code, Some(3), "{label}: {text}");
+            assert!(
+                kinds.contains(&"interrupted_operation".to_string()),
+                "{label}: {text}"
+            );
+            assert!(text.contains("rerun `strata prune`"), "{label}: {text}");
+            assert!(!text.contains("layer_blob_mismatch"), "{label}: {text}");
+
+            // Any command completes it; then check finds at most a pack the killed run wrote
+            // and nothing indexes (garbage for prune).
+            strata_ok(&repo, &["snapshots"]);
+            let (code, kinds, text) = check_kinds(&repo);
+            assert!(
+                code == Some(0) || (code == Some(3) && kinds.iter().all(|k| k == "unindexed_pack")),
+                "{label}: {text}"
+            );
+            let mut want = before.clone();
+            if op == "forget" {
+                want.remove(&ids[0]);
+                want.remove(&ids[1]);
+            }
+            assert_eq!(contents(&repo), want, "{label}");
+            let last = crate::common::snapshot_list(&repo);
+            let kinds: Vec<&str> = last.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+            if op == "forget" {
+                assert_eq!(kinds[0], "full", "{label}");
+            } else {
+                assert_eq!(kinds[5], "full", "{label}");
+            }
+            // A prune afterwards finds no orphans: the cleanup was complete.
+            let out = strata_ok(&repo, &["prune", "--json"]);
+            let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(p["orphan_entries"], 0, "{label}: {p}");
+            let (code, _, text) = check_kinds(&repo);
+            assert_eq!(code, Some(0), "{label}: {text}");
+        }
+    }
 }

@@ -180,3 +180,66 @@ fn a_big_layer_gets_its_table_from_the_first_cat_that_needs_it() {
         assert_eq!(cat(&repo, "latest", "d07/123.json"), b"7/123");
     });
 }
+
+/// Issue 16: lookup files are derived, so whatever sits where one goes (a file named `lookup`, a
+/// directory where the catalog or a table goes) is removed or rebuilt, and never blocks a
+/// command: not the readers, not `check`, not `repair`, not `backup`.
+#[test]
+fn lookup_paths_of_the_wrong_type_never_block_a_command() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    backup(&repo, &src, &[]);
+    let lookup = repo.join("lookup");
+    // Each way of putting the wrong thing in place, then every kind of command.
+    let spoilers: [(&str, &dyn Fn()); 3] = [
+        ("a file named lookup", &|| {
+            fs::remove_dir_all(&lookup).unwrap();
+            fs::write(&lookup, b"not a directory").unwrap();
+        }),
+        ("a directory as the catalog", &|| {
+            let c = lookup.join("catalog");
+            let _ = fs::remove_file(&c);
+            fs::create_dir_all(c.join("inside")).unwrap();
+        }),
+        ("a directory as every table", &|| {
+            for e in fs::read_dir(&lookup).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|e| e == "tbl") && p.is_file() {
+                    fs::remove_file(&p).unwrap();
+                    fs::create_dir_all(p.join("inside")).unwrap();
+                }
+            }
+        }),
+    ];
+    for (what, spoil) in spoilers {
+        for cmd in [
+            &["cat", "latest", "f7.txt"][..],
+            &["snapshots"],
+            &["ls", "latest"],
+            &["check"],
+            &["repair"],
+            &["backup", src.to_str().unwrap()],
+        ] {
+            if !lookup.join("catalog").is_file() {
+                // Publish good lookup files first, so that the spoiler has something to replace.
+                strata_ok(&repo, &["snapshots"]);
+            }
+            spoil();
+            let out = strata(&repo, cmd);
+            assert!(
+                out.status.success(),
+                "{what}: {cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if cmd[0] == "cat" {
+                assert_eq!(out.stdout, b"file 7", "{what}");
+            }
+        }
+        assert!(lookup.is_dir(), "{what}: the lookup directory is back");
+        assert_eq!(cat(&repo, "latest", "f7.txt"), b"file 7", "{what}");
+    }
+}
