@@ -788,8 +788,9 @@ fn merge_segment(
     Ok((copied, drop))
 }
 
-/// Writes `id`'s layer (minus the keys in `skip`) as layer blobs; returns their ids.
-fn write_layer_blobs(
+/// Writes `id`'s layer as the index holds it (minus the keys in `skip`) as layer blobs; returns
+/// their ids. Repair uses it too, to write a layer the packs lost back into them.
+pub(crate) fn write_layer_blobs(
     repo: &Repo,
     writer: &mut PackWriter,
     id: &SnapshotId,

@@ -471,7 +471,8 @@ fn write_back(repo: &std::sync::Arc<Repo>, pending: &[WriteBack]) -> Result<()> 
             continue;
         };
         if w.layer {
-            snap.layer_blobs = write_layer_blobs(repo, &mut writer, &w.id)?;
+            snap.layer_blobs =
+                crate::forget::write_layer_blobs(repo, &mut writer, &w.id, &Default::default())?;
         }
         writer.add_blob(RecordType::Snapshot, &snap.encode())?;
         updated.push(snap);
@@ -484,35 +485,6 @@ fn write_back(repo: &std::sync::Arc<Repo>, pending: &[WriteBack]) -> Result<()> 
     repo.snapshots.apply_batch(batch)?;
     repo.snapshots_changed();
     repo.flush()
-}
-
-/// Layer blobs are cut at about this size, as backup and forget cut them.
-const LAYER_BLOB_SIZE: usize = 1 << 20;
-
-/// Writes `id`'s layer (as the index holds it) as layer blobs; returns their ids.
-fn write_layer_blobs(
-    repo: &Repo,
-    writer: &mut PackWriter,
-    id: &SnapshotId,
-) -> Result<Vec<ChunkId>> {
-    let mut blobs = Vec::new();
-    let mut blob = Vec::with_capacity(LAYER_BLOB_SIZE + 4096);
-    for kv in repo.layers.scan_prefix(id.0) {
-        let (k, v) = kv?;
-        let key = &k[16..];
-        blob.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        blob.extend_from_slice(key);
-        blob.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        blob.extend_from_slice(&v);
-        if blob.len() >= LAYER_BLOB_SIZE {
-            blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
-            blob.clear();
-        }
-    }
-    if !blob.is_empty() {
-        blobs.push(writer.add_blob(RecordType::Layer, &blob)?);
-    }
-    Ok(blobs)
 }
 
 /// A layer's entries as (key without the snapshot id, entry) pairs.

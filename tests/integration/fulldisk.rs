@@ -5,46 +5,13 @@
 //! snapshots intact, and the next run working once there is space again.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::common::mount::run_with_timeout;
+use crate::common::scratchfs::ScratchFs;
 use crate::common::{backup, files_under, pseudo_random, snapshot_ids, strata, strata_ok};
-
-/// A tmpfs of `mib` MiB mounted on a fresh directory; unmounted on drop.
-struct SmallFs {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl SmallFs {
-    fn new(mib: u32) -> Option<SmallFs> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fs");
-        fs::create_dir(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let why = "cannot mount a tmpfs (not root?)";
-            if std::env::var("STRATA_REQUIRE_FUSE").as_deref() == Ok("1") {
-                panic!("full-disk tests required (STRATA_REQUIRE_FUSE=1) but {why}");
-            }
-            eprintln!("Skipping full-disk test: {why}");
-            return None;
-        }
-        Some(SmallFs { _dir: dir, path })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -62,7 +29,7 @@ fn assert_clear_enospc(out: &std::process::Output, what: &str) {
 
 #[test]
 fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
-    let Some(small) = SmallFs::new(24) else {
+    let Some(small) = ScratchFs::tmpfs(24) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -172,7 +139,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_recovers() {
 
 #[test]
 fn restore_into_a_full_target_leaves_no_partial_files() {
-    let Some(small) = SmallFs::new(8) else {
+    let Some(small) = ScratchFs::tmpfs(8) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -297,7 +264,7 @@ fn bounded(repo: &Path, args: &[&str]) -> Output {
 /// on the disk; checks everything issue 16 asks of a full disk and returns the failing stage
 /// (`None` when the backup fitted).
 fn backup_with_free(
-    small: &SmallFs,
+    small: &ScratchFs,
     baseline: &Path,
     first: &str,
     src: &Path,
@@ -364,7 +331,7 @@ fn backup_with_free(
 /// `check` finds no damage, and a retry with space succeeds.
 #[test]
 fn full_disk_at_every_stage_of_a_backup_fails_cleanly_and_recovers() {
-    let Some(small) = SmallFs::new(64) else {
+    let Some(small) = ScratchFs::tmpfs(64) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -472,7 +439,7 @@ fn contents(repo: &Path) -> std::collections::BTreeMap<String, Vec<(String, Vec<
 /// forget (or, when it failed before its first change, a rerun does it).
 #[test]
 fn full_disk_during_forget_fails_cleanly_and_the_next_command_completes_it() {
-    let Some(small) = SmallFs::new(64) else {
+    let Some(small) = ScratchFs::tmpfs(64) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();

@@ -774,6 +774,28 @@ fn mount_dir_readahead_pushes_the_next_small_files() {
     }
 }
 
+/// A repository whose one snapshot holds `big.bin`, `len` pseudo-random bytes; returns them too.
+fn repo_with_big_file(len: usize, seed: u64) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let data = pseudo_random(len, seed);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    backup(&repo, &src, &[]);
+    (t, repo, data)
+}
+
+/// The mount process exits 0 within a minute and leaves a clean mount point.
+fn assert_exits_cleanly(m: &mut Mount) {
+    assert_eq!(
+        m.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        m.stderr()
+    );
+    assert_clean_mount_point(m);
+}
+
 /// After the mount process ended: the mount point is a plain, empty, usable directory (a dead
 /// mount would answer "Transport endpoint is not connected").
 fn assert_clean_mount_point(m: &Mount) {
@@ -791,12 +813,7 @@ fn mount_sigterm_lets_a_busy_reader_finish_and_unmounts_cleanly() {
     if !fuse_available() {
         return;
     }
-    let (t, repo) = new_repo();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let want = pseudo_random(64 << 20, 1616);
-    fs::write(src.join("big.bin"), &want).unwrap();
-    backup(&repo, &src, &[]);
+    let (_t, repo, want) = repo_with_big_file(64 << 20, 1616);
     let mut m = Mount::start(&repo, &[]);
     let file = m.path.join("latest/big.bin");
     let pid = m.pid() as i32;
@@ -822,13 +839,7 @@ fn mount_sigterm_lets_a_busy_reader_finish_and_unmounts_cleanly() {
         got
     });
     assert!(got == want, "content read across SIGTERM differs");
-    assert_eq!(
-        m.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        m.stderr()
-    );
-    assert_clean_mount_point(&m);
+    assert_exits_cleanly(&mut m);
     // It ended because the file was closed, not because the grace period ran out.
     assert!(!m.stderr().contains("files still open"), "{}", m.stderr());
 }
@@ -840,12 +851,7 @@ fn mount_reader_holding_a_file_past_the_grace_period_leaves_no_dead_mount() {
     if !fuse_available() {
         return;
     }
-    let (t, repo) = new_repo();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let want = pseudo_random(16 << 20, 1617);
-    fs::write(src.join("big.bin"), &want).unwrap();
-    backup(&repo, &src, &[]);
+    let (_t, repo, want) = repo_with_big_file(16 << 20, 1617);
     let mut m = Mount::start(&repo, &["--grace", "1"]);
     let f = fs::File::open(m.path.join("latest/big.bin")).unwrap();
     let mut head = vec![0u8; 4096];
@@ -853,13 +859,7 @@ fn mount_reader_holding_a_file_past_the_grace_period_leaves_no_dead_mount() {
     assert_eq!(head, want[..4096]);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
-    assert_eq!(
-        m.wait_exit(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        m.stderr()
-    );
-    assert_clean_mount_point(&m);
+    assert_exits_cleanly(&mut m);
     assert!(m.stderr().contains("files still open"), "{}", m.stderr());
     // The held file now fails rather than returning anything wrong.
     let mut tail = vec![0u8; 4096];

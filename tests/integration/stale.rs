@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::mount::{fuse_available, snapshot_names, with_timeout, Mount};
+use crate::common::scratchfs::ScratchFs;
 use crate::common::{backup, new_repo, pseudo_random, strata_ok};
 
 const SIZE: usize = 300_000;
@@ -197,55 +198,14 @@ fn ctime_only_change_rereads_and_dedups_issue_16() {
     assert_eq!(v["stats"]["files_read"], 0, "{v}");
 }
 
-/// An ext4 image with 128-byte inodes, loop-mounted: its timestamps keep whole seconds, as ext3,
-/// FAT and some NFS servers do. Unmounted on drop.
-struct CoarseFs {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
-impl CoarseFs {
-    fn new() -> Option<CoarseFs> {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("img");
-        let path = dir.path().join("fs");
-        fs::create_dir(&path).unwrap();
-        fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
-        let ok = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-I", "128"])
-            .arg(&img)
-            .output()
-            .is_ok_and(|o| o.status.success())
-            && Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&img)
-                .arg(&path)
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            let why = "cannot make and loop-mount an ext4 image (not root, or no loop devices?)";
-            if std::env::var("STRATA_REQUIRE_FUSE").as_deref() == Ok("1") {
-                panic!("coarse-timestamp test required (STRATA_REQUIRE_FUSE=1) but {why}");
-            }
-            eprintln!("Skipping coarse-timestamp test: {why}");
-            return None;
-        }
-        Some(CoarseFs { _dir: dir, path })
-    }
-}
-
-impl Drop for CoarseFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 /// Git's "racily clean" case: a file written, backed up, and written again within one timestamp
 /// tick keeps its size, mtime and ctime. The backup must not store content that a later write in
 /// the same tick can hide: the next backup must hold the last write.
 #[test]
 fn a_write_in_the_same_timestamp_tick_as_the_backup_is_not_lost_issue_16() {
-    let Some(cfs) = CoarseFs::new() else { return };
+    let Some(cfs) = ScratchFs::whole_second_timestamps() else {
+        return;
+    };
     let (_t, repo) = new_repo();
     let src = cfs.path.join("src");
     fs::create_dir(&src).unwrap();
