@@ -24,13 +24,14 @@ pub mod fsops;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rustix::fs::{FileType, Mode, Stat};
 use xattr::FileExt;
 
 use crate::entry::{Entry, Kind};
@@ -54,6 +55,9 @@ const RUN_LEAVES: usize = 256;
 
 /// Shared chunks kept in memory at most (see [`data::Chunks`]).
 const SHARED_CHUNK_BUDGET: usize = 256 << 20;
+
+/// The errno of a filesystem without extended attributes.
+const ENOTSUP: i32 = rustix::io::Errno::NOTSUP.raw_os_error();
 
 /// What to do with a path that already exists in the target and differs from the snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -243,16 +247,18 @@ pub fn restore(
             message: r.reason.clone(),
         });
     }
-    // SAFETY: no pointers. umask has no getter: it is set and put back at once, before any
-    // thread of this restore runs (restore itself never changes it).
-    let (owner, umask) = unsafe {
-        let m = libc::umask(0o077);
-        libc::umask(m);
-        ((libc::geteuid(), libc::getegid()), m as u32)
+    // umask has no getter: it is set and put back at once, before any thread of this restore
+    // runs (restore itself never changes it).
+    let umask = {
+        let m = rustix::process::umask(Mode::from_raw_mode(0o077));
+        rustix::process::umask(m);
+        m.as_raw_mode()
     };
+    let euid = rustix::process::geteuid();
+    let owner = (euid.as_raw(), rustix::process::getegid().as_raw());
     let root_clean = root
         .as_ref()
-        .is_some_and(|r| inherits_nothing(r.as_raw_fd(), owner.1));
+        .is_some_and(|r| inherits_nothing(r.as_fd(), owner.1));
     let run = Run {
         opts,
         root_clean,
@@ -262,10 +268,7 @@ pub fn restore(
         target_created,
         items: &plan.items,
         excludes,
-        is_root: {
-            // SAFETY: no arguments, no side effects.
-            unsafe { libc::geteuid() == 0 }
-        },
+        is_root: euid.is_root(),
         chunks: Chunks::new(repo.clone(), uses, SHARED_CHUNK_BUDGET),
         blocked: (0..n).map(|_| AtomicBool::new(false)).collect(),
         absent: (0..n)
@@ -388,29 +391,25 @@ struct DirCache {
 
 impl DirCache {
     /// The directory `rel` (target-relative), opened beneath `root` unless it already is.
-    fn open(&mut self, root: &OwnedFd, rel: &[u8]) -> std::io::Result<RawFd> {
+    fn open(&mut self, root: &OwnedFd, rel: &[u8]) -> std::io::Result<BorrowedFd<'_>> {
         if self.fd.is_none() || self.rel != rel {
             self.fd = None;
             self.fd = Some(fsops::open_beneath(root, rel)?);
             self.rel.clear();
             self.rel.extend_from_slice(rel);
         }
-        Ok(self.fd.as_ref().unwrap().as_raw_fd())
+        Ok(self.fd.as_ref().unwrap().as_fd())
     }
 }
 
 /// What is at a path in the target compared with the snapshot.
 enum State {
     Missing,
-    Same(libc::stat),
-    Differs(libc::stat),
+    Same(Stat),
+    Differs(Stat),
     /// A hard link whose path still holds the inode its group's first path had before this run
     /// replaced it (see [`Run::shared`]): identical content, re-linked under every mode.
-    Relink(libc::stat),
-}
-
-fn mtime_ns(st: &libc::stat) -> i64 {
-    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+    Relink(Stat),
 }
 
 fn lossy(p: &[u8]) -> String {
@@ -418,8 +417,8 @@ fn lossy(p: &[u8]) -> String {
 }
 
 impl Run<'_> {
-    fn root(&self) -> RawFd {
-        self.root.as_ref().expect("target open").as_raw_fd()
+    fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_ref().expect("target open").as_fd()
     }
 
     fn problem(&self, path: &[u8], message: String) {
@@ -440,7 +439,7 @@ impl Run<'_> {
         }
     }
 
-    fn conflict(&self, it: &Item, st: &libc::stat) {
+    fn conflict(&self, it: &Item, st: &Stat) {
         log::warn!(
             "{}: exists and differs ({} in the target, {} in the snapshot); kept",
             lossy(&it.rel),
@@ -527,7 +526,7 @@ impl Run<'_> {
 
     fn directory(&self, i: usize, it: &Item) -> std::io::Result<()> {
         let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
-        let d = dir.as_raw_fd();
+        let d = dir.as_fd();
         let name = it.name();
         let existing = if self.in_fresh_dir(it) {
             None
@@ -535,9 +534,9 @@ impl Run<'_> {
             fsops::stat_at(d, name)?
         };
         let replace = match existing {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            Some(st) if fsops::file_type(&st) == FileType::Directory => {
                 let sub = fsops::open_dir_at(d, name)?;
-                self.sweep(i, sub.as_raw_fd());
+                self.sweep(i, sub.as_fd());
                 return Ok(());
             }
             Some(st) if self.opts.overwrite == Overwrite::Never => {
@@ -567,7 +566,7 @@ impl Run<'_> {
 
     /// In an existing directory: removes temporary files an interrupted restore left, and with
     /// `--delete` (and the directory wholly restored) what the snapshot does not hold there.
-    fn sweep(&self, i: usize, dir: RawFd) {
+    fn sweep(&self, i: usize, dir: BorrowedFd<'_>) {
         let it = &self.items[i];
         let names = match fsops::read_names(dir) {
             Ok(n) => n,
@@ -800,7 +799,7 @@ impl Run<'_> {
         let r = self
             .write_new(d, &tmp, it, first)
             .and_then(|(bytes, verified)| {
-                if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
+                if existing.is_some_and(|st| fsops::file_type(&st) == FileType::Directory) {
                     fsops::remove_all(d, name)
                         .map_err(|e| format!("Removing the directory in the way: {e}"))?;
                 }
@@ -846,33 +845,33 @@ impl Run<'_> {
     }
 
     /// Compares what is at `name` with the snapshot entry (see docs/SEMANTICS.md).
-    fn state(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<State> {
+    fn state(&self, dir: BorrowedFd<'_>, name: &[u8], it: &Item) -> std::io::Result<State> {
         let Some(st) = fsops::stat_at(dir, name)? else {
             return Ok(State::Missing);
         };
         let e = &it.entry;
-        let fmt = st.st_mode & libc::S_IFMT;
+        let fmt = fsops::file_type(&st);
         let same = match (it.role, e.kind) {
             (Role::Link(l), _) => {
                 let leader = &self.items[l];
                 fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
-                    .and_then(|ld| fsops::stat_at(ld.as_raw_fd(), leader.name()))
+                    .and_then(|ld| fsops::stat_at(ld.as_fd(), leader.name()))
                     .ok()
                     .flatten()
                     .is_some_and(|ls| ls.st_ino == st.st_ino && ls.st_dev == st.st_dev)
             }
             (_, Kind::File) => {
-                fmt == libc::S_IFREG
+                fmt == FileType::RegularFile
                     && st.st_size as u64 == e.size
-                    && mtime_ns(&st) == e.mtime_ns
+                    && fsops::mtime_ns(&st) == e.mtime_ns
                     && data::matches(&fsops::open_file(dir, name)?, e)?
             }
             (_, Kind::Symlink) => {
-                fmt == libc::S_IFLNK && fsops::readlink_at(dir, name)? == e.target
+                fmt == FileType::Symlink && fsops::readlink_at(dir, name)? == e.target
             }
-            (_, Kind::Fifo) => fmt == libc::S_IFIFO,
-            (_, Kind::CharDev) => fmt == libc::S_IFCHR && st.st_rdev == e.rdev,
-            (_, Kind::BlockDev) => fmt == libc::S_IFBLK && st.st_rdev == e.rdev,
+            (_, Kind::Fifo) => fmt == FileType::Fifo,
+            (_, Kind::CharDev) => fmt == FileType::CharacterDevice && st.st_rdev == e.rdev,
+            (_, Kind::BlockDev) => fmt == FileType::BlockDevice && st.st_rdev == e.rdev,
             _ => false,
         };
         // Checked first: in a dry run the group's first path was not really replaced, so the
@@ -894,7 +893,7 @@ impl Run<'_> {
     /// Returns the content bytes written and whether `--verify` checked them.
     fn write_new(
         &self,
-        dir: RawFd,
+        dir: BorrowedFd<'_>,
         tmp: &[u8],
         it: &Item,
         first: Option<Location>,
@@ -909,7 +908,7 @@ impl Run<'_> {
                 let leader = &self.items[l];
                 let ld = fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
                     .map_err(io("Opening the hard link's directory"))?;
-                fsops::link_at(ld.as_raw_fd(), leader.name(), dir, tmp)
+                fsops::link_at(ld.as_fd(), leader.name(), dir, tmp)
                     .map_err(io("Making the hard link"))?;
                 Ok((0, false))
             }
@@ -941,7 +940,7 @@ impl Run<'_> {
                 if fast {
                     self.meta_new_fd(&f, e).map_err(io("Setting metadata"))?;
                 } else {
-                    self.meta_fd(f.as_raw_fd(), e, Some(&f))
+                    self.meta_fd(f.as_fd(), e, Some(&f))
                         .map_err(io("Setting metadata"))?;
                 }
                 if self.opts.fsync {
@@ -963,11 +962,11 @@ impl Run<'_> {
             }
             (_, kind) => {
                 let fmt = match kind {
-                    Kind::Fifo => libc::S_IFIFO,
-                    Kind::CharDev => libc::S_IFCHR,
-                    _ => libc::S_IFBLK,
+                    Kind::Fifo => FileType::Fifo,
+                    Kind::CharDev => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
                 };
-                fsops::mknod_at(dir, tmp, fmt | (e.mode & 0o777), e.rdev)
+                fsops::mknod_at(dir, tmp, fmt, e.mode & 0o777, e.rdev)
                     .map_err(io("Creating the node"))?;
                 self.meta_at(dir, tmp, e, true)
                     .map_err(io("Setting metadata"))?;
@@ -979,7 +978,7 @@ impl Run<'_> {
     /// Re-applies metadata to an existing regular file found identical in content, through a
     /// descriptor on which it is checked again to have one name: a file swapped for a hard link
     /// since is not touched.
-    fn refresh(&self, dir: RawFd, name: &[u8], e: &Entry) -> std::io::Result<()> {
+    fn refresh(&self, dir: BorrowedFd<'_>, name: &[u8], e: &Entry) -> std::io::Result<()> {
         let f = fsops::open_file(dir, name)?;
         let m = f.metadata()?;
         if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
@@ -987,17 +986,17 @@ impl Run<'_> {
                 "it changed while restoring (now a hard link or not a file); left alone",
             ));
         }
-        self.meta_fd(f.as_raw_fd(), e, Some(&f))
+        self.meta_fd(f.as_fd(), e, Some(&f))
     }
 
     /// Whether the existing path `name` (stat `st`), identical in content, also has exactly the
     /// metadata [`Run::refresh`] would give it: mode, mtime, owner (as root), xattrs (files).
     fn meta_matches(
         &self,
-        dir: RawFd,
+        dir: BorrowedFd<'_>,
         name: &[u8],
         it: &Item,
-        st: &libc::stat,
+        st: &Stat,
     ) -> std::io::Result<bool> {
         let e = &it.entry;
         if let Role::Link(_) = it.role {
@@ -1005,7 +1004,7 @@ impl Run<'_> {
         }
         let mode_ok = e.kind == Kind::Symlink || st.st_mode & 0o7777 == e.mode & 0o7777;
         let owner_ok = !self.is_root || (st.st_uid, st.st_gid) == (e.uid, e.gid);
-        if !(mode_ok && owner_ok && mtime_ns(st) == e.mtime_ns) {
+        if !(mode_ok && owner_ok && fsops::mtime_ns(st) == e.mtime_ns) {
             return Ok(false);
         }
         if e.kind != Kind::File {
@@ -1014,7 +1013,7 @@ impl Run<'_> {
         let f = fsops::open_file(dir, name)?;
         let have: Vec<_> = match f.list_xattr() {
             Ok(l) => l.collect(),
-            Err(err) if err.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(err) if err.raw_os_error() == Some(ENOTSUP) => Vec::new(),
             Err(err) => return Err(err),
         };
         use std::os::unix::ffi::OsStrExt;
@@ -1036,14 +1035,19 @@ impl Run<'_> {
     /// clean directory, with the right owner already (the fast case of `write_new`).
     fn meta_new_fd(&self, f: &std::fs::File, e: &Entry) -> std::io::Result<()> {
         if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
-            fsops::chmod_fd(f.as_raw_fd(), e.mode)?;
+            fsops::chmod_fd(f.as_fd(), e.mode)?;
         }
         set_new_xattrs(f, &e.xattrs)?;
-        fsops::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
+        fsops::set_mtime_fd(f.as_fd(), e.mtime_ns)
     }
 
     /// Owner (as root), mode, xattrs (exactly the snapshot's), mtime, on an open file or dir.
-    fn meta_fd(&self, fd: RawFd, e: &Entry, file: Option<&std::fs::File>) -> std::io::Result<()> {
+    fn meta_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        e: &Entry,
+        file: Option<&std::fs::File>,
+    ) -> std::io::Result<()> {
         if self.is_root {
             fsops::chown_fd(fd, e.uid, e.gid)?;
         }
@@ -1056,7 +1060,13 @@ impl Run<'_> {
     }
 
     /// Owner (as root), mode (`chmod`: not for symlinks), mtime, by name in `dir`.
-    fn meta_at(&self, dir: RawFd, name: &[u8], e: &Entry, chmod: bool) -> std::io::Result<()> {
+    fn meta_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        e: &Entry,
+        chmod: bool,
+    ) -> std::io::Result<()> {
         if self.is_root {
             fsops::chown_at(dir, name, e.uid, e.gid)?;
         }
@@ -1082,7 +1092,7 @@ impl Run<'_> {
             }
             let r = fsops::open_beneath(self.root.as_ref().unwrap(), &it.rel).and_then(|fd| {
                 let f = std::fs::File::from(fd);
-                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
+                self.meta_fd(f.as_fd(), &it.entry, Some(&f))
             });
             match r {
                 Ok(()) => {
@@ -1098,10 +1108,10 @@ impl Run<'_> {
 
 /// Whether an identical path `it` (stat `st`) may get its metadata in place: a regular file with
 /// one name (see [`Run::refresh`]); anything else is left as it is or replaced.
-fn refreshable(it: &Item, st: &libc::stat) -> bool {
+fn refreshable(it: &Item, st: &Stat) -> bool {
     it.role == Role::Leaf
         && it.entry.kind == Kind::File
-        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && fsops::file_type(st) == FileType::RegularFile
         && st.st_nlink <= 1
 }
 
@@ -1109,16 +1119,13 @@ fn refreshable(it: &Item, st: &libc::stat) -> bool {
 /// inherit nothing: the root has no extended attribute other than `security.*` (a default ACL,
 /// or a filesystem property such as btrfs compression, would be passed on to new files) and its
 /// group is `gid` (a setgid root, or a `grpid` mount, gives new entries the directory's group).
-fn inherits_nothing(root: RawFd, gid: u32) -> bool {
-    // SAFETY: stat is plain data; zero is a valid value for every field.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and stat buffer.
-    if unsafe { libc::fstat(root, &mut st) } != 0 || st.st_gid != gid {
+fn inherits_nothing(root: BorrowedFd<'_>, gid: u32) -> bool {
+    if fsops::stat_fd(root).map_or(true, |st| st.st_gid != gid) {
         return false;
     }
     match fsops::xattr_names_fd(root) {
         Ok(names) => names.iter().all(|n| n.starts_with(b"security.")),
-        Err(e) => e.raw_os_error() == Some(libc::ENOTSUP),
+        Err(e) => e.raw_os_error() == Some(ENOTSUP),
     }
 }
 
@@ -1145,7 +1152,7 @@ fn set_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result
     use std::os::unix::ffi::OsStrExt;
     let have: Vec<_> = match f.list_xattr() {
         Ok(l) => l.collect(),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && want.is_empty() => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(ENOTSUP) && want.is_empty() => return Ok(()),
         Err(e) => return Err(e),
     };
     for n in have {
