@@ -37,9 +37,11 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468 + (d - 1)
 }
 
-/// Current time in nanoseconds since the epoch.
-/// `STRATA_TEST_NOW_NS`, when set, replaces the clock: tests make snapshots on a fixed calendar.
+/// Current time in nanoseconds since the epoch: what snapshots are stamped with. In a build with
+/// the `test-hooks` feature, `STRATA_TEST_NOW_NS` replaces the clock, so tests and benchmarks make
+/// snapshots on a fixed calendar.
 pub fn now_ns() -> i64 {
+    #[cfg(feature = "test-hooks")]
     if let Some(t) = std::env::var("STRATA_TEST_NOW_NS")
         .ok()
         .and_then(|v| v.parse().ok())
