@@ -269,10 +269,12 @@ pub fn xattr_names_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 
 /// Names in the open directory `dir` (without `.` and `..`), unsorted.
 pub fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
-    // A directory stream of its own (a new open of "."), read from the start whatever `dir`'s
-    // position.
+    // The stream owns a duplicate, not a new open of "." (which would need search permission),
+    // and reads from the start whatever `dir`'s position.
+    let mut stream = rustix::fs::Dir::new(rustix::io::fcntl_dupfd_cloexec(dir, 0)?)?;
+    stream.rewind();
     let mut out = Vec::new();
-    for ent in rustix::fs::Dir::read_from(dir)? {
+    for ent in stream {
         let name = ent?.file_name().to_bytes().to_vec();
         if name != b"." && name != b".." {
             out.push(name);
@@ -333,6 +335,8 @@ mod tests {
         let mut names = read_names(fd.as_fd()).unwrap();
         names.sort();
         assert_eq!(names, [&b"a"[..], b"link", b"rel-link"]);
+        // The descriptor's position, moved by the first listing, does not shorten the next.
+        assert_eq!(read_names(fd.as_fd()).unwrap().len(), 3);
         // remove_all removes a symlink, never what it points at.
         std::fs::write(t.path().join("outside/keep"), b"x").unwrap();
         assert_eq!(remove_all(fd.as_fd(), b"link").unwrap(), 1);
