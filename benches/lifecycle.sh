@@ -18,7 +18,8 @@
 # and repository sizes (du -sb) before and after.
 #
 # Variables: BENCH_DIR [/tmp/strata-lifecycle], DAYS [365], SCALE [0.002], INTENSITY [0.2],
-# SEED [42], TOOLS ["strata restic borg"], STRATA [target/release/strata].
+# SEED [42], TOOLS ["strata restic borg"], STRATA [target/release/strata, built here with
+# `--features test-hooks`: only such a build obeys STRATA_TEST_NOW_NS, which stamps the dates].
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +30,7 @@ SCALE=${SCALE:-0.002}
 INTENSITY=${INTENSITY:-0.2}
 SEED=${SEED:-42}
 TOOLS=${TOOLS:-"strata restic borg"}
-STRATA=${STRATA:-$ROOT/target/release/strata}
+STRATA=${STRATA:-}
 PY=${PYTHON:-python3}
 POLICY=(--keep-daily 7 --keep-weekly 4 --keep-monthly 12)
 BASE=1735696800 # 2025-01-01T02:00:00Z
@@ -56,7 +57,10 @@ timed() {
   record "$name" max_rss_kib "$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")"
 }
 
-[[ -x $STRATA ]] || (cd "$ROOT" && cargo build --release)
+if [[ -z $STRATA ]]; then
+  (cd "$ROOT" && cargo build --release --features test-hooks)
+  STRATA=$ROOT/target/release/strata
+fi
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/repos" "$BENCH_DIR/home"
 : >"$RESULTS"

@@ -4,7 +4,6 @@
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use crate::entry::{Entry, Kind};
@@ -93,7 +92,9 @@ pub fn racy(e: &Entry, started_ns: i64) -> bool {
 pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let names = match xattr::list(path) {
         Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
@@ -109,43 +110,26 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// Byte ranges of `file` (of `size` bytes) that hold data; holes between them read as zeros.
 /// Filesystems without SEEK_DATA report one range covering the file.
 pub fn data_segments(file: &File, size: u64) -> Vec<(u64, u64)> {
-    let fd = file.as_raw_fd();
+    use rustix::fs::{seek, SeekFrom};
     let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on a valid descriptor has no memory effects.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error().raw_os_error();
-            if err == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            return vec![(0, size)];
-        }
-        if data as u64 >= size {
+    let mut pos = 0;
+    while pos < size {
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(_) => return vec![(0, size)],
+        };
+        if data >= size {
             break;
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let end = if hole < 0 {
-            size
-        } else {
-            (hole as u64).min(size)
-        };
-        out.push((data as u64, end));
-        pos = end as i64;
+        let end = seek(file, SeekFrom::Hole(data)).map_or(size, |hole| hole.min(size));
+        out.push((data, end));
+        pos = end;
     }
     out
 }
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buffer and length match.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    String::from_utf8_lossy(rustix::system::uname().nodename().to_bytes()).into_owned()
 }

@@ -12,7 +12,7 @@
 //! machines in different zones fall into days differently).
 
 use crate::error::{Error, Result};
-use crate::time::{civil_from_days, days_from_civil};
+use crate::time::{days_from_civil, utc};
 
 /// What to keep. All counts zero and no durations or tags means "keep nothing" — callers refuse
 /// an empty policy (see [`Policy::is_empty`]) so that a typo never forgets everything.
@@ -157,10 +157,12 @@ pub fn apply(policy: &Policy, candidates: &[Candidate]) -> Vec<Decision> {
         }),
         ("weekly snapshot", policy.weekly, iso_week_key),
         ("monthly snapshot", policy.monthly, |t| {
-            let (y, m, _) = civil(t);
-            y * 12 + m as i64
+            let d = utc(t);
+            i64::from(d.year()) * 12 + i64::from(d.month())
         }),
-        ("yearly snapshot", policy.yearly, |t| civil(t).0),
+        ("yearly snapshot", policy.yearly, |t| {
+            i64::from(utc(t).year())
+        }),
     ];
     let mut left: Vec<u32> = rules.iter().map(|r| r.1).collect();
     let mut last_key: Vec<Option<i64>> = vec![None; rules.len()];
@@ -196,32 +198,25 @@ pub fn apply(policy: &Policy, candidates: &[Candidate]) -> Vec<Decision> {
     out
 }
 
-/// (year, month 1–12, day 1–31) of a UTC time.
-fn civil(t: i64) -> (i64, u32, u32) {
-    civil_from_days(t.div_euclid(86_400_000_000_000))
-}
-
 /// ISO 8601 week of a UTC time as `year * 100 + week` (the ISO year, which differs from the
 /// calendar year around New Year).
 fn iso_week_key(t: i64) -> i64 {
-    let days = t.div_euclid(86_400_000_000_000);
-    // 1970-01-01 was a Thursday; weekday 0 = Monday.
-    let wd = (days + 3).rem_euclid(7);
-    // The Thursday of this week decides the ISO year.
-    let thursday = days - wd + 3;
-    let (iso_year, _, _) = civil_from_days(thursday);
-    let jan1 = days_from_civil(iso_year, 1, 1);
-    let week = (thursday - jan1) / 7 + 1;
-    iso_year * 100 + week
+    let w = utc(t).date().iso_week_date();
+    i64::from(w.year()) * 100 + i64::from(w.week())
 }
 
-/// `t` minus a calendar span, month arithmetic as Go's `AddDate`.
+/// `t` minus a calendar span, month arithmetic as Go's `AddDate`: a day past the end of the
+/// month rolls over (03-31 minus 1 month is 03-03), where jiff's span arithmetic would clamp it
+/// to 02-28 and keep different snapshots than restic.
 fn subtract(t: i64, span: Span) -> i64 {
     const DAY: i64 = 86_400_000_000_000;
-    let days = t.div_euclid(DAY);
     let tod = t.rem_euclid(DAY);
-    let (y, m, d) = civil_from_days(days);
-    let shifted = days_from_civil(y, m as i64 - span.months, d as i64 - span.days);
+    let d = utc(t);
+    let shifted = days_from_civil(
+        d.year().into(),
+        i64::from(d.month()) - span.months,
+        i64::from(d.day()) - span.days,
+    );
     shifted * DAY + tod - span.hours * 3_600_000_000_000
 }
 
@@ -250,7 +245,8 @@ mod tests {
     #[test]
     fn calendar_helpers() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        let d = utc(days_from_civil(2024, 2, 29) * DAY).date();
+        assert_eq!((d.year(), d.month(), d.day()), (2024, 2, 29));
         assert_eq!(days_from_civil(2026, 2, 31), days_from_civil(2026, 3, 3));
         assert_eq!(days_from_civil(2026, 0, 1), days_from_civil(2025, 12, 1));
         // ISO weeks: 2021-01-03 (Sunday) belongs to 2020-W53; 2024-12-30 (Monday) to 2025-W01.

@@ -1,37 +1,30 @@
-//! UTC time formatting without a timezone database: snapshot names and JSON output are always UTC, so
-//! output never depends on the machine's local zone.
+//! Time in UTC: snapshot names, JSON output and retention's calendar periods never depend on the
+//! machine's local zone. Calendars are jiff's; only the day arithmetic retention and `history`
+//! need with Go's rollover (which jiff, clamping, does not do) is written out here.
 
-/// Formats nanoseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(time_ns: i64) -> String {
-    let secs = time_ns.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+/// The instant `time_ns` nanoseconds after the epoch. Every `i64` of nanoseconds (years 1677 to
+/// 2262) lies inside jiff's range (years -9999 to 9999), so the conversion cannot fail.
+fn timestamp(time_ns: i64) -> Timestamp {
+    Timestamp::from_nanosecond(time_ns.into()).expect("i64 nanoseconds are within jiff's range")
 }
 
-/// Howard Hinnant's days-to-civil algorithm: (year, month 1–12, day 1–31) of a day number since
-/// the epoch. Shared by timestamps and retention's calendar periods.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// The UTC date and time of day of `time_ns` (nanoseconds since the epoch).
+pub(crate) fn utc(time_ns: i64) -> DateTime {
+    TimeZone::UTC.to_datetime(timestamp(time_ns))
+}
+
+/// Formats nanoseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (fractions of a second cut).
+pub fn rfc3339(time_ns: i64) -> String {
+    format!("{:.0}", timestamp(time_ns))
 }
 
 /// Days since the epoch of a civil date; months and days outside their range roll over (so
-/// 2026-02-31 is 2026-03-03, as Go's `AddDate`, which restic's `--keep-within` uses).
+/// 2026-02-31 is 2026-03-03, as Go's `AddDate`, which restic's `--keep-within` uses). Howard
+/// Hinnant's days-from-civil algorithm.
 pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = y + (m - 1).div_euclid(12);
     let m = (m - 1).rem_euclid(12) + 1;
@@ -44,9 +37,11 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468 + (d - 1)
 }
 
-/// Current time in nanoseconds since the epoch.
-/// `STRATA_TEST_NOW_NS`, when set, replaces the clock: tests make snapshots on a fixed calendar.
+/// Current time in nanoseconds since the epoch: what snapshots are stamped with. In a build with
+/// the `test-hooks` feature, `STRATA_TEST_NOW_NS` replaces the clock, so tests and benchmarks make
+/// snapshots on a fixed calendar.
 pub fn now_ns() -> i64 {
+    #[cfg(feature = "test-hooks")]
     if let Some(t) = std::env::var("STRATA_TEST_NOW_NS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -79,5 +74,10 @@ mod tests {
             "2000-02-29T00:00:00Z"
         );
         assert_eq!(super::rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
+        // Fractions of a second are cut, also before the epoch.
+        assert_eq!(super::rfc3339(1_999_999_999), "1970-01-01T00:00:01Z");
+        assert_eq!(super::rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(super::rfc3339(i64::MIN), "1677-09-21T00:12:43Z");
+        assert_eq!(super::rfc3339(i64::MAX), "2262-04-11T23:47:16Z");
     }
 }

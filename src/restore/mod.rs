@@ -3,12 +3,16 @@
 //!
 //! Order of work, each step relying on the one before:
 //! 1. **plan** ([`plan`]): the snapshot entries to restore, unsafe names refused, hard-link groups;
-//! 2. **directories**, top-down, created `0700` so their contents can be written;
-//! 3. **files, symlinks, FIFOs, devices**, on a thread pool: each written under a temporary name
-//!    (`.strata-tmp-…`) in its destination directory, given its metadata, then renamed into place,
-//!    so an interrupted restore never leaves a half-written file under its real name;
-//! 4. **hard links**, linked to the group's first path once that exists;
-//! 5. **directory metadata**, bottom-up, so writing into a directory cannot disturb its mtime.
+//! 2. **directories** ([`dirs`]), top-down, created `0700` so their contents can be written;
+//! 3. **files, symlinks, FIFOs, devices** ([`leaves`]), on a thread pool: each written under a
+//!    temporary name (`.strata-tmp-…`) in its destination directory, given its metadata
+//!    ([`meta`]), then renamed into place, so an interrupted restore never leaves a half-written
+//!    file under its real name;
+//! 4. **hard links** ([`leaves`]), linked to the group's first path once that exists;
+//! 5. **directory metadata** ([`dirs`]), bottom-up, so writing into a directory cannot disturb
+//!    its mtime.
+//!
+//! This module holds the public types, the entry point and the state the steps share ([`Run`]).
 //!
 //! Invariants: nothing is written outside the target (every operation goes through a directory
 //! descriptor opened beneath it without following symlinks, see [`fsops`]); nothing in the
@@ -20,27 +24,29 @@
 //! docs/SEMANTICS.md ("Restore").
 
 mod data;
+mod dirs;
 pub mod fsops;
+mod leaves;
+mod meta;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use xattr::FileExt;
+use rustix::fs::{Mode, Stat};
 
-use crate::entry::{Entry, Kind};
+use crate::entry::Kind;
 use crate::error::{Error, IoContext, Result};
 use crate::id::ChunkId;
 use crate::layers::View;
 use crate::progress::Progress;
-use crate::repo::keys::Location;
 use crate::repo::Repo;
-use data::{Chunks, WriteFailure};
+use data::Chunks;
 use plan::{Item, Role};
 
 /// Prefix of the temporary names restore writes under; a rerun removes leftovers with it.
@@ -243,16 +249,18 @@ pub fn restore(
             message: r.reason.clone(),
         });
     }
-    // SAFETY: no pointers. umask has no getter: it is set and put back at once, before any
-    // thread of this restore runs (restore itself never changes it).
-    let (owner, umask) = unsafe {
-        let m = libc::umask(0o077);
-        libc::umask(m);
-        ((libc::geteuid(), libc::getegid()), m as u32)
+    // umask has no getter: it is set and put back at once, before any thread of this restore
+    // runs (restore itself never changes it).
+    let umask = {
+        let m = rustix::process::umask(Mode::from_raw_mode(0o077));
+        rustix::process::umask(m);
+        m.as_raw_mode()
     };
+    let euid = rustix::process::geteuid();
+    let owner = (euid.as_raw(), rustix::process::getegid().as_raw());
     let root_clean = root
         .as_ref()
-        .is_some_and(|r| inherits_nothing(r.as_raw_fd(), owner.1));
+        .is_some_and(|r| meta::inherits_nothing(r.as_fd(), owner.1));
     let run = Run {
         opts,
         root_clean,
@@ -262,10 +270,7 @@ pub fn restore(
         target_created,
         items: &plan.items,
         excludes,
-        is_root: {
-            // SAFETY: no arguments, no side effects.
-            unsafe { libc::geteuid() == 0 }
-        },
+        is_root: euid.is_root(),
         chunks: Chunks::new(repo.clone(), uses, SHARED_CHUNK_BUDGET),
         blocked: (0..n).map(|_| AtomicBool::new(false)).collect(),
         absent: (0..n)
@@ -371,55 +376,13 @@ impl Counts {
     }
 }
 
-/// A leaf in the order files are written: sort key (class, pack, offset), item index, and where
-/// its first chunk is (see [`Run::leaves`]).
-type Ordered = ((u8, u64, u64), usize, Option<Location>);
-
-/// One worker's open directory. Leaves are handed out in pack order, which mostly follows the
-/// directories they were backed up from, so consecutive leaves usually share a directory and one
-/// `openat2` serves them all. The descriptor was opened by [`fsops::open_beneath`], like every
-/// other, and restore never replaces a planned directory while leaves are written, so it stays
-/// the directory at that path.
-#[derive(Default)]
-struct DirCache {
-    rel: Vec<u8>,
-    fd: Option<OwnedFd>,
-}
-
-impl DirCache {
-    /// The directory `rel` (target-relative), opened beneath `root` unless it already is.
-    fn open(&mut self, root: &OwnedFd, rel: &[u8]) -> std::io::Result<RawFd> {
-        if self.fd.is_none() || self.rel != rel {
-            self.fd = None;
-            self.fd = Some(fsops::open_beneath(root, rel)?);
-            self.rel.clear();
-            self.rel.extend_from_slice(rel);
-        }
-        Ok(self.fd.as_ref().unwrap().as_raw_fd())
-    }
-}
-
-/// What is at a path in the target compared with the snapshot.
-enum State {
-    Missing,
-    Same(libc::stat),
-    Differs(libc::stat),
-    /// A hard link whose path still holds the inode its group's first path had before this run
-    /// replaced it (see [`Run::shared`]): identical content, re-linked under every mode.
-    Relink(libc::stat),
-}
-
-fn mtime_ns(st: &libc::stat) -> i64 {
-    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
-}
-
 fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
 impl Run<'_> {
-    fn root(&self) -> RawFd {
-        self.root.as_ref().expect("target open").as_raw_fd()
+    fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_ref().expect("target open").as_fd()
     }
 
     fn problem(&self, path: &[u8], message: String) {
@@ -440,7 +403,7 @@ impl Run<'_> {
         }
     }
 
-    fn conflict(&self, it: &Item, st: &libc::stat) {
+    fn conflict(&self, it: &Item, st: &Stat) {
         log::warn!(
             "{}: exists and differs ({} in the target, {} in the snapshot); kept",
             lossy(&it.rel),
@@ -491,675 +454,4 @@ impl Run<'_> {
         it.parent
             .is_some_and(|p| self.clean[p].load(Ordering::Relaxed))
     }
-
-    /// Step 2: directories, top-down.
-    fn directories(&self) {
-        for (i, it) in self.items.iter().enumerate() {
-            if it.role != Role::Dir {
-                continue;
-            }
-            self.progress.entry_seen();
-            if it.rel.is_empty() {
-                if self.root.is_some() {
-                    self.absent[i].store(false, Ordering::Relaxed);
-                    self.clean[i].store(self.root_clean, Ordering::Relaxed);
-                    self.sweep(i, self.root());
-                }
-                continue;
-            }
-            let (blocked, absent) = self.parent_state(it);
-            if blocked {
-                self.blocked[i].store(true, Ordering::Relaxed);
-                continue;
-            }
-            if absent {
-                self.absent[i].store(true, Ordering::Relaxed);
-                self.action(&it.rel, "create");
-                self.stats.lock().unwrap().dirs += 1;
-                continue;
-            }
-            if let Err(e) = self.directory(i, it) {
-                self.blocked[i].store(true, Ordering::Relaxed);
-                self.problem(&it.rel, format!("Restoring directory: {e}"));
-            }
-        }
-    }
-
-    fn directory(&self, i: usize, it: &Item) -> std::io::Result<()> {
-        let dir = fsops::open_beneath(self.root.as_ref().unwrap(), it.dir())?;
-        let d = dir.as_raw_fd();
-        let name = it.name();
-        let existing = if self.in_fresh_dir(it) {
-            None
-        } else {
-            fsops::stat_at(d, name)?
-        };
-        let replace = match existing {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                let sub = fsops::open_dir_at(d, name)?;
-                self.sweep(i, sub.as_raw_fd());
-                return Ok(());
-            }
-            Some(st) if self.opts.overwrite == Overwrite::Never => {
-                self.conflict(it, &st);
-                self.blocked[i].store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-            Some(_) => true,
-            None => false,
-        };
-        self.action(&it.rel, if replace { "replace" } else { "create" });
-        if self.opts.dry_run {
-            self.absent[i].store(true, Ordering::Relaxed);
-        } else {
-            if replace {
-                fsops::remove_all(d, name)?;
-            }
-            fsops::mkdir_at(d, name, 0o700)?;
-            self.created[i].store(true, Ordering::Relaxed);
-            self.clean[i].store(self.in_clean_dir(it), Ordering::Relaxed);
-        }
-        let mut s = self.stats.lock().unwrap();
-        s.dirs += 1;
-        s.replaced += replace as u64;
-        Ok(())
-    }
-
-    /// In an existing directory: removes temporary files an interrupted restore left, and with
-    /// `--delete` (and the directory wholly restored) what the snapshot does not hold there.
-    fn sweep(&self, i: usize, dir: RawFd) {
-        let it = &self.items[i];
-        let names = match fsops::read_names(dir) {
-            Ok(n) => n,
-            Err(e) => return self.problem(&it.rel, format!("Listing directory: {e}")),
-        };
-        let mut wanted: Option<std::collections::HashSet<&[u8]>> = None;
-        for name in names {
-            let path = crate::layers::join(&it.rel, &name);
-            if name.starts_with(TEMP_PREFIX) {
-                if !self.opts.dry_run {
-                    match fsops::remove_all(dir, &name) {
-                        Ok(_) => self.stats.lock().unwrap().stale_temp_removed += 1,
-                        Err(e) => {
-                            self.problem(&path, format!("Removing stale temporary file: {e}"))
-                        }
-                    }
-                }
-                continue;
-            }
-            if !(self.opts.delete && it.whole) {
-                continue;
-            }
-            let wanted =
-                wanted.get_or_insert_with(|| it.children.iter().map(|c| c.as_slice()).collect());
-            if wanted.contains(name.as_slice()) || self.excludes.is_match(plan::lossy_path(&path)) {
-                continue;
-            }
-            self.action(&path, "delete");
-            if self.opts.dry_run {
-                self.stats.lock().unwrap().deleted += 1;
-                continue;
-            }
-            match fsops::remove_all(dir, &name) {
-                Ok(n) => self.stats.lock().unwrap().deleted += n,
-                Err(e) => self.problem(&path, format!("Deleting (--delete): {e}")),
-            }
-        }
-    }
-
-    /// Step 3: files, symlinks, FIFOs, devices, on a thread pool. Big files go first, so none
-    /// runs alone at the end; the others in the order their first chunk sits in the packs, so
-    /// a cold repository is read sequentially rather than at random, and files sharing a first
-    /// chunk are handed out together while it is cached.
-    fn leaves(&self) {
-        let t0 = Instant::now();
-        // Each leaf with where its first chunk is, kept so it is not looked up again to read it.
-        let mut keyed: Vec<Ordered> = (0..self.items.len())
-            .filter(|&i| self.items[i].role == Role::Leaf)
-            .map(|i| {
-                let e = &self.items[i].entry;
-                let loc = match e.chunks.first() {
-                    Some(c) if e.kind == Kind::File => self.chunks.location(&c.id),
-                    _ => None,
-                };
-                let key = match loc {
-                    _ if e.kind == Kind::File && e.size >= BIG_FILE => (0, u64::MAX - e.size, 0),
-                    Some(l) => (1, l.pack.0, l.offset),
-                    None => (2, 0, 0),
-                };
-                (key, i, loc)
-            })
-            .collect();
-        keyed.sort_unstable_by_key(|&(key, i, _)| (key, i));
-        // Handed out in runs of consecutive leaves of one directory (a big file alone), so
-        // workers mostly write into different directories: two creating names in the same one
-        // wait for each other on its lock. Capped, so one huge directory is still shared.
-        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-        for (k, &((class, _, _), i, _)) in keyed.iter().enumerate() {
-            let parent = self.items[i].parent;
-            match runs.last_mut() {
-                Some(r)
-                    if class != 0
-                        && r.len() < RUN_LEAVES
-                        && self.items[keyed[r.start].1].parent == parent
-                        && keyed[r.start].0 .0 != 0 =>
-                {
-                    r.end = k + 1
-                }
-                _ => runs.push(k..k + 1),
-            }
-        }
-        let order: Vec<(usize, Option<Location>)> =
-            keyed.into_iter().map(|(_, i, loc)| (i, loc)).collect();
-        log::debug!(
-            "Ordered {} leaves in {} runs in {:?}",
-            order.len(),
-            runs.len(),
-            t0.elapsed()
-        );
-        let threads = match self.opts.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get() * 2)
-                .unwrap_or(4)
-                .max(4),
-            n => n,
-        };
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads.min(runs.len().max(1)) {
-                s.spawn(|| {
-                    let mut dirs = DirCache::default();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(run) = runs.get(k) else { break };
-                        for &(i, first) in &order[run.clone()] {
-                            self.leaf(i, first, &mut dirs);
-                        }
-                    }
-                });
-            }
-        });
-    }
-
-    /// Step 4: hard links to each group's first path.
-    fn links(&self) {
-        let mut dirs = DirCache::default();
-        for i in 0..self.items.len() {
-            if let Role::Link(_) = self.items[i].role {
-                self.leaf(i, None, &mut dirs);
-            }
-        }
-    }
-
-    /// Restores leaf `i`; `first` is where its first chunk is, when already looked up.
-    fn leaf(&self, i: usize, first: Option<Location>, dirs: &mut DirCache) {
-        let it = &self.items[i];
-        self.progress.entry_seen();
-        let r = self.leaf_inner(i, it, first, dirs);
-        if it.role == Role::Leaf && it.entry.kind == Kind::File {
-            self.chunks.release(&it.entry);
-        }
-        if let Err(msg) = r {
-            self.problem(&it.rel, msg);
-        }
-    }
-
-    fn leaf_inner(
-        &self,
-        i: usize,
-        it: &Item,
-        first: Option<Location>,
-        dirs: &mut DirCache,
-    ) -> Result<(), String> {
-        let (blocked, absent) = self.parent_state(it);
-        if blocked {
-            return Ok(());
-        }
-        let e = &it.entry;
-        if e.kind == Kind::Socket
-            || (!self.is_root && matches!(e.kind, Kind::CharDev | Kind::BlockDev))
-        {
-            log::info!("{}: {} not restored", lossy(&it.rel), e.kind.name());
-            self.action(&it.rel, "skip");
-            self.stats.lock().unwrap().specials_skipped += 1;
-            return Ok(());
-        }
-        if let Role::Link(l) = it.role {
-            if !self.opts.dry_run && !self.done[l].load(Ordering::Relaxed) {
-                return Err(format!(
-                    "Not restored: hard link to {}, which was not restored",
-                    lossy(&self.items[l].rel)
-                ));
-            }
-        }
-        let dir = if absent {
-            None
-        } else {
-            Some(
-                dirs.open(self.root.as_ref().unwrap(), it.dir())
-                    .map_err(|e| format!("Opening its directory: {e}"))?,
-            )
-        };
-        let name = it.name();
-        let state = match dir {
-            None => State::Missing,
-            Some(_) if self.in_fresh_dir(it) => State::Missing,
-            Some(d) => self
-                .state(d, name, it)
-                .map_err(|e| format!("Checking the existing path: {e}"))?,
-        };
-        let existing = match state {
-            // An identical path stays when its metadata can be set through a descriptor that
-            // proves it has one name (a regular file, see `refresh`), or is already right.
-            // Otherwise — other names, perhaps outside the target, or a symlink or node whose
-            // metadata could only be set by name — it is replaced under every mode (its content
-            // is the snapshot's, nothing is lost), which leaves the old inode untouched.
-            State::Same(st)
-                if self.opts.overwrite != Overwrite::Always
-                    && (refreshable(it, &st)
-                        || self
-                            .meta_matches(dir.unwrap(), name, it, &st)
-                            .map_err(|e| format!("Checking the existing path: {e}"))?) =>
-            {
-                self.action(&it.rel, "unchanged");
-                if !self.opts.dry_run {
-                    if refreshable(it, &st) {
-                        self.refresh(dir.unwrap(), name, &it.entry)
-                            .map_err(|e| format!("Setting metadata: {e}"))?;
-                    }
-                    self.done[i].store(true, Ordering::Relaxed);
-                }
-                self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            State::Differs(st) if self.opts.overwrite == Overwrite::Never => {
-                self.conflict(it, &st);
-                return Ok(());
-            }
-            State::Missing => None,
-            State::Same(st) => {
-                if st.st_nlink > 1 && it.role == Role::Leaf {
-                    self.shared[i].store(st.st_ino, Ordering::Relaxed);
-                }
-                Some(st)
-            }
-            State::Differs(st) | State::Relink(st) => Some(st),
-        };
-        let verb = match (&it.role, existing.is_some()) {
-            (_, true) => "replace",
-            (Role::Link(_), false) => "link",
-            _ => "create",
-        };
-        self.action(&it.rel, verb);
-        if self.opts.dry_run {
-            self.count(it, existing.is_some(), 0, false);
-            return Ok(());
-        }
-        let d = dir.unwrap();
-        let tmp = self.temp_name();
-        let r = self
-            .write_new(d, &tmp, it, first)
-            .and_then(|(bytes, verified)| {
-                if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
-                    fsops::remove_all(d, name)
-                        .map_err(|e| format!("Removing the directory in the way: {e}"))?;
-                }
-                fsops::rename_at(d, &tmp, name).map_err(|e| format!("Renaming into place: {e}"))?;
-                Ok((bytes, verified))
-            });
-        match r {
-            Ok((bytes, verified)) => {
-                self.done[i].store(true, Ordering::Relaxed);
-                self.count(it, existing.is_some(), bytes, verified);
-                Ok(())
-            }
-            Err(msg) => {
-                let _ = fsops::unlink_at(d, &tmp, false);
-                Err(msg)
-            }
-        }
-    }
-
-    fn count(&self, it: &Item, replaced: bool, bytes: u64, verified: bool) {
-        let c = &self.counts;
-        let add = |n: &AtomicU64, v: u64| {
-            if v > 0 {
-                n.fetch_add(v, Ordering::Relaxed);
-            }
-        };
-        add(
-            match (it.role, it.entry.kind) {
-                (Role::Link(_), _) => &c.hardlinks,
-                (_, Kind::File) => &c.files,
-                (_, Kind::Symlink) => &c.symlinks,
-                _ => &c.specials,
-            },
-            1,
-        );
-        add(&c.replaced, replaced as u64);
-        add(&c.written_bytes, bytes);
-        add(&c.verified_files, verified as u64);
-        add(
-            &c.owners_skipped,
-            (!self.is_root && it.role == Role::Leaf) as u64,
-        );
-    }
-
-    /// Compares what is at `name` with the snapshot entry (see docs/SEMANTICS.md).
-    fn state(&self, dir: RawFd, name: &[u8], it: &Item) -> std::io::Result<State> {
-        let Some(st) = fsops::stat_at(dir, name)? else {
-            return Ok(State::Missing);
-        };
-        let e = &it.entry;
-        let fmt = st.st_mode & libc::S_IFMT;
-        let same = match (it.role, e.kind) {
-            (Role::Link(l), _) => {
-                let leader = &self.items[l];
-                fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
-                    .and_then(|ld| fsops::stat_at(ld.as_raw_fd(), leader.name()))
-                    .ok()
-                    .flatten()
-                    .is_some_and(|ls| ls.st_ino == st.st_ino && ls.st_dev == st.st_dev)
-            }
-            (_, Kind::File) => {
-                fmt == libc::S_IFREG
-                    && st.st_size as u64 == e.size
-                    && mtime_ns(&st) == e.mtime_ns
-                    && data::matches(&fsops::open_file(dir, name)?, e)?
-            }
-            (_, Kind::Symlink) => {
-                fmt == libc::S_IFLNK && fsops::readlink_at(dir, name)? == e.target
-            }
-            (_, Kind::Fifo) => fmt == libc::S_IFIFO,
-            (_, Kind::CharDev) => fmt == libc::S_IFCHR && st.st_rdev == e.rdev,
-            (_, Kind::BlockDev) => fmt == libc::S_IFBLK && st.st_rdev == e.rdev,
-            _ => false,
-        };
-        // Checked first: in a dry run the group's first path was not really replaced, so the
-        // link still shares its inode, and would be re-linked.
-        let relink = match it.role {
-            Role::Link(l) => self.shared[l].load(Ordering::Relaxed) == st.st_ino,
-            _ => false,
-        };
-        Ok(if relink {
-            State::Relink(st)
-        } else if same {
-            State::Same(st)
-        } else {
-            State::Differs(st)
-        })
-    }
-
-    /// Creates the object for `it` at the temporary name `tmp` in `dir`, with its metadata.
-    /// Returns the content bytes written and whether `--verify` checked them.
-    fn write_new(
-        &self,
-        dir: RawFd,
-        tmp: &[u8],
-        it: &Item,
-        first: Option<Location>,
-    ) -> Result<(u64, bool), String> {
-        let e = &it.entry;
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |err: std::io::Error| format!("{what}: {err}")
-        };
-        match (it.role, e.kind) {
-            (Role::Link(l), _) => {
-                let leader = &self.items[l];
-                let ld = fsops::open_beneath(self.root.as_ref().unwrap(), leader.dir())
-                    .map_err(io("Opening the hard link's directory"))?;
-                fsops::link_at(ld.as_raw_fd(), leader.name(), dir, tmp)
-                    .map_err(io("Making the hard link"))?;
-                Ok((0, false))
-            }
-            (_, Kind::File) => {
-                // A new file in a clean directory whose owner is already right is created with
-                // its permission bits: only set-id/sticky bits, or bits the umask took, need a
-                // chmod, and it can have no xattrs yet. Any other file is created 0600 and gets
-                // chown, chmod and exactly the snapshot's xattrs (`meta_fd`).
-                let fast = self.in_clean_dir(it) && (!self.is_root || (e.uid, e.gid) == self.owner);
-                let mode = if fast { e.mode & 0o777 } else { 0o600 };
-                let f =
-                    fsops::create_file(dir, tmp, mode).map_err(io("Creating a temporary file"))?;
-                let bytes =
-                    data::write_content(&f, e, first, &self.chunks).map_err(|w| match w {
-                        WriteFailure::Repo(err) => err.to_string(),
-                        WriteFailure::Io(err) => format!("Writing: {err}"),
-                    })?;
-                let verified = if self.opts.verify {
-                    if !data::matches(&f, e).map_err(io("Reading back (--verify)"))? {
-                        return Err(
-                            "Verification failed: the written file differs from the snapshot"
-                                .into(),
-                        );
-                    }
-                    true
-                } else {
-                    false
-                };
-                if fast {
-                    self.meta_new_fd(&f, e).map_err(io("Setting metadata"))?;
-                } else {
-                    self.meta_fd(f.as_raw_fd(), e, Some(&f))
-                        .map_err(io("Setting metadata"))?;
-                }
-                if self.opts.fsync {
-                    f.sync_all().map_err(io("fsync"))?;
-                }
-                Ok((bytes, verified))
-            }
-            (_, Kind::Symlink) => {
-                fsops::symlink_at(&e.target, dir, tmp).map_err(io("Creating the symlink"))?;
-                if !e.xattrs.is_empty() {
-                    log::info!(
-                        "{}: extended attributes of a symlink not restored",
-                        lossy(&it.rel)
-                    );
-                }
-                self.meta_at(dir, tmp, e, false)
-                    .map_err(io("Setting metadata"))?;
-                Ok((0, false))
-            }
-            (_, kind) => {
-                let fmt = match kind {
-                    Kind::Fifo => libc::S_IFIFO,
-                    Kind::CharDev => libc::S_IFCHR,
-                    _ => libc::S_IFBLK,
-                };
-                fsops::mknod_at(dir, tmp, fmt | (e.mode & 0o777), e.rdev)
-                    .map_err(io("Creating the node"))?;
-                self.meta_at(dir, tmp, e, true)
-                    .map_err(io("Setting metadata"))?;
-                Ok((0, false))
-            }
-        }
-    }
-
-    /// Re-applies metadata to an existing regular file found identical in content, through a
-    /// descriptor on which it is checked again to have one name: a file swapped for a hard link
-    /// since is not touched.
-    fn refresh(&self, dir: RawFd, name: &[u8], e: &Entry) -> std::io::Result<()> {
-        let f = fsops::open_file(dir, name)?;
-        let m = f.metadata()?;
-        if !m.is_file() || std::os::unix::fs::MetadataExt::nlink(&m) > 1 {
-            return Err(std::io::Error::other(
-                "it changed while restoring (now a hard link or not a file); left alone",
-            ));
-        }
-        self.meta_fd(f.as_raw_fd(), e, Some(&f))
-    }
-
-    /// Whether the existing path `name` (stat `st`), identical in content, also has exactly the
-    /// metadata [`Run::refresh`] would give it: mode, mtime, owner (as root), xattrs (files).
-    fn meta_matches(
-        &self,
-        dir: RawFd,
-        name: &[u8],
-        it: &Item,
-        st: &libc::stat,
-    ) -> std::io::Result<bool> {
-        let e = &it.entry;
-        if let Role::Link(_) = it.role {
-            return Ok(true); // same inode as its group's first path, which was handled
-        }
-        let mode_ok = e.kind == Kind::Symlink || st.st_mode & 0o7777 == e.mode & 0o7777;
-        let owner_ok = !self.is_root || (st.st_uid, st.st_gid) == (e.uid, e.gid);
-        if !(mode_ok && owner_ok && mtime_ns(st) == e.mtime_ns) {
-            return Ok(false);
-        }
-        if e.kind != Kind::File {
-            return Ok(true);
-        }
-        let f = fsops::open_file(dir, name)?;
-        let have: Vec<_> = match f.list_xattr() {
-            Ok(l) => l.collect(),
-            Err(err) if err.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
-            Err(err) => return Err(err),
-        };
-        use std::os::unix::ffi::OsStrExt;
-        for n in &have {
-            let b = n.as_bytes();
-            if !b.starts_with(b"security.") && !e.xattrs.iter().any(|(w, _)| w == b) {
-                return Ok(false);
-            }
-        }
-        for (n, v) in &e.xattrs {
-            if f.get_xattr(std::ffi::OsStr::from_bytes(n))?.as_deref() != Some(v.as_slice()) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Mode, xattrs and mtime of a file this run just created with its permission bits in a
-    /// clean directory, with the right owner already (the fast case of `write_new`).
-    fn meta_new_fd(&self, f: &std::fs::File, e: &Entry) -> std::io::Result<()> {
-        if e.mode & 0o7000 != 0 || e.mode & 0o777 & self.umask != 0 {
-            fsops::chmod_fd(f.as_raw_fd(), e.mode)?;
-        }
-        set_new_xattrs(f, &e.xattrs)?;
-        fsops::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
-    }
-
-    /// Owner (as root), mode, xattrs (exactly the snapshot's), mtime, on an open file or dir.
-    fn meta_fd(&self, fd: RawFd, e: &Entry, file: Option<&std::fs::File>) -> std::io::Result<()> {
-        if self.is_root {
-            fsops::chown_fd(fd, e.uid, e.gid)?;
-        }
-        // After chown, which clears set-id bits.
-        fsops::chmod_fd(fd, e.mode)?;
-        if let Some(f) = file {
-            set_xattrs(f, &e.xattrs)?;
-        }
-        fsops::set_mtime_fd(fd, e.mtime_ns)
-    }
-
-    /// Owner (as root), mode (`chmod`: not for symlinks), mtime, by name in `dir`.
-    fn meta_at(&self, dir: RawFd, name: &[u8], e: &Entry, chmod: bool) -> std::io::Result<()> {
-        if self.is_root {
-            fsops::chown_at(dir, name, e.uid, e.gid)?;
-        }
-        if chmod {
-            fsops::chmod_at(dir, name, e.mode)?;
-        }
-        fsops::set_mtime_at(dir, name, e.mtime_ns)
-    }
-
-    /// Step 5: directories' metadata, deepest first: every restored directory, except
-    /// pre-existing ones that are only on the way to a requested path (the target itself
-    /// included, when paths were requested).
-    fn directory_metadata(&self) {
-        if self.opts.dry_run {
-            return;
-        }
-        for (i, it) in self.items.iter().enumerate().rev() {
-            if it.role != Role::Dir || self.blocked[i].load(Ordering::Relaxed) {
-                continue;
-            }
-            if it.ancestor && !self.created[i].load(Ordering::Relaxed) {
-                continue;
-            }
-            let r = fsops::open_beneath(self.root.as_ref().unwrap(), &it.rel).and_then(|fd| {
-                let f = std::fs::File::from(fd);
-                self.meta_fd(f.as_raw_fd(), &it.entry, Some(&f))
-            });
-            match r {
-                Ok(()) => {
-                    if !self.is_root {
-                        self.stats.lock().unwrap().owners_skipped += 1;
-                    }
-                }
-                Err(e) => self.problem(&it.rel, format!("Setting directory metadata: {e}")),
-            }
-        }
-    }
-}
-
-/// Whether an identical path `it` (stat `st`) may get its metadata in place: a regular file with
-/// one name (see [`Run::refresh`]); anything else is left as it is or replaced.
-fn refreshable(it: &Item, st: &libc::stat) -> bool {
-    it.role == Role::Leaf
-        && it.entry.kind == Kind::File
-        && st.st_mode & libc::S_IFMT == libc::S_IFREG
-        && st.st_nlink <= 1
-}
-
-/// Whether new entries in the target root `root`, or in directories restore creates beneath it,
-/// inherit nothing: the root has no extended attribute other than `security.*` (a default ACL,
-/// or a filesystem property such as btrfs compression, would be passed on to new files) and its
-/// group is `gid` (a setgid root, or a `grpid` mount, gives new entries the directory's group).
-fn inherits_nothing(root: RawFd, gid: u32) -> bool {
-    // SAFETY: stat is plain data; zero is a valid value for every field.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and stat buffer.
-    if unsafe { libc::fstat(root, &mut st) } != 0 || st.st_gid != gid {
-        return false;
-    }
-    match fsops::xattr_names_fd(root) {
-        Ok(names) => names.iter().all(|n| n.starts_with(b"security.")),
-        Err(e) => e.raw_os_error() == Some(libc::ENOTSUP),
-    }
-}
-
-/// Gives `f`, a file just created in a clean directory (so without xattrs but perhaps a
-/// `security.*` label), the extended attributes `want`.
-fn set_new_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
-    use std::ffi::OsStr;
-    use std::os::unix::ffi::OsStrExt;
-    for (name, value) in want {
-        let name = OsStr::from_bytes(name);
-        if name.as_bytes().starts_with(b"security.")
-            && f.get_xattr(name)?.as_deref() == Some(value.as_slice())
-        {
-            continue;
-        }
-        f.set_xattr(name, value)?;
-    }
-    Ok(())
-}
-
-/// Makes `f`'s extended attributes exactly `want` (sorted by name).
-fn set_xattrs(f: &std::fs::File, want: &[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()> {
-    use std::ffi::OsStr;
-    use std::os::unix::ffi::OsStrExt;
-    let have: Vec<_> = match f.list_xattr() {
-        Ok(l) => l.collect(),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) && want.is_empty() => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for n in have {
-        let keep = want.iter().any(|(w, _)| w.as_slice() == n.as_bytes());
-        // Only names restore could have set; security.* (e.g. SELinux labels) stays.
-        if !keep && !n.as_bytes().starts_with(b"security.") {
-            f.remove_xattr(&n)?;
-        }
-    }
-    for (name, value) in want {
-        let name = OsStr::from_bytes(name);
-        if f.get_xattr(name)?.as_deref() != Some(value.as_slice()) {
-            f.set_xattr(name, value)?;
-        }
-    }
-    Ok(())
 }
