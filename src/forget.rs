@@ -43,9 +43,12 @@ const LAYER_BLOB_SIZE: usize = 1 << 20;
 const BATCH: usize = 512;
 
 /// Aborts the process at a named point when `STRATA_TEST_CRASH_AT` names it: crash tests use it to
-/// kill `forget` and `prune` between two steps deterministically. Costs one env lookup per point.
+/// kill `forget` and `prune` between two steps deterministically. Only in builds with the
+/// `test-hooks` feature (which `cargo test` turns on); elsewhere it does nothing.
 pub(crate) fn crash_point(name: &str) {
-    if std::env::var("STRATA_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+    if cfg!(feature = "test-hooks")
+        && std::env::var("STRATA_TEST_CRASH_AT").is_ok_and(|v| v == name)
+    {
         log::error!("Test hook: aborting at {name}");
         std::process::abort();
     }
