@@ -5,11 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
 
-use super::output::{human_size, snapshot_json};
+use super::json::{
+    self, ConsolidateJson, DecisionJson, ForgetJson, PruneJson, RewriteJson, SnapshotJson,
+};
+use super::output::human_size;
 use super::EXIT_OK;
-use crate::forget::{self, ForgetOptions, RewriteStats};
+use crate::forget::{self, ForgetOptions};
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
 use crate::retention::{Policy, Span};
@@ -105,40 +107,6 @@ fn policy(a: &ForgetArgs) -> Option<Policy> {
     (!p.is_empty()).then_some(p)
 }
 
-fn rewrite_json(s: &RewriteStats) -> serde_json::Value {
-    json!({
-        "forgotten": s.forgotten,
-        "merged": s.merged,
-        "materialised": s.materialised,
-        "records_rewritten": s.records_rewritten,
-        "entries_copied": s.entries_copied,
-        "whiteouts_dropped": s.whiteouts_dropped,
-        "entries_deleted": s.entries_deleted,
-        "elapsed_ms": s.elapsed_ms,
-    })
-}
-
-fn prune_json(s: &PruneStats, dry_run: bool) -> serde_json::Value {
-    json!({
-        "dry_run": dry_run,
-        "packs_total": s.packs_total,
-        "packs_deleted": s.packs_deleted,
-        "packs_rewritten": s.packs_rewritten,
-        "packs_written": s.packs_written,
-        "packs_skipped": s.packs_skipped,
-        "records_removed": s.records_removed,
-        "records_copied": s.records_copied,
-        "live_chunks": s.live_chunks,
-        "bytes_before": s.bytes_before,
-        "bytes_after": s.bytes_after,
-        "reclaimed_bytes": s.reclaimed_bytes(),
-        "garbage_bytes_kept": s.garbage_bytes_kept,
-        "orphan_entries": s.orphan_entries,
-        "tmp_packs_removed": s.tmp_packs_removed,
-        "elapsed_ms": s.elapsed_ms,
-    })
-}
-
 fn print_prune_human(s: &PruneStats, dry_run: bool) {
     let (verb, rewrite) = if dry_run {
         ("Would delete", "rewrite")
@@ -203,23 +171,13 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
         None
     };
     if a.json {
-        let list: Vec<_> = decisions
-            .iter()
-            .map(|d| {
-                json!({
-                    "snapshot": snapshot_json(&d.snapshot),
-                    "action": if d.keep { "keep" } else { "remove" },
-                    "reasons": d.reasons,
-                })
-            })
-            .collect();
-        let out = json!({
-            "dry_run": a.dry_run,
-            "decisions": list,
-            "stats": stats.as_ref().map(rewrite_json),
-            "prune": pruned.as_ref().map(|p| prune_json(p, false)),
-        });
-        outln!("{out}");
+        let out = ForgetJson {
+            dry_run: a.dry_run,
+            decisions: decisions.iter().map(DecisionJson::new).collect(),
+            stats: stats.as_ref().map(RewriteJson::new),
+            prune: pruned.as_ref().map(|p| PruneJson::new(p, false)),
+        };
+        outln!("{}", json::line(&out));
         return Ok(EXIT_OK);
     }
     let mut source = None;
@@ -268,7 +226,10 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
     if a.json {
         outln!(
             "{}",
-            json!({"snapshot": snapshot_json(&after), "stats": rewrite_json(&stats)})
+            json::line(&ConsolidateJson {
+                snapshot: SnapshotJson::new(&after),
+                stats: RewriteJson::new(&stats),
+            })
         );
     } else if stats.materialised == 0 {
         outln!("Snapshot {} is already a full layer", after.id.short());
@@ -317,7 +278,7 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
         },
     )?;
     if a.json {
-        outln!("{}", prune_json(&stats, a.dry_run));
+        outln!("{}", json::line(&PruneJson::new(&stats, a.dry_run)));
     } else {
         print_prune_human(&stats, a.dry_run);
     }

@@ -20,6 +20,7 @@ macro_rules! out {
 }
 
 mod check;
+mod json;
 mod lifecycle;
 mod mount;
 mod output;
