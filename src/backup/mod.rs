@@ -55,6 +55,9 @@ pub struct BackupOptions {
     /// Reader/compressor threads; 0 = four per CPU (at least 8), so that the many small, cold reads
     /// of a tree of documents overlap while the CPUs compress.
     pub threads: usize,
+    /// Once committed, consolidate the snapshot into a full when its chain is deeper than this
+    /// many layers, so that reads of it never walk more.
+    pub max_chain: Option<u32>,
     /// Where to report progress.
     pub progress: ProgressHandle,
 }
@@ -248,8 +251,29 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         stats: shared.counters.correct(found.stats, warnings.len() as u64),
         layer_blobs: blobs,
     };
-    let snapshot = commit(repo, writer, snapshot, start)?;
+    let mut snapshot = commit(repo, writer, snapshot, start)?;
+    if let Some(n) = opts.max_chain {
+        enforce_max_chain(repo, &mut snapshot, n)?;
+    }
     Ok(BackupOutcome { snapshot, warnings })
+}
+
+/// Consolidates the committed snapshot `snap` when its chain is deeper than `max_chain`; `snap`
+/// then carries its record as rewritten.
+fn enforce_max_chain(repo: &Arc<Repo>, snap: &mut Snapshot, max_chain: u32) -> Result<()> {
+    if snap.depth <= max_chain {
+        return Ok(());
+    }
+    log::info!(
+        "Snapshot {} has depth {} > --max-chain {max_chain}; consolidating",
+        snap.id.short(),
+        snap.depth
+    );
+    crate::consolidate::consolidate(repo, &snap.id)?;
+    if let Some(s) = repo.snapshot(&snap.id)? {
+        *snap = s;
+    }
+    Ok(())
 }
 
 /// The source directory, absolute and with symlinks resolved.

@@ -11,7 +11,8 @@ use super::json::{
 };
 use super::output::human_size;
 use super::EXIT_OK;
-use crate::forget::{self, ForgetOptions};
+use crate::forget::ForgetOptions;
+use crate::ops::{self, ForgetRunOptions};
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
 use crate::retention::{Policy, Span};
@@ -133,7 +134,7 @@ fn print_prune_human(s: &PruneStats, dry_run: bool) {
 
 /// Runs `strata forget`.
 pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
-    super::with_repo(path, |repo| forget_with(repo, a))
+    ops::writing(path, |repo| forget_with(repo, a))
 }
 
 fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
@@ -147,41 +148,30 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
     for name in &a.snapshots {
         explicit.push(snapshot::find(repo, name, a.source.as_deref())?.id);
     }
-    let decisions = forget::plan(
+    let done = ops::forget_then_prune(
         repo,
         &explicit,
         &ForgetOptions {
             policy,
             source: a.source.clone(),
         },
+        &ForgetRunOptions {
+            dry_run: a.dry_run,
+            prune: a.prune,
+        },
     )?;
-    let remove: Vec<_> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.snapshot.id)
-        .collect();
-    let stats = if a.dry_run {
-        None
-    } else {
-        Some(forget::rewrite(repo, &remove, &[])?)
-    };
-    let pruned = if a.prune && !a.dry_run {
-        Some(prune::prune(repo, &PruneOptions::default())?)
-    } else {
-        None
-    };
     if a.json {
         let out = ForgetJson {
             dry_run: a.dry_run,
-            decisions: decisions.iter().map(DecisionJson::new).collect(),
-            stats: stats.as_ref().map(RewriteJson::new),
-            prune: pruned.as_ref().map(|p| PruneJson::new(p, false)),
+            decisions: done.decisions.iter().map(DecisionJson::new).collect(),
+            stats: done.stats.as_ref().map(RewriteJson::new),
+            prune: done.pruned.as_ref().map(|p| PruneJson::new(p, false)),
         };
         outln!("{}", json::line(&out));
         return Ok(EXIT_OK);
     }
     let mut source = None;
-    for d in &decisions {
+    for d in &done.decisions {
         if source != Some(&d.snapshot.source) {
             outln!("Source {}:", d.snapshot.source);
             source = Some(&d.snapshot.source);
@@ -195,18 +185,18 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
             d.reasons.join(", ")
         );
     }
-    let kept = decisions.iter().filter(|d| d.keep).count();
-    match &stats {
+    let kept = done.decisions.iter().filter(|d| d.keep).count();
+    match &done.stats {
         None => outln!(
             "Would keep {kept} and remove {} snapshot(s) (dry run)",
-            remove.len()
+            done.removed.len()
         ),
         Some(s) => outln!(
             "Removed {} snapshot(s), kept {kept} of those in scope; {} layer(s) merged, {} made full, {} entries copied",
             s.forgotten, s.merged, s.materialised, s.entries_copied
         ),
     }
-    if let Some(p) = &pruned {
+    if let Some(p) = &done.pruned {
         print_prune_human(p, false);
     }
     Ok(EXIT_OK)
@@ -214,7 +204,7 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
 
 /// Runs `strata consolidate`.
 pub fn run_consolidate(path: &Path, a: ConsolidateArgs) -> Result<i32> {
-    super::with_repo(path, |repo| consolidate_with(repo, a))
+    ops::writing(path, |repo| consolidate_with(repo, a))
 }
 
 fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
@@ -243,29 +233,9 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// After a backup: consolidates the new snapshot when its chain is deeper than `max_chain`.
-pub fn enforce_max_chain(
-    repo: &Arc<Repo>,
-    snap: &mut crate::snapshot::Snapshot,
-    max_chain: u32,
-) -> Result<()> {
-    if snap.depth > max_chain {
-        log::info!(
-            "Snapshot {} has depth {} > --max-chain {max_chain}; consolidating",
-            snap.id.short(),
-            snap.depth
-        );
-        crate::consolidate::consolidate(repo, &snap.id)?;
-        if let Some(s) = repo.snapshot(&snap.id)? {
-            *snap = s;
-        }
-    }
-    Ok(())
-}
-
 /// Runs `strata prune`.
 pub fn run_prune(path: &Path, a: PruneArgs) -> Result<i32> {
-    super::with_repo(path, |repo| prune_with(repo, a))
+    ops::writing(path, |repo| prune_with(repo, a))
 }
 
 fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {

@@ -108,7 +108,7 @@ type RunDiff<'a> = dyn FnOnce(&mut diff::Sink<'_>) -> Result<DiffSummary> + 'a;
 
 /// Runs `strata diff`; every error is reported here and becomes exit code 2.
 pub fn diff(path: &std::path::Path, a: DiffArgs) -> i32 {
-    match super::read_only(path, |repo| diff_inner(repo, a)) {
+    match crate::ops::read_only(path, |repo| diff_inner(repo, a)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e}");
