@@ -312,7 +312,7 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
         max_chain: a.max_chain,
         progress: Default::default(),
     };
-    let status = status::StatusLine::start();
+    let status = status::StatusLine::backup();
     let opts = BackupOptions {
         progress: status.progress(),
         ..opts
