@@ -39,26 +39,56 @@ use crate::snapshot::{BackupKind, BackupStats, Snapshot};
 use pipeline::Threads;
 use walker::WalkPlan;
 
-/// What to back up and how.
-#[derive(Clone, Debug, Default)]
+/// What to back up and how. The `strata backup` options are these fields (clap), so the CLI
+/// fills them directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct BackupOptions {
     /// Backup kind; `None` = full when the source has no full yet, else incremental.
+    #[arg(
+        long,
+        value_enum,
+        help = "Layer kind [default: full when the source has no full snapshot yet, else incremental]"
+    )]
     pub kind: Option<BackupKind>,
     /// Labels stored with the snapshot.
+    #[arg(
+        long = "tag",
+        value_name = "TAG",
+        help = "Label the snapshot (repeatable)"
+    )]
     pub tags: Vec<String>,
     /// Glob patterns; a path is skipped when its relative path or its name matches.
+    #[arg(
+        long = "exclude",
+        value_name = "GLOB",
+        help = "Skip paths whose relative path or name matches this glob (repeatable)"
+    )]
     pub excludes: Vec<String>,
     /// Source name to use instead of the absolute path.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "Name of the source [default: the absolute path of SOURCE]"
+    )]
     pub source_name: Option<String>,
     /// Read every file even when its metadata says it is unchanged.
+    #[arg(long, help = "Read every file, even those whose metadata is unchanged")]
     pub rehash: bool,
     /// Reader/compressor threads; 0 = four per CPU (at least 8), so that the many small, cold reads
     /// of a tree of documents overlap while the CPUs compress.
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Reader threads [default: four per CPU, at least 8]"
+    )]
     pub threads: usize,
     /// Once committed, consolidate the snapshot into a full when its chain is deeper than this
     /// many layers, so that reads of it never walk more.
+    #[arg(skip)]
     pub max_chain: Option<u32>,
     /// Where to report progress.
+    #[arg(skip)]
     pub progress: ProgressHandle,
 }
 

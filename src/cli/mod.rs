@@ -40,7 +40,7 @@ use crate::entry::Kind;
 use crate::layers::{join, View};
 use crate::ops;
 use crate::repo::{self, CreateOptions, Repo};
-use crate::snapshot::{self, BackupKind};
+use crate::snapshot;
 use crate::{Error, Result};
 
 /// Exit code when the command succeeded.
@@ -125,27 +125,14 @@ pub struct InitArgs {
 pub struct BackupArgs {
     /// Directory to back up
     pub source: PathBuf,
-    /// Layer kind [default: full when the source has no full snapshot yet, else incremental]
-    #[arg(long, value_enum)]
-    pub kind: Option<BackupKind>,
-    /// Label the snapshot (repeatable)
-    #[arg(long = "tag", value_name = "TAG")]
-    pub tags: Vec<String>,
-    /// Skip paths whose relative path or name matches this glob (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
-    /// Name of the source [default: the absolute path of SOURCE]
-    #[arg(long, value_name = "NAME")]
-    pub source_name: Option<String>,
-    /// Read every file, even those whose metadata is unchanged
-    #[arg(long)]
-    pub rehash: bool,
-    /// Reader threads [default: four per CPU, at least 8]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
+    /// What to back up and how
+    #[command(flatten)]
+    pub options: BackupOptions,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    // Not a flattened `BackupOptions` field, so that help and man pages list it after `--json`,
+    // where it has always been.
     /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_chain: Option<u32>,
@@ -302,20 +289,11 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     } else {
         Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
     };
-    let opts = BackupOptions {
-        kind: a.kind,
-        tags: a.tags,
-        excludes: a.excludes,
-        source_name: a.source_name,
-        rehash: a.rehash,
-        threads: a.threads,
-        max_chain: a.max_chain,
-        progress: Default::default(),
-    };
     let status = status::StatusLine::backup();
     let opts = BackupOptions {
+        max_chain: a.max_chain,
         progress: status.progress(),
-        ..opts
+        ..a.options
     };
     let out = backup::backup(&repo, &a.source, &opts);
     drop(status);
