@@ -23,6 +23,8 @@ pub mod history;
 pub mod id;
 pub mod layers;
 pub mod lookup;
+pub mod memory;
+pub mod ops;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -5,11 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
 
-use super::output::{human_size, snapshot_json};
+use super::json::{
+    self, ConsolidateJson, DecisionJson, ForgetJson, PruneJson, RewriteJson, SnapshotJson,
+};
+use super::output::human_size;
 use super::EXIT_OK;
-use crate::forget::{self, ForgetOptions, RewriteStats};
+use crate::forget::ForgetOptions;
+use crate::ops::{self, ForgetRunOptions};
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
 use crate::retention::{Policy, Span};
@@ -105,40 +108,6 @@ fn policy(a: &ForgetArgs) -> Option<Policy> {
     (!p.is_empty()).then_some(p)
 }
 
-fn rewrite_json(s: &RewriteStats) -> serde_json::Value {
-    json!({
-        "forgotten": s.forgotten,
-        "merged": s.merged,
-        "materialised": s.materialised,
-        "records_rewritten": s.records_rewritten,
-        "entries_copied": s.entries_copied,
-        "whiteouts_dropped": s.whiteouts_dropped,
-        "entries_deleted": s.entries_deleted,
-        "elapsed_ms": s.elapsed_ms,
-    })
-}
-
-fn prune_json(s: &PruneStats, dry_run: bool) -> serde_json::Value {
-    json!({
-        "dry_run": dry_run,
-        "packs_total": s.packs_total,
-        "packs_deleted": s.packs_deleted,
-        "packs_rewritten": s.packs_rewritten,
-        "packs_written": s.packs_written,
-        "packs_skipped": s.packs_skipped,
-        "records_removed": s.records_removed,
-        "records_copied": s.records_copied,
-        "live_chunks": s.live_chunks,
-        "bytes_before": s.bytes_before,
-        "bytes_after": s.bytes_after,
-        "reclaimed_bytes": s.reclaimed_bytes(),
-        "garbage_bytes_kept": s.garbage_bytes_kept,
-        "orphan_entries": s.orphan_entries,
-        "tmp_packs_removed": s.tmp_packs_removed,
-        "elapsed_ms": s.elapsed_ms,
-    })
-}
-
 fn print_prune_human(s: &PruneStats, dry_run: bool) {
     let (verb, rewrite) = if dry_run {
         ("Would delete", "rewrite")
@@ -165,7 +134,7 @@ fn print_prune_human(s: &PruneStats, dry_run: bool) {
 
 /// Runs `strata forget`.
 pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
-    super::with_repo(path, |repo| forget_with(repo, a))
+    ops::writing(path, |repo| forget_with(repo, a))
 }
 
 fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
@@ -179,51 +148,30 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
     for name in &a.snapshots {
         explicit.push(snapshot::find(repo, name, a.source.as_deref())?.id);
     }
-    let decisions = forget::plan(
+    let done = ops::forget_then_prune(
         repo,
         &explicit,
         &ForgetOptions {
             policy,
             source: a.source.clone(),
         },
+        &ForgetRunOptions {
+            dry_run: a.dry_run,
+            prune: a.prune,
+        },
     )?;
-    let remove: Vec<_> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.snapshot.id)
-        .collect();
-    let stats = if a.dry_run {
-        None
-    } else {
-        Some(forget::rewrite(repo, &remove, &[])?)
-    };
-    let pruned = if a.prune && !a.dry_run {
-        Some(prune::prune(repo, &PruneOptions::default())?)
-    } else {
-        None
-    };
     if a.json {
-        let list: Vec<_> = decisions
-            .iter()
-            .map(|d| {
-                json!({
-                    "snapshot": snapshot_json(&d.snapshot),
-                    "action": if d.keep { "keep" } else { "remove" },
-                    "reasons": d.reasons,
-                })
-            })
-            .collect();
-        let out = json!({
-            "dry_run": a.dry_run,
-            "decisions": list,
-            "stats": stats.as_ref().map(rewrite_json),
-            "prune": pruned.as_ref().map(|p| prune_json(p, false)),
-        });
-        outln!("{out}");
+        let out = ForgetJson {
+            dry_run: a.dry_run,
+            decisions: done.decisions.iter().map(DecisionJson::new).collect(),
+            stats: done.stats.as_ref().map(RewriteJson::new),
+            prune: done.pruned.as_ref().map(|p| PruneJson::new(p, false)),
+        };
+        outln!("{}", json::line(&out));
         return Ok(EXIT_OK);
     }
     let mut source = None;
-    for d in &decisions {
+    for d in &done.decisions {
         if source != Some(&d.snapshot.source) {
             outln!("Source {}:", d.snapshot.source);
             source = Some(&d.snapshot.source);
@@ -237,18 +185,18 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
             d.reasons.join(", ")
         );
     }
-    let kept = decisions.iter().filter(|d| d.keep).count();
-    match &stats {
+    let kept = done.decisions.iter().filter(|d| d.keep).count();
+    match &done.stats {
         None => outln!(
             "Would keep {kept} and remove {} snapshot(s) (dry run)",
-            remove.len()
+            done.removed.len()
         ),
         Some(s) => outln!(
             "Removed {} snapshot(s), kept {kept} of those in scope; {} layer(s) merged, {} made full, {} entries copied",
             s.forgotten, s.merged, s.materialised, s.entries_copied
         ),
     }
-    if let Some(p) = &pruned {
+    if let Some(p) = &done.pruned {
         print_prune_human(p, false);
     }
     Ok(EXIT_OK)
@@ -256,7 +204,7 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
 
 /// Runs `strata consolidate`.
 pub fn run_consolidate(path: &Path, a: ConsolidateArgs) -> Result<i32> {
-    super::with_repo(path, |repo| consolidate_with(repo, a))
+    ops::writing(path, |repo| consolidate_with(repo, a))
 }
 
 fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
@@ -268,7 +216,10 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
     if a.json {
         outln!(
             "{}",
-            json!({"snapshot": snapshot_json(&after), "stats": rewrite_json(&stats)})
+            json::line(&ConsolidateJson {
+                snapshot: SnapshotJson::new(&after),
+                stats: RewriteJson::new(&stats),
+            })
         );
     } else if stats.materialised == 0 {
         outln!("Snapshot {} is already a full layer", after.id.short());
@@ -282,29 +233,9 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// After a backup: consolidates the new snapshot when its chain is deeper than `max_chain`.
-pub fn enforce_max_chain(
-    repo: &Arc<Repo>,
-    snap: &mut crate::snapshot::Snapshot,
-    max_chain: u32,
-) -> Result<()> {
-    if snap.depth > max_chain {
-        log::info!(
-            "Snapshot {} has depth {} > --max-chain {max_chain}; consolidating",
-            snap.id.short(),
-            snap.depth
-        );
-        crate::consolidate::consolidate(repo, &snap.id)?;
-        if let Some(s) = repo.snapshot(&snap.id)? {
-            *snap = s;
-        }
-    }
-    Ok(())
-}
-
 /// Runs `strata prune`.
 pub fn run_prune(path: &Path, a: PruneArgs) -> Result<i32> {
-    super::with_repo(path, |repo| prune_with(repo, a))
+    ops::writing(path, |repo| prune_with(repo, a))
 }
 
 fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
@@ -317,7 +248,7 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
         },
     )?;
     if a.json {
-        outln!("{}", prune_json(&stats, a.dry_run));
+        outln!("{}", json::line(&PruneJson::new(&stats, a.dry_run)));
     } else {
         print_prune_human(&stats, a.dry_run);
     }

@@ -20,6 +20,7 @@ macro_rules! out {
 }
 
 mod check;
+mod json;
 mod lifecycle;
 mod mount;
 mod output;
@@ -37,8 +38,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::backup::{self, BackupOptions};
 use crate::entry::Kind;
 use crate::layers::{join, View};
+use crate::ops;
 use crate::repo::{self, CreateOptions, Repo};
-use crate::snapshot::{self, BackupKind};
+use crate::snapshot;
 use crate::{Error, Result};
 
 /// Exit code when the command succeeded.
@@ -123,27 +125,14 @@ pub struct InitArgs {
 pub struct BackupArgs {
     /// Directory to back up
     pub source: PathBuf,
-    /// Layer kind [default: full when the source has no full snapshot yet, else incremental]
-    #[arg(long, value_enum)]
-    pub kind: Option<BackupKind>,
-    /// Label the snapshot (repeatable)
-    #[arg(long = "tag", value_name = "TAG")]
-    pub tags: Vec<String>,
-    /// Skip paths whose relative path or name matches this glob (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
-    /// Name of the source [default: the absolute path of SOURCE]
-    #[arg(long, value_name = "NAME")]
-    pub source_name: Option<String>,
-    /// Read every file, even those whose metadata is unchanged
-    #[arg(long)]
-    pub rehash: bool,
-    /// Reader threads [default: four per CPU, at least 8]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
+    /// What to back up and how
+    #[command(flatten)]
+    pub options: BackupOptions,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    // Not a flattened `BackupOptions` field, so that help and man pages list it after `--json`,
+    // where it has always been.
     /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_chain: Option<u32>,
@@ -198,73 +187,9 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-/// Caps glibc's malloc arenas at 2. Backups and mounts move chunk-sized buffers (64 KiB–1 MiB)
-/// between many threads; with one arena per thread, each keeps freed buffers resident and RSS
-/// drifts far above what is in use (measured on a 2.3 GB backup: 207–211 MB uncapped, 171–197 MB
-/// capped, same wall time; the mount: 404 → 320 MB). Must run before any thread exists.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called first thing in main, before any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Fixes glibc's mmap threshold at 128 KiB. glibc otherwise raises it to the largest buffer freed
-/// so far (up to 32 MiB), after which chunk buffers (64 KiB-1 MiB) come from the heap, fragment it
-/// and stay resident after they are freed; fixed, they are mapped and unmapped, and memory returns
-/// to the system. The mount (256 MiB chunk cache): peak RSS 410 -> 371 MiB. A full backup of the
-/// benchmark data, this setting alone, three runs each: 128-139 MB peak at 1x and 138-162 MB at 2x
-/// (1.02-1.17x run by run), against 136-160 and 174-182 MB without; it costs about 1-3 s more
-/// system time per 2.4 GB (page faults on fresh mappings).
-pub(crate) fn return_freed_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it takes the allocator's own lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Returns freed heap pages to the kernel once a second. Buffers of assorted sizes (chunks of
-/// 64 KiB-1 MiB, sled's pages) leave free holes inside the malloc heaps that glibc keeps resident,
-/// so RSS drifts above what is live, further the longer the process runs: a backup of twice the
-/// benchmark data peaked at 164 MB of live heap against 162 MB at 1x (heaptrack), but at 165-183
-/// MB RSS against 153-157. With this: 143-149 MB at 1x, 158-183 at 2x (five runs each). The
-/// mount's evicted chunk buffers leave the same holes. `malloc_trim` releases whole free pages
-/// anywhere in the heaps (`MADV_DONTNEED`) and costs well under a millisecond per call here.
-pub(crate) fn spawn_heap_trimmer() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    std::thread::Builder::new()
-        .name("strata-trim".into())
-        .spawn(|| loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            if log::log_enabled!(log::Level::Debug) {
-                // SAFETY: mallinfo2 only reads the allocator's counters.
-                let mi = unsafe { libc::mallinfo2() };
-                let rss = std::fs::read_to_string("/proc/self/statm")
-                    .ok()
-                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .map_or(0, |pages| pages * 4096);
-                log::debug!(
-                    "Memory: heap {} MB in use, {} MB free; {} MB mapped buffers; RSS {} MB",
-                    mi.uordblks >> 20,
-                    mi.fordblks >> 20,
-                    mi.hblkhd >> 20,
-                    rss >> 20
-                );
-            }
-            // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        })
-        .map(drop)
-        .unwrap_or_else(|e| log::debug!("No heap trimmer: {e}"));
-}
-
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
-    limit_malloc_arenas();
+    crate::memory::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -332,22 +257,22 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Backup(a) => cmd_backup(&path, cli.repo.is_none(), a),
-        Command::Snapshots(a) => read_only(&path, |repo| {
+        Command::Snapshots(a) => ops::read_only(&path, |repo| {
             output::snapshots(repo, a.source.as_deref(), a.json)?;
             Ok(EXIT_OK)
         }),
-        Command::Ls(a) => read_only(&path, |repo| cmd_ls(repo, a)),
+        Command::Ls(a) => ops::read_only(&path, |repo| cmd_ls(repo, a)),
         Command::Cat(a) => cmd_cat(&path, a),
         Command::Mount(a) => mount::run(&path, a),
         Command::Diff(a) => Ok(query::diff(&path, a)),
-        Command::Find(a) => read_only(&path, |repo| query::find(repo, a)),
-        Command::Log(a) => read_only(&path, |repo| query::log(repo, a)),
+        Command::Find(a) => ops::read_only(&path, |repo| query::find(repo, a)),
+        Command::Log(a) => ops::read_only(&path, |repo| query::log(repo, a)),
         Command::Check(a) => check::run_check(&path, a),
         Command::Repair(a) => check::run_repair(&path, a),
         Command::Forget(a) => lifecycle::run_forget(&path, a),
         Command::Consolidate(a) => lifecycle::run_consolidate(&path, a),
         Command::Prune(a) => lifecycle::run_prune(&path, a),
-        Command::Restore(a) => read_only(&path, |repo| restore::run(repo, a)),
+        Command::Restore(a) => ops::read_only(&path, |repo| restore::run(repo, a)),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)
@@ -355,29 +280,8 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Runs a command that only reads the repository. It has nothing to flush, so sled's shutdown flush
-/// and fsync are skipped. It writes the lookup files before leaving (opening the index removed
-/// them), so the next `cat` need not open the index.
-fn read_only(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
-    let repo = Repo::open(path)?;
-    let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
-    std::mem::forget(repo);
-    r
-}
-
-/// Runs a command that changes the repository, then writes the lookup files (opening the index
-/// removed them); the repository is closed normally (flushed).
-fn with_repo(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<i32>) -> Result<i32> {
-    let repo = Repo::open(path)?;
-    let r = f(&repo);
-    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
-    r
-}
-
 fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
-    return_freed_buffers();
-    spawn_heap_trimmer();
+    crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
     let repo = if default_repo {
@@ -385,29 +289,15 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     } else {
         Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
     };
+    let status = status::StatusLine::backup();
     let opts = BackupOptions {
-        kind: a.kind,
-        tags: a.tags,
-        excludes: a.excludes,
-        source_name: a.source_name,
-        rehash: a.rehash,
-        threads: a.threads,
-        progress: Default::default(),
-    };
-    let status = status::StatusLine::start();
-    let opts = BackupOptions {
+        max_chain: a.max_chain,
         progress: status.progress(),
-        ..opts
+        ..a.options
     };
     let out = backup::backup(&repo, &a.source, &opts);
     drop(status);
-    let out = out.and_then(|mut out| {
-        if let Some(n) = a.max_chain {
-            lifecycle::enforce_max_chain(&repo, &mut out.snapshot, n)?;
-        }
-        Ok(out)
-    });
-    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
+    ops::publish_lookups(&repo, &[]);
     let out = out?;
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
@@ -503,7 +393,7 @@ fn cmd_cat(path: &Path, a: CatArgs) -> Result<i32> {
     let mut chain = Vec::new();
     let r = cat_entry(&repo, repo.snapshots()?, &a, &mut chain)
         .and_then(|entry| cat_write(&entry, &mut |id| repo.read_chunk(id)));
-    crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &chain);
+    ops::publish_lookups(&repo, &chain);
     std::mem::forget(repo);
     r
 }

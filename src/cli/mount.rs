@@ -223,7 +223,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // Opening the index removed the lookup files; written again when the mount ends.
     let publish = {
         let repo = repo.clone();
-        move || crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[])
+        move || crate::ops::publish_lookups(&repo, &[])
     };
     let vfs = Arc::new(Vfs::open(
         repo,
@@ -237,7 +237,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // Only now: sled's start-up allocates and frees hundreds of segment-sized buffers, which
     // with the fixed threshold would each be mapped and faulted in (measured: ready in 150 ms
     // instead of 40 on the benchmark repository, cold).
-    super::return_freed_buffers();
+    crate::memory::return_freed_buffers();
     // `false`: the session ended (unmounted from outside); `true`: a signal asks us to unmount.
     let (tx, rx) = crossbeam_channel::bounded::<bool>(4);
     let (ended_tx, ended_rx) = crossbeam_channel::bounded::<()>(1);
@@ -255,7 +255,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     };
     let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
         .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
-    super::spawn_heap_trimmer();
+    crate::memory::spawn_heap_trimmer();
     // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
     crate::fuse::tune_readahead(&mp, 4096);
     let sig_tx = tx;

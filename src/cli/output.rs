@@ -3,8 +3,7 @@
 
 use std::io::Write;
 
-use serde_json::json;
-
+use super::json::{self, BackupJson, LsEntryJson, PathJson, SnapshotJson};
 use crate::backup::BackupOutcome;
 use crate::entry::{Entry, Kind};
 use crate::repo::Repo;
@@ -19,50 +18,13 @@ pub struct LsFormat {
     pub json: bool,
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// JSON for one path: `path` is lossy UTF-8; `path_hex` carries the exact bytes when they are not
-/// valid UTF-8.
+/// valid UTF-8. For objects still built by hand (`check`, `repair`).
 pub(super) fn path_json(path: &[u8]) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("path".into(), json!(lossy(path)));
-    if std::str::from_utf8(path).is_err() {
-        let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
-        m.insert("path_hex".into(), json!(hex));
+    match serde_json::to_value(PathJson::new(path)) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => unreachable!("a path is an object"),
     }
-    m
-}
-
-/// Snapshot as JSON (documented in README.md).
-pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
-    json!({
-        "id": s.id.to_string(),
-        "short_id": s.id.short(),
-        "time": s.time_rfc3339(),
-        "time_ns": s.time_ns,
-        "kind": s.kind.name(),
-        "parent": s.parent.map(|p| p.to_string()),
-        "depth": s.depth,
-        "source": s.source,
-        "host": s.host,
-        "tags": s.tags,
-        "files": s.stats.files,
-        "dirs": s.stats.dirs,
-        "size": s.stats.total_bytes,
-        "stats": {
-            "layer_entries": s.stats.layer_entries,
-            "deleted": s.stats.deleted,
-            "files_read": s.stats.files_read,
-            "read_bytes": s.stats.read_bytes,
-            "new_chunks": s.stats.new_chunks,
-            "new_bytes": s.stats.new_bytes,
-            "stored_bytes": s.stats.stored_bytes,
-            "warnings": s.stats.warnings,
-            "elapsed_ms": s.stats.elapsed_ms,
-        }
-    })
 }
 
 /// Binary-prefixed human size, e.g. `1.5 GiB`.
@@ -91,8 +53,8 @@ pub fn snapshots(repo: &Repo, source: Option<&str>, as_json: bool) -> Result<()>
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let r = if as_json {
-        let v: Vec<_> = list.iter().map(snapshot_json).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))
+        let v: Vec<_> = list.iter().map(SnapshotJson::new).collect();
+        writeln!(out, "{}", json::pretty(&v))
     } else {
         (|| {
             writeln!(
@@ -170,28 +132,7 @@ fn mode_string(e: &Entry) -> String {
 /// One `ls` line (or JSON object).
 pub fn ls_entry(out: &mut dyn Write, path: &[u8], e: &Entry, f: &LsFormat) -> std::io::Result<()> {
     if f.json {
-        let mut m = path_json(path);
-        m.insert("type".into(), json!(e.kind.name()));
-        m.insert("mode".into(), json!(format!("{:04o}", e.mode)));
-        m.insert("uid".into(), json!(e.uid));
-        m.insert("gid".into(), json!(e.gid));
-        m.insert("size".into(), json!(e.size));
-        m.insert("mtime".into(), json!(crate::time::rfc3339(e.mtime_ns)));
-        m.insert("mtime_ns".into(), json!(e.mtime_ns));
-        if e.kind == Kind::Symlink {
-            m.insert("target".into(), json!(lossy(&e.target)));
-        }
-        if e.kind == Kind::File {
-            m.insert("stored_size".into(), json!(e.stored_size()));
-            m.insert("chunks".into(), json!(e.chunks.len()));
-        }
-        if matches!(e.kind, Kind::CharDev | Kind::BlockDev) {
-            m.insert("rdev".into(), json!(e.rdev));
-        }
-        if e.nlink > 1 {
-            m.insert("nlink".into(), json!(e.nlink));
-        }
-        return writeln!(out, "{}", serde_json::Value::Object(m));
+        return writeln!(out, "{}", json::line(&LsEntryJson::new(path, e)));
     }
     if f.long {
         write!(
@@ -216,9 +157,11 @@ pub fn ls_entry(out: &mut dyn Write, path: &[u8], e: &Entry, f: &LsFormat) -> st
 pub fn backup_result(out: &BackupOutcome, as_json: bool) {
     let s = &out.snapshot;
     if as_json {
-        let mut v = snapshot_json(s);
-        v["warnings"] = json!(out.warnings);
-        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        let v = BackupJson {
+            snapshot: SnapshotJson::new(s),
+            warnings: &out.warnings,
+        };
+        outln!("{}", json::pretty(&v));
         return;
     }
     outln!(

@@ -9,16 +9,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::{json, Value};
 
-use super::output::{human_size, path_json};
+use super::json::{
+    self, DiffHeadJson, DiffItemJson, DiffSideJson, DiffSummaryJson, FindJson, FindMatchJson,
+    FindStatsJson, LogJson, LogSourceJson, PathJson, SnapRefJson,
+};
+use super::output::human_size;
 use super::{path_bytes, EXIT_DIFFERENCES, EXIT_OK, EXIT_TROUBLE};
 use crate::diff::{self, Change, DiffItem, DiffOptions, DiffSummary, Method};
 use crate::entry::{Entry, Kind};
 use crate::history::{self, Bound, Event, FindOptions, Pattern, Step};
 use crate::layers::View;
 use crate::repo::Repo;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot;
 use crate::{Error, Result};
 
 /// `strata diff`
@@ -98,36 +101,6 @@ fn short_hash(e: &Entry) -> String {
     history::content_hash(e).map_or_else(|| "-".into(), |h| h[..12].to_string())
 }
 
-/// The fields of an entry that history and diff output show.
-fn entry_json(e: &Entry) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("type".into(), json!(e.kind.name()));
-    m.insert("size".into(), json!(e.size));
-    m.insert("mode".into(), json!(format!("{:04o}", e.mode)));
-    m.insert("uid".into(), json!(e.uid));
-    m.insert("gid".into(), json!(e.gid));
-    m.insert("mtime".into(), json!(crate::time::rfc3339(e.mtime_ns)));
-    m.insert("mtime_ns".into(), json!(e.mtime_ns));
-    m.insert("hash".into(), json!(history::content_hash(e)));
-    if e.kind == Kind::Symlink {
-        m.insert(
-            "target".into(),
-            json!(String::from_utf8_lossy(&e.target).into_owned()),
-        );
-    }
-    Value::Object(m)
-}
-
-fn snap_ref(s: &Snapshot) -> Value {
-    json!({
-        "id": s.id.to_string(),
-        "short_id": s.id.short(),
-        "time": s.time_rfc3339(),
-        "kind": s.kind.name(),
-        "source": s.source,
-    })
-}
-
 // ----- diff -----
 
 /// One of the two diff runs, given where to send the differences.
@@ -135,7 +108,7 @@ type RunDiff<'a> = dyn FnOnce(&mut diff::Sink<'_>) -> Result<DiffSummary> + 'a;
 
 /// Runs `strata diff`; every error is reported here and becomes exit code 2.
 pub fn diff(path: &std::path::Path, a: DiffArgs) -> i32 {
-    match super::read_only(path, |repo| diff_inner(repo, a)) {
+    match crate::ops::read_only(path, |repo| diff_inner(repo, a)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e}");
@@ -163,10 +136,12 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let new_json;
+    let new_side;
     let run: Box<RunDiff<'_>> = match &a.live {
         Some(dir) => {
-            new_json = json!({ "live": dir.display().to_string() });
+            new_side = DiffSideJson::Live {
+                live: dir.display().to_string(),
+            };
             let dir = dir.clone();
             let va = &va;
             let opts = opts.clone();
@@ -177,7 +152,7 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
                 Error::InvalidArgument("Give a second snapshot or --live DIR".into())
             })?;
             let new = snapshot::find(repo, name, a.source.as_deref())?;
-            new_json = snap_ref(&new);
+            new_side = DiffSideJson::Snapshot(SnapRefJson::new(&new));
             let vb = View::open(repo, &new.id)?;
             let va = &va;
             let opts = opts.clone();
@@ -187,17 +162,14 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     let json_mode = a.json;
     let mut first = true;
     if json_mode {
-        let mut head = serde_json::Map::new();
-        head.insert("old".into(), snap_ref(&old));
-        head.insert("new".into(), new_json);
-        head.insert(
-            "path".into(),
-            json!(opts
+        let head = json::line(&DiffHeadJson {
+            old: SnapRefJson::new(&old),
+            new: new_side,
+            path: opts
                 .path
                 .as_deref()
-                .map(|p| String::from_utf8_lossy(p).into_owned())),
-        );
-        let head = serde_json::to_string(&Value::Object(head)).expect("json");
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        });
         // Stream: the object's opening fields, then the changes one by one.
         write!(out, "{},\"changes\":[", &head[..head.len() - 1]).map_err(stdout_err)?;
     }
@@ -205,7 +177,7 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
         if json_mode {
             let sep = if first { "\n" } else { ",\n" };
             first = false;
-            write!(out, "{sep}{}", diff_item_json(&item)).map_err(stdout_err)
+            write!(out, "{sep}{}", json::line(&DiffItemJson::new(&item))).map_err(stdout_err)
         } else {
             diff_item_line(&mut out, &item).map_err(stdout_err)
         }
@@ -216,7 +188,11 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
         Err(e) => return Err(e),
     };
     let r = if json_mode {
-        writeln!(out, "\n],\"summary\":{}}}", summary_json(&summary))
+        writeln!(
+            out,
+            "\n],\"summary\":{}}}",
+            json::line(&DiffSummaryJson::new(&summary))
+        )
     } else {
         writeln!(out, "{}", summary_line(&summary))
     };
@@ -270,48 +246,6 @@ fn diff_item_line(out: &mut dyn Write, item: &DiffItem) -> std::io::Result<()> {
     writeln!(out)
 }
 
-fn diff_item_json(item: &DiffItem) -> Value {
-    let mut m = path_json(&item.path);
-    m.insert("change".into(), json!(item.change.name()));
-    if item.change == Change::Modified {
-        m.insert(
-            "fields".into(),
-            json!(item.fields.iter().map(|f| f.name()).collect::<Vec<_>>()),
-        );
-        m.insert("metadata_only".into(), json!(item.metadata_only()));
-    }
-    m.insert(
-        "old".into(),
-        item.old.as_ref().map_or(Value::Null, entry_json),
-    );
-    m.insert(
-        "new".into(),
-        item.new.as_ref().map_or(Value::Null, entry_json),
-    );
-    Value::Object(m)
-}
-
-fn summary_json(s: &DiffSummary) -> Value {
-    let (method, layers) = match &s.method {
-        Method::Layers(l) => ("layers", l.iter().map(|i| i.to_string()).collect()),
-        Method::FullWalk => ("full_walk", Vec::new()),
-        Method::Live => ("live", Vec::new()),
-    };
-    json!({
-        "added": s.added,
-        "removed": s.removed,
-        "modified": s.content_modified + s.metadata_modified,
-        "content_modified": s.content_modified,
-        "metadata_modified": s.metadata_modified,
-        "type_changed": s.type_changed,
-        "total": s.total(),
-        "paths_examined": s.paths_examined,
-        "files_read": s.files_read,
-        "method": method,
-        "layers": layers,
-    })
-}
-
 fn summary_line(s: &DiffSummary) -> String {
     let how = match &s.method {
         Method::Layers(l) => format!("{} layer(s) in between", l.len()),
@@ -354,36 +288,15 @@ pub fn find(repo: &Arc<Repo>, a: FindArgs) -> Result<i32> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let r = (|| -> std::io::Result<()> {
         if a.json {
-            let list: Vec<Value> = matches
-                .iter()
-                .map(|m| {
-                    let mut o = path_json(&m.path);
-                    let hits: Vec<Value> = m
-                        .hits
-                        .iter()
-                        .map(|(s, e)| {
-                            let mut v = snap_ref(s);
-                            let ej = entry_json(e);
-                            for (k, x) in ej.as_object().unwrap() {
-                                v[k] = x.clone();
-                            }
-                            v
-                        })
-                        .collect();
-                    o.insert("snapshots".into(), json!(hits));
-                    Value::Object(o)
-                })
-                .collect();
-            let v = json!({
-                "pattern": a.pattern,
-                "matches": list,
-                "stats": {
-                    "snapshots": stats.snapshots,
-                    "layers_scanned": stats.layers_scanned,
-                    "entries_scanned": stats.entries_scanned,
-                }
-            });
-            writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
+            let v = FindJson {
+                pattern: &a.pattern,
+                matches: matches
+                    .iter()
+                    .map(|m| FindMatchJson::new(&m.path, &m.hits))
+                    .collect(),
+                stats: FindStatsJson::new(&stats),
+            };
+            writeln!(out, "{}", json::pretty(&v))?;
         } else {
             for m in &matches {
                 out.write_all(&m.path)?;
@@ -444,23 +357,14 @@ pub fn log(repo: &Arc<Repo>, a: LogArgs) -> Result<i32> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let r = (|| -> std::io::Result<()> {
         if a.json {
-            let sources: Vec<Value> = histories
-                .iter()
-                .map(|(src, steps)| {
-                    json!({
-                        "source": src,
-                        "versions": steps.iter().filter(|s| s.entry.is_some()).count(),
-                        "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            let mut v = path_json(&path);
-            v.insert("sources".into(), json!(sources));
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&Value::Object(v)).expect("json")
-            )?;
+            let v = LogJson {
+                path: PathJson::new(&path),
+                sources: histories
+                    .iter()
+                    .map(|(src, steps)| LogSourceJson::new(src, steps))
+                    .collect(),
+            };
+            writeln!(out, "{}", json::pretty(&v))?;
         } else {
             for (src, steps) in &histories {
                 let versions = steps.iter().filter(|s| s.entry.is_some()).count();
@@ -477,25 +381,6 @@ pub fn log(repo: &Arc<Repo>, a: LogArgs) -> Result<i32> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(stdout_err(e)),
         _ => Ok(EXIT_OK),
     }
-}
-
-fn step_json(s: &Step) -> Value {
-    let mut v = json!({
-        "event": s.event.name(),
-        "snapshot": s.first.id.to_string(),
-        "short_id": s.first.id.short(),
-        "time": s.first.time_rfc3339(),
-        "kind": s.first.kind.name(),
-        "last_snapshot": s.last.to_string(),
-        "snapshots": s.snapshots,
-        "layer": s.layer.map(|l| l.to_string()),
-    });
-    if let Some(e) = &s.entry {
-        for (k, x) in entry_json(e).as_object().unwrap() {
-            v[k] = x.clone();
-        }
-    }
-    v
 }
 
 fn step_line(out: &mut dyn Write, s: &Step) -> std::io::Result<()> {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
 
-use super::output::{human_size, path_json};
+use super::json::{self, RestoreJson};
+use super::output::human_size;
 use super::{path_bytes, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
 use crate::layers::View;
 use crate::progress::NoProgress;
@@ -113,49 +113,13 @@ pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
     })
 }
 
-fn with_path(path: &[u8], fields: serde_json::Value) -> serde_json::Value {
-    let mut m = path_json(path);
-    if let serde_json::Value::Object(f) = fields {
-        m.extend(f);
-    }
-    serde_json::Value::Object(m)
-}
-
 fn print_json(id: &str, target: &Path, dry_run: bool, s: &RestoreStats) -> std::io::Result<()> {
-    let v = json!({
-        "snapshot": id,
-        "target": target.to_string_lossy(),
-        "dry_run": dry_run,
-        "files": s.files,
-        "dirs": s.dirs,
-        "symlinks": s.symlinks,
-        "hardlinks": s.hardlinks,
-        "specials": s.specials,
-        "replaced": s.replaced,
-        "unchanged": s.unchanged,
-        "deleted": s.deleted,
-        "stale_temp_removed": s.stale_temp_removed,
-        "written_bytes": s.written_bytes,
-        "chunks_read": s.chunks_read,
-        "verified_files": s.verified_files,
-        "owners_skipped": s.owners_skipped,
-        "specials_skipped": s.specials_skipped,
-        "elapsed_ms": s.elapsed_ms,
-        "conflicts": s.conflicts.iter().map(|c| with_path(&c.path, json!({
-            "existing": c.existing,
-            "snapshot": c.snapshot,
-            "would": c.would,
-        }))).collect::<Vec<_>>(),
-        "problems": s.problems.iter().map(|p| with_path(&p.path, json!({
-            "kind": match p.kind { ProblemKind::Unsafe => "unsafe", ProblemKind::Error => "error" },
-            "message": p.message,
-        }))).collect::<Vec<_>>(),
-        "actions": s.actions.iter().map(|a| with_path(&a.path, json!({
-            "action": a.action,
-        }))).collect::<Vec<_>>(),
-    });
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))
+    writeln!(
+        out,
+        "{}",
+        json::pretty(&RestoreJson::new(id, target, dry_run, s))
+    )
 }
 
 fn print_human(id: &str, target: &Path, dry_run: bool, s: &RestoreStats) -> std::io::Result<()> {

@@ -1,0 +1,435 @@
+//! The backup command: walk a source tree, compare it with the parent snapshot's view, read what
+//! changed, and commit a new layer.
+//!
+//! Threads: walker threads (`walker`) list the source and compare it with the parent view, and hand
+//! files that must be read to a pool of readers (`reader`), which read, chunk, hash and compress;
+//! one writer thread appends to packs and one layer thread stores entries (`pipeline`). Every
+//! channel is bounded, so memory does not grow with the data.
+//!
+//! Commit order: packs fsynced → their index entries → layer entries → snapshot record (one sled
+//! insert, the commit point) → flush. A backup killed at any moment leaves no visible snapshot;
+//! packs already finished stay indexed and are reused by the next backup.
+
+mod pipeline;
+mod reader;
+mod walker;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::budget::Budget;
+use crate::compress;
+use crate::entry::Entry;
+use crate::error::{Error, IoContext, Result};
+use crate::fsmeta;
+use crate::id::{ChunkId, SnapshotId};
+use crate::layers::View;
+use crate::progress::ProgressHandle;
+use crate::repo::keys;
+use crate::repo::pack::RecordType;
+use crate::repo::writer::PackWriter;
+use crate::repo::Repo;
+use crate::snapshot::{BackupKind, BackupStats, Snapshot};
+use pipeline::Threads;
+use walker::WalkPlan;
+
+/// What to back up and how. The `strata backup` options are these fields (clap), so the CLI
+/// fills them directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BackupOptions {
+    /// Backup kind; `None` = full when the source has no full yet, else incremental.
+    #[arg(
+        long,
+        value_enum,
+        help = "Layer kind [default: full when the source has no full snapshot yet, else incremental]"
+    )]
+    pub kind: Option<BackupKind>,
+    /// Labels stored with the snapshot.
+    #[arg(
+        long = "tag",
+        value_name = "TAG",
+        help = "Label the snapshot (repeatable)"
+    )]
+    pub tags: Vec<String>,
+    /// Glob patterns; a path is skipped when its relative path or its name matches.
+    #[arg(
+        long = "exclude",
+        value_name = "GLOB",
+        help = "Skip paths whose relative path or name matches this glob (repeatable)"
+    )]
+    pub excludes: Vec<String>,
+    /// Source name to use instead of the absolute path.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "Name of the source [default: the absolute path of SOURCE]"
+    )]
+    pub source_name: Option<String>,
+    /// Read every file even when its metadata says it is unchanged.
+    #[arg(long, help = "Read every file, even those whose metadata is unchanged")]
+    pub rehash: bool,
+    /// Reader/compressor threads; 0 = four per CPU (at least 8), so that the many small, cold reads
+    /// of a tree of documents overlap while the CPUs compress.
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Reader threads [default: four per CPU, at least 8]"
+    )]
+    pub threads: usize,
+    /// Once committed, consolidate the snapshot into a full when its chain is deeper than this
+    /// many layers, so that reads of it never walk more.
+    #[arg(skip)]
+    pub max_chain: Option<u32>,
+    /// Where to report progress.
+    #[arg(skip)]
+    pub progress: ProgressHandle,
+}
+
+/// A committed backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's record.
+    pub snapshot: Snapshot,
+    /// Human-readable warnings (unreadable, vanished, or changing files).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_read: AtomicU64,
+    read_bytes: AtomicU64,
+    layer_entries: AtomicU64,
+    /// Files the walk counted that did not make it into the layer (unreadable, vanished): the
+    /// snapshot's figures describe what it holds, so these come off them.
+    skipped_files: AtomicU64,
+    skipped_bytes: AtomicU64,
+    /// Size changes between the walk's lstat and the reader's final read (a file that grew or
+    /// shrank while it was read is stored as last read).
+    size_delta: AtomicI64,
+    /// Whiteouts readers wrote for files of the parent that are gone or could not be read.
+    reader_whiteouts: AtomicU64,
+}
+
+impl Counters {
+    fn skipped(&self, walked_size: u64) {
+        self.skipped_files.fetch_add(1, Ordering::Relaxed);
+        self.skipped_bytes.fetch_add(walked_size, Ordering::Relaxed);
+    }
+
+    /// The snapshot's figures: the walk's, corrected by what the readers found, plus their own.
+    fn correct(&self, walked: BackupStats, warnings: u64) -> BackupStats {
+        let mut stats = walked;
+        stats.files = stats
+            .files
+            .saturating_sub(self.skipped_files.load(Ordering::Relaxed));
+        stats.total_bytes = stats
+            .total_bytes
+            .saturating_sub(self.skipped_bytes.load(Ordering::Relaxed))
+            .saturating_add_signed(self.size_delta.load(Ordering::Relaxed));
+        stats.deleted += self.reader_whiteouts.load(Ordering::Relaxed);
+        stats.files_read = self.files_read.load(Ordering::Relaxed);
+        stats.read_bytes = self.read_bytes.load(Ordering::Relaxed);
+        stats.layer_entries = self.layer_entries.load(Ordering::Relaxed);
+        stats.warnings = warnings;
+        stats
+    }
+}
+
+struct Shared {
+    repo: Arc<Repo>,
+    level: i32,
+    in_flight: Arc<Mutex<HashSet<ChunkId>>>,
+    warnings: Mutex<Vec<String>>,
+    counters: Counters,
+    /// Entries of hard-linked files already read, by source inode.
+    links: Mutex<HashMap<u64, Entry>>,
+    progress: ProgressHandle,
+    /// Chunk payloads between the readers and the pack writer, by bytes.
+    payloads: Budget,
+}
+
+/// Bytes of chunk payloads (compressed or raw) that may wait for the pack writer: enough to keep
+/// it busy through a pack's fsync, small next to the fixed part of a backup's memory.
+const PAYLOAD_BUDGET: u64 = 16 << 20;
+
+impl Shared {
+    fn warn(&self, msg: String) {
+        log::warn!("{msg}");
+        self.warnings.lock().unwrap().push(msg);
+    }
+}
+
+fn new_snapshot_id(time_ns: i64, host: &str, source: &str) -> Result<SnapshotId> {
+    let mut rnd = [0u8; 16];
+    getrandom::fill(&mut rnd).map_err(|e| Error::Io {
+        context: "Reading random bytes for a snapshot id from",
+        path: "the system's random source".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut h = blake3::Hasher::new();
+    h.update(&time_ns.to_le_bytes());
+    h.update(host.as_bytes());
+    h.update(source.as_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&rnd);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    Ok(SnapshotId(id))
+}
+
+/// The matcher for `--exclude` patterns, shared with `diff --live` so both skip the same paths.
+/// A pattern matches a path relative to the source or a single name (see [`is_excluded`]).
+pub(crate) fn build_excludes(patterns: &[String]) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let g = globset::Glob::new(p.trim_end_matches('/'))
+            .map_err(|e| Error::InvalidArgument(format!("Bad --exclude pattern {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map_err(|e| Error::InvalidArgument(format!("Bad --exclude patterns: {e}")))
+}
+
+/// Whether `rel` (relative to the source root; its last component is `name`) is excluded.
+pub(crate) fn is_excluded(excludes: &globset::GlobSet, rel: &[u8], name: &[u8]) -> bool {
+    !excludes.is_empty()
+        && (excludes.is_match(std::ffi::OsStr::from_bytes(rel))
+            || excludes.is_match(std::ffi::OsStr::from_bytes(name)))
+}
+
+/// Backs up `source` into `repo` and commits a snapshot.
+pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let source = resolve_source(source)?;
+    let source_name = opts
+        .source_name
+        .clone()
+        .unwrap_or_else(|| source.to_string_lossy().into_owned());
+    let excludes = build_excludes(&opts.excludes)?;
+    let (kind, parent) = choose_parent(repo, &source_name, opts.kind)?;
+    let parent_view = parent
+        .as_ref()
+        .map(|p| View::open(repo, &p.id))
+        .transpose()?;
+
+    let removed = repo.packs().remove_unfinished()?;
+    if removed > 0 {
+        log::info!("Removed {removed} unfinished pack(s) of an interrupted backup");
+    }
+    if repo.dictionary().is_none() && repo.compression() > 0 {
+        if let Some(dict) = sample_dictionary(&source, &excludes) {
+            repo.install_dictionary(dict)?;
+        }
+    }
+
+    let time_ns = crate::time::now_ns();
+    let host = fsmeta::hostname();
+    let id = new_snapshot_id(time_ns, &host, &source_name)?;
+    let shared = Arc::new(Shared {
+        repo: repo.clone(),
+        level: repo.compression(),
+        in_flight: Arc::new(Mutex::new(HashSet::new())),
+        warnings: Mutex::new(Vec::new()),
+        counters: Counters::default(),
+        links: Mutex::new(HashMap::new()),
+        progress: opts.progress.clone(),
+        payloads: Budget::new(PAYLOAD_BUDGET),
+    });
+    let threads = Threads::start(&shared, id, reader_threads(opts.threads));
+
+    let plan = WalkPlan {
+        source: &source,
+        parent: parent_view.as_ref(),
+        full: kind == BackupKind::Full,
+        rehash: opts.rehash,
+        excludes: &excludes,
+        repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
+    };
+    let (walked, found) = walker::walk(&shared, &plan, threads.job_tx.clone(), &threads.layer_tx);
+    let (blobs, writer) = match threads.finish(&shared, walked, found.deferred) {
+        Ok(done) => done,
+        Err(e) => {
+            pipeline::discard_layer(repo, &id);
+            return Err(e);
+        }
+    };
+
+    if kind != BackupKind::Full {
+        let mut batch = sled::Batch::default();
+        for (dir, opaque) in &found.touched {
+            batch.insert(keys::layerdir_key(&id, dir), &[*opaque as u8]);
+        }
+        repo.layerdirs.apply_batch(batch)?;
+    }
+    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap());
+    let snapshot = Snapshot {
+        id,
+        time_ns,
+        host,
+        source: source_name,
+        kind,
+        parent: parent.as_ref().map(|p| p.id),
+        depth: parent.as_ref().map_or(1, |p| p.depth + 1),
+        tags: opts.tags.clone(),
+        stats: shared.counters.correct(found.stats, warnings.len() as u64),
+        layer_blobs: blobs,
+    };
+    let mut snapshot = commit(repo, writer, snapshot, start)?;
+    if let Some(n) = opts.max_chain {
+        enforce_max_chain(repo, &mut snapshot, n)?;
+    }
+    Ok(BackupOutcome { snapshot, warnings })
+}
+
+/// Consolidates the committed snapshot `snap` when its chain is deeper than `max_chain`; `snap`
+/// then carries its record as rewritten.
+fn enforce_max_chain(repo: &Arc<Repo>, snap: &mut Snapshot, max_chain: u32) -> Result<()> {
+    if snap.depth <= max_chain {
+        return Ok(());
+    }
+    log::info!(
+        "Snapshot {} has depth {} > --max-chain {max_chain}; consolidating",
+        snap.id.short(),
+        snap.depth
+    );
+    crate::consolidate::consolidate(repo, &snap.id)?;
+    if let Some(s) = repo.snapshot(&snap.id)? {
+        *snap = s;
+    }
+    Ok(())
+}
+
+/// The source directory, absolute and with symlinks resolved.
+fn resolve_source(source: &Path) -> Result<PathBuf> {
+    let meta = match fs::metadata(source) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::SourceMissing(source.to_path_buf()))
+        }
+        Err(e) => return Err(e).ctx("Reading source", source),
+    };
+    if !meta.is_dir() {
+        return Err(Error::SourceNotDir(source.to_path_buf()));
+    }
+    fs::canonicalize(source).ctx("Resolving source", source)
+}
+
+/// The backup's kind and the snapshot it is taken against: an incremental's parent is the
+/// source's latest snapshot, a differential's its latest full. Without a full, a full is made.
+fn choose_parent(
+    repo: &Repo,
+    source_name: &str,
+    asked: Option<BackupKind>,
+) -> Result<(BackupKind, Option<Snapshot>)> {
+    let history: Vec<Snapshot> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.source == source_name)
+        .collect();
+    let last_full = history.iter().rev().find(|s| s.kind == BackupKind::Full);
+    let kind = asked.unwrap_or(if last_full.is_some() {
+        BackupKind::Incremental
+    } else {
+        BackupKind::Full
+    });
+    let parent = match kind {
+        BackupKind::Full => None,
+        BackupKind::Incremental => history.last(),
+        BackupKind::Differential => last_full,
+    };
+    if kind != BackupKind::Full && parent.is_none() {
+        log::warn!("Source {source_name} has no full snapshot yet; making a full backup");
+        return Ok((BackupKind::Full, None));
+    }
+    Ok((kind, parent.cloned()))
+}
+
+/// Reader/compressor threads for `asked` (0 = the default of [`BackupOptions::threads`]).
+fn reader_threads(asked: usize) -> usize {
+    if asked > 0 {
+        return asked;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+        * 4
+}
+
+/// The commit point: the snapshot record goes into the last pack, the pack is finished, and the
+/// record with the final figures goes into sled, then everything is flushed.
+fn commit(
+    repo: &Repo,
+    mut writer: PackWriter,
+    mut snapshot: Snapshot,
+    start: Instant,
+) -> Result<Snapshot> {
+    // The pack copy of the record is written before the figures of the last pack are known; the
+    // sled record below carries the final ones.
+    writer.add_blob(RecordType::Snapshot, &snapshot.encode())?;
+    let ws = writer.finish()?;
+    snapshot.stats.new_chunks = ws.new_chunks;
+    snapshot.stats.new_bytes = ws.new_bytes;
+    snapshot.stats.stored_bytes = ws.stored_bytes;
+    snapshot.stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    repo.insert_snapshot_record(&snapshot)?;
+    repo.flush()?;
+    log::info!(
+        "Committed snapshot {} ({} entries in layer)",
+        snapshot.id,
+        snapshot.stats.layer_entries
+    );
+    Ok(snapshot)
+}
+
+/// Trains the repository's compression dictionary from up to `DICT_SAMPLES` small files of the
+/// source, found breadth-first (a bounded pre-pass: at most `DICT_SCAN_DIRS` directories).
+fn sample_dictionary(source: &Path, excludes: &globset::GlobSet) -> Option<compress::Dictionary> {
+    const DICT_SAMPLES: usize = 2000;
+    const DICT_SCAN_DIRS: usize = 2000;
+    let mut samples = Vec::new();
+    let mut queue = std::collections::VecDeque::from([source.to_path_buf()]);
+    let mut dirs = 0;
+    while let Some(dir) = queue.pop_front() {
+        dirs += 1;
+        if dirs > DICT_SCAN_DIRS || samples.len() >= DICT_SAMPLES {
+            break;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            if samples.len() >= DICT_SAMPLES {
+                break;
+            }
+            if excludes.is_match(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                queue.push_back(path);
+            } else if meta.is_file() && (64..=16 * 1024).contains(&meta.len()) {
+                if let Ok(data) = fs::read(&path) {
+                    samples.push(data);
+                }
+            }
+        }
+    }
+    let dict = compress::Dictionary::train(&samples);
+    log::debug!(
+        "Dictionary from {} samples: {:?} bytes",
+        samples.len(),
+        dict.as_ref().map(|d| d.bytes.len())
+    );
+    dict
+}
