@@ -1,24 +1,20 @@
 //! `strata check` and `strata repair`: arguments, a progress line, and the human and `--json`
 //! renderings of their reports (JSON documented in README.md, "Checking and repairing").
 
-use std::io::IsTerminal;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use crate::check::{self, CheckOptions, CheckReport, Problem, ProblemKind, Severity};
 use crate::id::SnapshotId;
-use crate::progress::{Progress, ProgressHandle};
 use crate::repair::{self, RepairOptions, RepairReport};
 use crate::repo::Repo;
 use crate::{Error, Result};
 
 use super::output::{human_size, path_json};
+use super::status::StatusLine;
 use super::{EXIT_DAMAGE, EXIT_OK, EXIT_WARNINGS};
 
 /// `strata check`
@@ -97,7 +93,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
-    let status = Status::start("Verifying");
+    let status = StatusLine::data("Verifying");
     let opts = CheckOptions {
         read_data: a.read_data,
         seed: a.seed,
@@ -114,7 +110,7 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     if let Err(e) = crate::lookup::drop_tables(path) {
         log::warn!("Could not remove the lookup tables: {e}");
     } else {
-        crate::lookup::publish_or_warn(&repo, crate::lookup::SMALL_LAYER, &[]);
+        crate::ops::publish_lookups(&repo, &[]);
     }
     // The database is a private copy: nothing to flush, only to delete.
     std::mem::forget(repo);
@@ -149,7 +145,7 @@ fn index_unusable(kind: ProblemKind, e: Error, path: &Path, a: &CheckArgs) -> i3
 
 /// Runs `strata repair`.
 pub fn run_repair(path: &Path, a: RepairArgs) -> Result<i32> {
-    let status = Status::start("Scanning packs");
+    let status = StatusLine::data("Scanning packs");
     let opts = RepairOptions {
         dry_run: a.dry_run,
         read_data: a.read_data,
@@ -452,77 +448,4 @@ fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
         writeln!(out, "After the repair:")?;
         write_check_human(&mut out, None, &r.after)
     })();
-}
-
-/// Progress on stderr (only on a terminal): bytes verified or scanned out of a known total.
-struct Counts {
-    done: AtomicU64,
-    total: AtomicU64,
-    stop: AtomicBool,
-}
-
-impl Progress for Counts {
-    fn data_checked(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-    fn verify_total(&self, bytes: u64) {
-        self.total.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-struct Status {
-    counts: Arc<Counts>,
-    painter: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Status {
-    fn start(label: &'static str) -> Status {
-        let counts = Arc::new(Counts {
-            done: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-        });
-        let tty = std::io::stderr().is_terminal();
-        let painter = tty.then(|| {
-            let c = counts.clone();
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                while !c.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
-                    let (done, total) = (
-                        c.done.load(Ordering::Relaxed),
-                        c.total.load(Ordering::Relaxed),
-                    );
-                    let secs = start.elapsed().as_secs_f64().max(0.001);
-                    let pct = if total > 0 {
-                        100.0 * done as f64 / total as f64
-                    } else {
-                        0.0
-                    };
-                    let _ = write!(
-                        std::io::stderr(),
-                        "\r\x1b[K{label}: {} of {} ({pct:.0}%, {}/s)",
-                        human_size(done),
-                        human_size(total),
-                        human_size((done as f64 / secs) as u64),
-                    );
-                }
-                let _ = write!(std::io::stderr(), "\r\x1b[K");
-            })
-        });
-        Status { counts, painter }
-    }
-
-    fn progress(&self) -> ProgressHandle {
-        ProgressHandle(self.counts.clone())
-    }
-}
-
-impl Drop for Status {
-    fn drop(&mut self) {
-        self.counts.stop.store(true, Ordering::Relaxed);
-        if let Some(p) = self.painter.take() {
-            let _ = p.join();
-        }
-    }
 }

@@ -98,7 +98,6 @@ impl StatusLine {
     }
 
     /// Bytes verified or scanned out of the total announced, after `label` (`check`, `repair`).
-    #[allow(dead_code)]
     pub fn data(label: &'static str) -> StatusLine {
         StatusLine::start(Shape::Data(label))
     }
