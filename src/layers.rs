@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
 use crate::repo::{DirLayer, LayerDirs, Repo};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{BackupKind, Snapshot};
 
 /// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
 /// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
@@ -81,6 +81,69 @@ struct Overlay {
 /// Directories whose overlay a view keeps before it starts over.
 const MAX_OVERLAYS: usize = 4096;
 
+/// Longest parent chain a view follows before calling it a loop (far beyond any real chain).
+const MAX_CHAIN: usize = 100_000;
+
+/// Why a snapshot's parent chain does not reach a full layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainBreak {
+    /// `at` names a parent that is not in the repository.
+    MissingParent { at: SnapshotId, parent: SnapshotId },
+    /// The chain ends in `end`, an incremental or differential without a parent: its layer holds
+    /// only changes, so showing it as a full would show a wrong tree.
+    NoFull { end: SnapshotId, kind: BackupKind },
+    /// The chain is longer than any real chain can be: it loops.
+    Loops,
+}
+
+impl From<ChainBreak> for Error {
+    fn from(b: ChainBreak) -> Error {
+        match b {
+            ChainBreak::MissingParent { at, parent } => {
+                Error::MissingParent(at.to_string(), parent.to_string())
+            }
+            ChainBreak::NoFull { end, kind } => Error::CorruptMetadata(format!(
+                "snapshot chain ends in {} {end}, which is not a full layer",
+                kind.name()
+            )),
+            ChainBreak::Loops => Error::CorruptMetadata("snapshot parent chain loops".into()),
+        }
+    }
+}
+
+/// The one rule for walking a parent chain: the ids from `s` down to the full layer that ends it,
+/// newest first. A full ends the chain whatever its parent field says; a non-full snapshot
+/// without a parent is a [`ChainBreak::NoFull`] (backup and forget never write one: a snapshot
+/// whose base is forgotten is re-parented or made a full, so it can only come from damage). A
+/// chain longer than `limit` layers is a [`ChainBreak::Loops`]. `get` reads a record from
+/// wherever the caller holds them; its errors pass through.
+pub fn chain_of<T, E>(
+    s: &Snapshot,
+    limit: usize,
+    mut get: impl FnMut(&SnapshotId) -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Vec<SnapshotId>, E>
+where
+    T: std::borrow::Borrow<Snapshot>,
+    E: From<ChainBreak>,
+{
+    let mut chain = vec![s.id];
+    let (mut kind, mut parent) = (s.kind, s.parent);
+    while kind != BackupKind::Full {
+        let at = *chain.last().expect("chain starts with s");
+        let Some(pid) = parent else {
+            return Err(ChainBreak::NoFull { end: at, kind }.into());
+        };
+        if chain.len() >= limit.max(1) {
+            return Err(ChainBreak::Loops.into());
+        }
+        let p = get(&pid)?.ok_or(ChainBreak::MissingParent { at, parent: pid })?;
+        let p = p.borrow();
+        (kind, parent) = (p.kind, p.parent);
+        chain.push(pid);
+    }
+    Ok(chain)
+}
+
 /// Joins a relative directory path and a name (`""` is the root).
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
@@ -112,32 +175,23 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
 
 impl<S: LayerStore> View<S> {
     /// Opens the view of a committed snapshot; loads its chain's records and touched-dir sets, not
-    /// its tree.
+    /// its tree. A chain that does not reach a full layer is an error (see [`chain_of`]).
     pub fn open(repo: &Arc<S>, id: &SnapshotId) -> Result<View<S>> {
         let snapshot = repo
             .snapshot(id)?
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
-        let mut chain = Vec::new();
-        let mut cur = snapshot.clone();
-        loop {
-            if cur.ends_chain() {
-                chain.push(Layer {
-                    id: cur.id,
-                    dirs: None,
-                });
-                break;
-            }
+        let ids = chain_of(&snapshot, MAX_CHAIN, |id| repo.snapshot(id))?;
+        let mut chain = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let full = i + 1 == ids.len();
             chain.push(Layer {
-                id: cur.id,
-                dirs: Some(repo.layer_dirs(&cur.id)?),
+                id: *id,
+                dirs: if full {
+                    None
+                } else {
+                    Some(repo.layer_dirs(id)?)
+                },
             });
-            let pid = cur.parent.unwrap();
-            cur = repo
-                .snapshot(&pid)?
-                .ok_or_else(|| Error::MissingParent(cur.id.to_string(), pid.to_string()))?;
-            if chain.len() > 100_000 {
-                return Err(Error::CorruptMetadata("snapshot parent chain loops".into()));
-            }
         }
         Ok(View {
             repo: repo.clone(),
@@ -277,9 +331,10 @@ impl<S: LayerStore> View<S> {
         Ok(entry)
     }
 
-    /// The layers of this view, newest first (the last is a full layer). `diff` uses it to find
-    /// the layers two views do not share: only paths those layers hold can differ.
-    pub fn layer_ids(&self) -> Vec<SnapshotId> {
+    /// The layers of this view, newest first (the last is a full layer), as [`chain_of`] walks
+    /// them. `diff` uses it to find the layers two views do not share: only paths those layers
+    /// hold can differ.
+    pub fn chain(&self) -> Vec<SnapshotId> {
         self.chain.iter().map(|l| l.id).collect()
     }
 
@@ -349,9 +404,24 @@ impl<S: LayerStore> View<S> {
 }
 
 impl View<Repo> {
+    /// [`View::children`] under its former name, for the callers not moved yet.
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+        self.children(dir)
+    }
+
+    /// Every path below directory `dir` (already resolved; not `dir` itself) with its entry,
+    /// depth first, each directory's children sorted by name bytes and listed before the next
+    /// sibling. Streams like [`View::children`]: memory grows with the depth, not the tree.
+    pub fn walk(&self, dir: &[u8]) -> Result<Walk<'_>> {
+        Ok(Walk {
+            view: self,
+            stack: vec![(dir.to_vec(), self.children(dir)?)],
+        })
+    }
+
     /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
     /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn children(&self, dir: &[u8]) -> Result<ListIter> {
         let mut sources = Vec::new();
         for (layer, full) in self.chain_for(dir) {
             let mem = if full {
@@ -500,9 +570,172 @@ impl ListIter {
     }
 }
 
+/// Iterator over a subtree, from [`View::walk`]: (path, entry).
+pub struct Walk<'a> {
+    view: &'a View<Repo>,
+    /// The directories being listed, outermost first, with their paths.
+    stack: Vec<(Vec<u8>, ListIter)>,
+}
+
+impl Walk<'_> {
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
+        while let Some((dir, it)) = self.stack.last_mut() {
+            let Some((name, entry)) = it.step()? else {
+                self.stack.pop();
+                continue;
+            };
+            let path = join(dir, &name);
+            if entry.kind == Kind::Dir {
+                let children = self.view.children(&path)?;
+                self.stack.push((path.clone(), children));
+            }
+            return Ok(Some((path, entry)));
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<(Vec<u8>, Entry)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.step().transpose();
+        if matches!(r, Some(Err(_))) {
+            self.stack.clear();
+        }
+        r
+    }
+}
+
 impl Iterator for ListIter {
     type Item = Result<(Vec<u8>, Entry)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::snap;
+    use std::fs;
+
+    fn record(id: u8, kind: BackupKind, parent: Option<u8>) -> Snapshot {
+        Snapshot {
+            id: SnapshotId([id; 16]),
+            time_ns: id as i64,
+            host: "h".into(),
+            source: "/src".into(),
+            kind,
+            parent: parent.map(|p| SnapshotId([p; 16])),
+            depth: 1,
+            tags: Vec::new(),
+            stats: Default::default(),
+            layer_blobs: Vec::new(),
+        }
+    }
+
+    fn walk_chain(all: &[Snapshot], id: u8) -> std::result::Result<Vec<u8>, ChainBreak> {
+        let by_id: HashMap<SnapshotId, &Snapshot> = all.iter().map(|s| (s.id, s)).collect();
+        let s = by_id[&SnapshotId([id; 16])];
+        chain_of(s, all.len(), |id| Ok(by_id.get(id).copied()))
+            .map(|c| c.iter().map(|id| id.0[0]).collect())
+    }
+
+    #[test]
+    fn a_chain_ends_at_a_full_and_only_there() {
+        use BackupKind::*;
+        let all = [
+            record(1, Full, None),
+            record(2, Incremental, Some(1)),
+            record(3, Differential, Some(1)),
+            record(4, Incremental, Some(2)),
+            // A full's parent field is not followed.
+            record(5, Full, Some(4)),
+            // A parentless incremental breaks its chain rather than standing in for a full.
+            record(6, Incremental, None),
+            record(7, Incremental, Some(6)),
+            record(8, Incremental, Some(9)),
+            record(10, Incremental, Some(11)),
+            record(11, Incremental, Some(10)),
+        ];
+        assert_eq!(walk_chain(&all, 1), Ok(vec![1]));
+        assert_eq!(walk_chain(&all, 4), Ok(vec![4, 2, 1]));
+        assert_eq!(walk_chain(&all, 3), Ok(vec![3, 1]));
+        assert_eq!(walk_chain(&all, 5), Ok(vec![5]));
+        let no_full = ChainBreak::NoFull {
+            end: SnapshotId([6; 16]),
+            kind: Incremental,
+        };
+        assert_eq!(walk_chain(&all, 6), Err(no_full.clone()));
+        assert_eq!(walk_chain(&all, 7), Err(no_full));
+        assert_eq!(
+            walk_chain(&all, 8),
+            Err(ChainBreak::MissingParent {
+                at: SnapshotId([8; 16]),
+                parent: SnapshotId([9; 16]),
+            })
+        );
+        assert_eq!(walk_chain(&all, 10), Err(ChainBreak::Loops));
+        assert!(matches!(
+            Error::from(ChainBreak::Loops),
+            Error::CorruptMetadata(_)
+        ));
+    }
+
+    /// Full {a/x, a/y, b/z, top}; incremental deletes `a/x` and `top`, replaces `b` by a new
+    /// directory (opaque) holding `w`; differential on the full adds `new`.
+    #[test]
+    fn a_view_resolves_chain_lookup_children_and_walk() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::create_dir_all(src.join("b")).unwrap();
+        for f in ["a/x", "a/y", "b/z", "top"] {
+            fs::write(src.join(f), f).unwrap();
+        }
+        let repo = Repo::create(&t.path().join("repo"), &Default::default()).unwrap();
+        let full = snap(&repo, &src, BackupKind::Full);
+        fs::remove_file(src.join("a/x")).unwrap();
+        fs::remove_file(src.join("top")).unwrap();
+        fs::remove_dir_all(src.join("b")).unwrap();
+        let inc_a = snap(&repo, &src, BackupKind::Incremental);
+        fs::create_dir(src.join("b")).unwrap();
+        fs::write(src.join("b/w"), b"w").unwrap();
+        let inc = snap(&repo, &src, BackupKind::Incremental);
+        fs::write(src.join("new"), b"n").unwrap();
+        let diff = snap(&repo, &src, BackupKind::Differential);
+
+        let v = View::open(&repo, &inc.id).unwrap();
+        assert_eq!(v.chain(), [inc.id, inc_a.id, full.id]);
+        assert_eq!(v.lookup(b"a/y").unwrap().kind, Kind::File);
+        assert!(matches!(v.lookup(b"a/x"), Err(Error::PathNotFound { .. })));
+        assert!(matches!(v.lookup(b"b/z"), Err(Error::PathNotFound { .. })));
+        assert!(matches!(
+            v.lookup(b"a/y/q"),
+            Err(Error::NotADirectory { .. })
+        ));
+        let names = |it: ListIter| -> Vec<Vec<u8>> { it.map(|kv| kv.unwrap().0).collect() };
+        assert_eq!(names(v.children(b"").unwrap()), [&b"a"[..], b"b"]);
+        assert_eq!(names(v.children(b"b").unwrap()), [b"w"]);
+        let walked: Vec<Vec<u8>> = v.walk(b"").unwrap().map(|kv| kv.unwrap().0).collect();
+        assert_eq!(walked, [&b"a"[..], b"a/y", b"b", b"b/w"]);
+        assert_eq!(
+            v.lookup_layer(b"b/w").unwrap().map(|(_, l)| l),
+            Some(inc.id)
+        );
+        assert_eq!(
+            v.lookup_layer(b"a/y").unwrap().map(|(_, l)| l),
+            Some(full.id)
+        );
+        assert_eq!(v.stop_layer(b"b"), inc.id);
+        assert_eq!(v.stop_layer(b"a"), full.id);
+
+        let d = View::open(&repo, &diff.id).unwrap();
+        assert_eq!(d.chain(), [diff.id, full.id]);
+        let walked: Vec<Vec<u8>> = d.walk(b"").unwrap().map(|kv| kv.unwrap().0).collect();
+        assert_eq!(walked, [&b"a"[..], b"a/y", b"b", b"b/w", b"new"]);
+        let f = View::open(&repo, &full.id).unwrap();
+        let walked: Vec<Vec<u8>> = f.walk(b"a").unwrap().map(|kv| kv.unwrap().0).collect();
+        assert_eq!(walked, [&b"a/x"[..], b"a/y"]);
     }
 }

@@ -262,7 +262,7 @@ pub fn diff_snapshots(
     sink: &mut Sink<'_>,
 ) -> Result<DiffSummary> {
     let repo = a.repo().clone();
-    let (chain_a, chain_b) = (a.layer_ids(), b.layer_ids());
+    let (chain_a, chain_b) = (a.chain(), b.chain());
     let in_b: HashSet<SnapshotId> = chain_b.iter().copied().collect();
     let common = chain_a.iter().position(|l| in_b.contains(l));
     let scope = match common {

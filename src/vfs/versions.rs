@@ -71,7 +71,7 @@ impl Vfs {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for s in snaps {
-            for l in self.view(&s.id)?.layer_ids() {
+            for l in self.view(&s.id)?.chain() {
                 if seen.insert(l) {
                     out.push(l);
                 }
