@@ -19,7 +19,7 @@ use crate::diff;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::layers::{join, View};
+use crate::layers::{join, Delta, LayerChanges, View};
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 use crate::time::days_from_civil;
@@ -267,10 +267,10 @@ pub fn find(
                 continue;
             }
             let mut set = BTreeSet::new();
-            for kv in crate::layers::layer_entries(repo, id) {
-                let (dir, name, e) = kv?;
+            for kv in LayerChanges::of(repo, id).all() {
+                let (dir, name, d) = kv?;
                 stats.entries_scanned += 1;
-                if name.is_empty() || e.kind == Kind::Whiteout {
+                if name.is_empty() || d == Delta::Deleted {
                     continue;
                 }
                 let path = join(&dir, &name);

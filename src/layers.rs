@@ -6,6 +6,12 @@
 //! directory. Resolution is top-down: a path is looked up inside a directory that was itself
 //! resolved, so a deleted directory hides its whole subtree.
 //!
+//! Everything else asks this module: the parent chain is walked only by [`chain_of`] (a chain
+//! ends at a full; a non-full snapshot without a parent breaks it), a snapshot's tree is read
+//! through [`View`] (`chain`, `lookup`, `children`, `walk`), and what one layer itself changed
+//! through [`LayerChanges`], whose [`Delta`] is the only reading of whiteouts and opaque flags
+//! outside resolution.
+//!
 //! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
 //! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
 //! layer that has nothing in the directory, and usually reads sled once.
@@ -446,16 +452,106 @@ impl View<Repo> {
         Ok(ListIter { sources })
     }
 
-    /// Entries of this snapshot's own layer (what it added, changed or deleted), as
-    /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
+    /// This snapshot's own layer as stored, (dir, name, entry) in key order, whiteouts as
+    /// entries: for format-level checks; readers ask [`View::changes`].
     pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {
         layer_entries(&self.repo, &self.snapshot.id)
     }
+
+    /// What this snapshot's own layer changed relative to its parent's view.
+    pub fn changes(&self) -> LayerChanges<'_> {
+        LayerChanges::of(&self.repo, &self.snapshot.id)
+    }
 }
 
-/// Every entry one layer holds (whiteouts included), as (dir, name, entry) in key order, without
-/// opening a view: `find` scans each distinct layer once this way.
-pub fn layer_entries<'a>(
+/// What one layer recorded for a path: the only reading of whiteouts and opaque flags outside
+/// resolution itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delta {
+    /// Added or changed: the path has this entry from this layer up. A directory marked opaque
+    /// is new in this layer: older layers' children of it are hidden.
+    Set(Entry),
+    /// Deleted (a whiteout): the path, and everything below it, is absent from this layer up.
+    Deleted,
+}
+
+impl Delta {
+    fn of(e: Entry) -> Delta {
+        if e.kind == Kind::Whiteout {
+            Delta::Deleted
+        } else {
+            Delta::Set(e)
+        }
+    }
+
+    /// The entry the layer sets, `None` for a deletion.
+    pub fn entry(self) -> Option<Entry> {
+        match self {
+            Delta::Set(e) => Some(e),
+            Delta::Deleted => None,
+        }
+    }
+
+    /// The entry the layer sets, `None` for a deletion.
+    pub fn as_entry(&self) -> Option<&Entry> {
+        match self {
+            Delta::Set(e) => Some(e),
+            Delta::Deleted => None,
+        }
+    }
+
+    /// Whether the layer cuts the path off from older layers: deleted, or a directory recreated
+    /// (opaque), so what older layers hold below it no longer shows.
+    pub fn hides_older(&self) -> bool {
+        match self {
+            Delta::Deleted => true,
+            Delta::Set(e) => e.kind == Kind::Dir && e.opaque,
+        }
+    }
+}
+
+/// One layer's own record, what it changed relative to its parent's view, read without
+/// resolving anything: what `changes/`, `versions/`, `diff`, `log` and `find` ask.
+pub struct LayerChanges<'a> {
+    repo: &'a Repo,
+    id: SnapshotId,
+}
+
+impl<'a> LayerChanges<'a> {
+    /// The changes layer `id` recorded.
+    pub fn of(repo: &'a Repo, id: &SnapshotId) -> LayerChanges<'a> {
+        LayerChanges { repo, id: *id }
+    }
+
+    /// What the layer recorded for `dir/name` (`""`, `""` is the root), `None` when nothing.
+    pub fn at(&self, dir: &[u8], name: &[u8]) -> Result<Option<Delta>> {
+        Ok(layer_entry(self.repo, &self.id, dir, name)?.map(Delta::of))
+    }
+
+    /// What the layer recorded directly under `dir` (the root's own entry excluded), by name.
+    pub fn under(&self, dir: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Delta)>> + 'a {
+        layer_children(self.repo, &self.id, dir).map(|kv| kv.map(|(n, e)| (n, Delta::of(e))))
+    }
+
+    /// Everything the layer recorded, as (dir, name, delta) in key order.
+    pub fn all(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Delta)>> + 'a {
+        layer_entries(self.repo, &self.id).map(|kv| kv.map(|(d, n, e)| (d, n, Delta::of(e))))
+    }
+
+    /// The directories the layer touched, each with whether it is opaque there (a full layer
+    /// keeps no such set: it touches everything).
+    pub fn dirs(&self) -> Result<Arc<LayerDirs>> {
+        self.repo.layer_dirs(&self.id)
+    }
+
+    /// [`LayerChanges::dirs`] when already in memory, without reading sled.
+    pub fn cached_dirs(&self) -> Option<Arc<LayerDirs>> {
+        self.repo.cached_layer_dirs(&self.id)
+    }
+}
+
+/// Every entry one layer holds (whiteouts included), as (dir, name, entry) in key order.
+fn layer_entries<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
 ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + 'a {
@@ -467,14 +563,8 @@ pub fn layer_entries<'a>(
     })
 }
 
-/// The entry one layer itself holds for `dir/name` (whiteouts included), without looking at any
-/// other layer: what `changes/` shows and what chain-walking callers probe.
-pub fn layer_entry(
-    repo: &Repo,
-    layer: &SnapshotId,
-    dir: &[u8],
-    name: &[u8],
-) -> Result<Option<Entry>> {
+/// The entry one layer itself holds for `dir/name` (whiteouts included).
+fn layer_entry(repo: &Repo, layer: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
     repo.layers
         .get(keys::entry_key(layer, dir, name))?
         .map(|v| Entry::decode(&v))
@@ -483,7 +573,7 @@ pub fn layer_entry(
 
 /// The children one layer itself holds under `dir` (whiteouts included, the root's own entry
 /// excluded), sorted by name.
-pub fn layer_children<'a>(
+fn layer_children<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
     dir: &[u8],
@@ -729,6 +819,28 @@ mod tests {
         );
         assert_eq!(v.stop_layer(b"b"), inc.id);
         assert_eq!(v.stop_layer(b"a"), full.id);
+
+        // What each layer itself changed.
+        let gone = LayerChanges::of(&repo, &inc_a.id);
+        assert_eq!(gone.at(b"a", b"x").unwrap(), Some(Delta::Deleted));
+        assert_eq!(gone.at(b"a", b"y").unwrap(), None);
+        let deleted: Vec<Vec<u8>> = gone
+            .all()
+            .map(|kv| kv.unwrap())
+            .filter(|(_, _, d)| *d == Delta::Deleted)
+            .map(|(dir, name, _)| join(&dir, &name))
+            .collect();
+        // Key order: by directory, then name.
+        assert_eq!(deleted, [&b"b"[..], b"top", b"a/x"]);
+        let back = v.changes();
+        let b = back.at(b"", b"b").unwrap().unwrap();
+        assert!(b.hides_older() && b.as_entry().is_some_and(|e| e.opaque));
+        let under: Vec<(Vec<u8>, bool)> = back
+            .under(b"b")
+            .map(|kv| kv.map(|(n, d)| (n, d.hides_older())).unwrap())
+            .collect();
+        assert_eq!(under, [(b"w".to_vec(), false)]);
+        assert!(back.dirs().unwrap().get(&b"b"[..]) == Some(&true));
 
         let d = View::open(&repo, &diff.id).unwrap();
         assert_eq!(d.chain(), [diff.id, full.id]);

@@ -37,7 +37,7 @@ use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::SnapshotId;
-use crate::layers::{self, join, ChainBreak, View};
+use crate::layers::{self, join, ChainBreak, Delta, LayerChanges, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -657,13 +657,14 @@ impl Vfs {
             // of a long chain of small incrementals, 503 reads (22 ms cold) become one.
             let full = i + 1 == chain.len();
             let skip = !full
-                && self
-                    .repo
-                    .cached_layer_dirs(lid)
+                && LayerChanges::of(&self.repo, lid)
+                    .cached_dirs()
                     .is_some_and(|d| !d.contains_key(b"".as_slice()));
             if !skip {
-                let e = layers::layer_entry(&self.repo, lid, b"", b"").map_err(repo_err(err))?;
-                if let Some(e) = e.filter(|e| e.kind == Kind::Dir) {
+                let d = LayerChanges::of(&self.repo, lid)
+                    .at(b"", b"")
+                    .map_err(repo_err(err))?;
+                if let Some(e) = d.and_then(Delta::entry).filter(|e| e.kind == Kind::Dir) {
                     found = Some(e);
                     break;
                 }
@@ -1044,8 +1045,10 @@ impl Vfs {
     /// An entry of the snapshot's own layer (whiteouts count as absent).
     fn own_entry(&self, snap: &SnapshotId, dir: &[u8], name: &[u8]) -> VfsResult<Option<Entry>> {
         let err = || self.content_path(snap, true, &join(dir, name));
-        let e = crate::layers::layer_entry(&self.repo, snap, dir, name).map_err(repo_err(err))?;
-        Ok(e.filter(|e| e.kind != Kind::Whiteout))
+        let d = LayerChanges::of(&self.repo, snap)
+            .at(dir, name)
+            .map_err(repo_err(err))?;
+        Ok(d.and_then(Delta::entry))
     }
 
     fn synth(&self, snap: &SnapshotId) -> VfsResult<Arc<Synth>> {
@@ -1053,9 +1056,8 @@ impl Vfs {
         if let Some(s) = st.synth.get() {
             return Ok(s.clone());
         }
-        let dirs = self
-            .repo
-            .layer_dirs(snap)
+        let dirs = LayerChanges::of(&self.repo, snap)
+            .dirs()
             .map_err(repo_err(|| self.content_path(snap, true, b"")))?;
         let mut synth = Synth::new();
         for d in dirs.keys() {
@@ -1083,9 +1085,9 @@ impl Vfs {
         let err = || self.content_path(snap, true, b".deleted");
         let mut paths = Vec::new();
         if view.snapshot().kind != BackupKind::Full {
-            for kv in view.own_layer() {
-                let (dir, name, e) = kv.map_err(repo_err(err))?;
-                if e.kind == Kind::Whiteout {
+            for kv in view.changes().all() {
+                let (dir, name, d) = kv.map_err(repo_err(err))?;
+                if d == Delta::Deleted {
                     paths.push(join(&dir, &name));
                 }
             }
@@ -1218,10 +1220,10 @@ impl Vfs {
         } else {
             let synth = self.synth(snap)?;
             let mut extra: BTreeSet<Vec<u8>> = synth.get(path).cloned().unwrap_or_default();
-            for kv in crate::layers::layer_children(&self.repo, snap, path) {
-                let (name, e) = kv.map_err(repo_err(err))?;
+            for kv in LayerChanges::of(&self.repo, snap).under(path) {
+                let (name, d) = kv.map_err(repo_err(err))?;
                 extra.remove(&name);
-                if e.kind != Kind::Whiteout {
+                if let Delta::Set(e) = d {
                     children.push((name, e));
                 }
             }

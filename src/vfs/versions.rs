@@ -28,7 +28,7 @@ use super::{
 use crate::entry::{Entry, Kind};
 use crate::history::{self, Step};
 use crate::id::SnapshotId;
-use crate::layers::join;
+use crate::layers::{join, Delta, LayerChanges};
 use crate::snapshot::Snapshot;
 
 /// Histories kept before the cache starts over.
@@ -103,9 +103,9 @@ impl Vfs {
         let err = || Self::versions_path(source, path);
         let mut names = BTreeSet::new();
         for layer in self.source_layers(&snaps)? {
-            for kv in crate::layers::layer_children(&self.repo, &layer, path) {
-                let (name, e) = kv.map_err(repo_err(err))?;
-                if e.kind != Kind::Whiteout {
+            for kv in LayerChanges::of(&self.repo, &layer).under(path) {
+                let (name, d) = kv.map_err(repo_err(err))?;
+                if d != Delta::Deleted {
                     names.insert(name);
                 }
             }
@@ -126,13 +126,12 @@ impl Vfs {
         let err = || lossy(path);
         let (mut exists, mut non_dir) = (false, false);
         for layer in self.source_layers(snaps)? {
-            if let Some(e) =
-                crate::layers::layer_entry(&self.repo, &layer, dir, name).map_err(repo_err(err))?
-            {
-                if e.kind != Kind::Whiteout {
-                    exists = true;
-                    non_dir |= e.kind != Kind::Dir;
-                }
+            let d = LayerChanges::of(&self.repo, &layer)
+                .at(dir, name)
+                .map_err(repo_err(err))?;
+            if let Some(Delta::Set(e)) = d {
+                exists = true;
+                non_dir |= e.kind != Kind::Dir;
             }
         }
         Ok((exists, non_dir))
