@@ -17,7 +17,10 @@
 //! layer that has nothing in the directory, and usually reads sled once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
 
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
@@ -69,8 +72,9 @@ pub struct View<S: LayerStore = Repo> {
     snapshot: Snapshot,
     /// Newest first; the last is a full layer.
     chain: Vec<Layer>,
-    /// Per visited directory, the upper layers merged (see [`Overlay`]); emptied past a bound.
-    overlays: std::sync::RwLock<HashMap<Vec<u8>, Arc<Overlay>>>,
+    /// Per visited directory, the upper layers merged (see [`Overlay`]); the least recently used
+    /// dropped past a bound.
+    overlays: Mutex<LruCache<Vec<u8>, Arc<Overlay>>>,
 }
 
 /// The upper layers of one directory, merged once per view so that a lookup costs the same at any
@@ -84,8 +88,8 @@ struct Overlay {
     rest: Vec<SnapshotId>,
 }
 
-/// Directories whose overlay a view keeps before it starts over.
-const MAX_OVERLAYS: usize = 4096;
+/// Directories whose overlay a view keeps.
+const MAX_OVERLAYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
 
 /// Longest parent chain a view follows before calling it a loop (far beyond any real chain).
 const MAX_CHAIN: usize = 100_000;
@@ -150,6 +154,12 @@ where
     Ok(chain)
 }
 
+/// Locks a cache: a panic elsewhere while holding it leaves nothing half-updated that a reader
+/// could trust less than a cold cache, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Joins a relative directory path and a name (`""` is the root).
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
@@ -203,7 +213,7 @@ impl<S: LayerStore> View<S> {
             repo: repo.clone(),
             snapshot,
             chain,
-            overlays: Default::default(),
+            overlays: Mutex::new(LruCache::new(MAX_OVERLAYS)),
         })
     }
 
@@ -243,7 +253,7 @@ impl<S: LayerStore> View<S> {
 
     /// The merged upper layers of `dir`, built on first use.
     fn overlay(&self, dir: &[u8]) -> Result<Arc<Overlay>> {
-        if let Some(o) = self.overlays.read().unwrap().get(dir) {
+        if let Some(o) = lock(&self.overlays).get(dir) {
             return Ok(o.clone());
         }
         let mut mem = HashMap::new();
@@ -265,11 +275,7 @@ impl<S: LayerStore> View<S> {
             }
         }
         let o = Arc::new(Overlay { mem, rest });
-        let mut all = self.overlays.write().unwrap();
-        if all.len() >= MAX_OVERLAYS {
-            all.clear();
-        }
-        all.insert(dir.to_vec(), o.clone());
+        lock(&self.overlays).put(dir.to_vec(), o.clone());
         Ok(o)
     }
 

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod ahead;
@@ -32,6 +33,8 @@ pub(crate) mod dirahead;
 mod versions;
 
 pub use cache::{ChunkCache, Keep};
+
+use lru::LruCache;
 
 use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
@@ -465,6 +468,8 @@ struct SeqState {
 const STREAM_SLACK: u64 = 8 << 20;
 /// Reads in a row that make a reader streaming.
 const STREAMING_RUN: u32 = 4;
+/// Files whose sequential-read state is kept; the least recently read is dropped beyond it.
+const SEQ_FILES: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
 
 /// Reads at least this large come from the kernel's readahead of a streaming reader (random and
 /// small reads ask for a few pages): the chunks they only partly cover are kept briefly
@@ -484,7 +489,7 @@ pub struct Vfs {
     inodes: RwLock<Inodes>,
     states: Mutex<HashMap<SnapshotId, Arc<SnapState>>>,
     cache: Arc<ChunkCache>,
-    seq: Mutex<HashMap<u64, SeqState>>,
+    seq: Mutex<LruCache<u64, SeqState>>,
     /// Lookup threads for streaming readers' chunks.
     ahead: ahead::Ahead,
     histories: versions::HistoryCache,
@@ -524,7 +529,7 @@ impl Vfs {
             inodes: RwLock::new(inodes),
             states: Mutex::new(HashMap::new()),
             cache,
-            seq: Mutex::new(HashMap::new()),
+            seq: Mutex::new(LruCache::new(SEQ_FILES)),
             histories: Default::default(),
             dirahead: Default::default(),
         };
@@ -1396,10 +1401,7 @@ impl Vfs {
         let end = offset + len;
         let advise = {
             let mut seq = lock(&self.seq);
-            if seq.len() > 4096 {
-                seq.clear();
-            }
-            let st = seq.entry(ino).or_insert(SeqState {
+            let st = seq.get_or_insert_mut(ino, || SeqState {
                 reached: 0,
                 run: 0,
                 advised: 0,

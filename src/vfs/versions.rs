@@ -19,8 +19,11 @@
 //! and a bounded cache of recent histories ([`HistoryCache`]); nothing grows with the number of
 //! files or snapshots otherwise.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use super::{
     lock, lossy, repo_err, DirItem, Key, Node, SnapList, Vfs, VfsError, VfsResult, VERSIONS_INO,
@@ -31,13 +34,19 @@ use crate::id::SnapshotId;
 use crate::layers::{join, Delta, LayerChanges};
 use crate::snapshot::Snapshot;
 
-/// Histories kept before the cache starts over.
-const MAX_HISTORIES: usize = 256;
+/// Histories kept; beyond this the least recently used is dropped.
+const MAX_HISTORIES: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 
-/// Recent `(source, path, newest snapshot)` → the path's versions. Bounded: cleared when full. The
-/// newest snapshot id in the key makes a refresh that adds snapshots miss instead of going stale.
-#[derive(Default)]
-pub(super) struct HistoryCache(Mutex<HashMap<HistoryKey, Arc<Vec<Version>>>>);
+/// Recent `(source, path, newest snapshot)` → the path's versions. Bounded, least recently used
+/// out first. The newest snapshot id in the key makes a refresh that adds snapshots miss instead
+/// of going stale.
+pub(super) struct HistoryCache(Mutex<LruCache<HistoryKey, Arc<Vec<Version>>>>);
+
+impl Default for HistoryCache {
+    fn default() -> HistoryCache {
+        HistoryCache(Mutex::new(LruCache::new(MAX_HISTORIES)))
+    }
+}
 
 /// (encoded source, path, newest snapshot of the source).
 type HistoryKey = (String, Vec<u8>, SnapshotId);
@@ -185,11 +194,7 @@ impl Vfs {
             }
         }
         let out = Arc::new(out);
-        let mut cache = lock(&self.histories.0);
-        if cache.len() >= MAX_HISTORIES {
-            cache.clear();
-        }
-        cache.insert(key, out.clone());
+        lock(&self.histories.0).put(key, out.clone());
         Ok(out)
     }
 
