@@ -778,6 +778,49 @@ mod tests {
         ));
     }
 
+    /// Records only, no layers: enough to open (or refuse) views.
+    struct Records(HashMap<SnapshotId, Snapshot>);
+
+    impl LayerStore for Records {
+        fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
+            Ok(self.0.get(id).cloned())
+        }
+        fn layer_dirs(&self, _: &SnapshotId) -> Result<Arc<LayerDirs>> {
+            Ok(Arc::default())
+        }
+        fn dir_layer(&self, _: &SnapshotId, _: &[u8]) -> Result<Option<DirLayer>> {
+            Ok(None)
+        }
+        fn entry(&self, _: &SnapshotId, _: &[u8], _: &[u8]) -> Result<Option<Entry>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_view_follows_the_same_chain_rule_as_check() {
+        use BackupKind::*;
+        let all = [
+            record(1, Full, None),
+            record(2, Incremental, Some(1)),
+            record(6, Incremental, None),
+            record(7, Differential, Some(6)),
+            record(8, Incremental, Some(9)),
+        ];
+        let store = Arc::new(Records(all.iter().map(|s| (s.id, s.clone())).collect()));
+        let open = |id: u8| View::open(&store, &SnapshotId([id; 16]));
+        assert_eq!(
+            open(2).unwrap().chain(),
+            [SnapshotId([2; 16]), SnapshotId([1; 16])]
+        );
+        for id in [6, 7] {
+            let Err(Error::CorruptMetadata(msg)) = open(id) else {
+                panic!("a chain ending in a parentless incremental must not open");
+            };
+            assert!(msg.contains("not a full layer"), "{msg}");
+        }
+        assert!(matches!(open(8), Err(Error::MissingParent(..))));
+    }
+
     /// Full {a/x, a/y, b/z, top}; incremental deletes `a/x` and `top`, replaces `b` by a new
     /// directory (opaque) holding `w`; differential on the full adds `new`.
     #[test]
