@@ -475,10 +475,10 @@ impl Walker<'_, '_, '_> {
         } else {
             self.a
         };
-        let children: Vec<(Vec<u8>, Entry)> = view.list(path)?.collect::<Result<_>>()?;
-        for (name, e) in children {
+        for kv in view.walk(path)? {
+            let (p, e) = kv?;
             self.summary.paths_examined += 1;
-            self.one_side(&join(path, &name), e, change)?;
+            self.emit(DiffItem::one_sided(&p, e, change))?;
         }
         Ok(())
     }
