@@ -486,8 +486,8 @@ impl Walker<'_, '_, '_> {
     /// Compares the children of `dir`, a directory on both sides.
     fn dir(&mut self, dir: &[u8], full: bool) -> Result<()> {
         if full || matches!(self.scope, Scope::Full) {
-            let la: Vec<_> = self.a.list(dir)?.collect::<Result<_>>()?;
-            let lb: Vec<_> = self.b.list(dir)?.collect::<Result<_>>()?;
+            let la: Vec<_> = self.a.children(dir)?.collect::<Result<_>>()?;
+            let lb: Vec<_> = self.b.children(dir)?.collect::<Result<_>>()?;
             for (name, (ea, eb)) in merge_sorted(la, lb) {
                 self.summary.paths_examined += 1;
                 self.pair(&join(dir, &name), ea, eb, true)?;

@@ -619,7 +619,7 @@ impl Vfs {
         let err = || self.content_path(snap, changes, path);
         let mut children: Vec<(Vec<u8>, Entry)> = Vec::new();
         if !changes {
-            for kv in self.view(snap)?.list(path).map_err(repo_err(err))? {
+            for kv in self.view(snap)?.children(path).map_err(repo_err(err))? {
                 children.push(kv.map_err(repo_err(err))?);
             }
         } else {
