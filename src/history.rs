@@ -19,9 +19,9 @@ use crate::diff;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::layers::{join, View};
+use crate::layers::{join, Delta, LayerChanges, View};
 use crate::repo::Repo;
-use crate::snapshot::{BackupKind, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::time::days_from_civil;
 
 /// The content hash of a regular file: blake3 over its size (u64 big-endian) followed by, for each
@@ -260,28 +260,17 @@ pub fn find(
     let mut layer_matches: HashMap<SnapshotId, Arc<BTreeSet<Vec<u8>>>> = HashMap::new();
     let mut chains: Vec<Vec<SnapshotId>> = Vec::new();
     for s in &selected {
-        let mut chain = vec![s.id];
-        let mut cur = *s;
-        while cur.kind != BackupKind::Full {
-            let Some(p) = cur.parent else { break };
-            cur = by_id
-                .get(&p)
-                .copied()
-                .ok_or_else(|| Error::MissingParent(cur.id.to_string(), p.to_string()))?;
-            chain.push(cur.id);
-            if chain.len() > all.len() {
-                return Err(Error::CorruptMetadata("snapshot parent chain loops".into()));
-            }
-        }
+        let chain =
+            crate::layers::chain_of(s, all.len(), |id| Ok::<_, Error>(by_id.get(id).copied()))?;
         for id in &chain {
             if layer_matches.contains_key(id) {
                 continue;
             }
             let mut set = BTreeSet::new();
-            for kv in crate::layers::layer_entries(repo, id) {
-                let (dir, name, e) = kv?;
+            for kv in LayerChanges::of(repo, id).all() {
+                let (dir, name, d) = kv?;
                 stats.entries_scanned += 1;
-                if name.is_empty() || e.kind == Kind::Whiteout {
+                if name.is_empty() || d == Delta::Deleted {
                     continue;
                 }
                 let path = join(&dir, &name);

@@ -6,19 +6,28 @@
 //! directory. Resolution is top-down: a path is looked up inside a directory that was itself
 //! resolved, so a deleted directory hides its whole subtree.
 //!
+//! Everything else asks this module: the parent chain is walked only by [`chain_of`] (a chain
+//! ends at a full; a non-full snapshot without a parent breaks it), a snapshot's tree is read
+//! through [`View`] (`chain`, `lookup`, `children`, `walk`), and what one layer itself changed
+//! through [`LayerChanges`], whose [`Delta`] is the only reading of whiteouts and opaque flags
+//! outside resolution.
+//!
 //! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
 //! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
 //! layer that has nothing in the directory, and usually reads sled once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
 
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
 use crate::repo::{DirLayer, LayerDirs, Repo};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{BackupKind, Snapshot};
 
 /// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
 /// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
@@ -63,8 +72,9 @@ pub struct View<S: LayerStore = Repo> {
     snapshot: Snapshot,
     /// Newest first; the last is a full layer.
     chain: Vec<Layer>,
-    /// Per visited directory, the upper layers merged (see [`Overlay`]); emptied past a bound.
-    overlays: std::sync::RwLock<HashMap<Vec<u8>, Arc<Overlay>>>,
+    /// Per visited directory, the upper layers merged (see [`Overlay`]); the least recently used
+    /// dropped past a bound.
+    overlays: Mutex<LruCache<Vec<u8>, Arc<Overlay>>>,
 }
 
 /// The upper layers of one directory, merged once per view so that a lookup costs the same at any
@@ -78,8 +88,77 @@ struct Overlay {
     rest: Vec<SnapshotId>,
 }
 
-/// Directories whose overlay a view keeps before it starts over.
-const MAX_OVERLAYS: usize = 4096;
+/// Directories whose overlay a view keeps.
+const MAX_OVERLAYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
+
+/// Longest parent chain a view follows before calling it a loop (far beyond any real chain).
+const MAX_CHAIN: usize = 100_000;
+
+/// Why a snapshot's parent chain does not reach a full layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainBreak {
+    /// `at` names a parent that is not in the repository.
+    MissingParent { at: SnapshotId, parent: SnapshotId },
+    /// The chain ends in `end`, an incremental or differential without a parent: its layer holds
+    /// only changes, so showing it as a full would show a wrong tree.
+    NoFull { end: SnapshotId, kind: BackupKind },
+    /// The chain is longer than any real chain can be: it loops.
+    Loops,
+}
+
+impl From<ChainBreak> for Error {
+    fn from(b: ChainBreak) -> Error {
+        match b {
+            ChainBreak::MissingParent { at, parent } => {
+                Error::MissingParent(at.to_string(), parent.to_string())
+            }
+            ChainBreak::NoFull { end, kind } => Error::CorruptMetadata(format!(
+                "snapshot chain ends in {} {end}, which is not a full layer",
+                kind.name()
+            )),
+            ChainBreak::Loops => Error::CorruptMetadata("snapshot parent chain loops".into()),
+        }
+    }
+}
+
+/// The one rule for walking a parent chain: the ids from `s` down to the full layer that ends it,
+/// newest first. A full ends the chain whatever its parent field says; a non-full snapshot
+/// without a parent is a [`ChainBreak::NoFull`] (backup and forget never write one: a snapshot
+/// whose base is forgotten is re-parented or made a full, so it can only come from damage). A
+/// chain longer than `limit` layers is a [`ChainBreak::Loops`]. `get` reads a record from
+/// wherever the caller holds them; its errors pass through.
+pub fn chain_of<T, E>(
+    s: &Snapshot,
+    limit: usize,
+    mut get: impl FnMut(&SnapshotId) -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Vec<SnapshotId>, E>
+where
+    T: std::borrow::Borrow<Snapshot>,
+    E: From<ChainBreak>,
+{
+    let mut chain = vec![s.id];
+    let (mut kind, mut parent) = (s.kind, s.parent);
+    while kind != BackupKind::Full {
+        let at = *chain.last().expect("chain starts with s");
+        let Some(pid) = parent else {
+            return Err(ChainBreak::NoFull { end: at, kind }.into());
+        };
+        if chain.len() >= limit.max(1) {
+            return Err(ChainBreak::Loops.into());
+        }
+        let p = get(&pid)?.ok_or(ChainBreak::MissingParent { at, parent: pid })?;
+        let p = p.borrow();
+        (kind, parent) = (p.kind, p.parent);
+        chain.push(pid);
+    }
+    Ok(chain)
+}
+
+/// Locks a cache: a panic elsewhere while holding it leaves nothing half-updated that a reader
+/// could trust less than a cold cache, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Joins a relative directory path and a name (`""` is the root).
 pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -112,38 +191,29 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
 
 impl<S: LayerStore> View<S> {
     /// Opens the view of a committed snapshot; loads its chain's records and touched-dir sets, not
-    /// its tree.
+    /// its tree. A chain that does not reach a full layer is an error (see [`chain_of`]).
     pub fn open(repo: &Arc<S>, id: &SnapshotId) -> Result<View<S>> {
         let snapshot = repo
             .snapshot(id)?
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
-        let mut chain = Vec::new();
-        let mut cur = snapshot.clone();
-        loop {
-            if cur.ends_chain() {
-                chain.push(Layer {
-                    id: cur.id,
-                    dirs: None,
-                });
-                break;
-            }
+        let ids = chain_of(&snapshot, MAX_CHAIN, |id| repo.snapshot(id))?;
+        let mut chain = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let full = i + 1 == ids.len();
             chain.push(Layer {
-                id: cur.id,
-                dirs: Some(repo.layer_dirs(&cur.id)?),
+                id: *id,
+                dirs: if full {
+                    None
+                } else {
+                    Some(repo.layer_dirs(id)?)
+                },
             });
-            let pid = cur.parent.unwrap();
-            cur = repo
-                .snapshot(&pid)?
-                .ok_or_else(|| Error::MissingParent(cur.id.to_string(), pid.to_string()))?;
-            if chain.len() > 100_000 {
-                return Err(Error::CorruptMetadata("snapshot parent chain loops".into()));
-            }
         }
         Ok(View {
             repo: repo.clone(),
             snapshot,
             chain,
-            overlays: Default::default(),
+            overlays: Mutex::new(LruCache::new(MAX_OVERLAYS)),
         })
     }
 
@@ -183,7 +253,7 @@ impl<S: LayerStore> View<S> {
 
     /// The merged upper layers of `dir`, built on first use.
     fn overlay(&self, dir: &[u8]) -> Result<Arc<Overlay>> {
-        if let Some(o) = self.overlays.read().unwrap().get(dir) {
+        if let Some(o) = lock(&self.overlays).get(dir) {
             return Ok(o.clone());
         }
         let mut mem = HashMap::new();
@@ -205,11 +275,7 @@ impl<S: LayerStore> View<S> {
             }
         }
         let o = Arc::new(Overlay { mem, rest });
-        let mut all = self.overlays.write().unwrap();
-        if all.len() >= MAX_OVERLAYS {
-            all.clear();
-        }
-        all.insert(dir.to_vec(), o.clone());
+        lock(&self.overlays).put(dir.to_vec(), o.clone());
         Ok(o)
     }
 
@@ -277,9 +343,10 @@ impl<S: LayerStore> View<S> {
         Ok(entry)
     }
 
-    /// The layers of this view, newest first (the last is a full layer). `diff` uses it to find
-    /// the layers two views do not share: only paths those layers hold can differ.
-    pub fn layer_ids(&self) -> Vec<SnapshotId> {
+    /// The layers of this view, newest first (the last is a full layer), as [`chain_of`] walks
+    /// them. `diff` uses it to find the layers two views do not share: only paths those layers
+    /// hold can differ.
+    pub fn chain(&self) -> Vec<SnapshotId> {
         self.chain.iter().map(|l| l.id).collect()
     }
 
@@ -349,9 +416,24 @@ impl<S: LayerStore> View<S> {
 }
 
 impl View<Repo> {
+    /// [`View::children`] under its former name, for the callers not moved yet.
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+        self.children(dir)
+    }
+
+    /// Every path below directory `dir` (already resolved; not `dir` itself) with its entry,
+    /// depth first, each directory's children sorted by name bytes and listed before the next
+    /// sibling. Streams like [`View::children`]: memory grows with the depth, not the tree.
+    pub fn walk(&self, dir: &[u8]) -> Result<Walk<'_>> {
+        Ok(Walk {
+            view: self,
+            stack: vec![(dir.to_vec(), self.children(dir)?)],
+        })
+    }
+
     /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
     /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn children(&self, dir: &[u8]) -> Result<ListIter> {
         let mut sources = Vec::new();
         for (layer, full) in self.chain_for(dir) {
             let mem = if full {
@@ -376,16 +458,106 @@ impl View<Repo> {
         Ok(ListIter { sources })
     }
 
-    /// Entries of this snapshot's own layer (what it added, changed or deleted), as
-    /// (dir, name, entry) in key order. Used for `changes/` and layer diffs.
+    /// This snapshot's own layer as stored, (dir, name, entry) in key order, whiteouts as
+    /// entries: for format-level checks; readers ask [`View::changes`].
     pub fn own_layer(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + '_ {
         layer_entries(&self.repo, &self.snapshot.id)
     }
+
+    /// What this snapshot's own layer changed relative to its parent's view.
+    pub fn changes(&self) -> LayerChanges<'_> {
+        LayerChanges::of(&self.repo, &self.snapshot.id)
+    }
 }
 
-/// Every entry one layer holds (whiteouts included), as (dir, name, entry) in key order, without
-/// opening a view: `find` scans each distinct layer once this way.
-pub fn layer_entries<'a>(
+/// What one layer recorded for a path: the only reading of whiteouts and opaque flags outside
+/// resolution itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delta {
+    /// Added or changed: the path has this entry from this layer up. A directory marked opaque
+    /// is new in this layer: older layers' children of it are hidden.
+    Set(Entry),
+    /// Deleted (a whiteout): the path, and everything below it, is absent from this layer up.
+    Deleted,
+}
+
+impl Delta {
+    fn of(e: Entry) -> Delta {
+        if e.kind == Kind::Whiteout {
+            Delta::Deleted
+        } else {
+            Delta::Set(e)
+        }
+    }
+
+    /// The entry the layer sets, `None` for a deletion.
+    pub fn entry(self) -> Option<Entry> {
+        match self {
+            Delta::Set(e) => Some(e),
+            Delta::Deleted => None,
+        }
+    }
+
+    /// The entry the layer sets, `None` for a deletion.
+    pub fn as_entry(&self) -> Option<&Entry> {
+        match self {
+            Delta::Set(e) => Some(e),
+            Delta::Deleted => None,
+        }
+    }
+
+    /// Whether the layer cuts the path off from older layers: deleted, or a directory recreated
+    /// (opaque), so what older layers hold below it no longer shows.
+    pub fn hides_older(&self) -> bool {
+        match self {
+            Delta::Deleted => true,
+            Delta::Set(e) => e.kind == Kind::Dir && e.opaque,
+        }
+    }
+}
+
+/// One layer's own record, what it changed relative to its parent's view, read without
+/// resolving anything: what `changes/`, `versions/`, `diff`, `log` and `find` ask.
+pub struct LayerChanges<'a> {
+    repo: &'a Repo,
+    id: SnapshotId,
+}
+
+impl<'a> LayerChanges<'a> {
+    /// The changes layer `id` recorded.
+    pub fn of(repo: &'a Repo, id: &SnapshotId) -> LayerChanges<'a> {
+        LayerChanges { repo, id: *id }
+    }
+
+    /// What the layer recorded for `dir/name` (`""`, `""` is the root), `None` when nothing.
+    pub fn at(&self, dir: &[u8], name: &[u8]) -> Result<Option<Delta>> {
+        Ok(layer_entry(self.repo, &self.id, dir, name)?.map(Delta::of))
+    }
+
+    /// What the layer recorded directly under `dir` (the root's own entry excluded), by name.
+    pub fn under(&self, dir: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Delta)>> + 'a {
+        layer_children(self.repo, &self.id, dir).map(|kv| kv.map(|(n, e)| (n, Delta::of(e))))
+    }
+
+    /// Everything the layer recorded, as (dir, name, delta) in key order.
+    pub fn all(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Delta)>> + 'a {
+        layer_entries(self.repo, &self.id).map(|kv| kv.map(|(d, n, e)| (d, n, Delta::of(e))))
+    }
+
+    /// The directories the layer touched, each with whether it is opaque there (a full layer
+    /// keeps no such set: it touches everything).
+    pub fn dirs(&self) -> Result<Arc<LayerDirs>> {
+        self.repo.layer_dirs(&self.id)
+    }
+
+    /// [`LayerChanges::dirs`] when already in memory, without reading sled.
+    pub fn cached_dirs(&self) -> Option<Arc<LayerDirs>> {
+        self.repo.cached_layer_dirs(&self.id)
+    }
+}
+
+/// Every entry one layer holds (whiteouts included), as (dir, name, entry) in key order.
+fn layer_entries<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
 ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + 'a {
@@ -397,14 +569,8 @@ pub fn layer_entries<'a>(
     })
 }
 
-/// The entry one layer itself holds for `dir/name` (whiteouts included), without looking at any
-/// other layer: what `changes/` shows and what chain-walking callers probe.
-pub fn layer_entry(
-    repo: &Repo,
-    layer: &SnapshotId,
-    dir: &[u8],
-    name: &[u8],
-) -> Result<Option<Entry>> {
+/// The entry one layer itself holds for `dir/name` (whiteouts included).
+fn layer_entry(repo: &Repo, layer: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
     repo.layers
         .get(keys::entry_key(layer, dir, name))?
         .map(|v| Entry::decode(&v))
@@ -413,7 +579,7 @@ pub fn layer_entry(
 
 /// The children one layer itself holds under `dir` (whiteouts included, the root's own entry
 /// excluded), sorted by name.
-pub fn layer_children<'a>(
+fn layer_children<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
     dir: &[u8],
@@ -500,9 +666,48 @@ impl ListIter {
     }
 }
 
+/// Iterator over a subtree, from [`View::walk`]: (path, entry).
+pub struct Walk<'a> {
+    view: &'a View<Repo>,
+    /// The directories being listed, outermost first, with their paths.
+    stack: Vec<(Vec<u8>, ListIter)>,
+}
+
+impl Walk<'_> {
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
+        while let Some((dir, it)) = self.stack.last_mut() {
+            let Some((name, entry)) = it.step()? else {
+                self.stack.pop();
+                continue;
+            };
+            let path = join(dir, &name);
+            if entry.kind == Kind::Dir {
+                let children = self.view.children(&path)?;
+                self.stack.push((path.clone(), children));
+            }
+            return Ok(Some((path, entry)));
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<(Vec<u8>, Entry)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.step().transpose();
+        if matches!(r, Some(Err(_))) {
+            self.stack.clear();
+        }
+        r
+    }
+}
+
 impl Iterator for ListIter {
     type Item = Result<(Vec<u8>, Entry)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,10 +82,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether this snapshot's layer ends its chain: a full, or (defensively) any snapshot
-    /// without a parent. Such a layer holds every path; resolution stops there.
+    /// Whether this snapshot's layer ends its chain: a full, whatever its parent field says. Such
+    /// a layer holds every path; resolution stops there. A non-full snapshot without a parent does
+    /// not end a chain, it breaks it: [`crate::layers::chain_of`] is the one walk of the rule.
     pub fn ends_chain(&self) -> bool {
-        self.kind == BackupKind::Full || self.parent.is_none()
+        self.kind == BackupKind::Full
     }
 
     /// Serialized form (sled value and pack record payload).

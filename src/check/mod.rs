@@ -45,7 +45,7 @@ use std::time::Instant;
 use crate::entry::{Entry, Kind};
 use crate::error::Result;
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::layers::join;
+use crate::layers::{join, ChainBreak};
 use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::{verify_pack_header, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN};
@@ -662,46 +662,33 @@ pub fn record_differences(index: &Snapshot, blob: &Snapshot) -> Vec<&'static str
     out
 }
 
-/// Snapshot ids of `s`'s chain, newest first, ending in a full layer.
+/// Snapshot ids of `s`'s chain, newest first, ending in a full layer ([`crate::layers::chain_of`]
+/// decides), or the problem to report.
 fn chain_of(
     snaps: &HashMap<SnapshotId, Snapshot>,
     s: &Snapshot,
 ) -> std::result::Result<Vec<SnapshotId>, (ProblemKind, String)> {
-    let mut chain = vec![s.id];
-    let mut cur = s;
-    loop {
-        if cur.kind == BackupKind::Full {
-            return Ok(chain);
-        }
-        let Some(pid) = cur.parent else {
-            return Err((
-                ProblemKind::BrokenChain,
-                format!(
-                    "Snapshot {}: its chain ends in {} {}, which is not a full layer",
-                    s.id,
-                    cur.kind.name(),
-                    cur.id
-                ),
-            ));
-        };
-        let Some(p) = snaps.get(&pid) else {
-            return Err((
-                ProblemKind::MissingParent,
-                format!(
-                    "Snapshot {} needs parent {pid}, which is missing from the repository",
-                    s.id
-                ),
-            ));
-        };
-        if chain.contains(&pid) || chain.len() > snaps.len() {
-            return Err((
-                ProblemKind::BrokenChain,
-                format!("Snapshot {}: its parent chain loops", s.id),
-            ));
-        }
-        chain.push(pid);
-        cur = p;
-    }
+    crate::layers::chain_of(s, snaps.len(), |id| Ok(snaps.get(id))).map_err(|b| match b {
+        ChainBreak::NoFull { end, kind } => (
+            ProblemKind::BrokenChain,
+            format!(
+                "Snapshot {}: its chain ends in {} {end}, which is not a full layer",
+                s.id,
+                kind.name()
+            ),
+        ),
+        ChainBreak::MissingParent { parent, .. } => (
+            ProblemKind::MissingParent,
+            format!(
+                "Snapshot {} needs parent {parent}, which is missing from the repository",
+                s.id
+            ),
+        ),
+        ChainBreak::Loops => (
+            ProblemKind::BrokenChain,
+            format!("Snapshot {}: its parent chain loops", s.id),
+        ),
+    })
 }
 
 /// Splits a `layers` key into (snapshot, dir, name).

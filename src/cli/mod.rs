@@ -408,7 +408,7 @@ fn cat_entry<S: crate::layers::LayerStore>(
 ) -> Result<crate::entry::Entry> {
     let snap = snapshot::find_in(all, &a.snapshot, a.source.as_deref())?;
     let view = View::open(store, &snap.id)?;
-    *chain = view.layer_ids();
+    *chain = view.chain();
     let entry = view.lookup_once(path_bytes(&a.path))?;
     if entry.kind != Kind::File {
         return Err(Error::NotAFile {

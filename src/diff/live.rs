@@ -222,7 +222,7 @@ impl LiveWalker<'_, '_, '_> {
     }
 
     fn subtree_snapshot(&mut self, path: &[u8]) -> Result<()> {
-        let children: Vec<(Vec<u8>, Entry)> = self.a.list(path)?.collect::<Result<_>>()?;
+        let children: Vec<(Vec<u8>, Entry)> = self.a.children(path)?.collect::<Result<_>>()?;
         for (name, e) in children {
             if self.excluded(&join(path, &name), &name) {
                 continue;
@@ -265,7 +265,7 @@ impl LiveWalker<'_, '_, '_> {
     }
 
     fn dir(&mut self, dir: &[u8], abs: &Path) -> Result<()> {
-        let la: Vec<_> = self.a.list(dir)?.collect::<Result<_>>()?;
+        let la: Vec<_> = self.a.children(dir)?.collect::<Result<_>>()?;
         let lb = self.read_dir(abs)?;
         for (name, (ea, pb)) in merge_sorted(la, lb) {
             if self.excluded(&join(dir, &name), &name) {

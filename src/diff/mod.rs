@@ -5,8 +5,8 @@
 //! Cost. Two snapshots of one chain share every layer below their common ancestor layer, so a
 //! path none of the layers *above* it holds resolves to the same entry in both views. When such a
 //! common layer exists (B's parent is A, a differential vs its full, two siblings…), the walk
-//! visits only the directories those layers touch (`Repo::layer_dirs`) and their ancestors, and
-//! in each only the names those layers hold (`layers::layer_children`), resolving each in both
+//! visits only the directories those layers touch (`LayerChanges::dirs`) and their ancestors, and
+//! in each only the names those layers hold (`LayerChanges::under`), resolving each in both
 //! views: cost ∝ the size of the layers in between, not of the tree. A directory that one of those
 //! layers deleted or recreated (whiteout, opaque) may have lost children without a whiteout for
 //! each, so its subtree is compared in full. Views with no common layer (two different fulls) are
@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::layers::{join, View};
+use crate::layers::{join, LayerChanges, View};
 use crate::repo::Repo;
 
 mod live;
@@ -262,7 +262,7 @@ pub fn diff_snapshots(
     sink: &mut Sink<'_>,
 ) -> Result<DiffSummary> {
     let repo = a.repo().clone();
-    let (chain_a, chain_b) = (a.layer_ids(), b.layer_ids());
+    let (chain_a, chain_b) = (a.chain(), b.chain());
     let in_b: HashSet<SnapshotId> = chain_b.iter().copied().collect();
     let common = chain_a.iter().position(|l| in_b.contains(l));
     let scope = match common {
@@ -337,7 +337,7 @@ impl Scope {
         let mut layers = Vec::new();
         let mut closure: HashMap<Vec<u8>, BTreeSet<Vec<u8>>> = HashMap::new();
         for id in between {
-            let dirs = repo.layer_dirs(&id)?;
+            let dirs = LayerChanges::of(repo, &id).dirs()?;
             for d in dirs.keys() {
                 closure.entry(d.clone()).or_default();
                 let mut cur: &[u8] = d;
@@ -380,10 +380,9 @@ impl Walker<'_, '_, '_> {
         for c in comps {
             for (id, dirs) in layers {
                 if dirs.contains_key(&dir) {
-                    if let Some(e) = crate::layers::layer_entry(self.repo, id, &dir, c)? {
-                        if e.kind == Kind::Whiteout || (e.kind == Kind::Dir && e.opaque) {
-                            return Ok(true);
-                        }
+                    let d = LayerChanges::of(self.repo, id).at(&dir, c)?;
+                    if d.is_some_and(|d| d.hides_older()) {
+                        return Ok(true);
                     }
                 }
             }
@@ -476,10 +475,10 @@ impl Walker<'_, '_, '_> {
         } else {
             self.a
         };
-        let children: Vec<(Vec<u8>, Entry)> = view.list(path)?.collect::<Result<_>>()?;
-        for (name, e) in children {
+        for kv in view.walk(path)? {
+            let (p, e) = kv?;
             self.summary.paths_examined += 1;
-            self.one_side(&join(path, &name), e, change)?;
+            self.emit(DiffItem::one_sided(&p, e, change))?;
         }
         Ok(())
     }
@@ -487,8 +486,8 @@ impl Walker<'_, '_, '_> {
     /// Compares the children of `dir`, a directory on both sides.
     fn dir(&mut self, dir: &[u8], full: bool) -> Result<()> {
         if full || matches!(self.scope, Scope::Full) {
-            let la: Vec<_> = self.a.list(dir)?.collect::<Result<_>>()?;
-            let lb: Vec<_> = self.b.list(dir)?.collect::<Result<_>>()?;
+            let la: Vec<_> = self.a.children(dir)?.collect::<Result<_>>()?;
+            let lb: Vec<_> = self.b.children(dir)?.collect::<Result<_>>()?;
             for (name, (ea, eb)) in merge_sorted(la, lb) {
                 self.summary.paths_examined += 1;
                 self.pair(&join(dir, &name), ea, eb, true)?;
@@ -502,10 +501,9 @@ impl Walker<'_, '_, '_> {
                 if !dirs.contains_key(dir) {
                     continue;
                 }
-                for kv in crate::layers::layer_children(self.repo, id, dir) {
-                    let (name, e) = kv?;
-                    let gone = e.kind == Kind::Whiteout || (e.kind == Kind::Dir && e.opaque);
-                    *names.entry(name).or_default() |= gone;
+                for kv in LayerChanges::of(self.repo, id).under(dir) {
+                    let (name, d) = kv?;
+                    *names.entry(name).or_default() |= d.hides_older();
                 }
             }
             for name in closure.get(dir).into_iter().flatten() {

@@ -15,7 +15,10 @@
 //! does not grow it.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+
+use lru::LruCache;
 
 /// Largest file pushed whole: bigger files get the kernel's own readahead.
 pub const MAX_FILE: u64 = 1 << 20;
@@ -26,8 +29,9 @@ const MAX_WINDOW: usize = 1024;
 /// Byte budget of a window: about 128 KiB per file, at most 32 MiB.
 const BYTES_PER_FILE: u64 = 128 << 10;
 const MAX_BYTES: u64 = 32 << 20;
-/// Directories whose state is remembered; beyond this the table is cleared (cheap to rebuild).
-const MAX_DIRS: usize = 256;
+/// Directories whose state is remembered; beyond this the least recently read one is dropped
+/// (cheap to rebuild).
+const MAX_DIRS: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 
 /// The regular files of one directory, in listing order: (inode, size).
 pub type Files = Arc<Vec<(u64, u64)>>;
@@ -43,28 +47,32 @@ struct DirState {
 }
 
 /// Per-directory readahead state.
-#[derive(Default)]
 pub struct DirAhead {
-    dirs: HashMap<u64, DirState>,
+    dirs: LruCache<u64, DirState>,
+}
+
+impl Default for DirAhead {
+    fn default() -> DirAhead {
+        DirAhead {
+            dirs: LruCache::new(MAX_DIRS),
+        }
+    }
 }
 
 impl DirAhead {
     /// Whether `parent` has state (its file list need not be built again).
     pub fn knows(&self, parent: u64) -> bool {
-        self.dirs.contains_key(&parent)
+        self.dirs.contains(&parent)
     }
 
     /// Records `files` as the listing of `parent`.
     pub fn insert(&mut self, parent: u64, files: Files) {
-        if self.dirs.len() >= MAX_DIRS {
-            self.dirs.clear();
-        }
         let index = files
             .iter()
             .enumerate()
             .map(|(i, &(f, _))| (f, i))
             .collect();
-        self.dirs.insert(
+        self.dirs.put(
             parent,
             DirState {
                 files,
@@ -162,5 +170,18 @@ mod tests {
         // Unknown directory or file: nothing.
         assert!(d.on_read(8, 1).is_empty());
         assert!(d.on_read(9, 77).is_empty());
+    }
+
+    #[test]
+    fn a_full_table_drops_the_least_recently_read_directory_only() {
+        let mut d = DirAhead::default();
+        for p in 0..MAX_DIRS.get() as u64 {
+            d.insert(p, dir(2, 10));
+        }
+        // Directory 0 is read again, so 1 is now the oldest.
+        assert!(!d.on_read(0, 101).is_empty());
+        d.insert(999, dir(2, 10));
+        assert!(d.knows(0) && d.knows(2) && d.knows(999));
+        assert!(!d.knows(1));
     }
 }

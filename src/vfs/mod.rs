@@ -21,23 +21,48 @@
 //! that fails verification is an error for that read only, never wrong bytes.
 //!
 //! Must not: know fuser, print, or panic on a data path.
+//!
+//! Here: the inode table's use, lookup and readdir. Beside it: `names` (spelling and the inode
+//! keys), `types` (what callers get back), `attrs`, `read` (content and xattrs), `changes` (the
+//! `changes/` tree), `versions` (the `versions/` tree), and the caches (`cache`, `ahead`,
+//! `dirahead`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 mod ahead;
+mod attrs;
 mod cache;
+mod changes;
 pub(crate) mod dirahead;
+mod names;
+mod read;
+mod types;
 mod versions;
 
 pub use cache::{ChunkCache, Keep};
+pub use names::{encode_component, snapshot_name};
+pub use read::STREAM_REQUEST;
+pub use types::{
+    xattr_reply, Attr, DirItem, FileKind, VfsError, VfsOptions, VfsResult, XattrReply,
+};
+
+use changes::{DeletedLists, Synth};
+use names::{Inodes, Key, Node, SnapList, VKey};
+use read::{SeqState, SEQ_FILES};
+#[cfg(test)]
+use read::{PACK_AHEAD, STREAMING_RUN};
+use types::repo_err;
+
+use lru::LruCache;
 
 use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::SnapshotId;
-use crate::layers::{join, View};
+use crate::layers::{self, join, ChainBreak, Delta, LayerChanges, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -51,396 +76,6 @@ const KINDS_INO: u64 = 5;
 const CHANGES_INO: u64 = 6;
 const VERSIONS_INO: u64 = 8;
 
-/// Options for [`Vfs::open`].
-#[derive(Clone, Debug)]
-pub struct VfsOptions {
-    /// Upper bound, in bytes, of the decompressed-chunk cache.
-    pub cache_bytes: u64,
-    /// Only show snapshots of these sources (empty: all).
-    pub sources: Vec<String>,
-    /// Owner shown for the synthetic top-level directories and symlinks.
-    pub uid: u32,
-    /// Group shown for the synthetic top-level directories and symlinks.
-    pub gid: u32,
-}
-
-impl Default for VfsOptions {
-    fn default() -> Self {
-        VfsOptions {
-            cache_bytes: 256 << 20,
-            sources: Vec::new(),
-            uid: 0,
-            gid: 0,
-        }
-    }
-}
-
-/// What can go wrong in a filesystem operation. The FUSE adapter maps each variant to one errno.
-#[derive(Debug, thiserror::Error)]
-pub enum VfsError {
-    /// No such name or inode.
-    #[error("No such file or directory")]
-    NotFound,
-    /// A directory operation on something else.
-    #[error("Not a directory")]
-    NotADirectory,
-    /// A file operation on a directory.
-    #[error("Is a directory")]
-    IsADirectory,
-    /// `readlink` of something that is not a symlink, or reading a non-regular file.
-    #[error("Invalid argument for this kind of file")]
-    InvalidKind,
-    /// The extended attribute does not exist.
-    #[error("No such extended attribute")]
-    NoXattr,
-    /// The caller's buffer is too small for the value.
-    #[error("Buffer too small")]
-    Range,
-    /// Any modification: the mount is read-only.
-    #[error("Read-only file system")]
-    ReadOnly,
-    /// Repository data failed verification (chunk hash, undecodable metadata).
-    #[error("Corrupt data under {path}: {source}")]
-    Corrupt {
-        /// Path in the mount.
-        path: String,
-        /// The repository error, naming the chunk.
-        source: Error,
-    },
-    /// Any other repository error (I/O, database).
-    #[error("Repository error under {path}: {source}")]
-    Repo {
-        /// Path in the mount.
-        path: String,
-        /// The repository error.
-        source: Error,
-    },
-}
-
-/// Shorthand for vfs results.
-pub type VfsResult<T> = std::result::Result<T, VfsError>;
-
-fn repo_err(path: impl FnOnce() -> String) -> impl FnOnce(Error) -> VfsError {
-    move |e| match e {
-        Error::PathNotFound { .. } | Error::SnapshotNotFound(_) => VfsError::NotFound,
-        Error::NotADirectory { .. } => VfsError::NotADirectory,
-        e if e.is_corruption() => VfsError::Corrupt {
-            path: path(),
-            source: e,
-        },
-        e => VfsError::Repo {
-            path: path(),
-            source: e,
-        },
-    }
-}
-
-/// Object types as the kernel sees them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileKind {
-    /// Regular file.
-    File,
-    /// Directory.
-    Dir,
-    /// Symbolic link.
-    Symlink,
-    /// Named pipe.
-    Fifo,
-    /// Character device.
-    CharDev,
-    /// Block device.
-    BlockDev,
-    /// Unix socket.
-    Socket,
-}
-
-/// Attributes of one inode.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attr {
-    /// Inode number (stable for the life of the mount).
-    pub ino: u64,
-    /// Object type.
-    pub kind: FileKind,
-    /// Permission and special bits (`& 0o7777`).
-    pub perm: u32,
-    /// Link count.
-    pub nlink: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Apparent size in bytes.
-    pub size: u64,
-    /// 512-byte blocks actually stored (holes excluded).
-    pub blocks: u64,
-    /// Modification time (also shown as atime and ctime), ns since the epoch.
-    pub mtime_ns: i64,
-    /// Device number (Linux `dev_t` encoding) for devices.
-    pub rdev: u64,
-    /// True for snapshot content (never changes: long cache TTLs); false for the top-level lists.
-    pub immutable: bool,
-}
-
-/// One directory entry as returned by [`Vfs::readdir`].
-#[derive(Clone, Debug)]
-pub struct DirItem {
-    /// Name bytes (`.` and `..` included first).
-    pub name: Vec<u8>,
-    /// The child's attributes (for readdirplus).
-    pub attr: Attr,
-}
-
-/// Answer to a size-probing xattr call (`size == 0` asks for the length only).
-#[derive(Debug, PartialEq, Eq)]
-pub enum XattrReply {
-    /// The value's length.
-    Size(u32),
-    /// The value itself.
-    Data(Vec<u8>),
-}
-
-/// Applies getxattr/listxattr size semantics: probe with 0, `Range` when the buffer is too small.
-pub fn xattr_reply(value: Vec<u8>, size: u32) -> VfsResult<XattrReply> {
-    if size == 0 {
-        Ok(XattrReply::Size(value.len() as u32))
-    } else if (size as usize) < value.len() {
-        Err(VfsError::Range)
-    } else {
-        Ok(XattrReply::Data(value))
-    }
-}
-
-/// Percent-encodes a source or tag name into one safe path component: `/` → `%2F`, `%` → `%25`,
-/// NUL → `%00`; `.`, `..` and the empty name are encoded wholly (`%2E`, `%2E%2E`, `%`).
-pub fn encode_component(name: &str) -> String {
-    match name {
-        "" => return "%".into(),
-        "." => return "%2E".into(),
-        ".." => return "%2E%2E".into(),
-        _ => {}
-    }
-    let mut s = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '/' => s.push_str("%2F"),
-            '%' => s.push_str("%25"),
-            '\0' => s.push_str("%00"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// The directory name of a snapshot: `<RFC 3339 UTC time>-<short id>`, e.g.
-/// `2026-11-25T22:09:13Z-5a194037`.
-pub fn snapshot_name(s: &Snapshot) -> String {
-    format!("{}-{}", s.time_rfc3339(), s.id.short())
-}
-
-/// The synthetic top-level objects.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum VKey {
-    Root,
-    Snapshots,
-    Sources,
-    Tags,
-    Kinds,
-    Changes,
-    Latest,
-    Source(String),
-    SourceLatest(String),
-    SourceLink(String, String),
-    Tag(String),
-    TagLink(String, String),
-    /// Kind name as in `BackupKind::name`.
-    Kind(&'static str),
-    KindLink(&'static str, String),
-    Versions,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Virtual(VKey),
-    Path {
-        snap: SnapshotId,
-        changes: bool,
-        path: Vec<u8>,
-    },
-    HardLink {
-        snap: SnapshotId,
-        changes: bool,
-        src_ino: u64,
-    },
-    Deleted {
-        snap: SnapshotId,
-        nul: bool,
-    },
-    /// A directory under `versions/` (encoded source, path).
-    Versions(String, Vec<u8>),
-}
-
-enum Node {
-    Virtual(VKey),
-    Content {
-        snap: SnapshotId,
-        changes: bool,
-        path: Vec<u8>,
-        entry: Entry,
-        parent: u64,
-    },
-    Deleted {
-        data: Arc<Vec<u8>>,
-        mtime_ns: i64,
-        parent: u64,
-    },
-    /// `versions/<source>/<path>`: the path's children and its versions.
-    Versions {
-        source: String,
-        path: Vec<u8>,
-        parent: u64,
-    },
-}
-
-impl Node {
-    /// Whether this node is the one a `Key::Path` names (see [`Vfs::intern_content`]: hard-linked
-    /// files are interned by source inode, never by path).
-    fn is_path(&self, key: &Key) -> bool {
-        match (self, key) {
-            (
-                Node::Content {
-                    snap,
-                    changes,
-                    path,
-                    entry,
-                    ..
-                },
-                Key::Path {
-                    snap: ks,
-                    changes: kc,
-                    path: kp,
-                },
-            ) => {
-                snap == ks
-                    && changes == kc
-                    && path == kp
-                    && (entry.kind == Kind::Dir || entry.nlink <= 1)
-            }
-            _ => false,
-        }
-    }
-}
-
-struct Inodes<S = std::collections::hash_map::RandomState> {
-    /// Node of inode `i + 1`.
-    nodes: Vec<Arc<Node>>,
-    /// Inode of each `Key::Path`, by the key's hash; the node holds the key itself, so a hit is
-    /// confirmed against it. Keeping only the hash saves a second copy of every path: about
-    /// 110 bytes per entry, 11 MB for a listed 100k-file snapshot.
-    paths: HashMap<u64, u64>,
-    /// Every other key, and the rare path whose hash another path already holds.
-    others: HashMap<Key, u64>,
-    hasher: S,
-}
-
-impl<S: BuildHasher + Default> Inodes<S> {
-    fn new() -> Inodes<S> {
-        Inodes {
-            nodes: Vec::new(),
-            paths: HashMap::new(),
-            others: HashMap::new(),
-            hasher: S::default(),
-        }
-    }
-
-    fn get(&self, key: &Key) -> Option<u64> {
-        if let Key::Path { .. } = key {
-            let h = self.hasher.hash_one(key);
-            if let Some(&ino) = self.paths.get(&h) {
-                if self.nodes[ino as usize - 1].is_path(key) {
-                    return Some(ino);
-                }
-            }
-        }
-        self.others.get(key).copied()
-    }
-
-    /// Adds `node` under `key` (which must not be present); returns its inode.
-    fn insert(&mut self, key: Key, node: Node) -> u64 {
-        self.nodes.push(Arc::new(node));
-        let ino = self.nodes.len() as u64;
-        if let Key::Path { .. } = key {
-            let h = self.hasher.hash_one(&key);
-            if let std::collections::hash_map::Entry::Vacant(v) = self.paths.entry(h) {
-                v.insert(ino);
-                return ino;
-            }
-        }
-        self.others.insert(key, ino);
-        ino
-    }
-}
-
-struct SnapInfo {
-    snap: Snapshot,
-    name: String,
-}
-
-/// The snapshot list and its indexes. Replaced as a whole (behind an `RwLock`) when refreshed.
-struct SnapList {
-    /// Oldest first.
-    list: Vec<SnapInfo>,
-    by_name: HashMap<String, usize>,
-    by_id: HashMap<SnapshotId, usize>,
-    /// Encoded source → indexes, oldest first.
-    sources: BTreeMap<String, Vec<usize>>,
-    /// Encoded tag → indexes.
-    tags: BTreeMap<String, Vec<usize>>,
-}
-
-impl SnapList {
-    fn build(snaps: Vec<Snapshot>) -> SnapList {
-        let mut l = SnapList {
-            list: Vec::new(),
-            by_name: HashMap::new(),
-            by_id: HashMap::new(),
-            sources: BTreeMap::new(),
-            tags: BTreeMap::new(),
-        };
-        for s in snaps {
-            let mut name = snapshot_name(&s);
-            if l.by_name.contains_key(&name) {
-                // Same second and same short id: fall back to the full id to stay unique.
-                name = format!("{}-{}", s.time_rfc3339(), s.id);
-            }
-            let i = l.list.len();
-            l.by_name.insert(name.clone(), i);
-            l.by_id.insert(s.id, i);
-            l.sources
-                .entry(encode_component(&s.source))
-                .or_default()
-                .push(i);
-            for t in &s.tags {
-                let v = l.tags.entry(encode_component(t)).or_default();
-                if v.last() != Some(&i) {
-                    v.push(i);
-                }
-            }
-            l.list.push(SnapInfo { snap: s, name });
-        }
-        l
-    }
-
-    fn newest_time(&self) -> i64 {
-        self.list.last().map_or(0, |s| s.snap.time_ns)
-    }
-}
-
-/// Directories of a layer that exist in `changes/` only to reach deeper changed entries.
-type Synth = HashMap<Vec<u8>, BTreeSet<Vec<u8>>>;
-
-/// `.deleted` and `.deleted0` contents.
-type DeletedLists = (Arc<Vec<u8>>, Arc<Vec<u8>>);
-
 #[derive(Default)]
 struct SnapState {
     /// The resolved root entry (memoized along chains: listing `snapshots/` stays linear).
@@ -450,32 +85,6 @@ struct SnapState {
     deleted: OnceLock<DeletedLists>,
 }
 
-/// Sequential-read detection per inode, driving the pack readahead ([`PACK_AHEAD`]).
-struct SeqState {
-    /// The furthest offset read so far.
-    reached: u64,
-    /// Reads in a row that landed near `reached`, up to [`STREAMING_RUN`].
-    run: u32,
-    /// File offset up to which the chunks' pack bytes were asked for ([`PACK_AHEAD`]).
-    advised: u64,
-}
-
-/// A read landing within this distance of the furthest point read so far continues a stream:
-/// the kernel's readahead has a few requests in flight, which workers may finish out of order.
-const STREAM_SLACK: u64 = 8 << 20;
-/// Reads in a row that make a reader streaming.
-const STREAMING_RUN: u32 = 4;
-
-/// Reads at least this large come from the kernel's readahead of a streaming reader (random and
-/// small reads ask for a few pages): the chunks they only partly cover are kept briefly
-/// ([`Keep::Briefly`]).
-pub const STREAM_REQUEST: usize = 256 << 10;
-/// How far past a sequential reader the pack bytes of the coming chunks are asked into the page
-/// cache (`will_need`), in steps of at least [`PACK_AHEAD_STEP`]: the disk keeps streaming while
-/// the chunks in hand are decoded and verified.
-const PACK_AHEAD: u64 = 32 << 20;
-const PACK_AHEAD_STEP: u64 = 8 << 20;
-
 /// The filesystem view. Shared by all FUSE worker threads (`&self` everywhere).
 pub struct Vfs {
     repo: Arc<Repo>,
@@ -484,7 +93,7 @@ pub struct Vfs {
     inodes: RwLock<Inodes>,
     states: Mutex<HashMap<SnapshotId, Arc<SnapState>>>,
     cache: Arc<ChunkCache>,
-    seq: Mutex<HashMap<u64, SeqState>>,
+    seq: Mutex<LruCache<u64, SeqState>>,
     /// Lookup threads for streaming readers' chunks.
     ahead: ahead::Ahead,
     histories: versions::HistoryCache,
@@ -524,7 +133,7 @@ impl Vfs {
             inodes: RwLock::new(inodes),
             states: Mutex::new(HashMap::new()),
             cache,
-            seq: Mutex::new(HashMap::new()),
+            seq: Mutex::new(LruCache::new(SEQ_FILES)),
             histories: Default::default(),
             dirahead: Default::default(),
         };
@@ -635,40 +244,39 @@ impl Vfs {
             return Ok(e.clone());
         }
         let list = self.snap_list();
-        let mut cur = *id;
         let mut visited: Vec<Arc<SnapState>> = Vec::new();
         let mut found = None;
-        for _ in 0..=list.list.len() {
-            let Some(&i) = list.by_id.get(&cur) else {
-                break;
-            };
-            let s = &list.list[i].snap;
-            let cst = self.state(&s.id);
+        let from_list =
+            |id: &SnapshotId| Ok::<_, ChainBreak>(list.by_id.get(id).map(|&i| &list.list[i].snap));
+        let chain = list
+            .by_id
+            .get(id)
+            .and_then(|&i| layers::chain_of(&list.list[i].snap, list.list.len(), from_list).ok())
+            .unwrap_or_default();
+        for (i, lid) in chain.iter().enumerate() {
+            let cst = self.state(lid);
             if let Some(e) = cst.root.get() {
                 found = Some(e.clone());
                 break;
             }
             visited.push(cst);
             // A layer holding the root entry lists the root among its touched directories (the
-            // rule the layers module resolves by; a chain-ending layer keeps no list), so a layer
-            // whose list is in memory and lacks it is passed without a sled read: at the end of a long chain of small
-            // incrementals, 503 reads (22 ms cold) become one.
-            let skip = !s.ends_chain()
-                && self
-                    .repo
-                    .cached_layer_dirs(&s.id)
+            // rule the layers module resolves by; the full ending the chain keeps no list), so a
+            // layer whose list is in memory and lacks it is passed without a sled read: at the end
+            // of a long chain of small incrementals, 503 reads (22 ms cold) become one.
+            let full = i + 1 == chain.len();
+            let skip = !full
+                && LayerChanges::of(&self.repo, lid)
+                    .cached_dirs()
                     .is_some_and(|d| !d.contains_key(b"".as_slice()));
             if !skip {
-                let e = crate::layers::layer_entry(&self.repo, &s.id, b"", b"")
+                let d = LayerChanges::of(&self.repo, lid)
+                    .at(b"", b"")
                     .map_err(repo_err(err))?;
-                if let Some(e) = e.filter(|e| e.kind == Kind::Dir) {
+                if let Some(e) = d.and_then(Delta::entry).filter(|e| e.kind == Kind::Dir) {
                     found = Some(e);
                     break;
                 }
-            }
-            match (s.kind, s.parent) {
-                (BackupKind::Full, _) | (_, None) => break,
-                (_, Some(p)) => cur = p,
             }
         }
         let root = match found {
@@ -683,148 +291,6 @@ impl Vfs {
             let _ = v.root.set(root.clone());
         }
         Ok(root)
-    }
-
-    // ----- attributes -----
-
-    fn virtual_dir_attr(&self, ino: u64, list: &SnapList) -> Attr {
-        Attr {
-            ino,
-            kind: FileKind::Dir,
-            perm: 0o555,
-            nlink: 2,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
-            size: 0,
-            blocks: 0,
-            mtime_ns: list.newest_time(),
-            rdev: 0,
-            immutable: false,
-        }
-    }
-
-    fn link_target(&self, k: &VKey, list: &SnapList) -> VfsResult<Vec<u8>> {
-        let snap_link = |name: &str| format!("../../snapshots/{name}").into_bytes();
-        match k {
-            VKey::Latest => list
-                .list
-                .last()
-                .map(|s| format!("snapshots/{}", s.name).into_bytes())
-                .ok_or(VfsError::NotFound),
-            VKey::SourceLatest(src) => list
-                .sources
-                .get(src)
-                .and_then(|v| v.last())
-                .map(|&i| snap_link(&list.list[i].name))
-                .ok_or(VfsError::NotFound),
-            VKey::SourceLink(_, n) | VKey::TagLink(_, n) | VKey::KindLink(_, n) => Ok(snap_link(n)),
-            _ => Err(VfsError::InvalidKind),
-        }
-    }
-
-    fn link_time(k: &VKey, list: &SnapList) -> i64 {
-        let t = |name: &str| {
-            list.by_name
-                .get(name)
-                .map_or(0, |&i| list.list[i].snap.time_ns)
-        };
-        match k {
-            VKey::SourceLink(_, n) | VKey::TagLink(_, n) | VKey::KindLink(_, n) => t(n),
-            VKey::SourceLatest(src) => list
-                .sources
-                .get(src)
-                .and_then(|v| v.last())
-                .map_or(0, |&i| list.list[i].snap.time_ns),
-            _ => list.newest_time(),
-        }
-    }
-
-    fn virtual_attr(&self, ino: u64, k: &VKey) -> VfsResult<Attr> {
-        let list = self.snap_list();
-        match k {
-            VKey::Latest
-            | VKey::SourceLatest(_)
-            | VKey::SourceLink(..)
-            | VKey::TagLink(..)
-            | VKey::KindLink(..) => {
-                let target = self.link_target(k, &list)?;
-                Ok(Attr {
-                    ino,
-                    kind: FileKind::Symlink,
-                    perm: 0o777,
-                    nlink: 1,
-                    uid: self.opts.uid,
-                    gid: self.opts.gid,
-                    size: target.len() as u64,
-                    blocks: 0,
-                    mtime_ns: Self::link_time(k, &list),
-                    rdev: 0,
-                    // Links to one named snapshot never change; `latest` links do.
-                    immutable: !matches!(k, VKey::Latest | VKey::SourceLatest(_)),
-                })
-            }
-            _ => Ok(self.virtual_dir_attr(ino, &list)),
-        }
-    }
-
-    /// Attributes of a stored entry.
-    fn entry_attr(ino: u64, e: &Entry) -> Attr {
-        let kind = match e.kind {
-            Kind::File => FileKind::File,
-            Kind::Dir => FileKind::Dir,
-            Kind::Symlink => FileKind::Symlink,
-            Kind::Fifo => FileKind::Fifo,
-            Kind::CharDev => FileKind::CharDev,
-            Kind::BlockDev => FileKind::BlockDev,
-            Kind::Socket => FileKind::Socket,
-            // Never interned (lookups treat whiteouts as absent); shown as an empty file if ever.
-            Kind::Whiteout => FileKind::File,
-        };
-        let stored = match e.kind {
-            Kind::File => e.stored_size(),
-            Kind::Dir => e.size,
-            _ => 0,
-        };
-        Attr {
-            ino,
-            kind,
-            perm: e.mode & 0o7777,
-            nlink: e.nlink.max(1),
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            blocks: stored.div_ceil(512),
-            mtime_ns: e.mtime_ns,
-            rdev: e.rdev,
-            immutable: true,
-        }
-    }
-
-    fn attr_of(&self, ino: u64, node: &Node) -> VfsResult<Attr> {
-        match node {
-            Node::Virtual(k) => self.virtual_attr(ino, k),
-            Node::Content { entry, .. } => Ok(Self::entry_attr(ino, entry)),
-            Node::Versions { .. } => Ok(self.virtual_dir_attr(ino, &self.snap_list())),
-            Node::Deleted { data, mtime_ns, .. } => Ok(Attr {
-                ino,
-                kind: FileKind::File,
-                perm: 0o444,
-                nlink: 1,
-                uid: self.opts.uid,
-                gid: self.opts.gid,
-                size: data.len() as u64,
-                blocks: (data.len() as u64).div_ceil(512),
-                mtime_ns: *mtime_ns,
-                rdev: 0,
-                immutable: true,
-            }),
-        }
-    }
-
-    /// Attributes of an inode.
-    pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
-        let node = self.node(ino)?;
-        self.attr_of(ino, &node)
     }
 
     // ----- lookup -----
@@ -1043,67 +509,6 @@ impl Vfs {
         }
     }
 
-    /// An entry of the snapshot's own layer (whiteouts count as absent).
-    fn own_entry(&self, snap: &SnapshotId, dir: &[u8], name: &[u8]) -> VfsResult<Option<Entry>> {
-        let err = || self.content_path(snap, true, &join(dir, name));
-        let e = crate::layers::layer_entry(&self.repo, snap, dir, name).map_err(repo_err(err))?;
-        Ok(e.filter(|e| e.kind != Kind::Whiteout))
-    }
-
-    fn synth(&self, snap: &SnapshotId) -> VfsResult<Arc<Synth>> {
-        let st = self.state(snap);
-        if let Some(s) = st.synth.get() {
-            return Ok(s.clone());
-        }
-        let dirs = self
-            .repo
-            .layer_dirs(snap)
-            .map_err(repo_err(|| self.content_path(snap, true, b"")))?;
-        let mut synth = Synth::new();
-        for d in dirs.keys() {
-            if d.is_empty() {
-                continue;
-            }
-            let mut parent = Vec::new();
-            for c in d.split(|&b| b == b'/') {
-                synth.entry(parent.clone()).or_default().insert(c.to_vec());
-                parent = join(&parent, c);
-            }
-        }
-        let _ = st.synth.set(Arc::new(synth));
-        Ok(st.synth.get().cloned().expect("set above"))
-    }
-
-    /// `.deleted` (newline-terminated) and `.deleted0` (NUL-terminated) contents: every path the
-    /// snapshot's own layer whites out, sorted by bytes.
-    fn deleted_lists(&self, snap: &SnapshotId) -> VfsResult<DeletedLists> {
-        let st = self.state(snap);
-        if let Some(d) = st.deleted.get() {
-            return Ok(d.clone());
-        }
-        let view = self.view(snap)?;
-        let err = || self.content_path(snap, true, b".deleted");
-        let mut paths = Vec::new();
-        if view.snapshot().kind != BackupKind::Full {
-            for kv in view.own_layer() {
-                let (dir, name, e) = kv.map_err(repo_err(err))?;
-                if e.kind == Kind::Whiteout {
-                    paths.push(join(&dir, &name));
-                }
-            }
-        }
-        paths.sort();
-        let (mut lines, mut nuls) = (Vec::new(), Vec::new());
-        for p in paths {
-            lines.extend_from_slice(&p);
-            lines.push(b'\n');
-            nuls.extend_from_slice(&p);
-            nuls.push(0);
-        }
-        let _ = st.deleted.set((Arc::new(lines), Arc::new(nuls)));
-        Ok(st.deleted.get().cloned().expect("set above"))
-    }
-
     // ----- readdir -----
 
     /// The whole listing of directory `ino`, `.` and `..` first, then children sorted by name
@@ -1214,16 +619,16 @@ impl Vfs {
         let err = || self.content_path(snap, changes, path);
         let mut children: Vec<(Vec<u8>, Entry)> = Vec::new();
         if !changes {
-            for kv in self.view(snap)?.list(path).map_err(repo_err(err))? {
+            for kv in self.view(snap)?.children(path).map_err(repo_err(err))? {
                 children.push(kv.map_err(repo_err(err))?);
             }
         } else {
             let synth = self.synth(snap)?;
             let mut extra: BTreeSet<Vec<u8>> = synth.get(path).cloned().unwrap_or_default();
-            for kv in crate::layers::layer_children(&self.repo, snap, path) {
-                let (name, e) = kv.map_err(repo_err(err))?;
+            for kv in LayerChanges::of(&self.repo, snap).under(path) {
+                let (name, d) = kv.map_err(repo_err(err))?;
                 extra.remove(&name);
-                if e.kind != Kind::Whiteout {
+                if let Delta::Set(e) = d {
                     children.push((name, e));
                 }
             }
@@ -1257,235 +662,6 @@ impl Vfs {
         }
         let _ = entry;
         Ok(out)
-    }
-
-    // ----- content -----
-
-    /// Target of a symlink.
-    pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
-        match &*self.node(ino)? {
-            Node::Virtual(k) => self.link_target(k, &self.snap_list()),
-            Node::Content { entry, .. } if entry.kind == Kind::Symlink => Ok(entry.target.clone()),
-            _ => Err(VfsError::InvalidKind),
-        }
-    }
-
-    /// Checks that `ino` can be opened for reading; directories and other kinds are refused.
-    pub fn open_file(&self, ino: u64, write: bool) -> VfsResult<()> {
-        if write {
-            return Err(VfsError::ReadOnly);
-        }
-        match &*self.node(ino)? {
-            Node::Content { entry, .. } if entry.kind == Kind::Dir => Err(VfsError::IsADirectory),
-            Node::Virtual(VKey::Latest | VKey::SourceLatest(_)) => Err(VfsError::InvalidKind),
-            Node::Virtual(_) | Node::Versions { .. } => Err(VfsError::IsADirectory),
-            _ => Ok(()),
-        }
-    }
-
-    /// Up to `size` bytes at `offset` (fewer at end of file; holes read as zeros).
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
-        self.read_with(ino, offset, size, |d| d.to_vec())
-    }
-
-    /// Like [`Vfs::read`], but hands the bytes to `out` instead of returning a new buffer: a read
-    /// inside one chunk is the cached chunk's slice (no copy); a read spanning chunks or holes is
-    /// assembled in a per-thread buffer that is reused from read to read (no allocation, no page
-    /// faults on the streaming path).
-    pub fn read_with<R>(
-        &self,
-        ino: u64,
-        offset: u64,
-        size: u32,
-        out: impl FnOnce(&[u8]) -> R,
-    ) -> VfsResult<R> {
-        let node = self.node(ino)?;
-        match &*node {
-            Node::Deleted { data, .. } => {
-                let start = (offset as usize).min(data.len());
-                let end = start.saturating_add(size as usize).min(data.len());
-                Ok(out(&data[start..end]))
-            }
-            Node::Content {
-                snap,
-                changes,
-                path,
-                entry,
-                ..
-            } => match entry.kind {
-                Kind::File => match self.read_entry(entry, offset, size as usize, out) {
-                    Ok((r, len)) => {
-                        self.after_read(ino, entry, offset, len);
-                        Ok(r)
-                    }
-                    Err(e) => {
-                        let path = self.content_path(snap, *changes, path);
-                        log::error!("Reading {path} at offset {offset}: {e}");
-                        Err(repo_err(|| path)(e))
-                    }
-                },
-                Kind::Dir => Err(VfsError::IsADirectory),
-                _ => Err(VfsError::InvalidKind),
-            },
-            Node::Virtual(_) | Node::Versions { .. } => Err(VfsError::IsADirectory),
-        }
-    }
-
-    /// Reads `[offset, offset + len)` of a file (clipped to its size) and hands it to `out`;
-    /// returns `out`'s result and the number of bytes handed over. Binary search finds the first
-    /// chunk; holes are zeros.
-    fn read_entry<R>(
-        &self,
-        entry: &Entry,
-        offset: u64,
-        len: usize,
-        out: impl FnOnce(&[u8]) -> R,
-    ) -> crate::Result<(R, u64)> {
-        if offset >= entry.size || len == 0 {
-            return Ok((out(&[]), 0));
-        }
-        let end = entry.size.min(offset + len as u64);
-        let keep = if len >= STREAM_REQUEST {
-            Keep::Briefly
-        } else {
-            Keep::Lru
-        };
-        let first = entry.chunk_at(offset);
-        if let Some(c) = entry.chunks.get(first) {
-            if c.offset <= offset && end <= c.offset + c.len as u64 {
-                let data = self.cache.get(&c.id, keep)?;
-                let from = (offset - c.offset) as usize;
-                let to = ((end - c.offset) as usize).min(data.len());
-                let from = from.min(to);
-                return Ok((out(&data[from..to]), (to - from) as u64));
-            }
-        }
-        thread_local! {
-            static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        READ_BUF.with(|b| {
-            let buf = &mut *b.borrow_mut();
-            let n = crate::content::read_range_into(entry, offset, len, buf, |c, direct| {
-                Ok(match direct {
-                    Some(out) => {
-                        self.cache.append(&c.id, out)?;
-                        Fetched::Appended
-                    }
-                    None => Fetched::Shared(self.cache.get(&c.id, keep)?),
-                })
-            })?;
-            let r = out(buf);
-            // Keep one request's worth (the kernel asks for at most 1 MiB); free anything larger.
-            if buf.capacity() > 2 << 20 {
-                *buf = Vec::new();
-            }
-            Ok((r, n))
-        })
-    }
-
-    /// Sequential-read detection: once reads of `ino` keep landing near the furthest point read
-    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next [`PACK_AHEAD`] of the file go
-    /// to the lookup threads (see the `ahead` module), a step at a time: they look up the
-    /// chunks' locations and ask their pack bytes into the page cache. The kernel's own
-    /// readahead (up to 4 MiB, several requests served in parallel) already keeps the workers
-    /// busy decoding ahead of the reader; this keeps the index and the disk busy ahead of them.
-    fn after_read(&self, ino: u64, entry: &Entry, offset: u64, len: u64) {
-        if len == 0 {
-            return;
-        }
-        let end = offset + len;
-        let advise = {
-            let mut seq = lock(&self.seq);
-            if seq.len() > 4096 {
-                seq.clear();
-            }
-            let st = seq.entry(ino).or_insert(SeqState {
-                reached: 0,
-                run: 0,
-                advised: 0,
-            });
-            let near = offset <= st.reached.saturating_add(STREAM_SLACK)
-                && end.saturating_add(STREAM_SLACK) >= st.reached;
-            if near {
-                st.run = (st.run + 1).min(STREAMING_RUN);
-                st.reached = st.reached.max(end);
-            } else {
-                st.run = 0;
-                st.reached = end;
-                st.advised = end;
-            }
-            st.advised = st.advised.max(st.reached);
-            let mut advise = None;
-            if st.run == STREAMING_RUN && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
-                advise = Some((st.advised, (end + PACK_AHEAD).min(entry.size)));
-                st.advised = end + PACK_AHEAD;
-            }
-            advise
-        };
-        if let Some((from, to)) = advise {
-            let first = entry.chunk_at(from);
-            let ids = entry.chunks[first.min(entry.chunks.len())..]
-                .iter()
-                .take_while(|c| c.offset < to)
-                .map(|c| c.id)
-                .collect();
-            self.ahead.request(ids);
-        }
-    }
-
-    /// Directory readahead (see the `dirahead` module): `ino` was just read from its start; these files of
-    /// the same directory, (inode, size), are worth handing to the kernel now. Empty for anything
-    /// that is not a file of a snapshot or `changes/` tree.
-    pub fn files_to_push(&self, ino: u64) -> Vec<(u64, u64)> {
-        let Ok(node) = self.node(ino) else {
-            return Vec::new();
-        };
-        let Node::Content { parent, entry, .. } = &*node else {
-            return Vec::new();
-        };
-        if entry.kind != Kind::File {
-            return Vec::new();
-        }
-        let parent = *parent;
-        if !lock(&self.dirahead).knows(parent) {
-            // Built outside the lock: a large directory must not stall other readers.
-            let Ok(items) = self.readdir(parent) else {
-                return Vec::new();
-            };
-            let files = items
-                .iter()
-                .skip(2)
-                .filter(|d| d.attr.kind == FileKind::File)
-                .map(|d| (d.attr.ino, d.attr.size))
-                .collect();
-            lock(&self.dirahead).insert(parent, Arc::new(files));
-        }
-        lock(&self.dirahead).on_read(parent, ino)
-    }
-
-    /// Names of the extended attributes, each NUL-terminated.
-    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<u8>> {
-        let mut out = Vec::new();
-        if let Node::Content { entry, .. } = &*self.node(ino)? {
-            for (n, _) in &entry.xattrs {
-                out.extend_from_slice(n);
-                out.push(0);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Value of one extended attribute.
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
-        match &*self.node(ino)? {
-            Node::Content { entry, .. } => entry
-                .xattrs
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .ok_or(VfsError::NoXattr),
-            _ => Err(VfsError::NoXattr),
-        }
     }
 }
 

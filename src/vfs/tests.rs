@@ -539,7 +539,8 @@ fn every_snapshot_of_a_chain_shows_its_own_root() {
     }
     let newest = snaps.last().unwrap();
     assert!(
-        crate::layers::layer_entry(&repo, &newest.id, b"", b"")
+        crate::layers::LayerChanges::of(&repo, &newest.id)
+            .at(b"", b"")
             .unwrap()
             .is_none(),
         "the newest layer does not hold the root (the chain is searched)"

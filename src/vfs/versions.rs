@@ -19,8 +19,11 @@
 //! and a bounded cache of recent histories ([`HistoryCache`]); nothing grows with the number of
 //! files or snapshots otherwise.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use super::{
     lock, lossy, repo_err, DirItem, Key, Node, SnapList, Vfs, VfsError, VfsResult, VERSIONS_INO,
@@ -28,16 +31,22 @@ use super::{
 use crate::entry::{Entry, Kind};
 use crate::history::{self, Step};
 use crate::id::SnapshotId;
-use crate::layers::join;
+use crate::layers::{join, Delta, LayerChanges};
 use crate::snapshot::Snapshot;
 
-/// Histories kept before the cache starts over.
-const MAX_HISTORIES: usize = 256;
+/// Histories kept; beyond this the least recently used is dropped.
+const MAX_HISTORIES: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 
-/// Recent `(source, path, newest snapshot)` → the path's versions. Bounded: cleared when full. The
-/// newest snapshot id in the key makes a refresh that adds snapshots miss instead of going stale.
-#[derive(Default)]
-pub(super) struct HistoryCache(Mutex<HashMap<HistoryKey, Arc<Vec<Version>>>>);
+/// Recent `(source, path, newest snapshot)` → the path's versions. Bounded, least recently used
+/// out first. The newest snapshot id in the key makes a refresh that adds snapshots miss instead
+/// of going stale.
+pub(super) struct HistoryCache(Mutex<LruCache<HistoryKey, Arc<Vec<Version>>>>);
+
+impl Default for HistoryCache {
+    fn default() -> HistoryCache {
+        HistoryCache(Mutex::new(LruCache::new(MAX_HISTORIES)))
+    }
+}
 
 /// (encoded source, path, newest snapshot of the source).
 type HistoryKey = (String, Vec<u8>, SnapshotId);
@@ -71,7 +80,7 @@ impl Vfs {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for s in snaps {
-            for l in self.view(&s.id)?.layer_ids() {
+            for l in self.view(&s.id)?.chain() {
                 if seen.insert(l) {
                     out.push(l);
                 }
@@ -103,9 +112,9 @@ impl Vfs {
         let err = || Self::versions_path(source, path);
         let mut names = BTreeSet::new();
         for layer in self.source_layers(&snaps)? {
-            for kv in crate::layers::layer_children(&self.repo, &layer, path) {
-                let (name, e) = kv.map_err(repo_err(err))?;
-                if e.kind != Kind::Whiteout {
+            for kv in LayerChanges::of(&self.repo, &layer).under(path) {
+                let (name, d) = kv.map_err(repo_err(err))?;
+                if d != Delta::Deleted {
                     names.insert(name);
                 }
             }
@@ -126,13 +135,12 @@ impl Vfs {
         let err = || lossy(path);
         let (mut exists, mut non_dir) = (false, false);
         for layer in self.source_layers(snaps)? {
-            if let Some(e) =
-                crate::layers::layer_entry(&self.repo, &layer, dir, name).map_err(repo_err(err))?
-            {
-                if e.kind != Kind::Whiteout {
-                    exists = true;
-                    non_dir |= e.kind != Kind::Dir;
-                }
+            let d = LayerChanges::of(&self.repo, &layer)
+                .at(dir, name)
+                .map_err(repo_err(err))?;
+            if let Some(Delta::Set(e)) = d {
+                exists = true;
+                non_dir |= e.kind != Kind::Dir;
             }
         }
         Ok((exists, non_dir))
@@ -186,11 +194,7 @@ impl Vfs {
             }
         }
         let out = Arc::new(out);
-        let mut cache = lock(&self.histories.0);
-        if cache.len() >= MAX_HISTORIES {
-            cache.clear();
-        }
-        cache.insert(key, out.clone());
+        lock(&self.histories.0).put(key, out.clone());
         Ok(out)
     }
 
