@@ -99,14 +99,7 @@ impl LiveWalker<'_, '_, '_> {
     }
 
     fn emit(&mut self, item: DiffItem) -> Result<()> {
-        let s = &mut self.summary;
-        match item.change {
-            Change::Added => s.added += 1,
-            Change::Removed => s.removed += 1,
-            Change::TypeChanged => s.type_changed += 1,
-            Change::Modified if item.metadata_only() => s.metadata_modified += 1,
-            Change::Modified => s.content_modified += 1,
-        }
+        self.summary.count(&item);
         (self.sink)(item)
     }
 

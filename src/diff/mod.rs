@@ -188,6 +188,17 @@ impl DiffSummary {
         }
     }
 
+    /// Counts one differing path under its kind of change.
+    fn count(&mut self, item: &DiffItem) {
+        match item.change {
+            Change::Added => self.added += 1,
+            Change::Removed => self.removed += 1,
+            Change::TypeChanged => self.type_changed += 1,
+            Change::Modified if item.metadata_only() => self.metadata_modified += 1,
+            Change::Modified => self.content_modified += 1,
+        }
+    }
+
     /// Number of differing paths.
     pub fn total(&self) -> u64 {
         self.added
@@ -392,14 +403,7 @@ impl Walker<'_, '_, '_> {
     }
 
     fn emit(&mut self, item: DiffItem) -> Result<()> {
-        let s = &mut self.summary;
-        match item.change {
-            Change::Added => s.added += 1,
-            Change::Removed => s.removed += 1,
-            Change::TypeChanged => s.type_changed += 1,
-            Change::Modified if item.metadata_only() => s.metadata_modified += 1,
-            Change::Modified => s.content_modified += 1,
-        }
+        self.summary.count(&item);
         (self.sink)(item)
     }
 

@@ -106,3 +106,28 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     out.truncate(n);
     out
 }
+
+/// Every file of every snapshot, read through the binary (`ls -R --json`, then `cat`): snapshot id
+/// → path → content (the entry type for what is not a regular file).
+pub fn snapshot_contents(
+    repo: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut all = std::collections::BTreeMap::new();
+    for s in snapshot_list(repo) {
+        let id = s["id"].as_str().unwrap().to_string();
+        let out = strata_ok(repo, &["ls", "-R", "--json", &id]);
+        let mut files = std::collections::BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let path = v["path"].as_str().unwrap().to_string();
+            let data = if v["type"] == "file" {
+                strata_ok(repo, &["cat", &id, &path]).stdout
+            } else {
+                v["type"].as_str().unwrap().as_bytes().to_vec()
+            };
+            files.insert(path, data);
+        }
+        all.insert(id, files);
+    }
+    all
+}

@@ -80,30 +80,6 @@ fn walk_count(dir: &std::path::Path, ext: &str) -> usize {
     n
 }
 
-/// Every file of every snapshot: id → path → content (or the entry type for non-files).
-fn contents(
-    repo: &std::path::Path,
-) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
-    let mut all = std::collections::BTreeMap::new();
-    for s in crate::common::snapshot_list(repo) {
-        let id = s["id"].as_str().unwrap().to_string();
-        let out = strata_ok(repo, &["ls", "-R", "--json", &id]);
-        let mut files = std::collections::BTreeMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let path = v["path"].as_str().unwrap().to_string();
-            let data = if v["type"] == "file" {
-                strata_ok(repo, &["cat", &id, &path]).stdout
-            } else {
-                v["type"].as_str().unwrap().as_bytes().to_vec()
-            };
-            files.insert(path, data);
-        }
-        all.insert(id, files);
-    }
-    all
-}
-
 /// `check --json`: exit code and problem kinds.
 fn check_kinds(repo: &std::path::Path) -> (Option<i32>, Vec<String>, String) {
     let out = crate::common::strata(repo, &["check", "--json"]);
@@ -159,7 +135,7 @@ fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
             let (t, repo) = new_repo();
             let src = t.path().join("src");
             let ids = history_with_whiteouts(&repo, &src);
-            let before = contents(&repo);
+            let before = crate::common::snapshot_contents(&repo);
             // Forgetting the full and the next makes the third a full (its whiteouts dropped,
             // two layers deleted); consolidating the latest materialises it.
             let args: Vec<&str> = if op == "forget" {
@@ -198,7 +174,7 @@ fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
                 want.remove(&ids[0]);
                 want.remove(&ids[1]);
             }
-            assert_eq!(contents(&repo), want, "{label}");
+            assert_eq!(crate::common::snapshot_contents(&repo), want, "{label}");
             let last = crate::common::snapshot_list(&repo);
             let kinds: Vec<&str> = last.iter().map(|s| s["kind"].as_str().unwrap()).collect();
             if op == "forget" {

@@ -345,28 +345,6 @@ fn forget_keeps_recreated_directories_opaque() {
 
 // ---- CLI: forget / consolidate / prune / --max-chain ----
 
-/// Every file of every listed snapshot, read through the binary.
-fn contents(repo: &Path) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut all = BTreeMap::new();
-    for s in snapshot_list(repo) {
-        let id = s["id"].as_str().unwrap().to_string();
-        let out = strata_ok(repo, &["ls", "-R", "--json", &id]);
-        let mut files = BTreeMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let path = v["path"].as_str().unwrap().to_string();
-            let data = if v["type"] == "file" {
-                strata_ok(repo, &["cat", &id, &path]).stdout
-            } else {
-                v["type"].as_str().unwrap().as_bytes().to_vec()
-            };
-            files.insert(path, data);
-        }
-        all.insert(id, files);
-    }
-    all
-}
-
 fn history(repo: &Path, src: &Path, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
@@ -393,7 +371,7 @@ fn cli_forget_dry_run_changes_nothing_and_explains() {
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     history(&repo, &src, 6);
-    let before = contents(&repo);
+    let before = crate::common::snapshot_contents(&repo);
     let out = strata_ok(
         &repo,
         &["forget", "--keep-last", "2", "--dry-run", "--json"],
@@ -405,7 +383,7 @@ fn cli_forget_dry_run_changes_nothing_and_explains() {
     assert_eq!(d[0]["reasons"][0], "last snapshot");
     assert_eq!(d[5]["reasons"][0], "policy");
     assert!(v["stats"].is_null());
-    assert_eq!(contents(&repo), before);
+    assert_eq!(crate::common::snapshot_contents(&repo), before);
     let human = strata_ok(&repo, &["forget", "--keep-last", "2", "--dry-run"]);
     let text = String::from_utf8(human.stdout).unwrap();
     assert!(text.contains("keep") && text.contains("remove") && text.contains("last snapshot"));
@@ -415,11 +393,11 @@ fn cli_forget_dry_run_changes_nothing_and_explains() {
     let bad = strata(&repo, &["forget", "--keep-within", "3x"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("duration"));
-    assert_eq!(contents(&repo), before);
+    assert_eq!(crate::common::snapshot_contents(&repo), before);
     let dry = strata_ok(&repo, &["prune", "--dry-run", "--json"]);
     let p: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(p["dry_run"], true);
-    assert_eq!(contents(&repo), before);
+    assert_eq!(crate::common::snapshot_contents(&repo), before);
 }
 
 #[test]
@@ -428,12 +406,12 @@ fn cli_forget_prune_consolidate_keep_views_and_reclaim_space() {
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     let ids = history(&repo, &src, 12);
-    let before = contents(&repo);
+    let before = crate::common::snapshot_contents(&repo);
     let out = strata_ok(&repo, &["forget", "--keep-last", "3", "--prune", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["stats"]["forgotten"], 9);
     assert!(v["prune"]["reclaimed_bytes"].as_u64().unwrap() > 0, "{v}");
-    let after = contents(&repo);
+    let after = crate::common::snapshot_contents(&repo);
     assert_eq!(after.len(), 3);
     for (id, files) in &after {
         assert_eq!(files, &before[id], "snapshot {id} changed");
@@ -445,14 +423,14 @@ fn cli_forget_prune_consolidate_keep_views_and_reclaim_space() {
     let again = strata_ok(&repo, &["prune", "--repack-threshold", "100", "--json"]);
     let p: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     strata_ok(&repo, &["prune", "--json"]);
-    assert_eq!(contents(&repo), after, "{p}");
+    assert_eq!(crate::common::snapshot_contents(&repo), after, "{p}");
     // Consolidate the newest: it becomes a full of depth 1, same content.
     let out = strata_ok(&repo, &["consolidate", "latest", "--json"]);
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c["snapshot"]["kind"], "full");
     assert_eq!(c["snapshot"]["depth"], 1);
     assert!(c["snapshot"]["parent"].is_null());
-    assert_eq!(contents(&repo), after);
+    assert_eq!(crate::common::snapshot_contents(&repo), after);
 }
 
 #[test]
@@ -682,11 +660,19 @@ fn kill_during_forget_and_prune_loses_nothing() {
         let src = t.path().join("src");
         fs::create_dir(&src).unwrap();
         history(&repo, &src, 5);
-        let before = contents(&repo);
+        let before = crate::common::snapshot_contents(&repo);
         crash_at(&repo, point, &["consolidate", "latest"]);
-        assert_eq!(contents(&repo), before, "consolidate {point}");
+        assert_eq!(
+            crate::common::snapshot_contents(&repo),
+            before,
+            "consolidate {point}"
+        );
         strata_ok(&repo, &["consolidate", "latest"]);
-        assert_eq!(contents(&repo), before, "consolidate {point}, rerun");
+        assert_eq!(
+            crate::common::snapshot_contents(&repo),
+            before,
+            "consolidate {point}, rerun"
+        );
         let last = snapshot_list(&repo).pop().unwrap();
         assert_eq!(
             (last["kind"].as_str(), last["depth"].as_u64()),
@@ -698,7 +684,7 @@ fn kill_during_forget_and_prune_loses_nothing() {
         let src = t.path().join("src");
         fs::create_dir(&src).unwrap();
         history(&repo, &src, 8);
-        let before = contents(&repo);
+        let before = crate::common::snapshot_contents(&repo);
         let list = snapshot_list(&repo);
         // Snapshots 0 and 5 are fulls. Forgetting 1 and 2 merges both into 3; forgetting the
         // full 5 makes 6 a full.
@@ -715,7 +701,7 @@ fn kill_during_forget_and_prune_loses_nothing() {
             crash_at(&repo, point, &["prune", "--repack-threshold", "100"]);
         }
         // Every kept snapshot is intact after the crash.
-        let after = contents(&repo);
+        let after = crate::common::snapshot_contents(&repo);
         for (id, files) in &after {
             assert_eq!(files, &before[id], "{point}: snapshot {id} changed");
         }
@@ -727,7 +713,7 @@ fn kill_during_forget_and_prune_loses_nothing() {
             strata_ok(&repo, &args);
         }
         strata_ok(&repo, &["prune", "--repack-threshold", "100"]);
-        let done = contents(&repo);
+        let done = crate::common::snapshot_contents(&repo);
         assert_eq!(done.len(), before.len() - victims.len(), "{point}");
         for (id, files) in &done {
             assert_eq!(files, &before[id], "{point}: snapshot {id} after rerun");

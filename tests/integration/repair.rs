@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{backup, bin, files_under, new_repo, pseudo_random, strata, strata_ok};
-use crate::integration::check::{assert_all_views, check, scenario, wait_unlocked, with_repo};
+use crate::integration::check::{
+    assert_all_views, check, scenario, wait_unlocked, with_repo, Scenario,
+};
 
 type Dump = BTreeMap<&'static str, Vec<(Vec<u8>, Vec<u8>)>>;
 
@@ -332,14 +334,13 @@ fn repair_keeps_snapshot_whose_record_is_lost_and_prune_keeps_its_data() {
     assert_eq!(check(&s.repo, &["--read-data"]).code, 0);
 }
 
-#[test]
-fn repair_rebuilds_snapshot_whose_layer_blob_is_damaged_from_the_old_index() {
+/// Flips a byte in the middle of the first incremental's layer blob (the old index still holds
+/// that layer's entries).
+fn damage_first_incremental_layer_blob(s: &Scenario) {
     use crate::integration::check::{flip, pack_records};
-    let s = scenario();
-    // The first incremental's layer blob: the old index still holds that layer's entries.
     let files = crate::integration::check::file_chunks(&s.repo);
     let probe =
-        crate::integration::check::chunks_of(&files, &s, 1, "orders/2026/11/22/order-4.json")[0];
+        crate::integration::check::chunks_of(&files, s, 1, "orders/2026/11/22/order-4.json")[0];
     let (pack, _, _) = crate::integration::check::location(&s.repo, &probe);
     let path = crate::integration::check::pack_path(&s.repo, pack);
     let (_, off, _, stored) = *pack_records(&path)
@@ -347,6 +348,12 @@ fn repair_rebuilds_snapshot_whose_layer_blob_is_damaged_from_the_old_index() {
         .find(|r| r.0 == 1)
         .expect("a layer blob in the incremental's pack");
     flip(&path, off + 56 + stored / 2);
+}
+
+#[test]
+fn repair_rebuilds_snapshot_whose_layer_blob_is_damaged_from_the_old_index() {
+    let s = scenario();
+    damage_first_incremental_layer_blob(&s);
 
     let (code, r) = repair_json(&s.repo);
     assert_eq!(r["snapshots_dropped"], serde_json::json!([]), "{r}");
@@ -368,15 +375,8 @@ fn repair_rebuilds_snapshot_whose_layer_blob_is_damaged_from_the_old_index() {
 
 #[test]
 fn prune_refuses_after_repair_lost_a_snapshot_until_forced() {
-    use crate::integration::check::{flip, pack_records};
     let s = scenario();
-    let files = crate::integration::check::file_chunks(&s.repo);
-    let probe =
-        crate::integration::check::chunks_of(&files, &s, 1, "orders/2026/11/22/order-4.json")[0];
-    let (pack, _, _) = crate::integration::check::location(&s.repo, &probe);
-    let path = crate::integration::check::pack_path(&s.repo, pack);
-    let (_, off, _, stored) = *pack_records(&path).iter().find(|r| r.0 == 1).unwrap();
-    flip(&path, off + 56 + stored / 2);
+    damage_first_incremental_layer_blob(&s);
     // Without the old index the layer is truly gone: the snapshot is reported lost.
     std::fs::remove_dir_all(s.repo.join("index")).unwrap();
     let (code, r) = repair_json(&s.repo);
