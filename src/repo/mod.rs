@@ -15,6 +15,7 @@ pub mod keys;
 pub mod pack;
 pub mod scan;
 pub mod space;
+pub mod store;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::snapshot::Snapshot;
 use keys::Location;
 use pack::{DirBackend, PackBackend, RECORD_HEADER_LEN};
+use store::MetaStore;
 
 /// sled page cache of commands that read metadata heavily (ls, diff, restore, check).
 pub const DEFAULT_INDEX_CACHE: u64 = 64 << 20;
@@ -94,7 +96,9 @@ pub struct RepoLock(File);
 /// An open repository. Holds the exclusive process lock for its lifetime.
 pub struct Repo {
     path: PathBuf,
-    db: sled::Db,
+    /// The index. The tree fields below are its keyspaces, kept while callers move to
+    /// [`Repo::index`].
+    store: store::SledStore,
     pub(crate) meta: sled::Tree,
     pub(crate) chunks: sled::Tree,
     pub(crate) snapshots: sled::Tree,
@@ -421,6 +425,7 @@ impl Repo {
         };
         Ok(Arc::new(Repo {
             path: path.to_path_buf(),
+            store: store::SledStore::new(db.clone())?,
             chunks: db.open_tree(keys::TREE_CHUNKS)?,
             snapshots: db.open_tree(keys::TREE_SNAPSHOTS)?,
             layers: db.open_tree(keys::TREE_LAYERS)?,
@@ -435,7 +440,6 @@ impl Repo {
             commits: Mutex::new(commits),
             space: space::Space::new(path, &path.join(INDEX_DIR).join("db")),
             resumed: Default::default(),
-            db,
             _lock: lock,
         }))
     }
@@ -450,6 +454,11 @@ impl Repo {
         self.compression
     }
 
+    /// The index: every keyspace, read and written only through this interface.
+    pub fn index(&self) -> &dyn store::MetaStore {
+        &self.store
+    }
+
     /// The pack storage.
     pub fn packs(&self) -> &Arc<dyn PackBackend> {
         &self.packs
@@ -461,7 +470,7 @@ impl Repo {
     pub fn flush(&self) -> Result<()> {
         let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
         let Some(marker) = c.marker.clone() else {
-            self.db.flush()?;
+            self.store.flush()?;
             return Ok(());
         };
         let instance = match c.instance {
@@ -475,7 +484,7 @@ impl Repo {
         };
         c.tree
             .insert(keys::COMMITS_COUNT, &(c.count + 1).to_be_bytes())?;
-        self.db.flush()?;
+        self.store.flush()?;
         c.count += 1;
         // A marker that is not written only weakens the next open's check.
         let text = format!("{} {}\n", hex16(&instance), c.count);
@@ -518,7 +527,7 @@ impl Repo {
 
     /// Allocates a fresh, never reused number (sled's persistent id generator).
     pub(crate) fn generate_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.store.generate_id()
     }
 
     /// Starts a new pack under a fresh number. Numbers come from sled's id generator, which can
