@@ -9,11 +9,11 @@
 //! *materialised*: its whole view is written into its layer and it becomes a full (the same
 //! operation as `consolidate`).
 //!
-//! **Crash safety** (the order is documented in docs/FORMAT.md): every sled write before the
+//! **Crash safety** (the order is documented in docs/FORMAT.md): every index write before the
 //! switch leaves each view unchanged, because it only adds to a layer entries identical to what the
 //! view already showed there, or flags as opaque a directory all of whose visible children the
 //! layer already holds. Then new layer blobs, new snapshot blobs and the forget tombstone go into
-//! one finished pack; then all changed snapshot records switch in one atomic sled batch; then the
+//! one finished pack; then all changed snapshot records switch in one atomic index batch; then the
 //! forgotten records are removed; then dead layers and redundant whiteouts are deleted. A run killed
 //! anywhere (or stopped by a full disk) leaves every kept view intact, but layers that disagree with
 //! their layer blobs until the run is complete. So the run is recorded in `meta` before its first

@@ -1,6 +1,6 @@
 //! `prune`: deletes what no snapshot needs any more. Mark, then sweep.
 //!
-//! **Mark.** The `layers` tree is streamed once: entries of existing snapshots mark their chunks
+//! **Mark.** The `layers` keyspace is streamed once: entries of existing snapshots mark their chunks
 //! live (a `HashSet` of 32-byte ids: about 80 MB per million chunks with the set's overhead, fine
 //! up to a few million chunks); entries of snapshots that no longer exist (a killed backup or
 //! forget) are deleted. Also live: the layer blobs listed by the snapshot records, the last-written
@@ -10,8 +10,8 @@
 //! index points at it (a second copy, left by a killed rewrite, is garbage). A pack without live
 //! records is deleted; a pack whose live bytes fall below the repack threshold is rewritten: its
 //! live records are copied raw (verified, never recompressed) into a new pack, which is finished,
-//! then the index switches to the new locations, then sled is flushed, then the old pack is
-//! deleted. Killed between any two steps, nothing referenced is lost and a rerun completes.
+//! then the index switches to the new locations and is flushed, then the old pack is deleted.
+//! Killed between any two steps, nothing referenced is lost and a rerun completes.
 //!
 //! **Damage.** Prune deletes what nothing references, so it must not run on a repository whose
 //! references may be incomplete: when the last check or repair left a damage marker
@@ -22,20 +22,17 @@
 //! Unfinished `*.pack.tmp` files are removed first: the repository lock is exclusive (`flock`
 //! `LOCK_EX`, see `repo::take_lock`), so no live writer can own them.
 
-use std::collections::{HashMap, HashSet};
+mod mark;
+mod repack;
+mod sweep;
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::check::marker::{self, Origin};
 use crate::error::{Error, Result};
 use crate::forget::crash_point;
-use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::repo::keys::Location;
-use crate::repo::pack::{
-    self, PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN,
-};
-use crate::repo::writer::PACK_TARGET_SIZE;
 use crate::repo::Repo;
-use crate::snapshot::Snapshot;
 
 /// Default repack threshold: packs less than 80% live are rewritten. Rewriting copies the live
 /// part, so at 80% each byte copied frees at least a quarter byte; packs are 64 MiB, so the waste
@@ -106,71 +103,12 @@ impl PruneStats {
     }
 }
 
-/// One record found in a pack.
-#[derive(Clone, Copy, Debug)]
-struct Rec {
-    header: RecordHeader,
-    offset: u64,
-}
-
-impl Rec {
-    fn len(&self) -> u64 {
-        RECORD_HEADER_LEN as u64 + self.header.stored_len as u64
-    }
-    fn location(&self, pack: PackId) -> Location {
-        Location {
-            pack,
-            offset: self.offset,
-            stored_len: self.header.stored_len,
-            raw_len: self.header.raw_len,
-            compression: self.header.compression,
-        }
-    }
-}
-
-/// Reads every record header of a pack; `Err` when a header is damaged (the pack is left alone).
-fn scan_pack(repo: &Repo, id: PackId, size: u64) -> Result<Vec<Rec>> {
-    let head = repo
-        .packs()
-        .read_at(id, 0, PACK_HEADER_LEN.min(size) as usize)?;
-    pack::verify_pack_header(&head)
-        .map_err(|e| Error::CorruptMetadata(format!("pack {id}: {e}")))?;
-    let mut out = Vec::new();
-    let mut offset = PACK_HEADER_LEN;
-    while offset < size {
-        let h = repo.packs().read_at(id, offset, RECORD_HEADER_LEN)?;
-        let header = RecordHeader::decode(&h)
-            .map_err(|e| Error::CorruptMetadata(format!("pack {id} at {offset}: {e}")))?;
-        let rec = Rec { header, offset };
-        if offset + rec.len() > size {
-            return Err(Error::CorruptMetadata(format!(
-                "pack {id} at {offset}: record runs past the end"
-            )));
-        }
-        offset += rec.len();
-        out.push(rec);
-    }
-    Ok(out)
-}
-
 /// Deletes unreferenced records from the repository's packs; see the module doc.
 pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     let start = Instant::now();
     let mut stats = PruneStats::default();
-    let damage = crate::check::marker::read(repo.path())?;
-    if !damage.is_empty() {
-        let found = damage_summary(&damage);
-        if opts.dry_run {
-            log::warn!("{found}; prune will need --force-after-damage");
-        } else if !opts.force_after_damage {
-            return Err(Error::DamageUnacknowledged {
-                path: repo.path().to_path_buf(),
-                found,
-            });
-        } else {
-            log::warn!("Pruning as asked, although {found}");
-        }
-    }
+    let damage = marker::read(repo.path())?;
+    acknowledge_damage(repo, &damage, opts)?;
     if !opts.dry_run {
         stats.tmp_packs_removed = repo.packs().remove_unfinished()? as u64;
         // The lookup tables record chunk locations, which a repack moves.
@@ -178,226 +116,39 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     }
 
     // Mark.
-    let snapshots = repo.snapshots()?;
-    let existing: HashSet<SnapshotId> = snapshots.iter().map(|s| s.id).collect();
-    let mut live: HashSet<ChunkId> = HashSet::new();
-    let mut orphans: Vec<sled::IVec> = Vec::new();
-    for kv in repo.layers.iter() {
-        let (k, v) = kv?;
-        let sid = key_snapshot(&k)?;
-        if existing.contains(&sid) {
-            for c in crate::entry::Entry::decode(&v)?.chunks {
-                live.insert(c.id);
-            }
-        } else {
-            orphans.push(k);
-        }
-    }
-    stats.live_chunks = live.len() as u64;
-    for s in &snapshots {
-        live.extend(s.layer_blobs.iter().copied());
-    }
-
-    let packs = repo.packs().list()?;
-    stats.packs_total = packs.len() as u64;
-    let mut scanned: Vec<(PackId, u64, Vec<Rec>)> = Vec::new();
-    // The last-written snapshot blob of each snapshot: (pack, offset, blob id).
-    let mut current: HashMap<SnapshotId, (PackId, u64, ChunkId)> = HashMap::new();
-    for &(pid, size) in &packs {
-        stats.bytes_before += size;
-        let recs = match scan_pack(repo, pid, size) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("Leaving pack {pid} alone: {e}");
-                stats.packs_skipped += 1;
-                stats.bytes_after += size;
-                continue;
-            }
-        };
-        for r in &recs {
-            match r.header.rtype {
-                RecordType::Snapshot => {
-                    let plain = repo.read_record_at(&r.header.id, &r.location(pid))?;
-                    let s = Snapshot::decode(&plain)?;
-                    let pos = (pid, r.offset, r.header.id);
-                    if current
-                        .get(&s.id)
-                        .is_none_or(|c| (c.0, c.1) < (pid, r.offset))
-                    {
-                        current.insert(s.id, pos);
-                    }
-                }
-                RecordType::Forget | RecordType::Dictionary => {
-                    live.insert(r.header.id);
-                }
-                RecordType::Chunk | RecordType::Layer => {}
-            }
-        }
-        scanned.push((pid, size, recs));
-    }
-    for (sid, (_, _, blob)) in &current {
-        if existing.contains(sid) {
-            live.insert(*blob);
-        }
-    }
+    let mut marked = mark::mark_layers(repo)?;
+    stats.live_chunks = marked.live_chunks;
+    let packs = mark::scan_packs(repo, &mut marked, &mut stats)?;
 
     // Sweep: decide per pack.
-    let is_live = |pid: PackId, r: &Rec| -> Result<bool> {
-        if !live.contains(&r.header.id) {
-            return Ok(false);
-        }
-        match repo.chunks.get(r.header.id.0)? {
-            Some(v) => {
-                Ok(Location::decode(&v).is_some_and(|l| l.pack == pid && l.offset == r.offset))
-            }
-            None => {
-                log::warn!("Live record {} in pack {pid} was not indexed", r.header.id);
-                Ok(true)
-            }
-        }
-    };
-    let mut delete: Vec<(PackId, u64, Vec<Rec>)> = Vec::new();
-    let mut rewrite: Vec<(PackId, u64, Vec<Rec>, Vec<Rec>)> = Vec::new();
-    for (pid, size, recs) in scanned {
-        let mut live_recs = Vec::new();
-        let mut dead = Vec::new();
-        for r in recs {
-            if is_live(pid, &r)? {
-                live_recs.push(r);
-            } else {
-                dead.push(r);
-            }
-        }
-        let live_bytes: u64 = live_recs.iter().map(Rec::len).sum();
-        if live_recs.is_empty() {
-            stats.records_removed += dead.len() as u64;
-            delete.push((pid, size, dead));
-        } else if !dead.is_empty()
-            && (live_bytes + PACK_HEADER_LEN) * 100 < size * opts.repack_threshold as u64
-        {
-            stats.records_removed += dead.len() as u64;
-            stats.bytes_after += live_bytes + PACK_HEADER_LEN;
-            rewrite.push((pid, size, live_recs, dead));
-        } else {
-            stats.garbage_bytes_kept += dead.iter().map(Rec::len).sum::<u64>();
-            stats.bytes_after += size;
-        }
-    }
-    stats.packs_deleted = delete.len() as u64;
-    stats.packs_rewritten = rewrite.len() as u64;
-    stats.orphan_entries = orphans.len() as u64;
+    let sweep = sweep::classify(repo, packs, &marked.live, opts.repack_threshold, &mut stats)?;
+    stats.packs_deleted = sweep.delete.len() as u64;
+    stats.packs_rewritten = sweep.rewrite.len() as u64;
+    stats.orphan_entries = marked.orphans.len() as u64;
     if opts.dry_run {
-        stats.packs_written = rewrite_packs_estimate(&rewrite);
+        stats.packs_written = sweep.packs_written_estimate();
         stats.elapsed_ms = start.elapsed().as_millis() as u64;
         return Ok(stats);
     }
-
-    // Orphan layer entries: no snapshot record points at them.
-    for part in orphans.chunks(512) {
-        let mut batch = sled::Batch::default();
-        for k in part {
-            batch.remove(k.clone());
-        }
-        repo.layers.apply_batch(batch)?;
-    }
-    let mut batch = sled::Batch::default();
-    for kv in repo.layerdirs.iter().keys() {
-        let k = kv?;
-        if !existing.contains(&key_snapshot(&k)?) {
-            batch.remove(k);
-        }
-    }
-    repo.layerdirs.apply_batch(batch)?;
+    sweep::remove_orphans(repo, &marked)?;
 
     // Rewrite: copy, finish, switch the index, flush, delete.
-    let mut copier: Option<Copier> = None;
-    let mut done_old: Vec<(PackId, Vec<Rec>)> = Vec::new();
-    let mut moved: Vec<(ChunkId, Location)> = Vec::new();
-    for (pid, _size, live_recs, dead) in rewrite {
-        let mut copies = Vec::new();
-        let mut ok = true;
-        for r in &live_recs {
-            let bytes = repo.packs().read_at(pid, r.offset, r.len() as usize)?;
-            let dict = repo.dictionary().map(|d| d.as_ref());
-            if let Err(e) = pack::open_record(pid, &bytes, &r.header.id, dict) {
-                log::error!("Not rewriting pack {pid}: {e}");
-                ok = false;
-                break;
-            }
-            copies.push((r.header.id, bytes));
-        }
-        if !ok {
-            stats.packs_skipped += 1;
-            stats.packs_rewritten -= 1;
-            continue;
-        }
-        for (id, bytes) in copies {
-            if copier
-                .as_ref()
-                .is_some_and(|c| c.offset >= PACK_TARGET_SIZE)
-            {
-                let c = copier.take().unwrap();
-                moved.extend(c.finish()?);
-                stats.packs_written += 1;
-            }
-            if copier.is_none() {
-                copier = Some(Copier::create(repo)?);
-            }
-            copier.as_mut().unwrap().copy(id, &bytes)?;
-            stats.records_copied += 1;
-        }
-        done_old.push((pid, dead));
-    }
-    if let Some(c) = copier.take() {
-        moved.extend(c.finish()?);
-        stats.packs_written += 1;
-    }
+    let repacked = repack::repack(repo, sweep.rewrite, &mut stats)?;
     crash_point("prune-after-pack");
-
-    // Index: new locations of copied records; dead records of rewritten and deleted packs leave
-    // the index (only where it still points into those packs).
-    let mut index_removals = Vec::new();
-    for (pid, dead) in done_old
-        .iter()
-        .map(|(p, d)| (*p, d))
-        .chain(delete.iter().map(|(p, _, d)| (*p, d)))
-    {
-        for r in dead {
-            if let Some(v) = repo.chunks.get(r.header.id.0)? {
-                if Location::decode(&v).is_some_and(|l| l.pack == pid && l.offset == r.offset) {
-                    index_removals.push(r.header.id);
-                }
-            }
-        }
-    }
-    for part in moved.chunks(512) {
-        let mut batch = sled::Batch::default();
-        for (id, loc) in part {
-            batch.insert(&id.0, &loc.encode());
-        }
-        repo.chunks.apply_batch(batch)?;
-    }
-    for part in index_removals.chunks(512) {
-        let mut batch = sled::Batch::default();
-        for id in part {
-            batch.remove(&id.0);
-        }
-        repo.chunks.apply_batch(batch)?;
-    }
+    repack::switch_index(repo, &repacked, &sweep.delete)?;
     repo.flush()?;
     crash_point("prune-after-index");
-
-    for (pid, _) in &done_old {
+    for (pid, _) in &repacked.done {
         repo.packs().delete(*pid)?;
         crash_point("prune-after-first-delete");
     }
-    for (pid, _, _) in &delete {
+    for (pid, _) in &sweep.delete {
         repo.packs().delete(*pid)?;
     }
     stats.bytes_after = repo.packs().list()?.iter().map(|p| p.1).sum();
     if !damage.is_empty() {
         // Acknowledged and acted on: the next prune needs no flag until new damage is found.
-        crate::check::marker::clear(repo.path())?;
+        marker::clear(repo.path())?;
     }
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     log::info!(
@@ -409,13 +160,34 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     Ok(stats)
 }
 
-/// One line for the user: the first findings of the damage marker, and how many more.
-fn damage_summary(findings: &[(crate::check::marker::Origin, String)]) -> String {
+/// Refuses to prune after damage ([`Error::DamageUnacknowledged`]) unless the user says they
+/// have looked (`force_after_damage`); a dry run only warns.
+fn acknowledge_damage(repo: &Repo, damage: &[(Origin, String)], opts: &PruneOptions) -> Result<()> {
+    let Some(found) = damage_summary(damage) else {
+        return Ok(());
+    };
+    if opts.dry_run {
+        log::warn!("{found}; prune will need --force-after-damage");
+    } else if !opts.force_after_damage {
+        return Err(Error::DamageUnacknowledged {
+            path: repo.path().to_path_buf(),
+            found,
+        });
+    } else {
+        log::warn!("Pruning as asked, although {found}");
+    }
+    Ok(())
+}
+
+/// One line for the user: the first findings of the damage marker, and how many more; `None`
+/// when there are none.
+fn damage_summary(findings: &[(Origin, String)]) -> Option<String> {
     const SHOWN: usize = 3;
+    let (first, _) = findings.first()?;
     let mut out = format!(
         "the last {} found damage: ",
-        match findings[0].0 {
-            crate::check::marker::Origin::Repair => "repair",
+        match first {
+            Origin::Repair => "repair",
             _ => "check",
         }
     );
@@ -428,78 +200,14 @@ fn damage_summary(findings: &[(crate::check::marker::Origin, String)]) -> String
     if findings.len() > SHOWN {
         out.push_str(&format!(" (and {} more)", findings.len() - SHOWN));
     }
-    out
-}
-
-/// Packs a rewrite would create (live bytes / pack target size, rounded up).
-fn rewrite_packs_estimate(rewrite: &[(PackId, u64, Vec<Rec>, Vec<Rec>)]) -> u64 {
-    let bytes: u64 = rewrite.iter().flat_map(|r| r.2.iter().map(Rec::len)).sum();
-    bytes.div_ceil(PACK_TARGET_SIZE)
-}
-
-/// A pack being filled with raw copies of records (no dedup against the index, no recompression:
-/// the index still points at the originals until the copy is finished).
-struct Copier {
-    id: PackId,
-    sink: Box<dyn PackSink>,
-    offset: u64,
-    placed: Vec<(ChunkId, Location)>,
-}
-
-impl Copier {
-    fn create(repo: &Repo) -> Result<Copier> {
-        let (id, mut sink) = repo.create_pack()?;
-        sink.write_all(&pack::pack_header())?;
-        Ok(Copier {
-            id,
-            sink,
-            offset: PACK_HEADER_LEN,
-            placed: Vec::new(),
-        })
-    }
-
-    /// Appends a whole record (header and payload) as read from its old pack.
-    fn copy(&mut self, id: ChunkId, record: &[u8]) -> Result<()> {
-        let h = RecordHeader::decode(record).map_err(|e| Error::CorruptMetadata(e.to_string()))?;
-        self.sink.write_all(record)?;
-        self.placed.push((
-            id,
-            Location {
-                pack: self.id,
-                offset: self.offset,
-                stored_len: h.stored_len,
-                raw_len: h.raw_len,
-                compression: h.compression,
-            },
-        ));
-        self.offset += record.len() as u64;
-        Ok(())
-    }
-
-    /// Makes the pack durable (fsync, rename, directory fsync); returns the new locations.
-    fn finish(self) -> Result<Vec<(ChunkId, Location)>> {
-        self.sink.finish()?;
-        log::debug!(
-            "Wrote pack {} ({} bytes) by rewriting",
-            self.id,
-            self.offset
-        );
-        Ok(self.placed)
-    }
-}
-
-/// The snapshot a layer or layer-directory key belongs to (its first 16 bytes). A shorter key
-/// is damage in the index, reported as such rather than a panic.
-fn key_snapshot(k: &[u8]) -> Result<SnapshotId> {
-    k.get(..16)
-        .and_then(|b| b.try_into().ok())
-        .map(SnapshotId)
-        .ok_or_else(|| Error::CorruptMetadata(format!("index key of {} bytes", k.len())))
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::PackId;
+    use crate::repo::pack::RecordType;
     use crate::repo::writer::PackWriter;
     use crate::repo::CreateOptions;
 
