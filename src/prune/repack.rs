@@ -63,11 +63,7 @@ type RecordCopy = (ChunkId, Vec<u8>);
 
 /// The records `live` of pack `pid` as stored, each verified; `None` (logged) when one does not
 /// verify, so that the pack is left as it is.
-fn verified_copies(
-    repo: &Repo,
-    pid: PackId,
-    live: &[Rec],
-) -> Result<Option<Vec<RecordCopy>>> {
+fn verified_copies(repo: &Repo, pid: PackId, live: &[Rec]) -> Result<Option<Vec<RecordCopy>>> {
     let mut copies = Vec::with_capacity(live.len());
     for r in live {
         let bytes = repo.packs().read_at(pid, r.offset, r.len() as usize)?;
