@@ -181,8 +181,8 @@ pub fn rewrite(
     rewrite_now(repo, forget, consolidate)
 }
 
-/// [`rewrite`] step by step, in the order of the module doc, without first completing an earlier run:
-/// also how [`resume_interrupted`] redoes a run that had not switched its records.
+/// [`rewrite`] step by step, in the order of the module doc, without first completing an
+/// earlier run: also how [`resume_interrupted`] redoes a run that had not switched its records.
 fn rewrite_now(
     repo: &Arc<Repo>,
     forget: &[SnapshotId],
