@@ -54,6 +54,7 @@ use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::{self, DirBackend, PackBackend, RecordType, RECORD_HEADER_LEN};
 use crate::repo::scan::{self, TornRegion};
+use crate::repo::store::{Batch, MetaStore, SledStore, Space};
 use crate::repo::writer::PackWriter;
 use crate::repo::{Repo, DEFAULT_COMPRESSION, FORMAT_VERSION, INDEX_DIR};
 use crate::snapshot::{BackupKind, Snapshot};
@@ -364,7 +365,10 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     // 3. Build the new database.
     let rebuild = path.join(REBUILD_DIR);
     let db = if opts.dry_run {
-        sled::Config::new().temporary(true).open()?
+        // sled's own temporary location (removed when the database is dropped), made explicit.
+        let temp = sled::Config::new().temporary(true);
+        let at = temp.get_path();
+        crate::repo::open_sled(temp.path(at))?
     } else {
         if rebuild.exists() {
             log::info!(
@@ -379,8 +383,9 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let old = read_old_index(&path.join(INDEX_DIR), opts.dry_run);
     report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
     report.compression_from_old_index = old.compression.is_some();
+    let store = SledStore::new(db.clone())?;
     let pending = build(
-        &db,
+        &store,
         &packs,
         &found,
         &old,
@@ -388,8 +393,8 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         report.compression,
         &mut report,
     )?;
-    db.flush()?;
-    drop(old);
+    store.flush()?;
+    drop((store, old));
 
     // 4. Swap it in (unless dry run), then check what is still damaged.
     let db = if opts.dry_run {
@@ -478,11 +483,11 @@ fn write_back(repo: &std::sync::Arc<Repo>, pending: &[WriteBack]) -> Result<()> 
         updated.push(snap);
     }
     writer.finish()?;
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     for snap in &updated {
-        batch.insert(&snap.id.0, snap.encode());
+        batch.insert(Space::Records, snap.id.0, snap.encode());
     }
-    repo.snapshots.apply_batch(batch)?;
+    repo.index().apply(batch)?;
     repo.snapshots_changed();
     repo.flush()
 }
@@ -528,7 +533,7 @@ fn derive_dirs(entries: &LayerEntries) -> std::result::Result<HashMap<Vec<u8>, b
 /// with what the old index holds (see the module documentation). Returns the snapshots whose
 /// records must be written back into the packs.
 fn build(
-    db: &sled::Db,
+    store: &dyn MetaStore,
     packs: &DirBackend,
     found: &Found,
     old: &OldIndex,
@@ -536,29 +541,30 @@ fn build(
     compression: i32,
     report: &mut RepairReport,
 ) -> Result<Vec<WriteBack>> {
-    let meta = db.open_tree(keys::TREE_META)?;
-    meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
-    meta.insert(keys::META_COMPRESSION, &compression.to_be_bytes())?;
+    let mut meta = Batch::default();
+    meta.insert(Space::Meta, keys::META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    meta.insert(
+        Space::Meta,
+        keys::META_COMPRESSION,
+        compression.to_be_bytes(),
+    );
     if let Some(d) = &found.dictionary {
-        meta.insert(keys::META_DICTIONARY, d.as_slice())?;
+        meta.insert(Space::Meta, keys::META_DICTIONARY, d);
         report.dictionary = true;
     }
+    store.apply(meta)?;
 
-    let chunks = db.open_tree(keys::TREE_CHUNKS)?;
     let mut ids: Vec<_> = found.chunks.iter().collect();
     ids.sort_unstable_by_key(|(id, _)| **id);
     for part in ids.chunks(512) {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for (id, loc) in part {
-            batch.insert(&id.0, &loc.encode());
+            batch.insert(Space::Chunks, id.0, loc.encode());
         }
-        chunks.apply_batch(batch)?;
+        store.apply(batch)?;
     }
     report.index_entries = ids.len() as u64;
 
-    let snapshots = db.open_tree(keys::TREE_SNAPSHOTS)?;
-    let layers = db.open_tree(keys::TREE_LAYERS)?;
-    let layerdirs = db.open_tree(keys::TREE_LAYERDIRS)?;
     // Every snapshot the packs or the old index describe.
     let mut ordered: Vec<&Snapshot> = found.snapshots.values().map(|(_, s)| s).collect();
     ordered.extend(
@@ -627,23 +633,27 @@ fn build(
         };
         entries.sort_unstable();
         for part in entries.chunks(512) {
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             for (k, v) in part {
                 let mut key = snap.id.0.to_vec();
                 key.extend_from_slice(k);
-                batch.insert(key, v.as_slice());
+                batch.insert(Space::Layers, key, v);
             }
-            layers.apply_batch(batch)?;
+            store.apply(batch)?;
         }
         if snap.kind != BackupKind::Full && snap.parent.is_some() {
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             for (dir, opaque) in &dirs {
-                batch.insert(keys::layerdir_key(&snap.id, dir), &[*opaque as u8]);
+                batch.insert(
+                    Space::LayerDirs,
+                    keys::layerdir_key(&snap.id, dir),
+                    [*opaque as u8],
+                );
             }
-            layerdirs.apply_batch(batch)?;
+            store.apply(batch)?;
         }
         // The commit point of each snapshot, as in a backup: its record goes in last.
-        snapshots.insert(snap.id.0, snap.encode())?;
+        store.insert(Space::Records, &snap.id.0, &snap.encode())?;
         report.snapshots.push(snap.id);
         if let Some(reason) = kept {
             log::warn!("Snapshot {id}: {reason}; writing it back into the packs");
@@ -679,7 +689,7 @@ struct OldIndex {
     /// Ids of its records that do not decode.
     undecodable: Vec<SnapshotId>,
     /// The database, open for reading layers (dropped before its copy).
-    db: Option<sled::Db>,
+    db: Option<SledStore>,
     /// In a dry run, the private copy `db` was opened from.
     _copy: Option<DbCopy>,
 }
@@ -690,8 +700,7 @@ impl OldIndex {
     fn layer(&self, id: &SnapshotId) -> Option<LayerEntries> {
         let db = self.db.as_ref()?;
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let t = db.open_tree(keys::TREE_LAYERS).ok()?;
-            t.scan_prefix(id.0)
+            db.scan(Space::Layers, &id.0)
                 .map(|kv| {
                     let (k, v) = kv.ok()?;
                     keys::split_entry_key(&k[16..])?;
@@ -723,17 +732,15 @@ fn read_old_index(index: &Path, copy: bool) -> OldIndex {
         (index.to_path_buf(), None)
     };
     let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
-        let db = crate::repo::open_sled(db_config(&dir)).ok()?;
+        let db = SledStore::new(crate::repo::open_sled(db_config(&dir)).ok()?).ok()?;
         let compression = db
-            .open_tree(keys::TREE_META)
-            .ok()?
-            .get(keys::META_COMPRESSION)
+            .get(Space::Meta, keys::META_COMPRESSION)
             .ok()
             .flatten()
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes));
         let mut snapshots = HashMap::new();
         let mut undecodable = Vec::new();
-        for kv in db.open_tree(keys::TREE_SNAPSHOTS).ok()?.iter() {
+        for kv in db.scan(Space::Records, &[]) {
             let Ok((k, v)) = kv else { continue };
             let Ok(id) = k.as_ref().try_into().map(SnapshotId) else {
                 continue;
@@ -767,7 +774,9 @@ fn read_old_index(index: &Path, copy: bool) -> OldIndex {
 fn advance_id_generator(path: &Path, max_pack: u64) -> Result<()> {
     const SLED_DEFAULT_STEP: u64 = 1_000_000;
     let step = (max_pack / SLED_DEFAULT_STEP + 1) * SLED_DEFAULT_STEP;
-    let db = crate::repo::open_sled(db_config(path).idgen_persist_interval(step))?;
+    let db = SledStore::new(crate::repo::open_sled(
+        db_config(path).idgen_persist_interval(step),
+    )?)?;
     let id = db.generate_id()?;
     debug_assert!(id > max_pack);
     db.flush()?;
@@ -811,11 +820,12 @@ mod tests {
     fn id_generator_moves_past_existing_packs() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("db");
-        db_config(&p).open().unwrap().flush().unwrap();
+        let open = || SledStore::new(crate::repo::open_sled(db_config(&p)).unwrap()).unwrap();
+        open().flush().unwrap();
         advance_id_generator(&p, 7_654_321).unwrap();
         for _ in 0..3 {
             // Each open (sled's recovery path included) must keep ids above the packs.
-            let db = db_config(&p).open().unwrap();
+            let db = open();
             assert!(db.generate_id().unwrap() > 7_654_321);
             assert!(db.generate_id().unwrap() > 7_654_321);
             db.flush().unwrap();

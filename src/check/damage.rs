@@ -9,6 +9,7 @@ use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
+use crate::repo::store::Space;
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 
@@ -27,7 +28,7 @@ pub(super) fn map_damage(
     // (layer, path) of entries that reference a bad chunk.
     let mut hits: BTreeSet<(SnapshotId, Vec<u8>)> = BTreeSet::new();
     if !st.bad.is_empty() {
-        for kv in repo.layers.iter() {
+        for kv in repo.index().scan(Space::Layers, &[]) {
             let (k, v) = kv?;
             let Some((sid, dir, name)) = split_layer_key(&k) else {
                 continue;

@@ -49,6 +49,7 @@ use crate::layers::{join, ChainBreak};
 use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::{verify_pack_header, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::repo::store::Space;
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -118,7 +119,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
 
     // 1. Snapshots and their chains.
     let mut snaps: HashMap<SnapshotId, Snapshot> = HashMap::new();
-    for kv in repo.snapshots.iter() {
+    for kv in repo.index().scan(Space::Records, &[]) {
         let (k, v) = kv?;
         match Snapshot::decode(&v) {
             Ok(s) => {
@@ -178,7 +179,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
     let mut indexed = Vec::new();
-    for kv in repo.chunks.iter() {
+    for kv in repo.index().scan(Space::Chunks, &[]) {
         let (k, v) = kv?;
         let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(ChunkId) else {
             st.problem(
@@ -397,7 +398,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     let mut per_layer: HashMap<SnapshotId, u64> = HashMap::new();
     let mut dangling: BTreeMap<SnapshotId, u64> = BTreeMap::new();
     let mut derived: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
-    for kv in repo.layers.iter() {
+    for kv in repo.index().scan(Space::Layers, &[]) {
         let (k, v) = kv?;
         stats.layer_entries += 1;
         let Some((sid, dir, name)) = split_layer_key(&k) else {
@@ -494,7 +495,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     // layerdirs: leftovers, and agreement with the entries.
     let mut stored: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
     let mut dangling_dirs: BTreeMap<SnapshotId, u64> = BTreeMap::new();
-    for kv in repo.layerdirs.iter() {
+    for kv in repo.index().scan(Space::LayerDirs, &[]) {
         let (k, v) = kv?;
         let Ok(sid) = k.get(..16).unwrap_or_default().try_into().map(SnapshotId) else {
             continue;
