@@ -46,10 +46,10 @@ use std::time::Instant;
 
 use crate::check::{self, CheckOptions, CheckReport, DbCopy};
 use crate::compress::Dictionary;
-use crate::entry::{Entry, Kind};
+use crate::entry::Entry;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::layers::join;
+use crate::layer_blob;
 use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::{self, DirBackend, PackBackend, RecordType, RECORD_HEADER_LEN};
@@ -139,34 +139,6 @@ pub struct RepairReport {
     pub after: CheckReport,
     /// Wall time.
     pub elapsed_ms: u64,
-}
-
-/// Parses a layer blob (`key-length u32 LE ‖ key ‖ value-length u32 LE ‖ entry`, repeated; keys
-/// are `dir ‖ 0x00 ‖ name`) into (key, value) pairs.
-pub fn layer_blob_entries(plain: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
-        if rest.len() < n {
-            return Err(Error::CorruptMetadata("layer blob truncated".into()));
-        }
-        let (a, b) = rest.split_at(n);
-        *rest = b;
-        Ok(a)
-    }
-    let mut out = Vec::new();
-    let mut rest = plain;
-    while !rest.is_empty() {
-        let klen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap()) as usize;
-        let key = take(&mut rest, klen)?;
-        let vlen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap()) as usize;
-        let val = take(&mut rest, vlen)?;
-        if keys::split_entry_key(key).is_none() {
-            return Err(Error::CorruptMetadata(
-                "layer blob key without separator".into(),
-            ));
-        }
-        out.push((key, val));
-    }
-    Ok(out)
 }
 
 fn db_config(path: &Path) -> sled::Config {
@@ -509,22 +481,19 @@ fn layer_from_blobs(
             Some(loc) => read_record(packs, b, loc, dict)
                 .map_err(|e| format!("its layer blob {b} is damaged: {e}"))?,
         };
-        let es = layer_blob_entries(&plain).map_err(|e| format!("its layer blob {b}: {e}"))?;
+        let es = layer_blob::entries(&plain).map_err(|e| format!("its layer blob {b}: {e}"))?;
         entries.extend(es.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
     }
     Ok(entries)
 }
 
 /// The `layerdirs` of a layer, derived from its entries exactly as backup fills them.
-fn derive_dirs(entries: &LayerEntries) -> std::result::Result<HashMap<Vec<u8>, bool>, String> {
-    let mut dirs: HashMap<Vec<u8>, bool> = HashMap::new();
+fn derive_dirs(entries: &LayerEntries) -> std::result::Result<layer_blob::Dirs, String> {
+    let mut dirs = layer_blob::Dirs::new();
     for (k, v) in entries {
         let (dir, name) = keys::split_entry_key(k).ok_or("a layer key without separator")?;
         let e = Entry::decode(v).map_err(|e| format!("an entry of its layer: {e}"))?;
-        dirs.entry(dir.to_vec()).or_insert(false);
-        if e.kind == Kind::Dir && e.opaque && !name.is_empty() {
-            dirs.insert(join(dir, name), true);
-        }
+        layer_blob::note_dir(&mut dirs, dir, name, &e);
     }
     Ok(dirs)
 }
@@ -798,23 +767,6 @@ fn aside_name(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layer_blob_parse_round_trip_and_truncation() {
-        let mut b = Vec::new();
-        for (k, v) in [(&b"dir\0name"[..], &b"v1"[..]), (b"\0", b"")] {
-            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            b.extend_from_slice(k);
-            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            b.extend_from_slice(v);
-        }
-        let e = layer_blob_entries(&b).unwrap();
-        assert_eq!(
-            e,
-            vec![(&b"dir\0name"[..], &b"v1"[..]), (&b"\0"[..], &b""[..])]
-        );
-        assert!(layer_blob_entries(&b[..b.len() - 1]).is_err());
-    }
 
     #[test]
     fn id_generator_moves_past_existing_packs() {

@@ -42,9 +42,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::entry::{Entry, Kind};
+use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::layer_blob;
 use crate::layers::{join, ChainBreak};
 use crate::progress::ProgressHandle;
 use crate::repo::keys::{self, Location};
@@ -266,7 +267,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             }
         };
         match e.rtype {
-            Some(RecordType::Layer) => match crate::repair::layer_blob_entries(&plain) {
+            Some(RecordType::Layer) => match crate::layer_blob::entries(&plain) {
                 Ok(entries) => {
                     blob_entries.insert(e.id, entries.len() as u64);
                 }
@@ -397,7 +398,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let mut per_layer: HashMap<SnapshotId, u64> = HashMap::new();
     let mut dangling: BTreeMap<SnapshotId, u64> = BTreeMap::new();
-    let mut derived: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
+    let mut derived: HashMap<SnapshotId, layer_blob::Dirs> = HashMap::new();
     for kv in repo.index().scan(Space::Layers, &[]) {
         let (k, v) = kv?;
         stats.layer_entries += 1;
@@ -438,11 +439,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
             referenced.insert(c.id);
         }
         if snap.kind != BackupKind::Full && snap.parent.is_some() {
-            let dirs = derived.entry(sid).or_default();
-            dirs.entry(dir.to_vec()).or_insert(false);
-            if entry.kind == Kind::Dir && entry.opaque && !name.is_empty() {
-                dirs.insert(join(dir, name), true);
-            }
+            layer_blob::note_dir(derived.entry(sid).or_default(), dir, name, &entry);
         }
     }
     stats.chunks_referenced = referenced.len() as u64;
