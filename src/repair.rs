@@ -57,7 +57,7 @@ use crate::repo::scan::{self, TornRegion};
 use crate::repo::store::{Batch, MetaStore, SledStore, Space};
 use crate::repo::writer::PackWriter;
 use crate::repo::{Repo, DEFAULT_COMPRESSION, FORMAT_VERSION, INDEX_DIR};
-use crate::snapshot::{BackupKind, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// Where the new database is built before it replaces `index/`.
 pub const REBUILD_DIR: &str = "index.rebuild";
@@ -610,7 +610,7 @@ fn build(
             }
             store.apply(batch)?;
         }
-        if snap.kind != BackupKind::Full && snap.parent.is_some() {
+        if !snap.ends_chain() {
             let mut batch = Batch::default();
             for (dir, opaque) in &dirs {
                 batch.insert(

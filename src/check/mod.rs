@@ -52,7 +52,7 @@ use crate::repo::keys::{self, Location};
 use crate::repo::pack::{verify_pack_header, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::repo::store::Space;
 use crate::repo::Repo;
-use crate::snapshot::{BackupKind, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// Options for [`check`].
 #[derive(Clone, Debug, Default)]
@@ -438,7 +438,7 @@ pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
         for c in &entry.chunks {
             referenced.insert(c.id);
         }
-        if snap.kind != BackupKind::Full && snap.parent.is_some() {
+        if !snap.ends_chain() {
             layer_blob::note_dir(derived.entry(sid).or_default(), dir, name, &entry);
         }
     }
@@ -703,7 +703,7 @@ fn hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::BackupStats;
+    use crate::snapshot::{BackupKind, BackupStats};
 
     fn record() -> Snapshot {
         Snapshot {
