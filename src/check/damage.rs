@@ -4,14 +4,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{split_layer_key, State};
+use super::entries::split_layer_key;
+use super::snapshots::Snapshots;
+use super::State;
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{join, View};
 use crate::repo::store::Space;
 use crate::repo::Repo;
-use crate::snapshot::Snapshot;
 
 use super::DamagedFile;
 
@@ -20,8 +21,7 @@ use super::DamagedFile;
 /// they are in (plus snapshots with undecodable entries).
 pub(super) fn map_damage(
     repo: &Arc<Repo>,
-    snaps: &HashMap<SnapshotId, Snapshot>,
-    chains: &HashMap<SnapshotId, Vec<SnapshotId>>,
+    snaps: &Snapshots,
     st: &State,
 ) -> Result<(Vec<DamagedFile>, BTreeSet<SnapshotId>)> {
     let mut damaged_snaps: BTreeSet<SnapshotId> = BTreeSet::new();
@@ -33,7 +33,7 @@ pub(super) fn map_damage(
             let Some((sid, dir, name)) = split_layer_key(&k) else {
                 continue;
             };
-            if !snaps.contains_key(&sid) {
+            if !snaps.all.contains_key(&sid) {
                 continue;
             }
             let Ok(e) = Entry::decode(&v) else { continue };
@@ -46,7 +46,7 @@ pub(super) fn map_damage(
     let mut views: HashMap<SnapshotId, View> = HashMap::new();
     for (layer, path) in &hits {
         // Every snapshot whose chain holds this layer may show the entry.
-        for (sid, chain) in chains {
+        for (sid, chain) in &snaps.chains {
             if !chain.contains(layer) {
                 continue;
             }
@@ -85,8 +85,8 @@ pub(super) fn map_damage(
     }
     let mut files: Vec<DamagedFile> = out.into_iter().collect();
     files.sort_by(|a, b| {
-        let ka = snaps.get(&a.snapshot).map(|s| s.time_ns);
-        let kb = snaps.get(&b.snapshot).map(|s| s.time_ns);
+        let ka = snaps.all.get(&a.snapshot).map(|s| s.time_ns);
+        let kb = snaps.all.get(&b.snapshot).map(|s| s.time_ns);
         (ka, a.snapshot, &a.path).cmp(&(kb, b.snapshot, &b.path))
     });
     Ok((files, damaged_snaps))
