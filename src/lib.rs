@@ -21,6 +21,7 @@ pub mod fsmeta;
 pub mod fuse;
 pub mod history;
 pub mod id;
+pub mod layer_blob;
 pub mod layers;
 pub mod lookup;
 pub mod memory;

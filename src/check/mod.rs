@@ -3,7 +3,8 @@
 //! records the outcome in the damage marker ([`marker`]) that `prune` honours.
 //!
 //! What is checked, in order:
-//! 1. every snapshot record decodes; its parent chain exists and ends in a full layer;
+//! 1. every snapshot record decodes; its parent chain exists and ends in a full layer (a non-full
+//!    layer without a parent breaks it: [`crate::layers::chain_of`] is the walk);
 //! 2. every pack's 16-byte header (each byte: magic, version, reserved word); every index entry
 //!    decodes, names an existing pack, lies within it, and the record header at that offset
 //!    verifies and agrees with the entry (id, lengths, compression) — headers only;
@@ -14,8 +15,9 @@
 //!    field — a record whose parent or kind was changed would otherwise show a wrong tree
 //!    silently. Only the figures a backup learns after writing the blob may differ
 //!    ([`record_differences`]);
-//! 4. every layer entry decodes and every chunk it references is indexed; each non-full layer's
-//!    `layerdirs` agree with its entries (a missing directory would hide entries from views);
+//! 4. every layer entry decodes and every chunk it references is indexed; the `layerdirs` of each
+//!    layer that does not end its chain agree with its entries (a missing directory would hide
+//!    entries from views);
 //! 5. leftovers: layer or layerdirs keys of snapshots that do not exist (an interrupted backup);
 //! 6. the dictionary exists when a record uses it;
 //! 7. with `read_data`, chunk records (all, or a seeded random sample) are read and re-hashed, in
@@ -28,42 +30,76 @@
 //! newer one in some views damages only the views that still show it).
 
 mod damage;
+mod entries;
+mod index;
 mod interrupted;
 pub mod marker;
+mod metadata;
 mod read;
 mod report;
+mod snapshots;
 
-use damage::map_damage;
-use read::{check_headers, sample};
+pub use metadata::record_differences;
 pub use read::{copy_db, open_copy, verify_with, DbCopy};
 pub use report::{CheckReport, CheckStats, DamagedFile, Problem, ProblemKind, Severity};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::entry::{Entry, Kind};
 use crate::error::Result;
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::layers::{join, ChainBreak};
 use crate::progress::ProgressHandle;
-use crate::repo::keys::{self, Location};
-use crate::repo::pack::{verify_pack_header, RecordType, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::repo::Repo;
-use crate::snapshot::{BackupKind, Snapshot};
+use snapshots::Snapshots;
 
-/// Options for [`check`].
-#[derive(Clone, Debug, Default)]
+/// What to check. The `strata check` options are these fields (clap), so the CLI fills them
+/// directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct CheckOptions {
     /// Re-read and re-hash chunk payloads: `None` checks structure only; `Some(p)` reads a random
     /// `p` percent of the chunk records (100 = all).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "100",
+        value_parser = parse_percent,
+        help = "Also re-read and re-hash chunk data: all of it, or a random PERCENT of the chunks"
+    )]
     pub read_data: Option<f64>,
     /// Seed of the random sample (a fixed seed gives the same sample; default: from the clock).
+    #[arg(
+        long,
+        requires = "read_data",
+        help = "Seed for the --read-data sample (the same seed reads the same chunks)"
+    )]
     pub seed: Option<u64>,
     /// Reader threads for `read_data` (0: two per CPU).
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Reader threads for --read-data [default: two per CPU]"
+    )]
     pub threads: usize,
     /// Receives `data_checked` as records are verified.
+    #[arg(skip)]
     pub progress: ProgressHandle,
+}
+
+/// A `--read-data` percentage: above 0, at most 100, with or without a `%`.
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("not a percentage: {s:?}"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be above 0 and at most 100, not {s}"))
+    }
 }
 
 /// Collects problems and bad chunks while checking.
@@ -102,600 +138,65 @@ impl State {
     }
 }
 
-/// One index entry and what its header said.
-struct Indexed {
-    id: ChunkId,
-    loc: Location,
-    rtype: Option<RecordType>,
-}
-
 /// Checks `repo`; see the module documentation. Problems are reported, not returned as errors;
 /// an error means the check itself could not run (e.g. the database cannot be read).
 pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     let start = Instant::now();
+    let done =
+        |phase: &str| log::debug!("Check: {phase} done at {} ms", start.elapsed().as_millis());
     let mut st = State::default();
     let mut stats = CheckStats::default();
-
-    // 1. Snapshots and their chains.
-    let mut snaps: HashMap<SnapshotId, Snapshot> = HashMap::new();
-    for kv in repo.snapshots.iter() {
-        let (k, v) = kv?;
-        match Snapshot::decode(&v) {
-            Ok(s) => {
-                snaps.insert(s.id, s);
-            }
-            Err(e) => {
-                let sid = k.as_ref().try_into().ok().map(SnapshotId);
-                st.problem(
-                    ProblemKind::UndecodableSnapshot,
-                    format!("Snapshot record {}: {e}", hex(&k)),
-                    sid,
-                    None,
-                    None,
-                );
-            }
-        }
-    }
-    stats.snapshots = snaps.len() as u64;
-    let mut broken: BTreeSet<SnapshotId> = BTreeSet::new();
-    let mut chains: HashMap<SnapshotId, Vec<SnapshotId>> = HashMap::new();
-    for s in snaps.values() {
-        match chain_of(&snaps, s) {
-            Ok(chain) => {
-                chains.insert(s.id, chain);
-            }
-            Err((kind, msg)) => {
-                broken.insert(s.id);
-                st.problem(kind, msg, Some(s.id), None, None);
-            }
-        }
-    }
-
-    log::debug!(
-        "Check: snapshots and chains done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // 2. Index entries against pack record headers, in pack order.
-    let packs: HashMap<PackId, u64> = repo.packs().list()?.into_iter().collect();
-    stats.packs = packs.len() as u64;
-    // Pack headers: 16 bytes per pack, cheap enough for every check.
-    let mut pack_ids: Vec<PackId> = packs.keys().copied().collect();
-    pack_ids.sort();
-    for p in pack_ids {
-        let head = repo
-            .packs()
-            .read_at(p, 0, PACK_HEADER_LEN.min(packs[&p]) as usize)
-            .map_err(|e| e.to_string())
-            .and_then(|h| verify_pack_header(&h));
-        if let Err(e) = head {
-            st.problem(
-                ProblemKind::BadPackHeader,
-                format!("Pack {p}: {e}"),
-                None,
-                None,
-                Some(p),
-            );
-        }
-    }
-    let mut indexed = Vec::new();
-    for kv in repo.chunks.iter() {
-        let (k, v) = kv?;
-        let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(ChunkId) else {
-            st.problem(
-                ProblemKind::MalformedIndexEntry,
-                format!("Index key {} is not a chunk id", hex(&k)),
-                None,
-                None,
-                None,
-            );
-            continue;
-        };
-        match Location::decode(&v) {
-            Some(loc) => indexed.push(Indexed {
-                id,
-                loc,
-                rtype: None,
-            }),
-            None => st.bad_chunk(
-                id,
-                ProblemKind::MalformedIndexEntry,
-                format!("Index entry of {id} does not decode"),
-                None,
-            ),
-        }
-    }
-    stats.index_entries = indexed.len() as u64;
-    indexed.sort_by_key(|e| (e.loc.pack, e.loc.offset));
-    let packs_used: HashSet<PackId> = indexed.iter().map(|e| e.loc.pack).collect();
-    let headers = check_headers(repo, &packs, &indexed, opts.threads);
-    for (e, h) in indexed.iter_mut().zip(headers) {
-        match h {
-            Ok(t) => e.rtype = Some(t),
-            Err((kind, msg)) => st.bad_chunk(e.id, kind, msg, Some(e.loc.pack)),
-        }
-    }
-    let mut unindexed: Vec<_> = packs
-        .keys()
-        .filter(|p| !packs_used.contains(p))
-        .copied()
-        .collect();
-    unindexed.sort();
-    for p in unindexed {
-        st.problem(
-            ProblemKind::UnindexedPack,
-            format!("Pack {p} holds no indexed record (garbage for prune)"),
-            None,
-            None,
-            Some(p),
-        );
-    }
-
-    log::debug!(
-        "Check: index entries and record headers done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // 3. Metadata records: read and verified, always.
-    let meta: Vec<&Indexed> = indexed
-        .iter()
-        .filter(|e| matches!(e.rtype, Some(t) if t != RecordType::Chunk))
-        .collect();
-    let mut blob_entries: HashMap<ChunkId, u64> = HashMap::new();
-    // The authoritative (last written: highest pack, then offset) snapshot blob of each id, and
-    // the earlier ones (an interrupted forget leaves the index at one of those).
-    let mut snapshot_blobs: HashMap<SnapshotId, ((PackId, u64), Snapshot)> = HashMap::new();
-    let mut earlier_blobs: HashMap<SnapshotId, Vec<Snapshot>> = HashMap::new();
-    let mut tombstoned: HashSet<SnapshotId> = HashSet::new();
-    let mut dictionary_record = false;
-    opts.progress
-        .0
-        .verify_total(meta.iter().map(|e| e.loc.stored_len as u64).sum());
-    for e in &meta {
-        stats.records_verified += 1;
-        stats.bytes_verified += e.loc.stored_len as u64 + RECORD_HEADER_LEN as u64;
-        let plain = match repo.read_record_at(&e.id, &e.loc) {
-            Ok(p) => p,
-            Err(err) => {
-                st.bad_chunk(
-                    e.id,
-                    ProblemKind::CorruptRecord,
-                    err.to_string(),
-                    Some(e.loc.pack),
-                );
-                continue;
-            }
-        };
-        match e.rtype {
-            Some(RecordType::Layer) => match crate::repair::layer_blob_entries(&plain) {
-                Ok(entries) => {
-                    blob_entries.insert(e.id, entries.len() as u64);
-                }
-                Err(err) => st.bad_chunk(
-                    e.id,
-                    ProblemKind::CorruptRecord,
-                    format!("Layer blob {}: {err}", e.id),
-                    Some(e.loc.pack),
-                ),
-            },
-            Some(RecordType::Snapshot) => match Snapshot::decode(&plain) {
-                Ok(s) => {
-                    let at = (e.loc.pack, e.loc.offset);
-                    let replaced = match snapshot_blobs.get(&s.id) {
-                        Some((old, _)) if *old > at => Some(s),
-                        _ => snapshot_blobs.insert(s.id, (at, s)).map(|(_, old)| old),
-                    };
-                    if let Some(old) = replaced {
-                        earlier_blobs.entry(old.id).or_default().push(old);
-                    }
-                }
-                Err(err) => st.bad_chunk(
-                    e.id,
-                    ProblemKind::CorruptRecord,
-                    format!("Snapshot blob {}: {err}", e.id),
-                    Some(e.loc.pack),
-                ),
-            },
-            Some(RecordType::Forget) => tombstoned.extend(
-                plain
-                    .chunks_exact(16)
-                    .map(|c| SnapshotId(c.try_into().unwrap())),
-            ),
-            Some(RecordType::Dictionary) => {
-                dictionary_record |= repo
-                    .dictionary()
-                    .is_some_and(|d| ChunkId::of(&d.bytes) == e.id);
-            }
-            _ => {}
-        }
-        opts.progress.0.data_checked(e.loc.stored_len as u64);
-    }
-    let mut ordered: Vec<&Snapshot> = snaps.values().collect();
-    ordered.sort_by_key(|s| (s.time_ns, s.id));
-    let mut mismatched: BTreeSet<SnapshotId> = BTreeSet::new();
-    for s in &ordered {
-        if tombstoned.contains(&s.id) {
-            st.problem(
-                ProblemKind::TombstonedSnapshot,
-                format!(
-                    "Snapshot {} is listed in a forget tombstone (an interrupted forget?)",
-                    s.id
-                ),
-                Some(s.id),
-                None,
-                None,
-            );
-        }
-        match snapshot_blobs.get(&s.id) {
-            None => st.problem(
-                ProblemKind::MissingSnapshotBlob,
-                format!(
-                    "Snapshot {} has no readable snapshot blob in the packs; repair could not rebuild it",
-                    s.id
-                ),
-                Some(s.id),
-                None,
-                None,
-            ),
-            Some(((pack, offset), blob)) => {
-                let diff = record_differences(s, blob);
-                let stale = !diff.is_empty()
-                    && earlier_blobs
-                        .get(&s.id)
-                        .is_some_and(|e| e.iter().any(|b| record_differences(s, b).is_empty()));
-                if stale {
-                    // The state a forget or consolidate killed between writing its new records
-                    // and switching the index leaves: the index's views are still whole.
-                    st.problem(
-                        ProblemKind::StaleSnapshotRecord,
-                        format!(
-                            "Snapshot {}: its index record is an earlier version of its snapshot blob (pack {pack}, offset {offset}; an interrupted forget or consolidate?), differing in {}; rerunning it, or `strata repair`, completes the change",
-                            s.id,
-                            diff.join(", ")
-                        ),
-                        Some(s.id),
-                        None,
-                        Some(*pack),
-                    );
-                } else if !diff.is_empty() {
-                    mismatched.insert(s.id);
-                    st.problem(
-                        ProblemKind::SnapshotRecordMismatch,
-                        format!(
-                            "Snapshot {}: its index record differs from its snapshot blob (pack {pack}, offset {offset}) in {}; `strata repair` restores the blob's",
-                            s.id,
-                            diff.join(", ")
-                        ),
-                        Some(s.id),
-                        None,
-                        Some(*pack),
-                    );
-                }
-            }
-        }
-        for b in &s.layer_blobs {
-            if !blob_entries.contains_key(b) {
-                st.problem(
-                    ProblemKind::MissingLayerBlob,
-                    format!(
-                        "Layer blob {b} of snapshot {} is missing or damaged; repair could not rebuild the snapshot",
-                        s.id
-                    ),
-                    Some(s.id),
-                    Some(*b),
-                    None,
-                );
-            }
-        }
-    }
-
-    log::debug!(
-        "Check: metadata records done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // 4. Layer entries: decode, chunk references, derived layerdirs; 5. leftovers.
-    let index_ids: HashSet<ChunkId> = indexed.iter().map(|e| e.id).collect();
-    let mut referenced: HashSet<ChunkId> = HashSet::new();
-    let mut per_layer: HashMap<SnapshotId, u64> = HashMap::new();
-    let mut dangling: BTreeMap<SnapshotId, u64> = BTreeMap::new();
-    let mut derived: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
-    for kv in repo.layers.iter() {
-        let (k, v) = kv?;
-        stats.layer_entries += 1;
-        let Some((sid, dir, name)) = split_layer_key(&k) else {
-            st.problem(
-                ProblemKind::UndecodableEntry,
-                format!("Malformed layer key {}", hex(&k)),
-                None,
-                None,
-                None,
-            );
-            continue;
-        };
-        let Some(snap) = snaps.get(&sid) else {
-            *dangling.entry(sid).or_default() += 1;
-            continue;
-        };
-        *per_layer.entry(sid).or_default() += 1;
-        let entry = match Entry::decode(&v) {
-            Ok(e) => e,
-            Err(err) => {
-                let path = join(dir, name);
-                st.problem(
-                    ProblemKind::UndecodableEntry,
-                    format!(
-                        "Entry {} in the layer of snapshot {sid}: {err}",
-                        String::from_utf8_lossy(&path)
-                    ),
-                    Some(sid),
-                    None,
-                    None,
-                );
-                st.undecodable.push((sid, path));
-                continue;
-            }
-        };
-        for c in &entry.chunks {
-            referenced.insert(c.id);
-        }
-        if snap.kind != BackupKind::Full && snap.parent.is_some() {
-            let dirs = derived.entry(sid).or_default();
-            dirs.entry(dir.to_vec()).or_insert(false);
-            if entry.kind == Kind::Dir && entry.opaque && !name.is_empty() {
-                dirs.insert(join(dir, name), true);
-            }
-        }
-    }
-    stats.chunks_referenced = referenced.len() as u64;
-    let mut missing: Vec<_> = referenced
-        .iter()
-        .filter(|id| !index_ids.contains(id))
-        .copied()
-        .collect();
-    missing.sort();
-    for id in missing {
-        st.bad_chunk(
-            id,
-            ProblemKind::MissingChunk,
-            format!("Chunk {id} is referenced by a layer but not in the index"),
-            None,
-        );
-    }
-    for (sid, n) in &dangling {
-        st.problem(
-            ProblemKind::DanglingLayer,
-            format!("{n} layer entries of snapshot {sid}, which does not exist (an interrupted backup?)"),
-            Some(*sid),
-            None,
-            None,
-        );
-    }
-    for s in &ordered {
-        let have = per_layer.get(&s.id).copied().unwrap_or(0);
-        if s.layer_blobs.iter().all(|b| blob_entries.contains_key(b)) {
-            let in_blobs: u64 = s.layer_blobs.iter().map(|b| blob_entries[b]).sum();
-            if in_blobs != have {
-                st.problem(
-                    ProblemKind::LayerBlobMismatch,
-                    format!(
-                        "Snapshot {}: its layer blobs hold {in_blobs} entries, its layer {have}",
-                        s.id
-                    ),
-                    Some(s.id),
-                    None,
-                    None,
-                );
-            }
-        }
-    }
-
-    log::debug!(
-        "Check: layer entries done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // layerdirs: leftovers, and agreement with the entries.
-    let mut stored: HashMap<SnapshotId, HashMap<Vec<u8>, bool>> = HashMap::new();
-    let mut dangling_dirs: BTreeMap<SnapshotId, u64> = BTreeMap::new();
-    for kv in repo.layerdirs.iter() {
-        let (k, v) = kv?;
-        let Ok(sid) = k.get(..16).unwrap_or_default().try_into().map(SnapshotId) else {
-            continue;
-        };
-        if !snaps.contains_key(&sid) {
-            *dangling_dirs.entry(sid).or_default() += 1;
-            continue;
-        }
-        stored
-            .entry(sid)
-            .or_default()
-            .insert(k[16..].to_vec(), v.first() == Some(&1));
-    }
-    for (sid, n) in &dangling_dirs {
-        st.problem(
-            ProblemKind::DanglingLayerdirs,
-            format!("{n} layerdirs keys of snapshot {sid}, which does not exist"),
-            Some(*sid),
-            None,
-            None,
-        );
-    }
-    for s in &ordered {
-        let Some(want) = derived.get(&s.id) else {
-            continue;
-        };
-        let have = stored.get(&s.id);
-        let wrong = want
-            .iter()
-            .filter(|(d, o)| have.and_then(|h| h.get(*d)) != Some(o))
-            .count();
-        if wrong > 0 {
-            st.problem(
-                ProblemKind::LayerdirsMismatch,
-                format!(
-                    "Snapshot {}: {wrong} directories of its layer are missing from layerdirs or have the wrong opaque flag",
-                    s.id
-                ),
-                Some(s.id),
-                None,
-                None,
-            );
-        }
-    }
-
-    // 6. The dictionary.
-    let uses_dict = indexed.iter().any(|e| e.loc.compression == 2);
-    if uses_dict && repo.dictionary().is_none() {
-        st.problem(
-            ProblemKind::MissingDictionary,
-            "Records are compressed with the repository's dictionary, but it has none".into(),
-            None,
-            None,
-            None,
-        );
-    }
-    if repo.dictionary().is_some() && !dictionary_record {
-        st.problem(
-            ProblemKind::DictionaryRecordMissing,
-            "The repository's dictionary has no readable record in the packs; repair could not restore it"
-                .into(),
-            None,
-            None,
-            None,
-        );
-    }
-
-    log::debug!(
-        "Check: layerdirs and dictionary done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // 7. Chunk payloads.
+    let snaps = snapshots::read(repo, &mut st)?;
+    stats.snapshots = snaps.all.len() as u64;
+    done("snapshots and chains");
+    let index = index::check(repo, opts.threads, &mut st, &mut stats)?;
+    done("index entries and record headers");
+    let meta = metadata::read(repo, &index, &opts.progress, &mut st, &mut stats);
+    let mismatched = metadata::compare(&snaps, &meta, &mut st);
+    done("metadata records");
+    let derived = entries::check_entries(repo, &snaps, &index, &meta, &mut st, &mut stats)?;
+    done("layer entries");
+    entries::check_layerdirs(repo, &snaps, &derived, &mut st)?;
+    metadata::check_dictionary(repo, &index, &meta, &mut st);
+    done("layerdirs and dictionary");
     if let Some(percent) = opts.read_data {
-        let mut todo: Vec<(ChunkId, Location)> = indexed
-            .iter()
-            .filter(|e| e.rtype == Some(RecordType::Chunk) && !st.bad.contains(&e.id))
-            .map(|e| (e.id, e.loc))
-            .collect();
-        sample(&mut todo, percent, opts.seed);
-        opts.progress
-            .0
-            .verify_total(todo.iter().map(|(_, l)| l.stored_len as u64).sum());
-        stats.records_verified += todo.len() as u64;
-        stats.bytes_verified += todo
-            .iter()
-            .map(|(_, l)| l.stored_len as u64 + RECORD_HEADER_LEN as u64)
-            .sum::<u64>();
-        let read = |id: &ChunkId, loc: &Location| repo.read_record_at(id, loc).map(|_| ());
-        for (id, loc, err) in verify_with(&todo, read, opts.threads, &opts.progress) {
-            st.bad_chunk(id, ProblemKind::CorruptRecord, err, Some(loc.pack));
-        }
+        read::read_chunks(repo, &index, percent, opts, &mut st, &mut stats);
     }
-
-    log::debug!(
-        "Check: chunk payloads done at {} ms",
-        start.elapsed().as_millis()
-    );
-    // 8. An unfinished forget/consolidate: its traces are not damage.
+    done("chunk payloads");
     interrupted::explain(repo, &mut st)?;
+    let mut report = damage_report(repo, &snaps, &mismatched, st)?;
+    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    report.stats = stats;
+    Ok(report)
+}
 
-    // Bad chunks → entries → snapshot views.
-    let (damaged_files, mut damaged) = map_damage(repo, &snaps, &chains, &st)?;
-    damaged.extend(broken.iter().copied());
+/// The report: bad chunks mapped to the files and snapshot views they damage, plus the
+/// snapshots damaged as a whole (a broken chain, a record that differs from its blob).
+fn damage_report(
+    repo: &Arc<Repo>,
+    snaps: &Snapshots,
+    mismatched: &BTreeSet<SnapshotId>,
+    st: State,
+) -> Result<CheckReport> {
+    let (damaged_files, mut damaged) = damage::map_damage(repo, snaps, &st)?;
+    damaged.extend(snaps.broken.iter().copied());
     // A record that disagrees with its blob may show a wrong tree: in its own view, and in the
     // view of every snapshot whose chain goes through it.
-    for (sid, chain) in &chains {
+    for (sid, chain) in &snaps.chains {
         if chain.iter().any(|c| mismatched.contains(c)) {
             damaged.insert(*sid);
         }
     }
     damaged.extend(mismatched.iter().copied());
     let mut damaged_snapshots: Vec<SnapshotId> = damaged.into_iter().collect();
-    damaged_snapshots.sort_by_key(|id| snaps.get(id).map(|s| (s.time_ns, s.id)));
-    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    damaged_snapshots.sort_by_key(|id| snaps.all.get(id).map(|s| (s.time_ns, s.id)));
     Ok(CheckReport {
         problems: st.problems,
         damaged_files,
         damaged_snapshots,
         bad_chunks: st.bad.iter().copied().collect(),
-        stats,
+        stats: CheckStats::default(),
     })
-}
-
-/// The fields in which a snapshot record (`index`) differs from its snapshot blob (`blob`). A
-/// backup writes the blob before its last pack is finished, so the index alone carries the final
-/// `new_chunks`, `new_bytes`, `stored_bytes` and `elapsed_ms`; every other field, stats
-/// included, must be equal.
-pub fn record_differences(index: &Snapshot, blob: &Snapshot) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut diff = |name, differs: bool| {
-        if differs {
-            out.push(name);
-        }
-    };
-    // Destructured, so a new field cannot be forgotten here.
-    let Snapshot {
-        id,
-        time_ns,
-        host,
-        source,
-        kind,
-        parent,
-        depth,
-        tags,
-        stats,
-        layer_blobs,
-    } = index;
-    diff("id", *id != blob.id);
-    diff("time", *time_ns != blob.time_ns);
-    diff("host", *host != blob.host);
-    diff("source", *source != blob.source);
-    diff("kind", *kind != blob.kind);
-    diff("parent", *parent != blob.parent);
-    diff("depth", *depth != blob.depth);
-    diff("tags", *tags != blob.tags);
-    let settled = |s: &crate::snapshot::BackupStats| crate::snapshot::BackupStats {
-        new_chunks: 0,
-        new_bytes: 0,
-        stored_bytes: 0,
-        elapsed_ms: 0,
-        ..s.clone()
-    };
-    diff("stats", settled(stats) != settled(&blob.stats));
-    diff("layer blobs", *layer_blobs != blob.layer_blobs);
-    out
-}
-
-/// Snapshot ids of `s`'s chain, newest first, ending in a full layer ([`crate::layers::chain_of`]
-/// decides), or the problem to report.
-fn chain_of(
-    snaps: &HashMap<SnapshotId, Snapshot>,
-    s: &Snapshot,
-) -> std::result::Result<Vec<SnapshotId>, (ProblemKind, String)> {
-    crate::layers::chain_of(s, snaps.len(), |id| Ok(snaps.get(id))).map_err(|b| match b {
-        ChainBreak::NoFull { end, kind } => (
-            ProblemKind::BrokenChain,
-            format!(
-                "Snapshot {}: its chain ends in {} {end}, which is not a full layer",
-                s.id,
-                kind.name()
-            ),
-        ),
-        ChainBreak::MissingParent { parent, .. } => (
-            ProblemKind::MissingParent,
-            format!(
-                "Snapshot {} needs parent {parent}, which is missing from the repository",
-                s.id
-            ),
-        ),
-        ChainBreak::Loops => (
-            ProblemKind::BrokenChain,
-            format!("Snapshot {}: its parent chain loops", s.id),
-        ),
-    })
-}
-
-/// Splits a `layers` key into (snapshot, dir, name).
-fn split_layer_key(k: &[u8]) -> Option<(SnapshotId, &[u8], &[u8])> {
-    let sid = SnapshotId(k.get(..16)?.try_into().ok()?);
-    let (dir, name) = keys::split_entry_key(&k[16..])?;
-    Some((sid, dir, name))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -703,53 +204,4 @@ fn hex(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::BackupStats;
-
-    fn record() -> Snapshot {
-        Snapshot {
-            id: SnapshotId([1; 16]),
-            time_ns: 5,
-            host: "h".into(),
-            source: "/src".into(),
-            kind: BackupKind::Incremental,
-            parent: Some(SnapshotId([2; 16])),
-            depth: 2,
-            tags: vec!["t".into()],
-            stats: BackupStats {
-                files: 3,
-                ..Default::default()
-            },
-            layer_blobs: vec![ChunkId::of(b"layer")],
-        }
-    }
-
-    #[test]
-    fn records_may_differ_only_in_the_figures_learnt_after_the_blob() {
-        let blob = record();
-        let mut index = record();
-        index.stats.new_chunks = 7;
-        index.stats.new_bytes = 8;
-        index.stats.stored_bytes = 9;
-        index.stats.elapsed_ms = 10;
-        assert!(record_differences(&index, &blob).is_empty());
-        type Edit = (&'static str, fn(&mut Snapshot));
-        let edits: [Edit; 9] = [
-            ("parent", |s| s.parent = Some(SnapshotId([3; 16]))),
-            ("kind", |s| s.kind = BackupKind::Differential),
-            ("depth", |s| s.depth = 3),
-            ("time", |s| s.time_ns = 6),
-            ("host", |s| s.host = "g".into()),
-            ("source", |s| s.source = "/other".into()),
-            ("tags", |s| s.tags.clear()),
-            ("stats", |s| s.stats.files = 4),
-            ("layer blobs", |s| s.layer_blobs.clear()),
-        ];
-        for (name, edit) in edits {
-            let mut changed = index.clone();
-            edit(&mut changed);
-            assert_eq!(record_differences(&changed, &blob), [name]);
-        }
-    }
-}
+mod tests;

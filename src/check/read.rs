@@ -1,12 +1,13 @@
 //! How `check` reads: a private copy of the database (so the repository is not modified), record
-//! headers at indexed offsets, and record payloads (verified) — the last two on parallel threads,
-//! in pack order.
+//! headers at indexed offsets, and record payloads (verified; phase 7 for chunks) — the last two
+//! on parallel threads, in pack order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Indexed, ProblemKind};
+use super::index::{Index, Indexed};
+use super::{CheckOptions, CheckStats, ProblemKind, State};
 use crate::error::Result;
 use crate::id::{ChunkId, PackId};
 use crate::progress::ProgressHandle;
@@ -175,9 +176,39 @@ pub(super) fn check_headers(
     parts.into_iter().flat_map(|(_, p)| p).collect()
 }
 
+/// Phase 7: re-reads and re-hashes the chunk records of `index` not already known bad (a seeded
+/// random `percent` of them) on `opts.threads` threads; a failure is a bad chunk.
+pub(super) fn read_chunks(
+    repo: &Repo,
+    index: &Index,
+    percent: f64,
+    opts: &CheckOptions,
+    st: &mut State,
+    stats: &mut CheckStats,
+) {
+    let mut todo: Vec<(ChunkId, Location)> = index
+        .of_type(RecordType::Chunk)
+        .filter(|e| !st.bad.contains(&e.id))
+        .map(|e| (e.id, e.loc))
+        .collect();
+    sample(&mut todo, percent, opts.seed);
+    opts.progress
+        .0
+        .verify_total(todo.iter().map(|(_, l)| l.stored_len as u64).sum());
+    stats.records_verified += todo.len() as u64;
+    stats.bytes_verified += todo
+        .iter()
+        .map(|(_, l)| l.stored_len as u64 + RECORD_HEADER_LEN as u64)
+        .sum::<u64>();
+    let read = |id: &ChunkId, loc: &Location| repo.read_record_at(id, loc).map(|_| ());
+    for (id, loc, err) in verify_with(&todo, read, opts.threads, &opts.progress) {
+        st.bad_chunk(id, ProblemKind::CorruptRecord, err, Some(loc.pack));
+    }
+}
+
 /// Keeps a random `percent` of `items` (at least one when `percent > 0` and there are any),
 /// seeded, then sorts them by location so reads go through each pack in order.
-pub(super) fn sample(items: &mut Vec<(ChunkId, Location)>, percent: f64, seed: Option<u64>) {
+fn sample(items: &mut Vec<(ChunkId, Location)>, percent: f64, seed: Option<u64>) {
     if percent < 100.0 {
         let mut x = seed.unwrap_or_else(|| crate::time::now_ns() as u64) | 1;
         let mut next = || {

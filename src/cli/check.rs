@@ -5,37 +5,24 @@ use std::io::Write;
 use std::path::Path;
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::check::{self, CheckOptions, CheckReport, Problem, ProblemKind, Severity};
+use crate::check::{self, CheckOptions, CheckReport, CheckStats, Problem, ProblemKind, Severity};
 use crate::id::SnapshotId;
-use crate::repair::{self, RepairOptions, RepairReport};
+use crate::repair::{self, DroppedSnapshot, RepairOptions, RepairReport};
 use crate::repo::Repo;
 use crate::{Error, Result};
 
-use super::output::{human_size, path_json};
+use super::json::{self, PathJson};
+use super::output::human_size;
 use super::status::StatusLine;
 use super::{EXIT_DAMAGE, EXIT_OK, EXIT_WARNINGS};
 
 /// `strata check`
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Also re-read and re-hash chunk data: all of it, or a random PERCENT of the chunks
-    #[arg(
-        long,
-        value_name = "PERCENT",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "100",
-        value_parser = parse_percent
-    )]
-    pub read_data: Option<f64>,
-    /// Seed for the --read-data sample (the same seed reads the same chunks)
-    #[arg(long, requires = "read_data")]
-    pub seed: Option<u64>,
-    /// Reader threads for --read-data [default: two per CPU]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub opts: CheckOptions,
     /// Print the result as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
@@ -44,44 +31,28 @@ pub struct CheckArgs {
 /// `strata repair`
 #[derive(Args, Debug)]
 pub struct RepairArgs {
-    /// Rebuild into a temporary database and report; change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Also re-read and re-hash every chunk, dropping index entries of chunks that fail
-    #[arg(long)]
-    pub read_data: bool,
-    /// Reader threads for --read-data [default: two per CPU]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub opts: RepairOptions,
     /// Print the result as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
 }
 
-fn parse_percent(s: &str) -> std::result::Result<f64, String> {
-    let v: f64 = s
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("not a percentage: {s:?}"))?;
-    if v > 0.0 && v <= 100.0 {
-        Ok(v)
-    } else {
-        Err(format!("must be above 0 and at most 100, not {s}"))
-    }
-}
-
 /// Runs `strata check`.
 pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
+    let CheckArgs { mut opts, json } = a;
     let (repo, copy) = match check::open_copy(path) {
         Ok(r) => r,
         // Nothing else can be checked without the index; say so in the report's own form.
         Err(Error::IndexMissing(p)) => {
+            let e = Error::IndexMissing(p);
             return Ok(index_unusable(
                 ProblemKind::IndexMissing,
-                Error::IndexMissing(p),
+                e,
                 path,
-                &a,
-            ))
+                &opts,
+                json,
+            ));
         }
         Err(Error::IndexDamaged { detail, .. }) => {
             // The error names check's private copy; the user's repository is `path`.
@@ -89,22 +60,23 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
                 path: path.to_path_buf(),
                 detail,
             };
-            return Ok(index_unusable(ProblemKind::IndexDamaged, e, path, &a));
+            return Ok(index_unusable(
+                ProblemKind::IndexDamaged,
+                e,
+                path,
+                &opts,
+                json,
+            ));
         }
         Err(e) => return Err(e),
     };
     let status = StatusLine::data("Verifying");
-    let opts = CheckOptions {
-        read_data: a.read_data,
-        seed: a.seed,
-        threads: a.threads,
-        progress: status.progress(),
-    };
+    opts.progress = status.progress();
     let report = check::check(&repo, &opts);
     drop(status);
     let report = report?;
-    print_check(Some(&repo), &report, a.json);
-    record_check(path, &report, &a);
+    print_check(Some(&repo), &report, json);
+    record_check(path, &report, &opts);
     // The copy holds what the index holds: the lookup files are written anew from it, so that
     // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
     if let Err(e) = crate::lookup::drop_tables(path) {
@@ -119,15 +91,21 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
 }
 
 /// Keeps the damage marker (which `prune` honours) in step with what this check found.
-fn record_check(path: &Path, report: &CheckReport, a: &CheckArgs) {
-    let read_all = a.read_data.is_some_and(|p| p >= 100.0);
-    if let Err(e) = check::marker::record_check(path, report, a.read_data.is_some(), read_all) {
+fn record_check(path: &Path, report: &CheckReport, opts: &CheckOptions) {
+    let read_all = opts.read_data.is_some_and(|p| p >= 100.0);
+    if let Err(e) = check::marker::record_check(path, report, opts.read_data.is_some(), read_all) {
         log::warn!("Could not update the damage marker: {e}");
     }
 }
 
 /// Reports an index that cannot be read at all as check's only problem; exit code 4 (damage).
-fn index_unusable(kind: ProblemKind, e: Error, path: &Path, a: &CheckArgs) -> i32 {
+fn index_unusable(
+    kind: ProblemKind,
+    e: Error,
+    path: &Path,
+    opts: &CheckOptions,
+    json: bool,
+) -> i32 {
     let report = CheckReport {
         problems: vec![Problem {
             kind,
@@ -138,24 +116,20 @@ fn index_unusable(kind: ProblemKind, e: Error, path: &Path, a: &CheckArgs) -> i3
         }],
         ..Default::default()
     };
-    print_check(None, &report, a.json);
-    record_check(path, &report, a);
+    print_check(None, &report, json);
+    record_check(path, &report, opts);
     EXIT_DAMAGE
 }
 
 /// Runs `strata repair`.
 pub fn run_repair(path: &Path, a: RepairArgs) -> Result<i32> {
+    let RepairArgs { mut opts, json } = a;
     let status = StatusLine::data("Scanning packs");
-    let opts = RepairOptions {
-        dry_run: a.dry_run,
-        read_data: a.read_data,
-        threads: a.threads,
-        progress: status.progress(),
-    };
+    opts.progress = status.progress();
     let report = repair::repair(path, &opts);
     drop(status);
     let report = report?;
-    print_repair(path, &report, a.json);
+    print_repair(path, &report, json);
     Ok(if report.after.damaged() || !report.dropped.is_empty() {
         EXIT_DAMAGE
     } else if !report.torn.is_empty()
@@ -188,40 +162,219 @@ fn snapshot_name(repo: Option<&Repo>, id: &SnapshotId) -> String {
     }
 }
 
-/// The check report as JSON (documented in README.md).
-pub fn check_json(repo: Option<&Repo>, r: &CheckReport) -> Value {
-    let opt = |v: Option<String>| v.map_or(Value::Null, Value::String);
-    json!({
-        "clean": r.problems.is_empty(),
-        "damaged": r.damaged(),
-        "problems": r.problems.iter().map(|p| json!({
-            "kind": p.kind.name(),
-            "severity": match p.severity() { Severity::Damage => "damage", Severity::Leftover => "leftover" },
-            "message": p.message,
-            "snapshot": opt(p.snapshot.map(|s| s.to_string())),
-            "chunk": opt(p.chunk.map(|c| c.to_string())),
-            "pack": opt(p.pack.map(|c| c.to_string())),
-        })).collect::<Vec<_>>(),
-        "damaged_files": r.damaged_files.iter().map(|f| {
-            let mut m = path_json(&f.path);
-            m.insert("snapshot".into(), json!(f.snapshot.to_string()));
-            m.insert("snapshot_name".into(), json!(snapshot_name(repo, &f.snapshot)));
-            m.insert("chunks".into(), json!(f.chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>()));
-            Value::Object(m)
-        }).collect::<Vec<_>>(),
-        "damaged_snapshots": r.damaged_snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        "bad_chunks": r.bad_chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-        "stats": {
-            "snapshots": r.stats.snapshots,
-            "layer_entries": r.stats.layer_entries,
-            "index_entries": r.stats.index_entries,
-            "packs": r.stats.packs,
-            "chunks_referenced": r.stats.chunks_referenced,
-            "records_verified": r.stats.records_verified,
-            "bytes_verified": r.stats.bytes_verified,
-            "elapsed_ms": r.stats.elapsed_ms,
+/// `check --json`, and the `after` of `repair --json` (documented in README.md). Keys are
+/// printed sorted ([`json::line`]); fields are listed in reading order.
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    clean: bool,
+    damaged: bool,
+    problems: Vec<ProblemJson<'a>>,
+    damaged_files: Vec<DamagedFileJson>,
+    damaged_snapshots: Vec<String>,
+    bad_chunks: Vec<String>,
+    stats: StatsJson,
+}
+
+#[derive(Serialize)]
+struct ProblemJson<'a> {
+    kind: &'static str,
+    severity: &'static str,
+    message: &'a str,
+    snapshot: Option<String>,
+    chunk: Option<String>,
+    pack: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DamagedFileJson {
+    #[serde(flatten)]
+    path: PathJson,
+    snapshot: String,
+    snapshot_name: String,
+    chunks: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    snapshots: u64,
+    layer_entries: u64,
+    index_entries: u64,
+    packs: u64,
+    chunks_referenced: u64,
+    records_verified: u64,
+    bytes_verified: u64,
+    elapsed_ms: u64,
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(|i| i.to_string()).collect()
+}
+
+impl<'a> CheckJson<'a> {
+    fn new(repo: Option<&Repo>, r: &'a CheckReport) -> CheckJson<'a> {
+        CheckJson {
+            clean: r.problems.is_empty(),
+            damaged: r.damaged(),
+            problems: r.problems.iter().map(ProblemJson::new).collect(),
+            damaged_files: r
+                .damaged_files
+                .iter()
+                .map(|f| DamagedFileJson {
+                    path: PathJson::new(&f.path),
+                    snapshot: f.snapshot.to_string(),
+                    snapshot_name: snapshot_name(repo, &f.snapshot),
+                    chunks: strings(&f.chunks),
+                })
+                .collect(),
+            damaged_snapshots: strings(&r.damaged_snapshots),
+            bad_chunks: strings(&r.bad_chunks),
+            stats: StatsJson::new(&r.stats),
         }
-    })
+    }
+}
+
+impl<'a> ProblemJson<'a> {
+    fn new(p: &'a Problem) -> ProblemJson<'a> {
+        ProblemJson {
+            kind: p.kind.name(),
+            severity: match p.severity() {
+                Severity::Damage => "damage",
+                Severity::Leftover => "leftover",
+            },
+            message: &p.message,
+            snapshot: p.snapshot.map(|s| s.to_string()),
+            chunk: p.chunk.map(|c| c.to_string()),
+            pack: p.pack.map(|c| c.to_string()),
+        }
+    }
+}
+
+impl StatsJson {
+    fn new(s: &CheckStats) -> StatsJson {
+        // Destructured, so a new figure cannot be forgotten here.
+        let CheckStats {
+            snapshots,
+            layer_entries,
+            index_entries,
+            packs,
+            chunks_referenced,
+            records_verified,
+            bytes_verified,
+            elapsed_ms,
+        } = *s;
+        StatsJson {
+            snapshots,
+            layer_entries,
+            index_entries,
+            packs,
+            chunks_referenced,
+            records_verified,
+            bytes_verified,
+            elapsed_ms,
+        }
+    }
+}
+
+/// `repair --json` (documented in README.md).
+#[derive(Serialize)]
+struct RepairJson<'a> {
+    dry_run: bool,
+    packs: u64,
+    pack_bytes: u64,
+    records: u64,
+    index_entries: u64,
+    duplicates: u64,
+    torn: Vec<TornJson<'a>>,
+    bad_pack_headers: Vec<String>,
+    corrupt_records: Vec<CorruptJson<'a>>,
+    snapshots_restored: Vec<String>,
+    snapshots_dropped: Vec<ReasonJson<'a>>,
+    snapshots_written_back: Vec<ReasonJson<'a>>,
+    tombstoned: u64,
+    dictionary: bool,
+    compression: i32,
+    compression_from_old_index: bool,
+    moved_aside: Option<String>,
+    elapsed_ms: u64,
+    after: CheckJson<'a>,
+}
+
+#[derive(Serialize)]
+struct TornJson<'a> {
+    pack: String,
+    offset: u64,
+    len: u64,
+    resynced: bool,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct CorruptJson<'a> {
+    id: String,
+    pack: String,
+    detail: &'a str,
+}
+
+/// A snapshot repair dropped or wrote back, and why.
+#[derive(Serialize)]
+struct ReasonJson<'a> {
+    id: String,
+    reason: &'a str,
+}
+
+impl<'a> ReasonJson<'a> {
+    fn all(list: &'a [DroppedSnapshot]) -> Vec<ReasonJson<'a>> {
+        list.iter()
+            .map(|d| ReasonJson {
+                id: d.id.to_string(),
+                reason: &d.reason,
+            })
+            .collect()
+    }
+}
+
+impl<'a> RepairJson<'a> {
+    fn new(r: &'a RepairReport) -> RepairJson<'a> {
+        RepairJson {
+            dry_run: r.dry_run,
+            packs: r.packs,
+            pack_bytes: r.pack_bytes,
+            records: r.records,
+            index_entries: r.index_entries,
+            duplicates: r.duplicates,
+            torn: r
+                .torn
+                .iter()
+                .map(|(p, t)| TornJson {
+                    pack: p.to_string(),
+                    offset: t.offset,
+                    len: t.len,
+                    resynced: t.resynced,
+                    reason: &t.reason,
+                })
+                .collect(),
+            bad_pack_headers: strings(&r.bad_pack_headers),
+            corrupt_records: r
+                .corrupt
+                .iter()
+                .map(|c| CorruptJson {
+                    id: c.id.to_string(),
+                    pack: c.pack.to_string(),
+                    detail: &c.detail,
+                })
+                .collect(),
+            snapshots_restored: strings(&r.snapshots),
+            snapshots_dropped: ReasonJson::all(&r.dropped),
+            snapshots_written_back: ReasonJson::all(&r.rewritten),
+            tombstoned: r.tombstoned,
+            dictionary: r.dictionary,
+            compression: r.compression,
+            compression_from_old_index: r.compression_from_old_index,
+            moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
+            elapsed_ms: r.elapsed_ms,
+            after: CheckJson::new(None, &r.after),
+        }
+    }
 }
 
 /// Problems listed per kind before the rest are summarized, in human output.
@@ -230,7 +383,7 @@ const MAX_PER_KIND: usize = 20;
 fn print_check(repo: Option<&Repo>, r: &CheckReport, json_out: bool) {
     let mut out = std::io::stdout().lock();
     if json_out {
-        let _ = writeln!(out, "{}", check_json(repo, r));
+        let _ = writeln!(out, "{}", json::line(&CheckJson::new(repo, r)));
         return;
     }
     let _ = write_check_human(&mut out, repo, r);
@@ -316,136 +469,115 @@ fn write_check_human(
 fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
     let mut out = std::io::stdout().lock();
     if json_out {
-        let v = json!({
-            "dry_run": r.dry_run,
-            "packs": r.packs,
-            "pack_bytes": r.pack_bytes,
-            "records": r.records,
-            "index_entries": r.index_entries,
-            "duplicates": r.duplicates,
-            "torn": r.torn.iter().map(|(p, t)| json!({
-                "pack": p.to_string(), "offset": t.offset, "len": t.len,
-                "resynced": t.resynced, "reason": t.reason,
-            })).collect::<Vec<_>>(),
-            "bad_pack_headers": r.bad_pack_headers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            "corrupt_records": r.corrupt.iter().map(|c| json!({
-                "id": c.id.to_string(), "pack": c.pack.to_string(), "detail": c.detail,
-            })).collect::<Vec<_>>(),
-            "snapshots_restored": r.snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "snapshots_dropped": r.dropped.iter().map(|d| json!({
-                "id": d.id.to_string(), "reason": d.reason,
-            })).collect::<Vec<_>>(),
-            "snapshots_written_back": r.rewritten.iter().map(|d| json!({
-                "id": d.id.to_string(), "reason": d.reason,
-            })).collect::<Vec<_>>(),
-            "tombstoned": r.tombstoned,
-            "dictionary": r.dictionary,
-            "compression": r.compression,
-            "compression_from_old_index": r.compression_from_old_index,
-            "moved_aside": r.moved_aside.as_ref().map(|p| p.display().to_string()),
-            "elapsed_ms": r.elapsed_ms,
-            "after": check_json(None, &r.after),
-        });
-        let _ = writeln!(out, "{v}");
+        let _ = writeln!(out, "{}", json::line(&RepairJson::new(r)));
         return;
     }
-    let _ = (|| -> std::io::Result<()> {
-        let verb = if r.dry_run {
-            "Would rebuild"
+    let _ = write_repair_human(&mut out, path, r);
+}
+
+fn write_repair_human(out: &mut dyn Write, path: &Path, r: &RepairReport) -> std::io::Result<()> {
+    let verb = if r.dry_run {
+        "Would rebuild"
+    } else {
+        "Rebuilt"
+    };
+    writeln!(
+        out,
+        "{verb} the index of {} from {} packs ({}): {} records, {} index entries, {} snapshots, in {:.1} s",
+        path.display(),
+        r.packs,
+        human_size(r.pack_bytes),
+        r.records,
+        r.index_entries,
+        r.snapshots.len(),
+        r.elapsed_ms as f64 / 1000.0
+    )?;
+    writeln!(
+        out,
+        "Compression level {} ({}){}",
+        r.compression,
+        if r.compression_from_old_index {
+            "from the old index"
         } else {
-            "Rebuilt"
-        };
+            "the default: no readable old index"
+        },
+        if r.dictionary {
+            "; dictionary restored"
+        } else {
+            ""
+        }
+    )?;
+    write_repair_findings(out, r)?;
+    if !r.dry_run && (!r.dropped.is_empty() || !r.torn.is_empty() || !r.corrupt.is_empty()) {
+        writeln!(out, "prune will not run until you pass --force-after-damage: what was lost may have been all that referenced some data")?;
+    }
+    if let Some(a) = &r.moved_aside {
         writeln!(
             out,
-            "{verb} the index of {} from {} packs ({}): {} records, {} index entries, {} snapshots, in {:.1} s",
-            path.display(),
-            r.packs,
-            human_size(r.pack_bytes),
-            r.records,
-            r.index_entries,
-            r.snapshots.len(),
-            r.elapsed_ms as f64 / 1000.0
+            "The old index was moved to {} (delete it once satisfied)",
+            a.display()
         )?;
+    }
+    writeln!(out, "Snapshot statistics come from the old index where it holds the snapshot, else from the packs (written before the last pack's figures were known)")?;
+    writeln!(out, "After the repair:")?;
+    write_check_human(out, None, &r.after)
+}
+
+/// What the rebuild met on the way: duplicates, damaged packs and records, snapshots it did not
+/// restore, kept from the old index, or could not rebuild.
+fn write_repair_findings(out: &mut dyn Write, r: &RepairReport) -> std::io::Result<()> {
+    if r.duplicates > 0 {
+        writeln!(out, "{} duplicate records (one copy indexed)", r.duplicates)?;
+    }
+    for p in &r.bad_pack_headers {
         writeln!(
             out,
-            "Compression level {} ({}){}",
-            r.compression,
-            if r.compression_from_old_index {
-                "from the old index"
+            "Pack {p}: bad pack header (its records were still scanned)"
+        )?;
+    }
+    for (p, t) in &r.torn {
+        writeln!(
+            out,
+            "Pack {p}: {} damaged bytes at offset {} ({}){}",
+            t.len,
+            t.offset,
+            t.reason,
+            if t.resynced {
+                ", skipped to the next valid record"
             } else {
-                "the default: no readable old index"
-            },
-            if r.dictionary {
-                "; dictionary restored"
-            } else {
-                ""
+                ", rest of the pack dropped"
             }
         )?;
-        if r.duplicates > 0 {
-            writeln!(out, "{} duplicate records (one copy indexed)", r.duplicates)?;
-        }
-        for p in &r.bad_pack_headers {
-            writeln!(
-                out,
-                "Pack {p}: bad pack header (its records were still scanned)"
-            )?;
-        }
-        for (p, t) in &r.torn {
-            writeln!(
-                out,
-                "Pack {p}: {} damaged bytes at offset {} ({}){}",
-                t.len,
-                t.offset,
-                t.reason,
-                if t.resynced {
-                    ", skipped to the next valid record"
-                } else {
-                    ", rest of the pack dropped"
-                }
-            )?;
-        }
-        for c in &r.corrupt {
-            writeln!(
-                out,
-                "Dropped record {} in pack {}: {}",
-                c.id, c.pack, c.detail
-            )?;
-        }
-        if r.tombstoned > 0 {
-            writeln!(
-                out,
-                "{} forgotten snapshots not restored (tombstoned)",
-                r.tombstoned
-            )?;
-        }
-        for d in &r.rewritten {
-            writeln!(
-                out,
-                "Snapshot {} kept: {}; {} into a new pack",
-                d.id,
-                d.reason,
-                if r.dry_run {
-                    "would be written back"
-                } else {
-                    "written back"
-                }
-            )?;
-        }
-        for d in &r.dropped {
-            writeln!(out, "Snapshot {} cannot be rebuilt: {}", d.id, d.reason)?;
-        }
-        if !r.dry_run && (!r.dropped.is_empty() || !r.torn.is_empty() || !r.corrupt.is_empty()) {
-            writeln!(out, "prune will not run until you pass --force-after-damage: what was lost may have been all that referenced some data")?;
-        }
-        if let Some(a) = &r.moved_aside {
-            writeln!(
-                out,
-                "The old index was moved to {} (delete it once satisfied)",
-                a.display()
-            )?;
-        }
-        writeln!(out, "Snapshot statistics come from the old index where it holds the snapshot, else from the packs (written before the last pack's figures were known)")?;
-        writeln!(out, "After the repair:")?;
-        write_check_human(&mut out, None, &r.after)
-    })();
+    }
+    for c in &r.corrupt {
+        writeln!(
+            out,
+            "Dropped record {} in pack {}: {}",
+            c.id, c.pack, c.detail
+        )?;
+    }
+    if r.tombstoned > 0 {
+        writeln!(
+            out,
+            "{} forgotten snapshots not restored (tombstoned)",
+            r.tombstoned
+        )?;
+    }
+    for d in &r.rewritten {
+        writeln!(
+            out,
+            "Snapshot {} kept: {}; {} into a new pack",
+            d.id,
+            d.reason,
+            if r.dry_run {
+                "would be written back"
+            } else {
+                "written back"
+            }
+        )?;
+    }
+    for d in &r.dropped {
+        writeln!(out, "Snapshot {} cannot be rebuilt: {}", d.id, d.reason)?;
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::json::{self, BackupJson, LsEntryJson, PathJson, SnapshotJson};
+use super::json::{self, BackupJson, LsEntryJson, SnapshotJson};
 use crate::backup::BackupOutcome;
 use crate::entry::{Entry, Kind};
 use crate::repo::Repo;
@@ -16,15 +16,6 @@ pub struct LsFormat {
     pub long: bool,
     /// `--json`
     pub json: bool,
-}
-
-/// JSON for one path: `path` is lossy UTF-8; `path_hex` carries the exact bytes when they are not
-/// valid UTF-8. For objects still built by hand (`check`, `repair`).
-pub(super) fn path_json(path: &[u8]) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(PathJson::new(path)) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => unreachable!("a path is an object"),
-    }
 }
 
 /// Binary-prefixed human size, e.g. `1.5 GiB`.
