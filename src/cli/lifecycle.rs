@@ -15,7 +15,7 @@ use crate::forget::ForgetOptions;
 use crate::ops::{self, ForgetRunOptions};
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
-use crate::retention::{Policy, Span};
+use crate::retention::Policy;
 use crate::snapshot;
 use crate::{Error, Result};
 
@@ -24,39 +24,15 @@ use crate::{Error, Result};
 pub struct ForgetArgs {
     /// Snapshots to forget: id, unique id prefix, or `latest`
     pub snapshots: Vec<String>,
-    /// Keep the N newest snapshots
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_last: u32,
-    /// Keep the newest snapshot of each of the N newest hours (UTC) that have one
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_hourly: u32,
-    /// Keep the newest snapshot of each of the N newest days (UTC) that have one
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_daily: u32,
-    /// Keep the newest snapshot of each of the N newest ISO weeks (UTC) that have one
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_weekly: u32,
-    /// Keep the newest snapshot of each of the N newest months (UTC) that have one
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_monthly: u32,
-    /// Keep the newest snapshot of each of the N newest years (UTC) that have one
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    pub keep_yearly: u32,
-    /// Keep every snapshot within DURATION of the newest (units y, m, w, d, h: 30d, 2w, 1y6m)
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<Span>,
-    /// Keep every snapshot with this tag (repeatable)
-    #[arg(long = "keep-tag", value_name = "TAG")]
-    pub keep_tags: Vec<String>,
+    /// The retention policy (none when no `--keep-*` option is given)
+    #[command(flatten)]
+    pub keep: Policy,
     /// Apply the policy only to snapshots of this source [default: each source separately]
     #[arg(long)]
     pub source: Option<String>,
-    /// Show what would be kept and removed, and why; change nothing
-    #[arg(long, short = 'n')]
-    pub dry_run: bool,
-    /// Run `prune` afterwards
-    #[arg(long)]
-    pub prune: bool,
+    /// Dry run, prune afterwards
+    #[command(flatten)]
+    pub run: ForgetRunOptions,
     /// Print as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
@@ -78,34 +54,12 @@ pub struct ConsolidateArgs {
 /// `strata prune`
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Show what would be deleted and rewritten; change nothing
-    #[arg(long, short = 'n')]
-    pub dry_run: bool,
-    /// Rewrite packs whose live bytes are below PCT percent of their size (0-100)
-    #[arg(long, value_name = "PCT", default_value_t = prune::DEFAULT_REPACK_THRESHOLD,
-          value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub repack_threshold: u8,
-    /// Prune even though the last check or repair found lost or damaged data (look at what it
-    /// reported first: prune deletes whatever no snapshot references)
-    #[arg(long)]
-    pub force_after_damage: bool,
+    /// What to delete and rewrite
+    #[command(flatten)]
+    pub options: PruneOptions,
     /// Print as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
-}
-
-fn policy(a: &ForgetArgs) -> Option<Policy> {
-    let p = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        within: a.keep_within,
-        tags: a.keep_tags.clone(),
-    };
-    (!p.is_empty()).then_some(p)
 }
 
 fn print_prune_human(s: &PruneStats, dry_run: bool) {
@@ -138,7 +92,7 @@ pub fn run_forget(path: &Path, a: ForgetArgs) -> Result<i32> {
 }
 
 fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
-    let policy = policy(&a);
+    let policy = (!a.keep.is_empty()).then_some(a.keep);
     if policy.is_none() && a.snapshots.is_empty() {
         return Err(Error::InvalidArgument(
             "Name snapshots to forget or give a policy (--keep-last, --keep-daily, ...)".into(),
@@ -148,21 +102,14 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
     for name in &a.snapshots {
         explicit.push(snapshot::find(repo, name, a.source.as_deref())?.id);
     }
-    let done = ops::forget_then_prune(
-        repo,
-        &explicit,
-        &ForgetOptions {
-            policy,
-            source: a.source.clone(),
-        },
-        &ForgetRunOptions {
-            dry_run: a.dry_run,
-            prune: a.prune,
-        },
-    )?;
+    let opts = ForgetOptions {
+        policy,
+        source: a.source,
+    };
+    let done = ops::forget_then_prune(repo, &explicit, &opts, &a.run)?;
     if a.json {
         let out = ForgetJson {
-            dry_run: a.dry_run,
+            dry_run: a.run.dry_run,
             decisions: done.decisions.iter().map(DecisionJson::new).collect(),
             stats: done.stats.as_ref().map(RewriteJson::new),
             prune: done.pruned.as_ref().map(|p| PruneJson::new(p, false)),
@@ -239,18 +186,11 @@ pub fn run_prune(path: &Path, a: PruneArgs) -> Result<i32> {
 }
 
 fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
-    let stats = prune::prune(
-        repo,
-        &PruneOptions {
-            dry_run: a.dry_run,
-            repack_threshold: a.repack_threshold,
-            force_after_damage: a.force_after_damage,
-        },
-    )?;
+    let stats = prune::prune(repo, &a.options)?;
     if a.json {
-        outln!("{}", json::line(&PruneJson::new(&stats, a.dry_run)));
+        outln!("{}", json::line(&PruneJson::new(&stats, a.options.dry_run)));
     } else {
-        print_prune_human(&stats, a.dry_run);
+        print_prune_human(&stats, a.options.dry_run);
     }
     Ok(EXIT_OK)
 }
