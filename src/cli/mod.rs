@@ -182,6 +182,24 @@ pub struct CatArgs {
     pub source: Option<String>,
 }
 
+/// Places a command's options in `--help` and the man page: clap numbers them in the order they
+/// are declared, and options that come from a flattened library struct would otherwise all follow
+/// the struct's place. `#[command(help_order = &[...])]` numbers the named options (argument ids)
+/// from 0 in the order given, which is how clap numbers one struct's fields; an unknown id panics
+/// when the command is built (the man page test builds every command).
+pub(crate) trait HelpOrder {
+    /// See [`HelpOrder`].
+    fn help_order(self, ids: &[&str]) -> Self;
+}
+
+impl HelpOrder for clap::Command {
+    fn help_order(self, ids: &[&str]) -> Self {
+        ids.iter()
+            .enumerate()
+            .fold(self, |cmd, (i, id)| cmd.mut_arg(id, |a| a.display_order(i)))
+    }
+}
+
 /// The clap command, for man page generation and tests.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::HelpOrder;
 use crate::error::IoContext;
 use crate::fuse::{spawn_mount, MountOptions};
 
@@ -19,45 +20,29 @@ use crate::{Error, Result};
 
 /// `strata mount`
 #[derive(Args, Debug)]
+#[command(help_order = &[
+    "allow_other", "cache_bytes", "sources", "threads", "daemon", "busy_poll", "grace",
+    "dir_readahead",
+])]
 pub struct MountArgs {
     /// Empty directory to mount the repository on
     pub mountpoint: PathBuf,
-    /// Let other users access the mount (stored permissions and POSIX ACLs are then enforced by
-    /// the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)
-    #[arg(long)]
-    pub allow_other: bool,
-    /// Memory for decompressed chunks, e.g. 256M, 1G, 512MiB or a byte count
-    #[arg(long, default_value = "256M", value_parser = parse_size, value_name = "SIZE")]
-    pub cache_size: u64,
-    /// Only show snapshots of this source (repeatable)
-    #[arg(long = "source", value_name = "NAME")]
-    pub sources: Vec<String>,
-    /// Worker threads serving reads [default: 2 per CPU, at least 4]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
+    /// How the kernel mount is served
+    #[command(flatten)]
+    pub mount: MountOptions,
+    /// What the mount shows
+    #[command(flatten)]
+    pub vfs: VfsOptions,
     /// Run in the background once mounted (the ready line is still printed; unmount with
     /// `fusermount3 -u MOUNTPOINT` or by signalling the process)
     #[arg(long)]
     pub daemon: bool,
-    /// Do not keep the CPUs awake while requests arrive. By default, during activity and for
-    /// 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so that no CPU halts
-    /// between requests: waking a halted CPU (a hypervisor exit on a VM) made each round trip
-    /// ~4x slower here. Large (streaming) reads do not start it. It only takes CPU time nothing
-    /// else wants; turn it off on battery or where idle CPU is billed
-    #[arg(long)]
-    pub no_busy_poll: bool,
     /// On SIGINT/SIGTERM/SIGHUP the mount is detached at once (the mount point is a plain
     /// directory again, nothing new can be opened through it) and files already open in it are
     /// served for up to this many seconds; readers still busy after that (or after a second
     /// signal) get errors, and the process exits
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub grace: u64,
-    /// Do not push a directory's small files into the page cache ahead of readers. By default,
-    /// when a file is read from its start, the next files of its directory (up to 1 MiB each,
-    /// in a window that grows while the reader keeps going) are handed to the kernel, so that
-    /// `diff -r`, `cp -r` or `grep -r` over many small files make no round trip per file
-    #[arg(long)]
-    pub no_dir_readahead: bool,
 }
 
 /// Which side of the `--daemon` fork we are on.
@@ -120,29 +105,6 @@ fn detach_stdio() {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-}
-
-/// Parses `123`, `64K`, `256M`, `1G`, `2T`, with optional `iB`/`B` suffix (powers of 1024).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let body = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (num, shift) = match body.chars().last() {
-        Some('k') => (&body[..body.len() - 1], 10),
-        Some('m') => (&body[..body.len() - 1], 20),
-        Some('g') => (&body[..body.len() - 1], 30),
-        Some('t') => (&body[..body.len() - 1], 40),
-        _ => (body, 0),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("Not a size: {s:?} (try 256M or 1G)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("Size too large: {s:?}"))
 }
 
 fn unusable(path: &Path, reason: &str) -> Error {
@@ -218,22 +180,12 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             "no, from the index"
         }
     );
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     // Opening the index removed the lookup files; written again when the mount ends.
     let publish = {
         let repo = repo.clone();
         move || crate::ops::publish_lookups(&repo, &[])
     };
-    let vfs = Arc::new(Vfs::open(
-        repo,
-        VfsOptions {
-            cache_bytes: a.cache_size,
-            sources: a.sources.clone(),
-            uid,
-            gid,
-        },
-    )?);
+    let vfs = Arc::new(Vfs::open(repo, a.vfs)?);
     // Only now: sled's start-up allocates and frees hundreds of segment-sized buffers, which
     // with the fixed threshold would each be mapped and faulted in (measured: ready in 150 ms
     // instead of 40 on the benchmark repository, cold).
@@ -247,13 +199,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             let _ = fwd.send(false);
         }
     });
-    let opts = MountOptions {
-        allow_other: a.allow_other,
-        threads: a.threads,
-        busy_poll: !a.no_busy_poll,
-        dir_readahead: !a.no_dir_readahead,
-    };
-    let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
+    let session = spawn_mount(vfs.clone(), &mp, &a.mount, Some(ended_tx))
         .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
     crate::memory::spawn_heap_trimmer();
     // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
@@ -341,17 +287,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
-        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2gb").unwrap(), 2 << 30);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn mountpoint_checks() {
