@@ -15,7 +15,7 @@ use super::json::{
     FindStatsJson, LogJson, LogSourceJson, PathJson, SnapRefJson,
 };
 use super::output::human_size;
-use super::{path_bytes, EXIT_DIFFERENCES, EXIT_OK, EXIT_TROUBLE};
+use super::{path_bytes, HelpOrder, EXIT_DIFFERENCES, EXIT_OK, EXIT_TROUBLE};
 use crate::diff::{self, Change, DiffItem, DiffOptions, DiffSummary, Method};
 use crate::entry::{Entry, Kind};
 use crate::history::{self, Bound, Event, FindOptions, Pattern, Step};
@@ -26,24 +26,23 @@ use crate::{Error, Result};
 
 /// `strata diff`
 #[derive(Args, Debug)]
+#[command(
+    help_order = &["live", "content", "excludes", "source", "json"],
+    mut_arg("content", |a| a.requires("live")),
+    mut_arg("excludes", |a| a.requires("live")),
+)]
 pub struct DiffArgs {
     /// Old snapshot: id, unique id prefix, or `latest`
     pub old: String,
     /// New snapshot (with --live: the PATH to restrict to, if any)
     #[arg(value_name = "NEW")]
     pub new: Option<String>,
-    /// Only compare this subtree (relative to the snapshot root)
-    pub path: Option<PathBuf>,
+    /// The subtree, and how to compare
+    #[command(flatten)]
+    pub options: DiffOptions,
     /// Compare the old snapshot with this directory on disk instead of a second snapshot
     #[arg(long, value_name = "DIR")]
     pub live: Option<PathBuf>,
-    /// With --live: read and hash every file of equal size, even when its size, mtime, ctime and inode match
-    #[arg(long, requires = "live")]
-    pub content: bool,
-    /// With --live: leave out paths matching GLOB on both sides, as `backup --exclude` does
-    /// (give the backup's patterns, or its excluded files show up as added); repeatable
-    #[arg(long, value_name = "GLOB", requires = "live")]
-    pub exclude: Vec<String>,
     /// With `latest`: the newest snapshot of this source
     #[arg(long)]
     pub source: Option<String>,
@@ -118,8 +117,9 @@ pub fn diff(path: &std::path::Path, a: DiffArgs) -> i32 {
 }
 
 fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
-    if a.live.is_some() && a.path.is_none() {
-        a.path = a.new.take().map(PathBuf::from);
+    let mut opts = a.options;
+    if a.live.is_some() && opts.path.is_none() {
+        opts.path = a.new.take().map(String::into_bytes);
     }
     if a.live.is_some() && a.new.is_some() {
         return Err(Error::InvalidArgument(
@@ -128,12 +128,6 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     }
     let old = snapshot::find(repo, &a.old, a.source.as_deref())?;
     let va = View::open(repo, &old.id)?;
-    let opts = DiffOptions {
-        path: a.path.as_deref().map(|p| path_bytes(p).to_vec()),
-        content: a.content,
-        full_walk: false,
-        excludes: a.exclude.clone(),
-    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let new_side;
