@@ -22,6 +22,7 @@ pub mod fuse;
 pub mod history;
 pub mod id;
 pub mod layers;
+pub mod listing;
 pub mod lookup;
 pub mod memory;
 pub mod ops;

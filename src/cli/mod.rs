@@ -37,7 +37,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backup::{self, BackupOptions};
 use crate::entry::Kind;
-use crate::layers::{join, View};
+use crate::layers::View;
 use crate::ops;
 use crate::repo::{self, CreateOptions, Repo};
 use crate::snapshot;
@@ -333,9 +333,8 @@ fn path_bytes(p: &Path) -> &[u8] {
 fn cmd_ls(repo: &Arc<Repo>, a: LsArgs) -> Result<i32> {
     let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
     let view = View::open(repo, &snap.id)?;
-    let comps = crate::layers::components(a.path.as_deref().map_or(&b""[..], path_bytes))?;
-    let rel = comps.join(&b'/');
-    let entry = view.lookup(&rel)?;
+    let path = a.path.as_deref().map_or(&b""[..], path_bytes);
+    let listing = crate::listing::list(&view, path, a.recursive)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let fmt = output::LsFormat {
@@ -343,25 +342,12 @@ fn cmd_ls(repo: &Arc<Repo>, a: LsArgs) -> Result<i32> {
         json: a.json,
     };
     let res = (|| -> std::io::Result<Result<()>> {
-        if entry.kind != Kind::Dir {
-            output::ls_entry(&mut out, &rel, &entry, &fmt)?;
-            return Ok(Ok(()));
-        }
-        let mut stack = vec![rel];
-        while let Some(dir) = stack.pop() {
-            let children: Vec<_> = match view.list(&dir).and_then(|it| it.collect::<Result<_>>()) {
-                Ok(c) => c,
+        for item in listing {
+            let (path, entry) = match item {
+                Ok(item) => item,
                 Err(e) => return Ok(Err(e)),
             };
-            let mut subdirs = Vec::new();
-            for (name, e) in children {
-                let p = join(&dir, &name);
-                output::ls_entry(&mut out, &p, &e, &fmt)?;
-                if a.recursive && e.kind == Kind::Dir {
-                    subdirs.push(p);
-                }
-            }
-            stack.extend(subdirs.into_iter().rev());
+            output::ls_entry(&mut out, &path, &entry, &fmt)?;
         }
         out.flush()?;
         Ok(Ok(()))
