@@ -25,6 +25,7 @@ pub mod layers;
 pub mod listing;
 pub mod lookup;
 pub mod memory;
+pub mod mount;
 pub mod ops;
 pub mod progress;
 pub mod prune;

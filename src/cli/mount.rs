@@ -5,18 +5,17 @@
 //! reader nor the process's exit can leave a dead mount behind.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::HelpOrder;
 use crate::error::IoContext;
-use crate::fuse::{spawn_mount, MountOptions};
-
+use crate::fuse::MountOptions;
+use crate::mount::{check_mountpoint, Mounted};
 use crate::repo::Repo;
-use crate::vfs::{Vfs, VfsOptions};
-use crate::{Error, Result};
+use crate::vfs::VfsOptions;
+use crate::Result;
 
 /// `strata mount`
 #[derive(Args, Debug)]
@@ -107,43 +106,6 @@ fn detach_stdio() {
     }
 }
 
-fn unusable(path: &Path, reason: &str) -> Error {
-    Error::Mountpoint {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Refuses a missing, non-directory or non-empty mount point, and one inside the repository.
-pub fn check_mountpoint(mountpoint: &Path, repo: &Path) -> Result<PathBuf> {
-    let meta = match std::fs::metadata(mountpoint) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(unusable(
-                mountpoint,
-                "it does not exist (create an empty directory)",
-            ))
-        }
-        Err(e) => return Err(e).ctx("Checking mount point", mountpoint),
-    };
-    if !meta.is_dir() {
-        return Err(unusable(mountpoint, "it is not a directory"));
-    }
-    let mp = mountpoint
-        .canonicalize()
-        .ctx("Checking mount point", mountpoint)?;
-    if let Ok(r) = repo.canonicalize() {
-        if mp.starts_with(&r) {
-            return Err(unusable(mountpoint, "it is inside the repository"));
-        }
-    }
-    let mut it = std::fs::read_dir(&mp).ctx("Checking mount point", mountpoint)?;
-    if it.next().is_some() {
-        return Err(unusable(mountpoint, "it is not empty"));
-    }
-    Ok(mp)
-}
-
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a local set.
     unsafe {
@@ -185,11 +147,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         let repo = repo.clone();
         move || crate::ops::publish_lookups(&repo, &[])
     };
-    let vfs = Arc::new(Vfs::open(repo, a.vfs)?);
-    // Only now: sled's start-up allocates and frees hundreds of segment-sized buffers, which
-    // with the fixed threshold would each be mapped and faulted in (measured: ready in 150 ms
-    // instead of 40 on the benchmark repository, cold).
-    crate::memory::return_freed_buffers();
     // `false`: the session ended (unmounted from outside); `true`: a signal asks us to unmount.
     let (tx, rx) = crossbeam_channel::bounded::<bool>(4);
     let (ended_tx, ended_rx) = crossbeam_channel::bounded::<()>(1);
@@ -199,11 +156,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             let _ = fwd.send(false);
         }
     });
-    let session = spawn_mount(vfs.clone(), &mp, &a.mount, Some(ended_tx))
-        .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
-    crate::memory::spawn_heap_trimmer();
-    // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
-    crate::fuse::tune_readahead(&mp, 4096);
+    let mounted = Mounted::start(repo, &mp, a.vfs, &a.mount, ended_tx)?;
     let sig_tx = tx;
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
@@ -215,7 +168,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     });
     let ready = format!(
         "Mounted {} snapshots of {} at {} (ready in {} ms)\n",
-        vfs.snapshot_count(),
+        mounted.vfs().snapshot_count(),
         repo_path.display(),
         mp.display(),
         started.elapsed().as_millis()
@@ -234,8 +187,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     }
     let signalled = rx.recv().unwrap_or(false);
     if !signalled {
-        // Already unmounted from outside: nothing left to unmount.
-        std::mem::forget(session);
+        mounted.ended();
         log::info!("{} was unmounted", mp.display());
         publish();
         return Ok(crate::cli::EXIT_OK);
@@ -243,67 +195,38 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // Detach first: the mount point is clean at once and no new open can reach the mount, while
     // readers that already have a file open keep being served. The kernel ends the session when
     // the last of them closes; until then, or until the grace period ends or a second signal
-    // arrives, keep serving. Never drop the session's mount guard here: its unmount would
-    // target whatever is at the mount point by now.
-    match crate::fuse::detach(&mp) {
-        Ok(()) => {
-            // `false`: the session ended (the last open file was closed); `true`: a second
-            // signal; a timeout: the grace period is over.
-            let ended = match rx.recv_timeout(Duration::from_secs(a.grace)) {
-                Ok(false) => true,
-                Ok(true) => {
-                    log::warn!("Second signal: no longer waiting for open files");
-                    false
-                }
-                Err(_) => false,
-            };
-            if !ended {
-                log::warn!(
-                    "Ending with files still open in {} (grace period of {} s over, or a second \
-                     signal); their readers now get errors",
-                    mp.display(),
-                    a.grace
-                );
-            }
-        }
+    // arrives, keep serving.
+    let detached = match mounted.detach() {
+        Ok(d) => d,
         Err(e) => {
-            // Not detached: let the session's own unmount try, as a last resort.
             log::error!("Detaching {}: {e}", mp.display());
-            drop(session);
             publish();
             return Ok(crate::cli::EXIT_OK);
         }
+    };
+    // `false`: the session ended (the last open file was closed); `true`: a second signal; a
+    // timeout: the grace period is over.
+    let ended = match rx.recv_timeout(Duration::from_secs(a.grace)) {
+        Ok(false) => true,
+        Ok(true) => {
+            log::warn!("Second signal: no longer waiting for open files");
+            false
+        }
+        Err(_) => false,
+    };
+    if !ended {
+        log::warn!(
+            "Ending with files still open in {} (grace period of {} s over, or a second \
+             signal); their readers now get errors",
+            mp.display(),
+            a.grace
+        );
     }
-    std::mem::forget(session);
-    let (hits, misses, _) = vfs.cache_stats();
+    let (hits, misses, _) = detached.vfs().cache_stats();
     log::info!(
         "Unmounted {}; chunk cache hits {hits}, misses {misses}",
         mp.display()
     );
     publish();
     Ok(crate::cli::EXIT_OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountpoint_checks() {
-        let d = tempfile::tempdir().unwrap();
-        let repo = d.path().join("repo");
-        std::fs::create_dir(&repo).unwrap();
-        let msg = |r: Result<PathBuf>| r.unwrap_err().to_string();
-        assert!(msg(check_mountpoint(&d.path().join("nope"), &repo)).contains("does not exist"));
-        let inside = repo.join("mnt");
-        std::fs::create_dir(&inside).unwrap();
-        assert!(msg(check_mountpoint(&inside, &repo)).contains("inside the repository"));
-        let full = d.path().join("full");
-        std::fs::create_dir(&full).unwrap();
-        std::fs::write(full.join("x"), b"").unwrap();
-        assert!(msg(check_mountpoint(&full, &repo)).contains("not empty"));
-        let ok = d.path().join("ok");
-        std::fs::create_dir(&ok).unwrap();
-        assert!(check_mountpoint(&ok, &repo).is_ok());
-    }
 }
