@@ -40,12 +40,19 @@ pub fn writing<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Resul
     r
 }
 
-/// How `forget` runs, beyond which snapshots it chooses ([`ForgetOptions`]).
-#[derive(Clone, Debug, Default)]
+/// How `forget` runs, beyond which snapshots it chooses ([`ForgetOptions`]). The `strata forget`
+/// options are these fields (clap); `help` is the CLI's wording.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct ForgetRunOptions {
     /// Decide and report only; change nothing (and prune nothing).
+    #[arg(
+        long,
+        short = 'n',
+        help = "Show what would be kept and removed, and why; change nothing"
+    )]
     pub dry_run: bool,
     /// Prune afterwards, with default [`PruneOptions`].
+    #[arg(long, help = "Run `prune` afterwards")]
     pub prune: bool,
 }
 

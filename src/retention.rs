@@ -15,24 +15,77 @@ use crate::error::{Error, Result};
 use crate::time::{days_from_civil, utc};
 
 /// What to keep. All counts zero and no durations or tags means "keep nothing" — callers refuse
-/// an empty policy (see [`Policy::is_empty`]) so that a typo never forgets everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// an empty policy (see [`Policy::is_empty`]) so that a typo never forgets everything. The
+/// `strata forget --keep-*` options are these fields (clap); `help` is the CLI's wording.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct Policy {
     /// Keep the N newest snapshots.
+    #[arg(
+        long = "keep-last",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the N newest snapshots"
+    )]
     pub last: u32,
     /// Keep the newest snapshot of each of the N newest hours (UTC) that have one.
+    #[arg(
+        long = "keep-hourly",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the newest snapshot of each of the N newest hours (UTC) that have one"
+    )]
     pub hourly: u32,
     /// Likewise per calendar day (UTC).
+    #[arg(
+        long = "keep-daily",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the newest snapshot of each of the N newest days (UTC) that have one"
+    )]
     pub daily: u32,
     /// Likewise per ISO 8601 week (UTC, weeks start on Monday).
+    #[arg(
+        long = "keep-weekly",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the newest snapshot of each of the N newest ISO weeks (UTC) that have one"
+    )]
     pub weekly: u32,
     /// Likewise per calendar month (UTC).
+    #[arg(
+        long = "keep-monthly",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the newest snapshot of each of the N newest months (UTC) that have one"
+    )]
     pub monthly: u32,
     /// Likewise per calendar year (UTC).
+    #[arg(
+        long = "keep-yearly",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Keep the newest snapshot of each of the N newest years (UTC) that have one"
+    )]
     pub yearly: u32,
     /// Keep every snapshot newer than the newest minus this span.
+    #[arg(
+        long = "keep-within",
+        value_name = "DURATION",
+        help = "Keep every snapshot within DURATION of the newest (units y, m, w, d, h: 30d, 2w, 1y6m)"
+    )]
     pub within: Option<Span>,
     /// Keep every snapshot carrying one of these tags.
+    #[arg(
+        long = "keep-tag",
+        value_name = "TAG",
+        help = "Keep every snapshot with this tag (repeatable)"
+    )]
     pub tags: Vec<String>,
 }
 

@@ -9,15 +9,19 @@ use clap::Args;
 
 use super::json::{self, RestoreJson};
 use super::output::human_size;
-use super::{path_bytes, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
+use super::{path_bytes, HelpOrder, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
 use crate::layers::View;
 use crate::progress::NoProgress;
 use crate::repo::Repo;
-use crate::restore::{self, Overwrite, ProblemKind, RestoreOptions, RestoreStats};
+use crate::restore::{self, ProblemKind, RestoreOptions, RestoreStats};
 use crate::{snapshot, Error, Result};
 
 /// `strata restore`
 #[derive(Args, Debug)]
+#[command(help_order = &[
+    "path_opts", "target", "includes", "excludes", "overwrite", "dry_run", "delete", "verify",
+    "fsync", "numeric_owner", "source", "threads", "json",
+])]
 pub struct RestoreArgs {
     /// Snapshot: id, unique id prefix, or `latest`
     pub snapshot: String,
@@ -27,31 +31,9 @@ pub struct RestoreArgs {
     /// as giving it after SNAPSHOT (repeatable, combines with them)
     #[arg(long = "path", value_name = "PATH")]
     pub path_opts: Vec<PathBuf>,
-    /// Directory to restore into (created when missing); paths keep their place under it
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
-    /// Restore only paths matching this glob, and what is under a matching directory (repeatable)
-    #[arg(long = "include", value_name = "GLOB")]
-    pub includes: Vec<String>,
-    /// Skip paths matching this glob, and what is under them (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
-    /// Existing paths that differ from the snapshot: never touch them (report a conflict),
-    /// replace them if-changed, or replace always
-    #[arg(long, value_enum, default_value_t = Overwrite::Never)]
-    pub overwrite: Overwrite,
-    /// Print what would be done; write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove files the snapshot does not hold from the restored directories
-    #[arg(long)]
-    pub delete: bool,
-    /// Read every written file back and check it against the snapshot's chunk hashes
-    #[arg(long)]
-    pub verify: bool,
-    /// fsync each file before renaming it into place (slower; see docs/PERFORMANCE.md)
-    #[arg(long)]
-    pub fsync: bool,
+    /// Where and how to restore
+    #[command(flatten)]
+    pub options: RestoreOptions,
     /// Owners are restored as the stored numeric uid/gid (strata stores no names); accepted for
     /// tar compatibility, changes nothing
     #[arg(long)]
@@ -59,9 +41,6 @@ pub struct RestoreArgs {
     /// With `latest`: the newest snapshot of this source
     #[arg(long)]
     pub source: Option<String>,
-    /// Worker threads [default: two per CPU, at least 4]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub threads: usize,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -78,22 +57,12 @@ pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
         .chain(&a.path_opts)
         .map(|p| path_bytes(p).to_vec())
         .collect();
-    let opts = RestoreOptions {
-        target: a.target.clone(),
-        includes: a.includes,
-        excludes: a.excludes,
-        overwrite: a.overwrite,
-        dry_run: a.dry_run,
-        delete: a.delete,
-        verify: a.verify,
-        fsync: a.fsync,
-        threads: a.threads,
-    };
-    let stats = restore::restore(repo, &view, &paths, &opts, &NoProgress)?;
+    let stats = restore::restore(repo, &view, &paths, &a.options, &NoProgress)?;
+    let (target, dry_run) = (&a.options.target, a.options.dry_run);
     let r = if a.json {
-        print_json(&snap.id.to_string(), &a.target, a.dry_run, &stats)
+        print_json(&snap.id.to_string(), target, dry_run, &stats)
     } else {
-        print_human(&snap.id.short(), &a.target, a.dry_run, &stats)
+        print_human(&snap.id.short(), target, dry_run, &stats)
     };
     if let Err(e) = r {
         if e.kind() != std::io::ErrorKind::BrokenPipe {

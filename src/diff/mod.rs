@@ -209,18 +209,40 @@ impl DiffSummary {
     }
 }
 
-/// What to compare.
-#[derive(Clone, Debug, Default)]
+/// What to compare. The `strata diff` options are these fields (clap), so the CLI fills them
+/// directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct DiffOptions {
     /// Only this subtree (relative path; empty or `None` = everything).
-    pub path: Option<Vec<u8>>,
+    // `::std::vec::Vec`: clap would take a plain `Vec<u8>` for a list of values.
+    #[arg(
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            std::os::unix::ffi::OsStringExt::into_vec,
+        ),
+        help = "Only compare this subtree (relative to the snapshot root)"
+    )]
+    pub path: Option<::std::vec::Vec<u8>>,
     /// Live diff: read and hash every file whose size matches, even when its mtime, ctime and inode match too.
+    #[arg(
+        long,
+        help = "With --live: read and hash every file of equal size, even when its size, mtime, \
+                ctime and inode match"
+    )]
     pub content: bool,
     /// Walk both trees even when the views share layers: the slow reference the layer walk is
     /// tested against.
+    #[arg(skip)]
     pub full_walk: bool,
     /// Live diff: paths to leave out on both sides, as `backup --exclude` (without them, what a
     /// backup excluded shows up as added).
+    #[arg(
+        long = "exclude",
+        value_name = "GLOB",
+        help = "With --live: leave out paths matching GLOB on both sides, as `backup --exclude` \
+                does (give the backup's patterns, or its excluded files show up as added); \
+                repeatable"
+    )]
     pub excludes: Vec<String>,
 }
 

@@ -648,18 +648,61 @@ fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
     }
 }
 
-/// Options for [`spawn_mount`].
-#[derive(Clone, Debug, Default)]
+/// Options for [`spawn_mount`]. The `strata mount` options are these fields (clap), so the CLI
+/// fills them directly; `help` is the CLI's wording, the doc comments the library's. The default
+/// is the CLI's: busy polling and directory readahead on.
+#[derive(Clone, Debug, clap::Args)]
 pub struct MountOptions {
     /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
     /// stored modes and ACLs apply.
+    #[arg(
+        long,
+        help = "Let other users access the mount (stored permissions and POSIX ACLs are then \
+                enforced by the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)"
+    )]
     pub allow_other: bool,
     /// Worker threads for slow operations (0: 2 per CPU, at least 4).
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Worker threads serving reads [default: 2 per CPU, at least 4]"
+    )]
     pub threads: usize,
     /// Keep the CPUs from halting while requests arrive (see the `awake` module).
+    #[arg(
+        long = "no-busy-poll",
+        action = clap::ArgAction::SetFalse,
+        help = "Do not keep the CPUs awake while requests arrive. By default, during activity \
+                and for 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so \
+                that no CPU halts between requests: waking a halted CPU (a hypervisor exit on a \
+                VM) made each round trip ~4x slower here. Large (streaming) reads do not start \
+                it. It only takes CPU time nothing else wants; turn it off on battery or where \
+                idle CPU is billed"
+    )]
     pub busy_poll: bool,
     /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
+    #[arg(
+        long = "no-dir-readahead",
+        action = clap::ArgAction::SetFalse,
+        help = "Do not push a directory's small files into the page cache ahead of readers. By \
+                default, when a file is read from its start, the next files of its directory (up \
+                to 1 MiB each, in a window that grows while the reader keeps going) are handed \
+                to the kernel, so that `diff -r`, `cp -r` or `grep -r` over many small files \
+                make no round trip per file"
+    )]
     pub dir_readahead: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            threads: 0,
+            busy_poll: true,
+            dir_readahead: true,
+        }
+    }
 }
 
 /// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the

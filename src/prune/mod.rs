@@ -40,16 +40,34 @@ use crate::repo::Repo;
 /// percent of chunks gone, spread over recent packs) copies little.
 pub const DEFAULT_REPACK_THRESHOLD: u8 = 80;
 
-/// Options for [`prune`].
-#[derive(Clone, Debug)]
+/// Options for [`prune`]. The `strata prune` options are these fields (clap), so the CLI fills
+/// them directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, clap::Args)]
 pub struct PruneOptions {
     /// Report what would happen; change nothing.
+    #[arg(
+        long,
+        short = 'n',
+        help = "Show what would be deleted and rewritten; change nothing"
+    )]
     pub dry_run: bool,
     /// Rewrite packs whose live bytes are below this percentage of their size (0 = never, 100 =
     /// any pack with garbage).
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value_t = DEFAULT_REPACK_THRESHOLD,
+        value_parser = clap::value_parser!(u8).range(0..=100),
+        help = "Rewrite packs whose live bytes are below PCT percent of their size (0-100)"
+    )]
     pub repack_threshold: u8,
     /// Run even though the last check or repair found damage (the user has looked); the damage
     /// marker is removed once the prune is done.
+    #[arg(
+        long,
+        help = "Prune even though the last check or repair found lost or damaged data (look at \
+                what it reported first: prune deletes whatever no snapshot references)"
+    )]
     pub force_after_damage: bool,
 }
 

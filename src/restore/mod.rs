@@ -73,26 +73,69 @@ pub enum Overwrite {
     Always,
 }
 
-/// How to restore.
-#[derive(Clone, Debug, Default)]
+/// How to restore. The `strata restore` options are these fields (clap), so the CLI fills them
+/// directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct RestoreOptions {
     /// Directory the snapshot's paths are written under (created when missing).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Directory to restore into (created when missing); paths keep their place under it"
+    )]
     pub target: PathBuf,
     /// Restore only paths matching one of these globs (and what is under a matching directory).
+    #[arg(
+        long = "include",
+        value_name = "GLOB",
+        help = "Restore only paths matching this glob, and what is under a matching directory \
+                (repeatable)"
+    )]
     pub includes: Vec<String>,
     /// Skip paths matching one of these globs, with everything under them.
+    #[arg(
+        long = "exclude",
+        value_name = "GLOB",
+        help = "Skip paths matching this glob, and what is under them (repeatable)"
+    )]
     pub excludes: Vec<String>,
     /// What to do with existing paths that differ.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Overwrite::Never,
+        help = "Existing paths that differ from the snapshot: never touch them (report a \
+                conflict), replace them if-changed, or replace always"
+    )]
     pub overwrite: Overwrite,
     /// Decide everything, write nothing; the decisions are in [`RestoreStats::actions`].
+    #[arg(long, help = "Print what would be done; write nothing")]
     pub dry_run: bool,
     /// Remove what the snapshot does not hold from restored directories.
+    #[arg(
+        long,
+        help = "Remove files the snapshot does not hold from the restored directories"
+    )]
     pub delete: bool,
     /// Read every written file back and compare it with the snapshot's chunk hashes.
+    #[arg(
+        long,
+        help = "Read every written file back and check it against the snapshot's chunk hashes"
+    )]
     pub verify: bool,
     /// fsync every file before renaming it into place.
+    #[arg(
+        long,
+        help = "fsync each file before renaming it into place (slower; see docs/PERFORMANCE.md)"
+    )]
     pub fsync: bool,
     /// Worker threads; 0 = two per CPU, at least 4.
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        help = "Worker threads [default: two per CPU, at least 4]"
+    )]
     pub threads: usize,
 }
 

@@ -225,7 +225,7 @@ impl Walk<'_> {
             self.items[i].whole = selected;
             let mut children = Vec::new();
             let mut names = Vec::new();
-            for kv in self.view.list(&rel)? {
+            for kv in self.view.children(&rel)? {
                 let (name, e) = kv?;
                 let path = join(&rel, &name);
                 if let Some(why) = unsafe_name(&name) {
@@ -249,7 +249,7 @@ impl Walk<'_> {
     /// A symlink (or any non-directory) cannot have children; a snapshot that claims some is
     /// crafted or damaged. Those entries are refused by name, never written through the link.
     fn refuse_children_of_non_dir(&mut self, rel: &[u8]) -> Result<()> {
-        if let Some(first) = self.view.list(rel)?.next() {
+        if let Some(first) = self.view.children(rel)?.next() {
             let (name, _) = first?;
             self.refused.push(Refused {
                 rel: join(rel, &name),

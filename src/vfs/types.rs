@@ -3,16 +3,33 @@
 
 use crate::error::Error;
 
-/// Options for [`Vfs::open`].
-#[derive(Clone, Debug)]
+/// Options for [`Vfs::open`]. The `strata mount` options are these fields (clap), so the CLI
+/// fills them directly; `help` is the CLI's wording, the doc comments the library's.
+#[derive(Clone, Debug, clap::Args)]
 pub struct VfsOptions {
     /// Upper bound, in bytes, of the decompressed-chunk cache.
+    #[arg(
+        long = "cache-size",
+        default_value = "256M",
+        value_parser = parse_size,
+        value_name = "SIZE",
+        help = "Memory for decompressed chunks, e.g. 256M, 1G, 512MiB or a byte count"
+    )]
     pub cache_bytes: u64,
     /// Only show snapshots of these sources (empty: all).
+    #[arg(
+        long = "source",
+        value_name = "NAME",
+        help = "Only show snapshots of this source (repeatable)"
+    )]
     pub sources: Vec<String>,
-    /// Owner shown for the synthetic top-level directories and symlinks.
+    /// Owner shown for the synthetic top-level directories and symlinks: by default the user
+    /// the process runs as, who mounted it.
+    #[arg(skip = rustix::process::getuid().as_raw())]
     pub uid: u32,
-    /// Group shown for the synthetic top-level directories and symlinks.
+    /// Group shown for the synthetic top-level directories and symlinks: by default the
+    /// process's group.
+    #[arg(skip = rustix::process::getgid().as_raw())]
     pub gid: u32,
 }
 
@@ -21,10 +38,34 @@ impl Default for VfsOptions {
         VfsOptions {
             cache_bytes: 256 << 20,
             sources: Vec::new(),
-            uid: 0,
-            gid: 0,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
         }
     }
+}
+
+/// Parses a byte count: `123`, `64K`, `256M`, `1G`, `2T`, with an optional `iB`/`B` suffix
+/// (powers of 1024), as `--cache-size` takes it.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (num, shift) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 10),
+        Some('m') => (&body[..body.len() - 1], 20),
+        Some('g') => (&body[..body.len() - 1], 30),
+        Some('t') => (&body[..body.len() - 1], 40),
+        _ => (body, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("Not a size: {s:?} (try 256M or 1G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("Size too large: {s:?}"))
 }
 
 /// What can go wrong in a filesystem operation. The FUSE adapter maps each variant to one errno.
@@ -159,5 +200,21 @@ pub fn xattr_reply(value: Vec<u8>, size: u32) -> VfsResult<XattrReply> {
         Err(VfsError::Range)
     } else {
         Ok(XattrReply::Data(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2gb").unwrap(), 2 << 30);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

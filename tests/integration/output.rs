@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::common::{bin, files_under, new_repo, snapshot_ids, strata, strata_ok};
+use crate::common::{backup, bin, files_under, new_repo, snapshot_ids, strata, strata_ok};
 
 /// Runs `strata --repo REPO ARGS` with stdout a pipe whose reading end is already closed, so every
 /// write gets EPIPE. Returns (exit code, stderr).
@@ -189,4 +189,61 @@ fn unreadable_paths_are_absent_and_counts_agree_issue_16() {
     let first = &snapshot_ids(&repo)[0];
     let got = restored_totals(&repo, first, &t.path().join("r-first"));
     assert_eq!(got, (4, 26));
+}
+
+/// `ls -R` lists each directory whole, then the directories in it (name order, depth first), one
+/// path per line; an incremental's deletions, additions and type changes show as in its view.
+#[test]
+fn ls_recursive_lists_each_directory_then_its_subdirectories() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    for d in ["b/c", "b/d", "e"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for f in ["a.txt", "b/x", "b/c/deep", "e/y", "z.txt"] {
+        fs::write(src.join(f), f.as_bytes()).unwrap();
+    }
+    let first = backup(&repo, &src, &[]);
+    let ls = |args: &[&str]| String::from_utf8(strata_ok(&repo, args).stdout).unwrap();
+    assert_eq!(
+        ls(&["ls", "-R", &first]),
+        "a.txt\nb\ne\nz.txt\nb/c\nb/d\nb/x\nb/c/deep\ne/y\n"
+    );
+
+    // The incremental deletes a file and a whole directory, adds files and directories, and
+    // turns a file into a directory.
+    fs::remove_file(src.join("b/x")).unwrap();
+    fs::remove_dir_all(src.join("e")).unwrap();
+    fs::write(src.join("b/c/new"), b"new").unwrap();
+    fs::create_dir_all(src.join("b/aa")).unwrap();
+    fs::write(src.join("b/aa/file"), b"file").unwrap();
+    fs::create_dir_all(src.join("f")).unwrap();
+    fs::write(src.join("f/g.txt"), b"g").unwrap();
+    fs::remove_file(src.join("z.txt")).unwrap();
+    fs::create_dir_all(src.join("z.txt")).unwrap();
+    fs::write(src.join("z.txt/inner"), b"inner").unwrap();
+    let second = backup(&repo, &src, &["--kind", "incremental"]);
+    assert_eq!(
+        ls(&["ls", "-R", &second]),
+        "a.txt\nb\nf\nz.txt\nb/aa\nb/c\nb/d\nb/aa/file\nb/c/deep\nb/c/new\nf/g.txt\nz.txt/inner\n"
+    );
+    assert_eq!(
+        ls(&["ls", "-R", &second, "b"]),
+        "b/aa\nb/c\nb/d\nb/aa/file\nb/c/deep\nb/c/new\n"
+    );
+    assert_eq!(ls(&["ls", &second, "b"]), "b/aa\nb/c\nb/d\n");
+    assert_eq!(ls(&["ls", "-R", &second, "b/c/new"]), "b/c/new\n");
+    assert_eq!(ls(&["ls", "-R", &second, "b/d"]), "");
+    let json = ls(&["ls", "-R", "--json", &second]);
+    let paths: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].to_string())
+        .collect();
+    assert_eq!(paths.len(), 12, "{json}");
+    assert_eq!(paths[4], "\"b/aa\"");
+    // The full is unchanged by the incremental.
+    assert_eq!(
+        ls(&["ls", "-R", &first]),
+        "a.txt\nb\ne\nz.txt\nb/c\nb/d\nb/x\nb/c/deep\ne/y\n"
+    );
 }

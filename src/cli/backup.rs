@@ -1,0 +1,98 @@
+//! `strata backup`: arguments, the run (progress line, exit code 3 when paths were skipped), and
+//! the summary, human or `--json`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::json::{self, BackupJson, SnapshotJson};
+use super::output::human_size;
+use super::{status, EXIT_OK, EXIT_WARNINGS};
+use crate::backup::{self, BackupOptions, BackupOutcome};
+use crate::ops;
+use crate::repo::{self, Repo};
+use crate::Result;
+
+/// `strata backup`
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Directory to back up
+    pub source: PathBuf,
+    /// What to back up and how
+    #[command(flatten)]
+    pub options: BackupOptions,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    // Not a flattened `BackupOptions` field, so that help and man pages list it after `--json`,
+    // where it has always been.
+    /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chain: Option<u32>,
+}
+
+/// Runs `strata backup`; `default_repo`: no `--repo` was given.
+pub fn run(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
+    crate::memory::tune_for_long_run();
+    // The default repository is created on first use; an explicit one must exist (a typo in --repo
+    // should not silently start a new repository).
+    let repo = if default_repo {
+        Repo::open_or_create_with_cache(path, repo::BACKUP_INDEX_CACHE)?
+    } else {
+        Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
+    };
+    let status = status::StatusLine::backup();
+    let opts = BackupOptions {
+        max_chain: a.max_chain,
+        progress: status.progress(),
+        ..a.options
+    };
+    let out = backup::backup(&repo, &a.source, &opts);
+    drop(status);
+    ops::publish_lookups(&repo, &[]);
+    let out = out?;
+    print_result(&out, a.json);
+    Ok(if out.warnings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_WARNINGS
+    })
+}
+
+/// The summary of a committed backup.
+fn print_result(out: &BackupOutcome, as_json: bool) {
+    let s = &out.snapshot;
+    if as_json {
+        let v = BackupJson {
+            snapshot: SnapshotJson::new(s),
+            warnings: &out.warnings,
+        };
+        outln!("{}", json::pretty(&v));
+        return;
+    }
+    outln!(
+        "snapshot {} saved ({}, parent {}, source {})",
+        s.id.short(),
+        s.kind.name(),
+        s.parent.map(|p| p.short()).unwrap_or_else(|| "-".into()),
+        s.source
+    );
+    outln!(
+        "files: {} in view, {} read ({}), layer entries: {} ({} deleted)",
+        s.stats.files,
+        s.stats.files_read,
+        human_size(s.stats.read_bytes),
+        s.stats.layer_entries,
+        s.stats.deleted
+    );
+    outln!(
+        "new data: {} chunks, {} → {} stored, in {:.2} s",
+        s.stats.new_chunks,
+        human_size(s.stats.new_bytes),
+        human_size(s.stats.stored_bytes),
+        s.stats.elapsed_ms as f64 / 1000.0
+    );
+    if !out.warnings.is_empty() {
+        outln!("{} warning(s); see messages above", out.warnings.len());
+    }
+}
