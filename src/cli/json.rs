@@ -1,5 +1,5 @@
-//! The `--json` objects of every command but `check`/`repair`, as `Serialize` structs. Field
-//! names and shapes are a stable interface, documented in README.md.
+//! The `--json` objects of the commands (check and repair keep theirs in `cli/check.rs`), as
+//! `Serialize` structs. Field names and shapes are a stable interface, documented in README.md.
 //!
 //! Keys are printed sorted, as they always have been (serde_json's map orders them, and scripts
 //! compare outputs byte for byte): every object goes through [`line`] or [`pretty`], which sort
