@@ -26,6 +26,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
+use crate::repo::store::{Scan, Space};
 use crate::repo::{DirLayer, LayerDirs, Repo};
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -417,7 +418,7 @@ impl<S: LayerStore> View<S> {
 
 impl View<Repo> {
     /// [`View::children`] under its former name, for the callers not moved yet.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter<'_>> {
         self.children(dir)
     }
 
@@ -433,7 +434,7 @@ impl View<Repo> {
 
     /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
     /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
-    pub fn children(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn children(&self, dir: &[u8]) -> Result<ListIter<'_>> {
         let mut sources = Vec::new();
         for (layer, full) in self.chain_for(dir) {
             let mem = if full {
@@ -445,9 +446,9 @@ impl View<Repo> {
                 Some(mem) => Cursor::Mem { mem, pos: 0 },
                 _ => {
                     let prefix = keys::dir_prefix(layer, dir);
-                    Cursor::Sled {
+                    Cursor::Index {
                         plen: prefix.len(),
-                        it: Box::new(self.repo.layers.scan_prefix(prefix)),
+                        it: self.repo.index().scan(Space::Layers, &prefix),
                     }
                 }
             };
@@ -561,7 +562,7 @@ fn layer_entries<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
 ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + 'a {
-    repo.layers.scan_prefix(layer.0).map(|kv| {
+    repo.index().scan(Space::Layers, &layer.0).map(|kv| {
         let (k, v) = kv?;
         let (dir, name) = keys::split_entry_key(&k[16..])
             .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
@@ -571,8 +572,8 @@ fn layer_entries<'a>(
 
 /// The entry one layer itself holds for `dir/name` (whiteouts included).
 fn layer_entry(repo: &Repo, layer: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
-    repo.layers
-        .get(keys::entry_key(layer, dir, name))?
+    repo.index()
+        .get(Space::Layers, &keys::entry_key(layer, dir, name))?
         .map(|v| Entry::decode(&v))
         .transpose()
 }
@@ -584,16 +585,19 @@ fn layer_children<'a>(
     layer: &SnapshotId,
     dir: &[u8],
 ) -> impl Iterator<Item = Result<(Vec<u8>, Entry)>> + 'a {
-    let mut cursor = Cursor::Sled {
-        plen: keys::dir_prefix(layer, dir).len(),
-        it: Box::new(repo.layers.scan_prefix(keys::dir_prefix(layer, dir))),
+    let prefix = keys::dir_prefix(layer, dir);
+    let mut cursor = Cursor::Index {
+        plen: prefix.len(),
+        it: repo.index().scan(Space::Layers, &prefix),
     };
     std::iter::from_fn(move || cursor.next_child().transpose())
 }
 
-enum Cursor {
-    Sled {
-        it: Box<sled::Iter>,
+/// Where one layer's children of a directory come from: the index, read as the merge goes, or
+/// the layer's directory already in memory.
+enum Cursor<'a> {
+    Index {
+        it: Scan<'a>,
         plen: usize,
     },
     Mem {
@@ -602,12 +606,12 @@ enum Cursor {
     },
 }
 
-impl Cursor {
+impl Cursor<'_> {
     /// The next child (name, entry), skipping the root's own entry (stored with an empty name).
     fn next_child(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
         loop {
             let (name, entry) = match self {
-                Cursor::Sled { it, plen } => match it.next().transpose()? {
+                Cursor::Index { it, plen } => match it.next().transpose()? {
                     None => return Ok(None),
                     Some((k, v)) => (k[*plen..].to_vec(), Entry::decode(&v)?),
                 },
@@ -626,18 +630,18 @@ impl Cursor {
     }
 }
 
-struct Source {
-    cursor: Cursor,
+struct Source<'a> {
+    cursor: Cursor<'a>,
     head: Option<(Vec<u8>, Entry)>,
 }
 
 /// Iterator over a directory's merged children, from [`View::list`].
-pub struct ListIter {
+pub struct ListIter<'a> {
     /// Newest layer first.
-    sources: Vec<Source>,
+    sources: Vec<Source<'a>>,
 }
 
-impl ListIter {
+impl ListIter<'_> {
     fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
         loop {
             // The smallest name among the heads; on ties the newest layer (lowest index) wins.
@@ -670,7 +674,7 @@ impl ListIter {
 pub struct Walk<'a> {
     view: &'a View<Repo>,
     /// The directories being listed, outermost first, with their paths.
-    stack: Vec<(Vec<u8>, ListIter)>,
+    stack: Vec<(Vec<u8>, ListIter<'a>)>,
 }
 
 impl Walk<'_> {
@@ -702,7 +706,7 @@ impl Iterator for Walk<'_> {
     }
 }
 
-impl Iterator for ListIter {
+impl Iterator for ListIter<'_> {
     type Item = Result<(Vec<u8>, Entry)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()

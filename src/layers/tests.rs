@@ -143,7 +143,7 @@ fn a_view_resolves_chain_lookup_children_and_walk() {
         v.lookup(b"a/y/q"),
         Err(Error::NotADirectory { .. })
     ));
-    let names = |it: ListIter| -> Vec<Vec<u8>> { it.map(|kv| kv.unwrap().0).collect() };
+    let names = |it: ListIter<'_>| -> Vec<Vec<u8>> { it.map(|kv| kv.unwrap().0).collect() };
     assert_eq!(names(v.children(b"").unwrap()), [&b"a"[..], b"b"]);
     assert_eq!(names(v.children(b"b").unwrap()), [b"w"]);
     let walked: Vec<Vec<u8>> = v.walk(b"").unwrap().map(|kv| kv.unwrap().0).collect();

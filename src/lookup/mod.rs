@@ -32,6 +32,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::layers::LayerStore;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::DirBackend;
+use crate::repo::store::Space;
 use crate::repo::{DirLayer, LayerDirs, Repo, RepoLock};
 use crate::snapshot::Snapshot;
 use table::{Table, TableWriter};
@@ -288,7 +289,7 @@ const MAX_RESOLVED: usize = 1 << 20;
 
 /// The location bytes of a chunk as the index holds them, or [`NO_LOCATION`].
 fn index_location(repo: &Repo, id: &[u8; 32]) -> Result<[u8; Location::LEN]> {
-    Ok(match repo.chunks.get(id)? {
+    Ok(match repo.index().get(Space::Chunks, id)? {
         Some(loc) if loc.len() == Location::LEN => loc.as_ref().try_into().unwrap(),
         _ => NO_LOCATION,
     })
@@ -300,7 +301,7 @@ fn index_location(repo: &Repo, id: &[u8; 32]) -> Result<[u8; Location::LEN]> {
 /// lookups touch each index page once (a full layer of 100k files: 1.3 s in path order).
 fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     let mut ids: Vec<[u8; 32]> = Vec::new();
-    'collect: for kv in repo.layers.scan_prefix(id.0) {
+    'collect: for kv in repo.index().scan(Space::Layers, &id.0) {
         let (_, v) = kv?;
         for c in Entry::decode(&v)?.chunks {
             if ids.len() >= MAX_RESOLVED {
@@ -319,7 +320,7 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     remove_derived(&tmp)?;
     let mut w = TableWriter::create(&tmp)?;
     let mut value = Vec::new();
-    for kv in repo.layers.scan_prefix(id.0) {
+    for kv in repo.index().scan(Space::Layers, &id.0) {
         let (k, v) = kv?;
         let entry = Entry::decode(&v)?;
         value.clear();

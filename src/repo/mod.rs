@@ -30,7 +30,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::snapshot::Snapshot;
 use keys::Location;
 use pack::{DirBackend, PackBackend, RECORD_HEADER_LEN};
-use store::MetaStore;
+use store::{Batch, MetaStore, Space};
 
 /// sled page cache of commands that read metadata heavily (ls, diff, restore, check).
 pub const DEFAULT_INDEX_CACHE: u64 = 64 << 20;
@@ -399,9 +399,9 @@ impl Repo {
 
     /// `own_index`: `db` is `path`'s index directory, so its flushes update the commit marker.
     fn finish_open(path: &Path, lock: File, db: sled::Db, own_index: bool) -> Result<Arc<Repo>> {
-        let meta = db.open_tree(keys::TREE_META)?;
+        let store = store::SledStore::new(db.clone())?;
         let commits = check_commits(path, &db.open_tree(keys::TREE_COMMITS)?, own_index)?;
-        let version = match meta.get(keys::META_FORMAT)? {
+        let version = match store.get(Space::Meta, keys::META_FORMAT)? {
             Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().unwrap()),
             Some(_) => return Err(Error::CorruptMetadata("format record malformed".into())),
             None => return Err(Error::NotARepo(path.to_path_buf())),
@@ -413,11 +413,11 @@ impl Repo {
                 supported: FORMAT_VERSION,
             });
         }
-        let compression = meta
-            .get(keys::META_COMPRESSION)?
+        let compression = store
+            .get(Space::Meta, keys::META_COMPRESSION)?
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes))
             .unwrap_or(DEFAULT_COMPRESSION);
-        let dictionary = match meta.get(keys::META_DICTIONARY)? {
+        let dictionary = match store.get(Space::Meta, keys::META_DICTIONARY)? {
             Some(d) => std::sync::OnceLock::from(Arc::new(
                 crate::compress::Dictionary::from_bytes(d.to_vec()),
             )),
@@ -425,12 +425,12 @@ impl Repo {
         };
         Ok(Arc::new(Repo {
             path: path.to_path_buf(),
-            store: store::SledStore::new(db.clone())?,
+            store,
+            meta: db.open_tree(keys::TREE_META)?,
             chunks: db.open_tree(keys::TREE_CHUNKS)?,
             snapshots: db.open_tree(keys::TREE_SNAPSHOTS)?,
             layers: db.open_tree(keys::TREE_LAYERS)?,
             layerdirs: db.open_tree(keys::TREE_LAYERDIRS)?,
-            meta,
             packs: Arc::new(DirBackend::open(&path.join("packs"))?),
             compression,
             layer_dirs_cache: Mutex::new(HashMap::new()),
@@ -520,7 +520,7 @@ impl Repo {
             "committing the snapshot",
             space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
         )?;
-        self.snapshots.insert(snapshot.id.0, rec)?;
+        self.store.insert(Space::Records, &snapshot.id.0, &rec)?;
         self.snapshots_changed();
         Ok(())
     }
@@ -555,12 +555,15 @@ impl Repo {
 
     /// Whether the index knows `id`.
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.chunks.contains_key(id.0)?)
+        self.store.contains(Space::Chunks, &id.0)
     }
 
     /// Index location of a chunk.
     pub fn chunk_location(&self, id: &ChunkId) -> Result<Location> {
-        let v = self.chunks.get(id.0)?.ok_or(Error::MissingChunk(*id))?;
+        let v = self
+            .store
+            .get(Space::Chunks, &id.0)?
+            .ok_or(Error::MissingChunk(*id))?;
         Location::decode(&v).ok_or_else(|| Error::CorruptMetadata(format!("index entry of {id}")))
     }
 
@@ -615,7 +618,7 @@ impl Repo {
             return Ok(seed.list.clone());
         }
         let mut out = Vec::new();
-        for kv in self.snapshots.iter() {
+        for kv in self.store.scan(Space::Records, b"") {
             let (_, v) = kv?;
             out.push(Snapshot::decode(&v)?);
         }
@@ -630,8 +633,8 @@ impl Repo {
                 return Ok(Some(seed.list[i].clone()));
             }
         }
-        self.snapshots
-            .get(id.0)?
+        self.store
+            .get(Space::Records, &id.0)?
             .map(|v| Snapshot::decode(&v))
             .transpose()
     }
@@ -659,11 +662,11 @@ impl Repo {
         for part in pending.chunks(512) {
             let bytes = part.iter().map(|(k, v)| k.len() + v.len()).sum();
             self.take_space("writing the index", space::index_cost(part.len(), bytes))?;
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             for (k, v) in part {
-                batch.insert(k.as_slice(), v.as_slice());
+                batch.insert(Space::Layers, k, v);
             }
-            self.layers.apply_batch(batch)?;
+            self.store.apply(batch)?;
         }
         pending.clear();
         Ok(())
@@ -693,7 +696,7 @@ impl Repo {
             return Ok(d);
         }
         let mut dirs = LayerDirs::new();
-        for kv in self.layerdirs.scan_prefix(id.0) {
+        for kv in self.store.scan(Space::LayerDirs, &id.0) {
             let (k, v) = kv?;
             dirs.insert(k[16..].to_vec(), v.first() == Some(&1));
         }
@@ -722,8 +725,8 @@ impl Repo {
         let mut w = writer::PackWriter::new(self.clone(), Default::default());
         w.add_blob(pack::RecordType::Dictionary, &dict.bytes)?;
         w.finish()?;
-        self.meta
-            .insert(keys::META_DICTIONARY, dict.bytes.as_slice())?;
+        self.store
+            .insert(Space::Meta, keys::META_DICTIONARY, &dict.bytes)?;
         self.flush()?;
         log::info!("Trained a {}-byte compression dictionary", dict.bytes.len());
         let _ = self.dictionary.set(Arc::new(dict));
@@ -746,7 +749,7 @@ impl Repo {
         let prefix = keys::dir_prefix(id, dir);
         let mut entries = Vec::new();
         let mut too_big = false;
-        for kv in self.layers.scan_prefix(&prefix) {
+        for kv in self.store.scan(Space::Layers, &prefix) {
             let (k, v) = kv?;
             if entries.len() >= MAX_CACHED_DIR_LAYER {
                 too_big = true;
@@ -1000,10 +1003,11 @@ impl Repo {
         entries: &[(Vec<u8>, Vec<u8>, crate::entry::Entry)],
     ) -> Result<()> {
         for (dir, name, e) in entries {
-            self.layers
-                .insert(keys::entry_key(&snapshot.id, dir, name), e.encode())?;
+            let key = keys::entry_key(&snapshot.id, dir, name);
+            self.store.insert(Space::Layers, &key, &e.encode())?;
         }
-        self.snapshots.insert(snapshot.id.0, snapshot.encode())?;
+        self.store
+            .insert(Space::Records, &snapshot.id.0, &snapshot.encode())?;
         self.snapshots_changed();
         self.flush()
     }
