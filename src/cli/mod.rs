@@ -38,6 +38,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::backup::{self, BackupOptions};
 use crate::entry::Kind;
 use crate::layers::{join, View};
+use crate::open::Open;
 use crate::ops;
 use crate::repo::{self, CreateOptions, Repo};
 use crate::snapshot;
@@ -247,12 +248,9 @@ fn run(cli: Cli) -> Result<i32> {
     let path = repo_path(&cli.repo);
     match cli.command {
         Command::Init(a) => {
-            Repo::create(
-                &path,
-                &CreateOptions {
-                    compression: a.compression,
-                },
-            )?;
+            Open::new(&path).create(&CreateOptions {
+                compression: a.compression,
+            })?;
             outln!("Created repository {}", path.display());
             Ok(EXIT_OK)
         }
@@ -284,21 +282,18 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
-    let repo = if default_repo {
-        Repo::open_or_create_with_cache(path, repo::BACKUP_INDEX_CACHE)?
-    } else {
-        Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
-    };
-    let status = status::StatusLine::backup();
-    let opts = BackupOptions {
-        max_chain: a.max_chain,
-        progress: status.progress(),
-        ..a.options
-    };
-    let out = backup::backup(&repo, &a.source, &opts);
-    drop(status);
-    ops::publish_lookups(&repo, &[]);
-    let out = out?;
+    let open = Open::new(path)
+        .cache_bytes(repo::BACKUP_INDEX_CACHE)
+        .create_if_missing(default_repo);
+    let out = ops::writing_with(open, |repo| {
+        let status = status::StatusLine::backup();
+        let opts = BackupOptions {
+            max_chain: a.max_chain,
+            progress: status.progress(),
+            ..a.options
+        };
+        backup::backup(repo, &a.source, &opts)
+    })?;
     output::backup_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
         EXIT_OK
@@ -359,64 +354,15 @@ fn cmd_ls(repo: &Arc<Repo>, a: LsArgs) -> Result<i32> {
     }
 }
 
-/// `strata cat`: through the lookup files when they are current (no sled: a few reads), else
-/// through the index (which then writes them for the next call).
+/// `strata cat`: through the lookup files when they are current, else the index
+/// ([`ops::cat`]).
 fn cmd_cat(path: &Path, a: CatArgs) -> Result<i32> {
-    match crate::lookup::Quick::open(path) {
-        Ok(Some(q)) => {
-            let q = Arc::new(q);
-            match cat_entry(&q, q.snapshots(), &a, &mut Vec::new()) {
-                Ok(entry) => {
-                    let r = cat_write(&entry, &mut |id| q.read_chunk(id));
-                    if let Ok(q) = Arc::try_unwrap(q) {
-                        q.finish();
-                    }
-                    return r;
-                }
-                Err(e) if e.is_user_error() => return Err(e),
-                Err(e @ Error::LookupIncomplete(_)) => log::debug!("{e}; reading the index"),
-                Err(e) => {
-                    log::warn!("The lookup files could not answer ({e}); reading the index");
-                    if let Ok(q) = Arc::try_unwrap(q) {
-                        q.discard();
-                    }
-                }
-            }
-        }
-        Ok(None) => log::debug!("No current lookup catalog; reading the index"),
-        Err(e) if e.is_user_error() => return Err(e),
-        Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
-    }
-    // Through the index; then the lookup files, with the tables this chain lacked even if big
-    // (the next `cat` of it needs them). Not flushed, as in `read_only`.
-    let repo = Repo::open(path)?;
-    let mut chain = Vec::new();
-    let r = cat_entry(&repo, repo.snapshots()?, &a, &mut chain)
-        .and_then(|entry| cat_write(&entry, &mut |id| repo.read_chunk(id)));
-    ops::publish_lookups(&repo, &chain);
-    std::mem::forget(repo);
-    r
-}
-
-/// The regular file `cat` names, resolved in whichever store answers; `chain` receives the
-/// layers of the snapshot's view.
-fn cat_entry<S: crate::layers::LayerStore>(
-    store: &Arc<S>,
-    all: Vec<crate::snapshot::Snapshot>,
-    a: &CatArgs,
-    chain: &mut Vec<crate::id::SnapshotId>,
-) -> Result<crate::entry::Entry> {
-    let snap = snapshot::find_in(all, &a.snapshot, a.source.as_deref())?;
-    let view = View::open(store, &snap.id)?;
-    *chain = view.chain();
-    let entry = view.lookup_once(path_bytes(&a.path))?;
-    if entry.kind != Kind::File {
-        return Err(Error::NotAFile {
-            snapshot: snap.id.short(),
-            path: a.path.display().to_string(),
-        });
-    }
-    Ok(entry)
+    let file = ops::FileRef {
+        snapshot: &a.snapshot,
+        source: a.source.as_deref(),
+        path: &a.path,
+    };
+    ops::cat(path, &file, cat_write)
 }
 
 fn cat_write(

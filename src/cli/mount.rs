@@ -13,6 +13,7 @@ use clap::Args;
 use crate::error::IoContext;
 use crate::fuse::{spawn_mount, MountOptions};
 
+use crate::open::Open;
 use crate::repo::Repo;
 use crate::vfs::{Vfs, VfsOptions};
 use crate::{Error, Result};
@@ -209,24 +210,30 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
-    let repo = Repo::open_seeded(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
-    log::debug!(
-        "Snapshot list from the lookup catalog: {}",
-        if repo.is_seeded() {
-            "yes"
-        } else {
-            "no, from the index"
-        }
-    );
+    let open = Open::new(repo_path)
+        .cache_bytes(crate::repo::MOUNT_INDEX_CACHE)
+        .seeded(true);
+    // Opening the index removed the lookup files; written again when the mount ends.
+    crate::ops::read_only_with(open, |repo| {
+        serve(repo, repo_path, &a, &mp, set, started, ready_pipe)
+    })
+}
+
+/// Mounts the open repository at `mp` and serves it until a signal in `set` or an external
+/// unmount; a daemon child says when it is ready through `ready_pipe`.
+fn serve(
+    repo: &Arc<Repo>,
+    repo_path: &Path,
+    a: &MountArgs,
+    mp: &Path,
+    set: libc::sigset_t,
+    started: Instant,
+    mut ready_pipe: Option<std::fs::File>,
+) -> Result<i32> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    // Opening the index removed the lookup files; written again when the mount ends.
-    let publish = {
-        let repo = repo.clone();
-        move || crate::ops::publish_lookups(&repo, &[])
-    };
     let vfs = Arc::new(Vfs::open(
-        repo,
+        repo.clone(),
         VfsOptions {
             cache_bytes: a.cache_size,
             sources: a.sources.clone(),
@@ -253,11 +260,11 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         busy_poll: !a.no_busy_poll,
         dir_readahead: !a.no_dir_readahead,
     };
-    let session = spawn_mount(vfs.clone(), &mp, &opts, Some(ended_tx))
-        .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", &mp)?;
+    let session = spawn_mount(vfs.clone(), mp, &opts, Some(ended_tx))
+        .ctx("Mounting (is fuse3 installed and /dev/fuse usable?)", mp)?;
     crate::memory::spawn_heap_trimmer();
     // Large kernel readahead: cold sequential reads measured ~2x faster with 4 MiB than 128 KiB.
-    crate::fuse::tune_readahead(&mp, 4096);
+    crate::fuse::tune_readahead(mp, 4096);
     let sig_tx = tx;
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
@@ -291,7 +298,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         // Already unmounted from outside: nothing left to unmount.
         std::mem::forget(session);
         log::info!("{} was unmounted", mp.display());
-        publish();
         return Ok(crate::cli::EXIT_OK);
     }
     // Detach first: the mount point is clean at once and no new open can reach the mount, while
@@ -299,7 +305,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // the last of them closes; until then, or until the grace period ends or a second signal
     // arrives, keep serving. Never drop the session's mount guard here: its unmount would
     // target whatever is at the mount point by now.
-    match crate::fuse::detach(&mp) {
+    match crate::fuse::detach(mp) {
         Ok(()) => {
             // `false`: the session ended (the last open file was closed); `true`: a second
             // signal; a timeout: the grace period is over.
@@ -324,7 +330,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             // Not detached: let the session's own unmount try, as a last resort.
             log::error!("Detaching {}: {e}", mp.display());
             drop(session);
-            publish();
             return Ok(crate::cli::EXIT_OK);
         }
     }
@@ -334,7 +339,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         "Unmounted {}; chunk cache hits {hits}, misses {misses}",
         mp.display()
     );
-    publish();
     Ok(crate::cli::EXIT_OK)
 }
 

@@ -191,12 +191,11 @@ impl PackWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::CreateOptions;
 
     #[test]
     fn a_pack_closes_at_its_record_limit_and_every_record_is_indexed() {
         let t = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let repo = crate::repo::create_for_tests(&t.path().join("repo"));
         let mut w = PackWriter::new(repo.clone(), Default::default());
         let ids: Vec<ChunkId> = (0..=PACK_MAX_RECORDS as u32)
             .map(|i| {

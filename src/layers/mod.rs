@@ -13,8 +13,8 @@
 //! outside resolution.
 //!
 //! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
-//! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
-//! layer that has nothing in the directory, and usually reads sled once.
+//! it touched (`layerdirs`, held in memory once loaded, see [`cache`]), so a lookup skips, with a
+//! hash probe, every layer that has nothing in the directory, and usually reads sled once.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -27,8 +27,13 @@ use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
 use crate::repo::store::{Scan, Space};
-use crate::repo::{DirLayer, LayerDirs, Repo};
+use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
+
+mod cache;
+
+pub(crate) use cache::seed_dirs;
+pub use cache::{DirLayer, DirsSeed, LayerDirs};
 
 /// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
 /// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
@@ -596,14 +601,8 @@ fn layer_children<'a>(
 /// Where one layer's children of a directory come from: the index, read as the merge goes, or
 /// the layer's directory already in memory.
 enum Cursor<'a> {
-    Index {
-        it: Scan<'a>,
-        plen: usize,
-    },
-    Mem {
-        mem: crate::repo::DirLayer,
-        pos: usize,
-    },
+    Index { it: Scan<'a>, plen: usize },
+    Mem { mem: DirLayer, pos: usize },
 }
 
 impl Cursor<'_> {
@@ -710,6 +709,28 @@ impl Iterator for ListIter<'_> {
     type Item = Result<(Vec<u8>, Entry)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()
+    }
+}
+
+impl Repo {
+    /// Test support: commits a full snapshot whose layer holds exactly `entries` (dir, name,
+    /// entry), written straight into the index without any of backup's checks, so that tests can
+    /// build the hostile repositories (names like `..`, `a/b`, entries under a symlink) that
+    /// restore and the mount must survive. Never used by strata itself.
+    #[doc(hidden)]
+    pub fn insert_raw_full_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        entries: &[(Vec<u8>, Vec<u8>, Entry)],
+    ) -> Result<()> {
+        for (dir, name, e) in entries {
+            let key = keys::entry_key(&snapshot.id, dir, name);
+            self.index().insert(Space::Layers, &key, &e.encode())?;
+        }
+        self.index()
+            .insert(Space::Records, &snapshot.id.0, &snapshot.encode())?;
+        self.snapshots_changed();
+        self.flush()
     }
 }
 
