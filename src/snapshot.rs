@@ -2,7 +2,7 @@
 //! A record in the index is the commit point of a backup: a snapshot exists exactly when its
 //! record does. The records are read and written here ([`Repo::snapshots`], [`Repo::snapshot`],
 //! [`Repo::insert_snapshot_record`]); a process that only reads (the mount) may have them seeded
-//! from the lookup catalog instead ([`seed_records`]), until any record changes.
+//! from the lookup catalog instead (`seed_records`), until any record changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

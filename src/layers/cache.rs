@@ -58,9 +58,12 @@ struct LayerCache {
 
 impl Default for LayerCache {
     fn default() -> Self {
+        // Bounded, but grown as it fills (`LruCache::new` would allocate for the bound at once).
+        let mut dir_layers = LruCache::unbounded();
+        dir_layers.resize(DIR_LAYER_CACHE);
         LayerCache {
             dirs: Default::default(),
-            dir_layers: Mutex::new(LruCache::new(DIR_LAYER_CACHE)),
+            dir_layers: Mutex::new(dir_layers),
             seed: Default::default(),
         }
     }
@@ -207,6 +210,12 @@ impl Eq for DirKey {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_directory_cache_is_bounded() {
+        let c = LayerCache::default();
+        assert_eq!(lock(&c.dir_layers).cap(), DIR_LAYER_CACHE);
+    }
 
     #[test]
     fn a_borrowed_key_finds_its_owned_twin() {

@@ -13,7 +13,7 @@
 //! outside resolution.
 //!
 //! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
-//! it touched (`layerdirs`, held in memory once loaded, see [`cache`]), so a lookup skips, with a
+//! it touched (`layerdirs`, held in memory once loaded, see `cache`), so a lookup skips, with a
 //! hash probe, every layer that has nothing in the directory, and usually reads sled once.
 
 use std::collections::HashMap;

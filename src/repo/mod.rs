@@ -1,8 +1,8 @@
-//! The repository's storage: the directory layout, the process lock ([`lock`]), the index behind
+//! The repository's storage: the directory layout, the process lock (`lock`), the index behind
 //! [`store::MetaStore`] (keyspaces and key layouts in [`keys`]), pack files ([`pack`], written by
 //! [`writer`]), the free-space reserve that keeps sled from meeting a full disk ([`space`]), the
-//! commit marker that tells a truncated index from an older one ([`commits`]), and verified
-//! record reads ([`read`]). Layout (see docs/FORMAT.md):
+//! commit marker that tells a truncated index from an older one (`commits`), and verified
+//! record reads (`read`). Layout (see docs/FORMAT.md):
 //!
 //! ```text
 //! REPO/STRATA       marker file: "strata repository\nformat N\n"
@@ -120,7 +120,7 @@ impl Repo {
     }
 
     /// Flushes sled to disk; the last step of every commit. Counts the commit in the database
-    /// and then in the marker file (see [`commits`]), so the file never counts a commit the
+    /// and then in the marker file (see `commits`), so the file never counts a commit the
     /// database has not made durable.
     pub fn flush(&self) -> Result<()> {
         let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
