@@ -67,8 +67,9 @@ fn main() {
     for n in 0..files {
         write_order(&src, n % days, n, 0);
     }
-    let repo: Arc<Repo> =
-        Repo::create(&tmp.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo: Arc<Repo> = strata::open::Open::new(tmp.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let opts = |kind| BackupOptions {
         kind: Some(kind),
         ..Default::default()

@@ -18,7 +18,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 
 /// Decodes lowercase or uppercase hex; `None` on odd length or a non-hex digit.
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -2,6 +2,7 @@
 //! verified chunk store, with every snapshot mountable as a read-only filesystem.
 //!
 //! Data flows one way: CLI → commands (`backup`, …) → `layers` + `repo` → sled and pack files.
+//! A repository is opened through [`open::Open`].
 //! Nothing in the library prints; the CLI (`cli`) is the only module that writes to stdout.
 
 pub mod backup;
@@ -27,6 +28,7 @@ pub mod listing;
 pub mod lookup;
 pub mod memory;
 pub mod mount;
+pub mod open;
 pub mod ops;
 pub mod progress;
 pub mod prune;

@@ -1,17 +1,23 @@
 //! Whole operations: what must happen around a command's core for the repository to stay as
 //! strata's other commands expect it. Opening the index removes the lookup files `cat` reads
-//! without sled, so every command that opened it writes them again before it ends; `forget` with
-//! prune deletes pack data only after the snapshots are gone. Anything that drives strata (the
-//! CLI, a program embedding it) goes through these, so the library is correct on its own.
+//! without sled, so every command that opened it writes them again before it ends; `cat` reads
+//! through those files when they are current; `forget` with prune deletes pack data only after
+//! the snapshots are gone. Anything that drives strata (the CLI, a program embedding it) goes
+//! through these, so the library is correct on its own.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::entry::{Entry, Kind};
+use crate::error::Error;
 use crate::forget::{self, Decision, ForgetOptions, RewriteStats};
-use crate::id::SnapshotId;
+use crate::id::{ChunkId, SnapshotId};
+use crate::layers::{LayerStore, View};
 use crate::lookup;
+use crate::open::Open;
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
+use crate::snapshot::{self, Snapshot};
 use crate::Result;
 
 /// Writes the lookup files after a command that opened the index (which removed them): tables
@@ -21,10 +27,26 @@ pub fn publish_lookups(repo: &Repo, needed: &[SnapshotId]) {
     lookup::publish_or_warn(repo, lookup::SMALL_LAYER, needed);
 }
 
+/// Writes the lookup files anew from `repo`, every table rebuilt, after a command that verified
+/// or rebuilt its index (`check`, `repair`): `cat` then answers what that command reported. A
+/// failure is logged, as for [`publish_lookups`].
+pub fn rewrite_lookups(repo: &Repo) {
+    match lookup::drop_tables(repo.path()) {
+        Ok(()) => publish_lookups(repo, &[]),
+        Err(e) => log::warn!("Could not remove the lookup tables: {e}"),
+    }
+}
+
 /// Runs `f` on the repository at `path` opened for reading, then writes the lookup files. It has
 /// nothing to flush, so sled's shutdown flush and fsync are skipped.
 pub fn read_only<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
-    let repo = Repo::open(path)?;
+    read_only_with(Open::new(path), f)
+}
+
+/// [`read_only`] with the repository opened as `open` says (the mount's smaller cache, seeded
+/// from the lookup catalog).
+pub fn read_only_with<T>(open: Open, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
+    let repo = open.open()?;
     let r = f(&repo);
     publish_lookups(&repo, &[]);
     std::mem::forget(repo);
@@ -34,10 +56,93 @@ pub fn read_only<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Res
 /// Runs `f`, which changes the repository at `path`, then writes the lookup files; the
 /// repository is closed normally (flushed).
 pub fn writing<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
-    let repo = Repo::open(path)?;
+    writing_with(Open::new(path), f)
+}
+
+/// [`writing`] with the repository opened as `open` says (a backup's cache, the default
+/// repository created on first use).
+pub fn writing_with<T>(open: Open, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
+    let repo = open.open()?;
     let r = f(&repo);
     publish_lookups(&repo, &[]);
     r
+}
+
+/// One file of one snapshot, as a user names it.
+#[derive(Clone, Copy, Debug)]
+pub struct FileRef<'a> {
+    /// `latest`, an id or a unique prefix of one (see [`snapshot::find_in`]).
+    pub snapshot: &'a str,
+    /// Only snapshots of this source.
+    pub source: Option<&'a str>,
+    /// The path inside the snapshot.
+    pub path: &'a Path,
+}
+
+/// Reads one regular file of a snapshot (`strata cat`): resolves it through the lookup files
+/// when they are current (no sled: a few reads), else through the index, which then writes
+/// them for the next call, with the tables this chain lacked even if big. `write` gets the entry
+/// and a reader of its verified chunks; its result is returned.
+pub fn cat<T>(
+    path: &Path,
+    file: &FileRef<'_>,
+    write: impl FnOnce(&Entry, &mut dyn FnMut(&ChunkId) -> Result<Vec<u8>>) -> Result<T>,
+) -> Result<T> {
+    match Open::new(path).lookup() {
+        Ok(Some(q)) => {
+            let q = Arc::new(q);
+            match cat_entry(&q, q.snapshots(), file, &mut Vec::new()) {
+                Ok(entry) => {
+                    let r = write(&entry, &mut |id| q.read_chunk(id));
+                    if let Ok(q) = Arc::try_unwrap(q) {
+                        q.finish();
+                    }
+                    return r;
+                }
+                Err(e) if e.is_user_error() => return Err(e),
+                Err(e @ Error::LookupIncomplete(_)) => log::debug!("{e}; reading the index"),
+                Err(e) => {
+                    log::warn!("The lookup files could not answer ({e}); reading the index");
+                    if let Ok(q) = Arc::try_unwrap(q) {
+                        q.discard();
+                    }
+                }
+            }
+        }
+        Ok(None) => log::debug!("No current lookup catalog; reading the index"),
+        Err(e) if e.is_user_error() => return Err(e),
+        Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
+    }
+    // Not flushed, as in `read_only`.
+    let repo = Open::new(path).open()?;
+    let mut chain = Vec::new();
+    let r = cat_entry(&repo, repo.snapshots()?, file, &mut chain)
+        .and_then(|entry| write(&entry, &mut |id| repo.read_chunk(id)));
+    publish_lookups(&repo, &chain);
+    std::mem::forget(repo);
+    r
+}
+
+/// The regular file `file` names, resolved in whichever store answers; `chain` receives the
+/// layers of the snapshot's view.
+fn cat_entry<S: LayerStore>(
+    store: &Arc<S>,
+    all: Vec<Snapshot>,
+    file: &FileRef<'_>,
+    chain: &mut Vec<SnapshotId>,
+) -> Result<Entry> {
+    use std::os::unix::ffi::OsStrExt;
+    let snap = snapshot::find_in(all, file.snapshot, file.source)?;
+    let view = View::open(store, &snap.id)?;
+    *chain = view.chain();
+    let entry = view.lookup_once(file.path.as_os_str().as_bytes())?;
+    if entry.kind != Kind::File {
+        return Err(Error::NotAFile {
+            snapshot: snap.id.short(),
+            path: file.path.display().to_string(),
+        });
+    }
+    Ok(entry)
 }
 
 /// How `forget` runs, beyond which snapshots it chooses ([`ForgetOptions`]). The `strata forget`

@@ -1,9 +1,18 @@
 //! Snapshot records: what a backup was (source, kind, parent, time, tags) and what it cost (stats).
-//! A record in sled is the commit point of a backup: a snapshot exists exactly when its record does.
+//! A record in the index is the commit point of a backup: a snapshot exists exactly when its
+//! record does. The records are read and written here ([`Repo::snapshots`], [`Repo::snapshot`],
+//! [`Repo::insert_snapshot_record`]); a process that only reads (the mount) may have them seeded
+//! from the lookup catalog instead (`seed_records`), until any record changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, SnapshotId};
+use crate::repo::derived::Derived;
+use crate::repo::store::Space;
+use crate::repo::{space, Repo};
 
 /// The three backup kinds; they differ only in which snapshot their layer is relative to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -104,6 +113,93 @@ impl Snapshot {
     pub fn time_rfc3339(&self) -> String {
         crate::time::rfc3339(self.time_ns)
     }
+}
+
+impl Repo {
+    /// Every committed snapshot, oldest first.
+    pub fn snapshots(&self) -> crate::Result<Vec<Snapshot>> {
+        if let Some(seed) = seeded(self) {
+            return Ok(seed.list.clone());
+        }
+        let mut out = Vec::new();
+        for kv in self.index().scan(Space::Records, b"") {
+            let (_, v) = kv?;
+            out.push(Snapshot::decode(&v)?);
+        }
+        out.sort_by_key(|s| (s.time_ns, s.id));
+        Ok(out)
+    }
+
+    /// One committed snapshot.
+    pub fn snapshot(&self, id: &SnapshotId) -> crate::Result<Option<Snapshot>> {
+        if let Some(seed) = seeded(self) {
+            if let Some(&i) = seed.by_id.get(id) {
+                return Ok(Some(seed.list[i].clone()));
+            }
+        }
+        self.index()
+            .get(Space::Records, &id.0)?
+            .map(|v| Snapshot::decode(&v))
+            .transpose()
+    }
+
+    /// Commits a snapshot record: after its layer, its layer blobs and the pack holding its
+    /// snapshot blob, the one write that makes it visible. Asks for the space first, so a disk
+    /// that filled up fails the commit before sled sees it.
+    pub fn insert_snapshot_record(&self, snapshot: &Snapshot) -> crate::Result<()> {
+        let rec = snapshot.encode();
+        self.ensure_room(
+            "committing the snapshot",
+            space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
+        )?;
+        self.index().insert(Space::Records, &snapshot.id.0, &rec)?;
+        self.snapshots_changed();
+        Ok(())
+    }
+
+    /// Whether the snapshot records come from the lookup catalog ([`seed_records`]).
+    #[cfg(test)]
+    pub(crate) fn is_seeded(&self) -> bool {
+        seeded(self).is_some()
+    }
+}
+
+/// Snapshot records taken from the lookup catalog instead of the index, held for an open handle
+/// until any record changes.
+#[derive(Default)]
+struct SeededRecords(RwLock<Option<Arc<Seeded>>>);
+
+struct Seeded {
+    /// Oldest first, as [`Repo::snapshots`] returns them.
+    list: Vec<Snapshot>,
+    by_id: HashMap<SnapshotId, usize>,
+}
+
+impl Derived for SeededRecords {
+    fn records_changed(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    fn layers_changed(&self) {
+        self.records_changed();
+    }
+}
+
+fn seeded(repo: &Repo) -> Option<Arc<Seeded>> {
+    let s = repo.derived::<SeededRecords>()?;
+    s.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Makes `repo` answer [`Repo::snapshots`] and [`Repo::snapshot`] from `list` (every record,
+/// oldest first, as the lookup catalog held them when the index was opened) until a record
+/// changes: on a cold start one sequential read of the catalog instead of a page read per record.
+pub(crate) fn seed_records(repo: &Repo, list: Vec<Snapshot>) {
+    let by_id = list.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let seeded = Arc::new(Seeded { list, by_id });
+    *repo
+        .derived_or_init(SeededRecords::default)
+        .0
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(seeded);
 }
 
 /// Resolves what a user typed to one snapshot: `latest` (newest, of `source` if given), a full id, or

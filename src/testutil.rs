@@ -40,7 +40,9 @@ pub fn repo_with_one_file(
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), pseudo_random(size, seed)).unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &Default::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&Default::default())
+        .unwrap();
     let s = snap(&repo, &src, BackupKind::Full);
     let e = crate::layers::View::open(&repo, &s.id)
         .unwrap()

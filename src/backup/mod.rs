@@ -262,11 +262,12 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     };
 
     if kind != BackupKind::Full {
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::repo::store::Batch::default();
         for (dir, opaque) in &found.touched {
-            batch.insert(keys::layerdir_key(&id, dir), &[*opaque as u8]);
+            let key = keys::layerdir_key(&id, dir);
+            batch.insert(crate::repo::store::Space::LayerDirs, key, [*opaque as u8]);
         }
-        repo.layerdirs.apply_batch(batch)?;
+        repo.index().apply(batch)?;
     }
     let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap());
     let snapshot = Snapshot {

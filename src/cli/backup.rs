@@ -10,7 +10,8 @@ use super::output::human_size;
 use super::{status, EXIT_OK, EXIT_WARNINGS};
 use crate::backup::{self, BackupOptions, BackupOutcome};
 use crate::ops;
-use crate::repo::{self, Repo};
+use crate::open::Open;
+use crate::repo;
 use crate::Result;
 
 /// `strata backup`
@@ -36,21 +37,18 @@ pub fn run(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
     crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
-    let repo = if default_repo {
-        Repo::open_or_create_with_cache(path, repo::BACKUP_INDEX_CACHE)?
-    } else {
-        Repo::open_with_cache(path, repo::BACKUP_INDEX_CACHE)?
-    };
-    let status = status::StatusLine::backup();
-    let opts = BackupOptions {
-        max_chain: a.max_chain,
-        progress: status.progress(),
-        ..a.options
-    };
-    let out = backup::backup(&repo, &a.source, &opts);
-    drop(status);
-    ops::publish_lookups(&repo, &[]);
-    let out = out?;
+    let open = Open::new(path)
+        .cache_bytes(repo::BACKUP_INDEX_CACHE)
+        .create_if_missing(default_repo);
+    let out = ops::writing_with(open, |repo| {
+        let status = status::StatusLine::backup();
+        let opts = BackupOptions {
+            max_chain: a.max_chain,
+            progress: status.progress(),
+            ..a.options
+        };
+        backup::backup(repo, &a.source, &opts)
+    })?;
     print_result(&out, a.json);
     Ok(if out.warnings.is_empty() {
         EXIT_OK

@@ -44,7 +44,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, Parser, Subcommand};
 
 use crate::ops;
-use crate::repo::{self, CreateOptions, Repo};
+use crate::open::Open;
+use crate::repo::{self, CreateOptions};
 use crate::Result;
 
 pub use man::{man_pages, write_man_pages};
@@ -209,12 +210,9 @@ fn run(cli: Cli) -> Result<i32> {
     let path = repo_path(&cli.repo);
     match cli.command {
         Command::Init(a) => {
-            Repo::create(
-                &path,
-                &CreateOptions {
-                    compression: a.compression,
-                },
-            )?;
+            Open::new(&path).create(&CreateOptions {
+                compression: a.compression,
+            })?;
             outln!("Created repository {}", path.display());
             Ok(EXIT_OK)
         }

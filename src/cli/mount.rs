@@ -5,6 +5,7 @@
 //! reader nor the process's exit can leave a dead mount behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -13,6 +14,7 @@ use super::HelpOrder;
 use crate::error::IoContext;
 use crate::fuse::MountOptions;
 use crate::mount::{check_mountpoint, Mounted};
+use crate::open::Open;
 use crate::repo::Repo;
 use crate::vfs::VfsOptions;
 use crate::Result;
@@ -133,20 +135,26 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
-    let repo = Repo::open_seeded(repo_path, crate::repo::MOUNT_INDEX_CACHE)?;
-    log::debug!(
-        "Snapshot list from the lookup catalog: {}",
-        if repo.is_seeded() {
-            "yes"
-        } else {
-            "no, from the index"
-        }
-    );
+    let open = Open::new(repo_path)
+        .cache_bytes(crate::repo::MOUNT_INDEX_CACHE)
+        .seeded(true);
     // Opening the index removed the lookup files; written again when the mount ends.
-    let publish = {
-        let repo = repo.clone();
-        move || crate::ops::publish_lookups(&repo, &[])
-    };
+    crate::ops::read_only_with(open, |repo| {
+        serve(repo, repo_path, &a, &mp, set, started, ready_pipe)
+    })
+}
+
+/// Mounts the open repository at `mp` and serves it until a signal in `set` or an external
+/// unmount; a daemon child says when it is ready through `ready_pipe`.
+fn serve(
+    repo: &Arc<Repo>,
+    repo_path: &Path,
+    a: &MountArgs,
+    mp: &Path,
+    set: libc::sigset_t,
+    started: Instant,
+    mut ready_pipe: Option<std::fs::File>,
+) -> Result<i32> {
     // `false`: the session ended (unmounted from outside); `true`: a signal asks us to unmount.
     let (tx, rx) = crossbeam_channel::bounded::<bool>(4);
     let (ended_tx, ended_rx) = crossbeam_channel::bounded::<()>(1);
@@ -156,7 +164,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
             let _ = fwd.send(false);
         }
     });
-    let mounted = Mounted::start(repo, &mp, a.vfs, &a.mount, ended_tx)?;
+    let mounted = Mounted::start(repo.clone(), mp, a.vfs.clone(), &a.mount, ended_tx)?;
     let sig_tx = tx;
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
@@ -189,7 +197,6 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     if !signalled {
         mounted.ended();
         log::info!("{} was unmounted", mp.display());
-        publish();
         return Ok(crate::cli::EXIT_OK);
     }
     // Detach first: the mount point is clean at once and no new open can reach the mount, while
@@ -200,8 +207,7 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         Ok(d) => d,
         Err(e) => {
             log::error!("Detaching {}: {e}", mp.display());
-            publish();
-            return Ok(crate::cli::EXIT_OK);
+                return Ok(crate::cli::EXIT_OK);
         }
     };
     // `false`: the session ended (the last open file was closed); `true`: a second signal; a
@@ -227,6 +233,5 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         "Unmounted {}; chunk cache hits {hits}, misses {misses}",
         mp.display()
     );
-    publish();
     Ok(crate::cli::EXIT_OK)
 }

@@ -359,7 +359,7 @@ enum Scope {
     /// Only what these layers hold.
     Layers {
         /// The layers the views do not share, with the directories each touched.
-        layers: Vec<(SnapshotId, std::sync::Arc<crate::repo::LayerDirs>)>,
+        layers: Vec<(SnapshotId, std::sync::Arc<crate::layers::LayerDirs>)>,
         /// Touched directories and all their ancestors → their children in this set.
         closure: HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
     },

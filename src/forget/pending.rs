@@ -156,7 +156,7 @@ fn remove_records(repo: &Repo, forgotten: &[SnapshotId]) -> Result<()> {
 
 /// Completes a `forget` or `consolidate` that was interrupted (killed, or failed on a full
 /// disk): redoes the rewrite when it had not switched the records yet, else finishes its
-/// cleanup. Called by every opening of the index ([`Repo::open`]) and before a new rewrite.
+/// cleanup. Called by every opening of the index ([`crate::open::Open`]) and before a new rewrite.
 /// Returns whether there was anything to do.
 pub fn resume_interrupted(repo: &Arc<Repo>) -> Result<bool> {
     let Some(p) = read_pending(repo)? else {

@@ -122,7 +122,9 @@ fn a_view_resolves_chain_lookup_children_and_walk() {
     for f in ["a/x", "a/y", "b/z", "top"] {
         fs::write(src.join(f), f).unwrap();
     }
-    let repo = Repo::create(&t.path().join("repo"), &Default::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&Default::default())
+        .unwrap();
     let full = snap(&repo, &src, BackupKind::Full);
     fs::remove_file(src.join("a/x")).unwrap();
     fs::remove_file(src.join("top")).unwrap();
@@ -143,7 +145,7 @@ fn a_view_resolves_chain_lookup_children_and_walk() {
         v.lookup(b"a/y/q"),
         Err(Error::NotADirectory { .. })
     ));
-    let names = |it: ListIter| -> Vec<Vec<u8>> { it.map(|kv| kv.unwrap().0).collect() };
+    let names = |it: ListIter<'_>| -> Vec<Vec<u8>> { it.map(|kv| kv.unwrap().0).collect() };
     assert_eq!(names(v.children(b"").unwrap()), [&b"a"[..], b"b"]);
     assert_eq!(names(v.children(b"b").unwrap()), [b"w"]);
     let walked: Vec<Vec<u8>> = v.walk(b"").unwrap().map(|kv| kv.unwrap().0).collect();

@@ -29,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use crate::entry::Entry;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, SnapshotId};
-use crate::layers::LayerStore;
+use crate::layers::{DirLayer, LayerDirs, LayerStore};
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::DirBackend;
-use crate::repo::{DirLayer, LayerDirs, Repo, RepoLock};
+use crate::repo::store::Space;
+use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 use table::{Table, TableWriter};
 
@@ -288,7 +289,7 @@ const MAX_RESOLVED: usize = 1 << 20;
 
 /// The location bytes of a chunk as the index holds them, or [`NO_LOCATION`].
 fn index_location(repo: &Repo, id: &[u8; 32]) -> Result<[u8; Location::LEN]> {
-    Ok(match repo.chunks.get(id)? {
+    Ok(match repo.index().get(Space::Chunks, id)? {
         Some(loc) if loc.len() == Location::LEN => loc.as_ref().try_into().unwrap(),
         _ => NO_LOCATION,
     })
@@ -300,7 +301,7 @@ fn index_location(repo: &Repo, id: &[u8; 32]) -> Result<[u8; Location::LEN]> {
 /// lookups touch each index page once (a full layer of 100k files: 1.3 s in path order).
 fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     let mut ids: Vec<[u8; 32]> = Vec::new();
-    'collect: for kv in repo.layers.scan_prefix(id.0) {
+    'collect: for kv in repo.index().scan(Space::Layers, &id.0) {
         let (_, v) = kv?;
         for c in Entry::decode(&v)?.chunks {
             if ids.len() >= MAX_RESOLVED {
@@ -319,7 +320,7 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     remove_derived(&tmp)?;
     let mut w = TableWriter::create(&tmp)?;
     let mut value = Vec::new();
-    for kv in repo.layers.scan_prefix(id.0) {
+    for kv in repo.index().scan(Space::Layers, &id.0) {
         let (k, v) = kv?;
         let entry = Entry::decode(&v)?;
         value.clear();
@@ -406,7 +407,8 @@ pub struct Seed {
     pub layer_dirs: HashMap<SnapshotId, Vec<u8>>,
 }
 
-/// Reads the catalog into a [`Seed`] for [`Repo::open_seeded`]; `Ok(None)` when there is none.
+/// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
+/// when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
 pub fn read_seed(repo_path: &Path) -> Result<Option<Seed>> {
     let Some(mut cat) = read_catalog(repo_path)? else {
@@ -432,6 +434,10 @@ struct CatalogLayer {
     table: String,
 }
 
+/// Opens the index under the repository lock a [`Quick`] holds (the lock is inside), for when the
+/// lookup files cannot answer.
+pub type Reopen = Box<dyn FnOnce() -> Result<Arc<Repo>> + Send>;
+
 /// The repository read through its lookup files, without sled: implements [`LayerStore`] for
 /// [`crate::layers::View`], and reads chunks at the recorded locations. Holds the repository
 /// lock.
@@ -444,7 +450,7 @@ pub struct Quick {
     layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
     hints: Mutex<HashMap<ChunkId, Location>>,
-    lock: Mutex<Option<RepoLock>>,
+    reopen: Mutex<Option<Reopen>>,
     /// The index, opened when a location hint failed.
     fallback: OnceLock<Arc<Repo>>,
 }
@@ -454,13 +460,10 @@ fn bad_catalog(what: &str) -> Error {
 }
 
 impl Quick {
-    /// Takes the lock and reads the catalog; `Ok(None)` when there is no catalog (the index has
-    /// been opened since the last publish, or never published).
-    pub fn open(repo_path: &Path) -> Result<Option<Quick>> {
-        if !repo_path.exists() {
-            return Err(Error::RepoNotFound(repo_path.to_path_buf()));
-        }
-        let lock = Repo::lock_for_lookup(repo_path)?;
+    /// Reads the catalog of the repository at `repo_path`, whose lock the caller holds and
+    /// hands over inside `reopen` (`crate::open::Locked`); `Ok(None)` when there is no catalog
+    /// (the index has been opened since the last publish, or never published).
+    pub fn open(repo_path: &Path, reopen: Reopen) -> Result<Option<Quick>> {
         let Some(cat) = read_catalog(repo_path)? else {
             return Ok(None);
         };
@@ -473,7 +476,7 @@ impl Quick {
             layer_dirs: Default::default(),
             tables: Default::default(),
             hints: Default::default(),
-            lock: Mutex::new(Some(lock)),
+            reopen: Mutex::new(Some(reopen)),
             fallback: OnceLock::new(),
         }))
     }
@@ -554,11 +557,11 @@ impl Quick {
         if let Some(r) = self.fallback.get() {
             return Ok(r);
         }
-        let lock =
-            self.lock.lock().unwrap().take().ok_or_else(|| {
+        let reopen =
+            self.reopen.lock().unwrap().take().ok_or_else(|| {
                 Error::CorruptMetadata("repository lock already handed on".into())
             })?;
-        let repo = Repo::open_locked(&self.path, lock, crate::repo::DEFAULT_INDEX_CACHE)?;
+        let repo = reopen()?;
         Ok(self.fallback.get_or_init(|| repo))
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use crate::layers::View;
+use crate::open::Open;
 use crate::repo::CreateOptions;
 use crate::snapshot::BackupKind;
 use crate::testutil::{pseudo_random, snap};
@@ -27,7 +28,9 @@ fn fixture(t: &Path) -> (PathBuf, Vec<SnapshotId>) {
         fs::write(src.join(format!("a/n{i:04}")), format!("order {i}")).unwrap();
     }
     let repo_path = t.join("repo");
-    let repo = Repo::create(&repo_path, &CreateOptions::default()).unwrap();
+    let repo = Open::new(&repo_path)
+        .create(&CreateOptions::default())
+        .unwrap();
     let s1 = snap(&repo, &src, BackupKind::Full);
     fs::write(src.join("a/x"), b"x two").unwrap();
     fs::remove_file(src.join("a/y")).unwrap();
@@ -48,7 +51,7 @@ fn fixture(t: &Path) -> (PathBuf, Vec<SnapshotId>) {
 /// Opens the index, writes the lookup files (building tables up to `build_up_to` entries) and
 /// closes it, as a command does at its end.
 fn publish_and_close(repo_path: &Path, build_up_to: u64) {
-    let repo = Repo::open(repo_path).unwrap();
+    let repo = Open::new(repo_path).open().unwrap();
     publish(&repo, build_up_to, &[]).unwrap();
 }
 
@@ -78,13 +81,13 @@ fn walk(repo: &Arc<Repo>, id: &SnapshotId) -> BTreeMap<Vec<u8>, (Entry, Vec<u8>)
 fn lookup_files_answer_exactly_what_the_index_answers() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
-    let repo = Repo::open(&repo_path).unwrap();
+    let repo = Open::new(&repo_path).open().unwrap();
     let expect: Vec<_> = ids.iter().map(|id| walk(&repo, id)).collect();
     let snapshots = repo.snapshots().unwrap();
     publish(&repo, BUILD_ALL, &[]).unwrap();
     drop(repo);
 
-    let q = Arc::new(Quick::open(&repo_path).unwrap().expect("a catalog"));
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().expect("a catalog"));
     assert_eq!(q.snapshots(), snapshots);
     for (id, paths) in ids.iter().zip(&expect) {
         let view = View::open(&q, id).unwrap();
@@ -121,11 +124,11 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, _) = fixture(t.path());
     let catalog = repo_path.join(LOOKUP_DIR).join(CATALOG);
-    let repo = Repo::open(&repo_path).unwrap();
+    let repo = Open::new(&repo_path).open().unwrap();
     publish(&repo, BUILD_ALL, &[]).unwrap();
     assert!(catalog.exists());
     drop(repo);
-    let repo = Repo::open(&repo_path).unwrap();
+    let repo = Open::new(&repo_path).open().unwrap();
     assert!(!catalog.exists(), "an open index leaves no catalog behind");
     // A new snapshot, then a publish: the catalog knows it, and no table is left over.
     let src = t.path().join("src");
@@ -135,7 +138,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     let tables = fs::read_dir(repo_path.join(LOOKUP_DIR)).unwrap().count() - 1;
     assert_eq!(tables, 4);
     drop(repo);
-    let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
     let latest = crate::snapshot::find_in(q.snapshots(), "latest", None).unwrap();
     assert_eq!(latest.id, s4.id);
     let e = View::open(&q, &s4.id).unwrap().lookup(b"a/x").unwrap();
@@ -147,7 +150,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     let lock = Repo::lock_only(&repo_path).unwrap();
     assert!(!catalog.exists());
     drop(lock);
-    assert!(Quick::open(&repo_path).unwrap().is_none());
+    assert!(Open::new(&repo_path).lookup().unwrap().is_none());
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn a_wrong_location_hint_reads_through_the_index_never_returns_other_bytes() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     publish_and_close(&repo_path, BUILD_ALL);
-    let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
     let view = View::open(&q, &ids[2]).unwrap();
     let x = view.lookup(b"a/x").unwrap();
     let deep = view.lookup(b"a/b/deep").unwrap();
@@ -180,7 +183,7 @@ fn a_wrong_location_hint_reads_through_the_index_never_returns_other_bytes() {
 fn damaged_lookup_files_are_errors_not_answers() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
-    let repo = Repo::open(&repo_path).unwrap();
+    let repo = Open::new(&repo_path).open().unwrap();
     publish(&repo, BUILD_ALL, &[]).unwrap();
     let full = table_name(&repo.snapshot(&ids[0]).unwrap().unwrap());
     drop(repo);
@@ -190,20 +193,20 @@ fn damaged_lookup_files_are_errors_not_answers() {
     let mut b = fs::read(&p).unwrap();
     b[40] ^= 0x20;
     fs::write(&p, &b).unwrap();
-    let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
     let err = View::open(&q, &ids[2])
         .and_then(|v| v.lookup(b"a/b/deep"))
         .unwrap_err();
     assert!(!err.is_user_error(), "{err}");
     Arc::try_unwrap(q).ok().unwrap().discard();
-    assert!(Quick::open(&repo_path).unwrap().is_none());
+    assert!(Open::new(&repo_path).lookup().unwrap().is_none());
     assert!(!p.exists(), "discard removed the tables");
     // A torn catalog is refused as a whole.
     publish_and_close(&repo_path, BUILD_ALL);
     let c = dir.join(CATALOG);
     let b = fs::read(&c).unwrap();
     fs::write(&c, &b[..b.len() - 5]).unwrap();
-    assert!(Quick::open(&repo_path).is_err());
+    assert!(Open::new(&repo_path).lookup().is_err());
 }
 
 #[test]
@@ -211,14 +214,14 @@ fn a_snapshot_without_a_table_is_left_to_the_index() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     publish_and_close(&repo_path, 0);
-    let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
     let err = View::open(&q, &ids[1])
         .and_then(|v| v.lookup(b"a/x"))
         .unwrap_err();
     assert!(matches!(err, Error::LookupIncomplete(_)), "{err}");
     drop(q);
     publish_and_close(&repo_path, BUILD_ALL);
-    let q = Arc::new(Quick::open(&repo_path).unwrap().unwrap());
+    let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
     let e = View::open(&q, &ids[1]).unwrap().lookup(b"a/x").unwrap();
     assert_eq!(q.read_chunk(&e.chunks[0].id).unwrap(), b"x two");
 }
@@ -229,7 +232,7 @@ fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
     let (repo_path, ids) = fixture(t.path());
     // What sled answers.
     let (want, want_dirs, want_trees) = {
-        let repo = Repo::open(&repo_path).unwrap();
+        let repo = Open::new(&repo_path).open().unwrap();
         let trees: Vec<_> = ids.iter().map(|id| walk(&repo, id)).collect();
         let dirs: Vec<_> = ids[1..]
             .iter()
@@ -239,7 +242,7 @@ fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
         publish(&repo, BUILD_ALL, &[]).unwrap();
         (all, dirs, trees)
     };
-    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    let repo = Open::new(&repo_path).seeded(true).open().unwrap();
     assert!(repo.is_seeded(), "a published catalog seeds the index");
     assert!(
         !repo_path.join(LOOKUP_DIR).join(CATALOG).exists(),
@@ -271,7 +274,7 @@ fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
     drop(repo);
 
     // No catalog (the seeded open removed it): sled answers.
-    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    let repo = Open::new(&repo_path).seeded(true).open().unwrap();
     assert!(!repo.is_seeded());
     assert_eq!(repo.snapshots().unwrap().len(), 4);
     publish(&repo, BUILD_ALL, &[]).unwrap();
@@ -283,7 +286,7 @@ fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     fs::write(&cat, &bytes).unwrap();
-    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    let repo = Open::new(&repo_path).seeded(true).open().unwrap();
     assert!(!repo.is_seeded());
     assert_eq!(repo.snapshots().unwrap().len(), 4);
 }

@@ -239,7 +239,9 @@ mod tests {
     #[test]
     fn garbage_packs_go_damaged_packs_stay_tmp_packs_are_removed() {
         let t = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&t.path().join("r"), &CreateOptions::default()).unwrap();
+        let repo = crate::open::Open::new(t.path().join("r"))
+            .create(&CreateOptions::default())
+            .unwrap();
         let good = pack_with(&repo, b"unreferenced chunk one");
         let bad = pack_with(&repo, b"unreferenced chunk two");
         // Truncate the second pack inside its record header.

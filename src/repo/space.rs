@@ -62,7 +62,7 @@ impl Space {
     }
 
     /// Takes `bytes` for a write about to start (`what` names it in the error). Asks the file
-    /// system once [`CHECK_STEP`] bytes have been taken since it last asked; fails, writing
+    /// system once `CHECK_STEP` bytes have been taken since it last asked; fails, writing
     /// nothing, when what is free would not cover them, the margin and the reserve.
     pub fn take(&self, what: &'static str, bytes: u64) -> Result<()> {
         let pending = self.unchecked.fetch_add(bytes, Ordering::Relaxed) + bytes;

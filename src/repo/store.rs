@@ -22,7 +22,7 @@ pub enum Space {
 }
 
 impl Space {
-    /// Every keyspace, in [`Space::index`] order.
+    /// Every keyspace, in declaration order.
     pub const ALL: [Space; 5] = [
         Space::Meta,
         Space::Chunks,

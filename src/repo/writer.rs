@@ -12,6 +12,7 @@ use crate::repo::keys::Location;
 use crate::repo::pack::{
     PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION,
 };
+use crate::repo::store::{Batch, Space};
 use crate::repo::{space, Repo};
 
 /// Packs are closed once they reach this size: large enough for few files and fsyncs, small enough
@@ -165,11 +166,11 @@ impl PackWriter {
                 "writing the index",
                 space::index_cost(part.len(), part.len() * (32 + Location::LEN)),
             )?;
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             for (id, loc) in part {
-                batch.insert(&id.0, &loc.encode());
+                batch.insert(Space::Chunks, id.0, loc.encode());
             }
-            self.repo.chunks.apply_batch(batch)?;
+            self.repo.index().apply(batch)?;
         }
         let mut f = self.in_flight.lock().unwrap();
         for id in p.pending.keys() {
@@ -190,12 +191,11 @@ impl PackWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::CreateOptions;
 
     #[test]
     fn a_pack_closes_at_its_record_limit_and_every_record_is_indexed() {
         let t = tempfile::tempdir().unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let repo = crate::repo::create_for_tests(&t.path().join("repo"));
         let mut w = PackWriter::new(repo.clone(), Default::default());
         let ids: Vec<ChunkId> = (0..=PACK_MAX_RECORDS as u32)
             .map(|i| {

@@ -89,7 +89,9 @@ fn browse_a_repository_without_fuse() {
     std::os::unix::fs::FileExt::write_all_at(&f, b"XY", 500_000).unwrap();
     drop(f);
     xattr::set(src.join("gone.txt"), "user.k", b"v").unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let s1 = snap(&repo, &src, BackupKind::Full);
     fs::write(src.join("a/b/deep.txt"), b"deeper").unwrap();
     fs::remove_file(src.join("gone.txt")).unwrap();
@@ -216,7 +218,9 @@ fn sources_are_encoded_and_filterable() {
     fs::create_dir(&b).unwrap();
     fs::write(a.join("fa"), b"a").unwrap();
     fs::write(b.join("fb"), b"b").unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let run = |src: &Path, name: &str, tag: &str| {
         let opts = BackupOptions {
             source_name: Some(name.into()),
@@ -352,7 +356,9 @@ fn backed_up_file(root: &Path, data: &[u8]) -> (Arc<Repo>, String) {
     let src = root.join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("big.bin"), data).unwrap();
-    let repo = Repo::create(&root.join("repo"), &CreateOptions::default()).unwrap();
+    let repo = crate::open::Open::new(root.join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let name = snapshot_name(&snap(&repo, &src, BackupKind::Full));
     (repo, format!("snapshots/{name}/big.bin"))
 }
@@ -527,7 +533,9 @@ fn every_snapshot_of_a_chain_shows_its_own_root() {
     fs::create_dir_all(src.join("a")).unwrap();
     fs::write(src.join("a/f"), b"0").unwrap();
     let set_root_mtime = |secs: u64| set_mtime(&src, secs);
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     set_root_mtime(1_000_000);
     let mut snaps = vec![snap(&repo, &src, BackupKind::Full)];
     fs::write(src.join("new"), b"n").unwrap();
@@ -584,7 +592,9 @@ fn roots_past_layers_that_did_not_touch_the_root() {
     fs::create_dir_all(src.join("a")).unwrap();
     fs::write(src.join("a/f"), b"0").unwrap();
     let repo_path = t.path().join("repo");
-    let repo = Repo::create(&repo_path, &CreateOptions::default()).unwrap();
+    let repo = crate::open::Open::new(&repo_path)
+        .create(&CreateOptions::default())
+        .unwrap();
     set_mtime(&src.join("a"), 500_000);
     set_mtime(&src, 1_000_000);
     let mut snaps = vec![snap(&repo, &src, BackupKind::Full)];
@@ -600,7 +610,10 @@ fn roots_past_layers_that_did_not_touch_the_root() {
     crate::lookup::publish(&repo, crate::lookup::BUILD_ALL, &[]).unwrap();
     drop(repo);
 
-    let repo = Repo::open_seeded(&repo_path, crate::repo::DEFAULT_INDEX_CACHE).unwrap();
+    let repo = crate::open::Open::new(&repo_path)
+        .seeded(true)
+        .open()
+        .unwrap();
     assert!(repo.is_seeded());
     for s in [&snaps[1], &snaps[3]] {
         let dirs = repo.cached_layer_dirs(&s.id).expect("from the catalog");

@@ -258,7 +258,7 @@ impl Vfs {
 mod tests {
     use std::fs;
 
-    use crate::repo::{CreateOptions, Repo};
+    use crate::repo::CreateOptions;
     use crate::snapshot::BackupKind;
     use crate::testutil::snap;
     use crate::vfs::{encode_component, FileKind, Vfs, VfsError, VfsOptions, ROOT_INO};
@@ -284,7 +284,9 @@ mod tests {
         let src = t.path().join("src");
         fs::create_dir_all(src.join("d")).unwrap();
         fs::write(src.join("d/f"), b"one").unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let repo = crate::open::Open::new(t.path().join("repo"))
+            .create(&CreateOptions::default())
+            .unwrap();
         let s1 = snap(&repo, &src, BackupKind::Full);
         let _s2 = snap(&repo, &src, BackupKind::Incremental); // unchanged: collapses into s1's
         fs::write(src.join("d/f"), b"two!").unwrap();

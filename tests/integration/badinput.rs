@@ -78,7 +78,7 @@ fn repository_in_use_names_the_holder() {
     let (t, repo) = new_repo();
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    let held = strata::repo::Repo::open(&repo).unwrap();
+    let held = strata::open::Open::new(&repo).open().unwrap();
     fails_with(
         &strata(&repo, &["backup", src.to_str().unwrap()]),
         "in use by another strata process (pid",

@@ -67,7 +67,7 @@ pub fn wait_unlocked(repo: &Path) {
 /// Runs `f` on the repository opened in this process, waiting for the locks before and after.
 pub fn with_repo<T>(repo: &Path, f: impl FnOnce(&Arc<Repo>) -> T) -> T {
     wait_unlocked(repo);
-    let r = Repo::open(repo).unwrap();
+    let r = strata::open::Open::new(repo).open().unwrap();
     let out = f(&r);
     drop(r);
     wait_unlocked(repo);

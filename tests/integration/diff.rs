@@ -560,7 +560,9 @@ mod model {
             for i in 0..40 {
                 fs::write(src.join(format!("static{i:02}")), format!("s{i}")).unwrap();
             }
-            let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+            let repo = strata::open::Open::new(t.path().join("repo"))
+                .create(&CreateOptions::default())
+                .unwrap();
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let mut snaps = Vec::new();
             let mut states = Vec::new();

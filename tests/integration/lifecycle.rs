@@ -238,7 +238,7 @@ proptest! {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         fs::create_dir(&src).unwrap();
-        let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+        let repo = strata::open::Open::new(t.path().join("repo")).create(&CreateOptions::default()).unwrap();
         let mut m = Model { src, repo, expect: BTreeMap::new(), clock: 0 };
         // Start from a populated tree, so that deletions and merges have something to hide.
         for p in [0, 1, 2, 3, 4, 5, 7, 8] {
@@ -260,7 +260,7 @@ proptest! {
         drop(repo);
         fs::remove_dir_all(path.join("index")).unwrap();
         strata::repair::repair(&path, &strata::repair::RepairOptions::default()).unwrap();
-        let repo = Repo::open(&path).unwrap();
+        let repo = strata::open::Open::new(&path).open().unwrap();
         Model { src, repo, expect, clock }.verify("after repair from packs");
     }
 }
@@ -272,7 +272,9 @@ fn forget_merges_whiteouts_and_opaque_dirs() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo = strata::open::Open::new(t.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let mut m = Model {
         src,
         repo,
@@ -318,7 +320,9 @@ fn forget_keeps_recreated_directories_opaque() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
-    let repo = Repo::create(&t.path().join("repo"), &CreateOptions::default()).unwrap();
+    let repo = strata::open::Open::new(t.path().join("repo"))
+        .create(&CreateOptions::default())
+        .unwrap();
     let mut m = Model {
         src,
         repo,

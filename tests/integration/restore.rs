@@ -430,7 +430,7 @@ fn shared_chunks_are_read_once_and_verify_checks_every_file() {
     let (_r, repo) = new_repo();
     let id = backup(&repo, &src, &[]);
     let unique: BTreeSet<_> = {
-        let r = strata::repo::Repo::open(&repo).unwrap();
+        let r = strata::open::Open::new(&repo).open().unwrap();
         let view = View::open(&r, &id.parse().unwrap()).unwrap();
         view.list(b"")
             .unwrap()
@@ -503,7 +503,7 @@ fn hostile_snapshot_cannot_write_outside_the_target() {
     std::os::unix::fs::symlink(&canary, out.join("pre")).unwrap();
 
     let evil_id = {
-        let r = strata::repo::Repo::open(&repo).unwrap();
+        let r = strata::open::Open::new(&repo).open().unwrap();
         let view = View::open(&r, &good.parse().unwrap()).unwrap();
         let root = view.root().unwrap();
         let file = view.lookup(b"ok.txt").unwrap();

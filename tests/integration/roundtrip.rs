@@ -9,7 +9,7 @@ use crate::common::fixture::{self, assert_same, from_view, Tree};
 use crate::common::{backup, strata_ok};
 
 fn check_all(repo: &Path, expected: &[(String, Tree)]) {
-    let r = strata::repo::Repo::open(repo).unwrap();
+    let r = strata::open::Open::new(repo).open().unwrap();
     for (i, (id, want)) in expected.iter().enumerate() {
         let view = View::open(&r, &id.parse().unwrap()).unwrap();
         assert_same(&format!("snapshot {i}"), want, &from_view(&r, &view));

@@ -13,8 +13,8 @@
 //! outside resolution.
 //!
 //! Cost does not grow with chain depth in sled reads: each non-full layer records which directories
-//! it touched (`layerdirs`, held in memory once loaded), so a lookup skips, with a hash probe, every
-//! layer that has nothing in the directory, and usually reads sled once.
+//! it touched (`layerdirs`, held in memory once loaded, see `cache`), so a lookup skips, with a
+//! hash probe, every layer that has nothing in the directory, and usually reads sled once.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -26,8 +26,14 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::keys;
-use crate::repo::{DirLayer, LayerDirs, Repo};
+use crate::repo::store::{Scan, Space};
+use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
+
+mod cache;
+
+pub(crate) use cache::seed_dirs;
+pub use cache::{DirLayer, DirsSeed, LayerDirs};
 
 /// Where a view reads layers from: the repository's sled index ([`Repo`]), or the sled-free
 /// lookup files that let `cat` answer without opening sled ([`crate::lookup::Quick`]). Resolution
@@ -417,7 +423,7 @@ impl<S: LayerStore> View<S> {
 
 impl View<Repo> {
     /// [`View::children`] under its former name, for the callers not moved yet.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn list(&self, dir: &[u8]) -> Result<ListIter<'_>> {
         self.children(dir)
     }
 
@@ -433,7 +439,7 @@ impl View<Repo> {
 
     /// The children of directory `dir` (already resolved), sorted by name bytes, newest layer
     /// winning, whiteouts removed. Streams: memory does not grow with the directory's size.
-    pub fn children(&self, dir: &[u8]) -> Result<ListIter> {
+    pub fn children(&self, dir: &[u8]) -> Result<ListIter<'_>> {
         let mut sources = Vec::new();
         for (layer, full) in self.chain_for(dir) {
             let mem = if full {
@@ -445,9 +451,9 @@ impl View<Repo> {
                 Some(mem) => Cursor::Mem { mem, pos: 0 },
                 _ => {
                     let prefix = keys::dir_prefix(layer, dir);
-                    Cursor::Sled {
+                    Cursor::Index {
                         plen: prefix.len(),
-                        it: Box::new(self.repo.layers.scan_prefix(prefix)),
+                        it: self.repo.index().scan(Space::Layers, &prefix),
                     }
                 }
             };
@@ -561,7 +567,7 @@ fn layer_entries<'a>(
     repo: &'a Repo,
     layer: &SnapshotId,
 ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>, Entry)>> + 'a {
-    repo.layers.scan_prefix(layer.0).map(|kv| {
+    repo.index().scan(Space::Layers, &layer.0).map(|kv| {
         let (k, v) = kv?;
         let (dir, name) = keys::split_entry_key(&k[16..])
             .ok_or_else(|| Error::CorruptMetadata("malformed layer key".into()))?;
@@ -571,8 +577,8 @@ fn layer_entries<'a>(
 
 /// The entry one layer itself holds for `dir/name` (whiteouts included).
 fn layer_entry(repo: &Repo, layer: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>> {
-    repo.layers
-        .get(keys::entry_key(layer, dir, name))?
+    repo.index()
+        .get(Space::Layers, &keys::entry_key(layer, dir, name))?
         .map(|v| Entry::decode(&v))
         .transpose()
 }
@@ -584,30 +590,27 @@ fn layer_children<'a>(
     layer: &SnapshotId,
     dir: &[u8],
 ) -> impl Iterator<Item = Result<(Vec<u8>, Entry)>> + 'a {
-    let mut cursor = Cursor::Sled {
-        plen: keys::dir_prefix(layer, dir).len(),
-        it: Box::new(repo.layers.scan_prefix(keys::dir_prefix(layer, dir))),
+    let prefix = keys::dir_prefix(layer, dir);
+    let mut cursor = Cursor::Index {
+        plen: prefix.len(),
+        it: repo.index().scan(Space::Layers, &prefix),
     };
     std::iter::from_fn(move || cursor.next_child().transpose())
 }
 
-enum Cursor {
-    Sled {
-        it: Box<sled::Iter>,
-        plen: usize,
-    },
-    Mem {
-        mem: crate::repo::DirLayer,
-        pos: usize,
-    },
+/// Where one layer's children of a directory come from: the index, read as the merge goes, or
+/// the layer's directory already in memory.
+enum Cursor<'a> {
+    Index { it: Scan<'a>, plen: usize },
+    Mem { mem: DirLayer, pos: usize },
 }
 
-impl Cursor {
+impl Cursor<'_> {
     /// The next child (name, entry), skipping the root's own entry (stored with an empty name).
     fn next_child(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
         loop {
             let (name, entry) = match self {
-                Cursor::Sled { it, plen } => match it.next().transpose()? {
+                Cursor::Index { it, plen } => match it.next().transpose()? {
                     None => return Ok(None),
                     Some((k, v)) => (k[*plen..].to_vec(), Entry::decode(&v)?),
                 },
@@ -626,18 +629,18 @@ impl Cursor {
     }
 }
 
-struct Source {
-    cursor: Cursor,
+struct Source<'a> {
+    cursor: Cursor<'a>,
     head: Option<(Vec<u8>, Entry)>,
 }
 
 /// Iterator over a directory's merged children, from [`View::list`].
-pub struct ListIter {
+pub struct ListIter<'a> {
     /// Newest layer first.
-    sources: Vec<Source>,
+    sources: Vec<Source<'a>>,
 }
 
-impl ListIter {
+impl ListIter<'_> {
     fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
         loop {
             // The smallest name among the heads; on ties the newest layer (lowest index) wins.
@@ -670,7 +673,7 @@ impl ListIter {
 pub struct Walk<'a> {
     view: &'a View<Repo>,
     /// The directories being listed, outermost first, with their paths.
-    stack: Vec<(Vec<u8>, ListIter)>,
+    stack: Vec<(Vec<u8>, ListIter<'a>)>,
 }
 
 impl Walk<'_> {
@@ -702,10 +705,32 @@ impl Iterator for Walk<'_> {
     }
 }
 
-impl Iterator for ListIter {
+impl Iterator for ListIter<'_> {
     type Item = Result<(Vec<u8>, Entry)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()
+    }
+}
+
+impl Repo {
+    /// Test support: commits a full snapshot whose layer holds exactly `entries` (dir, name,
+    /// entry), written straight into the index without any of backup's checks, so that tests can
+    /// build the hostile repositories (names like `..`, `a/b`, entries under a symlink) that
+    /// restore and the mount must survive. Never used by strata itself.
+    #[doc(hidden)]
+    pub fn insert_raw_full_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        entries: &[(Vec<u8>, Vec<u8>, Entry)],
+    ) -> Result<()> {
+        for (dir, name, e) in entries {
+            let key = keys::entry_key(&snapshot.id, dir, name);
+            self.index().insert(Space::Layers, &key, &e.encode())?;
+        }
+        self.index()
+            .insert(Space::Records, &snapshot.id.0, &snapshot.encode())?;
+        self.snapshots_changed();
+        self.flush()
     }
 }
 
