@@ -110,7 +110,9 @@ mod tests {
         for f in ["a/b/c/f", "a/b/g", "a/h", "e/i", "j"] {
             std::fs::write(src.join(f), f).unwrap();
         }
-        let repo = crate::open::Open::new(&t.path().join("repo")).create(&Default::default()).unwrap();
+        let repo = crate::open::Open::new(t.path().join("repo"))
+            .create(&Default::default())
+            .unwrap();
         snap(&repo, &src, BackupKind::Full);
         std::fs::remove_file(src.join("a/h")).unwrap();
         std::fs::write(src.join("a/d/k"), b"k").unwrap();

@@ -9,7 +9,9 @@ fn chain_of_three() -> (tempfile::TempDir, Arc<Repo>, Vec<SnapshotId>) {
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("d/a"), b"one").unwrap();
-    let repo = crate::open::Open::new(&t.path().join("repo")).create(&Default::default()).unwrap();
+    let repo = crate::open::Open::new(t.path().join("repo"))
+        .create(&Default::default())
+        .unwrap();
     let mut ids = vec![snap(&repo, &src, BackupKind::Full).id];
     std::fs::write(src.join("d/b"), b"two").unwrap();
     ids.push(snap(&repo, &src, BackupKind::Incremental).id);

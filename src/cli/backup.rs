@@ -9,8 +9,8 @@ use super::json::{self, BackupJson, SnapshotJson};
 use super::output::human_size;
 use super::{status, EXIT_OK, EXIT_WARNINGS};
 use crate::backup::{self, BackupOptions, BackupOutcome};
-use crate::ops;
 use crate::open::Open;
+use crate::ops;
 use crate::repo;
 use crate::Result;
 

@@ -43,8 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ops;
 use crate::open::Open;
+use crate::ops;
 use crate::repo::{self, CreateOptions};
 use crate::Result;
 

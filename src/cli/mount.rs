@@ -207,7 +207,7 @@ fn serve(
         Ok(d) => d,
         Err(e) => {
             log::error!("Detaching {}: {e}", mp.display());
-                return Ok(crate::cli::EXIT_OK);
+            return Ok(crate::cli::EXIT_OK);
         }
     };
     // `false`: the session ended (the last open file was closed); `true`: a second signal; a
