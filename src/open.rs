@@ -109,6 +109,18 @@ impl Open {
         Ok(Locked { open: self, lock })
     }
 
+    /// Takes the lock without opening the index (see [`Unindexed`]). The marker must be there:
+    /// without it the directory is not known to be a repository, and nothing is touched. Removes
+    /// the lookup catalog, since the taker may change the index.
+    pub fn lock_without_index(self) -> Result<Unindexed> {
+        let lock = Repo::lock_marked(&self.path)?;
+        crate::lookup::invalidate(&self.path)?;
+        Ok(Unindexed {
+            path: self.path,
+            lock,
+        })
+    }
+
     /// Takes the lock and reads the lookup files under it, without sled; `Ok(None)` when there
     /// is no current catalog (the lock is then released). The reader opens the index as this
     /// builder says, under the same lock, when the lookup files cannot answer.
@@ -188,14 +200,23 @@ fn resume_interrupted(repo: &Arc<Repo>) -> bool {
     }
 }
 
-impl Repo {
-    /// Takes the repository's process lock without opening its database: for `repair`, which
-    /// must work when the database is missing or unreadable, and `check`, which opens a copy of
-    /// it. The marker must be there: without it the directory is not known to be a repository,
-    /// and nothing is touched. Removes the lookup catalog, since the taker may change the index.
-    pub fn lock_only(path: &Path) -> Result<RepoLock> {
-        let lock = Repo::lock_marked(path)?;
-        crate::lookup::invalidate(path)?;
-        Ok(lock)
+/// A repository whose lock this process holds while its own index is not to be opened: `repair`
+/// rebuilds the index (which may be missing or unreadable), `check` reads a private copy of it.
+pub struct Unindexed {
+    path: PathBuf,
+    lock: RepoLock,
+}
+
+impl Unindexed {
+    /// The repository directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the repository over `db` instead of its own index: the database `repair` just
+    /// rebuilt (or a temporary one for `--dry-run`), or `check`'s private copy. Nothing of the
+    /// opening of a repository's own index runs (no commit marker, no resumed `forget`).
+    pub fn open_over(self, db: sled::Db) -> Result<Arc<Repo>> {
+        Repo::open_with_db(&self.path, self.lock, db)
     }
 }

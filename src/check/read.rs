@@ -29,7 +29,7 @@ impl Drop for DbCopy {
 /// first time a database is opened after a write, even for reading. The copy lives in the system
 /// temp directory and costs the size of `index/`. The repository lock is held throughout.
 pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
-    let lock = Repo::lock_only(path)?;
+    let lock = crate::open::Open::new(path).lock_without_index()?;
     let index = path.join(crate::repo::INDEX_DIR);
     if !index.is_dir() {
         return Err(crate::Error::IndexMissing(path.to_path_buf()));
@@ -41,7 +41,7 @@ pub fn open_copy(path: &std::path::Path) -> Result<(Arc<Repo>, DbCopy)> {
             .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput),
     )?;
-    Ok((Repo::open_with_db(path, lock, db)?, copy))
+    Ok((lock.open_over(db)?, copy))
 }
 
 /// Copies the database directory `index` into the system temp directory (removed when the

@@ -147,7 +147,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     assert_eq!(got, b"x three");
     drop(q);
     // Taking the lock for anything else (repair, check) removes it too.
-    let lock = Repo::lock_only(&repo_path).unwrap();
+    let lock = Open::new(&repo_path).lock_without_index().unwrap();
     assert!(!catalog.exists());
     drop(lock);
     assert!(Open::new(&repo_path).lookup().unwrap().is_none());

@@ -51,11 +51,12 @@ use crate::check::{self, CheckOptions, CheckReport};
 use crate::compress::Dictionary;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::open::Open;
 use crate::progress::ProgressHandle;
 use crate::repo::pack::DirBackend;
 use crate::repo::scan::TornRegion;
 use crate::repo::store::{MetaStore, SledStore};
-use crate::repo::{Repo, DEFAULT_COMPRESSION, INDEX_DIR};
+use crate::repo::{DEFAULT_COMPRESSION, INDEX_DIR};
 
 /// Where the new database is built before it replaces `index/`.
 pub const REBUILD_DIR: &str = "index.rebuild";
@@ -158,7 +159,7 @@ pub struct RepairReport {
 /// Rebuilds the index of the repository at `path` from its packs; see the module documentation.
 pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let start = Instant::now();
-    let lock = Repo::lock_only(path)?;
+    let lock = Open::new(path).lock_without_index()?;
     if !opts.dry_run {
         // Tables built from the old index are not trusted; the end writes all from the new one.
         crate::lookup::drop_tables(path)?;
@@ -196,7 +197,7 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     } else {
         install::swap(path, db, found.max_pack, &mut report)?
     };
-    let repo = Repo::open_with_db(path, lock, db)?;
+    let repo = lock.open_over(db)?;
     if !opts.dry_run {
         install::write_back(&repo, &pending)?;
     }

@@ -122,8 +122,8 @@ impl Repo {
 
     /// Opens the repository at `path` over an already open database `db` (the one `repair` just
     /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
-    /// lock taken by [`Repo::lock_only`].
-    pub fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
+    /// lock taken by `open::Open::lock_without_index`.
+    pub(crate) fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
         Self::finish_open(path, lock, db, false)
     }
 
