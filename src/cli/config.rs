@@ -281,10 +281,12 @@ fn from_file(a: &Arg, v: &Value) -> Shown {
 /// `[source."NAME"]` tables.
 fn configured_rows(p: &Parsed, file: Option<&str>) -> Vec<Row> {
     let mut rows = Vec::new();
-    let commands = p
-        .command
+    // In the order of `strata --help` (applying the file reorders the parsed command's).
+    let order = super::command();
+    let commands = order
         .get_subcommands()
-        .filter(|c| !c.is_hide_set() && c.get_name() != "help");
+        .filter(|c| !c.is_hide_set())
+        .filter_map(|c| p.command.find_subcommand(c.get_name()));
     for c in commands {
         let name = c.get_name();
         let mut args: Vec<&Arg> = settings(c).filter(|a| !a.is_global_set()).collect();
