@@ -371,7 +371,10 @@ fn print_rows(rows: &[Row], evaluated: bool) {
             }
             table = t;
         }
-        outln!("{:<width$}  # {}", assignment(r), comment(r, evaluated));
+        match r.value {
+            Shown::Unset => outln!("{}", assignment(r)),
+            _ => outln!("{:<width$}  # {}", assignment(r), comment(r, evaluated)),
+        }
     }
 }
 
