@@ -230,11 +230,20 @@ fn config_arg(args: &[OsString]) -> Option<PathBuf> {
 }
 
 /// Reads and parses the file at `loc`: `Ok(None)` when it is the default place and there is no
-/// file there.
+/// file there, or none this user can see (a service account that inherited root's `HOME` cannot
+/// look into `/root`; a file it can see but not read is an error).
 pub fn load(loc: &Location) -> Result<Option<ConfigFile>, ConfigError> {
+    use std::io::ErrorKind;
     let text = match std::fs::read_to_string(&loc.path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !loc.named => return Ok(None),
+        Err(e)
+            if !loc.named
+                && (matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+                    || (e.kind() == ErrorKind::PermissionDenied
+                        && std::fs::symlink_metadata(&loc.path).is_err())) =>
+        {
+            return Ok(None)
+        }
         Err(e) => {
             return Err(ConfigError::Read {
                 path: loc.path.clone(),

@@ -331,3 +331,26 @@ fn every_option_of_every_command_can_be_set_in_the_file() {
     cmd.build();
     assert!(origins.get(Some("backup"), "exclude").is_some());
 }
+
+#[test]
+fn a_default_file_that_cannot_be_seen_is_no_file_but_a_named_one_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |p: &Path, named| Location {
+        path: p.to_path_buf(),
+        named,
+    };
+    let missing = dir.path().join("strata/config.toml");
+    assert!(load(&at(&missing, false)).unwrap().is_none());
+    assert!(matches!(
+        load(&at(&missing, true)),
+        Err(ConfigError::Read { .. })
+    ));
+    // A path through a regular file: nothing can be there.
+    let file = dir.path().join("f");
+    std::fs::write(&file, "").unwrap();
+    assert!(load(&at(&file.join("config.toml"), false))
+        .unwrap()
+        .is_none());
+    let f = load(&at(&file, false)).unwrap().unwrap();
+    assert!(f.settings.is_empty());
+}
