@@ -2,8 +2,8 @@
 //! output. The only module that writes to stdout.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap, or the configuration file), 3 completed
-//! with warnings, 4 damage found (`check`, `repair`). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
-//! error.
+//! with warnings, 4 damage found (`check`, `repair`). `diff` exits like diff(1) instead: 0 no
+//! differences, 1 differences, 2 any error.
 
 /// `println!` for command output: a closed stdout is never a panic (see [`out`]).
 macro_rules! outln {
