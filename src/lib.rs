@@ -11,6 +11,7 @@ pub mod check;
 pub mod chunker;
 pub mod cli;
 pub mod compress;
+pub mod config;
 pub mod consolidate;
 pub mod content;
 pub mod diff;

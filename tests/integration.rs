@@ -5,6 +5,8 @@ mod common;
 mod integration {
     mod badinput;
     mod check;
+    mod completions;
+    mod config;
     mod crash;
     mod damage;
     mod dedup;
@@ -16,6 +18,7 @@ mod integration {
     mod man;
     mod mount;
     mod output;
+    mod progress;
     mod repair;
     mod restore;
     mod roundtrip;

@@ -1,9 +1,9 @@
 //! The command line: clap definitions, one small function per subcommand, human and `--json`
 //! output. The only module that writes to stdout.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings, 4 damage found
-//! (`check`, `repair`). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
-//! error.
+//! Exit codes: 0 success, 1 error, 2 usage error (clap, or the configuration file), 3 completed
+//! with warnings, 4 damage found (`check`, `repair`). `diff` exits like diff(1) instead: 0 no
+//! differences, 1 differences, 2 any error.
 
 /// `println!` for command output: a closed stdout is never a panic (see [`out`]).
 macro_rules! outln {
@@ -22,6 +22,8 @@ macro_rules! out {
 mod backup;
 mod cat;
 mod check;
+mod completions;
+mod config;
 mod consolidate;
 mod diff;
 mod find;
@@ -37,11 +39,12 @@ mod restore;
 mod snapshots;
 mod status;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::open::Open;
 use crate::ops;
@@ -73,6 +76,36 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    // The options below are listed after each command's own (display_order).
+    /// Configuration file [default: $XDG_CONFIG_HOME/strata/config.toml, i.e. ~/.config/strata/config.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_CONFIG",
+        value_name = "FILE",
+        display_order = 100
+    )]
+    pub config: Option<PathBuf>,
+    /// Progress display of backup, restore, check, repair and prune (auto: a bar on a terminal)
+    #[arg(
+        long,
+        long_help = "Progress display of backup, restore, check, repair and prune: a bar when \
+                     stderr is a terminal (auto); always (off a terminal, a plain line a second); \
+                     never; or json (JSON lines on stderr, at most four a second, and a last one \
+                     with \"done\": true). --progress alone means always",
+        global = true,
+        display_order = 101,
+        value_enum,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "auto",
+        default_missing_value = "always"
+    )]
+    pub progress: status::ProgressMode,
+    /// No progress display (overrides --progress)
+    #[arg(short, long, global = true, display_order = 102)]
+    pub quiet: bool,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -111,6 +144,10 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Restore a snapshot (or some of its paths) into a directory, with metadata, safely
     Restore(restore::RestoreArgs),
+    /// Show the effective configuration (file, environment, flags) and where each value comes from
+    Config(config::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
+    Completions(completions::CompletionsArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
@@ -145,31 +182,55 @@ impl HelpOrder for clap::Command {
     }
 }
 
-/// The clap command, for man page generation and tests.
+/// The clap command, every option with its environment variable ([`crate::config::with_env`]),
+/// for parsing, man page generation and tests; the configuration file is applied on top.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    crate::config::with_env(<Cli as clap::CommandFactory>::command())
+}
+
+/// Exit code for a usage error: a bad command line or configuration file.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Parses `args` with the configuration file applied.
+fn parse(args: &[OsString]) -> Result<crate::config::Parsed, i32> {
+    use crate::config::ParseError;
+    match crate::config::parse(command(), args, config::backup_source_name) {
+        Ok(p) => Ok(p),
+        Err(ParseError::Clap(e)) => {
+            let _ = e.print();
+            Err(e.exit_code())
+        }
+        Err(ParseError::Config(e)) => {
+            eprintln!("strata: {e}");
+            Err(EXIT_USAGE)
+        }
+    }
 }
 
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
     crate::memory::limit_malloc_arenas();
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let parsed = match parse(&args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return e.exit_code();
         }
     };
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let command = parsed.matches.subcommand_name().unwrap_or_default();
+    let mode = if cli.quiet {
+        status::ProgressMode::Never
+    } else {
+        cli.progress
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
-    match run(cli) {
+    status::configure(mode, command);
+    init_logging(cli.verbose);
+    match run(cli, &parsed) {
         Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
         Err(e) => {
@@ -177,6 +238,32 @@ pub fn main() -> i32 {
             EXIT_ERROR
         }
     }
+}
+
+/// Sets up `log` output on stderr: `-v` for more, `RUST_LOG` overrides. Messages go through
+/// [`status::LogWriter`] when a progress bar may be drawn, so that they do not tear it.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let mut b = env_logger::Builder::new();
+    if status::may_draw() {
+        // A pipe target gets no colour by default; stderr is a terminal here, as env_logger's
+        // own stderr target would have seen.
+        let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        b.target(env_logger::Target::Pipe(Box::new(status::LogWriter)))
+            .write_style(if plain {
+                env_logger::WriteStyle::Never
+            } else {
+                env_logger::WriteStyle::Always
+            });
+    }
+    b.parse_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
 }
 
 /// Standard output was closed by its reader (`strata backup | head`): later output is dropped.
@@ -206,7 +293,7 @@ fn repo_path(cli_repo: &Option<PathBuf>) -> PathBuf {
     cli_repo.clone().unwrap_or_else(repo::default_repo_path)
 }
 
-fn run(cli: Cli) -> Result<i32> {
+fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
     let path = repo_path(&cli.repo);
     match cli.command {
         Command::Init(a) => {
@@ -233,6 +320,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Consolidate(a) => consolidate::run(&path, a),
         Command::Prune(a) => prune::run(&path, a),
         Command::Restore(a) => ops::read_only(&path, |repo| restore::run(repo, a)),
+        Command::Config(a) => config::run(parsed, a),
+        Command::Completions(a) => completions::run(a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::json::{self, PruneJson};
 use super::output::human_size;
-use super::EXIT_OK;
+use super::{status, EXIT_OK};
 use crate::ops;
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
@@ -31,7 +31,14 @@ pub fn run(path: &Path, a: PruneArgs) -> Result<i32> {
 }
 
 fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
-    let stats = prune::prune(repo, &a.options)?;
+    let status = status::StatusLine::prune();
+    let opts = PruneOptions {
+        progress: status.progress(),
+        ..a.options.clone()
+    };
+    let stats = prune::prune(repo, &opts);
+    drop(status);
+    let stats = stats?;
     if a.json {
         outln!("{}", json::line(&PruneJson::new(&stats, a.options.dry_run)));
     } else {

@@ -9,9 +9,8 @@ use clap::Args;
 
 use super::json::{self, RestoreJson};
 use super::output::human_size;
-use super::{path_bytes, HelpOrder, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
+use super::{path_bytes, status, HelpOrder, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
 use crate::layers::View;
-use crate::progress::NoProgress;
 use crate::repo::Repo;
 use crate::restore::{self, ProblemKind, RestoreOptions, RestoreStats};
 use crate::{snapshot, Error, Result};
@@ -57,7 +56,10 @@ pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
         .chain(&a.path_opts)
         .map(|p| path_bytes(p).to_vec())
         .collect();
-    let stats = restore::restore(repo, &view, &paths, &a.options, &NoProgress)?;
+    let status = status::StatusLine::restore();
+    let stats = restore::restore(repo, &view, &paths, &a.options, &*status.progress().0);
+    drop(status);
+    let stats = stats?;
     let (target, dry_run) = (&a.options.target, a.options.dry_run);
     let r = if a.json {
         print_json(&snap.id.to_string(), target, dry_run, &stats)

@@ -32,6 +32,7 @@ use std::time::Instant;
 use crate::check::marker::{self, Origin};
 use crate::error::{Error, Result};
 use crate::forget::crash_point;
+use crate::progress::ProgressHandle;
 use crate::repo::Repo;
 
 /// Default repack threshold: packs less than 80% live are rewritten. Rewriting copies the live
@@ -69,6 +70,9 @@ pub struct PruneOptions {
                 what it reported first: prune deletes whatever no snapshot references)"
     )]
     pub force_after_damage: bool,
+    /// Where to report the stages and the bytes copied.
+    #[arg(skip)]
+    pub progress: ProgressHandle,
 }
 
 impl Default for PruneOptions {
@@ -77,6 +81,7 @@ impl Default for PruneOptions {
             dry_run: false,
             repack_threshold: DEFAULT_REPACK_THRESHOLD,
             force_after_damage: false,
+            progress: ProgressHandle::default(),
         }
     }
 }
@@ -134,8 +139,11 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     }
 
     // Mark.
+    let progress = &opts.progress.0;
+    progress.phase("Marking");
     let mut marked = mark::mark_layers(repo)?;
     stats.live_chunks = marked.live_chunks;
+    progress.phase("Scanning packs");
     let packs = mark::scan_packs(repo, &mut marked, &mut stats)?;
 
     // Sweep: decide per pack.
@@ -151,11 +159,13 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     sweep::remove_orphans(repo, &marked)?;
 
     // Rewrite: copy, finish, switch the index, flush, delete.
-    let repacked = repack::repack(repo, sweep.rewrite, &mut stats)?;
+    progress.phase("Rewriting packs");
+    let repacked = repack::repack(repo, sweep.rewrite, &mut stats, &**progress)?;
     crash_point("prune-after-pack");
     repack::switch_index(repo, &repacked, &sweep.delete)?;
     repo.flush()?;
     crash_point("prune-after-index");
+    progress.phase("Deleting packs");
     for (pid, _) in &repacked.done {
         repo.packs().delete(*pid)?;
         crash_point("prune-after-first-delete");

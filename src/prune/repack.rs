@@ -7,6 +7,7 @@ use super::sweep::{Repack, BATCH};
 use super::PruneStats;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
+use crate::progress::Progress;
 use crate::repo::keys::Location;
 use crate::repo::pack::{self, PackSink, RecordHeader, PACK_HEADER_LEN};
 use crate::repo::store::{Batch, Space};
@@ -27,13 +28,17 @@ pub(super) fn repack(
     repo: &Repo,
     rewrite: Vec<Repack>,
     stats: &mut PruneStats,
+    progress: &dyn Progress,
 ) -> Result<Repacked> {
     let mut out = Repacked::default();
     let mut copier: Option<Copier> = None;
+    progress.verify_total(rewrite.iter().flat_map(|p| &p.live).map(Rec::len).sum());
     for p in rewrite {
+        let bytes = p.live.iter().map(Rec::len).sum();
         let Some(copies) = verified_copies(repo, p.id, &p.live)? else {
             stats.packs_skipped += 1;
             stats.packs_rewritten -= 1;
+            progress.data_checked(bytes);
             continue;
         };
         for (id, bytes) in copies {
@@ -50,6 +55,7 @@ pub(super) fn repack(
             stats.records_copied += 1;
         }
         out.done.push((p.id, p.dead));
+        progress.data_checked(bytes);
     }
     if let Some(c) = copier.take() {
         out.moved.extend(c.finish()?);

@@ -144,6 +144,7 @@ impl Run<'_> {
         let r = self.leaf_inner(i, it, first, dirs);
         if it.role == Role::Leaf && it.entry.kind == Kind::File {
             self.chunks.release(&it.entry);
+            self.progress.file_restored(it.entry.size);
         }
         if let Err(msg) = r {
             self.problem(&it.rel, msg);

@@ -275,14 +275,17 @@ pub fn restore(
         Some(fsops::open_root(&opts.target).ctx("Opening restore target", &opts.target)?)
     };
     let mut uses: HashMap<ChunkId, u32> = HashMap::new();
+    let mut file_bytes = 0u64;
     for it in &plan.items {
         if it.role == Role::Leaf && it.entry.kind == Kind::File {
+            file_bytes += it.entry.size;
             for c in &it.entry.chunks {
                 *uses.entry(c.id).or_default() += 1;
             }
         }
     }
     let n = plan.items.len();
+    progress.restore_total(n as u64, file_bytes);
     let mut stats = RestoreStats::default();
     for r in &plan.refused {
         log::warn!("{}: {}", String::from_utf8_lossy(&r.rel), r.reason);
