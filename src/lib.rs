@@ -26,6 +26,7 @@ pub mod layers;
 pub mod listing;
 pub mod lookup;
 pub mod memory;
+pub mod metrics;
 pub mod mount;
 pub mod ops;
 pub mod progress;
