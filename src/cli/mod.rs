@@ -30,6 +30,7 @@ mod json;
 mod log;
 mod ls;
 mod man;
+mod metrics;
 mod mount;
 mod output;
 mod prune;
@@ -154,6 +155,9 @@ pub fn main() -> i32 {
     crate::memory::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--nagios") => {
+            return check::nagios_usage_error(&e);
+        }
         Err(e) => {
             let _ = e.print();
             return e.exit_code();
@@ -218,7 +222,7 @@ fn run(cli: Cli) -> Result<i32> {
             outln!("Created repository {}", path.display());
             Ok(EXIT_OK)
         }
-        Command::Backup(a) => backup::run(&path, cli.repo.is_none(), a),
+        Command::Backup(a) => metrics::backup(&path, cli.repo.is_none(), a),
         Command::Snapshots(a) => ops::read_only(&path, |repo| {
             snapshots::run(repo, a.source.as_deref(), a.json)?;
             Ok(EXIT_OK)
@@ -234,7 +238,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget::run(&path, a),
         Command::Consolidate(a) => consolidate::run(&path, a),
         Command::Prune(a) => prune::run(&path, a),
-        Command::Restore(a) => ops::read_only(&path, |repo| restore::run(repo, a)),
+        Command::Restore(a) => restore::run(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

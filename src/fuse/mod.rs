@@ -9,8 +9,11 @@
 //!   operation replies `EROFS`.
 //! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
 //!   (`FOPEN_KEEP_CACHE`), cached directory listings (`FOPEN_CACHE_DIR`) and negative lookups;
-//!   the top-level lists get one second. Files are opened without a round trip (zero-message
-//!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
+//!   the top-level lists get one second, `.strata/stats` none. Files are opened without a round
+//!   trip (zero-message opens: `open` answers `ENOSYS` once the kernel supports it) and `flush`
+//!   is never needed.
+//! - Counters: every request is counted and timed into the vfs's [`MountStats`] (relaxed
+//!   atomics only), which `.strata/stats` shows.
 
 mod awake;
 mod push;
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::consts::{
-    FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
+    FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
     FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
@@ -34,7 +37,9 @@ use fuser::{
 };
 use libc::c_int;
 
-use crate::vfs::{Attr, DirItem, FileKind, Vfs, VfsError, XattrReply};
+use crate::vfs::{
+    Attr, DirItem, FileKind, MountStats, Op, Timer, Vfs, VfsError, XattrReply, STATS_INO,
+};
 
 /// TTL of snapshot content (immutable).
 pub const TTL_CONTENT: Duration = Duration::from_secs(86_400);
@@ -56,12 +61,17 @@ pub fn errno(e: &VfsError) -> c_int {
     }
 }
 
-fn log_err(op: &str, e: &VfsError) -> c_int {
+/// Logs a failed request and counts an `EIO` reply; returns the errno.
+fn log_err(stats: &MountStats, op: &str, e: &VfsError) -> c_int {
     match e {
         VfsError::Corrupt { .. } | VfsError::Repo { .. } => log::error!("{op}: {e}"),
         _ => log::debug!("{op}: {e}"),
     }
-    errno(e)
+    let n = errno(e);
+    if n == libc::EIO {
+        stats.eio();
+    }
+    n
 }
 
 fn system_time(ns: i64) -> SystemTime {
@@ -114,7 +124,10 @@ pub fn file_attr(a: &Attr) -> FileAttr {
 }
 
 fn ttl(a: &Attr) -> Duration {
-    if a.immutable {
+    if a.ino == STATS_INO {
+        // Every open looks it up again, and so gets a fresh rendering.
+        Duration::ZERO
+    } else if a.immutable {
         TTL_CONTENT
     } else {
         TTL_LISTS
@@ -140,6 +153,15 @@ pub struct StrataFs {
     /// Other users may enter (`--allow-other`): the kernel must enforce stored POSIX ACLs as
     /// well as modes, so the mount announces ACL support or refuses to start serving.
     enforce_acls: bool,
+    /// `.strata/stats` opened with a handle (a kernel that sends `open`): the content each
+    /// handle reads, fixed for its life.
+    stats_handles: StatsHandles,
+}
+
+type StatsHandles = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
+
+fn lock_handles(h: &StatsHandles) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StrataFs {
@@ -175,7 +197,18 @@ impl StrataFs {
             awake: busy_poll.then(awake::Awake::start),
             pusher,
             enforce_acls,
+            stats_handles: Arc::default(),
         }
+    }
+
+    /// Counts a request of `op` and starts its clock.
+    fn begin(&self, op: Op) -> Timer {
+        self.vfs.stats().request(op)
+    }
+
+    /// The request `t` was answered.
+    fn end(&self, t: Timer) {
+        self.vfs.stats().done(t)
     }
 
     /// Marks the mount busy (keeps the CPUs from halting between requests; see [`awake`]).
@@ -255,56 +288,102 @@ impl Filesystem for StrataFs {
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         self.touch();
+        let t = self.begin(Op::Lookup);
         let name = name.as_bytes().to_vec();
-        self.spawn(move |vfs| match vfs.lookup(parent, &name) {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
-            Err(VfsError::NotFound) => match vfs.getattr(parent) {
-                // Negative entry (node id 0) cached like content: absent names stay absent.
-                Ok(p) if p.immutable => {
-                    let mut attr = file_attr(&p);
-                    attr.ino = 0;
-                    reply.entry(&TTL_CONTENT, &attr, 0)
-                }
-                _ => reply.error(libc::ENOENT),
-            },
-            Err(e) => reply.error(log_err("lookup", &e)),
+        self.spawn(move |vfs| {
+            match vfs.lookup(parent, &name) {
+                Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
+                Err(VfsError::NotFound) => match vfs.getattr(parent) {
+                    // Negative entry (node id 0) cached like content: absent names stay absent.
+                    Ok(p) if p.immutable => {
+                        let mut attr = file_attr(&p);
+                        attr.ino = 0;
+                        reply.entry(&TTL_CONTENT, &attr, 0)
+                    }
+                    _ => reply.error(libc::ENOENT),
+                },
+                Err(e) => reply.error(log_err(vfs.stats(), "lookup", &e)),
+            }
+            vfs.stats().done(t);
         });
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         self.touch();
+        let t = self.begin(Op::Getattr);
         match self.vfs.getattr(ino) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(log_err("getattr", &e)),
+            Ok(mut a) => {
+                // `fstat` of an open `.strata/stats`: the size of what that handle reads.
+                if let Some(d) = fh
+                    .filter(|_| ino == STATS_INO)
+                    .and_then(|fh| lock_handles(&self.stats_handles).get(&fh).cloned())
+                {
+                    a.size = d.len() as u64;
+                    a.blocks = a.size.div_ceil(512);
+                }
+                reply.attr(&ttl(&a), &file_attr(&a))
+            }
+            Err(e) => reply.error(log_err(self.vfs.stats(), "getattr", &e)),
         }
+        self.end(t);
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
         self.touch();
+        let t = self.begin(Op::Readlink);
         match self.vfs.readlink(ino) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(log_err("readlink", &e)),
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "readlink", &e)),
         }
+        self.end(t);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         self.touch();
+        let t = self.begin(Op::Open);
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.vfs.open_file(ino, write) {
+            // The handle keeps the content the lookup before this open rendered (the size the
+            // opener was told); direct I/O keeps it out of the page cache.
+            Ok(()) if ino == STATS_INO => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let data = self.vfs.stats_content().data;
+                lock_handles(&self.stats_handles).insert(fh, data);
+                reply.opened(fh, FOPEN_DIRECT_IO)
+            }
             // ENOSYS to a valid open means "no open needed" to a kernel with zero-message opens;
             // from then on it opens files itself (write opens fail on the `ro` mount: EROFS).
             Ok(()) if self.no_open => reply.error(libc::ENOSYS),
             Ok(()) => reply.opened(0, FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(log_err("open", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "open", &e)),
         }
+        self.end(t);
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let t = self.begin(Op::Release);
+        if ino == STATS_INO {
+            lock_handles(&self.stats_handles).remove(&fh);
+        }
+        reply.ok();
+        self.end(t);
     }
 
     fn read(
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
@@ -316,9 +395,21 @@ impl Filesystem for StrataFs {
         if (size as usize) < crate::vfs::STREAM_REQUEST {
             self.touch();
         }
+        let t = self.begin(Op::Read);
         if offset < 0 {
             reply.error(libc::EINVAL);
+            self.end(t);
             return;
+        }
+        if ino == STATS_INO {
+            if let Some(d) = lock_handles(&self.stats_handles).get(&fh).cloned() {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
+                let end = start.saturating_add(size as usize).min(d.len());
+                reply.data(&d[start..end]);
+                self.vfs.stats().served(end - start);
+                self.end(t);
+                return;
+            }
         }
         let pusher = if offset == 0 {
             self.pusher.clone()
@@ -331,12 +422,14 @@ impl Filesystem for StrataFs {
             let mut reply = Some(reply);
             let res = vfs.read_with(ino, offset as u64, size, |data| {
                 if let Some(r) = reply.take() {
-                    r.data(data)
+                    r.data(data);
+                    vfs.stats().served(data.len());
                 }
             });
             if let (Err(e), Some(r)) = (res, reply) {
-                r.error(log_err("read", &e))
+                r.error(log_err(vfs.stats(), "read", &e))
             }
+            vfs.stats().done(t);
             if let Some(p) = pusher {
                 p.after_read(vfs, ino);
             }
@@ -345,6 +438,7 @@ impl Filesystem for StrataFs {
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         self.touch();
+        let t = self.begin(Op::Opendir);
         // The listing is built on the first readdir, not here: when the kernel serves a cached
         // directory (FOPEN_CACHE_DIR) it never asks, and the work is skipped.
         match self.vfs.getattr(ino) {
@@ -358,8 +452,9 @@ impl Filesystem for StrataFs {
                 reply.opened(fh, flags)
             }
             Ok(_) => reply.error(libc::ENOTDIR),
-            Err(e) => reply.error(log_err("opendir", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "opendir", &e)),
         }
+        self.end(t);
     }
 
     fn readdir(
@@ -371,18 +466,22 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectory,
     ) {
         self.touch();
+        let t = self.begin(Op::Readdir);
         let dirs = self.dirs.clone();
-        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
-            Ok(items) => {
-                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                    let name = OsStr::from_bytes(&d.name);
-                    if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
-                        break;
+        self.spawn(move |vfs| {
+            match listing(vfs, &dirs, ino, fh) {
+                Ok(items) => {
+                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                        let name = OsStr::from_bytes(&d.name);
+                        if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(log_err(vfs.stats(), "readdir", &e)),
             }
-            Err(e) => reply.error(log_err("readdir", &e)),
+            vfs.stats().done(t);
         });
     }
 
@@ -395,19 +494,23 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         self.touch();
+        let t = self.begin(Op::Readdirplus);
         let dirs = self.dirs.clone();
-        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
-            Ok(items) => {
-                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                    let name = OsStr::from_bytes(&d.name);
-                    let attr = file_attr(&d.attr);
-                    if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
-                        break;
+        self.spawn(move |vfs| {
+            match listing(vfs, &dirs, ino, fh) {
+                Ok(items) => {
+                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                        let name = OsStr::from_bytes(&d.name);
+                        let attr = file_attr(&d.attr);
+                        if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(log_err(vfs.stats(), "readdirplus", &e)),
             }
-            Err(e) => reply.error(log_err("readdirplus", &e)),
+            vfs.stats().done(t);
         });
     }
 
@@ -419,15 +522,19 @@ impl Filesystem for StrataFs {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
+        let t = self.begin(Op::Releasedir);
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh);
         reply.ok();
+        self.end(t);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let t = self.begin(Op::Statfs);
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        self.end(t);
     }
 
     fn getxattr(
@@ -439,39 +546,49 @@ impl Filesystem for StrataFs {
         reply: ReplyXattr,
     ) {
         self.touch();
+        let t = self.begin(Op::Getxattr);
         let r = self
             .vfs
             .getxattr(ino, name.as_bytes())
             .and_then(|v| crate::vfs::xattr_reply(v, size));
-        reply_xattr(r, reply);
+        reply_xattr(self.vfs.stats(), r, reply);
+        self.end(t);
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
         self.touch();
+        let t = self.begin(Op::Listxattr);
         let r = self
             .vfs
             .listxattr(ino)
             .and_then(|v| crate::vfs::xattr_reply(v, size));
-        reply_xattr(r, reply);
+        reply_xattr(self.vfs.stats(), r, reply);
+        self.end(t);
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
         self.touch();
+        let t = self.begin(Op::Access);
         match self.vfs.getattr(ino) {
             Ok(_) if mask & libc::W_OK != 0 => reply.error(libc::EROFS),
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(log_err("access", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "access", &e)),
         }
+        self.end(t);
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        let t = self.begin(Op::Flush);
         // Nothing to flush on a read-only mount; ENOSYS tells the kernel to stop sending flush on
         // every close (it then treats flush as done).
         reply.error(libc::ENOSYS);
+        self.end(t);
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        let t = self.begin(Op::Fsync);
         reply.ok();
+        self.end(t);
     }
 
     // ----- every write-type operation: EROFS -----
@@ -494,7 +611,9 @@ impl Filesystem for StrataFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        let t = self.begin(Op::Setattr);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn mknod(
@@ -507,7 +626,9 @@ impl Filesystem for StrataFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let t = self.begin(Op::Mknod);
         erofs_entry(reply);
+        self.end(t);
     }
 
     fn mkdir(
@@ -519,15 +640,21 @@ impl Filesystem for StrataFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let t = self.begin(Op::Mkdir);
         erofs_entry(reply);
+        self.end(t);
     }
 
     fn unlink(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        let t = self.begin(Op::Unlink);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        let t = self.begin(Op::Rmdir);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn symlink(
@@ -538,7 +665,9 @@ impl Filesystem for StrataFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        let t = self.begin(Op::Symlink);
         erofs_entry(reply);
+        self.end(t);
     }
 
     fn rename(
@@ -551,7 +680,9 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyEmpty,
     ) {
+        let t = self.begin(Op::Rename);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn link(
@@ -562,7 +693,9 @@ impl Filesystem for StrataFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let t = self.begin(Op::Link);
         erofs_entry(reply);
+        self.end(t);
     }
 
     fn write(
@@ -577,7 +710,9 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
+        let t = self.begin(Op::Write);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn create(
@@ -590,7 +725,9 @@ impl Filesystem for StrataFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let t = self.begin(Op::Create);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn setxattr(
@@ -603,11 +740,15 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let t = self.begin(Op::Setxattr);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
+        let t = self.begin(Op::Removexattr);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn fallocate(
@@ -620,7 +761,9 @@ impl Filesystem for StrataFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
+        let t = self.begin(Op::Fallocate);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 
     fn copy_file_range(
@@ -636,15 +779,17 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
+        let t = self.begin(Op::CopyFileRange);
         reply.error(libc::EROFS);
+        self.end(t);
     }
 }
 
-fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
+fn reply_xattr(stats: &MountStats, r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
     match r {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
-        Err(e) => reply.error(log_err("xattr", &e)),
+        Err(e) => reply.error(log_err(stats, "xattr", &e)),
     }
 }
 

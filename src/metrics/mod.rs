@@ -540,6 +540,15 @@ impl Recorder {
         self.pending.borrow_mut().success = Some(success);
     }
 
+    /// A committed backup: its source, figures and warnings, and the repository after it.
+    pub fn backup(&self, repo: &Repo, out: &crate::backup::BackupOutcome) {
+        let s = &out.snapshot;
+        self.source(s.source.clone());
+        self.figures(Figures::Backup(BackupFigures::of(&s.stats)));
+        self.counts(out.warnings.len() as u64, 0);
+        self.repository(repo);
+    }
+
     /// Reads the repository's figures (only when enabled); a failure is logged and leaves the
     /// file's repository series as they were.
     pub fn repository(&self, repo: &Repo) {
@@ -570,7 +579,7 @@ impl Recorder {
     }
 
     /// Writes the metrics file for the run that ended with `exit`; nothing without a file.
-    pub fn finish(self, exit: &Result<i32>) -> Result<()> {
+    pub fn finish(&self, exit: &Result<i32>) -> Result<()> {
         match &self.file {
             Some(path) => file::update(path, &self.report(exit).changes()),
             None => Ok(()),

@@ -103,6 +103,7 @@ fn browse_a_repository_without_fuse() {
         [
             ".",
             "..",
+            ".strata",
             "latest",
             "snapshots",
             "changes",
