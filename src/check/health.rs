@@ -322,7 +322,7 @@ pub fn evaluate(
     if newest.is_empty() && opts.max_age.is_some() {
         found.push((Status::Critical, "no snapshots".into()));
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.dedup();
     let status = found.first().map_or(Status::Ok, |f| f.0);
     let mut findings: Vec<String> = found.into_iter().map(|f| f.1).collect();
