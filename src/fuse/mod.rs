@@ -17,6 +17,9 @@
 
 mod awake;
 mod push;
+mod session;
+
+pub use session::{detach, spawn_mount, tune_readahead, MountOptions};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -31,7 +34,7 @@ use fuser::consts::{
     FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
@@ -211,6 +214,13 @@ impl StrataFs {
         self.vfs.stats().done(t)
     }
 
+    /// Answers a write-type request of `op` (with `EROFS`), counted like any other.
+    fn refuse(&self, op: Op, reply: impl FnOnce()) {
+        let t = self.begin(op);
+        reply();
+        self.end(t);
+    }
+
     /// Marks the mount busy (keeps the CPUs from halting between requests; see [`awake`]).
     fn touch(&self) {
         if let Some(a) = &self.awake {
@@ -240,10 +250,6 @@ fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirI
         .unwrap_or_else(|e| e.into_inner())
         .insert(fh, items.clone());
     Ok(items)
-}
-
-fn erofs_entry(reply: ReplyEntry) {
-    reply.error(libc::EROFS);
 }
 
 impl Filesystem for StrataFs {
@@ -611,9 +617,7 @@ impl Filesystem for StrataFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        let t = self.begin(Op::Setattr);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Setattr, || reply.error(libc::EROFS));
     }
 
     fn mknod(
@@ -626,9 +630,7 @@ impl Filesystem for StrataFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let t = self.begin(Op::Mknod);
-        erofs_entry(reply);
-        self.end(t);
+        self.refuse(Op::Mknod, || reply.error(libc::EROFS));
     }
 
     fn mkdir(
@@ -640,21 +642,15 @@ impl Filesystem for StrataFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let t = self.begin(Op::Mkdir);
-        erofs_entry(reply);
-        self.end(t);
+        self.refuse(Op::Mkdir, || reply.error(libc::EROFS));
     }
 
     fn unlink(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
-        let t = self.begin(Op::Unlink);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Unlink, || reply.error(libc::EROFS));
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
-        let t = self.begin(Op::Rmdir);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Rmdir, || reply.error(libc::EROFS));
     }
 
     fn symlink(
@@ -665,9 +661,7 @@ impl Filesystem for StrataFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        let t = self.begin(Op::Symlink);
-        erofs_entry(reply);
-        self.end(t);
+        self.refuse(Op::Symlink, || reply.error(libc::EROFS));
     }
 
     fn rename(
@@ -680,9 +674,7 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyEmpty,
     ) {
-        let t = self.begin(Op::Rename);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Rename, || reply.error(libc::EROFS));
     }
 
     fn link(
@@ -693,9 +685,7 @@ impl Filesystem for StrataFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let t = self.begin(Op::Link);
-        erofs_entry(reply);
-        self.end(t);
+        self.refuse(Op::Link, || reply.error(libc::EROFS));
     }
 
     fn write(
@@ -710,9 +700,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let t = self.begin(Op::Write);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Write, || reply.error(libc::EROFS));
     }
 
     fn create(
@@ -725,9 +713,7 @@ impl Filesystem for StrataFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let t = self.begin(Op::Create);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Create, || reply.error(libc::EROFS));
     }
 
     fn setxattr(
@@ -740,15 +726,11 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let t = self.begin(Op::Setxattr);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Setxattr, || reply.error(libc::EROFS));
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        let t = self.begin(Op::Removexattr);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Removexattr, || reply.error(libc::EROFS));
     }
 
     fn fallocate(
@@ -761,9 +743,7 @@ impl Filesystem for StrataFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        let t = self.begin(Op::Fallocate);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::Fallocate, || reply.error(libc::EROFS));
     }
 
     fn copy_file_range(
@@ -779,9 +759,7 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
-        let t = self.begin(Op::CopyFileRange);
-        reply.error(libc::EROFS);
-        self.end(t);
+        self.refuse(Op::CopyFileRange, || reply.error(libc::EROFS));
     }
 }
 
@@ -790,167 +768,6 @@ fn reply_xattr(stats: &MountStats, r: Result<XattrReply, VfsError>, reply: Reply
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
         Err(e) => reply.error(log_err(stats, "xattr", &e)),
-    }
-}
-
-/// Options for [`spawn_mount`]. The `strata mount` options are these fields (clap), so the CLI
-/// fills them directly; `help` is the CLI's wording, the doc comments the library's. The default
-/// is the CLI's: busy polling and directory readahead on.
-#[derive(Clone, Debug, clap::Args)]
-pub struct MountOptions {
-    /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
-    /// stored modes and ACLs apply.
-    #[arg(
-        long,
-        help = "Let other users access the mount (stored permissions and POSIX ACLs are then \
-                enforced by the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)"
-    )]
-    pub allow_other: bool,
-    /// Worker threads for slow operations (0: 2 per CPU, at least 4).
-    #[arg(
-        long,
-        default_value_t = 0,
-        hide_default_value = true,
-        help = "Worker threads serving reads [default: 2 per CPU, at least 4]"
-    )]
-    pub threads: usize,
-    /// Keep the CPUs from halting while requests arrive (see the `awake` module).
-    #[arg(
-        long = "no-busy-poll",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not keep the CPUs awake while requests arrive. By default, during activity \
-                and for 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so \
-                that no CPU halts between requests: waking a halted CPU (a hypervisor exit on a \
-                VM) made each round trip ~4x slower here. Large (streaming) reads do not start \
-                it. It only takes CPU time nothing else wants; turn it off on battery or where \
-                idle CPU is billed"
-    )]
-    pub busy_poll: bool,
-    /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
-    #[arg(
-        long = "no-dir-readahead",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not push a directory's small files into the page cache ahead of readers. By \
-                default, when a file is read from its start, the next files of its directory (up \
-                to 1 MiB each, in a window that grows while the reader keeps going) are handed \
-                to the kernel, so that `diff -r`, `cp -r` or `grep -r` over many small files \
-                make no round trip per file"
-    )]
-    pub dir_readahead: bool,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            allow_other: false,
-            threads: 0,
-            busy_poll: true,
-            dir_readahead: true,
-        }
-    }
-}
-
-/// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
-/// returned session is dropped. `on_destroy` is signalled if the session ends first.
-pub fn spawn_mount(
-    vfs: Arc<Vfs>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-    on_destroy: Option<crossbeam_channel::Sender<()>>,
-) -> std::io::Result<fuser::BackgroundSession> {
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get() * 2)
-            .max(4)
-    } else {
-        opts.threads
-    };
-    let mut options = vec![
-        MountOption::RO,
-        MountOption::FSName("strata".into()),
-        MountOption::Subtype("strata".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-    ];
-    if opts.allow_other {
-        options.push(MountOption::AllowOther);
-        options.push(MountOption::DefaultPermissions);
-    }
-    let pusher = opts
-        .dir_readahead
-        .then(|| Arc::new(push::Pusher::start(vfs.clone())));
-    let fs = StrataFs::new(
-        vfs,
-        threads,
-        opts.busy_poll,
-        pusher.clone(),
-        opts.allow_other,
-        on_destroy,
-    );
-    let session = fuser::spawn_mount2(fs, mountpoint, &options)?;
-    if let Some(p) = pusher {
-        p.set_notifier(session.notifier());
-    }
-    Ok(session)
-}
-
-/// Detaches the mount at `mountpoint` from the filesystem tree (a lazy unmount): the mount
-/// point is at once a plain directory again and no new path leads into the mount, while files
-/// and directories already open in it stay usable for as long as the session keeps serving. The
-/// kernel ends the session (its device then reads `ENODEV`) when the last of them is closed.
-/// Root detaches with `umount2(MNT_DETACH)`; other users through `fusermount3 -u -z`.
-pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EPERM) {
-        return Err(err);
-    }
-    let mut last = err;
-    for bin in ["fusermount3", "fusermount"] {
-        match std::process::Command::new(bin)
-            .args(["-u", "-z", "-q", "--"])
-            .arg(mountpoint)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => {
-                last = std::io::Error::other(format!(
-                    "{bin} -u -z: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold
-/// sequential reads arrive as large requests. Needs root; failures are logged and ignored.
-pub fn tune_readahead(mountpoint: &Path, kb: u32) {
-    use std::os::unix::fs::MetadataExt;
-    let dev = match std::fs::metadata(mountpoint) {
-        Ok(m) => m.dev(),
-        Err(e) => {
-            log::debug!("Readahead not tuned: {e}");
-            return;
-        }
-    };
-    let p = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
-    );
-    match std::fs::write(&p, kb.to_string()) {
-        Ok(()) => log::info!("Readahead set to {kb} KiB ({p})"),
-        Err(e) => log::debug!("Readahead not tuned ({p}): {e}"),
     }
 }
 
