@@ -181,27 +181,21 @@ fn run_nagios(path: &Path, a: CheckArgs, rec: &Recorder) -> i32 {
         c.close();
         Ok::<_, Error>(h)
     }));
-    let (health, exit) = match judged {
-        Ok(Ok(h)) => {
-            let code = h.status.exit_code();
-            (h, Ok(code))
-        }
-        Ok(Err(e)) => (Health::unknown(&e.to_string()), Err(e)),
+    let (health, ran) = match judged {
+        Ok(Ok(h)) => (h, true),
+        Ok(Err(e)) => (Health::unknown(&e.to_string()), false),
         Err(_) => (
             Health::unknown("strata check failed unexpectedly (see the message above)"),
-            Ok(Status::Unknown.exit_code()),
+            false,
         ),
     };
     outln!("{}", health.line());
-    let exit = match exit {
-        // The plugin codes are not strata's: success is what the check found (recorded above).
-        Ok(code) => Ok(code),
-        Err(e) => {
-            rec.success(false);
-            Err(e)
-        }
-    };
-    if let Err(e) = rec.finish(&exit) {
+    // The plugin codes are not strata's: a check that ran succeeded when it found no damage
+    // (recorded above); one that did not run failed.
+    if !ran {
+        rec.success(false);
+    }
+    if let Err(e) = rec.finish(&Ok(health.status.exit_code())) {
         eprintln!("strata: {e}");
     }
     health.status.exit_code()
