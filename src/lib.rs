@@ -28,6 +28,7 @@ pub mod layers;
 pub mod listing;
 pub mod lookup;
 pub mod memory;
+pub mod metrics;
 pub mod mount;
 pub mod open;
 pub mod ops;

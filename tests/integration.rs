@@ -16,6 +16,7 @@ mod integration {
     mod lifecycle;
     mod lookup;
     mod man;
+    mod monitoring;
     mod mount;
     mod output;
     mod progress;

@@ -31,6 +31,7 @@
 
 mod damage;
 mod entries;
+pub mod health;
 mod index;
 mod interrupted;
 pub mod marker;
@@ -39,6 +40,7 @@ mod read;
 mod report;
 mod snapshots;
 
+pub use health::{Health, HealthOptions, Status};
 pub use metadata::record_differences;
 pub use read::{copy_db, open_copy, verify_with, DbCopy};
 pub use report::{CheckReport, CheckStats, DamagedFile, Problem, ProblemKind, Severity};

@@ -9,6 +9,7 @@ use super::json::{self, BackupJson, SnapshotJson};
 use super::output::human_size;
 use super::{status, EXIT_OK, EXIT_WARNINGS};
 use crate::backup::{self, BackupOptions, BackupOutcome};
+use crate::metrics::{MetricsOptions, Recorder};
 use crate::open::Open;
 use crate::ops;
 use crate::repo;
@@ -30,10 +31,13 @@ pub struct BackupArgs {
     /// After the backup, consolidate the snapshot into a full when its chain is deeper than N layers
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_chain: Option<u32>,
+    /// Where to write metrics
+    #[command(flatten)]
+    pub metrics: MetricsOptions,
 }
 
-/// Runs `strata backup`; `default_repo`: no `--repo` was given.
-pub fn run(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
+/// Runs `strata backup`; `default_repo`: no `--repo` was given. `rec` receives the outcome.
+pub fn run(path: &Path, default_repo: bool, a: BackupArgs, rec: &Recorder) -> Result<i32> {
     crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
@@ -47,7 +51,9 @@ pub fn run(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
             progress: status.progress(),
             ..a.options
         };
-        backup::backup(repo, &a.source, &opts)
+        let out = backup::backup(repo, &a.source, &opts)?;
+        rec.backup(repo, &out);
+        Ok(out)
     })?;
     print_result(&out, a.json);
     Ok(if out.warnings.is_empty() {

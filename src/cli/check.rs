@@ -3,12 +3,17 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
 
-use crate::check::{self, CheckOptions, CheckReport, CheckStats, Problem, ProblemKind, Severity};
+use crate::check::{
+    self, CheckOptions, CheckReport, CheckStats, DbCopy, Health, HealthOptions, Problem,
+    ProblemKind, Severity, Status,
+};
 use crate::id::SnapshotId;
+use crate::metrics::{CheckFigures, Command, Figures, MetricsOptions, Recorder};
 use crate::repair::{self, DroppedSnapshot, RepairOptions, RepairReport};
 use crate::repo::Repo;
 use crate::{Error, Result};
@@ -26,6 +31,17 @@ pub struct CheckArgs {
     /// Print the result as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
+    /// Print one Nagios/Icinga/Zabbix plugin line with performance data and exit 0 OK, 1
+    /// WARNING, 2 CRITICAL (damage, or a snapshot older than --max-age), 3 UNKNOWN (the check
+    /// could not run)
+    #[arg(long, conflicts_with = "json")]
+    pub nagios: bool,
+    /// Age limits for --nagios
+    #[command(flatten)]
+    pub health: HealthOptions,
+    /// Where to write metrics
+    #[command(flatten)]
+    pub metrics: MetricsOptions,
 }
 
 /// `strata repair`
@@ -38,21 +54,31 @@ pub struct RepairArgs {
     pub json: bool,
 }
 
-/// Runs `strata check`.
-pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
-    let CheckArgs { mut opts, json } = a;
+/// A check that ran: its report, and the repository (over check's private copy of the index)
+/// unless the index could not be opened at all.
+struct Checked {
+    report: CheckReport,
+    repo: Option<(Arc<Repo>, DbCopy)>,
+}
+
+impl Checked {
+    /// Lets go of the private copy: the database is not flushed (nothing to keep), only deleted.
+    fn close(self) {
+        if let Some((repo, copy)) = self.repo {
+            std::mem::forget(repo);
+            drop(copy);
+        }
+    }
+}
+
+/// Runs the check of the repository at `path`. An index that cannot be read at all is reported
+/// as check's only problem, in the report's own form; any other failure is an error.
+fn run_checked(path: &Path, opts: &mut CheckOptions) -> Result<Checked> {
     let (repo, copy) = match check::open_copy(path) {
         Ok(r) => r,
-        // Nothing else can be checked without the index; say so in the report's own form.
         Err(Error::IndexMissing(p)) => {
             let e = Error::IndexMissing(p);
-            return Ok(index_unusable(
-                ProblemKind::IndexMissing,
-                e,
-                path,
-                &opts,
-                json,
-            ));
+            return Ok(index_unusable(ProblemKind::IndexMissing, e));
         }
         Err(Error::IndexDamaged { detail, .. }) => {
             // The error names check's private copy; the user's repository is `path`.
@@ -60,34 +86,119 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
                 path: path.to_path_buf(),
                 detail,
             };
-            return Ok(index_unusable(
-                ProblemKind::IndexDamaged,
-                e,
-                path,
-                &opts,
-                json,
-            ));
+            return Ok(index_unusable(ProblemKind::IndexDamaged, e));
         }
         Err(e) => return Err(e),
     };
     let status = StatusLine::data("Verifying");
     opts.progress = status.progress();
-    let report = check::check(&repo, &opts);
+    let report = check::check(&repo, opts);
     drop(status);
-    let report = report?;
-    print_check(Some(&repo), &report, json);
-    record_check(path, &report, &opts);
+    match report {
+        Ok(report) => Ok(Checked {
+            report,
+            repo: Some((repo, copy)),
+        }),
+        Err(e) => {
+            Checked {
+                report: CheckReport::default(),
+                repo: Some((repo, copy)),
+            }
+            .close();
+            Err(e)
+        }
+    }
+}
+
+/// What follows every check: the damage marker, and (when the index opened) the lookup files.
+fn after_check(path: &Path, c: &Checked, opts: &CheckOptions) {
+    record_check(path, &c.report, opts);
     // The copy holds what the index holds: the lookup files are written anew from it, so that
     // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
-    if let Err(e) = crate::lookup::drop_tables(path) {
-        log::warn!("Could not remove the lookup tables: {e}");
-    } else {
-        crate::ops::publish_lookups(&repo, &[]);
+    if let Some((repo, _)) = &c.repo {
+        if let Err(e) = crate::lookup::drop_tables(path) {
+            log::warn!("Could not remove the lookup tables: {e}");
+        } else {
+            crate::ops::publish_lookups(repo, &[]);
+        }
     }
-    // The database is a private copy: nothing to flush, only to delete.
-    std::mem::forget(repo);
-    drop(copy);
-    Ok(check_code(&report))
+}
+
+/// Runs `strata check`.
+pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
+    let rec = Recorder::start(&a.metrics, Command::Check);
+    if a.nagios {
+        return Ok(run_nagios(path, a, &rec));
+    }
+    let CheckArgs { mut opts, json, .. } = a;
+    let exit = run_checked(path, &mut opts).map(|c| {
+        print_check(c.repo.as_ref().map(|r| &*r.0), &c.report, json);
+        after_check(path, &c, &opts);
+        record_metrics(&rec, &c);
+        let code = check_code(&c.report);
+        c.close();
+        code
+    });
+    super::metrics::finish(rec, exit)
+}
+
+/// The check's figures and the repository's, for the metrics file; damage is a failure.
+fn record_metrics(rec: &Recorder, c: &Checked) {
+    rec.figures(Figures::Check(CheckFigures::of(&c.report)));
+    let damage = c
+        .report
+        .problems
+        .iter()
+        .filter(|p| p.severity() == Severity::Damage)
+        .count() as u64;
+    rec.counts(c.report.problems.len() as u64 - damage, damage);
+    rec.success(!c.report.damaged());
+    if let Some((repo, _)) = &c.repo {
+        rec.repository(repo);
+    }
+}
+
+/// `check --nagios`: one plugin line, and a plugin exit code whatever happens — a failure to
+/// run the check (even a panic) is UNKNOWN, never another exit code.
+fn run_nagios(path: &Path, a: CheckArgs, rec: &Recorder) -> i32 {
+    let CheckArgs {
+        mut opts, health, ..
+    } = a;
+    let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let c = run_checked(path, &mut opts)?;
+        after_check(path, &c, &opts);
+        record_metrics(rec, &c);
+        let snapshots = match &c.repo {
+            Some((repo, _)) => repo.snapshots()?,
+            None => Vec::new(),
+        };
+        let bytes = match &c.repo {
+            Some((repo, _)) => Some(repo.packs().list()?.iter().map(|p| p.1).sum()),
+            None => None,
+        };
+        let now = crate::time::now_ns();
+        let h = check::health::evaluate(&c.report, &snapshots, bytes, now, &health);
+        c.close();
+        Ok::<_, Error>(h)
+    }));
+    let (health, ran) = match judged {
+        Ok(Ok(h)) => (h, true),
+        Ok(Err(e)) => (Health::unknown(&e.to_string()), false),
+        Err(_) => (
+            Health::unknown("strata check failed unexpectedly (see the message above)"),
+            false,
+        ),
+    };
+    outln!("{}", health.line());
+    // The plugin codes are not strata's: a check that ran succeeded when it found no damage
+    // (recorded above); one that did not run failed.
+    if !ran {
+        rec.success(false);
+    }
+    if let Err(e) = rec.finish(&Ok(health.status.exit_code())) {
+        eprintln!("strata: {e}");
+    }
+    health.status.exit_code()
 }
 
 /// Keeps the damage marker (which `prune` honours) in step with what this check found.
@@ -98,27 +209,22 @@ fn record_check(path: &Path, report: &CheckReport, opts: &CheckOptions) {
     }
 }
 
-/// Reports an index that cannot be read at all as check's only problem; exit code 4 (damage).
-fn index_unusable(
-    kind: ProblemKind,
-    e: Error,
-    path: &Path,
-    opts: &CheckOptions,
-    json: bool,
-) -> i32 {
-    let report = CheckReport {
-        problems: vec![Problem {
-            kind,
-            message: e.to_string(),
-            snapshot: None,
-            chunk: None,
-            pack: None,
-        }],
-        ..Default::default()
-    };
-    print_check(None, &report, json);
-    record_check(path, &report, opts);
-    EXIT_DAMAGE
+/// The report of an index that cannot be read at all: that is check's only problem, damage
+/// (exit code 4).
+fn index_unusable(kind: ProblemKind, e: Error) -> Checked {
+    Checked {
+        report: CheckReport {
+            problems: vec![Problem {
+                kind,
+                message: e.to_string(),
+                snapshot: None,
+                chunk: None,
+                pack: None,
+            }],
+            ..Default::default()
+        },
+        repo: None,
+    }
 }
 
 /// Runs `strata repair`.
@@ -580,4 +686,17 @@ fn write_repair_findings(out: &mut dyn Write, r: &RepairReport) -> std::io::Resu
         writeln!(out, "Snapshot {} cannot be rebuilt: {}", d.id, d.reason)?;
     }
     Ok(())
+}
+
+/// A usage error on a command line with `--nagios`: still one plugin line, UNKNOWN, and exit
+/// code 3 — a monitoring system reads clap's exit code 2 as CRITICAL.
+pub(super) fn nagios_usage_error(e: &clap::Error) -> i32 {
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("usage error")
+        .trim_start_matches("error: ");
+    outln!("{}", Health::unknown(&format!("Usage: {first}")).line());
+    Status::Unknown.exit_code()
 }

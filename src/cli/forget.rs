@@ -9,6 +9,7 @@ use clap::Args;
 use super::json::{self, DecisionJson, ForgetJson, PruneJson, RewriteJson};
 use super::EXIT_OK;
 use crate::forget::ForgetOptions;
+use crate::metrics::{Command, Figures, ForgetFigures, MetricsOptions, PruneFigures, Recorder};
 use crate::ops::{self, ForgetRunOptions};
 use crate::repo::Repo;
 use crate::retention::Policy;
@@ -32,14 +33,19 @@ pub struct ForgetArgs {
     /// Print as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
+    /// Where to write metrics
+    #[command(flatten)]
+    pub metrics: MetricsOptions,
 }
 
 /// Runs `strata forget`.
 pub fn run(path: &Path, a: ForgetArgs) -> Result<i32> {
-    ops::writing(path, |repo| forget_with(repo, a))
+    let rec = Recorder::start(&a.metrics, Command::Forget);
+    let exit = ops::writing(path, |repo| forget_with(repo, a, &rec));
+    super::metrics::finish(rec, exit)
 }
 
-fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
+fn forget_with(repo: &Arc<Repo>, a: ForgetArgs, rec: &Recorder) -> Result<i32> {
     let policy = (!a.keep.is_empty()).then_some(a.keep);
     if policy.is_none() && a.snapshots.is_empty() {
         return Err(Error::InvalidArgument(
@@ -55,6 +61,11 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs) -> Result<i32> {
         source: a.source,
     };
     let done = ops::forget_then_prune(repo, &explicit, &opts, &a.run)?;
+    rec.figures(Figures::Forget(ForgetFigures {
+        removed_snapshots: done.stats.as_ref().map_or(0, |s| s.forgotten),
+        prune: done.pruned.as_ref().map(|p| PruneFigures::of(p, false)),
+    }));
+    rec.repository(repo);
     if a.json {
         let out = ForgetJson {
             dry_run: a.run.dry_run,

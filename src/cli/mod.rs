@@ -32,6 +32,7 @@ mod json;
 mod log;
 mod ls;
 mod man;
+mod metrics;
 mod mount;
 mod output;
 mod prune;
@@ -196,6 +197,9 @@ fn parse(args: &[OsString]) -> Result<crate::config::Parsed, i32> {
     use crate::config::ParseError;
     match crate::config::parse(command(), args, config::backup_source_name) {
         Ok(p) => Ok(p),
+        Err(ParseError::Clap(e)) if e.use_stderr() && args.iter().any(|a| a == "--nagios") => {
+            Err(check::nagios_usage_error(&e))
+        }
         Err(ParseError::Clap(e)) => {
             let _ = e.print();
             Err(e.exit_code())
@@ -217,6 +221,9 @@ pub fn main() -> i32 {
     };
     let cli = match Cli::from_arg_matches(&parsed.matches) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--nagios") => {
+            return check::nagios_usage_error(&e);
+        }
         Err(e) => {
             let _ = e.print();
             return e.exit_code();
@@ -303,7 +310,7 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
             outln!("Created repository {}", path.display());
             Ok(EXIT_OK)
         }
-        Command::Backup(a) => backup::run(&path, cli.repo.is_none(), a),
+        Command::Backup(a) => metrics::backup(&path, cli.repo.is_none(), a),
         Command::Snapshots(a) => ops::read_only(&path, |repo| {
             snapshots::run(repo, a.source.as_deref(), a.json)?;
             Ok(EXIT_OK)
@@ -319,7 +326,7 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
         Command::Forget(a) => forget::run(&path, a),
         Command::Consolidate(a) => consolidate::run(&path, a),
         Command::Prune(a) => prune::run(&path, a),
-        Command::Restore(a) => ops::read_only(&path, |repo| restore::run(repo, a)),
+        Command::Restore(a) => restore::run(&path, a),
         Command::Config(a) => config::run(parsed, a),
         Command::Completions(a) => completions::run(a),
         Command::GenerateMan { dir } => {

@@ -9,6 +9,7 @@ use clap::Args;
 use super::json::{self, PruneJson};
 use super::output::human_size;
 use super::{status, EXIT_OK};
+use crate::metrics::{Command, Figures, MetricsOptions, PruneFigures, Recorder};
 use crate::ops;
 use crate::prune::{self, PruneOptions, PruneStats};
 use crate::repo::Repo;
@@ -23,14 +24,19 @@ pub struct PruneArgs {
     /// Print as JSON (format documented in README.md)
     #[arg(long)]
     pub json: bool,
+    /// Where to write metrics
+    #[command(flatten)]
+    pub metrics: MetricsOptions,
 }
 
 /// Runs `strata prune`.
 pub fn run(path: &Path, a: PruneArgs) -> Result<i32> {
-    ops::writing(path, |repo| prune_with(repo, a))
+    let rec = Recorder::start(&a.metrics, Command::Prune);
+    let exit = ops::writing(path, |repo| prune_with(repo, a, &rec));
+    super::metrics::finish(rec, exit)
 }
 
-fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
+fn prune_with(repo: &Arc<Repo>, a: PruneArgs, rec: &Recorder) -> Result<i32> {
     let status = status::StatusLine::prune();
     let opts = PruneOptions {
         progress: status.progress(),
@@ -39,6 +45,8 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs) -> Result<i32> {
     let stats = prune::prune(repo, &opts);
     drop(status);
     let stats = stats?;
+    rec.figures(Figures::Prune(PruneFigures::of(&stats, a.options.dry_run)));
+    rec.repository(repo);
     if a.json {
         outln!("{}", json::line(&PruneJson::new(&stats, a.options.dry_run)));
     } else {

@@ -11,6 +11,7 @@ use super::json::{self, RestoreJson};
 use super::output::human_size;
 use super::{path_bytes, status, HelpOrder, EXIT_ERROR, EXIT_OK, EXIT_WARNINGS};
 use crate::layers::View;
+use crate::metrics::{Command, Figures, MetricsOptions, Recorder, RestoreFigures};
 use crate::repo::Repo;
 use crate::restore::{self, ProblemKind, RestoreOptions, RestoreStats};
 use crate::{snapshot, Error, Result};
@@ -19,7 +20,7 @@ use crate::{snapshot, Error, Result};
 #[derive(Args, Debug)]
 #[command(help_order = &[
     "path_opts", "target", "includes", "excludes", "overwrite", "dry_run", "delete", "verify",
-    "fsync", "numeric_owner", "source", "threads", "json",
+    "fsync", "numeric_owner", "source", "threads", "json", "metrics_file",
 ])]
 pub struct RestoreArgs {
     /// Snapshot: id, unique id prefix, or `latest`
@@ -43,11 +44,20 @@ pub struct RestoreArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Where to write metrics
+    #[command(flatten)]
+    pub metrics: MetricsOptions,
 }
 
-/// Runs `strata restore`; the exit code is 1 when a path failed with an error, 3 when there were
-/// only conflicts or refused entries, else 0.
-pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
+/// Runs `strata restore` on the repository at `path`; the exit code is 1 when a path failed
+/// with an error, 3 when there were only conflicts or refused entries, else 0.
+pub fn run(path: &Path, a: RestoreArgs) -> Result<i32> {
+    let rec = Recorder::start(&a.metrics, Command::Restore);
+    let exit = crate::ops::read_only(path, |repo| restore_with(repo, a, &rec));
+    super::metrics::finish(rec, exit)
+}
+
+fn restore_with(repo: &Arc<Repo>, a: RestoreArgs, rec: &Recorder) -> Result<i32> {
     let snap = snapshot::find(repo, &a.snapshot, a.source.as_deref())?;
     let view = View::open(repo, &snap.id)?;
     let paths: Vec<Vec<u8>> = a
@@ -60,6 +70,18 @@ pub fn run(repo: &Arc<Repo>, a: RestoreArgs) -> Result<i32> {
     let stats = restore::restore(repo, &view, &paths, &a.options, &*status.progress().0);
     drop(status);
     let stats = stats?;
+    let errors = stats
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Error)
+        .count() as u64;
+    let warnings = (stats.conflicts.len() + stats.problems.len()) as u64 - errors;
+    rec.counts(warnings, errors);
+    rec.figures(Figures::Restore(RestoreFigures::of(
+        &stats,
+        a.options.dry_run,
+    )));
+    rec.repository(repo);
     let (target, dry_run) = (&a.options.target, a.options.dry_run);
     let r = if a.json {
         print_json(&snap.id.to_string(), target, dry_run, &stats)

@@ -9,11 +9,17 @@
 //!   operation replies `EROFS`.
 //! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
 //!   (`FOPEN_KEEP_CACHE`), cached directory listings (`FOPEN_CACHE_DIR`) and negative lookups;
-//!   the top-level lists get one second. Files are opened without a round trip (zero-message
-//!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
+//!   the top-level lists get one second, `.strata/stats` none. Files are opened without a round
+//!   trip (zero-message opens: `open` answers `ENOSYS` once the kernel supports it) and `flush`
+//!   is never needed.
+//! - Counters: every request is counted and timed into the vfs's [`MountStats`] (relaxed
+//!   atomics only), which `.strata/stats` shows.
 
 mod awake;
 mod push;
+mod session;
+
+pub use session::{detach, spawn_mount, tune_readahead, MountOptions};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,17 +30,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::consts::{
-    FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
+    FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
     FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
 use libc::c_int;
 
-use crate::vfs::{Attr, DirItem, FileKind, Vfs, VfsError, XattrReply};
+use crate::vfs::{
+    Attr, DirItem, FileKind, MountStats, Op, Timer, Vfs, VfsError, XattrReply, STATS_INO,
+};
 
 /// TTL of snapshot content (immutable).
 pub const TTL_CONTENT: Duration = Duration::from_secs(86_400);
@@ -56,12 +64,17 @@ pub fn errno(e: &VfsError) -> c_int {
     }
 }
 
-fn log_err(op: &str, e: &VfsError) -> c_int {
+/// Logs a failed request and counts an `EIO` reply; returns the errno.
+fn log_err(stats: &MountStats, op: &str, e: &VfsError) -> c_int {
     match e {
         VfsError::Corrupt { .. } | VfsError::Repo { .. } => log::error!("{op}: {e}"),
         _ => log::debug!("{op}: {e}"),
     }
-    errno(e)
+    let n = errno(e);
+    if n == libc::EIO {
+        stats.eio();
+    }
+    n
 }
 
 fn system_time(ns: i64) -> SystemTime {
@@ -114,7 +127,10 @@ pub fn file_attr(a: &Attr) -> FileAttr {
 }
 
 fn ttl(a: &Attr) -> Duration {
-    if a.immutable {
+    if a.ino == STATS_INO {
+        // Every open looks it up again, and so gets a fresh rendering.
+        Duration::ZERO
+    } else if a.immutable {
         TTL_CONTENT
     } else {
         TTL_LISTS
@@ -140,6 +156,15 @@ pub struct StrataFs {
     /// Other users may enter (`--allow-other`): the kernel must enforce stored POSIX ACLs as
     /// well as modes, so the mount announces ACL support or refuses to start serving.
     enforce_acls: bool,
+    /// `.strata/stats` opened with a handle (a kernel that sends `open`): the content each
+    /// handle reads, fixed for its life.
+    stats_handles: StatsHandles,
+}
+
+type StatsHandles = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
+
+fn lock_handles(h: &StatsHandles) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StrataFs {
@@ -175,7 +200,25 @@ impl StrataFs {
             awake: busy_poll.then(awake::Awake::start),
             pusher,
             enforce_acls,
+            stats_handles: Arc::default(),
         }
+    }
+
+    /// Counts a request of `op` and starts its clock.
+    fn begin(&self, op: Op) -> Timer {
+        self.vfs.stats().request(op)
+    }
+
+    /// The request `t` was answered.
+    fn end(&self, t: Timer) {
+        self.vfs.stats().done(t)
+    }
+
+    /// Answers a write-type request of `op` (with `EROFS`), counted like any other.
+    fn refuse(&self, op: Op, reply: impl FnOnce()) {
+        let t = self.begin(op);
+        reply();
+        self.end(t);
     }
 
     /// Marks the mount busy (keeps the CPUs from halting between requests; see [`awake`]).
@@ -207,10 +250,6 @@ fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirI
         .unwrap_or_else(|e| e.into_inner())
         .insert(fh, items.clone());
     Ok(items)
-}
-
-fn erofs_entry(reply: ReplyEntry) {
-    reply.error(libc::EROFS);
 }
 
 impl Filesystem for StrataFs {
@@ -255,56 +294,102 @@ impl Filesystem for StrataFs {
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         self.touch();
+        let t = self.begin(Op::Lookup);
         let name = name.as_bytes().to_vec();
-        self.spawn(move |vfs| match vfs.lookup(parent, &name) {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
-            Err(VfsError::NotFound) => match vfs.getattr(parent) {
-                // Negative entry (node id 0) cached like content: absent names stay absent.
-                Ok(p) if p.immutable => {
-                    let mut attr = file_attr(&p);
-                    attr.ino = 0;
-                    reply.entry(&TTL_CONTENT, &attr, 0)
-                }
-                _ => reply.error(libc::ENOENT),
-            },
-            Err(e) => reply.error(log_err("lookup", &e)),
+        self.spawn(move |vfs| {
+            match vfs.lookup(parent, &name) {
+                Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
+                Err(VfsError::NotFound) => match vfs.getattr(parent) {
+                    // Negative entry (node id 0) cached like content: absent names stay absent.
+                    Ok(p) if p.immutable => {
+                        let mut attr = file_attr(&p);
+                        attr.ino = 0;
+                        reply.entry(&TTL_CONTENT, &attr, 0)
+                    }
+                    _ => reply.error(libc::ENOENT),
+                },
+                Err(e) => reply.error(log_err(vfs.stats(), "lookup", &e)),
+            }
+            vfs.stats().done(t);
         });
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         self.touch();
+        let t = self.begin(Op::Getattr);
         match self.vfs.getattr(ino) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(log_err("getattr", &e)),
+            Ok(mut a) => {
+                // `fstat` of an open `.strata/stats`: the size of what that handle reads.
+                if let Some(d) = fh
+                    .filter(|_| ino == STATS_INO)
+                    .and_then(|fh| lock_handles(&self.stats_handles).get(&fh).cloned())
+                {
+                    a.size = d.len() as u64;
+                    a.blocks = a.size.div_ceil(512);
+                }
+                reply.attr(&ttl(&a), &file_attr(&a))
+            }
+            Err(e) => reply.error(log_err(self.vfs.stats(), "getattr", &e)),
         }
+        self.end(t);
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
         self.touch();
+        let t = self.begin(Op::Readlink);
         match self.vfs.readlink(ino) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(log_err("readlink", &e)),
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "readlink", &e)),
         }
+        self.end(t);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         self.touch();
+        let t = self.begin(Op::Open);
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.vfs.open_file(ino, write) {
+            // The handle keeps the content the lookup before this open rendered (the size the
+            // opener was told); direct I/O keeps it out of the page cache.
+            Ok(()) if ino == STATS_INO => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let data = self.vfs.stats_content().data;
+                lock_handles(&self.stats_handles).insert(fh, data);
+                reply.opened(fh, FOPEN_DIRECT_IO)
+            }
             // ENOSYS to a valid open means "no open needed" to a kernel with zero-message opens;
             // from then on it opens files itself (write opens fail on the `ro` mount: EROFS).
             Ok(()) if self.no_open => reply.error(libc::ENOSYS),
             Ok(()) => reply.opened(0, FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(log_err("open", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "open", &e)),
         }
+        self.end(t);
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let t = self.begin(Op::Release);
+        if ino == STATS_INO {
+            lock_handles(&self.stats_handles).remove(&fh);
+        }
+        reply.ok();
+        self.end(t);
     }
 
     fn read(
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
@@ -316,9 +401,21 @@ impl Filesystem for StrataFs {
         if (size as usize) < crate::vfs::STREAM_REQUEST {
             self.touch();
         }
+        let t = self.begin(Op::Read);
         if offset < 0 {
             reply.error(libc::EINVAL);
+            self.end(t);
             return;
+        }
+        if ino == STATS_INO {
+            if let Some(d) = lock_handles(&self.stats_handles).get(&fh).cloned() {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
+                let end = start.saturating_add(size as usize).min(d.len());
+                reply.data(&d[start..end]);
+                self.vfs.stats().served(end - start);
+                self.end(t);
+                return;
+            }
         }
         let pusher = if offset == 0 {
             self.pusher.clone()
@@ -331,12 +428,14 @@ impl Filesystem for StrataFs {
             let mut reply = Some(reply);
             let res = vfs.read_with(ino, offset as u64, size, |data| {
                 if let Some(r) = reply.take() {
-                    r.data(data)
+                    r.data(data);
+                    vfs.stats().served(data.len());
                 }
             });
             if let (Err(e), Some(r)) = (res, reply) {
-                r.error(log_err("read", &e))
+                r.error(log_err(vfs.stats(), "read", &e))
             }
+            vfs.stats().done(t);
             if let Some(p) = pusher {
                 p.after_read(vfs, ino);
             }
@@ -345,6 +444,7 @@ impl Filesystem for StrataFs {
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         self.touch();
+        let t = self.begin(Op::Opendir);
         // The listing is built on the first readdir, not here: when the kernel serves a cached
         // directory (FOPEN_CACHE_DIR) it never asks, and the work is skipped.
         match self.vfs.getattr(ino) {
@@ -358,8 +458,9 @@ impl Filesystem for StrataFs {
                 reply.opened(fh, flags)
             }
             Ok(_) => reply.error(libc::ENOTDIR),
-            Err(e) => reply.error(log_err("opendir", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "opendir", &e)),
         }
+        self.end(t);
     }
 
     fn readdir(
@@ -371,18 +472,22 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectory,
     ) {
         self.touch();
+        let t = self.begin(Op::Readdir);
         let dirs = self.dirs.clone();
-        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
-            Ok(items) => {
-                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                    let name = OsStr::from_bytes(&d.name);
-                    if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
-                        break;
+        self.spawn(move |vfs| {
+            match listing(vfs, &dirs, ino, fh) {
+                Ok(items) => {
+                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                        let name = OsStr::from_bytes(&d.name);
+                        if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(log_err(vfs.stats(), "readdir", &e)),
             }
-            Err(e) => reply.error(log_err("readdir", &e)),
+            vfs.stats().done(t);
         });
     }
 
@@ -395,19 +500,23 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         self.touch();
+        let t = self.begin(Op::Readdirplus);
         let dirs = self.dirs.clone();
-        self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
-            Ok(items) => {
-                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                    let name = OsStr::from_bytes(&d.name);
-                    let attr = file_attr(&d.attr);
-                    if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
-                        break;
+        self.spawn(move |vfs| {
+            match listing(vfs, &dirs, ino, fh) {
+                Ok(items) => {
+                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
+                        let name = OsStr::from_bytes(&d.name);
+                        let attr = file_attr(&d.attr);
+                        if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(log_err(vfs.stats(), "readdirplus", &e)),
             }
-            Err(e) => reply.error(log_err("readdirplus", &e)),
+            vfs.stats().done(t);
         });
     }
 
@@ -419,15 +528,19 @@ impl Filesystem for StrataFs {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
+        let t = self.begin(Op::Releasedir);
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh);
         reply.ok();
+        self.end(t);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let t = self.begin(Op::Statfs);
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        self.end(t);
     }
 
     fn getxattr(
@@ -439,39 +552,49 @@ impl Filesystem for StrataFs {
         reply: ReplyXattr,
     ) {
         self.touch();
+        let t = self.begin(Op::Getxattr);
         let r = self
             .vfs
             .getxattr(ino, name.as_bytes())
             .and_then(|v| crate::vfs::xattr_reply(v, size));
-        reply_xattr(r, reply);
+        reply_xattr(self.vfs.stats(), r, reply);
+        self.end(t);
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
         self.touch();
+        let t = self.begin(Op::Listxattr);
         let r = self
             .vfs
             .listxattr(ino)
             .and_then(|v| crate::vfs::xattr_reply(v, size));
-        reply_xattr(r, reply);
+        reply_xattr(self.vfs.stats(), r, reply);
+        self.end(t);
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
         self.touch();
+        let t = self.begin(Op::Access);
         match self.vfs.getattr(ino) {
             Ok(_) if mask & libc::W_OK != 0 => reply.error(libc::EROFS),
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(log_err("access", &e)),
+            Err(e) => reply.error(log_err(self.vfs.stats(), "access", &e)),
         }
+        self.end(t);
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        let t = self.begin(Op::Flush);
         // Nothing to flush on a read-only mount; ENOSYS tells the kernel to stop sending flush on
         // every close (it then treats flush as done).
         reply.error(libc::ENOSYS);
+        self.end(t);
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        let t = self.begin(Op::Fsync);
         reply.ok();
+        self.end(t);
     }
 
     // ----- every write-type operation: EROFS -----
@@ -494,7 +617,7 @@ impl Filesystem for StrataFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Setattr, || reply.error(libc::EROFS));
     }
 
     fn mknod(
@@ -507,7 +630,7 @@ impl Filesystem for StrataFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        erofs_entry(reply);
+        self.refuse(Op::Mknod, || reply.error(libc::EROFS));
     }
 
     fn mkdir(
@@ -519,15 +642,15 @@ impl Filesystem for StrataFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        erofs_entry(reply);
+        self.refuse(Op::Mkdir, || reply.error(libc::EROFS));
     }
 
     fn unlink(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Unlink, || reply.error(libc::EROFS));
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Rmdir, || reply.error(libc::EROFS));
     }
 
     fn symlink(
@@ -538,7 +661,7 @@ impl Filesystem for StrataFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        erofs_entry(reply);
+        self.refuse(Op::Symlink, || reply.error(libc::EROFS));
     }
 
     fn rename(
@@ -551,7 +674,7 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Rename, || reply.error(libc::EROFS));
     }
 
     fn link(
@@ -562,7 +685,7 @@ impl Filesystem for StrataFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        erofs_entry(reply);
+        self.refuse(Op::Link, || reply.error(libc::EROFS));
     }
 
     fn write(
@@ -577,7 +700,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Write, || reply.error(libc::EROFS));
     }
 
     fn create(
@@ -590,7 +713,7 @@ impl Filesystem for StrataFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Create, || reply.error(libc::EROFS));
     }
 
     fn setxattr(
@@ -603,11 +726,11 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Setxattr, || reply.error(libc::EROFS));
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Removexattr, || reply.error(libc::EROFS));
     }
 
     fn fallocate(
@@ -620,7 +743,7 @@ impl Filesystem for StrataFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::Fallocate, || reply.error(libc::EROFS));
     }
 
     fn copy_file_range(
@@ -636,176 +759,15 @@ impl Filesystem for StrataFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
-        reply.error(libc::EROFS);
+        self.refuse(Op::CopyFileRange, || reply.error(libc::EROFS));
     }
 }
 
-fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
+fn reply_xattr(stats: &MountStats, r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
     match r {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
-        Err(e) => reply.error(log_err("xattr", &e)),
-    }
-}
-
-/// Options for [`spawn_mount`]. The `strata mount` options are these fields (clap), so the CLI
-/// fills them directly; `help` is the CLI's wording, the doc comments the library's. The default
-/// is the CLI's: busy polling and directory readahead on.
-#[derive(Clone, Debug, clap::Args)]
-pub struct MountOptions {
-    /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
-    /// stored modes and ACLs apply.
-    #[arg(
-        long,
-        help = "Let other users access the mount (stored permissions and POSIX ACLs are then \
-                enforced by the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)"
-    )]
-    pub allow_other: bool,
-    /// Worker threads for slow operations (0: 2 per CPU, at least 4).
-    #[arg(
-        long,
-        default_value_t = 0,
-        hide_default_value = true,
-        help = "Worker threads serving reads [default: 2 per CPU, at least 4]"
-    )]
-    pub threads: usize,
-    /// Keep the CPUs from halting while requests arrive (see the `awake` module).
-    #[arg(
-        long = "no-busy-poll",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not keep the CPUs awake while requests arrive. By default, during activity \
-                and for 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so \
-                that no CPU halts between requests: waking a halted CPU (a hypervisor exit on a \
-                VM) made each round trip ~4x slower here. Large (streaming) reads do not start \
-                it. It only takes CPU time nothing else wants; turn it off on battery or where \
-                idle CPU is billed"
-    )]
-    pub busy_poll: bool,
-    /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
-    #[arg(
-        long = "no-dir-readahead",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not push a directory's small files into the page cache ahead of readers. By \
-                default, when a file is read from its start, the next files of its directory (up \
-                to 1 MiB each, in a window that grows while the reader keeps going) are handed \
-                to the kernel, so that `diff -r`, `cp -r` or `grep -r` over many small files \
-                make no round trip per file"
-    )]
-    pub dir_readahead: bool,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            allow_other: false,
-            threads: 0,
-            busy_poll: true,
-            dir_readahead: true,
-        }
-    }
-}
-
-/// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
-/// returned session is dropped. `on_destroy` is signalled if the session ends first.
-pub fn spawn_mount(
-    vfs: Arc<Vfs>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-    on_destroy: Option<crossbeam_channel::Sender<()>>,
-) -> std::io::Result<fuser::BackgroundSession> {
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get() * 2)
-            .max(4)
-    } else {
-        opts.threads
-    };
-    let mut options = vec![
-        MountOption::RO,
-        MountOption::FSName("strata".into()),
-        MountOption::Subtype("strata".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-    ];
-    if opts.allow_other {
-        options.push(MountOption::AllowOther);
-        options.push(MountOption::DefaultPermissions);
-    }
-    let pusher = opts
-        .dir_readahead
-        .then(|| Arc::new(push::Pusher::start(vfs.clone())));
-    let fs = StrataFs::new(
-        vfs,
-        threads,
-        opts.busy_poll,
-        pusher.clone(),
-        opts.allow_other,
-        on_destroy,
-    );
-    let session = fuser::spawn_mount2(fs, mountpoint, &options)?;
-    if let Some(p) = pusher {
-        p.set_notifier(session.notifier());
-    }
-    Ok(session)
-}
-
-/// Detaches the mount at `mountpoint` from the filesystem tree (a lazy unmount): the mount
-/// point is at once a plain directory again and no new path leads into the mount, while files
-/// and directories already open in it stay usable for as long as the session keeps serving. The
-/// kernel ends the session (its device then reads `ENODEV`) when the last of them is closed.
-/// Root detaches with `umount2(MNT_DETACH)`; other users through `fusermount3 -u -z`.
-pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EPERM) {
-        return Err(err);
-    }
-    let mut last = err;
-    for bin in ["fusermount3", "fusermount"] {
-        match std::process::Command::new(bin)
-            .args(["-u", "-z", "-q", "--"])
-            .arg(mountpoint)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => {
-                last = std::io::Error::other(format!(
-                    "{bin} -u -z: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold
-/// sequential reads arrive as large requests. Needs root; failures are logged and ignored.
-pub fn tune_readahead(mountpoint: &Path, kb: u32) {
-    use std::os::unix::fs::MetadataExt;
-    let dev = match std::fs::metadata(mountpoint) {
-        Ok(m) => m.dev(),
-        Err(e) => {
-            log::debug!("Readahead not tuned: {e}");
-            return;
-        }
-    };
-    let p = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
-    );
-    match std::fs::write(&p, kb.to_string()) {
-        Ok(()) => log::info!("Readahead set to {kb} KiB ({p})"),
-        Err(e) => log::debug!("Readahead not tuned ({p}): {e}"),
+        Err(e) => reply.error(log_err(stats, "xattr", &e)),
     }
 }
 

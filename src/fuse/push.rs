@@ -41,6 +41,7 @@ impl Pusher {
                             Ok(Ok(())) => {
                                 pushed += 1;
                                 bytes += size;
+                                vfs.stats().pushed(size);
                             }
                             // ENOENT: the kernel no longer knows the inode; nothing to do.
                             Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => {}

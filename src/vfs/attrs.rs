@@ -79,6 +79,22 @@ impl Vfs {
                     immutable: !matches!(k, VKey::Latest | VKey::SourceLatest(_)),
                 })
             }
+            VKey::StatsFile => {
+                let c = self.stats_content();
+                Ok(Attr {
+                    ino,
+                    kind: FileKind::File,
+                    perm: 0o444,
+                    nlink: 1,
+                    uid: self.opts.uid,
+                    gid: self.opts.gid,
+                    size: c.data.len() as u64,
+                    blocks: (c.data.len() as u64).div_ceil(512),
+                    mtime_ns: c.time_ns,
+                    rdev: 0,
+                    immutable: false,
+                })
+            }
             _ => Ok(self.virtual_dir_attr(ino, &list)),
         }
     }

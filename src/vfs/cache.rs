@@ -28,6 +28,9 @@ pub struct ChunkCache {
     locations: Arc<Locations>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Chunks read from the packs (verified) and their plaintext bytes, for the mount's stats.
+    reads: AtomicU64,
+    read_bytes: AtomicU64,
 }
 
 /// Memory of one cached entry besides its buffer, as malloc hands it out: the LRU node (key,
@@ -111,6 +114,8 @@ impl ChunkCache {
             locations: Arc::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +152,24 @@ impl ChunkCache {
         )
     }
 
+    /// Chunks read from the pack files and verified, and their plaintext bytes.
+    pub fn reads(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.read_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The bound on what the cache holds, in bytes (`--cache-size`).
+    pub fn capacity(&self) -> u64 {
+        self.cap_bytes
+    }
+
+    fn count_read(&self, bytes: usize) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.read_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     /// The verified plaintext of chunk `id`, from the cache or the repository; a loaded chunk
     /// is kept as `keep` says.
     pub fn get(&self, id: &ChunkId, keep: Keep) -> crate::Result<Arc<Vec<u8>>> {
@@ -171,6 +194,7 @@ impl ChunkCache {
             Arc::new(d)
         });
         if let Ok(d) = &res {
+            self.count_read(d.len());
             self.insert(*id, d, keep);
         }
         drop(guard);
@@ -222,7 +246,10 @@ impl ChunkCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let loc = self.location(id)?;
-        self.repo.read_record_append(id, &loc, out)
+        let before = out.len();
+        self.repo.read_record_append(id, &loc, out)?;
+        self.count_read(out.len() - before);
+        Ok(())
     }
 
     /// Reads chunk `id` into the smallest spare buffer it fits in, if any. A new buffer for the

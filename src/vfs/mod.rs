@@ -12,6 +12,7 @@
 //! /tags/<tag>/<name>                -> ../../snapshots/<name>
 //! /kinds/{full,incremental,differential}/<name> -> ../../snapshots/<name>
 //! /versions/<source>/<path>/<time>            each distinct version of a file (see versions.rs)
+//! /.strata/stats                              the mount's own counters (see stats.rs)
 //! ```
 //!
 //! Invariants: an inode number, once handed out, names the same object for the life of the `Vfs`
@@ -24,8 +25,8 @@
 //!
 //! Here: the inode table's use, lookup and readdir. Beside it: `names` (spelling and the inode
 //! keys), `types` (what callers get back), `attrs`, `read` (content and xattrs), `changes` (the
-//! `changes/` tree), `versions` (the `versions/` tree), and the caches (`cache`, `ahead`,
-//! `dirahead`).
+//! `changes/` tree), `versions` (the `versions/` tree), `stats` (the mount's counters and
+//! `.strata/stats`), and the caches (`cache`, `ahead`, `dirahead`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -39,12 +40,14 @@ mod changes;
 pub(crate) mod dirahead;
 mod names;
 mod read;
+mod stats;
 mod types;
 mod versions;
 
 pub use cache::{ChunkCache, Keep};
 pub use names::{encode_component, snapshot_name};
 pub use read::STREAM_REQUEST;
+pub use stats::{MountStats, Op, StatsContent, Timer};
 pub use types::{
     xattr_reply, Attr, DirItem, FileKind, VfsError, VfsOptions, VfsResult, XattrReply,
 };
@@ -75,6 +78,10 @@ const TAGS_INO: u64 = 4;
 const KINDS_INO: u64 = 5;
 const CHANGES_INO: u64 = 6;
 const VERSIONS_INO: u64 = 8;
+const STRATA_DIR_INO: u64 = 9;
+/// Inode number of `.strata/stats`: its content changes from one lookup to the next, so the
+/// FUSE adapter gives it no cache time and reads it with direct I/O when it can.
+pub const STATS_INO: u64 = 10;
 
 #[derive(Default)]
 struct SnapState {
@@ -98,6 +105,10 @@ pub struct Vfs {
     ahead: ahead::Ahead,
     histories: versions::HistoryCache,
     dirahead: Mutex<dirahead::DirAhead>,
+    /// The counters the FUSE adapter records into.
+    stats: MountStats,
+    /// The current content of `.strata/stats` (rendered at each lookup).
+    stats_content: Mutex<Option<StatsContent>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +133,8 @@ impl Vfs {
             VKey::Changes,
             VKey::Latest,
             VKey::Versions,
+            VKey::StrataDir,
+            VKey::StatsFile,
         ] {
             inodes.insert(Key::Virtual(k.clone()), Node::Virtual(k));
         }
@@ -136,6 +149,8 @@ impl Vfs {
             seq: Mutex::new(LruCache::new(SEQ_FILES)),
             histories: Default::default(),
             dirahead: Default::default(),
+            stats: MountStats::default(),
+            stats_content: Mutex::new(None),
         };
         vfs.refresh()?;
         Ok(vfs)
@@ -383,7 +398,15 @@ impl Vfs {
                         "kinds" => VKey::Kinds,
                         "changes" => VKey::Changes,
                         "versions" => VKey::Versions,
+                        ".strata" => VKey::StrataDir,
                         "latest" if !list.list.is_empty() => VKey::Latest,
+                        _ => return Err(VfsError::NotFound),
+                    },
+                    VKey::StrataDir => match s {
+                        "stats" => {
+                            self.refresh_stats();
+                            VKey::StatsFile
+                        }
                         _ => return Err(VfsError::NotFound),
                     },
                     VKey::Snapshots => return self.snapshot_root(&list, name, false),
@@ -425,7 +448,8 @@ impl Vfs {
                     | VKey::SourceLatest(_)
                     | VKey::SourceLink(..)
                     | VKey::TagLink(..)
-                    | VKey::KindLink(..) => return Err(VfsError::NotADirectory),
+                    | VKey::KindLink(..)
+                    | VKey::StatsFile => return Err(VfsError::NotADirectory),
                     VKey::Sources | VKey::Tags => return Err(VfsError::NotFound),
                     VKey::Versions => return self.versions_source(&list, s),
                 };
@@ -493,7 +517,9 @@ impl Vfs {
                 | VKey::Kinds
                 | VKey::Changes
                 | VKey::Versions
-                | VKey::Latest => ROOT_INO,
+                | VKey::Latest
+                | VKey::StrataDir => ROOT_INO,
+                VKey::StatsFile => STRATA_DIR_INO,
                 VKey::Source(_) => SOURCES_INO,
                 VKey::Tag(_) => TAGS_INO,
                 VKey::Kind(_) => KINDS_INO,
@@ -530,6 +556,7 @@ impl Vfs {
         match &*node {
             Node::Virtual(k) => match k {
                 VKey::Root => {
+                    names.push(b".strata".to_vec());
                     if !list.list.is_empty() {
                         names.push(b"latest".to_vec());
                     }
@@ -573,11 +600,13 @@ impl Vfs {
                         .filter(|s| s.snap.kind.name() == *kind)
                         .map(|s| s.name.as_bytes().to_vec()),
                 ),
+                VKey::StrataDir => names.push(b"stats".to_vec()),
                 VKey::Latest
                 | VKey::SourceLatest(_)
                 | VKey::SourceLink(..)
                 | VKey::TagLink(..)
-                | VKey::KindLink(..) => return Err(VfsError::NotADirectory),
+                | VKey::KindLink(..)
+                | VKey::StatsFile => return Err(VfsError::NotADirectory),
             },
             Node::Content {
                 snap,

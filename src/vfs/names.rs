@@ -50,6 +50,10 @@ pub(super) enum VKey {
     Kind(&'static str),
     KindLink(&'static str, String),
     Versions,
+    /// `.strata/`: the mount's own files.
+    StrataDir,
+    /// `.strata/stats`.
+    StatsFile,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -31,6 +31,15 @@ pub const STREAM_REQUEST: usize = 256 << 10;
 pub(super) const PACK_AHEAD: u64 = 32 << 20;
 pub(super) const PACK_AHEAD_STEP: u64 = 8 << 20;
 
+/// Up to `size` bytes of `data` at `offset` (fewer at its end).
+pub(super) fn slice_at(data: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = start.saturating_add(size as usize).min(data.len());
+    &data[start..end]
+}
+
 impl Vfs {
     /// Target of a symlink.
     pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
@@ -49,6 +58,7 @@ impl Vfs {
         match &*self.node(ino)? {
             Node::Content { entry, .. } if entry.kind == Kind::Dir => Err(VfsError::IsADirectory),
             Node::Virtual(VKey::Latest | VKey::SourceLatest(_)) => Err(VfsError::InvalidKind),
+            Node::Virtual(VKey::StatsFile) => Ok(()),
             Node::Virtual(_) | Node::Versions { .. } => Err(VfsError::IsADirectory),
             _ => Ok(()),
         }
@@ -72,10 +82,9 @@ impl Vfs {
     ) -> VfsResult<R> {
         let node = self.node(ino)?;
         match &*node {
-            Node::Deleted { data, .. } => {
-                let start = (offset as usize).min(data.len());
-                let end = start.saturating_add(size as usize).min(data.len());
-                Ok(out(&data[start..end]))
+            Node::Deleted { data, .. } => Ok(out(slice_at(data, offset, size))),
+            Node::Virtual(VKey::StatsFile) => {
+                Ok(out(slice_at(&self.stats_content().data, offset, size)))
             }
             Node::Content {
                 snap,

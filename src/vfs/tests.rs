@@ -105,6 +105,7 @@ fn browse_a_repository_without_fuse() {
         [
             ".",
             "..",
+            ".strata",
             "latest",
             "snapshots",
             "changes",

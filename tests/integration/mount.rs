@@ -139,6 +139,7 @@ fn check_scenario(s: &Scenario, mp: &Path) {
     assert_eq!(
         top,
         [
+            ".strata",
             "changes",
             "kinds",
             "latest",
