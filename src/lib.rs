@@ -20,6 +20,7 @@ pub mod fsio;
 pub mod fsmeta;
 pub mod fuse;
 pub mod history;
+pub mod hooks;
 pub mod id;
 pub mod layers;
 pub mod lookup;

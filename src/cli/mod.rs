@@ -124,7 +124,11 @@ pub struct InitArgs {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Directory to back up
-    pub source: PathBuf,
+    #[arg(
+        required_unless_present_any = ["stdin", "stdin_from_command"],
+        conflicts_with_all = ["stdin", "stdin_from_command"]
+    )]
+    pub source: Option<PathBuf>,
     /// What to back up and how
     #[command(flatten)]
     pub options: BackupOptions,
@@ -280,7 +284,26 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// `strata backup`, between its pre- and post-command.
 fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
+    let hooks = crate::hooks::Hooks {
+        pre: a.options.pre_command.clone(),
+        post: a.options.post_command.clone(),
+    };
+    let committed = |(code, id): &(i32, crate::id::SnapshotId)| crate::hooks::Committed {
+        id: *id,
+        warnings: *code == EXIT_WARNINGS,
+    };
+    let (code, _) = hooks.around(|| backup_and_report(path, default_repo, a), committed)?;
+    Ok(code)
+}
+
+/// The backup itself; the repository is closed when it returns.
+fn backup_and_report(
+    path: &Path,
+    default_repo: bool,
+    a: BackupArgs,
+) -> Result<(i32, crate::id::SnapshotId)> {
     crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
@@ -295,16 +318,17 @@ fn cmd_backup(path: &Path, default_repo: bool, a: BackupArgs) -> Result<i32> {
         progress: status.progress(),
         ..a.options
     };
-    let out = backup::backup(&repo, &a.source, &opts);
+    let out = backup::run(&repo, a.source.as_deref(), &opts);
     drop(status);
     ops::publish_lookups(&repo, &[]);
     let out = out?;
     output::backup_result(&out, a.json);
-    Ok(if out.warnings.is_empty() {
+    let code = if out.warnings.is_empty() {
         EXIT_OK
     } else {
         EXIT_WARNINGS
-    })
+    };
+    Ok((code, out.snapshot.id))
 }
 
 fn path_bytes(p: &Path) -> &[u8] {

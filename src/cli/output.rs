@@ -160,6 +160,7 @@ pub fn backup_result(out: &BackupOutcome, as_json: bool) {
         let v = BackupJson {
             snapshot: SnapshotJson::new(s),
             warnings: &out.warnings,
+            sqlite_copies: out.sqlite_copies.iter().map(|p| PathJson::new(p)).collect(),
         };
         outln!("{}", json::pretty(&v));
         return;
@@ -186,6 +187,15 @@ pub fn backup_result(out: &BackupOutcome, as_json: bool) {
         human_size(s.stats.stored_bytes),
         s.stats.elapsed_ms as f64 / 1000.0
     );
+    if !out.sqlite_copies.is_empty() {
+        outln!(
+            "sqlite: {} database(s) stored as consistent copies (SQLite backup API; their -wal, -shm and -journal files not stored):",
+            out.sqlite_copies.len()
+        );
+        for p in &out.sqlite_copies {
+            outln!("  {}", String::from_utf8_lossy(p));
+        }
+    }
     if !out.warnings.is_empty() {
         outln!("{} warning(s); see messages above", out.warnings.len());
     }

@@ -1,0 +1,464 @@
+//! Transaction-consistent copies of live SQLite databases. A database file read while its
+//! application writes is torn (pages from before and after a transaction), and its committed
+//! transactions may still sit in its `-wal` file. So a regular file that starts with SQLite's
+//! header is copied through SQLite's online backup API — under SQLite's own locking, while
+//! writers keep writing — into a private temporary directory, converted out of WAL mode (the
+//! copy then opens with `immutable=1` and no `-wal`), and that copy is stored in the database's
+//! place, with the original's metadata. Its `-wal`, `-shm` and `-journal` companions are not
+//! stored: next to a consistent copy, a stale `-wal` would be replayed into it when restored.
+//!
+//! Change detection: a copy's entry records, in place of a ctime (which strata uses for nothing
+//! but change detection), a stamp of the database's and its `-wal`'s metadata taken before the
+//! copy began ([`stamp`]). A later backup skips the database while that stamp still matches,
+//! since in WAL mode a commit moves only the `-wal`'s timestamps, not the database's.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+
+use super::pipeline::{Batcher, PackMsg};
+use super::reader::{chunk_stream, FileJob};
+use super::Shared;
+use crate::chunker::{ChunkError, Chunker};
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Result};
+use crate::fsmeta::{self, entry_from_meta};
+use crate::layers::join;
+
+/// The first 16 bytes of every SQLite 3 database file.
+pub(super) const HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// The files SQLite keeps next to a database `X`: `X-journal` (rollback journal), `X-shm` and
+/// `X-wal` (write-ahead log), in the byte order a directory listing is sorted in.
+pub(super) const COMPANIONS: [&[u8]; 3] = [b"-journal", b"-shm", b"-wal"];
+
+/// How long a copy waits for a lock on the source (a writer in rollback-journal mode holds its
+/// exclusive lock while it commits) before the database is read as a plain file instead.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Which databases may be copied: all but those `--no-sqlite-copy` names.
+pub(super) struct Policy {
+    off: globset::GlobSet,
+}
+
+impl Policy {
+    /// `patterns` are `--no-sqlite-copy` globs, matched as `--exclude` matches.
+    pub(super) fn new(patterns: &[String]) -> Result<Policy> {
+        Ok(Policy {
+            off: super::build_excludes(patterns).map_err(|e| match e {
+                Error::InvalidArgument(m) => {
+                    Error::InvalidArgument(m.replace("--exclude", "--no-sqlite-copy"))
+                }
+                other => other,
+            })?,
+        })
+    }
+
+    /// Whether the file at `rel` (relative to the source root) may be copied: neither its path,
+    /// its name, nor any directory above it (by path or name) matches a `--no-sqlite-copy` glob,
+    /// just as an excluded directory excludes everything under it.
+    pub(super) fn allows(&self, rel: &[u8]) -> bool {
+        if self.off.is_empty() {
+            return true;
+        }
+        let mut start = 0;
+        for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            if super::is_excluded(&self.off, &rel[..i], &rel[start..i]) {
+                return false;
+            }
+            start = i + 1;
+        }
+        !super::is_excluded(&self.off, rel, &rel[start..])
+    }
+}
+
+/// The path of `db`'s companion with `suffix` (one of [`COMPANIONS`]).
+pub(super) fn companion(db: &Path, suffix: &[u8]) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(std::ffi::OsStr::from_bytes(suffix));
+    PathBuf::from(p)
+}
+
+/// The `-wal` file next to `db` as lstat sees it, if there is one.
+pub(super) fn wal_state(db: &Path) -> Option<Entry> {
+    fs::symlink_metadata(companion(db, b"-wal"))
+        .ok()
+        .map(|m| entry_from_meta(&m))
+}
+
+/// The change-detection stamp of a database whose lstat is `db` and whose `-wal` is `wal`:
+/// what a copy's entry stores as its ctime. Any commit moves the database's ctime or size, or
+/// the `-wal`'s size, mtime, ctime or inode, and so the stamp.
+pub(super) fn stamp(db: &Entry, wal: Option<&Entry>) -> i64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"strata sqlite copy stamp 1");
+    h.update(&db.ctime_ns.to_le_bytes());
+    h.update(&db.size.to_le_bytes());
+    match wal {
+        Some(w) => {
+            h.update(&[1]);
+            for v in [w.size, w.mtime_ns as u64, w.ctime_ns as u64, w.ino] {
+                h.update(&v.to_le_bytes());
+            }
+        }
+        None => {
+            h.update(&[0]);
+        }
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    i64::from_le_bytes(b)
+}
+
+/// Whether a database stored as a copy (`old`) need not be copied again: its lstat `new` keeps
+/// the mtime, inode, owner and mode, and its stamp (with the `-wal` next to `path`) is the one
+/// the copy recorded. Sizes are not compared directly: the copy's size is its own.
+pub(super) fn copy_unchanged(old: &Entry, new: &Entry, path: &Path) -> bool {
+    old.kind == Kind::File
+        && new.kind == Kind::File
+        && old.mtime_ns == new.mtime_ns
+        && old.ino == new.ino
+        && old.mode == new.mode
+        && old.uid == new.uid
+        && old.gid == new.gid
+        && old.nlink == new.nlink
+        && old.ctime_ns == stamp(new, wal_state(path).as_ref())
+}
+
+/// Whether the file at `path` starts with SQLite's header. The descriptor is closed before any
+/// SQLite connection opens the file: closing a descriptor drops every POSIX lock this process
+/// holds on the file, SQLite's included.
+pub(super) fn is_sqlite(path: &Path) -> bool {
+    let open = |flags| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | flags)
+            .open(path)
+    };
+    let f: std::io::Result<File> = match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    };
+    let mut head = [0u8; 16];
+    f.and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == HEADER
+}
+
+/// Makes the copies, one at a time, in a private temporary directory (mode 0700, outside the
+/// source unless `TMPDIR` is inside it; the walk skips it either way). Copies are serialized so
+/// that the temporary space needed is that of the largest database, not of several.
+pub(super) struct Copier {
+    dir: tempfile::TempDir,
+    turn: Mutex<()>,
+    next: AtomicU64,
+    lock_wait: Duration,
+}
+
+/// A finished copy, removed (with any file SQLite left beside it) when dropped.
+pub(super) struct Copy {
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        remove_with_companions(&self.path);
+    }
+}
+
+fn remove_with_companions(path: &Path) {
+    let _ = fs::remove_file(path);
+    for suffix in COMPANIONS {
+        let _ = fs::remove_file(companion(path, suffix));
+    }
+}
+
+impl Copier {
+    /// Creates the temporary directory, in `TMPDIR` or `/tmp`.
+    pub(super) fn new() -> std::io::Result<Copier> {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-sqlite-")
+            .tempdir()?;
+        Ok(Copier {
+            dir,
+            turn: Mutex::new(()),
+            next: AtomicU64::new(0),
+            lock_wait: lock_wait(),
+        })
+    }
+
+    /// (device, inode) of the temporary directory, which a backup of a tree holding it skips.
+    pub(super) fn dir_id(&self) -> Option<(u64, u64)> {
+        fs::metadata(self.dir.path())
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Waits for the copier: held from the stamp before a copy until the copy is stored.
+    pub(super) fn turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the database at `src` with SQLite's online backup API (one step, so the copy is
+    /// one read transaction: every transaction committed before it began, none half) and
+    /// converts the copy to rollback-journal mode. Returns why not when it cannot.
+    pub(super) fn copy(&self, src: &Path) -> std::result::Result<Copy, String> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut copy = Copy {
+            path: self.dir.path().join(format!("copy-{n}.sqlite")),
+            size: 0,
+        };
+        copy_into(src, &copy.path, self.lock_wait)?;
+        copy.size = check_copy(&copy.path)?;
+        Ok(copy)
+    }
+}
+
+/// [`LOCK_WAIT`]; tests shorten it with `STRATA_TEST_SQLITE_LOCK_WAIT_MS` (test-hooks builds).
+fn lock_wait() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("STRATA_TEST_SQLITE_LOCK_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    LOCK_WAIT
+}
+
+fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result<(), String> {
+    let sql = |e: rusqlite::Error| e.to_string();
+    // Read-write when the file allows it (SQLite falls back to read-only otherwise), like any
+    // client of the database: a read-only connection cannot always open a WAL database.
+    let source = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    source.busy_timeout(lock_wait).map_err(sql)?;
+    let mut dest = Connection::open(dst).map_err(sql)?;
+    {
+        let backup = Backup::new(&source, &mut dest).map_err(sql)?;
+        let deadline = Instant::now() + lock_wait;
+        loop {
+            match backup.step(-1).map_err(sql)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                StepResult::Busy | StepResult::Locked if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                StepResult::Busy | StepResult::Locked => {
+                    return Err(format!(
+                        "it stayed locked for {} s",
+                        lock_wait.as_secs_f64()
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    source.close().map_err(|(_, e)| e.to_string())?;
+    // The copy's header still says WAL when the source is in WAL mode; in rollback mode it
+    // opens read-only and immutable without any file beside it.
+    let mode: String = dest
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(format!("its copy stayed in journal mode {mode}"));
+    }
+    dest.close().map_err(|(_, e)| e.to_string())
+}
+
+/// Checks that the finished copy is a rollback-journal database with nothing beside it; returns
+/// its size.
+fn check_copy(path: &Path) -> std::result::Result<u64, String> {
+    let mut head = [0u8; 20];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("reading its copy: {e}"))?;
+    if &head[..16] != HEADER || head[18] != 1 || head[19] != 1 {
+        return Err("its copy is not a rollback-journal database".into());
+    }
+    if companion(path, b"-wal").exists() {
+        return Err("its copy kept a -wal file".into());
+    }
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| format!("reading its copy: {e}"))
+}
+
+/// Copies the database `job` names and stores the copy's content; returns the entry to store in
+/// its place, or `None` when it is not a SQLite database or cannot be copied (then a warning
+/// names it, and the caller reads it as a plain file).
+pub(super) fn store_copy(
+    shared: &Shared,
+    pack: &mut Batcher<PackMsg>,
+    chunker: &mut Chunker,
+    job: &FileJob,
+) -> Result<Option<Entry>> {
+    if !is_sqlite(&job.path) {
+        return Ok(None);
+    }
+    let fallback = |why: &str| {
+        shared.warn(format!(
+            "SQLite database {} was not copied with SQLite's backup API ({why}); stored as read \
+             from the file, which is inconsistent if it was written meanwhile",
+            job.path.display()
+        ));
+        Ok(None)
+    };
+    let copier = match &shared.sqlite {
+        Ok(c) => c,
+        Err(why) => return fallback(why),
+    };
+    let _turn = copier.turn();
+    // The stamp is taken before the copy begins: whatever is committed after it moves the
+    // stamp, so the next backup copies again.
+    let started_ns = crate::time::clock_ns();
+    let Ok(meta) = fs::symlink_metadata(&job.path) else {
+        return Ok(None);
+    };
+    let db = entry_from_meta(&meta);
+    if db.kind != Kind::File || db.nlink != 1 {
+        return Ok(None);
+    }
+    let wal = wal_state(&job.path);
+    let racy =
+        fsmeta::racy(&db, started_ns) || wal.as_ref().is_some_and(|w| fsmeta::racy(w, started_ns));
+    let copy = match copier.copy(&job.path) {
+        Ok(c) => c,
+        Err(why) => return fallback(&why),
+    };
+    let file = match File::open(&copy.path) {
+        Ok(f) => f,
+        Err(e) => return fallback(&format!("reading its copy: {e}")),
+    };
+    let mut chunks = Vec::new();
+    match chunk_stream(shared, pack, chunker, &file, 0, &mut chunks) {
+        Ok(n) => shared
+            .counters
+            .read_bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+        Err(ChunkError::Read(e)) => return fallback(&format!("reading its copy: {e}")),
+        Err(ChunkError::Sink(e)) => return Err(e),
+    };
+    let mut e = job.entry.clone();
+    e.size = copy.size;
+    e.mtime_ns = db.mtime_ns;
+    e.mode = db.mode;
+    e.uid = db.uid;
+    e.gid = db.gid;
+    e.ino = db.ino;
+    e.nlink = db.nlink;
+    let stamp = stamp(&db, wal.as_ref());
+    // A commit in the same timestamp tick as the stamp might not move it: record a stamp no
+    // database has, so the next backup copies again.
+    e.ctime_ns = if racy { stamp.wrapping_add(1) } else { stamp };
+    e.chunks = chunks;
+    shared
+        .sqlite_copies
+        .lock()
+        .unwrap()
+        .push(join(&job.dir, &job.name));
+    Ok(Some(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(db: &Path, script: &str) {
+        let c = Connection::open(db).unwrap();
+        c.execute_batch(script).unwrap();
+    }
+
+    #[test]
+    fn policy_matches_paths_names_and_directories_above() {
+        let p = Policy::new(&["cache".into(), "*.db".into(), "srv/app/x.sqlite".into()]).unwrap();
+        assert!(p.allows(b"orders.sqlite"));
+        assert!(!p.allows(b"a/b/c.db"));
+        assert!(!p.allows(b"cache/orders.sqlite"));
+        assert!(!p.allows(b"x/cache/y/orders.sqlite"));
+        assert!(!p.allows(b"srv/app/x.sqlite"));
+        assert!(p.allows(b"srv/app/y.sqlite"));
+        assert!(Policy::new(&[]).unwrap().allows(b"anything"));
+        assert!(!Policy::new(&["*".into()]).unwrap().allows(b"a/b"));
+        let bad = Policy::new(&["[".into()]).err().unwrap().to_string();
+        assert!(bad.contains("--no-sqlite-copy"), "{bad}");
+    }
+
+    #[test]
+    fn stamp_moves_with_the_wal() {
+        let mut db = Entry::whiteout();
+        db.kind = Kind::File;
+        db.ctime_ns = 5;
+        db.size = 4096;
+        let mut wal = db.clone();
+        let a = stamp(&db, None);
+        assert_ne!(a, stamp(&db, Some(&wal)));
+        let b = stamp(&db, Some(&wal));
+        wal.mtime_ns += 1;
+        assert_ne!(b, stamp(&db, Some(&wal)));
+        db.size += 1;
+        assert_ne!(a, stamp(&db, None));
+    }
+
+    #[test]
+    fn copies_a_wal_database_into_rollback_mode_with_its_uncheckpointed_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("orders.sqlite");
+        // A connection that stays open keeps the WAL from being checkpointed on close.
+        let writer = Connection::open(&db).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+                 CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
+            )
+            .unwrap();
+        assert!(companion(&db, b"-wal").metadata().unwrap().len() > 0);
+        assert!(is_sqlite(&db));
+        let copier = Copier::new().unwrap();
+        let copy = copier.copy(&db).unwrap();
+        assert_eq!(copy.size, fs::metadata(&copy.path).unwrap().len());
+        let uri = format!("file:{}?immutable=1", copy.path.display());
+        let c = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3);
+        drop(c);
+        let path = copy.path.clone();
+        drop(copy);
+        assert!(!path.exists(), "a copy is removed when dropped");
+        drop(writer);
+        let dir = copier.dir.path().to_path_buf();
+        drop(copier);
+        assert!(!dir.exists(), "the temporary directory goes with the copier");
+    }
+
+    #[test]
+    fn a_file_that_only_looks_like_a_database_is_not_copied() {
+        let d = tempfile::tempdir().unwrap();
+        let fake = d.path().join("fake.sqlite");
+        let mut data = HEADER.to_vec();
+        data.extend(std::iter::repeat_n(0xa5u8, 8192));
+        fs::write(&fake, &data).unwrap();
+        assert!(is_sqlite(&fake));
+        let err = Copier::new().unwrap().copy(&fake).err().unwrap();
+        assert!(!err.is_empty());
+        let plain = d.path().join("plain");
+        fs::write(&plain, b"SQLite format 2").unwrap();
+        assert!(!is_sqlite(&plain));
+        sql(&d.path().join("real.db"), "CREATE TABLE t(x);");
+        assert!(is_sqlite(&d.path().join("real.db")));
+    }
+}
