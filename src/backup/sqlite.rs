@@ -15,7 +15,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -234,7 +234,13 @@ fn lock_wait() -> Duration {
 }
 
 fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result<(), String> {
-    let sql = |e: rusqlite::Error| e.to_string();
+    let locked = format!("it stayed locked for {} s", lock_wait.as_secs_f64());
+    let sql = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            locked.clone()
+        }
+        _ => e.to_string(),
+    };
     // Read-write when the file allows it (SQLite falls back to read-only otherwise), like any
     // client of the database: a read-only connection cannot always open a WAL database.
     let source = Connection::open_with_flags(
@@ -243,6 +249,16 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
     )
     .map_err(sql)?;
     source.busy_timeout(lock_wait).map_err(sql)?;
+    // One read transaction, opened here, which the backup step then uses: the source's header
+    // is read in it too. The descriptor that reads it stays open until the connection is
+    // closed, since closing any descriptor of the file would drop SQLite's locks on it.
+    source
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+        .map_err(sql)?;
+    let raw = File::open(src).map_err(|e| format!("reading its header: {e}"))?;
+    let mut header = [0u8; 100];
+    raw.read_exact_at(&mut header, 0)
+        .map_err(|e| format!("reading its header: {e}"))?;
     let mut dest = Connection::open(dst).map_err(sql)?;
     {
         let backup = Backup::new(&source, &mut dest).map_err(sql)?;
@@ -254,17 +270,14 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
                 StepResult::Busy | StepResult::Locked if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
-                StepResult::Busy | StepResult::Locked => {
-                    return Err(format!(
-                        "it stayed locked for {} s",
-                        lock_wait.as_secs_f64()
-                    ))
-                }
+                StepResult::Busy | StepResult::Locked => return Err(locked),
                 _ => {}
             }
         }
     }
+    source.execute_batch("COMMIT").map_err(sql)?;
     source.close().map_err(|(_, e)| e.to_string())?;
+    drop(raw);
     // The copy's header still says WAL when the source is in WAL mode; in rollback mode it
     // opens read-only and immutable without any file beside it.
     let mode: String = dest
@@ -273,7 +286,22 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(format!("its copy stayed in journal mode {mode}"));
     }
-    dest.close().map_err(|(_, e)| e.to_string())
+    dest.close().map_err(|(_, e)| e.to_string())?;
+    if header[18] == 1 && header[19] == 1 {
+        keep_source_counters(dst, &header).map_err(|e| format!("writing its copy: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Gives the copy of a rollback-journal database the source's change counter, the matching
+/// "version valid for" number and the source's SQLite version number (header bytes 24..28 and
+/// 92..100), which the copy's own commit set: the copy is then the source byte for byte
+/// whenever nobody wrote to it, and stores and compares as such. These fields only tell
+/// connections whether their cache is current.
+fn keep_source_counters(dst: &Path, header: &[u8; 100]) -> std::io::Result<()> {
+    let f = OpenOptions::new().write(true).open(dst)?;
+    f.write_all_at(&header[24..28], 24)?;
+    f.write_all_at(&header[92..100], 92)
 }
 
 /// Checks that the finished copy is a rollback-journal database with nothing beside it; returns
@@ -443,6 +471,42 @@ mod tests {
         let dir = copier.dir.path().to_path_buf();
         drop(copier);
         assert!(!dir.exists(), "the temporary directory goes with the copier");
+    }
+
+    #[test]
+    fn a_quiet_rollback_journal_database_is_copied_byte_for_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("orders.sqlite");
+        sql(
+            &db,
+            "PRAGMA page_size=1024; CREATE TABLE t(x, pad);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000)
+             INSERT INTO t SELECT i, randomblob(100) FROM n;
+             DELETE FROM t WHERE x % 7 = 0;",
+        );
+        let before = fs::read(&db).unwrap();
+        let copier = Copier::new().unwrap();
+        let copy = copier.copy(&db).unwrap();
+        assert_eq!(fs::read(&copy.path).unwrap(), before);
+        assert_eq!(fs::read(&db).unwrap(), before, "the source is left as it was");
+        for suffix in COMPANIONS {
+            assert!(!companion(&db, suffix).exists());
+        }
+    }
+
+    #[test]
+    fn a_locked_database_is_not_copied() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("orders.sqlite");
+        sql(&db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+        let mut copier = Copier::new().unwrap();
+        copier.lock_wait = Duration::from_millis(200);
+        let err = copier.copy(&db).err().unwrap();
+        assert_eq!(err, "it stayed locked for 0.2 s");
+        holder.execute_batch("COMMIT;").unwrap();
+        assert!(copier.copy(&db).is_ok());
     }
 
     #[test]
