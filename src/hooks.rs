@@ -176,8 +176,7 @@ mod tests {
         assert!(!r.unwrap());
         let r = hooks(d.path(), Some("true")).around(|| Ok(true), committed);
         assert!(r.unwrap());
-        let r = hooks(d.path(), Some("true"))
-            .around(|| Err::<bool, _>(Error::Aborted), committed);
+        let r = hooks(d.path(), Some("true")).around(|| Err::<bool, _>(Error::Aborted), committed);
         assert!(matches!(r, Err(Error::Aborted)));
         let mut ran = false;
         let r = hooks(d.path(), Some("exit 4")).around(
@@ -189,7 +188,10 @@ mod tests {
         );
         let msg = r.err().unwrap().to_string();
         assert!(!ran, "a failed pre-command stops the backup");
-        assert!(msg.contains("pre-command") && msg.contains("exited with status 4"), "{msg}");
+        assert!(
+            msg.contains("pre-command") && msg.contains("exited with status 4"),
+            "{msg}"
+        );
         assert!(msg.contains("nothing was backed up"), "{msg}");
         let lines = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = lines.lines().map(str::trim_end).collect();
@@ -215,9 +217,18 @@ mod tests {
             pre: None,
             post: Some("kill -9 $$".into()),
         };
-        let r = h.around(|| Ok(()), |_| Committed { id, warnings: false });
+        let r = h.around(
+            || Ok(()),
+            |_| Committed {
+                id,
+                warnings: false,
+            },
+        );
         let msg = r.err().unwrap().to_string();
         assert!(msg.contains("was killed by signal 9 (SIGKILL)"), "{msg}");
-        assert!(msg.contains(&format!("snapshot {} was committed and stays", id.short())), "{msg}");
+        assert!(
+            msg.contains(&format!("snapshot {} was committed and stays", id.short())),
+            "{msg}"
+        );
     }
 }

@@ -19,5 +19,6 @@ mod integration {
     mod repair;
     mod restore;
     mod roundtrip;
+    mod sqlite;
     mod stale;
 }

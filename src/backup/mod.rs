@@ -354,8 +354,9 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
     // Without a temporary directory for the copies, databases are read as plain files (each
     // with a warning).
     let copier = match source {
-        Some(_) => sqlite::Copier::new()
-            .map_err(|e| format!("no temporary directory for its copy: {e}")),
+        Some(_) => {
+            sqlite::Copier::new().map_err(|e| format!("no temporary directory for its copy: {e}"))
+        }
         None => Err("not a directory backup".into()),
     };
 

@@ -262,10 +262,10 @@ fn work_one(
     if let Some(entry) = super::sqlite::store_copy(shared, pack, chunker, &job)? {
         shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
         shared.progress.0.file_read(entry.size);
-        shared.counters.size_delta.fetch_add(
-            entry.size as i64 - job.entry.size as i64,
-            Ordering::Relaxed,
-        );
+        shared
+            .counters
+            .size_delta
+            .fetch_add(entry.size as i64 - job.entry.size as i64, Ordering::Relaxed);
         push_entry(shared, layer, job.dir, job.name, entry)?;
         for c in companions {
             // Not in this snapshot: a stale -wal or -journal beside the copy would corrupt it.

@@ -96,7 +96,9 @@ pub(super) fn wal_state(db: &Path) -> Option<Entry> {
 
 /// The change-detection stamp of a database whose lstat is `db` and whose `-wal` is `wal`:
 /// what a copy's entry stores as its ctime. Any commit moves the database's ctime or size, or
-/// the `-wal`'s size, mtime, ctime or inode, and so the stamp.
+/// the `-wal`'s size, mtime or inode, and so the stamp. Not the `-wal`'s ctime: SQLite running
+/// as root chowns the `-wal` to the database's owner each time it opens it, readers (and these
+/// copies) included, which moves its ctime without a change.
 pub(super) fn stamp(db: &Entry, wal: Option<&Entry>) -> i64 {
     let mut h = blake3::Hasher::new();
     h.update(b"strata sqlite copy stamp 1");
@@ -105,7 +107,7 @@ pub(super) fn stamp(db: &Entry, wal: Option<&Entry>) -> i64 {
     match wal {
         Some(w) => {
             h.update(&[1]);
-            for v in [w.size, w.mtime_ns as u64, w.ctime_ns as u64, w.ino] {
+            for v in [w.size, w.mtime_ns as u64, w.ino] {
                 h.update(&v.to_le_bytes());
             }
         }
@@ -293,15 +295,17 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
     Ok(())
 }
 
-/// Gives the copy of a rollback-journal database the source's change counter, the matching
-/// "version valid for" number and the source's SQLite version number (header bytes 24..28 and
+/// Gives the copy of a rollback-journal database the source's change counter, schema cookie,
+/// "version valid for" number and SQLite version number (header bytes 24..28, 40..44 and
 /// 92..100), which the copy's own commit set: the copy is then the source byte for byte
 /// whenever nobody wrote to it, and stores and compares as such. These fields only tell
-/// connections whether their cache is current.
+/// connections whether their caches are current; a new connection reads them afresh.
 fn keep_source_counters(dst: &Path, header: &[u8; 100]) -> std::io::Result<()> {
     let f = OpenOptions::new().write(true).open(dst)?;
-    f.write_all_at(&header[24..28], 24)?;
-    f.write_all_at(&header[92..100], 92)
+    for (start, end) in [(24, 28), (40, 44), (92, 100)] {
+        f.write_all_at(&header[start..end], start as u64)?;
+    }
+    Ok(())
 }
 
 /// Checks that the finished copy is a rollback-journal database with nothing beside it; returns
@@ -358,8 +362,10 @@ pub(super) fn store_copy(
         return Ok(None);
     }
     let wal = wal_state(&job.path);
-    let racy =
-        fsmeta::racy(&db, started_ns) || wal.as_ref().is_some_and(|w| fsmeta::racy(w, started_ns));
+    let racy = fsmeta::racy(&db, started_ns)
+        || wal
+            .as_ref()
+            .is_some_and(|w| w.mtime_ns + fsmeta::racy_window_ns(w) > started_ns);
     let copy = match copier.copy(&job.path) {
         Ok(c) => c,
         Err(why) => return fallback(&why),
@@ -432,6 +438,12 @@ mod tests {
         let a = stamp(&db, None);
         assert_ne!(a, stamp(&db, Some(&wal)));
         let b = stamp(&db, Some(&wal));
+        wal.ctime_ns += 1;
+        assert_eq!(
+            b,
+            stamp(&db, Some(&wal)),
+            "a chown of the -wal is no change"
+        );
         wal.mtime_ns += 1;
         assert_ne!(b, stamp(&db, Some(&wal)));
         db.size += 1;
@@ -461,7 +473,9 @@ mod tests {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
         )
         .unwrap();
-        let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 3);
         drop(c);
         let path = copy.path.clone();
@@ -470,7 +484,10 @@ mod tests {
         drop(writer);
         let dir = copier.dir.path().to_path_buf();
         drop(copier);
-        assert!(!dir.exists(), "the temporary directory goes with the copier");
+        assert!(
+            !dir.exists(),
+            "the temporary directory goes with the copier"
+        );
     }
 
     #[test]
@@ -479,7 +496,8 @@ mod tests {
         let db = d.path().join("orders.sqlite");
         sql(
             &db,
-            "PRAGMA page_size=1024; CREATE TABLE t(x, pad);
+            "PRAGMA page_size=1024; CREATE TABLE t(x, pad); CREATE INDEX tx ON t(x);
+             CREATE TABLE u(y); DROP TABLE u;
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000)
              INSERT INTO t SELECT i, randomblob(100) FROM n;
              DELETE FROM t WHERE x % 7 = 0;",
@@ -488,7 +506,11 @@ mod tests {
         let copier = Copier::new().unwrap();
         let copy = copier.copy(&db).unwrap();
         assert_eq!(fs::read(&copy.path).unwrap(), before);
-        assert_eq!(fs::read(&db).unwrap(), before, "the source is left as it was");
+        assert_eq!(
+            fs::read(&db).unwrap(),
+            before,
+            "the source is left as it was"
+        );
         for suffix in COMPANIONS {
             assert!(!companion(&db, suffix).exists());
         }

@@ -84,7 +84,14 @@ fn read_and_emit(
 ) -> Result<()> {
     let mut input = Opened::open(source)?;
     let mut chunks = Vec::new();
-    let read = match chunk_stream(shared, pack, &mut Chunker::new(), &mut input, 0, &mut chunks) {
+    let read = match chunk_stream(
+        shared,
+        pack,
+        &mut Chunker::new(),
+        &mut input,
+        0,
+        &mut chunks,
+    ) {
         Ok(n) => n,
         Err(e) => {
             let what = input.describe();
@@ -281,16 +288,13 @@ impl Running {
         if status.success() {
             return Ok(());
         }
-        let last = tail
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .and_then(|t| {
-                t.lines()
-                    .rev()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(str::to_string)
-            });
+        let last = tail.as_deref().map(String::from_utf8_lossy).and_then(|t| {
+            t.lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_string)
+        });
         Err(Error::CommandFailed {
             command: self.shown,
             status: crate::hooks::describe(status),
@@ -324,10 +328,14 @@ mod tests {
 
     #[test]
     fn a_failing_command_reports_its_status_and_last_error_line() {
-        let argv: Vec<OsString> = ["sh", "-c", "echo partial; echo 'first' >&2; echo 'dump: no' >&2; exit 3"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let argv: Vec<OsString> = [
+            "sh",
+            "-c",
+            "echo partial; echo 'first' >&2; echo 'dump: no' >&2; exit 3",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         let mut r = Running::spawn(&argv).unwrap();
         let mut out = Vec::new();
         r.stdout.as_mut().unwrap().read_to_end(&mut out).unwrap();
@@ -335,7 +343,10 @@ mod tests {
         let msg = r.finish().err().unwrap().to_string();
         assert!(msg.contains("`sh -c echo partial;"), "{msg}");
         assert!(msg.contains("exited with status 3"), "{msg}");
-        assert!(msg.ends_with("its standard error ended with: dump: no"), "{msg}");
+        assert!(
+            msg.ends_with("its standard error ended with: dump: no"),
+            "{msg}"
+        );
         let missing: Vec<OsString> = vec!["/nonexistent/dumper".into()];
         let msg = Running::spawn(&missing).err().unwrap().to_string();
         assert!(msg.contains("could not be started"), "{msg}");
