@@ -11,14 +11,17 @@ mod integration {
     mod diff;
     mod fulldisk;
     mod history;
+    mod hooks;
     mod lifecycle;
     mod lookup;
     mod man;
     mod mount;
     mod output;
+    mod postgres;
     mod repair;
     mod restore;
     mod roundtrip;
     mod sqlite;
     mod stale;
+    mod streams;
 }
