@@ -372,10 +372,25 @@ fn pg_dump_under_load_restores_from_the_mount_as_of_its_snapshot() {
         .unwrap();
     let out = with_timeout(CMD_TIMEOUT, move || restore.wait_with_output().unwrap());
     must(out, "pg_restore -j 4 from the mount");
-    // The same file through `latest` (the newest snapshot of any source).
-    assert!(m.path.join("latest/shop.dump").exists());
+    // One order as of the dump, without restoring the database (the README's shell line).
+    let dump_path = m.path.join("sources/pg-shop/latest/shop.dump");
+    let line = format!(
+        "{} -f - -a -t orders '{}' | awk -F'\\t' '$1 == 1042'",
+        c.bin.join("pg_restore").display(),
+        dump_path.display()
+    );
+    let row = must(
+        run(Command::new("sh").args(["-c", &line]), CMD_TIMEOUT),
+        &line,
+    );
     drop(m);
     assert_eq!(c.sql("shop_restored", CHECKSUM), expected);
+    let restored_row = c.sql(
+        "shop_restored",
+        "SELECT id || E'\\t' || customer || E'\\t' || status || E'\\t' || total FROM orders WHERE id = 1042",
+    );
+    let fields: Vec<&str> = row.trim().split('\t').collect();
+    assert_eq!(fields[..4].join("\t"), restored_row, "{row}");
     let counts: Vec<&str> = expected.split(' ').collect();
     let ledger = format!("{}:{}", counts[0], counts[1]);
     assert_eq!(counts[3], ledger, "the dump's snapshot keeps the invariant");
