@@ -43,9 +43,10 @@ INSERT INTO orders(customer, status, total, created, items)
          timestamptz '2025-01-01' + i * interval '30 seconds',
          jsonb_build_array(jsonb_build_object('sku', 'SKU-' || i % 4999, 'qty', i % 5 + 1,
                                               'price', (i % 9973) / 100.0))
-  FROM generate_series(1, $ORDERS) i;
-VACUUM ANALYZE;"
+  FROM generate_series(1, $ORDERS) i;"
+sql shop "VACUUM ANALYZE"
 sql postgres "CREATE DATABASE shop_uniform TEMPLATE shop"
+sql postgres "CREATE DATABASE shop_sparse TEMPLATE shop"
 
 # A day of trading: 1% new orders, the newest 2% shipped, 0.05% of the orders of the last month
 # (the newest 10%) amended, 0.5% of the customers updated.
@@ -59,8 +60,10 @@ UPDATE orders SET status = 'returned', total = 0
   WHERE id IN (SELECT $((ORDERS * 9 / 10)) + (random() * $((ORDERS / 10)))::bigint
                FROM generate_series(1, $((ORDERS / 2000))));
 UPDATE customers SET street = 'moved: ' || street WHERE id % 200 = 7;"
-# The same number of changed rows spread over the whole table: 3% of all orders updated.
+# 3% of all orders updated, spread over the whole table.
 UNIFORM="UPDATE orders SET status = 'audited' WHERE id % 33 = 5;"
+# A few old orders amended: 0.01% of all orders, anywhere in the table.
+SPARSE="UPDATE orders SET status = 'returned', total = 0 WHERE id % 10000 = 4321;"
 
 FORMATS=("-Fc" "-Fc -Z0" "-Fp")
 store() { # repo db format
@@ -69,22 +72,25 @@ store() { # repo db format
     python3 -c "import json,sys; v=json.load(open('$WORK/last.json')); s=v['stats'];
 print(v['size'], s['new_bytes'], s['stored_bytes'], s['elapsed_ms'])"
 }
-printf '%-16s %-9s %14s %14s %8s %14s\n' scenario format "day-2 dump" "new bytes" "new %" "stored bytes"
-for scenario in day uniform; do
-    db=shop; changes=$DAY
-    [ $scenario = uniform ] && { db=shop_uniform; changes=$UNIFORM; }
-    i=0
-    for f in "${FORMATS[@]}"; do
+printf '%-8s %-8s %12s %12s %12s %12s %7s %12s\n' scenario format "day-1 dump" "day-1 stored" \
+    "day-2 dump" "day-2 new" "new %" "day-2 stored"
+for scenario in day sparse uniform; do
+    case $scenario in
+        day) db=shop; changes=$DAY ;;
+        sparse) db=shop_sparse; changes=$SPARSE ;;
+        uniform) db=shop_uniform; changes=$UNIFORM ;;
+    esac
+    declare -A first=()
+    for i in "${!FORMATS[@]}"; do
         "$STRATA" --repo "$WORK/repo-$scenario-$i" init >/dev/null
-        store "$WORK/repo-$scenario-$i" "$db" "$f" >/dev/null
-        i=$((i + 1))
+        read -r size _ stored _ < <(store "$WORK/repo-$scenario-$i" "$db" "${FORMATS[$i]}")
+        first[$i]="$size $stored"
     done
     sql "$db" "$changes"
-    i=0
-    for f in "${FORMATS[@]}"; do
-        read -r size new stored ms < <(store "$WORK/repo-$scenario-$i" "$db" "$f")
-        printf '%-16s %-9s %14s %14s %7.1f%% %14s\n' "$scenario" "$f" "$size" "$new" \
-            "$(python3 -c "print($new * 100 / $size)")" "$stored"
-        i=$((i + 1))
+    for i in "${!FORMATS[@]}"; do
+        read -r size new stored _ < <(store "$WORK/repo-$scenario-$i" "$db" "${FORMATS[$i]}")
+        read -r size1 stored1 <<< "${first[$i]}"
+        printf '%-8s %-8s %12s %12s %12s %12s %6.1f%% %12s\n' "$scenario" "${FORMATS[$i]}" \
+            "$size1" "$stored1" "$size" "$new" "$(python3 -c "print($new * 100 / $size)")" "$stored"
     done
 done
