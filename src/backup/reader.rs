@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::pipeline::{store_chunk, Batcher, LayerMsg, PackMsg, LAYER_BATCH};
+use super::sqlite::{self, Sniff};
 use super::walker::Deferred;
 use super::Shared;
 use crate::chunker::{ChunkError, Chunker};
@@ -46,6 +47,8 @@ pub(super) struct Companion {
 enum ReadOutcome {
     Done,
     Vanished,
+    /// It starts with SQLite's header (only looked for when asked); nothing was stored.
+    Database,
 }
 
 fn open_noatime(path: &Path) -> std::io::Result<File> {
@@ -130,12 +133,14 @@ pub(super) fn chunk_stream(
     Ok(read)
 }
 
-/// Reads one file into `job.entry.chunks`, retrying while it changes under us.
+/// Reads one file into `job.entry.chunks`, retrying while it changes under us; with `detect`,
+/// stops at a SQLite database's header instead.
 fn read_file(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     chunker: &mut Chunker,
     job: &mut FileJob,
+    detect: bool,
 ) -> Result<ReadOutcome> {
     let mut waited_racy = false;
     let mut attempt = 0;
@@ -153,8 +158,12 @@ fn read_file(
             f.seek(SeekFrom::Start(start))
                 .ctx("Seeking in", &job.path)?;
             let reader = Prefetch::new(&f, start, end).take(end - start);
+            let reader = Sniff::new(reader, detect && start == 0);
             match chunk_stream(shared, pack, chunker, reader, start, &mut chunks) {
                 Ok(n) => read += n,
+                Err(ChunkError::Read(e)) if sqlite::is_header(&e) => {
+                    return Ok(ReadOutcome::Database)
+                }
                 Err(ChunkError::Read(e)) => return Err(e).ctx("Reading", &job.path),
                 Err(ChunkError::Sink(e)) => return Err(e),
             }
@@ -256,10 +265,17 @@ fn work_one(
     chunker: &mut Chunker,
     mut job: FileJob,
 ) -> Result<()> {
-    let Some(companions) = job.sqlite.take() else {
-        return read_one(shared, pack, layer, chunker, job);
+    let companions = job.sqlite.take();
+    let detect = companions.is_some();
+    let companions = companions.unwrap_or_default();
+    let Some(job) = read_one(shared, pack, layer, chunker, job, detect)? else {
+        // Read as a file (or skipped): its companions are files like any other.
+        for c in companions.into_iter().filter(|c| !c.unchanged) {
+            read_one(shared, pack, layer, chunker, c.job, false)?;
+        }
+        return Ok(());
     };
-    if let Some(entry) = super::sqlite::store_copy(shared, pack, chunker, &job)? {
+    if let Some(entry) = sqlite::store_copy(shared, pack, chunker, &job)? {
         shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
         shared.progress.0.file_read(entry.size);
         shared
@@ -280,9 +296,9 @@ fn work_one(
         }
         return Ok(());
     }
-    read_one(shared, pack, layer, chunker, job)?;
+    read_one(shared, pack, layer, chunker, job, false)?;
     for c in companions.into_iter().filter(|c| !c.unchanged) {
-        read_one(shared, pack, layer, chunker, c.job)?;
+        read_one(shared, pack, layer, chunker, c.job, false)?;
     }
     Ok(())
 }
@@ -301,16 +317,18 @@ fn push_entry(
     layer.push(LayerMsg { dir, name, entry }, 0)
 }
 
-/// Reads and stores one file as it is on disk.
+/// Reads and stores one file as it is on disk; with `detect`, hands a SQLite database back
+/// unread instead.
 fn read_one(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     layer: &mut Batcher<LayerMsg>,
     chunker: &mut Chunker,
     mut job: FileJob,
-) -> Result<()> {
+    detect: bool,
+) -> Result<Option<FileJob>> {
     let walked_size = job.entry.size;
-    let outcome = match read_file(shared, pack, chunker, &mut job) {
+    let outcome = match read_file(shared, pack, chunker, &mut job, detect) {
         Ok(o) => Some(o),
         Err(Error::Io {
             context,
@@ -323,6 +341,7 @@ fn read_one(
         Err(e) => return Err(e),
     };
     let entry = match outcome {
+        Some(ReadOutcome::Database) => return Ok(Some(job)),
         Some(ReadOutcome::Done) => {
             shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
             shared.progress.0.file_read(job.entry.size);
@@ -352,7 +371,7 @@ fn read_one(
             }
             shared.counters.skipped(walked_size);
             if !job.existed {
-                return Ok(());
+                return Ok(None);
             }
             // Not in this snapshot: the parent's version must not show through as if current.
             shared
@@ -362,7 +381,8 @@ fn read_one(
             Entry::whiteout()
         }
     };
-    push_entry(shared, layer, job.dir, job.name, entry)
+    push_entry(shared, layer, job.dir, job.name, entry)?;
+    Ok(None)
 }
 
 /// Stores the hard links after the first of their group with the content the first one got.

@@ -15,7 +15,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -135,22 +135,60 @@ pub(super) fn copy_unchanged(old: &Entry, new: &Entry, path: &Path) -> bool {
         && old.ctime_ns == stamp(new, wal_state(path).as_ref())
 }
 
-/// Whether the file at `path` starts with SQLite's header. The descriptor is closed before any
-/// SQLite connection opens the file: closing a descriptor drops every POSIX lock this process
-/// holds on the file, SQLite's included.
-pub(super) fn is_sqlite(path: &Path) -> bool {
-    let open = |flags| {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | flags)
-            .open(path)
-    };
-    let f: std::io::Result<File> = match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        r => r,
-    };
-    let mut head = [0u8; 16];
-    f.and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == HEADER
+/// A reader that fails with [`StartsWithHeader`] when what it passes on begins with SQLite's
+/// header (when `active`): the backup's reader learns that a file is a database from the data it
+/// reads anyway, without another open or read of every file. It then closes the file before any
+/// SQLite connection opens it: closing a descriptor drops every POSIX lock this process holds on
+/// the file, SQLite's included.
+pub(super) struct Sniff<R> {
+    inner: R,
+    head: Vec<u8>,
+    active: bool,
+}
+
+impl<R: Read> Sniff<R> {
+    pub(super) fn new(inner: R, active: bool) -> Sniff<R> {
+        Sniff {
+            inner,
+            head: Vec::new(),
+            active,
+        }
+    }
+}
+
+impl<R: Read> Read for Sniff<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.active {
+            let want = HEADER.len() - self.head.len();
+            self.head.extend_from_slice(&buf[..n.min(want)]);
+            if self.head.len() == HEADER.len() || n == 0 {
+                self.active = false;
+                if self.head == HEADER {
+                    return Err(std::io::Error::other(StartsWithHeader));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// What [`Sniff`] fails with.
+#[derive(Debug)]
+pub(super) struct StartsWithHeader;
+
+impl std::fmt::Display for StartsWithHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SQLite database")
+    }
+}
+
+impl std::error::Error for StartsWithHeader {}
+
+/// Whether `e` is [`Sniff`]'s finding.
+pub(super) fn is_header(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<StartsWithHeader>().is_some())
 }
 
 /// Makes the copies, one at a time, in a private temporary directory (mode 0700, outside the
@@ -326,18 +364,15 @@ fn check_copy(path: &Path) -> std::result::Result<u64, String> {
         .map_err(|e| format!("reading its copy: {e}"))
 }
 
-/// Copies the database `job` names and stores the copy's content; returns the entry to store in
-/// its place, or `None` when it is not a SQLite database or cannot be copied (then a warning
-/// names it, and the caller reads it as a plain file).
+/// Copies the database `job` names (its reader found SQLite's header) and stores the copy's
+/// content; returns the entry to store in its place, or `None` when it cannot be copied (then a
+/// warning names it, unless it is no regular file any more, and the caller reads it as a file).
 pub(super) fn store_copy(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     chunker: &mut Chunker,
     job: &FileJob,
 ) -> Result<Option<Entry>> {
-    if !is_sqlite(&job.path) {
-        return Ok(None);
-    }
     let fallback = |why: &str| {
         shared.warn(format!(
             "SQLite database {} was not copied with SQLite's backup API ({why}); stored as read \
@@ -463,7 +498,6 @@ mod tests {
             )
             .unwrap();
         assert!(companion(&db, b"-wal").metadata().unwrap().len() > 0);
-        assert!(is_sqlite(&db));
         let copier = Copier::new().unwrap();
         let copy = copier.copy(&db).unwrap();
         assert_eq!(copy.size, fs::metadata(&copy.path).unwrap().len());
@@ -538,13 +572,26 @@ mod tests {
         let mut data = HEADER.to_vec();
         data.extend(std::iter::repeat_n(0xa5u8, 8192));
         fs::write(&fake, &data).unwrap();
-        assert!(is_sqlite(&fake));
         let err = Copier::new().unwrap().copy(&fake).err().unwrap();
         assert!(!err.is_empty());
-        let plain = d.path().join("plain");
-        fs::write(&plain, b"SQLite format 2").unwrap();
-        assert!(!is_sqlite(&plain));
-        sql(&d.path().join("real.db"), "CREATE TABLE t(x);");
-        assert!(is_sqlite(&d.path().join("real.db")));
+    }
+
+    #[test]
+    fn sniffing_finds_the_header_in_any_split_and_passes_everything_else() {
+        let read_all = |data: &[u8], step: usize, active: bool| {
+            let mut r = Sniff::new(std::io::BufReader::with_capacity(step, data), active);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        };
+        let mut db = HEADER.to_vec();
+        db.extend_from_slice(b"page one");
+        for step in [1, 3, 16, 4096] {
+            assert!(is_header(&read_all(&db, step, true).err().unwrap()));
+            assert_eq!(read_all(&db, step, false).unwrap(), db);
+            let other = b"SQLite format 2\0 and more".to_vec();
+            assert_eq!(read_all(&other, step, true).unwrap(), other);
+            assert_eq!(read_all(b"SQLite", step, true).unwrap(), b"SQLite");
+        }
+        assert!(!is_header(&std::io::Error::other("other")));
     }
 }

@@ -338,7 +338,7 @@ impl Walker<'_> {
             if is_excluded(self.excludes, &rel, &name) {
                 continue;
             }
-            if claimed.remove(&name) {
+            if !claimed.is_empty() && claimed.remove(&name) {
                 if old.remove(&name).is_some() {
                     self.emit(dir, &name, Entry::whiteout())?;
                 }

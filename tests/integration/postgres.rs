@@ -67,7 +67,11 @@ impl Cluster {
             must(out, "id postgres").trim().parse::<u32>().unwrap()
         };
         std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
-        let port = 20_000 + (std::process::id() % 30_000) as u16;
+        // Sockets live in the cluster's own directory, so ports cannot collide; distinct ones keep
+        // the servers' System V shared memory keys (derived from the port) apart too.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + ((std::process::id() * 7 + n) % 30_000) as u16;
         let c = Cluster { bin, dir, port };
         let data = c.dir.path().join("data");
         must(
