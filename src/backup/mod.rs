@@ -386,7 +386,7 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
                 rehash: opts.rehash,
                 excludes: &excludes,
                 repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
-                sqlite: Some(&sqlite_policy),
+                sqlite: &sqlite_policy,
                 copy_dir: shared.sqlite.as_ref().ok().and_then(|c| c.dir_id()),
             };
             let jobs = threads.job_tx.clone();

@@ -281,6 +281,10 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
         }
         _ => e.to_string(),
     };
+    // The source's header is read inside the copy's read transaction, through a descriptor
+    // opened first so that it is closed last, after the connection, on every path: closing a
+    // descriptor of the file drops every lock this process holds on it, SQLite's included.
+    let raw = File::open(src).map_err(|e| format!("reading its header: {e}"))?;
     // Read-write when the file allows it (SQLite falls back to read-only otherwise), like any
     // client of the database: a read-only connection cannot always open a WAL database.
     let source = Connection::open_with_flags(
@@ -289,13 +293,10 @@ fn copy_into(src: &Path, dst: &Path, lock_wait: Duration) -> std::result::Result
     )
     .map_err(sql)?;
     source.busy_timeout(lock_wait).map_err(sql)?;
-    // One read transaction, opened here, which the backup step then uses: the source's header
-    // is read in it too. The descriptor that reads it stays open until the connection is
-    // closed, since closing any descriptor of the file would drop SQLite's locks on it.
+    // One read transaction, opened here, which the backup step then uses.
     source
         .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
         .map_err(sql)?;
-    let raw = File::open(src).map_err(|e| format!("reading its header: {e}"))?;
     let mut header = [0u8; 100];
     raw.read_exact_at(&mut header, 0)
         .map_err(|e| format!("reading its header: {e}"))?;

@@ -120,8 +120,8 @@ pub(super) struct WalkPlan<'a> {
     pub(super) excludes: &'a globset::GlobSet,
     /// (device, inode) of the repository directory: never backed up into itself.
     pub(super) repo_dir: Option<(u64, u64)>,
-    /// Which SQLite databases are copied; `None`: none is.
-    pub(super) sqlite: Option<&'a sqlite::Policy>,
+    /// Which SQLite databases are copied.
+    pub(super) sqlite: &'a sqlite::Policy,
     /// (device, inode) of the directory the SQLite copies are made in: never backed up.
     pub(super) copy_dir: Option<(u64, u64)>,
 }
@@ -203,7 +203,7 @@ struct Walker<'a> {
     rehash: bool,
     excludes: &'a globset::GlobSet,
     repo_dir: Option<(u64, u64)>,
-    sqlite: Option<&'a sqlite::Policy>,
+    sqlite: &'a sqlite::Policy,
     copy_dir: Option<(u64, u64)>,
     /// Inodes of hard-linked files already sent to a reader (shared by the walker threads).
     link_seen: &'a Mutex<HashSet<u64>>,
@@ -339,9 +339,7 @@ impl Walker<'_> {
                 continue;
             }
             if !claimed.is_empty() && claimed.remove(&name) {
-                if old.remove(&name).is_some() {
-                    self.emit(dir, &name, Entry::whiteout())?;
-                }
+                self.pass_by(dir, &name, &mut old)?;
                 continue;
             }
             let path = abs.join(os_name);
@@ -381,24 +379,16 @@ impl Walker<'_> {
                 Kind::File => {
                     self.stats.files += 1;
                     self.stats.total_bytes += e.size;
-                    let copyable = e.nlink == 1 && self.sqlite.is_some_and(|p| p.allows(&rel));
+                    let copyable = e.nlink == 1 && self.sqlite.allows(&rel);
                     if let Some(o) = old_e.as_ref().filter(|_| !self.rehash) {
-                        if fsmeta::unchanged(o, &e) {
-                            continue;
-                        }
-                        if copyable && sqlite::copy_unchanged(o, &e, &path) {
-                            // Stored as a consistent copy, without its companions.
-                            for suffix in sqlite::COMPANIONS {
-                                claimed.insert([&name[..], suffix].concat());
-                            }
+                        if fsmeta::unchanged(o, &e)
+                            || (copyable && unchanged_copy(o, &e, &path, &name, &mut claimed))
+                        {
                             continue;
                         }
                     }
-                    let sqlite = if copyable {
-                        Some(self.companions(dir, abs, &name, &names, &mut old, &mut claimed))
-                    } else {
-                        None
-                    };
+                    let sqlite = copyable
+                        .then(|| self.companions(dir, abs, &name, &names, &mut old, &mut claimed));
                     e.xattrs = self.xattrs(&path);
                     if e.nlink > 1 && !self.link_seen.lock().unwrap().insert(e.ino) {
                         self.touch(dir, false);
@@ -451,6 +441,20 @@ impl Walker<'_> {
         }
         for name in old.into_keys() {
             self.emit(dir, &name, Entry::whiteout())?;
+        }
+        Ok(())
+    }
+
+    /// A name the walk passes by (a companion of a database stored as a copy): absent from the
+    /// new snapshot, so the parent's version of it is hidden.
+    fn pass_by(
+        &mut self,
+        dir: &[u8],
+        name: &[u8],
+        old: &mut BTreeMap<Vec<u8>, Entry>,
+    ) -> Result<()> {
+        if old.remove(name).is_some() {
+            self.emit(dir, name, Entry::whiteout())?;
         }
         Ok(())
     }
@@ -522,4 +526,22 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// Whether a file the parent stored as a SQLite copy (`old`) is unchanged (see
+/// `sqlite::copy_unchanged`); its companions are then `claimed`, to be passed by like it.
+fn unchanged_copy(
+    old: &Entry,
+    new: &Entry,
+    path: &Path,
+    name: &[u8],
+    claimed: &mut HashSet<Vec<u8>>,
+) -> bool {
+    if !sqlite::copy_unchanged(old, new, path) {
+        return false;
+    }
+    for suffix in sqlite::COMPANIONS {
+        claimed.insert([name, suffix].concat());
+    }
+    true
 }
