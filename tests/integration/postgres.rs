@@ -349,7 +349,7 @@ fn pg_dump_under_load_restores_from_the_mount_as_of_its_snapshot() {
     let after = orders(&c);
     drop(load);
     assert!(
-        after > at_dump.parse::<i64>().unwrap() + 50,
+        after > at_dump.parse::<i64>().unwrap(),
         "the load kept writing during the dump ({at_dump} → {after})"
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
