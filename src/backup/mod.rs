@@ -216,8 +216,8 @@ struct Shared {
     progress: ProgressHandle,
     /// Chunk payloads between the readers and the pack writer, by bytes.
     payloads: Budget,
-    /// Makes the SQLite copies, or why it cannot.
-    sqlite: std::result::Result<sqlite::Copier, String>,
+    /// Makes the SQLite copies (a directory backup's).
+    sqlite: Option<sqlite::Copier>,
     /// The databases stored as copies, relative to the source.
     sqlite_copies: Mutex<Vec<Vec<u8>>>,
 }
@@ -351,14 +351,7 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
             }
         }
     }
-    // Without a temporary directory for the copies, databases are read as plain files (each
-    // with a warning).
-    let copier = match source {
-        Some(_) => {
-            sqlite::Copier::new().map_err(|e| format!("no temporary directory for its copy: {e}"))
-        }
-        None => Err("not a directory backup".into()),
-    };
+    let copier = source.map(sqlite::Copier::new);
 
     let time_ns = crate::time::now_ns();
     let host = fsmeta::hostname();
@@ -387,7 +380,7 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
                 excludes: &excludes,
                 repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
                 sqlite: &sqlite_policy,
-                copy_dir: shared.sqlite.as_ref().ok().and_then(|c| c.dir_id()),
+                copy_dir: shared.sqlite.as_ref().and_then(|c| c.dir_id()),
             };
             let jobs = threads.job_tx.clone();
             let (walked, found) = walker::walk(&shared, &plan, jobs, &threads.layer_tx);

@@ -15,10 +15,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -191,11 +191,12 @@ pub(super) fn is_header(e: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<StartsWithHeader>().is_some())
 }
 
-/// Makes the copies, one at a time, in a private temporary directory (mode 0700, outside the
-/// source unless `TMPDIR` is inside it; the walk skips it either way). Copies are serialized so
-/// that the temporary space needed is that of the largest database, not of several.
+/// Makes the copies, one at a time, in a private temporary directory (mode 0700 in `TMPDIR`, by
+/// default `/tmp`), made when the first database is found. When `TMPDIR` lies inside the tree
+/// backed up, it is made at once instead, so that the walk knows to skip it. Copies are
+/// serialized so that the temporary space needed is that of the largest database.
 pub(super) struct Copier {
-    dir: tempfile::TempDir,
+    dir: OnceLock<std::result::Result<tempfile::TempDir, String>>,
     turn: Mutex<()>,
     next: AtomicU64,
     lock_wait: Duration,
@@ -221,24 +222,41 @@ fn remove_with_companions(path: &Path) {
 }
 
 impl Copier {
-    /// Creates the temporary directory, in `TMPDIR` or `/tmp`.
-    pub(super) fn new() -> std::io::Result<Copier> {
-        let dir = tempfile::Builder::new()
-            .prefix("strata-sqlite-")
-            .tempdir()?;
-        Ok(Copier {
-            dir,
+    /// A copier for a backup of `source` (absolute, symlinks resolved).
+    pub(super) fn new(source: &Path) -> Copier {
+        let c = Copier {
+            dir: OnceLock::new(),
             turn: Mutex::new(()),
             next: AtomicU64::new(0),
             lock_wait: lock_wait(),
-        })
+        };
+        let tmp = std::env::temp_dir();
+        if fs::canonicalize(&tmp).is_ok_and(|t| t.starts_with(source)) {
+            let _ = c.dir();
+        }
+        c
     }
 
-    /// (device, inode) of the temporary directory, which a backup of a tree holding it skips.
+    /// The temporary directory, made on first use.
+    fn dir(&self) -> std::result::Result<&Path, String> {
+        let made = self.dir.get_or_init(|| {
+            tempfile::Builder::new()
+                .prefix("strata-sqlite-")
+                .permissions(fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| format!("no temporary directory for its copy: {e}"))
+        });
+        match made {
+            Ok(d) => Ok(d.path()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// (device, inode) of the temporary directory if it exists yet, which a backup of a tree
+    /// holding it skips.
     pub(super) fn dir_id(&self) -> Option<(u64, u64)> {
-        fs::metadata(self.dir.path())
-            .ok()
-            .map(|m| (m.dev(), m.ino()))
+        let dir = self.dir.get()?.as_ref().ok()?;
+        fs::metadata(dir.path()).ok().map(|m| (m.dev(), m.ino()))
     }
 
     /// Waits for the copier: held from the stamp before a copy until the copy is stored.
@@ -252,7 +270,7 @@ impl Copier {
     pub(super) fn copy(&self, src: &Path) -> std::result::Result<Copy, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut copy = Copy {
-            path: self.dir.path().join(format!("copy-{n}.sqlite")),
+            path: self.dir()?.join(format!("copy-{n}.sqlite")),
             size: 0,
         };
         copy_into(src, &copy.path, self.lock_wait)?;
@@ -384,9 +402,8 @@ pub(super) fn store_copy(
         ));
         Ok(None)
     };
-    let copier = match &shared.sqlite {
-        Ok(c) => c,
-        Err(why) => return fallback(why),
+    let Some(copier) = &shared.sqlite else {
+        return Ok(None);
     };
     let _turn = copier.turn();
     // The stamp is taken before the copy begins: whatever is committed after it moves the
@@ -501,7 +518,7 @@ mod tests {
             )
             .unwrap();
         assert!(companion(&db, b"-wal").metadata().unwrap().len() > 0);
-        let copier = Copier::new().unwrap();
+        let copier = Copier::new(Path::new("/nonexistent"));
         let copy = copier.copy(&db).unwrap();
         assert_eq!(copy.size, fs::metadata(&copy.path).unwrap().len());
         let uri = format!("file:{}?immutable=1", copy.path.display());
@@ -519,7 +536,9 @@ mod tests {
         drop(copy);
         assert!(!path.exists(), "a copy is removed when dropped");
         drop(writer);
-        let dir = copier.dir.path().to_path_buf();
+        let dir = copier.dir().unwrap().to_path_buf();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "private");
         drop(copier);
         assert!(
             !dir.exists(),
@@ -540,7 +559,7 @@ mod tests {
              DELETE FROM t WHERE x % 7 = 0;",
         );
         let before = fs::read(&db).unwrap();
-        let copier = Copier::new().unwrap();
+        let copier = Copier::new(Path::new("/nonexistent"));
         let copy = copier.copy(&db).unwrap();
         assert_eq!(fs::read(&copy.path).unwrap(), before);
         assert_eq!(
@@ -560,12 +579,25 @@ mod tests {
         sql(&db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
         let holder = Connection::open(&db).unwrap();
         holder.execute_batch("BEGIN EXCLUSIVE;").unwrap();
-        let mut copier = Copier::new().unwrap();
+        let mut copier = Copier::new(Path::new("/nonexistent"));
         copier.lock_wait = Duration::from_millis(200);
         let err = copier.copy(&db).err().unwrap();
         assert_eq!(err, "it stayed locked for 0.2 s");
         holder.execute_batch("COMMIT;").unwrap();
         assert!(copier.copy(&db).is_ok());
+    }
+
+    #[test]
+    fn the_temporary_directory_is_made_when_needed_or_when_the_source_holds_it() {
+        let lazy = Copier::new(Path::new("/nonexistent"));
+        assert!(lazy.dir_id().is_none(), "not made before the first copy");
+        let tmp = fs::canonicalize(std::env::temp_dir()).unwrap();
+        let eager = Copier::new(&tmp);
+        let (dev, ino) = eager.dir_id().expect("made at once inside the source");
+        let dir = eager.dir().unwrap();
+        assert!(dir.starts_with(&tmp));
+        let m = fs::metadata(dir).unwrap();
+        assert_eq!((m.dev(), m.ino()), (dev, ino));
     }
 
     #[test]
@@ -575,7 +607,10 @@ mod tests {
         let mut data = HEADER.to_vec();
         data.extend(std::iter::repeat_n(0xa5u8, 8192));
         fs::write(&fake, &data).unwrap();
-        let err = Copier::new().unwrap().copy(&fake).err().unwrap();
+        let err = Copier::new(Path::new("/nonexistent"))
+            .copy(&fake)
+            .err()
+            .unwrap();
         assert!(!err.is_empty());
     }
 

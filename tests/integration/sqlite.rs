@@ -546,6 +546,25 @@ fn copies_leave_nothing_behind() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(names, [src.join("orders.sqlite")]);
+    // With TMPDIR inside the tree, the copy's directory is not backed up.
+    let inner = src.join("tmp");
+    fs::create_dir(&inner).unwrap();
+    let out = Command::new(bin())
+        .arg("--repo")
+        .arg(&repo)
+        .args(["backup", "--json", "--rehash"])
+        .arg(&src)
+        .env("TMPDIR", &inner)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(copies(&v), ["orders.sqlite"]);
+    let paths = ls_paths(&repo, v["id"].as_str().unwrap());
+    assert_eq!(paths, ["orders.sqlite", "tmp"]);
+    assert_eq!(fs::read_dir(&inner).unwrap().count(), 0);
+    fs::remove_dir(&inner).unwrap();
+
     // A backup that fails after its copy (its repository's disk is full) leaves nothing either.
     let Some(small) = ScratchFs::tmpfs(4) else {
         return;
