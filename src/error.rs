@@ -92,6 +92,21 @@ pub enum Error {
     /// nothing references may be what the damage made unreferenced.
     #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]
     DamageUnacknowledged { path: PathBuf, found: String },
+    /// The command whose output a backup stores failed; nothing was committed.
+    #[error("The command `{command}` {status}; no snapshot was committed{detail}")]
+    CommandFailed {
+        command: String,
+        status: String,
+        detail: String,
+    },
+    /// A `--pre-command` or `--post-command` failed.
+    #[error("The {hook} `{command}` {status}; {consequence}")]
+    HookFailed {
+        hook: &'static str,
+        command: String,
+        status: String,
+        consequence: String,
+    },
 }
 
 /// Shorthand used throughout the library.

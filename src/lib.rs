@@ -22,6 +22,7 @@ pub mod fsio;
 pub mod fsmeta;
 pub mod fuse;
 pub mod history;
+pub mod hooks;
 pub mod id;
 pub mod layer_blob;
 pub mod layers;

@@ -13,15 +13,19 @@ mod integration {
     mod diff;
     mod fulldisk;
     mod history;
+    mod hooks;
     mod lifecycle;
     mod lookup;
     mod man;
     mod monitoring;
     mod mount;
     mod output;
+    mod postgres;
     mod progress;
     mod repair;
     mod restore;
     mod roundtrip;
+    mod sqlite;
     mod stale;
+    mod streams;
 }

@@ -9,12 +9,19 @@
 //! Commit order: packs fsynced → their index entries → layer entries → snapshot record (one sled
 //! insert, the commit point) → flush. A backup killed at any moment leaves no visible snapshot;
 //! packs already finished stay indexed and are reused by the next backup.
+//!
+//! Besides a directory, a backup can store one stream (standard input, or a command's output
+//! such as a database dump) as a source's only file (`stream`); SQLite databases found in a
+//! directory are stored as transaction-consistent copies (`sqlite`).
 
 mod pipeline;
 mod reader;
+mod sqlite;
+mod stream;
 mod walker;
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +44,7 @@ use crate::repo::writer::PackWriter;
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, BackupStats, Snapshot};
 use pipeline::Threads;
+pub use stream::StreamSource;
 use walker::WalkPlan;
 
 /// What to back up and how. The `strata backup` options are these fields (clap), so the CLI
@@ -90,6 +98,58 @@ pub struct BackupOptions {
     /// Where to report progress.
     #[arg(skip)]
     pub progress: ProgressHandle,
+    /// Globs (matched like `excludes`; a matching directory covers everything under it) of
+    /// SQLite databases to read as plain files instead of copying them with SQLite's backup API.
+    #[arg(
+        long = "no-sqlite-copy",
+        value_name = "GLOB",
+        help = "Read SQLite databases matching this glob (relative path or name, or a directory above them) as plain files instead of copying them consistently (repeatable; '*' for all)"
+    )]
+    pub no_sqlite_copy: Vec<String>,
+    /// Back up standard input as the file `stdin_filename` (see [`run`]).
+    #[arg(
+        long,
+        conflicts_with = "stdin_from_command",
+        requires_all = ["stdin_filename", "source_name"],
+        help = "Back up standard input as one file, named by --stdin-filename, of source --source-name"
+    )]
+    pub stdin: bool,
+    /// Back up the standard output of `command` as the file `stdin_filename` (see [`run`]).
+    #[arg(
+        long,
+        requires_all = ["stdin_filename", "source_name", "command"],
+        help = "Back up the standard output of COMMAND (given after --, run without a shell) as one file; no snapshot when COMMAND fails"
+    )]
+    pub stdin_from_command: bool,
+    /// The name of the stream's file in the snapshot (one path component).
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "File name of the --stdin or --stdin-from-command data in the snapshot"
+    )]
+    pub stdin_filename: Option<String>,
+    /// Run with `sh -c` before anything is backed up; its failure aborts the backup.
+    #[arg(
+        long,
+        value_name = "CMD",
+        help = "Run CMD with sh -c before the backup; if it fails, nothing is backed up"
+    )]
+    pub pre_command: Option<String>,
+    /// Run with `sh -c` after the backup, whether it succeeded or not (see `crate::hooks`).
+    #[arg(
+        long,
+        value_name = "CMD",
+        help = "Run CMD with sh -c after the backup, also when it failed (environment: STRATA_BACKUP_STATUS, STRATA_SNAPSHOT_ID, STRATA_BACKUP_ERROR)"
+    )]
+    pub post_command: Option<String>,
+    /// The program and arguments of `stdin_from_command`, run without a shell.
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        requires = "stdin_from_command",
+        help = "With --stdin-from-command: the program and its arguments"
+    )]
+    pub command: Vec<OsString>,
 }
 
 /// A committed backup.
@@ -99,6 +159,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Human-readable warnings (unreadable, vanished, or changing files).
     pub warnings: Vec<String>,
+    /// SQLite databases stored as consistent copies made with SQLite's backup API, by path
+    /// relative to the source, sorted.
+    pub sqlite_copies: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -153,6 +216,10 @@ struct Shared {
     progress: ProgressHandle,
     /// Chunk payloads between the readers and the pack writer, by bytes.
     payloads: Budget,
+    /// Makes the SQLite copies (a directory backup's).
+    sqlite: Option<sqlite::Copier>,
+    /// The databases stored as copies, relative to the source.
+    sqlite_copies: Mutex<Vec<Vec<u8>>>,
 }
 
 /// Bytes of chunk payloads (compressed or raw) that may wait for the pack writer: enough to keep
@@ -204,15 +271,69 @@ pub(crate) fn is_excluded(excludes: &globset::GlobSet, rel: &[u8], name: &[u8]) 
             || excludes.is_match(std::ffi::OsStr::from_bytes(name)))
 }
 
+/// What `strata backup` backs up: with `opts.stdin` standard input, with
+/// `opts.stdin_from_command` the output of `opts.command`, each as the one file
+/// `opts.stdin_filename` of source `opts.source_name`; otherwise the directory `source`.
+pub fn run(repo: &Arc<Repo>, source: Option<&Path>, opts: &BackupOptions) -> Result<BackupOutcome> {
+    let stream = if opts.stdin {
+        StreamSource::Stdin
+    } else if opts.stdin_from_command {
+        StreamSource::Command(&opts.command)
+    } else {
+        let source = source.ok_or_else(|| {
+            Error::InvalidArgument("Nothing to back up: give a SOURCE directory".into())
+        })?;
+        return backup(repo, source, opts);
+    };
+    let name = opts.stdin_filename.as_deref().ok_or_else(|| {
+        Error::InvalidArgument("--stdin and --stdin-from-command need --stdin-filename".into())
+    })?;
+    backup_stream(repo, name, stream, opts)
+}
+
 /// Backs up `source` into `repo` and commits a snapshot.
 pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<BackupOutcome> {
+    backup_input(repo, Input::Dir(resolve_source(source)?), opts)
+}
+
+/// Backs up one stream as the only file, `file_name`, of the source `opts.source_name` (which
+/// is required), and commits a snapshot — unless the stream fails (a command that exits
+/// non-zero or is killed), which commits nothing. See [`StreamSource`].
+pub fn backup_stream<'a>(
+    repo: &Arc<Repo>,
+    file_name: &'a str,
+    stream: StreamSource<'a>,
+    opts: &BackupOptions,
+) -> Result<BackupOutcome> {
+    let name = stream::check_name(file_name)?;
+    backup_input(repo, Input::Stream(name, stream), opts)
+}
+
+/// What one backup reads.
+enum Input<'a> {
+    /// A directory tree (absolute, symlinks resolved).
+    Dir(PathBuf),
+    /// One stream, stored as the file of this name.
+    Stream(&'a [u8], StreamSource<'a>),
+}
+
+fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<BackupOutcome> {
     let start = Instant::now();
-    let source = resolve_source(source)?;
-    let source_name = opts
-        .source_name
-        .clone()
-        .unwrap_or_else(|| source.to_string_lossy().into_owned());
+    let source = match &input {
+        Input::Dir(dir) => Some(dir.as_path()),
+        Input::Stream(..) => None,
+    };
+    let source_name = match (&opts.source_name, source) {
+        (Some(name), _) => name.clone(),
+        (None, Some(dir)) => dir.to_string_lossy().into_owned(),
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "--stdin and --stdin-from-command need --source-name".into(),
+            ))
+        }
+    };
     let excludes = build_excludes(&opts.excludes)?;
+    let sqlite_policy = sqlite::Policy::new(&opts.no_sqlite_copy)?;
     let (kind, parent) = choose_parent(repo, &source_name, opts.kind)?;
     let parent_view = parent
         .as_ref()
@@ -223,11 +344,14 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     if removed > 0 {
         log::info!("Removed {removed} unfinished pack(s) of an interrupted backup");
     }
-    if repo.dictionary().is_none() && repo.compression() > 0 {
-        if let Some(dict) = sample_dictionary(&source, &excludes) {
-            repo.install_dictionary(dict)?;
+    if let Some(source) = source.filter(|_| repo.compression() > 0) {
+        if repo.dictionary().is_none() {
+            if let Some(dict) = sample_dictionary(source, &excludes) {
+                repo.install_dictionary(dict)?;
+            }
         }
     }
+    let copier = source.map(sqlite::Copier::new);
 
     let time_ns = crate::time::now_ns();
     let host = fsmeta::hostname();
@@ -241,18 +365,38 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
         links: Mutex::new(HashMap::new()),
         progress: opts.progress.clone(),
         payloads: Budget::new(PAYLOAD_BUDGET),
+        sqlite: copier,
+        sqlite_copies: Mutex::new(Vec::new()),
     });
-    let threads = Threads::start(&shared, id, reader_threads(opts.threads));
-
-    let plan = WalkPlan {
-        source: &source,
-        parent: parent_view.as_ref(),
-        full: kind == BackupKind::Full,
-        rehash: opts.rehash,
-        excludes: &excludes,
-        repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
+    let full = kind == BackupKind::Full;
+    let (threads, walked, found) = match input {
+        Input::Dir(source) => {
+            let threads = Threads::start(&shared, id, reader_threads(opts.threads));
+            let plan = WalkPlan {
+                source: &source,
+                parent: parent_view.as_ref(),
+                full,
+                rehash: opts.rehash,
+                excludes: &excludes,
+                repo_dir: fs::metadata(repo.path()).map(|m| (m.dev(), m.ino())).ok(),
+                sqlite: &sqlite_policy,
+                copy_dir: shared.sqlite.as_ref().and_then(|c| c.dir_id()),
+            };
+            let jobs = threads.job_tx.clone();
+            let (walked, found) = walker::walk(&shared, &plan, jobs, &threads.layer_tx);
+            (threads, walked, found)
+        }
+        Input::Stream(name, stream) => {
+            let threads = Threads::start(&shared, id, 0);
+            let plan = stream::StreamPlan {
+                name,
+                parent: parent_view.as_ref(),
+                full,
+            };
+            let (walked, found) = stream::store(&shared, &plan, stream, &threads);
+            (threads, walked, found)
+        }
     };
-    let (walked, found) = walker::walk(&shared, &plan, threads.job_tx.clone(), &threads.layer_tx);
     let (blobs, writer) = match threads.finish(&shared, walked, found.deferred) {
         Ok(done) => done,
         Err(e) => {
@@ -286,7 +430,13 @@ pub fn backup(repo: &Arc<Repo>, source: &Path, opts: &BackupOptions) -> Result<B
     if let Some(n) = opts.max_chain {
         enforce_max_chain(repo, &mut snapshot, n)?;
     }
-    Ok(BackupOutcome { snapshot, warnings })
+    let mut sqlite_copies = std::mem::take(&mut *shared.sqlite_copies.lock().unwrap());
+    sqlite_copies.sort();
+    Ok(BackupOutcome {
+        snapshot,
+        warnings,
+        sqlite_copies,
+    })
 }
 
 /// Consolidates the committed snapshot `snap` when its chain is deeper than `max_chain`; `snap`

@@ -213,7 +213,7 @@ pub(super) fn store_chunk(
 pub(super) struct Threads {
     pub(super) job_tx: Sender<Vec<FileJob>>,
     pub(super) layer_tx: Sender<Vec<LayerMsg>>,
-    pack_tx: Sender<Vec<PackMsg>>,
+    pub(super) pack_tx: Sender<Vec<PackMsg>>,
     writer: JoinHandle<Result<PackWriter>>,
     layer: JoinHandle<Result<Vec<ChunkId>>>,
     readers: Vec<JoinHandle<Result<()>>>,

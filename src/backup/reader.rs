@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::pipeline::{store_chunk, Batcher, LayerMsg, PackMsg, LAYER_BATCH};
+use super::sqlite::{self, Sniff};
 use super::walker::Deferred;
 use super::Shared;
 use crate::chunker::{ChunkError, Chunker};
@@ -31,11 +32,23 @@ pub(super) struct FileJob {
     pub(super) path: PathBuf,
     pub(super) entry: Entry,
     pub(super) existed: bool,
+    /// `Some` when the file may be a SQLite database to copy (see `sqlite`), with the
+    /// companion files found beside it, which are stored only if it is not copied.
+    pub(super) sqlite: Option<Vec<Companion>>,
+}
+
+/// A `-journal`, `-shm` or `-wal` file beside a possible database, and whether it is unchanged
+/// since the parent snapshot (then, should it be stored, the parent's version stands).
+pub(super) struct Companion {
+    pub(super) job: FileJob,
+    pub(super) unchanged: bool,
 }
 
 enum ReadOutcome {
     Done,
     Vanished,
+    /// It starts with SQLite's header (only looked for when asked); nothing was stored.
+    Database,
 }
 
 fn open_noatime(path: &Path) -> std::io::Result<File> {
@@ -96,12 +109,38 @@ impl Read for Prefetch<'_> {
     }
 }
 
-/// Reads one file into `job.entry.chunks`, retrying while it changes under us.
+/// Cuts everything `reader` yields into chunks placed from offset `start`, appends them to
+/// `chunks` and sends the new ones to the pack writer; returns the bytes read.
+pub(super) fn chunk_stream(
+    shared: &Shared,
+    pack: &mut Batcher<PackMsg>,
+    chunker: &mut Chunker,
+    reader: impl Read,
+    start: u64,
+    chunks: &mut Vec<ChunkRef>,
+) -> std::result::Result<u64, ChunkError> {
+    let mut read = 0u64;
+    chunker.for_each(reader, |off, data| {
+        let id = ChunkId::of(data);
+        chunks.push(ChunkRef {
+            id,
+            offset: start + off,
+            len: data.len() as u32,
+        });
+        read += data.len() as u64;
+        store_chunk(shared, pack, id, data)
+    })?;
+    Ok(read)
+}
+
+/// Reads one file into `job.entry.chunks`, retrying while it changes under us; with `detect`,
+/// stops at a SQLite database's header instead.
 fn read_file(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     chunker: &mut Chunker,
     job: &mut FileJob,
+    detect: bool,
 ) -> Result<ReadOutcome> {
     let mut waited_racy = false;
     let mut attempt = 0;
@@ -118,19 +157,13 @@ fn read_file(
         for (start, end) in fsmeta::data_segments(&f, before.len()) {
             f.seek(SeekFrom::Start(start))
                 .ctx("Seeking in", &job.path)?;
-            let reader = Prefetch::new(&f, start, end);
-            let r = chunker.for_each(reader.take(end - start), |off, data| {
-                let id = ChunkId::of(data);
-                chunks.push(ChunkRef {
-                    id,
-                    offset: start + off,
-                    len: data.len() as u32,
-                });
-                read += data.len() as u64;
-                store_chunk(shared, pack, id, data)
-            });
-            match r {
-                Ok(()) => {}
+            let reader = Prefetch::new(&f, start, end).take(end - start);
+            let reader = Sniff::new(reader, detect && start == 0);
+            match chunk_stream(shared, pack, chunker, reader, start, &mut chunks) {
+                Ok(n) => read += n,
+                Err(ChunkError::Read(e)) if sqlite::is_header(&e) => {
+                    return Ok(ReadOutcome::Database)
+                }
                 Err(ChunkError::Read(e)) => return Err(e).ctx("Reading", &job.path),
                 Err(ChunkError::Sink(e)) => return Err(e),
             }
@@ -222,6 +255,9 @@ pub(super) fn worker(
     r
 }
 
+/// Stores one changed file: a SQLite database as a consistent copy when it can be made (its
+/// companions then stay out), anything else — or a database that cannot be copied, and then
+/// its changed companions too — as read.
 fn work_one(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
@@ -229,8 +265,70 @@ fn work_one(
     chunker: &mut Chunker,
     mut job: FileJob,
 ) -> Result<()> {
+    let companions = job.sqlite.take();
+    let detect = companions.is_some();
+    let companions = companions.unwrap_or_default();
+    let Some(job) = read_one(shared, pack, layer, chunker, job, detect)? else {
+        // Read as a file (or skipped): its companions are files like any other.
+        for c in companions.into_iter().filter(|c| !c.unchanged) {
+            read_one(shared, pack, layer, chunker, c.job, false)?;
+        }
+        return Ok(());
+    };
+    if let Some(entry) = sqlite::store_copy(shared, pack, chunker, &job)? {
+        shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+        shared.progress.0.file_read(entry.size);
+        shared
+            .counters
+            .size_delta
+            .fetch_add(entry.size as i64 - job.entry.size as i64, Ordering::Relaxed);
+        push_entry(shared, layer, job.dir, job.name, entry)?;
+        for c in companions {
+            // Not in this snapshot: a stale -wal or -journal beside the copy would corrupt it.
+            shared.counters.skipped(c.job.entry.size);
+            if c.job.existed {
+                shared
+                    .counters
+                    .reader_whiteouts
+                    .fetch_add(1, Ordering::Relaxed);
+                push_entry(shared, layer, c.job.dir, c.job.name, Entry::whiteout())?;
+            }
+        }
+        return Ok(());
+    }
+    read_one(shared, pack, layer, chunker, job, false)?;
+    for c in companions.into_iter().filter(|c| !c.unchanged) {
+        read_one(shared, pack, layer, chunker, c.job, false)?;
+    }
+    Ok(())
+}
+
+fn push_entry(
+    shared: &Shared,
+    layer: &mut Batcher<LayerMsg>,
+    dir: Vec<u8>,
+    name: Vec<u8>,
+    entry: Entry,
+) -> Result<()> {
+    shared
+        .counters
+        .layer_entries
+        .fetch_add(1, Ordering::Relaxed);
+    layer.push(LayerMsg { dir, name, entry }, 0)
+}
+
+/// Reads and stores one file as it is on disk; with `detect`, hands a SQLite database back
+/// unread instead.
+fn read_one(
+    shared: &Shared,
+    pack: &mut Batcher<PackMsg>,
+    layer: &mut Batcher<LayerMsg>,
+    chunker: &mut Chunker,
+    mut job: FileJob,
+    detect: bool,
+) -> Result<Option<FileJob>> {
     let walked_size = job.entry.size;
-    let outcome = match read_file(shared, pack, chunker, &mut job) {
+    let outcome = match read_file(shared, pack, chunker, &mut job, detect) {
         Ok(o) => Some(o),
         Err(Error::Io {
             context,
@@ -243,6 +341,7 @@ fn work_one(
         Err(e) => return Err(e),
     };
     let entry = match outcome {
+        Some(ReadOutcome::Database) => return Ok(Some(job)),
         Some(ReadOutcome::Done) => {
             shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
             shared.progress.0.file_read(job.entry.size);
@@ -272,7 +371,7 @@ fn work_one(
             }
             shared.counters.skipped(walked_size);
             if !job.existed {
-                return Ok(());
+                return Ok(None);
             }
             // Not in this snapshot: the parent's version must not show through as if current.
             shared
@@ -282,18 +381,8 @@ fn work_one(
             Entry::whiteout()
         }
     };
-    shared
-        .counters
-        .layer_entries
-        .fetch_add(1, Ordering::Relaxed);
-    layer.push(
-        LayerMsg {
-            dir: job.dir,
-            name: job.name,
-            entry,
-        },
-        0,
-    )
+    push_entry(shared, layer, job.dir, job.name, entry)?;
+    Ok(None)
 }
 
 /// Stores the hard links after the first of their group with the content the first one got.

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use crossbeam_channel::Sender;
 
 use super::pipeline::{Batcher, LayerMsg, LAYER_BATCH};
-use super::reader::FileJob;
-use super::{is_excluded, Shared};
+use super::reader::{Companion, FileJob};
+use super::{is_excluded, sqlite, Shared};
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsmeta::{self, entry_from_meta};
@@ -120,6 +120,10 @@ pub(super) struct WalkPlan<'a> {
     pub(super) excludes: &'a globset::GlobSet,
     /// (device, inode) of the repository directory: never backed up into itself.
     pub(super) repo_dir: Option<(u64, u64)>,
+    /// Which SQLite databases are copied.
+    pub(super) sqlite: &'a sqlite::Policy,
+    /// (device, inode) of the directory the SQLite copies are made in: never backed up.
+    pub(super) copy_dir: Option<(u64, u64)>,
 }
 
 /// Walks the source: the root on the calling thread, then its tree on several threads, which on
@@ -145,6 +149,8 @@ pub(super) fn walk(
         rehash: plan.rehash,
         excludes: plan.excludes,
         repo_dir: plan.repo_dir,
+        sqlite: plan.sqlite,
+        copy_dir: plan.copy_dir,
         link_seen: &link_seen,
         jobs: Batcher::new(jobs.clone(), JOB_BATCH, 8 << 20),
         layer: Batcher::new(layer.clone(), LAYER_BATCH, usize::MAX),
@@ -197,6 +203,8 @@ struct Walker<'a> {
     rehash: bool,
     excludes: &'a globset::GlobSet,
     repo_dir: Option<(u64, u64)>,
+    sqlite: &'a sqlite::Policy,
+    copy_dir: Option<(u64, u64)>,
     /// Inodes of hard-linked files already sent to a reader (shared by the walker threads).
     link_seen: &'a Mutex<HashSet<u64>>,
     jobs: Batcher<FileJob>,
@@ -322,13 +330,19 @@ impl Walker<'_> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for os_name in names {
+        // Companions of databases, handled with their database (which sorts before them).
+        let mut claimed = HashSet::new();
+        for os_name in &names {
             let name = os_name.as_bytes().to_vec();
             let rel = join(dir, &name);
             if is_excluded(self.excludes, &rel, &name) {
                 continue;
             }
-            let path = abs.join(&os_name);
+            if !claimed.is_empty() && claimed.remove(&name) {
+                self.pass_by(dir, &name, &mut old)?;
+                continue;
+            }
+            let path = abs.join(os_name);
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -340,6 +354,9 @@ impl Walker<'_> {
             };
             if meta.is_dir() && self.repo_dir == Some((meta.dev(), meta.ino())) {
                 log::info!("Skipping {}: it is the repository", path.display());
+                continue;
+            }
+            if meta.is_dir() && self.copy_dir == Some((meta.dev(), meta.ino())) {
                 continue;
             }
             self.shared.progress.0.entry_seen();
@@ -362,11 +379,16 @@ impl Walker<'_> {
                 Kind::File => {
                     self.stats.files += 1;
                     self.stats.total_bytes += e.size;
+                    let copyable = e.nlink == 1 && self.sqlite.allows(&rel);
                     if let Some(o) = old_e.as_ref().filter(|_| !self.rehash) {
-                        if fsmeta::unchanged(o, &e) {
+                        if fsmeta::unchanged(o, &e)
+                            || (copyable && unchanged_copy(o, &e, &path, &name, &mut claimed))
+                        {
                             continue;
                         }
                     }
+                    let sqlite = copyable
+                        .then(|| self.companions(dir, abs, &name, &names, &mut old, &mut claimed));
                     e.xattrs = self.xattrs(&path);
                     if e.nlink > 1 && !self.link_seen.lock().unwrap().insert(e.ino) {
                         self.touch(dir, false);
@@ -386,6 +408,7 @@ impl Walker<'_> {
                             path,
                             entry: e,
                             existed: old_e.is_some(),
+                            sqlite,
                         },
                         size,
                     )?;
@@ -422,6 +445,75 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// A name the walk passes by (a companion of a database stored as a copy): absent from the
+    /// new snapshot, so the parent's version of it is hidden.
+    fn pass_by(
+        &mut self,
+        dir: &[u8],
+        name: &[u8],
+        old: &mut BTreeMap<Vec<u8>, Entry>,
+    ) -> Result<()> {
+        if old.remove(name).is_some() {
+            self.emit(dir, name, Entry::whiteout())?;
+        }
+        Ok(())
+    }
+
+    /// The `-journal`, `-shm` and `-wal` files beside `name` in this directory (sorted `names`),
+    /// which go to the reader with it: stored only if it turns out not to be a database that
+    /// can be copied. Each is taken out of `old` and marked `claimed` so the walk passes it by.
+    fn companions(
+        &mut self,
+        dir: &[u8],
+        abs: &Path,
+        name: &[u8],
+        names: &[std::ffi::OsString],
+        old: &mut BTreeMap<Vec<u8>, Entry>,
+        claimed: &mut HashSet<Vec<u8>>,
+    ) -> Vec<Companion> {
+        let mut out = Vec::new();
+        for suffix in sqlite::COMPANIONS {
+            let cname = [name, suffix].concat();
+            let rel = join(dir, &cname);
+            if names
+                .binary_search_by(|n| n.as_bytes().cmp(&cname))
+                .is_err()
+                || is_excluded(self.excludes, &rel, &cname)
+            {
+                continue;
+            }
+            let path = abs.join(std::ffi::OsStr::from_bytes(&cname));
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mut e = entry_from_meta(&meta);
+            if e.kind != Kind::File || e.nlink != 1 {
+                continue;
+            }
+            let old_e = old.remove(&cname);
+            let unchanged =
+                !self.rehash && old_e.as_ref().is_some_and(|o| fsmeta::unchanged(o, &e));
+            if !unchanged {
+                e.xattrs = self.xattrs(&path);
+            }
+            self.stats.files += 1;
+            self.stats.total_bytes += e.size;
+            claimed.insert(cname.clone());
+            out.push(Companion {
+                job: FileJob {
+                    dir: dir.to_vec(),
+                    name: cname,
+                    path,
+                    entry: e,
+                    existed: old_e.is_some(),
+                    sqlite: None,
+                },
+                unchanged,
+            });
+        }
+        out
+    }
+
     fn xattrs(&self, path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         match fsmeta::read_xattrs(path) {
             Ok(x) => x,
@@ -434,4 +526,22 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// Whether a file the parent stored as a SQLite copy (`old`) is unchanged (see
+/// `sqlite::copy_unchanged`); its companions are then `claimed`, to be passed by like it.
+fn unchanged_copy(
+    old: &Entry,
+    new: &Entry,
+    path: &Path,
+    name: &[u8],
+    claimed: &mut HashSet<Vec<u8>>,
+) -> bool {
+    if !sqlite::copy_unchanged(old, new, path) {
+        return false;
+    }
+    for suffix in sqlite::COMPANIONS {
+        claimed.insert([name, suffix].concat());
+    }
+    true
 }

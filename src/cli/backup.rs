@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::json::{self, BackupJson, SnapshotJson};
+use super::json::{self, BackupJson, PathJson, SnapshotJson};
 use super::output::human_size;
 use super::{status, EXIT_OK, EXIT_WARNINGS};
 use crate::backup::{self, BackupOptions, BackupOutcome};
@@ -19,7 +19,11 @@ use crate::Result;
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Directory to back up
-    pub source: PathBuf,
+    #[arg(
+        required_unless_present_any = ["stdin", "stdin_from_command"],
+        conflicts_with_all = ["stdin", "stdin_from_command"]
+    )]
+    pub source: Option<PathBuf>,
     /// What to back up and how
     #[command(flatten)]
     pub options: BackupOptions,
@@ -36,8 +40,28 @@ pub struct BackupArgs {
     pub metrics: MetricsOptions,
 }
 
-/// Runs `strata backup`; `default_repo`: no `--repo` was given. `rec` receives the outcome.
+/// Runs `strata backup` between its pre- and post-command; `default_repo`: no `--repo` was
+/// given. `rec` receives the outcome.
 pub fn run(path: &Path, default_repo: bool, a: BackupArgs, rec: &Recorder) -> Result<i32> {
+    let hooks = crate::hooks::Hooks {
+        pre: a.options.pre_command.clone(),
+        post: a.options.post_command.clone(),
+    };
+    let committed = |(code, id): &(i32, crate::id::SnapshotId)| crate::hooks::Committed {
+        id: *id,
+        warnings: *code == EXIT_WARNINGS,
+    };
+    let (code, _) = hooks.around(|| backup_and_report(path, default_repo, a, rec), committed)?;
+    Ok(code)
+}
+
+/// The backup itself; the repository is closed when it returns.
+fn backup_and_report(
+    path: &Path,
+    default_repo: bool,
+    a: BackupArgs,
+    rec: &Recorder,
+) -> Result<(i32, crate::id::SnapshotId)> {
     crate::memory::tune_for_long_run();
     // The default repository is created on first use; an explicit one must exist (a typo in --repo
     // should not silently start a new repository).
@@ -51,16 +75,17 @@ pub fn run(path: &Path, default_repo: bool, a: BackupArgs, rec: &Recorder) -> Re
             progress: status.progress(),
             ..a.options
         };
-        let out = backup::backup(repo, &a.source, &opts)?;
+        let out = backup::run(repo, a.source.as_deref(), &opts)?;
         rec.backup(repo, &out);
         Ok(out)
     })?;
     print_result(&out, a.json);
-    Ok(if out.warnings.is_empty() {
+    let code = if out.warnings.is_empty() {
         EXIT_OK
     } else {
         EXIT_WARNINGS
-    })
+    };
+    Ok((code, out.snapshot.id))
 }
 
 /// The summary of a committed backup.
@@ -70,6 +95,7 @@ fn print_result(out: &BackupOutcome, as_json: bool) {
         let v = BackupJson {
             snapshot: SnapshotJson::new(s),
             warnings: &out.warnings,
+            sqlite_copies: out.sqlite_copies.iter().map(|p| PathJson::new(p)).collect(),
         };
         outln!("{}", json::pretty(&v));
         return;
@@ -96,6 +122,15 @@ fn print_result(out: &BackupOutcome, as_json: bool) {
         human_size(s.stats.stored_bytes),
         s.stats.elapsed_ms as f64 / 1000.0
     );
+    if !out.sqlite_copies.is_empty() {
+        outln!(
+            "sqlite: {} database(s) stored as consistent copies (SQLite backup API; their -wal, -shm and -journal files not stored):",
+            out.sqlite_copies.len()
+        );
+        for p in &out.sqlite_copies {
+            outln!("  {}", String::from_utf8_lossy(p));
+        }
+    }
     if !out.warnings.is_empty() {
         outln!("{} warning(s); see messages above", out.warnings.len());
     }

@@ -117,12 +117,14 @@ impl<'a> SnapshotJson<'a> {
     }
 }
 
-/// `backup --json`: the new snapshot and the warnings of its backup.
+/// `backup --json`: the new snapshot, the warnings of its backup, and the SQLite databases it
+/// stored as consistent copies.
 #[derive(Serialize)]
 pub struct BackupJson<'a> {
     #[serde(flatten)]
     pub snapshot: SnapshotJson<'a>,
     pub warnings: &'a [String],
+    pub sqlite_copies: Vec<PathJson>,
 }
 
 /// One `ls --json` line.

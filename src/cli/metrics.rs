@@ -12,7 +12,7 @@ pub(super) fn backup(path: &Path, default_repo: bool, a: super::backup::BackupAr
     let rec = Recorder::start(&a.metrics, Command::Backup);
     rec.source(metrics::backup_source_label(
         a.options.source_name.as_deref(),
-        &a.source,
+        a.source.as_deref().unwrap_or(Path::new("-")),
     ));
     let exit = super::backup::run(path, default_repo, a, &rec);
     finish(rec, exit)
