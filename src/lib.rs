@@ -24,6 +24,7 @@ pub mod history;
 pub mod id;
 pub mod layer_blob;
 pub mod layers;
+pub mod lease;
 pub mod listing;
 pub mod lookup;
 pub mod memory;

@@ -12,6 +12,7 @@ mod integration {
     mod fulldisk;
     mod history;
     mod lifecycle;
+    mod live;
     mod lookup;
     mod man;
     mod mount;

@@ -73,6 +73,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How long to wait while another strata process holds the repository (e.g. 30s, 5m, 1h; 0 fails at once)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5m", value_parser = crate::open::parse_duration)]
+    pub lock_wait: std::time::Duration,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -169,6 +172,7 @@ pub fn main() -> i32 {
         .format_timestamp(None)
         .format_target(false)
         .init();
+    crate::open::set_lock_wait(cli.lock_wait, Some(lock_wait_notice));
     match run(cli) {
         Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
@@ -176,6 +180,20 @@ pub fn main() -> i32 {
             eprintln!("strata: {e}");
             EXIT_ERROR
         }
+    }
+}
+
+/// Said once when a command starts waiting for a repository another process holds.
+fn lock_wait_notice(repo: &Path, pid: Option<&str>) {
+    match pid {
+        Some(pid) => eprintln!(
+            "strata: waiting for the repository lock held by pid {pid} ({})",
+            repo.display()
+        ),
+        None => eprintln!(
+            "strata: waiting for the repository lock ({})",
+            repo.display()
+        ),
     }
 }
 

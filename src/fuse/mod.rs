@@ -4,7 +4,11 @@
 //! - Inode encoding: FUSE node ids are the vfs inode numbers unchanged (1 is the root); they are
 //!   also what `st_ino` shows. The generation is always 0 (inodes are never reused).
 //! - Threads: fuser's session loop is single-threaded, so slow operations (lookup, opendir,
-//!   read) are handed to a small worker pool that replies from its thread.
+//!   read) are handed to a small worker pool that replies from its thread. A request that
+//!   panics is answered `EIO`; its worker lives on.
+//! - References: every `lookup` reply and `readdirplus` entry is counted ([`Vfs::hold`]) and
+//!   `forget` gives them back, so the inode table shrinks as the kernel lets go and the
+//!   snapshots it holds are leased ([`crate::vfs::Keeper`]).
 //! - Errors: [`errno`] is the one exhaustive table from vfs errors to errnos. Every write-type
 //!   operation replies `EROFS`.
 //! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
@@ -160,7 +164,11 @@ impl StrataFs {
                 .name(format!("strata-fuse-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        job();
+                        // A panic answers EIO for its request (fuser replies so for a reply
+                        // dropped unsent) and keeps the worker: the pool never shrinks.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            log::error!("A FUSE request panicked; it was answered with EIO");
+                        }
                     }
                 })
                 .expect("spawn worker thread");
@@ -207,6 +215,96 @@ fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirI
         .unwrap_or_else(|e| e.into_inner())
         .insert(fh, items.clone());
     Ok(items)
+}
+
+/// Entries `readdirplus` holds for the kernel at once: about what one reply fits, so that few are
+/// given back for lack of room, while the snapshots entered are leased once per batch.
+const PLUS_BATCH: usize = 32;
+
+/// Adds `items` of directory `dir` from position `from` to a `readdirplus` reply until it is
+/// full. Every entry but `.` and `..` is a reference the kernel keeps, so each is held first
+/// ([`Vfs::hold`]); one freed since the listing was made is looked up again, one whose snapshot
+/// was forgotten meanwhile is left out, and the held ones that did not fit are given back.
+fn fill_plus(vfs: &Vfs, dir: u64, items: &[DirItem], from: usize, reply: &mut ReplyDirectoryPlus) {
+    let mut i = from;
+    while i < items.len() {
+        let batch = &items[i..(i + PLUS_BATCH).min(items.len())];
+        let counted = |d: &DirItem| d.name != b"." && d.name != b"..";
+        let inos: Vec<u64> = batch
+            .iter()
+            .filter(|d| counted(d))
+            .map(|d| d.attr.ino)
+            .collect();
+        let mut held = vfs.hold(&inos).into_iter();
+        let mut pending: Vec<u64> = Vec::new();
+        let mut full = false;
+        for (k, d) in batch.iter().enumerate() {
+            let pos = i + k;
+            let mut attr = d.attr.clone();
+            if counted(d) {
+                if full {
+                    if held.next() == Some(true) {
+                        pending.push(attr.ino);
+                    }
+                    continue;
+                }
+                if held.next() != Some(true) {
+                    match vfs.lookup_held(dir, &d.name) {
+                        Ok(a) => attr = a,
+                        Err(_) => continue,
+                    }
+                }
+            } else if full {
+                continue;
+            }
+            let name = OsStr::from_bytes(&d.name);
+            if reply.add(
+                attr.ino,
+                pos as i64 + 1,
+                name,
+                &ttl(&attr),
+                &file_attr(&attr),
+                0,
+            ) {
+                full = true;
+                if counted(d) {
+                    pending.push(attr.ino);
+                }
+            }
+        }
+        for ino in pending {
+            vfs.forget(ino, 1);
+        }
+        if full {
+            return;
+        }
+        i += batch.len();
+    }
+}
+
+/// Tells the kernel what it may remember that is no longer so (see [`crate::vfs::Stale`]):
+/// entries are dropped (the kernel keeps an entry in use until its last user lets go, then
+/// forgets it), attributes and symlink targets read again. The kernel answers `ENOENT` for what
+/// it does not have cached; that is no error.
+pub fn invalidate(notifier: &fuser::Notifier, stale: &crate::vfs::Stale) {
+    for (parent, name) in &stale.entries {
+        if let Err(e) = notifier.inval_entry(*parent, OsStr::from_bytes(name)) {
+            log::debug!(
+                "Invalidating entry {parent}/{}: {e}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+    for ino in &stale.attrs {
+        if let Err(e) = notifier.inval_inode(*ino, -1, 0) {
+            log::debug!("Invalidating the attributes of inode {ino}: {e}");
+        }
+    }
+    for ino in &stale.links {
+        if let Err(e) = notifier.inval_inode(*ino, 0, 0) {
+            log::debug!("Invalidating the symlink {ino}: {e}");
+        }
+    }
 }
 
 fn erofs_entry(reply: ReplyEntry) {
@@ -256,7 +354,7 @@ impl Filesystem for StrataFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         self.touch();
         let name = name.as_bytes().to_vec();
-        self.spawn(move |vfs| match vfs.lookup(parent, &name) {
+        self.spawn(move |vfs| match vfs.lookup_held(parent, &name) {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
             Err(VfsError::NotFound) => match vfs.getattr(parent) {
                 // Negative entry (node id 0) cached like content: absent names stay absent.
@@ -269,6 +367,16 @@ impl Filesystem for StrataFs {
             },
             Err(e) => reply.error(log_err("lookup", &e)),
         });
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.vfs.forget(ino, nlookup);
+    }
+
+    fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
+        for n in nodes {
+            self.vfs.forget(n.nodeid, n.nlookup);
+        }
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -398,13 +506,7 @@ impl Filesystem for StrataFs {
         let dirs = self.dirs.clone();
         self.spawn(move |vfs| match listing(vfs, &dirs, ino, fh) {
             Ok(items) => {
-                for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                    let name = OsStr::from_bytes(&d.name);
-                    let attr = file_attr(&d.attr);
-                    if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
-                        break;
-                    }
-                }
+                fill_plus(vfs, ino, &items, offset.max(0) as usize, &mut reply);
                 reply.ok()
             }
             Err(e) => reply.error(log_err("readdirplus", &e)),

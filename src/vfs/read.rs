@@ -68,7 +68,7 @@ impl Vfs {
         ino: u64,
         offset: u64,
         size: u32,
-        out: impl FnOnce(&[u8]) -> R,
+        mut out: impl FnMut(&[u8]) -> R,
     ) -> VfsResult<R> {
         let node = self.node(ino)?;
         match &*node {
@@ -84,7 +84,10 @@ impl Vfs {
                 entry,
                 ..
             } => match entry.kind {
-                Kind::File => match self.read_entry(entry, offset, size as usize, out) {
+                Kind::File => match self
+                    .read_entry(entry, offset, size as usize, &mut out)
+                    .or_else(|e| self.read_again(e, entry, offset, size as usize, &mut out))
+                {
                     Ok((r, len)) => {
                         self.after_read(ino, entry, offset, len);
                         Ok(r)
@@ -102,6 +105,30 @@ impl Vfs {
         }
     }
 
+    /// A read failed: if the repository changed since the copy of the index the view reads (a
+    /// prune may have moved the chunk), moves to a newer copy and reads once more; else returns
+    /// the error. A stale location never yields other bytes: every record read is verified
+    /// against the chunk id it was asked for.
+    fn read_again<R>(
+        &self,
+        e: crate::Error,
+        entry: &Entry,
+        offset: u64,
+        len: usize,
+        out: impl FnMut(&[u8]) -> R,
+    ) -> crate::Result<(R, u64)> {
+        let moved = self
+            .keeper
+            .as_ref()
+            .is_some_and(|k| k.committed_since(self.gen().copy));
+        if !moved {
+            return Err(e);
+        }
+        log::info!("A read failed ({e}); reading a newer copy of the index and trying again");
+        self.refresh()?;
+        self.read_entry(entry, offset, len, out)
+    }
+
     /// Reads `[offset, offset + len)` of a file (clipped to its size) and hands it to `out`;
     /// returns `out`'s result and the number of bytes handed over. Binary search finds the first
     /// chunk; holes are zeros.
@@ -110,7 +137,7 @@ impl Vfs {
         entry: &Entry,
         offset: u64,
         len: usize,
-        out: impl FnOnce(&[u8]) -> R,
+        mut out: impl FnMut(&[u8]) -> R,
     ) -> crate::Result<(R, u64)> {
         if offset >= entry.size || len == 0 {
             return Ok((out(&[]), 0));
