@@ -17,7 +17,9 @@
 //!   opens: `open` answers `ENOSYS` once the kernel supports it) and `flush` is never needed.
 
 mod awake;
+mod live;
 mod push;
+mod session;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,13 +34,16 @@ use fuser::consts::{
     FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
 use libc::c_int;
 
 use crate::vfs::{Attr, DirItem, FileKind, Vfs, VfsError, XattrReply};
+use live::fill_plus;
+pub use live::invalidate;
+pub use session::{detach, spawn_mount, tune_readahead, MountOptions};
 
 /// TTL of snapshot content (immutable).
 pub const TTL_CONTENT: Duration = Duration::from_secs(86_400);
@@ -215,96 +220,6 @@ fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirI
         .unwrap_or_else(|e| e.into_inner())
         .insert(fh, items.clone());
     Ok(items)
-}
-
-/// Entries `readdirplus` holds for the kernel at once: about what one reply fits, so that few are
-/// given back for lack of room, while the snapshots entered are leased once per batch.
-const PLUS_BATCH: usize = 32;
-
-/// Adds `items` of directory `dir` from position `from` to a `readdirplus` reply until it is
-/// full. Every entry but `.` and `..` is a reference the kernel keeps, so each is held first
-/// ([`Vfs::hold`]); one freed since the listing was made is looked up again, one whose snapshot
-/// was forgotten meanwhile is left out, and the held ones that did not fit are given back.
-fn fill_plus(vfs: &Vfs, dir: u64, items: &[DirItem], from: usize, reply: &mut ReplyDirectoryPlus) {
-    let mut i = from;
-    while i < items.len() {
-        let batch = &items[i..(i + PLUS_BATCH).min(items.len())];
-        let counted = |d: &DirItem| d.name != b"." && d.name != b"..";
-        let inos: Vec<u64> = batch
-            .iter()
-            .filter(|d| counted(d))
-            .map(|d| d.attr.ino)
-            .collect();
-        let mut held = vfs.hold(&inos).into_iter();
-        let mut pending: Vec<u64> = Vec::new();
-        let mut full = false;
-        for (k, d) in batch.iter().enumerate() {
-            let pos = i + k;
-            let mut attr = d.attr.clone();
-            if counted(d) {
-                if full {
-                    if held.next() == Some(true) {
-                        pending.push(attr.ino);
-                    }
-                    continue;
-                }
-                if held.next() != Some(true) {
-                    match vfs.lookup_held(dir, &d.name) {
-                        Ok(a) => attr = a,
-                        Err(_) => continue,
-                    }
-                }
-            } else if full {
-                continue;
-            }
-            let name = OsStr::from_bytes(&d.name);
-            if reply.add(
-                attr.ino,
-                pos as i64 + 1,
-                name,
-                &ttl(&attr),
-                &file_attr(&attr),
-                0,
-            ) {
-                full = true;
-                if counted(d) {
-                    pending.push(attr.ino);
-                }
-            }
-        }
-        for ino in pending {
-            vfs.forget(ino, 1);
-        }
-        if full {
-            return;
-        }
-        i += batch.len();
-    }
-}
-
-/// Tells the kernel what it may remember that is no longer so (see [`crate::vfs::Stale`]):
-/// entries are dropped (the kernel keeps an entry in use until its last user lets go, then
-/// forgets it), attributes and symlink targets read again. The kernel answers `ENOENT` for what
-/// it does not have cached; that is no error.
-pub fn invalidate(notifier: &fuser::Notifier, stale: &crate::vfs::Stale) {
-    for (parent, name) in &stale.entries {
-        if let Err(e) = notifier.inval_entry(*parent, OsStr::from_bytes(name)) {
-            log::debug!(
-                "Invalidating entry {parent}/{}: {e}",
-                String::from_utf8_lossy(name)
-            );
-        }
-    }
-    for ino in &stale.attrs {
-        if let Err(e) = notifier.inval_inode(*ino, -1, 0) {
-            log::debug!("Invalidating the attributes of inode {ino}: {e}");
-        }
-    }
-    for ino in &stale.links {
-        if let Err(e) = notifier.inval_inode(*ino, 0, 0) {
-            log::debug!("Invalidating the symlink {ino}: {e}");
-        }
-    }
 }
 
 fn erofs_entry(reply: ReplyEntry) {
@@ -747,167 +662,6 @@ fn reply_xattr(r: Result<XattrReply, VfsError>, reply: ReplyXattr) {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
         Err(e) => reply.error(log_err("xattr", &e)),
-    }
-}
-
-/// Options for [`spawn_mount`]. The `strata mount` options are these fields (clap), so the CLI
-/// fills them directly; `help` is the CLI's wording, the doc comments the library's. The default
-/// is the CLI's: busy polling and directory readahead on.
-#[derive(Clone, Debug, clap::Args)]
-pub struct MountOptions {
-    /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
-    /// stored modes and ACLs apply.
-    #[arg(
-        long,
-        help = "Let other users access the mount (stored permissions and POSIX ACLs are then \
-                enforced by the kernel; non-root users need `user_allow_other` in /etc/fuse.conf)"
-    )]
-    pub allow_other: bool,
-    /// Worker threads for slow operations (0: 2 per CPU, at least 4).
-    #[arg(
-        long,
-        default_value_t = 0,
-        hide_default_value = true,
-        help = "Worker threads serving reads [default: 2 per CPU, at least 4]"
-    )]
-    pub threads: usize,
-    /// Keep the CPUs from halting while requests arrive (see the `awake` module).
-    #[arg(
-        long = "no-busy-poll",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not keep the CPUs awake while requests arrive. By default, during activity \
-                and for 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so \
-                that no CPU halts between requests: waking a halted CPU (a hypervisor exit on a \
-                VM) made each round trip ~4x slower here. Large (streaming) reads do not start \
-                it. It only takes CPU time nothing else wants; turn it off on battery or where \
-                idle CPU is billed"
-    )]
-    pub busy_poll: bool,
-    /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
-    #[arg(
-        long = "no-dir-readahead",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not push a directory's small files into the page cache ahead of readers. By \
-                default, when a file is read from its start, the next files of its directory (up \
-                to 1 MiB each, in a window that grows while the reader keeps going) are handed \
-                to the kernel, so that `diff -r`, `cp -r` or `grep -r` over many small files \
-                make no round trip per file"
-    )]
-    pub dir_readahead: bool,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            allow_other: false,
-            threads: 0,
-            busy_poll: true,
-            dir_readahead: true,
-        }
-    }
-}
-
-/// Mounts `vfs` at `mountpoint` read-only and serves it from background threads until the
-/// returned session is dropped. `on_destroy` is signalled if the session ends first.
-pub fn spawn_mount(
-    vfs: Arc<Vfs>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-    on_destroy: Option<crossbeam_channel::Sender<()>>,
-) -> std::io::Result<fuser::BackgroundSession> {
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get() * 2)
-            .max(4)
-    } else {
-        opts.threads
-    };
-    let mut options = vec![
-        MountOption::RO,
-        MountOption::FSName("strata".into()),
-        MountOption::Subtype("strata".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-    ];
-    if opts.allow_other {
-        options.push(MountOption::AllowOther);
-        options.push(MountOption::DefaultPermissions);
-    }
-    let pusher = opts
-        .dir_readahead
-        .then(|| Arc::new(push::Pusher::start(vfs.clone())));
-    let fs = StrataFs::new(
-        vfs,
-        threads,
-        opts.busy_poll,
-        pusher.clone(),
-        opts.allow_other,
-        on_destroy,
-    );
-    let session = fuser::spawn_mount2(fs, mountpoint, &options)?;
-    if let Some(p) = pusher {
-        p.set_notifier(session.notifier());
-    }
-    Ok(session)
-}
-
-/// Detaches the mount at `mountpoint` from the filesystem tree (a lazy unmount): the mount
-/// point is at once a plain directory again and no new path leads into the mount, while files
-/// and directories already open in it stay usable for as long as the session keeps serving. The
-/// kernel ends the session (its device then reads `ENODEV`) when the last of them is closed.
-/// Root detaches with `umount2(MNT_DETACH)`; other users through `fusermount3 -u -z`.
-pub fn detach(mountpoint: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EPERM) {
-        return Err(err);
-    }
-    let mut last = err;
-    for bin in ["fusermount3", "fusermount"] {
-        match std::process::Command::new(bin)
-            .args(["-u", "-z", "-q", "--"])
-            .arg(mountpoint)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => {
-                last = std::io::Error::other(format!(
-                    "{bin} -u -z: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Raises the kernel readahead of a live mount (its backing-device info) to `kb` KiB, so cold
-/// sequential reads arrive as large requests. Needs root; failures are logged and ignored.
-pub fn tune_readahead(mountpoint: &Path, kb: u32) {
-    use std::os::unix::fs::MetadataExt;
-    let dev = match std::fs::metadata(mountpoint) {
-        Ok(m) => m.dev(),
-        Err(e) => {
-            log::debug!("Readahead not tuned: {e}");
-            return;
-        }
-    };
-    let p = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        libc::major(dev),
-        libc::minor(dev)
-    );
-    match std::fs::write(&p, kb.to_string()) {
-        Ok(()) => log::info!("Readahead set to {kb} KiB ({p})"),
-        Err(e) => log::debug!("Readahead not tuned ({p}): {e}"),
     }
 }
 

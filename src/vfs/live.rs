@@ -656,4 +656,51 @@ mod tests {
         assert_eq!(vfs.snapshot_names().len(), 1);
         let _ = s2;
     }
+
+    #[test]
+    fn a_read_after_a_prune_moved_its_chunks_is_served_from_a_new_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let (path, src) = (t.path().join("repo"), t.path().join("src"));
+        fs::create_dir(&src).unwrap();
+        let a = crate::testutil::pseudo_random(3 << 20, 5);
+        fs::write(src.join("a"), &a).unwrap();
+        fs::write(src.join("b"), crate::testutil::pseudo_random(3 << 20, 6)).unwrap();
+        drop(Open::new(&path).create(&Default::default()).unwrap());
+        let s1 = snap(&path, &src, BackupKind::Full);
+        fs::remove_file(src.join("b")).unwrap();
+        snap(&path, &src, BackupKind::Full);
+        let (vfs, _reader) = crate::mount::open_live(Open::new(&path), Default::default()).unwrap();
+        let snaps = vfs.lookup_held(ROOT_INO, b"snapshots").unwrap().ino;
+        let name = vfs.snapshot_names()[1].clone();
+        let root = vfs.lookup_held(snaps, name.as_bytes()).unwrap().ino;
+        let f = vfs.lookup_held(root, b"a").unwrap().ino;
+
+        // `b` becomes garbage in the pack that holds `a`: the prune rewrites it and deletes it.
+        crate::ops::writing(&path, |repo| {
+            crate::forget::rewrite(repo, &[s1.id], &[])?;
+            let opts = crate::prune::PruneOptions {
+                repack_threshold: 100,
+                ..Default::default()
+            };
+            let stats = crate::prune::prune(repo, &opts)?;
+            assert!(stats.packs_rewritten > 0, "{stats:?}");
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            vfs.outdated(),
+            "the view still reads the copy from before the prune"
+        );
+        let mut got = Vec::new();
+        while got.len() < a.len() {
+            let part = vfs.read(f, got.len() as u64, 1 << 20).unwrap();
+            assert!(!part.is_empty());
+            got.extend_from_slice(&part);
+        }
+        assert!(got == a, "the same bytes, from the chunks' new places");
+        assert!(
+            !vfs.outdated(),
+            "the failed read moved the view to a new copy"
+        );
+    }
 }

@@ -422,7 +422,13 @@ impl Vfs {
     /// Looks `name` up in directory `parent`; returns the child's attributes.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         let ino = self.lookup_ino(parent, name)?;
-        self.getattr(ino)
+        let mut attr = self.getattr(ino)?;
+        if matches!(&*self.node(parent)?, Node::Versions { .. }) {
+            // A version's name there (its first snapshot's time) changes when that snapshot is
+            // forgotten: the entry is as short-lived as the lists'.
+            attr.immutable = false;
+        }
+        Ok(attr)
     }
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> VfsResult<u64> {

@@ -71,6 +71,9 @@ impl Vfs {
         mut out: impl FnMut(&[u8]) -> R,
     ) -> VfsResult<R> {
         let node = self.node(ino)?;
+        // The copy of the index the read starts in: a read that fails after the view moved on
+        // (a prune moved the chunk) is tried again.
+        let copy = self.gen().copy;
         match &*node {
             Node::Deleted { data, .. } => {
                 let start = (offset as usize).min(data.len());
@@ -86,7 +89,7 @@ impl Vfs {
             } => match entry.kind {
                 Kind::File => match self
                     .read_entry(entry, offset, size as usize, &mut out)
-                    .or_else(|e| self.read_again(e, entry, offset, size as usize, &mut out))
+                    .or_else(|e| self.read_again(e, copy, entry, offset, size as usize, &mut out))
                 {
                     Ok((r, len)) => {
                         self.after_read(ino, entry, offset, len);
@@ -105,26 +108,26 @@ impl Vfs {
         }
     }
 
-    /// A read failed: if the repository changed since the copy of the index the view reads (a
-    /// prune may have moved the chunk), moves to a newer copy and reads once more; else returns
+    /// A read that started in copy `copy` failed: if the view moved on since, or the repository
+    /// changed (a prune may have moved the chunk), reads once more in the newest copy; else returns
     /// the error. A stale location never yields other bytes: every record read is verified
     /// against the chunk id it was asked for.
     fn read_again<R>(
         &self,
         e: crate::Error,
+        copy: u64,
         entry: &Entry,
         offset: u64,
         len: usize,
         out: impl FnMut(&[u8]) -> R,
     ) -> crate::Result<(R, u64)> {
-        let moved = self
-            .keeper
-            .as_ref()
-            .is_some_and(|k| k.committed_since(self.gen().copy));
-        if !moved {
+        let Some(keeper) = &self.keeper else {
+            return Err(e);
+        };
+        if self.gen().copy == copy && !keeper.committed_since(copy) {
             return Err(e);
         }
-        log::info!("A read failed ({e}); reading a newer copy of the index and trying again");
+        log::info!("A read failed ({e}); trying again in the newest copy of the index");
         self.refresh()?;
         self.read_entry(entry, offset, len, out)
     }

@@ -254,8 +254,10 @@ impl Vfs {
                 continue; // a child of the same name hides the version (see docs/SEMANTICS.md)
             }
             let cino = self.intern_version(path, v, ino);
+            let mut attr = self.getattr(cino)?;
+            attr.immutable = false; // as `Vfs::lookup` says for names under versions/
             out.push(DirItem {
-                attr: self.getattr(cino)?,
+                attr,
                 name: v.name.clone(),
             });
         }
