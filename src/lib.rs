@@ -26,6 +26,7 @@ pub mod hooks;
 pub mod id;
 pub mod layer_blob;
 pub mod layers;
+pub mod lease;
 pub mod listing;
 pub mod lookup;
 pub mod memory;

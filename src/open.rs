@@ -28,13 +28,104 @@
 //!
 //! Writing the lookup files again when the command is done is the caller's last step; the
 //! operations in `crate::ops` do it.
+//!
+//! **Waiting for the lock.** A repository held by another process (a backup, a prune) is waited
+//! for, up to [`Open::lock_wait`] (by default [`default_lock_wait`], five minutes unless the
+//! program set another with [`set_lock_wait`]), instead of failing at once: two backups started by
+//! two timers both succeed, one after the other. Whoever waits is told once, through the notice
+//! the program installed ([`set_lock_wait`]); the library itself prints nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lookup::Quick;
 use crate::repo::{CreateOptions, Repo, RepoLock, DEFAULT_INDEX_CACHE};
+
+/// How long opening waits for a repository another process holds, unless told otherwise.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// The process-wide default wait, in milliseconds (see [`set_lock_wait`]).
+static LOCK_WAIT_MS: AtomicU64 = AtomicU64::new(DEFAULT_LOCK_WAIT.as_millis() as u64);
+/// Told once per wait that the repository is held: the repository and the holder's pid, when
+/// its lock file names one.
+static WAIT_NOTICE: OnceLock<fn(&Path, Option<&str>)> = OnceLock::new();
+
+/// Sets, for this process, how long [`Open`] waits for a repository another process holds
+/// (`--lock-wait`), and what it calls once when it starts waiting (the CLI says so on stderr).
+/// The notice can be installed once; later calls only change the wait.
+pub fn set_lock_wait(wait: Duration, notice: Option<fn(&Path, Option<&str>)>) {
+    LOCK_WAIT_MS.store(
+        wait.as_millis().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+    if let Some(f) = notice {
+        let _ = WAIT_NOTICE.set(f);
+    }
+}
+
+/// The wait a new [`Open`] starts with: [`DEFAULT_LOCK_WAIT`] unless [`set_lock_wait`] changed it.
+pub fn default_lock_wait() -> Duration {
+    Duration::from_millis(LOCK_WAIT_MS.load(Ordering::Relaxed))
+}
+
+/// Parses a duration as `--lock-wait` takes it: a number of seconds, or a number with a unit
+/// `ms`, `s`, `m`, `h` (`90`, `500ms`, `30s`, `5m`, `1h`).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("Not a duration: {s:?} (try 30s, 5m or 1h)"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("Not a duration: {s:?} (try 30s, 5m or 1h)")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("Duration too large: {s:?}"))
+}
+
+/// Takes a repository's lock with `take`, waiting up to `wait` while another process holds it
+/// and telling the installed notice once. [`RepoLock`] itself retries a busy lock for about a
+/// second (a forked child can hold it for a moment); only a lock still busy after that is
+/// waited for, and reported.
+fn take_waiting(
+    path: &Path,
+    wait: Duration,
+    quiet: bool,
+    take: impl Fn(&Path) -> Result<RepoLock>,
+) -> Result<RepoLock> {
+    let deadline = Instant::now() + wait;
+    let mut told = false;
+    loop {
+        match take(path) {
+            Err(Error::RepoLocked { holder, .. }) if Instant::now() < deadline => {
+                if !told {
+                    told = true;
+                    log::info!(
+                        "Waiting for the lock of repository {}, held by another strata process{holder}",
+                        path.display()
+                    );
+                    if let Some(f) = WAIT_NOTICE.get().filter(|_| !quiet) {
+                        let pid = holder
+                            .trim()
+                            .strip_prefix("(pid ")
+                            .and_then(|p| p.strip_suffix(')'));
+                        f(path, pid);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
 
 /// How to open a repository (see the module documentation).
 #[derive(Clone, Debug)]
@@ -43,6 +134,8 @@ pub struct Open {
     cache_bytes: u64,
     create_if_missing: bool,
     seeded: bool,
+    lock_wait: Duration,
+    quiet_wait: bool,
 }
 
 impl Open {
@@ -54,7 +147,24 @@ impl Open {
             cache_bytes: DEFAULT_INDEX_CACHE,
             create_if_missing: false,
             seeded: false,
+            lock_wait: default_lock_wait(),
+            quiet_wait: false,
         }
+    }
+
+    /// Waits without telling the notice installed by [`set_lock_wait`] (it is logged): for a
+    /// background task such as a mount taking a new copy of the index, whose waits are routine.
+    pub fn quiet_wait(mut self) -> Open {
+        self.quiet_wait = true;
+        self
+    }
+
+    /// How long to wait while another process holds the repository, instead of
+    /// [`default_lock_wait`]; zero fails at once (after the brief retry every lock gets). A wait
+    /// that runs out is [`Error::RepoLocked`], naming the holder.
+    pub fn lock_wait(mut self, wait: Duration) -> Open {
+        self.lock_wait = wait;
+        self
     }
 
     /// sled's page cache, instead of [`DEFAULT_INDEX_CACHE`]. Backups use
@@ -105,7 +215,12 @@ impl Open {
     /// Takes the lock of an existing repository and nothing more: the lookup files stay valid
     /// and can be read under it, and the index can be opened later under the same lock.
     pub fn lock(self) -> Result<Locked> {
-        let lock = Repo::lock_existing(&self.path)?;
+        let lock = take_waiting(
+            &self.path,
+            self.lock_wait,
+            self.quiet_wait,
+            Repo::lock_existing,
+        )?;
         Ok(Locked { open: self, lock })
     }
 
@@ -113,7 +228,12 @@ impl Open {
     /// without it the directory is not known to be a repository, and nothing is touched. Removes
     /// the lookup catalog, since the taker may change the index.
     pub fn lock_without_index(self) -> Result<Unindexed> {
-        let lock = Repo::lock_marked(&self.path)?;
+        let lock = take_waiting(
+            &self.path,
+            self.lock_wait,
+            self.quiet_wait,
+            Repo::lock_marked,
+        )?;
         crate::lookup::invalidate(&self.path)?;
         Ok(Unindexed {
             path: self.path,
@@ -182,6 +302,82 @@ impl Locked {
         }
         Ok(repo)
     }
+}
+
+impl Locked {
+    /// Copies the index into `into/index` (`into`: an empty directory private to this process)
+    /// under the lock held, runs `under_lock` (still under it), lets go of the lock and opens the
+    /// repository over the copy, seeded from the lookup catalog when the builder says so: a
+    /// handle for a long-running reader (the mount, see `crate::lease`) that never keeps other
+    /// commands waiting. Nothing of the repository is written (the catalog stays valid), and
+    /// nothing of the opening of its own index runs (no commit marker, no resumed `forget`: every
+    /// view is intact at every point of an unfinished rewrite). The handle holds `into/lock`
+    /// while it is open, so a copy in use can be told from one whose reader is gone.
+    pub fn open_copy<T>(
+        self,
+        into: &Path,
+        under_lock: impl FnOnce() -> Result<T>,
+    ) -> Result<(Arc<Repo>, T)> {
+        let Locked { open, lock } = self;
+        let path = &open.path;
+        let index = path.join(crate::repo::INDEX_DIR);
+        if !index.is_dir() {
+            return Err(Error::IndexMissing(path.clone()));
+        }
+        let seed = if open.seeded {
+            crate::lookup::read_seed(path).unwrap_or_else(|e| {
+                log::info!("Not using the lookup catalog ({e}); reading the index");
+                None
+            })
+        } else {
+            None
+        };
+        let copy = into.join(crate::repo::INDEX_DIR);
+        copy_dir(&index, &copy)?;
+        let held = under_lock()?;
+        drop(lock);
+        let own = RepoLock::take(into)?;
+        let db = crate::repo::open_sled(
+            sled::Config::new()
+                .path(&copy)
+                .cache_capacity(open.cache_bytes)
+                .mode(sled::Mode::HighThroughput),
+        )
+        .map_err(|e| match e {
+            // The copy is the repository's index as it is: say which repository to repair.
+            Error::IndexDamaged { detail, .. } => Error::IndexDamaged {
+                path: path.clone(),
+                detail,
+            },
+            e => e,
+        })?;
+        let repo = Repo::open_with_db(path, own, db)?;
+        if let Some(seed) = seed {
+            crate::snapshot::seed_records(&repo, seed.snapshots);
+            let dirs = crate::layers::DirsSeed {
+                encoded: seed.layer_dirs,
+                decode: crate::lookup::decode_dirs,
+            };
+            crate::layers::seed_dirs(&repo, dirs);
+        }
+        Ok((repo, held))
+    }
+}
+
+/// Copies the directory `from` (a sled database: flat but for sled's `blobs/`) to `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    use crate::error::IoContext;
+    std::fs::create_dir_all(to).ctx("Creating", to)?;
+    for e in std::fs::read_dir(from).ctx("Reading", from)? {
+        let e = e.ctx("Reading", from)?;
+        let dest = to.join(e.file_name());
+        if e.file_type().ctx("Reading", e.path())?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest).ctx("Copying", e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Completes a `forget` or `consolidate` that a kill or a full disk interrupted. Views are

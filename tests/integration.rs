@@ -15,6 +15,7 @@ mod integration {
     mod history;
     mod hooks;
     mod lifecycle;
+    mod live;
     mod lookup;
     mod man;
     mod monitoring;

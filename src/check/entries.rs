@@ -59,7 +59,9 @@ pub(super) fn check_entries(
             None,
         );
     }
-    for (sid, n) in &scanned.dangling {
+    // A layer a running mount leases is kept on purpose (see crate::lease), not left over.
+    let leased = crate::lease::leased(repo.path()).unwrap_or_default();
+    for (sid, n) in scanned.dangling.iter().filter(|(s, _)| !leased.contains(s)) {
         st.problem(
             ProblemKind::DanglingLayer,
             format!("{n} layer entries of snapshot {sid}, which does not exist (an interrupted backup?)"),
@@ -179,7 +181,8 @@ pub(super) fn check_layerdirs(
             .or_default()
             .insert(dir.to_vec(), v.first() == Some(&1));
     }
-    for (sid, n) in &dangling {
+    let leased = crate::lease::leased(repo.path()).unwrap_or_default();
+    for (sid, n) in dangling.iter().filter(|(s, _)| !leased.contains(s)) {
         st.problem(
             ProblemKind::DanglingLayerdirs,
             format!("{n} layerdirs keys of snapshot {sid}, which does not exist"),

@@ -107,6 +107,9 @@ pub struct Cli {
     /// No progress display (overrides --progress)
     #[arg(short, long, global = true, display_order = 102)]
     pub quiet: bool,
+    /// How long to wait while another strata process holds the repository (e.g. 30s, 5m, 1h; 0 fails at once)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5m", value_parser = crate::open::parse_duration, display_order = 103)]
+    pub lock_wait: std::time::Duration,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -237,6 +240,7 @@ pub fn main() -> i32 {
     };
     status::configure(mode, command);
     init_logging(cli.verbose);
+    crate::open::set_lock_wait(cli.lock_wait, Some(lock_wait_notice));
     match run(cli, &parsed) {
         Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
@@ -271,6 +275,20 @@ fn init_logging(verbose: u8) {
         .format_timestamp(None)
         .format_target(false)
         .init();
+}
+
+/// Said once when a command starts waiting for a repository another process holds.
+fn lock_wait_notice(repo: &Path, pid: Option<&str>) {
+    match pid {
+        Some(pid) => eprintln!(
+            "strata: waiting for the repository lock held by pid {pid} ({})",
+            repo.display()
+        ),
+        None => eprintln!(
+            "strata: waiting for the repository lock ({})",
+            repo.display()
+        ),
+    }
 }
 
 /// Standard output was closed by its reader (`strata backup | head`): later output is dropped.

@@ -5,7 +5,6 @@
 //! reader nor the process's exit can leave a dead mount behind.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -15,7 +14,6 @@ use crate::error::IoContext;
 use crate::fuse::MountOptions;
 use crate::mount::{check_mountpoint, Mounted};
 use crate::open::Open;
-use crate::repo::Repo;
 use crate::vfs::VfsOptions;
 use crate::Result;
 
@@ -135,19 +133,22 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
-    let open = Open::new(repo_path)
-        .cache_bytes(crate::repo::MOUNT_INDEX_CACHE)
-        .seeded(true);
-    // Opening the index removed the lookup files; written again when the mount ends.
-    crate::ops::read_only_with(open, |repo| {
-        serve(repo, repo_path, &a, &mp, set, started, ready_pipe)
-    })
+    // The mount reads a copy of the index and never holds the repository (see crate::mount).
+    serve(
+        Open::new(repo_path),
+        repo_path,
+        &a,
+        &mp,
+        set,
+        started,
+        ready_pipe,
+    )
 }
 
 /// Mounts the open repository at `mp` and serves it until a signal in `set` or an external
 /// unmount; a daemon child says when it is ready through `ready_pipe`.
 fn serve(
-    repo: &Arc<Repo>,
+    open: Open,
     repo_path: &Path,
     a: &MountArgs,
     mp: &Path,
@@ -164,7 +165,7 @@ fn serve(
             let _ = fwd.send(false);
         }
     });
-    let mounted = Mounted::start(repo.clone(), mp, a.vfs.clone(), &a.mount, ended_tx)?;
+    let mounted = Mounted::start(open, mp, a.vfs.clone(), &a.mount, ended_tx)?;
     let sig_tx = tx;
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;

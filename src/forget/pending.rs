@@ -116,9 +116,20 @@ pub(super) fn finish_cleanup(repo: &Repo, c: &Cleanup) -> Result<CleanupStats> {
     remove_records(repo, &forgotten)?;
     crash_point("forget-after-remove");
 
-    // 6. Cleanup: dead layers, redundant whiteouts, layerdirs of new fulls.
+    // 6. Cleanup: dead layers, redundant whiteouts, layerdirs of new fulls. A layer a running
+    // mount still reads (its lease) stays, hidden: no record points at it, and the prune after
+    // the lease ends deletes it like any orphan.
     let mut stats = CleanupStats::default();
+    let leased = if forgotten.is_empty() {
+        HashSet::new()
+    } else {
+        crate::lease::retained(repo.path())?
+    };
     for id in &forgotten {
+        if leased.contains(id) {
+            log::info!("Keeping the layer of snapshot {id} while a running mount reads it");
+            continue;
+        }
         stats.entries_deleted += delete_layer(repo, id)?;
     }
     repo.flush()?;

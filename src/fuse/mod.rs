@@ -4,7 +4,11 @@
 //! - Inode encoding: FUSE node ids are the vfs inode numbers unchanged (1 is the root); they are
 //!   also what `st_ino` shows. The generation is always 0 (inodes are never reused).
 //! - Threads: fuser's session loop is single-threaded, so slow operations (lookup, opendir,
-//!   read) are handed to a small worker pool that replies from its thread.
+//!   read) are handed to a small worker pool that replies from its thread. A request that
+//!   panics is answered `EIO`; its worker lives on.
+//! - References: every `lookup` reply and `readdirplus` entry is counted ([`Vfs::hold`]) and
+//!   `forget` gives them back, so the inode table shrinks as the kernel lets go and the
+//!   snapshots it holds are leased ([`crate::vfs::Keeper`]).
 //! - Errors: [`errno`] is the one exhaustive table from vfs errors to errnos. Every write-type
 //!   operation replies `EROFS`.
 //! - Caching: snapshot content never changes, so it gets a one-day entry/attr TTL, kept page cache
@@ -16,6 +20,7 @@
 //!   atomics only), which `.strata/stats` shows.
 
 mod awake;
+mod live;
 mod push;
 mod session;
 
@@ -43,6 +48,8 @@ use libc::c_int;
 use crate::vfs::{
     Attr, DirItem, FileKind, MountStats, Op, Timer, Vfs, VfsError, XattrReply, STATS_INO,
 };
+use live::fill_plus;
+pub use live::invalidate;
 
 /// TTL of snapshot content (immutable).
 pub const TTL_CONTENT: Duration = Duration::from_secs(86_400);
@@ -185,7 +192,11 @@ impl StrataFs {
                 .name(format!("strata-fuse-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        job();
+                        // A panic answers EIO for its request (fuser replies so for a reply
+                        // dropped unsent) and keeps the worker: the pool never shrinks.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            log::error!("A FUSE request panicked; it was answered with EIO");
+                        }
                     }
                 })
                 .expect("spawn worker thread");
@@ -297,7 +308,7 @@ impl Filesystem for StrataFs {
         let t = self.begin(Op::Lookup);
         let name = name.as_bytes().to_vec();
         self.spawn(move |vfs| {
-            match vfs.lookup(parent, &name) {
+            match vfs.lookup_held(parent, &name) {
                 Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), 0),
                 Err(VfsError::NotFound) => match vfs.getattr(parent) {
                     // Negative entry (node id 0) cached like content: absent names stay absent.
@@ -312,6 +323,16 @@ impl Filesystem for StrataFs {
             }
             vfs.stats().done(t);
         });
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.vfs.forget(ino, nlookup);
+    }
+
+    fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
+        for n in nodes {
+            self.vfs.forget(n.nodeid, n.nlookup);
+        }
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
@@ -505,13 +526,7 @@ impl Filesystem for StrataFs {
         self.spawn(move |vfs| {
             match listing(vfs, &dirs, ino, fh) {
                 Ok(items) => {
-                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                        let name = OsStr::from_bytes(&d.name);
-                        let attr = file_attr(&d.attr);
-                        if reply.add(d.attr.ino, i as i64 + 1, name, &ttl(&d.attr), &attr, 0) {
-                            break;
-                        }
-                    }
+                    fill_plus(vfs, ino, &items, offset.max(0) as usize, &mut reply);
                     reply.ok()
                 }
                 Err(e) => reply.error(log_err(vfs.stats(), "readdirplus", &e)),

@@ -16,6 +16,9 @@ use crate::snapshot::Snapshot;
 pub(super) struct Marked {
     /// The committed snapshots.
     pub(super) existing: HashSet<SnapshotId>,
+    /// Layers of snapshots no longer committed that a running mount still reads (its lease,
+    /// see [`crate::lease`]): kept, with every chunk they reference, until the lease is gone.
+    pub(super) leased: HashSet<SnapshotId>,
     /// Ids of live records: chunks, layer blobs, snapshot blobs, tombstones, the dictionary.
     pub(super) live: HashSet<ChunkId>,
     /// Live chunks of file content alone.
@@ -24,10 +27,10 @@ pub(super) struct Marked {
     pub(super) orphans: Vec<Value>,
 }
 
-/// Streams the `layers` keyspace once: entries of existing snapshots mark their chunks live,
-/// entries of snapshots that no longer exist are orphans. The snapshots' layer blobs are live
-/// too.
-pub(super) fn mark_layers(repo: &Repo) -> Result<Marked> {
+/// Streams the `layers` keyspace once: entries of existing snapshots and of `leased` layers
+/// mark their chunks live, entries of other snapshots that no longer exist are orphans. The
+/// snapshots' layer blobs are live too.
+pub(super) fn mark_layers(repo: &Repo, leased: HashSet<SnapshotId>) -> Result<Marked> {
     let snapshots = repo.snapshots()?;
     let existing: HashSet<SnapshotId> = snapshots.iter().map(|s| s.id).collect();
     let mut live: HashSet<ChunkId> = HashSet::new();
@@ -35,7 +38,7 @@ pub(super) fn mark_layers(repo: &Repo) -> Result<Marked> {
     for kv in repo.index().scan(Space::Layers, b"") {
         let (k, v) = kv?;
         let sid = key_snapshot(&k)?;
-        if existing.contains(&sid) {
+        if existing.contains(&sid) || leased.contains(&sid) {
             for c in Entry::decode(&v)?.chunks {
                 live.insert(c.id);
             }
@@ -49,6 +52,7 @@ pub(super) fn mark_layers(repo: &Repo) -> Result<Marked> {
     }
     Ok(Marked {
         existing,
+        leased,
         live,
         live_chunks,
         orphans,

@@ -2,8 +2,9 @@
 //!
 //! **Mark.** The `layers` keyspace is streamed once: entries of existing snapshots mark their chunks
 //! live (a `HashSet` of 32-byte ids: about 80 MB per million chunks with the set's overhead, fine
-//! up to a few million chunks); entries of snapshots that no longer exist (a killed backup or
-//! forget) are deleted. Also live: the layer blobs listed by the snapshot records, the last-written
+//! up to a few million chunks), and so do the layers a running mount leases (a forgotten snapshot
+//! whose files it still has open, see [`crate::lease`]); entries of other snapshots that no
+//! longer exist (a killed backup or forget, a lease that ended) are deleted. Also live: the layer blobs listed by the snapshot records, the last-written
 //! snapshot blob of each remaining snapshot, every forget tombstone and the dictionary.
 //!
 //! **Sweep.** Every pack's record headers are read. A record is live when its id is live and the
@@ -138,10 +139,16 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
         crate::lookup::drop_tables(repo.path())?;
     }
 
-    // Mark.
+    // Mark. The leases are read under the lock after a new epoch starts, so a mount that enters
+    // a snapshot from now on takes a new copy of the index first (see crate::lease).
+    let leased = if opts.dry_run {
+        crate::lease::leased(repo.path())?
+    } else {
+        crate::lease::retained(repo.path())?
+    };
     let progress = &opts.progress.0;
     progress.phase("Marking");
-    let mut marked = mark::mark_layers(repo)?;
+    let mut marked = mark::mark_layers(repo, leased)?;
     stats.live_chunks = marked.live_chunks;
     progress.phase("Scanning packs");
     let packs = mark::scan_packs(repo, &mut marked, &mut stats)?;

@@ -104,7 +104,7 @@ fn is_live(repo: &Repo, live: &HashSet<ChunkId>, pid: PackId, r: &Rec) -> Result
 }
 
 /// Deletes the layer entries and layer directories of snapshots that no longer exist: no
-/// snapshot record points at them.
+/// snapshot record points at them, and no running mount leases them.
 pub(super) fn remove_orphans(repo: &Repo, marked: &Marked) -> Result<()> {
     for part in marked.orphans.chunks(BATCH) {
         let mut batch = Batch::default();
@@ -116,7 +116,8 @@ pub(super) fn remove_orphans(repo: &Repo, marked: &Marked) -> Result<()> {
     let mut batch = Batch::default();
     for kv in repo.index().scan(Space::LayerDirs, b"") {
         let (k, _) = kv?;
-        if !marked.existing.contains(&key_snapshot(&k)?) {
+        let sid = key_snapshot(&k)?;
+        if !marked.existing.contains(&sid) && !marked.leased.contains(&sid) {
             batch.remove(Space::LayerDirs, k);
         }
     }

@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::cache::Current;
 use super::lock;
 use crate::id::{ChunkId, PackId};
 use crate::repo::keys::Location;
@@ -55,6 +56,11 @@ impl Locations {
         }
     }
 
+    /// Forgets every location (the index they came from was replaced).
+    pub fn clear(&self) {
+        lock(&self.slots).clear();
+    }
+
     fn put(&self, id: ChunkId, loc: Location) {
         let mut slots = lock(&self.slots);
         if slots.is_empty() {
@@ -80,7 +86,7 @@ pub struct Ahead {
 
 impl Ahead {
     /// Starts the lookup threads, remembering into `locations`.
-    pub fn start(repo: Arc<Repo>, locations: Arc<Locations>) -> Ahead {
+    pub fn start(repo: Arc<Current>, locations: Arc<Locations>) -> Ahead {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<ChunkId>>(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -94,7 +100,7 @@ impl Ahead {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        look_up(&repo, &locations, &ids);
+                        look_up(&repo.get(), &locations, &ids);
                     }
                 });
             match spawned {
@@ -182,7 +188,7 @@ mod tests {
         ids.push(unknown);
 
         let locations = Arc::new(Locations::default());
-        let ahead = Ahead::start(repo.clone(), locations.clone());
+        let ahead = Ahead::start(Arc::new(Current::new(repo.clone())), locations.clone());
         ahead.request(ids.clone());
         let deadline = Instant::now() + Duration::from_secs(20);
         while locations.len() < ids.len() - 1 && Instant::now() < deadline {
@@ -246,7 +252,7 @@ mod tests {
         let (t, repo, ids) = crate::testutil::repo_with_one_file(6 << 20, 9);
         let packs: Vec<std::path::PathBuf> = walk(&t.path().join("repo/packs"));
         let locations = Arc::new(Locations::default());
-        let ahead = Ahead::start(repo.clone(), locations.clone());
+        let ahead = Ahead::start(Arc::new(Current::new(repo.clone())), locations.clone());
         for round in 0..2 {
             for p in &packs {
                 evict(p);

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use lru::LruCache;
 
@@ -14,10 +14,35 @@ use super::lock;
 use crate::id::ChunkId;
 use crate::repo::Repo;
 
+/// The repository handle chunk reads go to. A live mount replaces it when it takes a new copy of
+/// the index: the packs are the same, only where the index says a chunk is can change (a prune
+/// moved it), and the newest copy knows best.
+pub struct Current(RwLock<Arc<Repo>>);
+
+impl Current {
+    /// Reads going to `repo`.
+    pub fn new(repo: Arc<Repo>) -> Current {
+        Current(RwLock::new(repo))
+    }
+
+    /// The handle now.
+    pub fn get(&self) -> Arc<Repo> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the handle; returns the one it replaces.
+    pub fn set(&self, repo: Arc<Repo>) -> Arc<Repo> {
+        std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|e| e.into_inner()),
+            repo,
+        )
+    }
+}
+
 /// Bounded LRU of verified, decompressed chunks, with in-flight deduplication: concurrent readers
 /// of one chunk wait for a single load.
 pub struct ChunkCache {
-    repo: Arc<Repo>,
+    repo: Arc<Current>,
     cap_bytes: u64,
     inner: Mutex<CacheInner>,
     /// Buffers of evicted chunks, reused for the next misses: a streaming reader then decodes
@@ -102,7 +127,7 @@ impl ChunkCache {
     /// An empty cache holding at most `cap_bytes` of chunk data.
     pub fn new(repo: Arc<Repo>, cap_bytes: u64) -> ChunkCache {
         ChunkCache {
-            repo,
+            repo: Arc::new(Current::new(repo)),
             cap_bytes,
             inner: Mutex::new(CacheInner {
                 lru: LruCache::unbounded(),
@@ -124,11 +149,24 @@ impl ChunkCache {
         &self.locations
     }
 
+    /// The repository handle reads go to (shared with the lookup threads).
+    pub fn current(&self) -> &Arc<Current> {
+        &self.repo
+    }
+
+    /// Sends reads to `repo` from now on (a newer copy of the index) and forgets the locations
+    /// looked up in the old one. Cached chunks stay: they are verified content, wherever they
+    /// were read from.
+    pub fn set_repo(&self, repo: Arc<Repo>) {
+        drop(self.repo.set(repo));
+        self.locations.clear();
+    }
+
     /// The pack location of `id`: looked up ahead, else from the index.
     fn location(&self, id: &ChunkId) -> crate::Result<crate::repo::keys::Location> {
         match self.locations.get(id) {
             Some(l) => Ok(l),
-            None => self.repo.chunk_location(id),
+            None => self.repo.get().chunk_location(id),
         }
     }
 
@@ -247,7 +285,7 @@ impl ChunkCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let loc = self.location(id)?;
         let before = out.len();
-        self.repo.read_record_append(id, &loc, out)?;
+        self.repo.get().read_record_append(id, &loc, out)?;
         self.count_read(out.len() - before);
         Ok(())
     }
@@ -272,7 +310,7 @@ impl ChunkCache {
                 None => Vec::new(),
             }
         };
-        self.repo.read_record_into(id, &loc, &mut buf)?;
+        self.repo.get().read_record_into(id, &loc, &mut buf)?;
         Ok(buf)
     }
 

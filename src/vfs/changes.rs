@@ -18,7 +18,7 @@ impl Vfs {
         name: &[u8],
     ) -> VfsResult<Option<Entry>> {
         let err = || self.content_path(snap, true, &join(dir, name));
-        let d = LayerChanges::of(&self.repo, snap)
+        let d = LayerChanges::of(&self.repo_of(snap), snap)
             .at(dir, name)
             .map_err(repo_err(err))?;
         Ok(d.and_then(Delta::entry))
@@ -29,7 +29,7 @@ impl Vfs {
         if let Some(s) = st.synth.get() {
             return Ok(s.clone());
         }
-        let dirs = LayerChanges::of(&self.repo, snap)
+        let dirs = LayerChanges::of(&st.gen.repo, snap)
             .dirs()
             .map_err(repo_err(|| self.content_path(snap, true, b"")))?;
         let mut synth = Synth::new();

@@ -15,20 +15,27 @@
 //! /.strata/stats                              the mount's own counters (see stats.rs)
 //! ```
 //!
-//! Invariants: an inode number, once handed out, names the same object for the life of the `Vfs`
-//! (nodes are never freed or reused); hard links inside one snapshot view share one inode; nothing
-//! of a snapshot is loaded until something inside it is looked up (listing `snapshots/` reads only
+//! Invariants: an inode number, once handed out, names the same object for as long as the kernel
+//! holds it, and is never reused (a node the kernel forgot is freed; looking the object up again
+//! gives it a new number); hard links inside one snapshot view share one inode; nothing of a
+//! snapshot is loaded until something inside it is looked up (listing `snapshots/` reads only
 //! each snapshot's root entry). Content reads go through a bounded LRU of verified chunks; a chunk
 //! that fails verification is an error for that read only, never wrong bytes.
+//!
+//! A live view (the mount's) reads a private copy of the index and moves to a newer copy when the
+//! repository changes ([`Keeper`], the `live` module): new snapshots appear, forgotten ones leave
+//! the listings, and the snapshots the kernel holds inodes of are leased so that `forget` and
+//! `prune` keep what they need until the kernel lets go.
 //!
 //! Must not: know fuser, print, or panic on a data path.
 //!
 //! Here: the inode table's use, lookup and readdir. Beside it: `names` (spelling and the inode
 //! keys), `types` (what callers get back), `attrs`, `read` (content and xattrs), `changes` (the
 //! `changes/` tree), `versions` (the `versions/` tree), `stats` (the mount's counters and
-//! `.strata/stats`), and the caches (`cache`, `ahead`, `dirahead`).
+//! `.strata/stats`), `live` (copies of the index, kernel references, leases) and the caches
+//! (`cache`, `ahead`, `dirahead`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
@@ -38,13 +45,15 @@ mod attrs;
 mod cache;
 mod changes;
 pub(crate) mod dirahead;
+mod live;
 mod names;
 mod read;
 mod stats;
 mod types;
 mod versions;
 
-pub use cache::{ChunkCache, Keep};
+pub use cache::{ChunkCache, Current, Keep};
+pub use live::{Keeper, Stale};
 pub use names::{encode_component, snapshot_name};
 pub use read::STREAM_REQUEST;
 pub use stats::{MountStats, Op, StatsContent, Timer};
@@ -71,20 +80,32 @@ use crate::snapshot::{BackupKind, Snapshot};
 
 /// Inode number of the mount's root directory (FUSE's root id).
 pub const ROOT_INO: u64 = 1;
-// The fixed top-level inodes, allocated in this order by `Vfs::open`.
+// The fixed top-level inodes, allocated in this order by `Vfs::open`; never freed.
 const SNAPSHOTS_INO: u64 = 2;
 const SOURCES_INO: u64 = 3;
 const TAGS_INO: u64 = 4;
 const KINDS_INO: u64 = 5;
 const CHANGES_INO: u64 = 6;
+const LATEST_INO: u64 = 7;
 const VERSIONS_INO: u64 = 8;
 const STRATA_DIR_INO: u64 = 9;
 /// Inode number of `.strata/stats`: its content changes from one lookup to the next, so the
 /// FUSE adapter gives it no cache time and reads it with direct I/O when it can.
 pub const STATS_INO: u64 = 10;
 
-#[derive(Default)]
+/// One copy of the index and the snapshot list read from it; replaced whole by a newer one.
+pub(crate) struct Gen {
+    /// Which copy (the keeper's number; 0 for a view without a keeper).
+    copy: u64,
+    repo: Arc<Repo>,
+    snaps: Arc<SnapList>,
+}
+
+/// What the view has resolved of one snapshot, in the copy of the index it was first needed in.
 struct SnapState {
+    /// The copy its views read: the current one, or for a snapshot forgotten while the kernel
+    /// holds its files, the last one that had it.
+    gen: Arc<Gen>,
     /// The resolved root entry (memoized along chains: listing `snapshots/` stays linear).
     root: OnceLock<Entry>,
     view: OnceLock<Arc<View>>,
@@ -92,11 +113,26 @@ struct SnapState {
     deleted: OnceLock<DeletedLists>,
 }
 
+impl SnapState {
+    fn new(gen: Arc<Gen>) -> SnapState {
+        SnapState {
+            gen,
+            root: OnceLock::new(),
+            view: OnceLock::new(),
+            synth: OnceLock::new(),
+            deleted: OnceLock::new(),
+        }
+    }
+}
+
 /// The filesystem view. Shared by all FUSE worker threads (`&self` everywhere).
 pub struct Vfs {
-    repo: Arc<Repo>,
     opts: VfsOptions,
-    snaps: RwLock<Arc<SnapList>>,
+    gen: RwLock<Arc<Gen>>,
+    /// Keeps a live view current and its snapshots leased; `None`: the view shows the handle it
+    /// was opened over.
+    keeper: Option<Arc<dyn Keeper>>,
+    live: live::LiveState,
     inodes: RwLock<Inodes>,
     states: Mutex<HashMap<SnapshotId, Arc<SnapState>>>,
     cache: Arc<ChunkCache>,
@@ -120,8 +156,29 @@ fn lossy(b: &[u8]) -> String {
 }
 
 impl Vfs {
-    /// Builds the view: reads the snapshot records (not their trees).
+    /// Builds the view of `repo` as it is: reads the snapshot records (not their trees).
+    /// [`Vfs::refresh`] reads them again.
     pub fn open(repo: Arc<Repo>, opts: VfsOptions) -> crate::Result<Vfs> {
+        Self::build(repo, 0, None, opts)
+    }
+
+    /// Builds a live view over copy `copy` of the index (`repo`), which `keeper` replaces by
+    /// newer copies and leases the snapshots in use through (see [`Keeper`]).
+    pub fn open_live(
+        repo: Arc<Repo>,
+        copy: u64,
+        keeper: Arc<dyn Keeper>,
+        opts: VfsOptions,
+    ) -> crate::Result<Vfs> {
+        Self::build(repo, copy, Some(keeper), opts)
+    }
+
+    fn build(
+        repo: Arc<Repo>,
+        copy: u64,
+        keeper: Option<Arc<dyn Keeper>>,
+        opts: VfsOptions,
+    ) -> crate::Result<Vfs> {
         let cache = Arc::new(ChunkCache::new(repo.clone(), opts.cache_bytes));
         let mut inodes = Inodes::new();
         for k in [
@@ -139,10 +196,15 @@ impl Vfs {
             inodes.insert(Key::Virtual(k.clone()), Node::Virtual(k));
         }
         let vfs = Vfs {
-            ahead: ahead::Ahead::start(repo.clone(), cache.locations().clone()),
-            repo,
+            ahead: ahead::Ahead::start(cache.current().clone(), cache.locations().clone()),
+            gen: RwLock::new(Arc::new(Gen {
+                copy,
+                repo: repo.clone(),
+                snaps: Arc::new(SnapList::build(Vec::new())),
+            })),
+            keeper,
+            live: Default::default(),
             opts,
-            snaps: RwLock::new(Arc::new(SnapList::build(Vec::new()))),
             inodes: RwLock::new(inodes),
             states: Mutex::new(HashMap::new()),
             cache,
@@ -152,21 +214,10 @@ impl Vfs {
             stats: MountStats::default(),
             stats_content: Mutex::new(None),
         };
-        vfs.refresh()?;
+        vfs.install(copy, repo)?;
+        // Nothing is mounted yet: the kernel remembers nothing.
+        vfs.take_stale();
         Ok(vfs)
-    }
-
-    /// Re-reads the snapshot list. Inodes already handed out keep their meaning; new snapshots
-    /// become visible (the top-level lists have short TTLs).
-    pub fn refresh(&self) -> crate::Result<()> {
-        let all = self.repo.snapshots()?;
-        let filtered = all
-            .into_iter()
-            .filter(|s| self.opts.sources.is_empty() || self.opts.sources.contains(&s.source))
-            .collect();
-        *self.snaps.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(SnapList::build(filtered));
-        Ok(())
     }
 
     /// Number of snapshots shown.
@@ -188,16 +239,17 @@ impl Vfs {
         self.cache.stats()
     }
 
+    fn gen(&self) -> Arc<Gen> {
+        self.gen.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn snap_list(&self) -> Arc<SnapList> {
-        self.snaps.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.gen().snaps.clone()
     }
 
     fn node(&self, ino: u64) -> VfsResult<Arc<Node>> {
         let t = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        ino.checked_sub(1)
-            .and_then(|i| t.nodes.get(i as usize))
-            .cloned()
-            .ok_or(VfsError::NotFound)
+        t.node(ino).cloned().ok_or(VfsError::NotFound)
     }
 
     /// The inode for `key`, creating its node with `make` the first time.
@@ -218,7 +270,18 @@ impl Vfs {
     }
 
     fn state(&self, id: &SnapshotId) -> Arc<SnapState> {
-        lock(&self.states).entry(*id).or_default().clone()
+        let mut states = lock(&self.states);
+        if let Some(st) = states.get(id) {
+            return st.clone();
+        }
+        let st = Arc::new(SnapState::new(self.gen()));
+        states.insert(*id, st.clone());
+        st
+    }
+
+    /// The index copy snapshot `id` is read from.
+    fn repo_of(&self, id: &SnapshotId) -> Arc<Repo> {
+        self.state(id).gen.repo.clone()
     }
 
     fn view(&self, id: &SnapshotId) -> VfsResult<Arc<View>> {
@@ -227,7 +290,8 @@ impl Vfs {
             return Ok(v.clone());
         }
         let v = Arc::new(
-            View::open(&self.repo, id).map_err(repo_err(|| format!("snapshot {}", id.short())))?,
+            View::open(&st.gen.repo, id)
+                .map_err(repo_err(|| format!("snapshot {}", id.short())))?,
         );
         let _ = st.view.set(v);
         Ok(st.view.get().cloned().expect("set above"))
@@ -281,11 +345,11 @@ impl Vfs {
             // of a long chain of small incrementals, 503 reads (22 ms cold) become one.
             let full = i + 1 == chain.len();
             let skip = !full
-                && LayerChanges::of(&self.repo, lid)
+                && LayerChanges::of(&st.gen.repo, lid)
                     .cached_dirs()
                     .is_some_and(|d| !d.contains_key(b"".as_slice()));
             if !skip {
-                let d = LayerChanges::of(&self.repo, lid)
+                let d = LayerChanges::of(&st.gen.repo, lid)
                     .at(b"", b"")
                     .map_err(repo_err(err))?;
                 if let Some(e) = d.and_then(Delta::entry).filter(|e| e.kind == Kind::Dir) {
@@ -374,7 +438,13 @@ impl Vfs {
     /// Looks `name` up in directory `parent`; returns the child's attributes.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         let ino = self.lookup_ino(parent, name)?;
-        self.getattr(ino)
+        let mut attr = self.getattr(ino)?;
+        if matches!(&*self.node(parent)?, Node::Versions { .. }) {
+            // A version's name there (its first snapshot's time) changes when that snapshot is
+            // forgotten: the entry is as short-lived as the lists'.
+            attr.immutable = false;
+        }
+        Ok(attr)
     }
 
     fn lookup_ino(&self, parent: u64, name: &[u8]) -> VfsResult<u64> {
@@ -472,6 +542,8 @@ impl Vfs {
                     let mtime_ns = entry.mtime_ns;
                     return Ok(
                         self.intern(Key::Deleted { snap: *snap, nul }, || Node::Deleted {
+                            snap: *snap,
+                            nul,
                             data,
                             mtime_ns,
                             parent,
@@ -548,7 +620,12 @@ impl Vfs {
             },
             DirItem {
                 name: b"..".to_vec(),
-                attr: self.getattr(self.parent_of(&node))?,
+                // A parent the kernel forgot may have been freed (its number is not reused):
+                // the kernel takes nothing from this entry but a number.
+                attr: match self.getattr(self.parent_of(&node)) {
+                    Ok(a) => a,
+                    Err(_) => self.attr_of(ino, &node)?,
+                },
             },
         ];
         let list = self.snap_list();
@@ -654,7 +731,8 @@ impl Vfs {
         } else {
             let synth = self.synth(snap)?;
             let mut extra: BTreeSet<Vec<u8>> = synth.get(path).cloned().unwrap_or_default();
-            for kv in LayerChanges::of(&self.repo, snap).under(path) {
+            let repo = self.repo_of(snap);
+            for kv in LayerChanges::of(&repo, snap).under(path) {
                 let (name, d) = kv.map_err(repo_err(err))?;
                 extra.remove(&name);
                 if let Delta::Set(e) = d {

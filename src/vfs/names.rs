@@ -2,6 +2,8 @@
 //! of the inode table (numbers are never reused), and the snapshot list the top-level
 //! directories are built from.
 
+use std::sync::atomic::AtomicU64;
+
 use super::*;
 
 /// Percent-encodes a source or tag name into one safe path component: `/` → `%2F`, `%` → `%25`,
@@ -87,6 +89,8 @@ pub(super) enum Node {
         parent: u64,
     },
     Deleted {
+        snap: SnapshotId,
+        nul: bool,
         data: Arc<Vec<u8>>,
         mtime_ns: i64,
         parent: u64,
@@ -126,11 +130,72 @@ impl Node {
             _ => false,
         }
     }
+
+    /// The key this node is interned under (the rule of [`Vfs::intern_content`]).
+    pub(super) fn key(&self) -> Key {
+        match self {
+            Node::Virtual(k) => Key::Virtual(k.clone()),
+            Node::Content {
+                snap,
+                changes,
+                path,
+                entry,
+                ..
+            } => {
+                if entry.kind != Kind::Dir && entry.nlink > 1 {
+                    Key::HardLink {
+                        snap: *snap,
+                        changes: *changes,
+                        src_ino: entry.ino,
+                    }
+                } else {
+                    Key::Path {
+                        snap: *snap,
+                        changes: *changes,
+                        path: path.clone(),
+                    }
+                }
+            }
+            Node::Deleted { snap, nul, .. } => Key::Deleted {
+                snap: *snap,
+                nul: *nul,
+            },
+            Node::Versions { source, path, .. } => Key::Versions(source.clone(), path.clone()),
+        }
+    }
+
+    /// The snapshot whose content this node shows (`None` for the synthetic directories and
+    /// links, and for `versions/` directories, which show no content of their own).
+    pub(super) fn snap(&self) -> Option<SnapshotId> {
+        match self {
+            Node::Content { snap, .. } | Node::Deleted { snap, .. } => Some(*snap),
+            Node::Virtual(_) | Node::Versions { .. } => None,
+        }
+    }
+
+    /// Whether this node shows `changes/` content (a layer that `forget` or `consolidate` can
+    /// rewrite), rather than a snapshot's view (which never changes).
+    pub(super) fn in_changes(&self) -> bool {
+        matches!(
+            self,
+            Node::Content { changes: true, .. } | Node::Deleted { .. }
+        )
+    }
+}
+
+/// One inode: its node and the kernel's lookup count.
+pub(super) struct Slot {
+    pub(super) node: Arc<Node>,
+    /// How many references the kernel holds: one per `lookup` reply and per `readdirplus`
+    /// entry, minus what `forget` gives back. At zero the kernel has no use for the number.
+    pub(super) refs: AtomicU64,
 }
 
 pub(super) struct Inodes<S = std::collections::hash_map::RandomState> {
-    /// Node of inode `i + 1`.
-    pub(super) nodes: Vec<Arc<Node>>,
+    /// Every inode in use, by number.
+    pub(super) nodes: HashMap<u64, Slot>,
+    /// The next number to hand out: numbers are never reused.
+    next: u64,
     /// Inode of each `Key::Path`, by the key's hash; the node holds the key itself, so a hit is
     /// confirmed against it. Keeping only the hash saves a second copy of every path: about
     /// 110 bytes per entry, 11 MB for a listed 100k-file snapshot.
@@ -143,7 +208,8 @@ pub(super) struct Inodes<S = std::collections::hash_map::RandomState> {
 impl<S: BuildHasher + Default> Inodes<S> {
     pub(super) fn new() -> Inodes<S> {
         Inodes {
-            nodes: Vec::new(),
+            nodes: HashMap::new(),
+            next: 1,
             paths: HashMap::new(),
             others: HashMap::new(),
             hasher: S::default(),
@@ -154,7 +220,7 @@ impl<S: BuildHasher + Default> Inodes<S> {
         if let Key::Path { .. } = key {
             let h = self.hasher.hash_one(key);
             if let Some(&ino) = self.paths.get(&h) {
-                if self.nodes[ino as usize - 1].is_path(key) {
+                if self.nodes.get(&ino).is_some_and(|s| s.node.is_path(key)) {
                     return Some(ino);
                 }
             }
@@ -162,10 +228,22 @@ impl<S: BuildHasher + Default> Inodes<S> {
         self.others.get(key).copied()
     }
 
+    /// The node of inode `ino`.
+    pub(super) fn node(&self, ino: u64) -> Option<&Arc<Node>> {
+        self.nodes.get(&ino).map(|s| &s.node)
+    }
+
     /// Adds `node` under `key` (which must not be present); returns its inode.
     pub(super) fn insert(&mut self, key: Key, node: Node) -> u64 {
-        self.nodes.push(Arc::new(node));
-        let ino = self.nodes.len() as u64;
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(
+            ino,
+            Slot {
+                node: Arc::new(node),
+                refs: AtomicU64::new(0),
+            },
+        );
         if let Key::Path { .. } = key {
             let h = self.hasher.hash_one(&key);
             if let std::collections::hash_map::Entry::Vacant(v) = self.paths.entry(h) {
@@ -175,6 +253,28 @@ impl<S: BuildHasher + Default> Inodes<S> {
         }
         self.others.insert(key, ino);
         ino
+    }
+
+    /// Lets `key` lead to no inode, where it led to `ino`; the node stays (the kernel may hold
+    /// it), and the next lookup of the key makes a new one.
+    pub(super) fn unkey(&mut self, ino: u64, key: &Key) {
+        if let Key::Path { .. } = key {
+            let h = self.hasher.hash_one(key);
+            if self.paths.get(&h) == Some(&ino) {
+                self.paths.remove(&h);
+                return;
+            }
+        }
+        if self.others.get(key) == Some(&ino) {
+            self.others.remove(key);
+        }
+    }
+
+    /// Removes inode `ino` and its key; returns its node.
+    pub(super) fn remove(&mut self, ino: u64) -> Option<Arc<Node>> {
+        let slot = self.nodes.remove(&ino)?;
+        self.unkey(ino, &slot.node.key());
+        Some(slot.node)
     }
 }
 

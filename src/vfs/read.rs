@@ -78,9 +78,12 @@ impl Vfs {
         ino: u64,
         offset: u64,
         size: u32,
-        out: impl FnOnce(&[u8]) -> R,
+        mut out: impl FnMut(&[u8]) -> R,
     ) -> VfsResult<R> {
         let node = self.node(ino)?;
+        // The copy of the index the read starts in: a read that fails after the view moved on
+        // (a prune moved the chunk) is tried again.
+        let copy = self.gen().copy;
         match &*node {
             Node::Deleted { data, .. } => Ok(out(slice_at(data, offset, size))),
             Node::Virtual(VKey::StatsFile) => {
@@ -93,7 +96,10 @@ impl Vfs {
                 entry,
                 ..
             } => match entry.kind {
-                Kind::File => match self.read_entry(entry, offset, size as usize, out) {
+                Kind::File => match self
+                    .read_entry(entry, offset, size as usize, &mut out)
+                    .or_else(|e| self.read_again(e, copy, entry, offset, size as usize, &mut out))
+                {
                     Ok((r, len)) => {
                         self.after_read(ino, entry, offset, len);
                         Ok(r)
@@ -111,6 +117,30 @@ impl Vfs {
         }
     }
 
+    /// A read that started in copy `copy` failed: if the view moved on since, or the repository
+    /// changed (a prune may have moved the chunk), reads once more in the newest copy; else returns
+    /// the error. A stale location never yields other bytes: every record read is verified
+    /// against the chunk id it was asked for.
+    fn read_again<R>(
+        &self,
+        e: crate::Error,
+        copy: u64,
+        entry: &Entry,
+        offset: u64,
+        len: usize,
+        out: impl FnMut(&[u8]) -> R,
+    ) -> crate::Result<(R, u64)> {
+        let Some(keeper) = &self.keeper else {
+            return Err(e);
+        };
+        if self.gen().copy == copy && !keeper.committed_since(copy) {
+            return Err(e);
+        }
+        log::info!("A read failed ({e}); trying again in the newest copy of the index");
+        self.refresh()?;
+        self.read_entry(entry, offset, len, out)
+    }
+
     /// Reads `[offset, offset + len)` of a file (clipped to its size) and hands it to `out`;
     /// returns `out`'s result and the number of bytes handed over. Binary search finds the first
     /// chunk; holes are zeros.
@@ -119,7 +149,7 @@ impl Vfs {
         entry: &Entry,
         offset: u64,
         len: usize,
-        out: impl FnOnce(&[u8]) -> R,
+        mut out: impl FnMut(&[u8]) -> R,
     ) -> crate::Result<(R, u64)> {
         if offset >= entry.size || len == 0 {
             return Ok((out(&[]), 0));

@@ -42,6 +42,13 @@ const MAX_HISTORIES: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 /// of going stale.
 pub(super) struct HistoryCache(Mutex<LruCache<HistoryKey, Arc<Vec<Version>>>>);
 
+impl HistoryCache {
+    /// Forgets every history (the snapshot list changed).
+    pub(super) fn clear(&self) {
+        lock(&self.0).clear();
+    }
+}
+
 impl Default for HistoryCache {
     fn default() -> HistoryCache {
         HistoryCache(Mutex::new(LruCache::new(MAX_HISTORIES)))
@@ -111,8 +118,9 @@ impl Vfs {
         let snaps = Self::source_snaps(&self.snap_list(), source)?;
         let err = || Self::versions_path(source, path);
         let mut names = BTreeSet::new();
+        let repo = self.gen().repo.clone();
         for layer in self.source_layers(&snaps)? {
-            for kv in LayerChanges::of(&self.repo, &layer).under(path) {
+            for kv in LayerChanges::of(&repo, &layer).under(path) {
                 let (name, d) = kv.map_err(repo_err(err))?;
                 if d != Delta::Deleted {
                     names.insert(name);
@@ -134,8 +142,9 @@ impl Vfs {
         };
         let err = || lossy(path);
         let (mut exists, mut non_dir) = (false, false);
+        let repo = self.gen().repo.clone();
         for layer in self.source_layers(snaps)? {
-            let d = LayerChanges::of(&self.repo, &layer)
+            let d = LayerChanges::of(&repo, &layer)
                 .at(dir, name)
                 .map_err(repo_err(err))?;
             if let Some(Delta::Set(e)) = d {
@@ -245,8 +254,10 @@ impl Vfs {
                 continue; // a child of the same name hides the version (see docs/SEMANTICS.md)
             }
             let cino = self.intern_version(path, v, ino);
+            let mut attr = self.getattr(cino)?;
+            attr.immutable = false; // as `Vfs::lookup` says for names under versions/
             out.push(DirItem {
-                attr: self.getattr(cino)?,
+                attr,
                 name: v.name.clone(),
             });
         }

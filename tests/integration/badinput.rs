@@ -79,12 +79,50 @@ fn repository_in_use_names_the_holder() {
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let held = strata::open::Open::new(&repo).open().unwrap();
+    let started = std::time::Instant::now();
+    let out = strata(
+        &repo,
+        &["--lock-wait", "2s", "backup", src.to_str().unwrap()],
+    );
+    fails_with(&out, "in use by another strata process (pid");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let waiting = format!(
+        "waiting for the repository lock held by pid {}",
+        std::process::id()
+    );
+    assert_eq!(err.matches(&waiting).count(), 1, "said once: {err}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     fails_with(
-        &strata(&repo, &["backup", src.to_str().unwrap()]),
+        &strata(&repo, &["--lock-wait", "0", "snapshots"]),
         "in use by another strata process (pid",
     );
     drop(held);
     backup(&repo, &src, &[]);
+}
+
+#[test]
+fn a_command_waits_for_the_lock_and_then_runs() {
+    let (t, repo) = new_repo();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let held = strata::open::Open::new(&repo).open().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        drop(held);
+    });
+    let out = strata(&repo, &["backup", src.to_str().unwrap()]);
+    release.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("waiting for the repository lock held by pid"),
+        "{err}"
+    );
+    assert_eq!(crate::common::snapshot_ids(&repo).len(), 1);
+    let out = strata(&repo, &["--lock-wait", "soon", "snapshots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Not a duration"));
 }
 
 #[test]
