@@ -29,4 +29,5 @@ mod integration {
     mod sqlite;
     mod stale;
     mod streams;
+    mod walkthrough;
 }

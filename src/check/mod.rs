@@ -38,6 +38,7 @@ pub mod marker;
 mod metadata;
 mod read;
 mod report;
+pub mod run;
 mod snapshots;
 
 pub use health::{Health, HealthOptions, Status};

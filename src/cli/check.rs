@@ -3,14 +3,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
 
+use crate::check::run::CheckRun;
 use crate::check::{
-    self, CheckOptions, CheckReport, CheckStats, DbCopy, Health, HealthOptions, Problem,
-    ProblemKind, Severity, Status,
+    self, CheckOptions, CheckReport, CheckStats, Health, HealthOptions, Problem, ProblemKind,
+    Severity, Status,
 };
 use crate::id::SnapshotId;
 use crate::metrics::{CheckFigures, Command, Figures, MetricsOptions, Recorder};
@@ -54,74 +54,11 @@ pub struct RepairArgs {
     pub json: bool,
 }
 
-/// A check that ran: its report, and the repository (over check's private copy of the index)
-/// unless the index could not be opened at all.
-struct Checked {
-    report: CheckReport,
-    repo: Option<(Arc<Repo>, DbCopy)>,
-}
-
-impl Checked {
-    /// Lets go of the private copy: the database is not flushed (nothing to keep), only deleted.
-    fn close(self) {
-        if let Some((repo, copy)) = self.repo {
-            std::mem::forget(repo);
-            drop(copy);
-        }
-    }
-}
-
-/// Runs the check of the repository at `path`. An index that cannot be read at all is reported
-/// as check's only problem, in the report's own form; any other failure is an error.
-fn run_checked(path: &Path, opts: &mut CheckOptions) -> Result<Checked> {
-    let (repo, copy) = match check::open_copy(path) {
-        Ok(r) => r,
-        Err(Error::IndexMissing(p)) => {
-            let e = Error::IndexMissing(p);
-            return Ok(index_unusable(ProblemKind::IndexMissing, e));
-        }
-        Err(Error::IndexDamaged { detail, .. }) => {
-            // The error names check's private copy; the user's repository is `path`.
-            let e = Error::IndexDamaged {
-                path: path.to_path_buf(),
-                detail,
-            };
-            return Ok(index_unusable(ProblemKind::IndexDamaged, e));
-        }
-        Err(e) => return Err(e),
-    };
+/// Runs the check with a progress display ([`check::run::run`]).
+fn run_checked(path: &Path, opts: &mut CheckOptions) -> Result<CheckRun> {
     let status = StatusLine::data("Verifying");
     opts.progress = status.progress();
-    let report = check::check(&repo, opts);
-    drop(status);
-    match report {
-        Ok(report) => Ok(Checked {
-            report,
-            repo: Some((repo, copy)),
-        }),
-        Err(e) => {
-            Checked {
-                report: CheckReport::default(),
-                repo: Some((repo, copy)),
-            }
-            .close();
-            Err(e)
-        }
-    }
-}
-
-/// What follows every check: the damage marker, and (when the index opened) the lookup files.
-fn after_check(path: &Path, c: &Checked, opts: &CheckOptions) {
-    record_check(path, &c.report, opts);
-    // The copy holds what the index holds: the lookup files are written anew from it, so that
-    // `cat` answers what the check just reported (a chunk the index lost stays lost to both).
-    if let Some((repo, _)) = &c.repo {
-        if let Err(e) = crate::lookup::drop_tables(path) {
-            log::warn!("Could not remove the lookup tables: {e}");
-        } else {
-            crate::ops::publish_lookups(repo, &[]);
-        }
-    }
+    check::run::run(path, opts)
 }
 
 /// Runs `strata check`.
@@ -132,18 +69,15 @@ pub fn run_check(path: &Path, a: CheckArgs) -> Result<i32> {
     }
     let CheckArgs { mut opts, json, .. } = a;
     let exit = run_checked(path, &mut opts).map(|c| {
-        print_check(c.repo.as_ref().map(|r| &*r.0), &c.report, json);
-        after_check(path, &c, &opts);
+        print_check(c.repo().map(|r| &**r), &c.report, json);
         record_metrics(&rec, &c);
-        let code = check_code(&c.report);
-        c.close();
-        code
+        check_code(&c.report)
     });
     super::metrics::finish(rec, exit)
 }
 
 /// The check's figures and the repository's, for the metrics file; damage is a failure.
-fn record_metrics(rec: &Recorder, c: &Checked) {
+fn record_metrics(rec: &Recorder, c: &CheckRun) {
     rec.figures(Figures::Check(CheckFigures::of(&c.report)));
     let damage = c
         .report
@@ -153,7 +87,7 @@ fn record_metrics(rec: &Recorder, c: &Checked) {
         .count() as u64;
     rec.counts(c.report.problems.len() as u64 - damage, damage);
     rec.success(!c.report.damaged());
-    if let Some((repo, _)) = &c.repo {
+    if let Some(repo) = c.repo() {
         rec.repository(repo);
     }
 }
@@ -166,19 +100,17 @@ fn run_nagios(path: &Path, a: CheckArgs, rec: &Recorder) -> i32 {
     } = a;
     let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let c = run_checked(path, &mut opts)?;
-        after_check(path, &c, &opts);
         record_metrics(rec, &c);
-        let snapshots = match &c.repo {
-            Some((repo, _)) => repo.snapshots()?,
+        let snapshots = match c.repo() {
+            Some(repo) => repo.snapshots()?,
             None => Vec::new(),
         };
-        let bytes = match &c.repo {
-            Some((repo, _)) => Some(repo.packs().list()?.iter().map(|p| p.1).sum()),
+        let bytes = match c.repo() {
+            Some(repo) => Some(repo.packs().list()?.iter().map(|p| p.1).sum()),
             None => None,
         };
         let now = crate::time::now_ns();
         let h = check::health::evaluate(&c.report, &snapshots, bytes, now, &health);
-        c.close();
         Ok::<_, Error>(h)
     }));
     let (health, ran) = match judged {
@@ -199,32 +131,6 @@ fn run_nagios(path: &Path, a: CheckArgs, rec: &Recorder) -> i32 {
         eprintln!("strata: {e}");
     }
     health.status.exit_code()
-}
-
-/// Keeps the damage marker (which `prune` honours) in step with what this check found.
-fn record_check(path: &Path, report: &CheckReport, opts: &CheckOptions) {
-    let read_all = opts.read_data.is_some_and(|p| p >= 100.0);
-    if let Err(e) = check::marker::record_check(path, report, opts.read_data.is_some(), read_all) {
-        log::warn!("Could not update the damage marker: {e}");
-    }
-}
-
-/// The report of an index that cannot be read at all: that is check's only problem, damage
-/// (exit code 4).
-fn index_unusable(kind: ProblemKind, e: Error) -> Checked {
-    Checked {
-        report: CheckReport {
-            problems: vec![Problem {
-                kind,
-                message: e.to_string(),
-                snapshot: None,
-                chunk: None,
-                pack: None,
-            }],
-            ..Default::default()
-        },
-        repo: None,
-    }
 }
 
 /// Runs `strata repair`.

@@ -273,7 +273,7 @@ fn metrics_files_parse_merge_and_record_failures() {
     // A check that cannot run (another process holds the repository) is a failure: its time is
     // recorded, its last success kept, and nothing says the repository was found undamaged.
     let lock = hold_lock(&repo);
-    let out = strata(&repo, &["check", "--metrics-file", ms]);
+    let out = strata(&repo, &["--lock-wait", "1s", "check", "--metrics-file", ms]);
     assert_eq!(out.status.code(), Some(1));
     drop(lock);
     let s2 = parse_prometheus(&fs::read(&m).unwrap());
@@ -445,7 +445,7 @@ fn check_nagios_exit_codes() {
     let (code, line) = nagios(&repo, T0, &["--max-age", "soon"]);
     assert_eq!(code, 3, "a usage error is UNKNOWN too: {line}");
     let lock = hold_lock(&repo);
-    let (code, line) = nagios(&repo, T0, &[]);
+    let (code, line) = nagios(&repo, T0, &["--lock-wait", "1s"]);
     assert_eq!(code, 3, "{line}");
     assert!(line.contains("in use"), "{line}");
     drop(lock);
