@@ -92,6 +92,16 @@ pub enum Error {
     /// nothing references may be what the damage made unreferenced.
     #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]
     DamageUnacknowledged { path: PathBuf, found: String },
+    /// An encrypted repository whose key files all refused the passphrase.
+    #[error("Wrong passphrase for repository {0}: no key file of it opens with the passphrase given")]
+    WrongPassphrase(PathBuf),
+    /// An encrypted repository that no key file can unlock whatever the passphrase (none, only
+    /// damaged ones, only another repository's).
+    #[error("Repository {path} is encrypted, but {detail}")]
+    KeyUnusable { path: PathBuf, detail: String },
+    /// An encrypted repository and no passphrase to open it with.
+    #[error("No passphrase: {0}")]
+    NoPassphrase(String),
 }
 
 /// Shorthand used throughout the library.
@@ -128,6 +138,17 @@ impl Error {
                 | Error::RepoNotFound(_)
                 | Error::NotARepo(_)
                 | Error::RepoLocked { .. }
+                | Error::WrongPassphrase(_)
+                | Error::NoPassphrase(_)
+        )
+    }
+
+    /// True when an encrypted repository could not be unlocked (wrong passphrase, no usable key
+    /// file, no passphrase): the CLI's exit code 5.
+    pub fn is_locked_out(&self) -> bool {
+        matches!(
+            self,
+            Error::WrongPassphrase(_) | Error::KeyUnusable { .. } | Error::NoPassphrase(_)
         )
     }
 

@@ -15,6 +15,9 @@
 //! Opening composes storage steps (`crate::repo`) with what every opening of the index must do
 //! above storage, always in this order:
 //!
+//! 0. unlock an encrypted repository (its marker says so): the passphrase comes from
+//!    [`Open::passphrase`], else from [`crate::passphrase`]'s sources; before the lock, so that
+//!    a wrong passphrase writes nothing and a prompt holds no lock;
 //! 1. take the process lock (an existing repository must have its marker);
 //! 2. for a seeded open, read the lookup catalog while it is still valid;
 //! 3. remove the catalog, durably (`crate::lookup`: a catalog exists only while no process has
@@ -34,6 +37,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::lookup::Quick;
+use crate::repo::crypt::keyfile::Passphrase;
+use crate::repo::crypt::Crypt;
 use crate::repo::{CreateOptions, Repo, RepoLock, DEFAULT_INDEX_CACHE};
 
 /// How to open a repository (see the module documentation).
@@ -43,6 +48,7 @@ pub struct Open {
     cache_bytes: u64,
     create_if_missing: bool,
     seeded: bool,
+    passphrase: Option<Passphrase>,
 }
 
 impl Open {
@@ -54,7 +60,23 @@ impl Open {
             cache_bytes: DEFAULT_INDEX_CACHE,
             create_if_missing: false,
             seeded: false,
+            passphrase: None,
         }
+    }
+
+    /// The passphrase of an encrypted repository, instead of asking [`crate::passphrase`]'s
+    /// sources (asked only when the repository is encrypted).
+    pub fn passphrase(mut self, p: Passphrase) -> Open {
+        self.passphrase = Some(p);
+        self
+    }
+
+    /// Unlocks the repository when it is encrypted (step 0 of the module documentation).
+    fn unlock(&self) -> Result<Option<Arc<Crypt>>> {
+        Repo::unlock(&self.path, &mut || match &self.passphrase {
+            Some(p) => Ok(p.clone()),
+            None => crate::passphrase::current(&self.path),
+        })
     }
 
     /// sled's page cache, instead of [`DEFAULT_INDEX_CACHE`]. Backups use
@@ -105,19 +127,26 @@ impl Open {
     /// Takes the lock of an existing repository and nothing more: the lookup files stay valid
     /// and can be read under it, and the index can be opened later under the same lock.
     pub fn lock(self) -> Result<Locked> {
+        let crypt = self.unlock()?;
         let lock = Repo::lock_existing(&self.path)?;
-        Ok(Locked { open: self, lock })
+        Ok(Locked {
+            open: self,
+            lock,
+            crypt,
+        })
     }
 
     /// Takes the lock without opening the index (see [`Unindexed`]). The marker must be there:
     /// without it the directory is not known to be a repository, and nothing is touched. Removes
     /// the lookup catalog, since the taker may change the index.
     pub fn lock_without_index(self) -> Result<Unindexed> {
+        let crypt = self.unlock()?;
         let lock = Repo::lock_marked(&self.path)?;
         crate::lookup::invalidate(&self.path)?;
         Ok(Unindexed {
             path: self.path,
             lock,
+            crypt,
         })
     }
 
@@ -127,7 +156,8 @@ impl Open {
     pub fn lookup(self) -> Result<Option<Quick>> {
         let locked = self.lock()?;
         let path = locked.path().to_path_buf();
-        Quick::open(&path, Box::new(move || locked.open()))
+        let crypt = locked.crypt.clone();
+        Quick::open(&path, crypt, Box::new(move || locked.open()))
     }
 }
 
@@ -135,6 +165,7 @@ impl Open {
 pub struct Locked {
     open: Open,
     lock: RepoLock,
+    crypt: Option<Arc<Crypt>>,
 }
 
 impl Locked {
@@ -145,10 +176,10 @@ impl Locked {
 
     /// Opens the index under the lock held (steps 2–6 of the module documentation).
     pub fn open(self) -> Result<Arc<Repo>> {
-        let Locked { open, lock } = self;
+        let Locked { open, lock, crypt } = self;
         let path = &open.path;
         let seed = if open.seeded {
-            crate::lookup::read_seed(path).unwrap_or_else(|e| {
+            crate::lookup::read_seed(path, crypt.as_ref()).unwrap_or_else(|e| {
                 log::info!("Not using the lookup catalog ({e}); reading the index");
                 None
             })
@@ -156,7 +187,7 @@ impl Locked {
             None
         };
         crate::lookup::invalidate(path)?;
-        let repo = Repo::open_index(path, lock, open.cache_bytes)?;
+        let repo = Repo::open_index(path, lock, open.cache_bytes, crypt)?;
         let resumed = resume_interrupted(&repo);
         if open.seeded {
             // A catalog is never written while a rewrite is unfinished, but one written by a
@@ -205,6 +236,7 @@ fn resume_interrupted(repo: &Arc<Repo>) -> bool {
 pub struct Unindexed {
     path: PathBuf,
     lock: RepoLock,
+    crypt: Option<Arc<Crypt>>,
 }
 
 impl Unindexed {
@@ -217,6 +249,12 @@ impl Unindexed {
     /// rebuilt (or a temporary one for `--dry-run`), or `check`'s private copy. Nothing of the
     /// opening of a repository's own index runs (no commit marker, no resumed `forget`).
     pub fn open_over(self, db: sled::Db) -> Result<Arc<Repo>> {
-        Repo::open_with_db(&self.path, self.lock, db)
+        Repo::open_with_db(&self.path, self.lock, db, self.crypt)
+    }
+
+    /// The keys of an encrypted repository (`repair` reads and writes packs and an index with
+    /// them before it opens the repository).
+    pub fn crypt(&self) -> Option<&Arc<Crypt>> {
+        self.crypt.as_ref()
     }
 }

@@ -17,7 +17,6 @@ use crate::chunker::{ChunkError, Chunker};
 use crate::entry::{ChunkRef, Entry};
 use crate::error::{Error, IoContext, Result};
 use crate::fsmeta::{self, entry_from_meta};
-use crate::id::ChunkId;
 use crate::layers::join;
 
 /// How often a file that changes while read is read again before it is stored as read.
@@ -120,7 +119,7 @@ fn read_file(
                 .ctx("Seeking in", &job.path)?;
             let reader = Prefetch::new(&f, start, end);
             let r = chunker.for_each(reader.take(end - start), |off, data| {
-                let id = ChunkId::of(data);
+                let id = shared.repo.chunk_id(data);
                 chunks.push(ChunkRef {
                     id,
                     offset: start + off,

@@ -2,7 +2,8 @@
 //! output. The only module that writes to stdout.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 completed with warnings, 4 damage found
-//! (`check`, `repair`). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
+//! (`check`, `repair`), 5 an encrypted repository could not be unlocked (wrong passphrase, no
+//! usable key file, no passphrase). `diff` exits like diff(1) instead: 0 no differences, 1 differences, 2 any
 //! error.
 
 /// `println!` for command output: a closed stdout is never a panic (see [`out`]).
@@ -26,7 +27,9 @@ mod consolidate;
 mod diff;
 mod find;
 mod forget;
+mod init;
 mod json;
+mod key;
 mod log;
 mod ls;
 mod man;
@@ -41,11 +44,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::open::Open;
 use crate::ops;
-use crate::repo::{self, CreateOptions};
+use crate::repo;
 use crate::Result;
 
 pub use man::{man_pages, write_man_pages};
@@ -62,6 +64,9 @@ pub const EXIT_DIFFERENCES: i32 = 1;
 pub const EXIT_TROUBLE: i32 = 2;
 /// Exit code when `check` found damage, or `repair` could not recover everything.
 pub const EXIT_DAMAGE: i32 = 4;
+/// Exit code when an encrypted repository could not be unlocked: wrong passphrase, no usable
+/// key file, or no passphrase given.
+pub const EXIT_LOCKED: i32 = 5;
 
 /// strata — backups as layers, every snapshot mountable as a read-only filesystem.
 #[derive(Parser, Debug)]
@@ -73,6 +78,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Read the passphrase of an encrypted repository from FILE
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -82,7 +90,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new, empty repository
-    Init(InitArgs),
+    Init(init::InitArgs),
     /// Back up a directory as a full, incremental or differential layer
     Backup(backup::BackupArgs),
     /// List snapshots
@@ -111,20 +119,14 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Restore a snapshot (or some of its paths) into a directory, with metadata, safely
     Restore(restore::RestoreArgs),
+    /// Manage the key files of an encrypted repository
+    Key(key::KeyArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
         /// Output directory
         dir: PathBuf,
     },
-}
-
-/// `strata init`
-#[derive(Args, Debug)]
-pub struct InitArgs {
-    /// zstd level for new chunks (0 stores raw)
-    #[arg(long, default_value_t = repo::DEFAULT_COMPRESSION, value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub compression: i32,
 }
 
 /// Places a command's options in `--help` and the man page: clap numbers them in the order they
@@ -174,7 +176,11 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e}");
-            EXIT_ERROR
+            if e.is_locked_out() {
+                EXIT_LOCKED
+            } else {
+                EXIT_ERROR
+            }
         }
     }
 }
@@ -208,14 +214,11 @@ fn repo_path(cli_repo: &Option<PathBuf>) -> PathBuf {
 
 fn run(cli: Cli) -> Result<i32> {
     let path = repo_path(&cli.repo);
+    if let Some(f) = &cli.password_file {
+        crate::passphrase::set_password_file(f.clone());
+    }
     match cli.command {
-        Command::Init(a) => {
-            Open::new(&path).create(&CreateOptions {
-                compression: a.compression,
-            })?;
-            outln!("Created repository {}", path.display());
-            Ok(EXIT_OK)
-        }
+        Command::Init(a) => init::run(&path, a),
         Command::Backup(a) => backup::run(&path, cli.repo.is_none(), a),
         Command::Snapshots(a) => ops::read_only(&path, |repo| {
             snapshots::run(repo, a.source.as_deref(), a.json)?;
@@ -233,6 +236,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Consolidate(a) => consolidate::run(&path, a),
         Command::Prune(a) => prune::run(&path, a),
         Command::Restore(a) => ops::read_only(&path, |repo| restore::run(repo, a)),
+        Command::Key(a) => key::run(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

@@ -31,6 +31,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{DirLayer, LayerDirs, LayerStore};
 use crate::repo::keys::{self, Location};
+use crate::repo::crypt::Crypt;
 use crate::repo::pack::DirBackend;
 use crate::repo::store::Space;
 use crate::repo::Repo;
@@ -195,6 +196,11 @@ pub const SMALL_LAYER: u64 = 20_000;
 pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<()> {
     let started = std::time::Instant::now();
     let dir = repo.path().join(LOOKUP_DIR);
+    if repo.crypt().is_some() {
+        // Not written in an encrypted repository (see README, "Encryption"): `cat` reads the
+        // index there.
+        return drop_tables(repo.path());
+    }
     if !lookup_dir_usable(&dir)? {
         fs::create_dir(&dir).ctx("Creating", &dir)?;
     }
@@ -410,7 +416,10 @@ pub struct Seed {
 /// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
 /// when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
-pub fn read_seed(repo_path: &Path) -> Result<Option<Seed>> {
+pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Seed>> {
+    if crypt.is_some() {
+        return Ok(None);
+    }
     let Some(mut cat) = read_catalog(repo_path)? else {
         return Ok(None);
     };
@@ -463,7 +472,14 @@ impl Quick {
     /// Reads the catalog of the repository at `repo_path`, whose lock the caller holds and
     /// hands over inside `reopen` (`crate::open::Locked`); `Ok(None)` when there is no catalog
     /// (the index has been opened since the last publish, or never published).
-    pub fn open(repo_path: &Path, reopen: Reopen) -> Result<Option<Quick>> {
+    pub fn open(
+        repo_path: &Path,
+        crypt: Option<Arc<Crypt>>,
+        reopen: Reopen,
+    ) -> Result<Option<Quick>> {
+        if crypt.is_some() {
+            return Ok(None);
+        }
         let Some(cat) = read_catalog(repo_path)? else {
             return Ok(None);
         };
@@ -538,6 +554,7 @@ impl Quick {
                 match crate::repo::read_record_append_from(
                     &self.packs,
                     self.dictionary.as_ref(),
+                    None,
                     id,
                     &loc,
                     &mut out,

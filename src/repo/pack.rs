@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
+use crate::repo::crypt::{self, Crypt, Purpose};
 
 /// First bytes of every pack file.
 pub const PACK_MAGIC: &[u8; 8] = b"STRATAPK";
@@ -81,6 +82,13 @@ impl RecordHeader {
         let check = blake3::hash(&h[..48]);
         h[48..56].copy_from_slice(&check.as_bytes()[..8]);
         h
+    }
+
+    /// What a sealed payload is authenticated with in an encrypted repository: the header's first
+    /// 48 bytes (everything but its checksum), so that a payload moved under another header, or
+    /// a header changed in any field, does not open.
+    pub fn aad(&self) -> [u8; 48] {
+        self.encode()[..48].try_into().expect("48 bytes")
     }
 
     /// Parses and verifies a header; a torn or flipped header is an error, never a guess.
@@ -353,12 +361,14 @@ fn pread_append(f: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io
 }
 
 /// Checks and decodes a whole record read from `pack` (header and payload) that should hold
-/// `expect`: header, id, length, decompression and blake3. Never returns unverified bytes.
+/// `expect`: header, id, length, authentication (encrypted repositories), decompression and the
+/// id of the plaintext. Never returns unverified bytes.
 pub fn open_record(
     pack: PackId,
     bytes: &[u8],
     expect: &ChunkId,
     dict: Option<&crate::compress::Dictionary>,
+    crypt: Option<&Crypt>,
 ) -> Result<(RecordHeader, Vec<u8>)> {
     let h = open_header(pack, bytes, expect)?;
     let mut plain = Vec::new();
@@ -368,6 +378,7 @@ pub fn open_record(
         &bytes[RECORD_HEADER_LEN..],
         expect,
         dict,
+        crypt,
         &mut plain,
     )?;
     Ok((h, plain))
@@ -391,35 +402,94 @@ pub fn open_header(pack: PackId, bytes: &[u8], expect: &ChunkId) -> Result<Recor
 }
 
 /// Decodes the payload of the record with header `h` onto the end of `out` and verifies it (see
-/// [`verify_plain`]); on error `out` is back to its previous length.
+/// [`decode_payload_mut`]); the payload is copied first when it must be opened.
 pub fn decode_payload_into(
     pack: PackId,
     h: &RecordHeader,
     payload: &[u8],
     expect: &ChunkId,
     dict: Option<&crate::compress::Dictionary>,
+    crypt: Option<&Crypt>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let corrupt = |detail: String| Error::CorruptChunk {
+    match crypt {
+        None => decode_plain_into(pack, h, payload, expect, dict, None, out),
+        Some(_) => {
+            let mut copy = payload.to_vec();
+            decode_payload_mut(pack, h, &mut copy, expect, dict, crypt, out)
+        }
+    }
+}
+
+/// Decodes the payload of the record with header `h` onto the end of `out` and verifies it: in
+/// an encrypted repository the payload is opened in place first (it is changed); then it is
+/// decompressed and its id checked ([`verify_plain`]). On error `out` is back to its previous
+/// length.
+pub fn decode_payload_mut(
+    pack: PackId,
+    h: &RecordHeader,
+    payload: &mut [u8],
+    expect: &ChunkId,
+    dict: Option<&crate::compress::Dictionary>,
+    crypt: Option<&Crypt>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let Some(c) = crypt else {
+        return decode_plain_into(pack, h, payload, expect, dict, None, out);
+    };
+    if payload.len() != h.stored_len as usize {
+        return Err(corrupt(pack, expect, "record payload truncated".into()));
+    }
+    let plain = c
+        .open_in_place(Purpose::Records, &h.aad(), payload)
+        .map_err(|e| corrupt(pack, expect, e.to_string()))?;
+    let n = plain.len();
+    let inner = RecordHeader {
+        stored_len: n as u32,
+        ..*h
+    };
+    decode_plain_into(pack, &inner, plain, expect, dict, crypt, out)
+}
+
+fn corrupt(pack: PackId, expect: &ChunkId, detail: String) -> Error {
+    Error::CorruptChunk {
         id: *expect,
         pack,
         detail,
-    };
+    }
+}
+
+/// Decompresses an opened (or never sealed) payload onto `out` and verifies it.
+fn decode_plain_into(
+    pack: PackId,
+    h: &RecordHeader,
+    payload: &[u8],
+    expect: &ChunkId,
+    dict: Option<&crate::compress::Dictionary>,
+    crypt: Option<&Crypt>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     if payload.len() != h.stored_len as usize {
-        return Err(corrupt("record payload truncated".into()));
+        return Err(corrupt(pack, expect, "record payload truncated".into()));
     }
     let compression = crate::compress::Compression::from_byte(h.compression)
-        .ok_or_else(|| corrupt(format!("unknown compression {}", h.compression)))?;
+        .ok_or_else(|| corrupt(pack, expect, format!("unknown compression {}", h.compression)))?;
     let start = out.len();
     crate::compress::decode_into(payload, h.raw_len as usize, compression, dict, out)
-        .map_err(|e| corrupt(e.to_string()))?;
-    verify_plain(pack, h, &out[start..], expect).inspect_err(|_| out.truncate(start))
+        .map_err(|e| corrupt(pack, expect, e.to_string()))?;
+    verify_plain(pack, h, &out[start..], expect, crypt).inspect_err(|_| out.truncate(start))
 }
 
 /// The last check before bytes leave the repository layer: the plaintext has the header's length
-/// and hashes to the id asked for.
-pub fn verify_plain(pack: PackId, h: &RecordHeader, plain: &[u8], expect: &ChunkId) -> Result<()> {
-    if plain.len() != h.raw_len as usize || ChunkId::of(plain) != *expect {
+/// and its id ([`crypt::chunk_id`]) is the id asked for.
+pub fn verify_plain(
+    pack: PackId,
+    h: &RecordHeader,
+    plain: &[u8],
+    expect: &ChunkId,
+    crypt: Option<&Crypt>,
+) -> Result<()> {
+    if plain.len() != h.raw_len as usize || crypt::chunk_id(crypt, plain) != *expect {
         return Err(Error::CorruptChunk {
             id: *expect,
             pack,
@@ -427,6 +497,32 @@ pub fn verify_plain(pack: PackId, h: &RecordHeader, plain: &[u8], expect: &Chunk
         });
     }
     Ok(())
+}
+
+/// The header and the stored payload of a new record: the payload sealed in an encrypted
+/// repository (`stored_len` then counts the nonce and tag).
+pub fn seal_record(
+    crypt: Option<&Crypt>,
+    rtype: RecordType,
+    id: ChunkId,
+    raw_len: u32,
+    compression: u8,
+    payload: &[u8],
+    sealed: &mut Vec<u8>,
+) -> RecordHeader {
+    let overhead = if crypt.is_some() { crypt::OVERHEAD } else { 0 };
+    let h = RecordHeader {
+        rtype,
+        compression,
+        raw_len,
+        stored_len: (payload.len() + overhead) as u32,
+        id,
+    };
+    sealed.clear();
+    if let Some(c) = crypt {
+        c.seal_into(Purpose::Records, &h.aad(), payload, sealed);
+    }
+    h
 }
 
 /// The 16-byte header every pack starts with: magic, version, reserved word.
