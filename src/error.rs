@@ -93,7 +93,9 @@ pub enum Error {
     #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]
     DamageUnacknowledged { path: PathBuf, found: String },
     /// An encrypted repository whose key files all refused the passphrase.
-    #[error("Wrong passphrase for repository {0}: no key file of it opens with the passphrase given")]
+    #[error(
+        "Wrong passphrase for repository {0}: no key file of it opens with the passphrase given"
+    )]
     WrongPassphrase(PathBuf),
     /// An encrypted repository that no key file can unlock whatever the passphrase (none, only
     /// damaged ones, only another repository's).

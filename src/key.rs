@@ -105,7 +105,10 @@ pub fn remove(open: Open, path: &Path, id: &str) -> Result<()> {
     let c = crypt(&lock);
     let all = keyfile::list(path)?;
     if !all.iter().any(|f| f.id == id) {
-        return Err(Error::InvalidArgument(format!("repository {} has no key {id}", path.display())));
+        return Err(Error::InvalidArgument(format!(
+            "repository {} has no key {id}",
+            path.display()
+        )));
     }
     if id == c.key_id() {
         return Err(Error::InvalidArgument(format!(

@@ -114,7 +114,9 @@ pub fn new_passphrase(file: Option<&Path>, configured_ok: bool) -> Result<Passph
         },
     };
     if p.as_bytes().is_empty() {
-        return Err(Error::InvalidArgument("an empty passphrase is refused".into()));
+        return Err(Error::InvalidArgument(
+            "an empty passphrase is refused".into(),
+        ));
     }
     Ok(p)
 }
@@ -133,7 +135,13 @@ mod tests {
 
     #[test]
     fn a_command_s_output_is_the_passphrase() {
-        assert_eq!(from_command("printf 'se cret\\n'").unwrap().as_bytes(), b"se cret");
-        assert!(matches!(from_command("exit 3"), Err(Error::NoPassphrase(_))));
+        assert_eq!(
+            from_command("printf 'se cret\\n'").unwrap().as_bytes(),
+            b"se cret"
+        );
+        assert!(matches!(
+            from_command("exit 3"),
+            Err(Error::NoPassphrase(_))
+        ));
     }
 }

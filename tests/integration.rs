@@ -9,6 +9,7 @@ mod integration {
     mod damage;
     mod dedup;
     mod diff;
+    mod encryption;
     mod fulldisk;
     mod history;
     mod lifecycle;

@@ -41,7 +41,9 @@ pub fn run(path: &Path, a: InitArgs) -> Result<i32> {
     })?;
     if encrypted {
         outln!("Created encrypted repository {}", path.display());
-        outln!("Keep its passphrase safe: without it (or another key's), nothing in it can be read");
+        outln!(
+            "Keep its passphrase safe: without it (or another key's), nothing in it can be read"
+        );
     } else {
         outln!("Created repository {}", path.display());
     }

@@ -52,7 +52,10 @@ pub struct NewKeyArgs {
 impl NewKeyArgs {
     fn new_key(&self) -> Result<NewKey> {
         Ok(NewKey {
-            passphrase: crate::passphrase::new_passphrase(self.new_password_file.as_deref(), false)?,
+            passphrase: crate::passphrase::new_passphrase(
+                self.new_password_file.as_deref(),
+                false,
+            )?,
             kdf: self.kdf,
         })
     }
@@ -65,10 +68,19 @@ pub fn run(path: &Path, a: KeyArgs) -> Result<i32> {
         KeyAction::List { json } => {
             let keys = key::list(open, path)?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&keys).expect("keys serialize"));
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&keys).expect("keys serialize")
+                );
                 return Ok(super::EXIT_OK);
             }
-            outln!("  {:<16}  {:<20}  {:>10}  {:>6}", "ID", "CREATED", "KDF MEMORY", "PASSES");
+            outln!(
+                "  {:<16}  {:<20}  {:>10}  {:>6}",
+                "ID",
+                "CREATED",
+                "KDF MEMORY",
+                "PASSES"
+            );
             for k in keys {
                 let mark = if k.current { '*' } else { ' ' };
                 match &k.problem {

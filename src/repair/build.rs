@@ -13,10 +13,10 @@ use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
 use crate::layer_blob;
+use crate::repo::crypt::Crypt;
 use crate::repo::keys;
 use crate::repo::pack::PackBackend;
 use crate::repo::store::{Batch, MetaStore, Space};
-use crate::repo::crypt::Crypt;
 use crate::snapshot::Snapshot;
 
 /// A layer's entries as (key without the snapshot id, entry) pairs.

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::build::LayerEntries;
 use crate::check::{self, DbCopy};
 use crate::id::SnapshotId;
-use crate::repo::keys;
 use crate::repo::crypt::Crypt;
+use crate::repo::keys;
 use crate::repo::store::{MetaStore, Space};
 use crate::snapshot::Snapshot;
 

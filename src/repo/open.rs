@@ -108,7 +108,9 @@ impl Repo {
         })?;
         let (master, key) = keyfile::unlock(path, &id, pass)?;
         log::debug!("Unlocked with key {key}");
-        Ok(Some(Arc::new(Crypt::from_master(&master, id).unlocked_by(key))))
+        Ok(Some(Arc::new(
+            Crypt::from_master(&master, id).unlocked_by(key),
+        )))
     }
 
     /// Writes a new repository's index, pack directory and marker under `lock` (from
@@ -134,16 +136,14 @@ impl Repo {
                     format: ENCRYPTED_FORMAT,
                     repo_id: Some(id),
                 };
-                Some(Arc::new(Crypt::from_master(&master, id).unlocked_by(key_id)))
+                Some(Arc::new(
+                    Crypt::from_master(&master, id).unlocked_by(key_id),
+                ))
             }
         };
         let db = open_db(path, cache_bytes)?;
         let meta = meta_store::over(db.clone(), crypt.as_ref())?;
-        meta.insert(
-            Space::Meta,
-            keys::META_FORMAT,
-            &marker.format.to_be_bytes(),
-        )?;
+        meta.insert(Space::Meta, keys::META_FORMAT, &marker.format.to_be_bytes())?;
         meta.insert(
             Space::Meta,
             keys::META_COMPRESSION,

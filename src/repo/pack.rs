@@ -472,8 +472,13 @@ fn decode_plain_into(
     if payload.len() != h.stored_len as usize {
         return Err(corrupt(pack, expect, "record payload truncated".into()));
     }
-    let compression = crate::compress::Compression::from_byte(h.compression)
-        .ok_or_else(|| corrupt(pack, expect, format!("unknown compression {}", h.compression)))?;
+    let compression = crate::compress::Compression::from_byte(h.compression).ok_or_else(|| {
+        corrupt(
+            pack,
+            expect,
+            format!("unknown compression {}", h.compression),
+        )
+    })?;
     let start = out.len();
     crate::compress::decode_into(payload, h.raw_len as usize, compression, dict, out)
         .map_err(|e| corrupt(pack, expect, e.to_string()))?;

@@ -94,7 +94,9 @@ pub fn read_record_append_from(
             let h = pack::open_header(loc.pack, &head, id)?;
             // The pack's header decides; should it disagree with the index, the general
             // path below decodes what the header says (and blake3 judges).
-            if h.compression == loc.compression && (crypt.is_none() || h.stored_len == loc.stored_len) {
+            if h.compression == loc.compression
+                && (crypt.is_none() || h.stored_len == loc.stored_len)
+            {
                 let at = loc.offset + (RECORD_HEADER_LEN + nonce) as u64;
                 let len = (loc.stored_len as usize)
                     .checked_sub(nonce)

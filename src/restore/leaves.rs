@@ -374,7 +374,9 @@ impl Run<'_> {
                         WriteFailure::Io(err) => format!("Writing: {err}"),
                     })?;
                 let verified = if self.opts.verify {
-                    if !data::matches(&f, e, self.chunks.repo()).map_err(io("Reading back (--verify)"))? {
+                    if !data::matches(&f, e, self.chunks.repo())
+                        .map_err(io("Reading back (--verify)"))?
+                    {
                         return Err(
                             "Verification failed: the written file differs from the snapshot"
                                 .into(),

@@ -210,7 +210,10 @@ impl KeyFile {
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         if u32_at(8) != VERSION {
-            return Err(format!("key file version {}, expected {VERSION}", u32_at(8)));
+            return Err(format!(
+                "key file version {}, expected {VERSION}",
+                u32_at(8)
+            ));
         }
         if b.len() != KEY_FILE_LEN {
             return Err(format!(
@@ -401,6 +404,9 @@ mod tests {
         let pass = Passphrase::new(b"password".to_vec());
         let key = wrapping_key(&pass, &[2u8; SALT_LEN], &weak()).unwrap();
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "03a3bf3aae0ca6e797040420b1f971d2363c42470b2689e6f31a4756064dbc74");
+        assert_eq!(
+            hex,
+            "03a3bf3aae0ca6e797040420b1f971d2363c42470b2689e6f31a4756064dbc74"
+        );
     }
 }

@@ -273,9 +273,8 @@ pub fn random<const N: usize>() -> Result<[u8; N]> {
 fn next_nonce() -> [u8; NONCE_LEN] {
     static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        random::<16>().unwrap_or_else(|e| panic!("no random nonce prefix: {e}"))
-    });
+    let prefix = PREFIX
+        .get_or_init(|| random::<16>().unwrap_or_else(|e| panic!("no random nonce prefix: {e}")));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut nonce = [0u8; NONCE_LEN];
     nonce[..16].copy_from_slice(prefix);
@@ -312,7 +311,9 @@ mod tests {
             bent[i] ^= 0x20;
             assert!(c.open(Purpose::Index, b"key", &bent).is_err(), "byte {i}");
         }
-        assert!(c.open(Purpose::Index, b"key", &sealed[..sealed.len() - 1]).is_err());
+        assert!(c
+            .open(Purpose::Index, b"key", &sealed[..sealed.len() - 1])
+            .is_err());
         // Two seals of one plaintext differ (fresh nonces).
         assert_ne!(sealed, c.seal(Purpose::Index, b"key", b"value"));
     }
@@ -326,12 +327,27 @@ mod tests {
             c.chunk_id(b"").to_string(),
             "dc442571eadbc19ab0b5bb0262a0cc930e61c2997740e7f9691c7b73b47e8c8e"
         );
-        assert_eq!(hex(&c.name_hash(&[b"dir", b"name"])), "dd4cf51cb8f74b0a8a3ddee6579f44d4");
+        assert_eq!(
+            hex(&c.name_hash(&[b"dir", b"name"])),
+            "dd4cf51cb8f74b0a8a3ddee6579f44d4"
+        );
         let mut out = Vec::new();
-        c.seal_with(Purpose::Records, [9; NONCE_LEN], b"aad", b"plaintext", &mut out);
+        c.seal_with(
+            Purpose::Records,
+            [9; NONCE_LEN],
+            b"aad",
+            b"plaintext",
+            &mut out,
+        );
         assert_eq!(hex(&out), "090909090909090909090909090909090909090909090909d878b7f8ac3e2265d859b4769f1f7cf31ef2be5020c0dc3aa6");
         let mut other = Vec::new();
-        c.seal_with(Purpose::Index, [9; NONCE_LEN], b"aad", b"plaintext", &mut other);
+        c.seal_with(
+            Purpose::Index,
+            [9; NONCE_LEN],
+            b"aad",
+            b"plaintext",
+            &mut other,
+        );
         assert_ne!(out, other, "each purpose has its own key");
     }
 }

@@ -280,13 +280,16 @@ impl Iterator for Sorted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::keys;
     use crate::id::SnapshotId;
+    use crate::repo::keys;
 
     fn store() -> (SealedStore, sled::Db) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let crypt = Arc::new(Crypt::from_master(&[3; 64], [1; 16]));
-        (SealedStore::new(SledStore::new(db.clone()).unwrap(), crypt), db)
+        (
+            SealedStore::new(SledStore::new(db.clone()).unwrap(), crypt),
+            db,
+        )
     }
 
     fn keys_of(s: &SealedStore, space: Space, prefix: &[u8]) -> Vec<Vec<u8>> {
@@ -358,7 +361,10 @@ mod tests {
         );
         s.remove(Space::Layers, &keys::entry_key(&snaps[0], b"a", b"x"))
             .unwrap();
-        assert_eq!(keys_of(&s, Space::Layers, &keys::dir_prefix(&snaps[0], b"a")).len(), 1);
+        assert_eq!(
+            keys_of(&s, Space::Layers, &keys::dir_prefix(&snaps[0], b"a")).len(),
+            1
+        );
     }
 
     #[test]
@@ -368,7 +374,8 @@ mod tests {
         let k = keys::entry_key(&snap, b"secret-dir", b"secret-name");
         s.insert(Space::Layers, &k, b"secret-value").unwrap();
         s.insert(Space::Records, &snap.0, b"secret-record").unwrap();
-        s.insert(Space::Meta, META_FORMAT, &2u32.to_be_bytes()).unwrap();
+        s.insert(Space::Meta, META_FORMAT, &2u32.to_be_bytes())
+            .unwrap();
         for name in ["layers", "snapshots"] {
             for kv in db.open_tree(name).unwrap().iter() {
                 let (k, v) = kv.unwrap();
@@ -378,10 +385,17 @@ mod tests {
             }
         }
         assert_eq!(
-            db.open_tree("meta").unwrap().get(META_FORMAT).unwrap().unwrap(),
+            db.open_tree("meta")
+                .unwrap()
+                .get(META_FORMAT)
+                .unwrap()
+                .unwrap(),
             &2u32.to_be_bytes()
         );
-        assert_eq!(s.get(Space::Meta, META_FORMAT).unwrap().unwrap(), &2u32.to_be_bytes());
+        assert_eq!(
+            s.get(Space::Meta, META_FORMAT).unwrap().unwrap(),
+            &2u32.to_be_bytes()
+        );
         // A value copied under another key is refused.
         let other = SnapshotId([8; 16]);
         s.insert(Space::Records, &other.0, b"x").unwrap();
@@ -389,6 +403,9 @@ mod tests {
         let v = tree.get(snap.0).unwrap().unwrap();
         tree.insert(other.0, v).unwrap();
         assert!(s.get(Space::Records, &other.0).is_err());
-        assert_eq!(s.get(Space::Records, &snap.0).unwrap().unwrap(), b"secret-record");
+        assert_eq!(
+            s.get(Space::Records, &snap.0).unwrap().unwrap(),
+            b"secret-record"
+        );
     }
 }
