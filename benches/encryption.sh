@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# benches/encryption.sh — what encryption costs: the same dataset backed up into a plain and an
+# encrypted repository, then the same reads from both. Prints, per operation, the median wall
+# and CPU (user+sys) seconds of each kind and the ratio encrypted / plain.
+#
+# Usage:
+#   benches/encryption.sh                 ~600 MB dataset (SCALE=0.25), 3 runs of each
+#   SCALE=1 RUNS=5 benches/encryption.sh  the full 2.4 GB benchmark dataset
+#
+# Operations (each run alternates plain and encrypted, so both see the same machine load):
+#   backup    full backup of the dataset into a fresh repository
+#   restore   `strata restore latest` into a fresh directory
+#   cat       `strata cat latest big/archive.bin` (the dataset's largest file) to /dev/null
+#   cat-small `strata cat` of one order document, 20 times in a row
+#   mount     sequential read of big/archive.bin through `strata mount`
+# Reads are warm (the page cache is not dropped): what encryption adds is CPU, and dropping the
+# cache would slow every other process on a shared machine. The key derivation (argon2id,
+# 64 MiB, 3 passes by default) is paid once per command and is part of every encrypted figure.
+#
+# Knobs: BENCH_DIR [/tmp/strata-enc-bench], SCALE [0.25], SEED [42], RUNS [3],
+# STRATA_BIN [cargo build --release → target/release/strata], KDF_MEMORY_KIB [65536],
+# KDF_ITERATIONS [3].
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/strata-enc-bench}
+SCALE=${SCALE:-0.25}
+SEED=${SEED:-42}
+RUNS=${RUNS:-3}
+KDF_MEMORY_KIB=${KDF_MEMORY_KIB:-65536}
+KDF_ITERATIONS=${KDF_ITERATIONS:-3}
+if [ -z "${STRATA_BIN:-}" ]; then
+    (cd "$here/.." && cargo build --release -q)
+    STRATA_BIN="$here/../target/release/strata"
+fi
+mkdir -p "$BENCH_DIR"
+data="$BENCH_DIR/data-$SCALE-$SEED"
+if [ ! -d "$data" ]; then
+    python3 "$here/gen_dataset.py" --out "$data.tmp" --scale "$SCALE" --seed "$SEED" >/dev/null
+    mv "$data.tmp" "$data"
+fi
+order=$(cd "$data" && find orders -name '*.json' | sort | head -1)
+pass="$BENCH_DIR/passphrase"
+printf 'benchmark passphrase\n' >"$pass"
+results="$BENCH_DIR/results.tsv"
+: >"$results"
+
+# timed KIND OP COMMAND... — runs COMMAND, appends "KIND OP wall cpu" to the results.
+timed() {
+    local kind=$1 op=$2
+    shift 2
+    local t
+    t=$( { /usr/bin/time -f '%e %U %S' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    echo "$kind $op $(echo "$t" | awk '{print $1, $2 + $3}')" >>"$results"
+}
+
+strata() { # strata KIND ARGS...
+    local kind=$1
+    shift
+    if [ "$kind" = enc ]; then
+        "$STRATA_BIN" --repo "$BENCH_DIR/repo-$kind" --password-file "$pass" "$@"
+    else
+        "$STRATA_BIN" --repo "$BENCH_DIR/repo-$kind" "$@"
+    fi
+}
+export -f strata
+export STRATA_BIN BENCH_DIR pass
+
+cat_small() { for _ in $(seq 20); do strata "$1" cat latest "$2" >/dev/null; done; }
+export -f cat_small
+
+mount_read() { # mount_read KIND
+    local kind=$1 mnt="$BENCH_DIR/mnt-$1"
+    mkdir -p "$mnt"
+    strata "$kind" mount "$mnt" --no-busy-poll >"$BENCH_DIR/mount-$kind.out" 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do
+        grep -q '^Mounted' "$BENCH_DIR/mount-$kind.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    timed "$kind" mount cat "$mnt/latest/big/archive.bin"
+    fusermount3 -u "$mnt"
+    wait "$pid" || true
+}
+
+for run in $(seq "$RUNS"); do
+    for kind in plain enc; do
+        rm -rf "$BENCH_DIR/repo-$kind" "$BENCH_DIR/restore-$kind"
+        if [ "$kind" = enc ]; then
+            strata enc init --encrypt --kdf-memory "$KDF_MEMORY_KIB" \
+                --kdf-iterations "$KDF_ITERATIONS" >/dev/null
+        else
+            strata plain init >/dev/null
+        fi
+        timed "$kind" backup strata "$kind" backup "$data"
+        timed "$kind" restore strata "$kind" restore latest --target "$BENCH_DIR/restore-$kind"
+        rm -rf "$BENCH_DIR/restore-$kind"
+        timed "$kind" cat strata "$kind" cat latest big/archive.bin
+        timed "$kind" cat-small bash -c "cat_small $kind $order"
+        mount_read "$kind"
+    done
+done
+
+python3 - "$results" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ops = []
+for r in rows:
+    if r[1] not in ops:
+        ops.append(r[1])
+def med(kind, op, col):
+    return statistics.median(float(r[col]) for r in rows if r[0] == kind and r[1] == op)
+print(f"{'operation':<10} {'plain wall':>10} {'enc wall':>9} {'ratio':>6}   {'plain cpu':>9} {'enc cpu':>8} {'ratio':>6}")
+for op in ops:
+    pw, ew = med("plain", op, 2), med("enc", op, 2)
+    pc, ec = med("plain", op, 3), med("enc", op, 3)
+    print(f"{op:<10} {pw:>10.2f} {ew:>9.2f} {ew / pw:>6.2f}   {pc:>9.2f} {ec:>8.2f} {ec / pc:>6.2f}")
+EOF
