@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::open::{Open, Unindexed};
+use crate::open::{Locked, Open};
 use crate::repo::crypt::keyfile::{self, Found, KeyFile};
 use crate::repo::crypt::Crypt;
 use crate::repo::NewKey;
@@ -28,9 +28,10 @@ pub struct KeyInfo {
     pub problem: Option<String>,
 }
 
-/// The repository at `path` locked and unlocked (`open` carries the passphrase, if given).
-fn unlocked(open: Open, path: &Path) -> Result<Unindexed> {
-    let lock = open.lock_without_index()?;
+/// The repository at `path` locked and unlocked (`open` carries the passphrase, if given). The
+/// index is not opened: key files are all these operations touch.
+fn unlocked(open: Open, path: &Path) -> Result<Locked> {
+    let lock = open.lock()?;
     if lock.crypt().is_none() {
         return Err(Error::InvalidArgument(format!(
             "repository {} is not encrypted; it has no keys",
@@ -40,7 +41,7 @@ fn unlocked(open: Open, path: &Path) -> Result<Unindexed> {
     Ok(lock)
 }
 
-fn crypt(lock: &Unindexed) -> &Crypt {
+fn crypt(lock: &Locked) -> &Crypt {
     lock.crypt().expect("checked by unlocked()")
 }
 

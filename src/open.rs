@@ -174,6 +174,11 @@ impl Locked {
         &self.open.path
     }
 
+    /// The keys of an encrypted repository, unlocked before the lock was taken.
+    pub fn crypt(&self) -> Option<&Arc<Crypt>> {
+        self.crypt.as_ref()
+    }
+
     /// Opens the index under the lock held (steps 2–6 of the module documentation).
     pub fn open(self) -> Result<Arc<Repo>> {
         let Locked { open, lock, crypt } = self;

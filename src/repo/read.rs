@@ -42,6 +42,17 @@ impl Repo {
         Ok(out)
     }
 
+    /// Reads the record at `loc` as [`Repo::read_record_at`] does and also recomputes its id
+    /// from the plaintext, which an encrypted repository's reads leave to the tag (see
+    /// [`pack::verify_plain`]): what `check --read-data` verifies.
+    pub fn verify_record(&self, id: &ChunkId, loc: &Location) -> Result<()> {
+        let plain = self.read_record_at(id, loc)?;
+        if self.crypt.is_some() && self.chunk_id(&plain) != *id {
+            return Err(pack_damage(id, loc, "keyed id mismatch"));
+        }
+        Ok(())
+    }
+
     /// [`Repo::read_record_at`] into `out` (replacing its content), so a reader can recycle
     /// buffers. On error `out` holds nothing usable.
     pub fn read_record_into(&self, id: &ChunkId, loc: &Location, out: &mut Vec<u8>) -> Result<()> {

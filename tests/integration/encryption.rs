@@ -665,3 +665,14 @@ fn cat_reads_the_sealed_lookup_files_without_the_index() {
         b"{\"v\":1}"
     );
 }
+
+#[test]
+fn a_killed_forget_or_consolidate_in_an_encrypted_repository_is_completed() {
+    for (point, op) in [
+        ("forget-after-layers", "forget"),
+        ("forget-after-switch", "consolidate"),
+        ("forget-cleanup-after-layers", "forget"),
+    ] {
+        super::crash::rewrite_killed_at(point, op, true);
+    }
+}
