@@ -158,8 +158,7 @@ pub fn record_check(
 
 /// Whether the repository at `repo` is encrypted (its marker file says so).
 fn encrypted(repo: &Path) -> Result<bool> {
-    Ok(crate::repo::read_marker(repo)?
-        .is_some_and(|m| m.format == crate::repo::ENCRYPTED_FORMAT))
+    Ok(crate::repo::read_marker(repo)?.is_some_and(|m| m.format == crate::repo::ENCRYPTED_FORMAT))
 }
 
 /// A finding without its message: its kind and the ids it concerns.
@@ -256,7 +255,10 @@ mod tests {
         let r = t.path();
         std::fs::write(
             r.join("STRATA"),
-            format!("strata repository\nformat 2\nrepository {}\n", "ab".repeat(16)),
+            format!(
+                "strata repository\nformat 2\nrepository {}\n",
+                "ab".repeat(16)
+            ),
         )
         .unwrap();
         let mut rep = report(&[ProblemKind::UndecodableEntry]);

@@ -10,8 +10,8 @@
 //!      parallelism u32 LE
 //!  56  salt [32]
 //!  88  nonce [24]
-//! 112  master key sealed with XChaCha20-Poly1305 under argon2id(passphrase, salt), associated
-//!      data bytes 0..88: ciphertext [64] ‖ tag [16]
+//! 112  master key sealed ([`super::aead`]) under argon2id(passphrase, salt), associated data
+//!      bytes 0..88: ciphertext [64] ‖ tag [16]
 //! 192  check [16]: the first 16 bytes of blake3(bytes 0..192)
 //! 208
 //! ```
@@ -24,10 +24,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
+use super::aead::SealKey;
 use super::{random, MASTER_LEN, NONCE_LEN, REPO_ID_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, Result};
 
@@ -148,13 +147,7 @@ impl KeyFile {
         let wrap = wrapping_key(pass, &k.salt, &kdf)?;
         let aad = k.encode();
         let mut body = Zeroizing::new(*master);
-        let tag = XChaCha20Poly1305::new(&(*wrap).into())
-            .encrypt_inout_detached(
-                &XNonce::from(k.nonce),
-                &aad[..AAD_END],
-                (&mut body[..]).into(),
-            )
-            .expect("64 bytes always seal");
+        let tag = SealKey::new(*wrap).seal_in_place(&k.nonce, &aad[..AAD_END], &mut body[..]);
         k.sealed[..MASTER_LEN].copy_from_slice(&body[..]);
         k.sealed[MASTER_LEN..].copy_from_slice(&tag);
         Ok(k)
@@ -166,13 +159,12 @@ impl KeyFile {
         let aad = self.encode();
         let mut master = Zeroizing::new([0u8; MASTER_LEN]);
         master.copy_from_slice(&self.sealed[..MASTER_LEN]);
-        let tag = Tag::try_from(&self.sealed[MASTER_LEN..]).expect("16 bytes");
-        let ok = XChaCha20Poly1305::new(&(*wrap).into())
-            .decrypt_inout_detached(
-                &XNonce::from(self.nonce),
+        let ok = SealKey::new(*wrap)
+            .open_in_place(
+                &self.nonce,
                 &aad[..AAD_END],
-                (&mut master[..]).into(),
-                &tag,
+                &mut master[..],
+                &self.sealed[MASTER_LEN..],
             )
             .is_ok();
         Ok(ok.then_some(master))
@@ -398,7 +390,7 @@ mod tests {
     }
 
     /// Known answer for the key derivation: a change to argon2id's use here would lock every
-    /// repository out.
+    /// repository out. The value is argon2-cffi's `hash_secret_raw` with the same inputs.
     #[test]
     fn key_derivation_known_answer() {
         let pass = Passphrase::new(b"password".to_vec());
