@@ -205,9 +205,17 @@ impl MetaStore for SealedStore {
     }
 
     fn apply(&self, batch: Batch) -> Result<()> {
+        // Callers sort their batches so that sled rewrites few pages per batch; hashing the keys
+        // undoes that, so the batch is sorted again by stored key (stably: a key written twice
+        // keeps its last value).
+        let mut ops: Vec<_> = batch
+            .ops
+            .into_iter()
+            .map(|(space, k, v)| (space as u8, self.stored_key(space, &k), space, k, v))
+            .collect();
+        ops.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut sealed = Batch::default();
-        for (space, k, v) in batch.ops {
-            let stored = self.stored_key(space, &k);
+        for (_, stored, space, k, v) in ops {
             match v {
                 Some(v) => {
                     let v = self.seal(space, &k, &stored, &v);
