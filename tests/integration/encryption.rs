@@ -676,3 +676,43 @@ fn a_killed_forget_or_consolidate_in_an_encrypted_repository_is_completed() {
         super::crash::rewrite_killed_at(point, op, true);
     }
 }
+
+#[test]
+fn damage_in_an_encrypted_repository_is_marked_without_names_and_repaired() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = encrypted(&t.path().join("repo"));
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("victim-secret-name.bin"), pseudo_random(2 << 20, 7)).unwrap();
+    init(&repo);
+    backup(&repo, &src, &[]);
+    fs::write(src.join("other.txt"), b"other").unwrap();
+    backup(&repo, &src, &[]);
+    flip_middle_of_largest_pack(&repo);
+    assert_eq!(strata(&repo, &["check", "--read-data"]).status.code(), Some(4));
+    let marker = fs::read_to_string(repo.join("damage")).unwrap();
+    assert!(marker.contains("corrupt_record"), "{marker}");
+    assert!(!marker.contains("victim"), "the marker names no path: {marker}");
+    let prune = strata(&repo, &["prune"]);
+    assert_eq!(prune.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&prune.stderr).contains("--force-after-damage"));
+    // Cut the damaged pack in half: repair rebuilds what the rest of the packs hold.
+    let biggest = all_files(&repo.join("packs"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = fs::metadata(&biggest).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&biggest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let repair = strata(&repo, &["repair"]);
+    assert_eq!(repair.status.code(), Some(4), "{repair:?}");
+    assert_eq!(strata_ok(&repo, &["cat", "latest", "other.txt"]).stdout, b"other");
+    let cat = strata(&repo, &["cat", "latest", "victim-secret-name.bin"]);
+    assert_eq!(cat.status.code(), Some(1));
+    let marker = fs::read_to_string(repo.join("damage")).unwrap();
+    assert!(!marker.contains("victim"), "{marker}");
+}
