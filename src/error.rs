@@ -88,6 +88,10 @@ pub enum Error {
     },
     #[error("{0} has no STRATA marker file, so it is not treated as a strata repository; if packs/ holds this repository's data, recreate the marker with: printf 'strata repository\\nformat 1\\n' > {0}/STRATA")]
     MarkerMissing(PathBuf),
+    /// [`Error::MarkerMissing`] for a directory whose key files say it is an encrypted
+    /// repository (they name its id).
+    #[error("{path} has no STRATA marker file, so it is not treated as a strata repository; its key files say it is the encrypted repository {id}: if packs/ holds its data, recreate the marker with: printf 'strata repository\\nformat 2\\nrepository {id}\\n' > {path}/STRATA")]
+    EncryptedMarkerMissing { path: PathBuf, id: String },
     /// `prune` on a repository whose last check or repair found lost or damaged data: what
     /// nothing references may be what the damage made unreferenced.
     #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]

@@ -183,7 +183,17 @@ impl Repo {
             return Err(Error::RepoNotFound(path.to_path_buf()));
         }
         if !path.join(MARKER).is_file() {
-            return Err(Error::MarkerMissing(path.to_path_buf()));
+            // Key files name the repository they belong to: enough to say what the marker was.
+            let id = keyfile::list(path)?
+                .into_iter()
+                .find_map(|f| f.key.ok().map(|k| k.repo_id));
+            return Err(match id {
+                Some(id) => Error::EncryptedMarkerMissing {
+                    path: path.to_path_buf(),
+                    id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                },
+                None => Error::MarkerMissing(path.to_path_buf()),
+            });
         }
         RepoLock::take(path)
     }

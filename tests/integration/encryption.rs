@@ -505,6 +505,22 @@ fn a_marker_or_index_that_hides_the_encryption_is_refused() {
     let repo = encrypted(&t.path().join("repo"));
     init(&repo);
     let marker = fs::read_to_string(repo.join("STRATA")).unwrap();
+    // A lost marker: repair says what it was (the key files name the repository).
+    fs::remove_file(repo.join("STRATA")).unwrap();
+    let out = strata(&repo, &["repair"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let id = marker
+        .lines()
+        .nth(2)
+        .unwrap()
+        .strip_prefix("repository ")
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "printf 'strata repository\\nformat 2\\nrepository {id}\\n'"
+        )),
+        "{err}"
+    );
     fs::write(repo.join("STRATA"), "strata repository\nformat 1\n").unwrap();
     let out = strata(&repo, &["snapshots"]);
     assert_eq!(out.status.code(), Some(5));
@@ -683,16 +699,26 @@ fn damage_in_an_encrypted_repository_is_marked_without_names_and_repaired() {
     let repo = encrypted(&t.path().join("repo"));
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
-    fs::write(src.join("victim-secret-name.bin"), pseudo_random(2 << 20, 7)).unwrap();
+    fs::write(
+        src.join("victim-secret-name.bin"),
+        pseudo_random(2 << 20, 7),
+    )
+    .unwrap();
     init(&repo);
     backup(&repo, &src, &[]);
     fs::write(src.join("other.txt"), b"other").unwrap();
     backup(&repo, &src, &[]);
     flip_middle_of_largest_pack(&repo);
-    assert_eq!(strata(&repo, &["check", "--read-data"]).status.code(), Some(4));
+    assert_eq!(
+        strata(&repo, &["check", "--read-data"]).status.code(),
+        Some(4)
+    );
     let marker = fs::read_to_string(repo.join("damage")).unwrap();
     assert!(marker.contains("corrupt_record"), "{marker}");
-    assert!(!marker.contains("victim"), "the marker names no path: {marker}");
+    assert!(
+        !marker.contains("victim"),
+        "the marker names no path: {marker}"
+    );
     let prune = strata(&repo, &["prune"]);
     assert_eq!(prune.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&prune.stderr).contains("--force-after-damage"));
@@ -710,7 +736,10 @@ fn damage_in_an_encrypted_repository_is_marked_without_names_and_repaired() {
         .unwrap();
     let repair = strata(&repo, &["repair"]);
     assert_eq!(repair.status.code(), Some(4), "{repair:?}");
-    assert_eq!(strata_ok(&repo, &["cat", "latest", "other.txt"]).stdout, b"other");
+    assert_eq!(
+        strata_ok(&repo, &["cat", "latest", "other.txt"]).stdout,
+        b"other"
+    );
     let cat = strata(&repo, &["cat", "latest", "victim-secret-name.bin"]);
     assert_eq!(cat.status.code(), Some(1));
     let marker = fs::read_to_string(repo.join("damage")).unwrap();
