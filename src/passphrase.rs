@@ -31,9 +31,15 @@ fn strip_newline(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
-/// Reads a passphrase file.
+/// Reads a passphrase file. One that cannot be read is [`Error::NoPassphrase`]: the repository
+/// cannot be unlocked (exit code 5), as without any passphrase.
 pub fn from_file(path: &Path) -> Result<Passphrase> {
-    let b = std::fs::read(path).ctx("Reading the passphrase file", path)?;
+    let b = std::fs::read(path).map_err(|e| {
+        Error::NoPassphrase(format!(
+            "cannot read the passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
     Ok(Passphrase::new(strip_newline(b)))
 }
 
