@@ -117,6 +117,14 @@ pub trait MetaStore: Send + Sync {
     /// in key order.
     fn scan(&self, space: Space, prefix: &[u8]) -> Scan<'_>;
 
+    /// Every pair of `space` whose key starts with `prefix`, in no particular order: for
+    /// callers that do not need the order (deleting or marking a layer's entries). A store that
+    /// cannot keep key order (the encrypted one) streams these instead of gathering and sorting
+    /// them; the default is [`MetaStore::scan`].
+    fn scan_unordered(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
+        self.scan(space, prefix)
+    }
+
     /// Sets one key; for many, [`MetaStore::apply`] is faster.
     fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<()>;
 

@@ -194,6 +194,20 @@ impl MetaStore for SealedStore {
         })
     }
 
+    fn scan_unordered(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
+        let stored = self.stored_prefix(space, prefix);
+        let prefix = prefix.to_vec();
+        Box::new(
+            self.inner
+                .scan(space, &stored)
+                .map(move |kv| {
+                    let (k, v) = kv?;
+                    self.open(space, &k, &v)
+                })
+                .filter(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))),
+        )
+    }
+
     fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<()> {
         let stored = self.stored_key(space, key);
         let sealed = self.seal(space, key, &stored, value);
@@ -368,6 +382,16 @@ mod tests {
                 .map(|d| keys::layerdir_key(&snaps[0], d))
                 .collect::<Vec<_>>()
         );
+        for p in &prefixes {
+            let mut want: Vec<_> = all.iter().filter(|k| k.starts_with(p)).cloned().collect();
+            let mut got: Vec<_> = s
+                .scan_unordered(Space::Layers, p)
+                .map(|kv| kv.unwrap().0.to_vec())
+                .collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "unordered, prefix {p:?}");
+        }
         s.remove(Space::Layers, &keys::entry_key(&snaps[0], b"a", b"x"))
             .unwrap();
         assert_eq!(
