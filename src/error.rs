@@ -88,6 +88,10 @@ pub enum Error {
     },
     #[error("{0} has no STRATA marker file, so it is not treated as a strata repository; if packs/ holds this repository's data, recreate the marker with: printf 'strata repository\\nformat 1\\n' > {0}/STRATA")]
     MarkerMissing(PathBuf),
+    /// [`Error::MarkerMissing`] for a directory whose key files say it is an encrypted
+    /// repository (they name its id).
+    #[error("{path} has no STRATA marker file, so it is not treated as a strata repository; its key files say it is the encrypted repository {id}: if packs/ holds its data, recreate the marker with: printf 'strata repository\\nformat 2\\nrepository {id}\\n' > {path}/STRATA")]
+    EncryptedMarkerMissing { path: PathBuf, id: String },
     /// `prune` on a repository whose last check or repair found lost or damaged data: what
     /// nothing references may be what the damage made unreferenced.
     #[error("Repository {path}: {found}; prune deletes whatever no snapshot references, so it does not run until you have looked (`strata check`, `strata repair`); to prune anyway, pass --force-after-damage")]
@@ -107,6 +111,18 @@ pub enum Error {
         status: String,
         consequence: String,
     },
+    /// An encrypted repository whose key files all refused the passphrase.
+    #[error(
+        "Wrong passphrase for repository {0}: no key file of it opens with the passphrase given"
+    )]
+    WrongPassphrase(PathBuf),
+    /// An encrypted repository that no key file can unlock whatever the passphrase (none, only
+    /// damaged ones, only another repository's).
+    #[error("Repository {path} is encrypted, but {detail}")]
+    KeyUnusable { path: PathBuf, detail: String },
+    /// An encrypted repository and no passphrase to open it with.
+    #[error("No passphrase: {0}")]
+    NoPassphrase(String),
 }
 
 /// Shorthand used throughout the library.
@@ -143,6 +159,17 @@ impl Error {
                 | Error::RepoNotFound(_)
                 | Error::NotARepo(_)
                 | Error::RepoLocked { .. }
+                | Error::WrongPassphrase(_)
+                | Error::NoPassphrase(_)
+        )
+    }
+
+    /// True when an encrypted repository could not be unlocked (wrong passphrase, no usable key
+    /// file, no passphrase): the CLI's exit code 5.
+    pub fn is_locked_out(&self) -> bool {
+        matches!(
+            self,
+            Error::WrongPassphrase(_) | Error::KeyUnusable { .. } | Error::NoPassphrase(_)
         )
     }
 

@@ -119,7 +119,7 @@ pub(crate) fn open_live(open: Open, opts: VfsOptions) -> Result<(Arc<Vfs>, Arc<R
     let (reader, first) = Reader::register(open.clone())?;
     let live = Arc::new(Live {
         reader: reader.clone(),
-        open: open.quiet_wait(),
+        open: open.quiet_wait().unlocked(first.repo.crypt().cloned()),
         current: Mutex::new((first.number, first.stamp)),
     });
     let vfs = Vfs::open_live(first.repo, first.number, live, opts)?;

@@ -15,6 +15,9 @@
 //! Opening composes storage steps (`crate::repo`) with what every opening of the index must do
 //! above storage, always in this order:
 //!
+//! 0. unlock an encrypted repository (its marker says so): the passphrase comes from
+//!    [`Open::passphrase`], else from [`crate::passphrase`]'s sources; before the lock, so that
+//!    a wrong passphrase writes nothing and a prompt holds no lock;
 //! 1. take the process lock (an existing repository must have its marker);
 //! 2. for a seeded open, read the lookup catalog while it is still valid;
 //! 3. remove the catalog, durably (`crate::lookup`: a catalog exists only while no process has
@@ -42,6 +45,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lookup::Quick;
+use crate::repo::crypt::keyfile::Passphrase;
+use crate::repo::crypt::Crypt;
 use crate::repo::{CreateOptions, Repo, RepoLock, DEFAULT_INDEX_CACHE};
 
 /// How long opening waits for a repository another process holds, unless told otherwise.
@@ -136,6 +141,9 @@ pub struct Open {
     seeded: bool,
     lock_wait: Duration,
     quiet_wait: bool,
+    passphrase: Option<Passphrase>,
+    /// The key of an encrypted repository this process already unlocked ([`Open::unlocked`]).
+    unlocked: Option<Arc<Crypt>>,
 }
 
 impl Open {
@@ -149,6 +157,8 @@ impl Open {
             seeded: false,
             lock_wait: default_lock_wait(),
             quiet_wait: false,
+            passphrase: None,
+            unlocked: None,
         }
     }
 
@@ -165,6 +175,33 @@ impl Open {
     pub fn lock_wait(mut self, wait: Duration) -> Open {
         self.lock_wait = wait;
         self
+    }
+
+    /// The passphrase of an encrypted repository, instead of asking [`crate::passphrase`]'s
+    /// sources (asked only when the repository is encrypted).
+    pub fn passphrase(mut self, p: Passphrase) -> Open {
+        self.passphrase = Some(p);
+        self
+    }
+
+    /// Opens with the key `crypt` of an encrypted repository this process already unlocked
+    /// (`None`: the repository is not encrypted), instead of unlocking it again: for a mount,
+    /// which takes a new copy of the index after every commit and must not ask for the
+    /// passphrase (or pay the key derivation) each time.
+    pub fn unlocked(mut self, crypt: Option<Arc<Crypt>>) -> Open {
+        self.unlocked = crypt;
+        self
+    }
+
+    /// Unlocks the repository when it is encrypted (step 0 of the module documentation).
+    fn unlock(&self) -> Result<Option<Arc<Crypt>>> {
+        if let Some(c) = &self.unlocked {
+            return Ok(Some(c.clone()));
+        }
+        Repo::unlock(&self.path, &mut || match &self.passphrase {
+            Some(p) => Ok(p.clone()),
+            None => crate::passphrase::current(&self.path),
+        })
     }
 
     /// sled's page cache, instead of [`DEFAULT_INDEX_CACHE`]. Backups use
@@ -215,19 +252,25 @@ impl Open {
     /// Takes the lock of an existing repository and nothing more: the lookup files stay valid
     /// and can be read under it, and the index can be opened later under the same lock.
     pub fn lock(self) -> Result<Locked> {
+        let crypt = self.unlock()?;
         let lock = take_waiting(
             &self.path,
             self.lock_wait,
             self.quiet_wait,
             Repo::lock_existing,
         )?;
-        Ok(Locked { open: self, lock })
+        Ok(Locked {
+            open: self,
+            lock,
+            crypt,
+        })
     }
 
     /// Takes the lock without opening the index (see [`Unindexed`]). The marker must be there:
     /// without it the directory is not known to be a repository, and nothing is touched. Removes
     /// the lookup catalog, since the taker may change the index.
     pub fn lock_without_index(self) -> Result<Unindexed> {
+        let crypt = self.unlock()?;
         let lock = take_waiting(
             &self.path,
             self.lock_wait,
@@ -238,6 +281,7 @@ impl Open {
         Ok(Unindexed {
             path: self.path,
             lock,
+            crypt,
         })
     }
 
@@ -247,7 +291,8 @@ impl Open {
     pub fn lookup(self) -> Result<Option<Quick>> {
         let locked = self.lock()?;
         let path = locked.path().to_path_buf();
-        Quick::open(&path, Box::new(move || locked.open()))
+        let crypt = locked.crypt.clone();
+        Quick::open(&path, crypt, Box::new(move || locked.open()))
     }
 }
 
@@ -255,6 +300,7 @@ impl Open {
 pub struct Locked {
     open: Open,
     lock: RepoLock,
+    crypt: Option<Arc<Crypt>>,
 }
 
 impl Locked {
@@ -263,12 +309,17 @@ impl Locked {
         &self.open.path
     }
 
+    /// The keys of an encrypted repository, unlocked before the lock was taken.
+    pub fn crypt(&self) -> Option<&Arc<Crypt>> {
+        self.crypt.as_ref()
+    }
+
     /// Opens the index under the lock held (steps 2–6 of the module documentation).
     pub fn open(self) -> Result<Arc<Repo>> {
-        let Locked { open, lock } = self;
+        let Locked { open, lock, crypt } = self;
         let path = &open.path;
         let seed = if open.seeded {
-            crate::lookup::read_seed(path).unwrap_or_else(|e| {
+            crate::lookup::read_seed(path, crypt.as_ref()).unwrap_or_else(|e| {
                 log::info!("Not using the lookup catalog ({e}); reading the index");
                 None
             })
@@ -276,7 +327,7 @@ impl Locked {
             None
         };
         crate::lookup::invalidate(path)?;
-        let repo = Repo::open_index(path, lock, open.cache_bytes)?;
+        let repo = Repo::open_index(path, lock, open.cache_bytes, crypt)?;
         let resumed = resume_interrupted(&repo);
         if open.seeded {
             // A catalog is never written while a rewrite is unfinished, but one written by a
@@ -318,14 +369,14 @@ impl Locked {
         into: &Path,
         under_lock: impl FnOnce() -> Result<T>,
     ) -> Result<(Arc<Repo>, T)> {
-        let Locked { open, lock } = self;
+        let Locked { open, lock, crypt } = self;
         let path = &open.path;
         let index = path.join(crate::repo::INDEX_DIR);
         if !index.is_dir() {
             return Err(Error::IndexMissing(path.clone()));
         }
         let seed = if open.seeded {
-            crate::lookup::read_seed(path).unwrap_or_else(|e| {
+            crate::lookup::read_seed(path, crypt.as_ref()).unwrap_or_else(|e| {
                 log::info!("Not using the lookup catalog ({e}); reading the index");
                 None
             })
@@ -351,7 +402,7 @@ impl Locked {
             },
             e => e,
         })?;
-        let repo = Repo::open_with_db(path, own, db)?;
+        let repo = Repo::open_with_db(path, own, db, crypt)?;
         if let Some(seed) = seed {
             crate::snapshot::seed_records(&repo, seed.snapshots);
             let dirs = crate::layers::DirsSeed {
@@ -401,6 +452,7 @@ fn resume_interrupted(repo: &Arc<Repo>) -> bool {
 pub struct Unindexed {
     path: PathBuf,
     lock: RepoLock,
+    crypt: Option<Arc<Crypt>>,
 }
 
 impl Unindexed {
@@ -413,6 +465,12 @@ impl Unindexed {
     /// rebuilt (or a temporary one for `--dry-run`), or `check`'s private copy. Nothing of the
     /// opening of a repository's own index runs (no commit marker, no resumed `forget`).
     pub fn open_over(self, db: sled::Db) -> Result<Arc<Repo>> {
-        Repo::open_with_db(&self.path, self.lock, db)
+        Repo::open_with_db(&self.path, self.lock, db, self.crypt)
+    }
+
+    /// The keys of an encrypted repository (`repair` reads and writes packs and an index with
+    /// them before it opens the repository).
+    pub fn crypt(&self) -> Option<&Arc<Crypt>> {
+        self.crypt.as_ref()
     }
 }

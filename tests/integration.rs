@@ -11,6 +11,7 @@ mod integration {
     mod damage;
     mod dedup;
     mod diff;
+    mod encryption;
     mod fulldisk;
     mod history;
     mod hooks;

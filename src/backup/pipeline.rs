@@ -144,7 +144,7 @@ pub(super) fn layer_thread(
         if blob.is_empty() {
             return Ok(());
         }
-        blobs.push(ChunkId::of(blob));
+        blobs.push(repo.chunk_id(blob));
         pack_tx
             .send(vec![PackMsg::Blob(std::mem::take(blob))])
             .map_err(|_| Error::Aborted)

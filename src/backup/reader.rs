@@ -18,7 +18,6 @@ use crate::chunker::{ChunkError, Chunker};
 use crate::entry::{ChunkRef, Entry};
 use crate::error::{Error, IoContext, Result};
 use crate::fsmeta::{self, entry_from_meta};
-use crate::id::ChunkId;
 use crate::layers::join;
 
 /// How often a file that changes while read is read again before it is stored as read.
@@ -121,7 +120,7 @@ pub(super) fn chunk_stream(
 ) -> std::result::Result<u64, ChunkError> {
     let mut read = 0u64;
     chunker.for_each(reader, |off, data| {
-        let id = ChunkId::of(data);
+        let id = shared.repo.chunk_id(data);
         chunks.push(ChunkRef {
             id,
             offset: start + off,

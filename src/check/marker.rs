@@ -14,12 +14,16 @@
 //! Format (docs/FORMAT.md): a first line `strata damage marker 1`, then one finding per line,
 //! `origin TAB message`. Written to `damage.tmp`, fsynced and renamed, the directory fsynced.
 //! A marker that cannot be parsed counts as a `repair` finding: it is never ignored.
+//!
+//! The marker is not sealed, so in an encrypted repository a check's finding is written as its
+//! kind and the ids it concerns, never its message (which can name a path); `strata check`
+//! shows the details.
 
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
 
-use super::CheckReport;
+use super::{CheckReport, Problem};
 
 /// File name of the marker in the repository directory.
 pub const MARKER_FILE: &str = "damage";
@@ -134,19 +138,43 @@ pub fn record_check(
     } else {
         Origin::Check
     };
+    let sealed = encrypted(repo)?;
     for p in report
         .problems
         .iter()
         .filter(|p| p.severity() == super::Severity::Damage)
     {
-        if !findings
-            .iter()
-            .any(|(o, m)| *o == origin && *m == p.message)
-        {
-            findings.push((origin, p.message.clone()));
+        let text = if sealed {
+            withheld(p)
+        } else {
+            p.message.clone()
+        };
+        if !findings.iter().any(|(o, m)| *o == origin && *m == text) {
+            findings.push((origin, text));
         }
     }
     write(repo, &findings)
+}
+
+/// Whether the repository at `repo` is encrypted (its marker file says so).
+fn encrypted(repo: &Path) -> Result<bool> {
+    Ok(crate::repo::read_marker(repo)?.is_some_and(|m| m.format == crate::repo::ENCRYPTED_FORMAT))
+}
+
+/// A finding without its message: its kind and the ids it concerns.
+fn withheld(p: &Problem) -> String {
+    let mut t = p.kind.name().to_string();
+    if let Some(s) = p.snapshot {
+        t.push_str(&format!(" snapshot {s}"));
+    }
+    if let Some(c) = p.chunk {
+        t.push_str(&format!(" chunk {c}"));
+    }
+    if let Some(k) = p.pack {
+        t.push_str(&format!(" pack {k}"));
+    }
+    t.push_str(" (details withheld in an encrypted repository: run strata check)");
+    t
 }
 
 /// Adds what a repair could not restore (kept until the user lifts it).
@@ -219,5 +247,28 @@ mod tests {
         assert!(!r.join(MARKER_FILE).exists());
         std::fs::write(r.join(MARKER_FILE), "garbage").unwrap();
         assert_eq!(read(r).unwrap()[0].0, Origin::Repair);
+    }
+
+    #[test]
+    fn an_encrypted_repository_s_marker_names_no_path() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::write(
+            r.join("STRATA"),
+            format!(
+                "strata repository\nformat 2\nrepository {}\n",
+                "ab".repeat(16)
+            ),
+        )
+        .unwrap();
+        let mut rep = report(&[ProblemKind::UndecodableEntry]);
+        rep.problems[0].message = "Entry secret/path.txt in the layer of snapshot x".into();
+        record_check(r, &rep, false, false).unwrap();
+        let text = std::fs::read_to_string(r.join(MARKER_FILE)).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("undecodable_entry"), "{text}");
+        // Recorded once, however often the same check runs.
+        record_check(r, &rep, false, false).unwrap();
+        assert_eq!(read(r).unwrap().len(), 1);
     }
 }

@@ -99,7 +99,7 @@ impl Metadata {
             Some(RecordType::Dictionary) => {
                 self.dictionary_record |= repo
                     .dictionary()
-                    .is_some_and(|d| ChunkId::of(&d.bytes) == e.id);
+                    .is_some_and(|d| repo.chunk_id(&d.bytes) == e.id);
             }
             _ => {}
         }

@@ -200,7 +200,7 @@ pub(super) fn read_chunks(
         .iter()
         .map(|(_, l)| l.stored_len as u64 + RECORD_HEADER_LEN as u64)
         .sum::<u64>();
-    let read = |id: &ChunkId, loc: &Location| repo.read_record_at(id, loc).map(|_| ());
+    let read = |id: &ChunkId, loc: &Location| repo.verify_record(id, loc);
     for (id, loc, err) in verify_with(&todo, read, opts.threads, &opts.progress) {
         st.bad_chunk(id, ProblemKind::CorruptRecord, err, Some(loc.pack));
     }

@@ -2,8 +2,9 @@
 //! output. The only module that writes to stdout.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap, or the configuration file), 3 completed
-//! with warnings, 4 damage found (`check`, `repair`). `diff` exits like diff(1) instead: 0 no
-//! differences, 1 differences, 2 any error.
+//! with warnings, 4 damage found (`check`, `repair`), 5 an encrypted repository could not be
+//! unlocked (wrong passphrase, no usable key file, no passphrase). `diff` exits like diff(1)
+//! instead: 0 no differences, 1 differences, 2 any error.
 
 /// `println!` for command output: a closed stdout is never a panic (see [`out`]).
 macro_rules! outln {
@@ -28,7 +29,9 @@ mod consolidate;
 mod diff;
 mod find;
 mod forget;
+mod init;
 mod json;
+mod key;
 mod log;
 mod ls;
 mod man;
@@ -45,11 +48,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, FromArgMatches, Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 
-use crate::open::Open;
 use crate::ops;
-use crate::repo::{self, CreateOptions};
+use crate::repo;
 use crate::Result;
 
 pub use man::{man_pages, write_man_pages};
@@ -66,6 +68,9 @@ pub const EXIT_DIFFERENCES: i32 = 1;
 pub const EXIT_TROUBLE: i32 = 2;
 /// Exit code when `check` found damage, or `repair` could not recover everything.
 pub const EXIT_DAMAGE: i32 = 4;
+/// Exit code when an encrypted repository could not be unlocked: wrong passphrase, no usable
+/// key file, or no passphrase given.
+pub const EXIT_LOCKED: i32 = 5;
 
 /// strata — backups as layers, every snapshot mountable as a read-only filesystem.
 #[derive(Parser, Debug)]
@@ -110,6 +115,9 @@ pub struct Cli {
     /// How long to wait while another strata process holds the repository (e.g. 30s, 5m, 1h; 0 fails at once)
     #[arg(long, global = true, value_name = "DURATION", default_value = "5m", value_parser = crate::open::parse_duration, display_order = 103)]
     pub lock_wait: std::time::Duration,
+    /// Read the passphrase of an encrypted repository from FILE
+    #[arg(long, global = true, value_name = "FILE", display_order = 104)]
+    pub password_file: Option<PathBuf>,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -119,7 +127,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new, empty repository
-    Init(InitArgs),
+    Init(init::InitArgs),
     /// Back up a directory as a full, incremental or differential layer
     Backup(backup::BackupArgs),
     /// List snapshots
@@ -152,20 +160,14 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
     Completions(completions::CompletionsArgs),
+    /// Manage the key files of an encrypted repository
+    Key(key::KeyArgs),
     /// Write the man pages into a directory (used to keep man/ in sync)
     #[command(hide = true)]
     GenerateMan {
         /// Output directory
         dir: PathBuf,
     },
-}
-
-/// `strata init`
-#[derive(Args, Debug)]
-pub struct InitArgs {
-    /// zstd level for new chunks (0 stores raw)
-    #[arg(long, default_value_t = repo::DEFAULT_COMPRESSION, value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub compression: i32,
 }
 
 /// Places a command's options in `--help` and the man page: clap numbers them in the order they
@@ -246,7 +248,11 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: {e}");
-            EXIT_ERROR
+            if e.is_locked_out() {
+                EXIT_LOCKED
+            } else {
+                EXIT_ERROR
+            }
         }
     }
 }
@@ -320,14 +326,11 @@ fn repo_path(cli_repo: &Option<PathBuf>) -> PathBuf {
 
 fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
     let path = repo_path(&cli.repo);
+    if let Some(f) = &cli.password_file {
+        crate::passphrase::set_password_file(f.clone());
+    }
     match cli.command {
-        Command::Init(a) => {
-            Open::new(&path).create(&CreateOptions {
-                compression: a.compression,
-            })?;
-            outln!("Created repository {}", path.display());
-            Ok(EXIT_OK)
-        }
+        Command::Init(a) => init::run(&path, a),
         Command::Backup(a) => metrics::backup(&path, cli.repo.is_none(), a),
         Command::Snapshots(a) => ops::read_only(&path, |repo| {
             snapshots::run(repo, a.source.as_deref(), a.json)?;
@@ -347,6 +350,7 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
         Command::Restore(a) => restore::run(&path, a),
         Command::Config(a) => config::run(parsed, a),
         Command::Completions(a) => completions::run(a),
+        Command::Key(a) => key::run(&path, a),
         Command::GenerateMan { dir } => {
             write_man_pages(&dir)?;
             Ok(EXIT_OK)

@@ -17,7 +17,6 @@ use crate::chunker::{ChunkError, Chunker};
 use crate::entry::{ChunkRef, Entry, Kind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsmeta;
-use crate::id::ChunkId;
 use crate::layers::{join, View};
 
 /// Compares snapshot view `a` (old) with the directory `root` on disk (new).
@@ -114,7 +113,7 @@ impl LiveWalker<'_, '_, '_> {
             f.seek(SeekFrom::Start(start)).ctx("Seeking in", path)?;
             let r = chunker.for_each((&mut f).take(end - start), |off, data| {
                 chunks.push(ChunkRef {
-                    id: ChunkId::of(data),
+                    id: self.a.repo().chunk_id(data),
                     offset: start + off,
                     len: data.len() as u32,
                 });

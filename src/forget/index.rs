@@ -31,7 +31,7 @@ pub(super) fn remove_prefix(repo: &Repo, keyspace: Space, prefix: &[u8]) -> Resu
     let mut n = 0;
     loop {
         let mut batch = Batch::default();
-        for kv in repo.index().scan(keyspace, prefix).take(BATCH) {
+        for kv in repo.index().scan_unordered(keyspace, prefix).take(BATCH) {
             let (k, _) = kv?;
             batch.remove(keyspace, k);
         }

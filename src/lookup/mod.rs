@@ -16,6 +16,10 @@
 //! then opens the index and writes a new one. Chunk locations in tables are hints: a read checks
 //! the record's header id and blake3 as every read does, and a stale or damaged hint sends that
 //! read to the index, never returns other bytes.
+//!
+//! In an encrypted repository the catalog's body and each table's blocks and index are sealed
+//! with the repository's lookup key (catalog and tables version 2), so they hold nothing in the
+//! clear but sizes, snapshot ids and table names; reading them needs the unlocked keys.
 
 mod table;
 
@@ -30,18 +34,21 @@ use crate::entry::Entry;
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{DirLayer, LayerDirs, LayerStore};
+use crate::repo::crypt::Crypt;
 use crate::repo::keys::{self, Location};
 use crate::repo::pack::DirBackend;
 use crate::repo::store::Space;
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
-use table::{Table, TableWriter};
+use table::{Sealing, Table, TableWriter};
 
 /// The lookup directory inside a repository.
 pub const LOOKUP_DIR: &str = "lookup";
 const CATALOG: &str = "catalog";
 const CATALOG_MAGIC: &[u8; 8] = b"STRATACT";
 const CATALOG_VERSION: u32 = 1;
+/// The version of a sealed catalog (an encrypted repository's).
+const SEALED_CATALOG_VERSION: u32 = 2;
 /// A directory of a non-full layer with more entries than this is read name by name.
 const MAX_DIR_LAYER: usize = 4096;
 /// Location bytes meaning "the index had no location for this chunk when the table was built".
@@ -244,13 +251,10 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
             })
             .collect(),
     };
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(CATALOG_MAGIC);
-    bytes.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&0u32.to_le_bytes());
-    bytes.extend_from_slice(&postcard::to_stdvec(&body).expect("catalog serializes"));
-    let check = blake3::hash(&bytes);
-    bytes.extend_from_slice(&check.as_bytes()[..16]);
+    let bytes = catalog_bytes(
+        repo.crypt(),
+        &postcard::to_stdvec(&body).expect("catalog serializes"),
+    );
     // Not fsynced: a catalog lost or torn in a crash fails its check and is written again.
     let tmp = dir.join("catalog.tmp");
     remove_derived(&tmp)?;
@@ -272,6 +276,58 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// The catalog file: `STRATACT ‖ version ‖ 0 ‖ body ‖ check` (first 16 bytes of blake3 of what
+/// precedes it); in an encrypted repository `STRATACT ‖ 2 ‖ 0 ‖ sealed body`, the 16 header
+/// bytes as associated data.
+fn catalog_bytes(crypt: Option<&Arc<Crypt>>, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(CATALOG_MAGIC);
+    let version = match crypt {
+        Some(_) => SEALED_CATALOG_VERSION,
+        None => CATALOG_VERSION,
+    };
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    match crypt {
+        Some(c) => {
+            let head = bytes.clone();
+            c.seal_into(crate::repo::crypt::Purpose::Lookup, &head, body, &mut bytes);
+        }
+        None => {
+            bytes.extend_from_slice(body);
+            let check = blake3::hash(&bytes);
+            bytes.extend_from_slice(&check.as_bytes()[..16]);
+        }
+    }
+    bytes
+}
+
+/// The body of catalog file `bytes`, checked (opened, in an encrypted repository).
+fn catalog_body(crypt: Option<&Arc<Crypt>>, bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.len() < 32 || &bytes[..8] != CATALOG_MAGIC {
+        return Err(bad_catalog("not a catalog"));
+    }
+    let Some(c) = crypt else {
+        let (body, check) = bytes.split_at(bytes.len() - 16);
+        if blake3::hash(body).as_bytes()[..16] != *check {
+            return Err(bad_catalog("checksum mismatch"));
+        }
+        if body[8..12] != CATALOG_VERSION.to_le_bytes() {
+            return Err(bad_catalog("unknown version"));
+        }
+        return Ok(body[16..].to_vec());
+    };
+    if bytes[8..12] != SEALED_CATALOG_VERSION.to_le_bytes() {
+        return Err(bad_catalog("not sealed, in an encrypted repository"));
+    }
+    c.open(
+        crate::repo::crypt::Purpose::Lookup,
+        &bytes[..16],
+        &bytes[16..],
+    )
+    .map_err(|e| bad_catalog(&e.to_string()))
 }
 
 /// [`publish`], with a failure logged instead of returned: the lookup files only make `cat`
@@ -318,7 +374,9 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let tmp = path.with_extension("tmp");
     remove_derived(&tmp)?;
-    let mut w = TableWriter::create(&tmp)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let sealing = repo.crypt().map(|c| Sealing::new(c.clone(), &name));
+    let mut w = TableWriter::create(&tmp, sealing)?;
     let mut value = Vec::new();
     for kv in repo.index().scan(Space::Layers, &id.0) {
         let (k, v) = kv?;
@@ -347,25 +405,15 @@ struct Catalog {
 }
 
 /// Reads and checks the catalog; `Ok(None)` when there is none. The caller holds the lock.
-fn read_catalog(repo_path: &Path) -> Result<Option<Catalog>> {
+fn read_catalog(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Catalog>> {
     let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).ctx("Reading", &path),
     };
-    if bytes.len() < 32 || &bytes[..8] != CATALOG_MAGIC {
-        return Err(bad_catalog("not a catalog"));
-    }
-    let (body, check) = bytes.split_at(bytes.len() - 16);
-    if blake3::hash(body).as_bytes()[..16] != *check {
-        return Err(bad_catalog("checksum mismatch"));
-    }
-    if body[8..12] != CATALOG_VERSION.to_le_bytes() {
-        return Err(bad_catalog("unknown version"));
-    }
-    let cat: CatalogBody =
-        postcard::from_bytes(&body[16..]).map_err(|e| bad_catalog(&e.to_string()))?;
+    let body = catalog_body(crypt, &bytes)?;
+    let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
     let mut snapshots = Vec::with_capacity(cat.snapshots.len());
     let mut layers = HashMap::with_capacity(cat.snapshots.len());
     for s in &cat.snapshots {
@@ -410,8 +458,8 @@ pub struct Seed {
 /// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
 /// when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
-pub fn read_seed(repo_path: &Path) -> Result<Option<Seed>> {
-    let Some(mut cat) = read_catalog(repo_path)? else {
+pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Seed>> {
+    let Some(mut cat) = read_catalog(repo_path, crypt)? else {
         return Ok(None);
     };
     let layer_dirs = cat
@@ -450,6 +498,8 @@ pub struct Quick {
     layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
     hints: Mutex<HashMap<ChunkId, Location>>,
+    /// The keys of an encrypted repository.
+    crypt: Option<Arc<Crypt>>,
     reopen: Mutex<Option<Reopen>>,
     /// The index, opened when a location hint failed.
     fallback: OnceLock<Arc<Repo>>,
@@ -463,8 +513,12 @@ impl Quick {
     /// Reads the catalog of the repository at `repo_path`, whose lock the caller holds and
     /// hands over inside `reopen` (`crate::open::Locked`); `Ok(None)` when there is no catalog
     /// (the index has been opened since the last publish, or never published).
-    pub fn open(repo_path: &Path, reopen: Reopen) -> Result<Option<Quick>> {
-        let Some(cat) = read_catalog(repo_path)? else {
+    pub fn open(
+        repo_path: &Path,
+        crypt: Option<Arc<Crypt>>,
+        reopen: Reopen,
+    ) -> Result<Option<Quick>> {
+        let Some(cat) = read_catalog(repo_path, crypt.as_ref())? else {
             return Ok(None);
         };
         Ok(Some(Quick {
@@ -476,6 +530,7 @@ impl Quick {
             layer_dirs: Default::default(),
             tables: Default::default(),
             hints: Default::default(),
+            crypt,
             reopen: Mutex::new(Some(reopen)),
             fallback: OnceLock::new(),
         }))
@@ -503,7 +558,8 @@ impl Quick {
         if name.contains('/') || name.starts_with('.') {
             return Err(bad_catalog("table name is not a plain file name"));
         }
-        let t = Arc::new(Table::open(&self.path.join(LOOKUP_DIR).join(name))?);
+        let path = self.path.join(LOOKUP_DIR).join(name);
+        let t = Arc::new(Table::open(&path, self.crypt.as_ref())?);
         self.tables.lock().unwrap().insert(*id, t.clone());
         Ok(t)
     }
@@ -538,6 +594,7 @@ impl Quick {
                 match crate::repo::read_record_append_from(
                     &self.packs,
                     self.dictionary.as_ref(),
+                    self.crypt.as_deref(),
                     id,
                     &loc,
                     &mut out,

@@ -12,6 +12,11 @@
 //!          the index) ‖ "STRATALT"                                                 32 bytes
 //! ```
 //!
+//! In an encrypted repository a table is version 2: each block (its zstd frame) and the index
+//! are sealed with the lookup key (`crate::repo::crypt`), a block with the table's file name and
+//! its offset as associated data, the index with the file name and `index`; the footer's check
+//! covers the sealed index.
+//!
 //! Keys are strictly increasing across the file. The key hashes let a reader that probes many
 //! layers for one name skip, without reading a block, every table that does not hold it. Opening reads the file's tail once (footer and
 //! index, and the whole file when it is small), a lookup then one block; every block and the
@@ -25,9 +30,42 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
+use crate::repo::crypt::{Crypt, Purpose};
 
 const MAGIC: &[u8; 8] = b"STRATALT";
 const VERSION: u32 = 1;
+/// The version of a sealed table (an encrypted repository's).
+const SEALED_VERSION: u32 = 2;
+
+/// How a table of an encrypted repository is sealed: the repository's keys and the table's
+/// final file name, which every sealed part is bound to.
+#[derive(Clone)]
+pub struct Sealing {
+    crypt: Arc<Crypt>,
+    name: Vec<u8>,
+}
+
+impl Sealing {
+    /// Sealing for the table named `name` (its file name in the lookup directory).
+    pub fn new(crypt: Arc<Crypt>, name: &str) -> Sealing {
+        Sealing {
+            crypt,
+            name: name.as_bytes().to_vec(),
+        }
+    }
+
+    fn aad(&self, part: &[u8]) -> Vec<u8> {
+        [&self.name[..], &[0], part].concat()
+    }
+
+    fn version(s: Option<&Sealing>) -> u32 {
+        if s.is_some() {
+            SEALED_VERSION
+        } else {
+            VERSION
+        }
+    }
+}
 const HEADER_LEN: u64 = 16;
 const FOOTER_LEN: usize = 32;
 /// Plain bytes per block: one block is what a lookup decompresses.
@@ -55,6 +93,7 @@ pub struct TableWriter {
     hashes: Vec<u32>,
     keys: usize,
     offset: u64,
+    sealing: Option<Sealing>,
 }
 
 /// The hash a table keeps of each key.
@@ -63,13 +102,13 @@ fn key_hash(key: &[u8]) -> u32 {
 }
 
 impl TableWriter {
-    /// Creates (truncates) `path`.
-    pub fn create(path: &Path) -> Result<TableWriter> {
+    /// Creates (truncates) `path`, sealed when `sealing` says how.
+    pub fn create(path: &Path, sealing: Option<Sealing>) -> Result<TableWriter> {
         let f = File::create(path).ctx("Creating", path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, f);
         let mut head = [0u8; HEADER_LEN as usize];
         head[..8].copy_from_slice(MAGIC);
-        head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        head[8..12].copy_from_slice(&Sealing::version(sealing.as_ref()).to_le_bytes());
         out.write_all(&head).ctx("Writing", path)?;
         Ok(TableWriter {
             path: path.to_path_buf(),
@@ -82,6 +121,7 @@ impl TableWriter {
             hashes: Vec::new(),
             keys: 0,
             offset: HEADER_LEN,
+            sealing,
         })
     }
 
@@ -118,10 +158,14 @@ impl TableWriter {
         let Some(first) = self.first_key.take() else {
             return Ok(());
         };
-        let stored = self
+        let mut stored = self
             .zstd
             .compress(&self.block)
             .ctx("Compressing", &self.path)?;
+        if let Some(s) = &self.sealing {
+            let aad = s.aad(&self.offset.to_le_bytes());
+            stored = s.crypt.seal(Purpose::Lookup, &aad, &stored);
+        }
         self.out.write_all(&stored).ctx("Writing", &self.path)?;
         self.index
             .extend_from_slice(&(first.len() as u32).to_le_bytes());
@@ -150,11 +194,14 @@ impl TableWriter {
             index.extend_from_slice(&h.to_le_bytes());
         }
         index.extend_from_slice(&self.index);
-        self.index = index;
+        self.index = match &self.sealing {
+            Some(s) => s.crypt.seal(Purpose::Lookup, &s.aad(b"index"), &index),
+            None => index,
+        };
         let mut foot = [0u8; FOOTER_LEN];
         foot[0..8].copy_from_slice(&self.offset.to_le_bytes());
         foot[8..12].copy_from_slice(&(self.index.len() as u32).to_le_bytes());
-        foot[12..16].copy_from_slice(&VERSION.to_le_bytes());
+        foot[12..16].copy_from_slice(&Sealing::version(self.sealing.as_ref()).to_le_bytes());
         foot[16..24].copy_from_slice(&blake3::hash(&self.index).as_bytes()[..8]);
         foot[24..32].copy_from_slice(MAGIC);
         self.out.write_all(&self.index).ctx("Writing", &self.path)?;
@@ -181,6 +228,7 @@ pub struct Table {
     /// Sorted key hashes; empty when the table has none (then every probe reads a block).
     hashes: Vec<u32>,
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    sealing: Option<Sealing>,
 }
 
 fn bad(path: &Path, what: &str) -> Error {
@@ -203,8 +251,12 @@ fn take_u64(buf: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 impl Table {
-    /// Opens `path` and reads and checks its footer and index (one read for most tables).
-    pub fn open(path: &Path) -> Result<Table> {
+    /// Opens `path` and reads and checks its footer and index (one read for most tables). An
+    /// encrypted repository's table opens only with its keys (`crypt`).
+    pub fn open(path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Table> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let sealing = crypt.map(|c| Sealing::new(c.clone(), &name));
+        let version = Sealing::version(sealing.as_ref());
         let file = File::open(path).ctx("Opening", path)?;
         let len = file.metadata().ctx("Reading", path)?.len();
         if len < HEADER_LEN + FOOTER_LEN as u64 {
@@ -215,8 +267,8 @@ impl Table {
         file.read_exact_at(&mut tail, tail_at)
             .ctx("Reading", path)?;
         let foot = &tail[tail.len() - FOOTER_LEN..];
-        if &foot[24..32] != MAGIC || foot[12..16] != VERSION.to_le_bytes() {
-            return Err(bad(path, "not a version-1 table"));
+        if &foot[24..32] != MAGIC || foot[12..16] != version.to_le_bytes() {
+            return Err(bad(path, &format!("not a version-{version} table")));
         }
         let index_at = u64::from_le_bytes(foot[0..8].try_into().unwrap());
         let index_len = u32::from_le_bytes(foot[8..12].try_into().unwrap()) as u64;
@@ -236,6 +288,13 @@ impl Table {
         if blake3::hash(&index).as_bytes()[..8] != check {
             return Err(bad(path, "index checksum mismatch"));
         }
+        let index = match &sealing {
+            Some(s) => s
+                .crypt
+                .open(Purpose::Lookup, &s.aad(b"index"), &index)
+                .map_err(|e| bad(path, &format!("index: {e}")))?,
+            None => index,
+        };
         let mut pos = 0;
         let hashes = (|| {
             let n = take_u32(&index, &mut pos)? as usize;
@@ -273,6 +332,7 @@ impl Table {
             blocks,
             hashes,
             cache: Mutex::new(Vec::new()),
+            sealing,
         })
     }
 
@@ -294,6 +354,18 @@ impl Table {
                 read = buf;
                 &read[..]
             }
+        };
+        let opened;
+        let stored = match &self.sealing {
+            Some(s) => {
+                let aad = s.aad(&r.offset.to_le_bytes());
+                opened = s
+                    .crypt
+                    .open(Purpose::Lookup, &aad, stored)
+                    .map_err(|e| bad(&self.path, &format!("block {i}: {e}")))?;
+                &opened[..]
+            }
+            None => stored,
         };
         let plain = crate::compress::decompress(stored, r.plain as usize)
             .map_err(|e| bad(&self.path, &format!("block {i}: {e}")))?;
@@ -378,6 +450,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::crypt::Crypt;
 
     fn key(i: u32) -> Vec<u8> {
         format!("dir{:03}\0name{:06}", i / 1000, i).into_bytes()
@@ -385,7 +458,7 @@ mod tests {
 
     fn sample(dir: &Path, n: u32) -> PathBuf {
         let p = dir.join("t.tbl");
-        let mut w = TableWriter::create(&p).unwrap();
+        let mut w = TableWriter::create(&p, None).unwrap();
         for i in 0..n {
             w.add(
                 &key(i),
@@ -401,7 +474,7 @@ mod tests {
     fn get_and_prefix_scan_across_many_blocks() {
         let d = tempfile::tempdir().unwrap();
         let p = sample(d.path(), 20_000);
-        let t = Table::open(&p).unwrap();
+        let t = Table::open(&p, None).unwrap();
         assert!(t.blocks.len() > 10, "{} blocks", t.blocks.len());
         for i in [0, 1, 999, 1000, 12_345, 19_999] {
             let v = t.get(&key(i)).unwrap().unwrap();
@@ -422,26 +495,61 @@ mod tests {
     fn small_tables_answer_from_their_key_hashes_and_big_ones_without() {
         let d = tempfile::tempdir().unwrap();
         let small = sample(d.path(), 300);
-        let t = Table::open(&small).unwrap();
+        let t = Table::open(&small, None).unwrap();
         assert_eq!(t.hashes.len(), 300);
         assert!(t.whole.is_some(), "a small table is read whole at open");
         assert!(t.get(&key(299)).unwrap().is_some());
         assert_eq!(t.get(&key(300)).unwrap(), None);
         let big = sample(d.path(), MAX_HASHED_KEYS as u32 + 1);
-        let t = Table::open(&big).unwrap();
+        let t = Table::open(&big, None).unwrap();
         assert!(t.hashes.is_empty() && t.whole.is_none());
         assert!(t.get(&key(MAX_HASHED_KEYS as u32)).unwrap().is_some());
         let empty = d.path().join("empty.tbl");
-        TableWriter::create(&empty).unwrap().finish().unwrap();
-        let t = Table::open(&empty).unwrap();
+        TableWriter::create(&empty, None).unwrap().finish().unwrap();
+        let t = Table::open(&empty, None).unwrap();
         assert_eq!(t.get(b"x").unwrap(), None);
         assert!(t.scan_prefix(b"", 10).unwrap().unwrap().is_empty());
     }
 
     #[test]
+    fn a_sealed_table_opens_only_with_its_keys_and_its_name() {
+        let d = tempfile::tempdir().unwrap();
+        let crypt = Arc::new(Crypt::from_master(&[4; 64], [2; 16]));
+        let p = d.path().join("sealed.tbl");
+        let mut w =
+            TableWriter::create(&p, Some(Sealing::new(crypt.clone(), "sealed.tbl"))).unwrap();
+        for i in 0..3000 {
+            w.add(&key(i), format!("secret value {i}").as_bytes())
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"secret"));
+        let t = Table::open(&p, Some(&crypt)).unwrap();
+        assert_eq!(t.get(&key(2999)).unwrap().unwrap(), b"secret value 2999");
+        assert!(Table::open(&p, None).is_err(), "not without the keys");
+        let other = Arc::new(Crypt::from_master(&[5; 64], [2; 16]));
+        assert!(
+            Table::open(&p, Some(&other)).is_err(),
+            "not with other keys"
+        );
+        let renamed = d.path().join("other.tbl");
+        std::fs::copy(&p, &renamed).unwrap();
+        assert!(
+            Table::open(&renamed, Some(&crypt)).is_err(),
+            "bound to its name"
+        );
+        let mut bent = bytes.clone();
+        bent[HEADER_LEN as usize + 30] ^= 1;
+        std::fs::write(&p, &bent).unwrap();
+        let t = Table::open(&p, Some(&crypt)).unwrap();
+        assert!(t.get(&key(0)).is_err(), "a changed block is an error");
+    }
+
+    #[test]
     fn out_of_order_keys_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        let mut w = TableWriter::create(&d.path().join("t")).unwrap();
+        let mut w = TableWriter::create(&d.path().join("t"), None).unwrap();
         w.add(b"b", b"1").unwrap();
         assert!(w.add(b"a", b"2").is_err());
         assert!(w.add(b"b", b"2").is_err());
@@ -455,19 +563,19 @@ mod tests {
         // Truncated anywhere: refused at open.
         for cut in [0, 10, good.len() / 2, good.len() - 1] {
             std::fs::write(&p, &good[..cut]).unwrap();
-            assert!(Table::open(&p).is_err(), "cut at {cut}");
+            assert!(Table::open(&p, None).is_err(), "cut at {cut}");
         }
         // A flipped byte inside a block: open works, reading that block fails.
         let mut bent = good.clone();
         bent[HEADER_LEN as usize + 100] ^= 0x40;
         std::fs::write(&p, &bent).unwrap();
-        let t = Table::open(&p).unwrap();
+        let t = Table::open(&p, None).unwrap();
         assert!(t.get(&key(0)).is_err());
         // A flipped byte in the index: refused at open.
         let mut bent = good.clone();
         let n = bent.len();
         bent[n - FOOTER_LEN - 3] ^= 1;
         std::fs::write(&p, &bent).unwrap();
-        assert!(Table::open(&p).is_err());
+        assert!(Table::open(&p, None).is_err());
     }
 }

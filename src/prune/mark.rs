@@ -35,7 +35,7 @@ pub(super) fn mark_layers(repo: &Repo, leased: HashSet<SnapshotId>) -> Result<Ma
     let existing: HashSet<SnapshotId> = snapshots.iter().map(|s| s.id).collect();
     let mut live: HashSet<ChunkId> = HashSet::new();
     let mut orphans: Vec<Value> = Vec::new();
-    for kv in repo.index().scan(Space::Layers, b"") {
+    for kv in repo.index().scan_unordered(Space::Layers, b"") {
         let (k, v) = kv?;
         let sid = key_snapshot(&k)?;
         if existing.contains(&sid) || leased.contains(&sid) {

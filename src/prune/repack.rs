@@ -74,7 +74,13 @@ fn verified_copies(repo: &Repo, pid: PackId, live: &[Rec]) -> Result<Option<Vec<
     for r in live {
         let bytes = repo.packs().read_at(pid, r.offset, r.len() as usize)?;
         let dict = repo.dictionary().map(|d| d.as_ref());
-        if let Err(e) = pack::open_record(pid, &bytes, &r.header.id, dict) {
+        if let Err(e) = pack::open_record(
+            pid,
+            &bytes,
+            &r.header.id,
+            dict,
+            repo.crypt().map(|c| c.as_ref()),
+        ) {
             log::error!("Not rewriting pack {pid}: {e}");
             return Ok(None);
         }

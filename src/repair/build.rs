@@ -13,10 +13,10 @@ use crate::entry::Entry;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
 use crate::layer_blob;
+use crate::repo::crypt::Crypt;
 use crate::repo::keys;
 use crate::repo::pack::PackBackend;
 use crate::repo::store::{Batch, MetaStore, Space};
-use crate::repo::FORMAT_VERSION;
 use crate::snapshot::Snapshot;
 
 /// A layer's entries as (key without the snapshot id, entry) pairs.
@@ -35,6 +35,8 @@ pub(super) struct Sources<'a> {
     pub old: &'a OldIndex,
     /// The dictionary found in the packs.
     pub dict: Option<&'a Dictionary>,
+    /// The keys of an encrypted repository.
+    pub crypt: Option<&'a Crypt>,
 }
 
 /// One snapshot as rebuilt.
@@ -57,7 +59,7 @@ pub(super) fn build(
     compression: i32,
     report: &mut RepairReport,
 ) -> Result<Vec<WriteBack>> {
-    write_meta(store, src.found, compression, report)?;
+    write_meta(store, src, compression, report)?;
     write_chunks(store, src.found, report)?;
     let mut pending = Vec::new();
     for id in listed(src) {
@@ -88,18 +90,19 @@ pub(super) fn build(
 /// The repository settings: format, compression level, the dictionary.
 fn write_meta(
     store: &dyn MetaStore,
-    found: &Found,
+    src: &Sources,
     compression: i32,
     report: &mut RepairReport,
 ) -> Result<()> {
     let mut meta = Batch::default();
-    meta.insert(Space::Meta, keys::META_FORMAT, FORMAT_VERSION.to_be_bytes());
+    let format = crate::repo::format_version(src.crypt.is_some());
+    meta.insert(Space::Meta, keys::META_FORMAT, format.to_be_bytes());
     meta.insert(
         Space::Meta,
         keys::META_COMPRESSION,
         compression.to_be_bytes(),
     );
-    if let Some(d) = &found.dictionary {
+    if let Some(d) = &src.found.dictionary {
         meta.insert(Space::Meta, keys::META_DICTIONARY, d);
         report.dictionary = true;
     }
@@ -201,7 +204,7 @@ fn layer_from_blobs(src: &Sources, ids: &[ChunkId]) -> std::result::Result<Layer
     for b in ids {
         let plain = match src.found.chunks.get(b) {
             None => return Err(format!("its layer blob {b} is missing")),
-            Some(loc) => read_record(src.packs, b, loc, src.dict)
+            Some(loc) => read_record(src.packs, src.crypt, b, loc, src.dict)
                 .map_err(|e| format!("its layer blob {b} is damaged: {e}"))?,
         };
         let es = layer_blob::entries(&plain).map_err(|e| format!("its layer blob {b}: {e}"))?;

@@ -11,6 +11,7 @@ use crate::check;
 use crate::compress::Dictionary;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::repo::crypt::Crypt;
 use crate::repo::keys::Location;
 use crate::repo::pack::{self, PackBackend, RecordType, RECORD_HEADER_LEN};
 use crate::repo::scan::{self, PackScan};
@@ -36,6 +37,7 @@ pub(super) struct Found {
 /// Reads and verifies one record with `packs` (the dictionary only matters for chunks).
 pub(super) fn read_record(
     packs: &dyn PackBackend,
+    crypt: Option<&Crypt>,
     id: &ChunkId,
     loc: &Location,
     dict: Option<&Dictionary>,
@@ -51,12 +53,13 @@ pub(super) fn read_record(
             pack: loc.pack,
             detail: e.to_string(),
         })?;
-    Ok(pack::open_record(loc.pack, &bytes, id, dict)?.1)
+    Ok(pack::open_record(loc.pack, &bytes, id, dict, crypt)?.1)
 }
 
 /// Phase 1: scans every pack's record headers, in pack order, and reads the metadata records.
 pub(super) fn scan_packs(
     packs: &dyn PackBackend,
+    crypt: Option<&Crypt>,
     opts: &RepairOptions,
     report: &mut RepairReport,
 ) -> Result<Found> {
@@ -69,7 +72,7 @@ pub(super) fn scan_packs(
     for &(pid, size) in &list {
         found.max_pack = found.max_pack.max(pid.0);
         let s = scan::scan_pack(packs, pid, size)?;
-        found.add_pack(packs, pid, s, report);
+        found.add_pack(packs, crypt, pid, s, report);
         opts.progress.0.data_checked(size);
     }
     Ok(found)
@@ -80,6 +83,7 @@ impl Found {
     fn add_pack(
         &mut self,
         packs: &dyn PackBackend,
+        crypt: Option<&Crypt>,
         pid: PackId,
         s: PackScan,
         report: &mut RepairReport,
@@ -113,7 +117,7 @@ impl Found {
             };
             // Metadata is needed now, and must verify to be trusted (and indexed).
             if h.rtype != RecordType::Chunk {
-                match read_record(packs, &h.id, &loc, None) {
+                match read_record(packs, crypt, &h.id, &loc, None) {
                     Ok(plain) => self.add_metadata(h.id, h.rtype, &loc, plain),
                     Err(e) => {
                         report.corrupt.push(CorruptRecord {
@@ -172,6 +176,7 @@ impl Found {
     pub(super) fn verify_chunks(
         &mut self,
         packs: &dyn PackBackend,
+        crypt: Option<&Crypt>,
         dict: Option<&Dictionary>,
         opts: &RepairOptions,
         report: &mut RepairReport,
@@ -185,7 +190,7 @@ impl Found {
         todo.sort_by_key(|(_, l)| (l.pack, l.offset));
         let failed = check::verify_with(
             &todo,
-            |id, loc| read_record(packs, id, loc, dict).map(|_| ()),
+            |id, loc| read_record(packs, crypt, id, loc, dict).map(|_| ()),
             opts.threads,
             &opts.progress,
         );
@@ -197,7 +202,7 @@ impl Found {
             });
             let alt = self.dups.get(&id).and_then(|alts| {
                 alts.iter()
-                    .find(|l| read_record(packs, &id, l, dict).is_ok())
+                    .find(|l| read_record(packs, crypt, &id, l, dict).is_ok())
                     .copied()
             });
             match alt {

@@ -55,7 +55,6 @@ use crate::open::Open;
 use crate::progress::ProgressHandle;
 use crate::repo::pack::DirBackend;
 use crate::repo::scan::TornRegion;
-use crate::repo::store::{MetaStore, SledStore};
 use crate::repo::{DEFAULT_COMPRESSION, INDEX_DIR};
 
 /// Where the new database is built before it replaces `index/`.
@@ -165,30 +164,32 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         crate::lookup::drop_tables(path)?;
     }
     let packs = open_packs(path)?;
+    let crypt = lock.crypt().cloned();
     let mut report = RepairReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
     // 1. Scan every pack's headers; read metadata records. 2. Optionally verify chunks.
-    let mut found = found::scan_packs(&packs, opts, &mut report)?;
+    let mut found = found::scan_packs(&packs, crypt.as_deref(), opts, &mut report)?;
     let dict = found.dictionary.clone().map(Dictionary::from_bytes);
     if opts.read_data {
-        found.verify_chunks(&packs, dict.as_ref(), opts, &mut report);
+        found.verify_chunks(&packs, crypt.as_deref(), dict.as_ref(), opts, &mut report);
     }
     // 3. Build the new database. Opening a sled database may write to it: a dry run reads a
     // copy of the old one.
     let db = install::create(path, opts.dry_run)?;
-    let old = old::read(&path.join(INDEX_DIR), opts.dry_run);
+    let old = old::read(&path.join(INDEX_DIR), opts.dry_run, crypt.as_ref());
     report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
     report.compression_from_old_index = old.compression.is_some();
-    let store = SledStore::new(db.clone())?;
+    let store = crate::repo::store::over(db.clone(), crypt.as_ref())?;
     let sources = build::Sources {
         packs: &packs,
         found: &found,
         old: &old,
         dict: dict.as_ref(),
+        crypt: crypt.as_deref(),
     };
-    let pending = build::build(&store, &sources, report.compression, &mut report)?;
+    let pending = build::build(store.as_ref(), &sources, report.compression, &mut report)?;
     store.flush()?;
     drop((store, old));
     // 4. Swap it in (unless dry run), then check what is still damaged.

@@ -8,8 +8,9 @@ use std::path::Path;
 use super::build::LayerEntries;
 use crate::check::{self, DbCopy};
 use crate::id::SnapshotId;
+use crate::repo::crypt::Crypt;
 use crate::repo::keys;
-use crate::repo::store::{MetaStore, SledStore, Space};
+use crate::repo::store::{MetaStore, Space};
 use crate::snapshot::Snapshot;
 
 /// What can still be read from the database being replaced.
@@ -22,7 +23,7 @@ pub(super) struct OldIndex {
     /// Ids of its records that do not decode.
     pub undecodable: Vec<SnapshotId>,
     /// The database, open for reading layers (dropped before its copy).
-    db: Option<SledStore>,
+    db: Option<Box<dyn MetaStore>>,
     /// In a dry run, the private copy `db` was opened from.
     _copy: Option<DbCopy>,
 }
@@ -49,7 +50,7 @@ impl OldIndex {
 /// and keeps it open for [`OldIndex::layer`]; `copy` reads a private copy (a dry run: opening a
 /// sled database may write to it). A damaged sled may fail or panic on open: both just mean
 /// "unknown".
-pub(super) fn read(index: &Path, copy: bool) -> OldIndex {
+pub(super) fn read(index: &Path, copy: bool, crypt: Option<&std::sync::Arc<Crypt>>) -> OldIndex {
     if !index.join("db").exists() {
         return OldIndex::default();
     }
@@ -65,8 +66,11 @@ pub(super) fn read(index: &Path, copy: bool) -> OldIndex {
         (index.to_path_buf(), None)
     };
     let read = std::panic::catch_unwind(move || -> Option<OldIndex> {
-        let db =
-            SledStore::new(crate::repo::open_sled(super::install::db_config(&dir)).ok()?).ok()?;
+        let db = crate::repo::store::over(
+            crate::repo::open_sled(super::install::db_config(&dir)).ok()?,
+            crypt,
+        )
+        .ok()?;
         let compression = db
             .get(Space::Meta, keys::META_COMPRESSION)
             .ok()

@@ -19,6 +19,7 @@
 //! interrupted rewrite) is the opener's (`crate::open`).
 
 mod commits;
+pub mod crypt;
 pub mod derived;
 pub mod keys;
 mod lock;
@@ -38,7 +39,7 @@ use pack::PackBackend;
 use store::{Batch, MetaStore, Space};
 
 pub use lock::RepoLock;
-pub use open::open_sled;
+pub use open::{open_sled, read_marker, Marker};
 pub use read::read_record_append_from;
 
 /// sled page cache of commands that read metadata heavily (ls, diff, restore, check).
@@ -55,6 +56,18 @@ pub const MOUNT_INDEX_CACHE: u64 = 4 << 20;
 
 /// The repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of an encrypted repository: format 1 with every value sealed (docs/FORMAT.md,
+/// "Encryption"). A strata that knows only format 1 refuses it.
+pub const ENCRYPTED_FORMAT: u32 = 2;
+
+/// The format version of a repository, encrypted or not.
+pub fn format_version(encrypted: bool) -> u32 {
+    if encrypted {
+        ENCRYPTED_FORMAT
+    } else {
+        FORMAT_VERSION
+    }
+}
 /// zstd level used when `init` is not told otherwise (see docs/FORMAT.md for the measurement).
 pub const DEFAULT_COMPRESSION: i32 = 1;
 /// The sled database's directory inside the repository.
@@ -65,12 +78,24 @@ pub const INDEX_DIR: &str = "index";
 pub struct CreateOptions {
     /// zstd level for new chunks (0 = store raw).
     pub compression: i32,
+    /// Encrypt the repository, with a first key file for this passphrase.
+    pub encryption: Option<NewKey>,
+}
+
+/// A key file to make: its passphrase and how that becomes a key.
+#[derive(Clone, Debug)]
+pub struct NewKey {
+    /// The passphrase.
+    pub passphrase: crypt::keyfile::Passphrase,
+    /// The argon2id parameters.
+    pub kdf: crypt::keyfile::KdfParams,
 }
 
 impl Default for CreateOptions {
     fn default() -> Self {
         CreateOptions {
             compression: DEFAULT_COMPRESSION,
+            encryption: None,
         }
     }
 }
@@ -79,7 +104,9 @@ impl Default for CreateOptions {
 pub struct Repo {
     path: PathBuf,
     /// The index, read and written only through [`Repo::index`].
-    store: store::SledStore,
+    store: Box<dyn MetaStore>,
+    /// The keys of an encrypted repository.
+    crypt: Option<Arc<crypt::Crypt>>,
     packs: Arc<dyn PackBackend>,
     compression: i32,
     dictionary: OnceLock<Arc<crate::compress::Dictionary>>,
@@ -105,7 +132,18 @@ impl Repo {
 
     /// The index: every keyspace, read and written only through this interface.
     pub fn index(&self) -> &dyn store::MetaStore {
-        &self.store
+        self.store.as_ref()
+    }
+
+    /// The keys of an encrypted repository; `None` for a plain one.
+    pub fn crypt(&self) -> Option<&Arc<crypt::Crypt>> {
+        self.crypt.as_ref()
+    }
+
+    /// The id of plaintext `data` in this repository: blake3, keyed in an encrypted repository
+    /// (so that ids do not reveal content). Every id of a new chunk or blob comes from here.
+    pub fn chunk_id(&self, data: &[u8]) -> crate::id::ChunkId {
+        crypt::chunk_id(self.crypt.as_deref(), data)
     }
 
     /// The pack storage.
@@ -118,7 +156,7 @@ impl Repo {
     /// database has not made durable.
     pub fn flush(&self) -> Result<()> {
         let mut c = self.commits.lock().unwrap_or_else(|e| e.into_inner());
-        c.flush(&self.store)
+        c.flush(self.store.as_ref())
     }
 
     /// Takes `bytes` of free space for a write about to start, failing with

@@ -9,14 +9,64 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::commits::{self, Commits};
+use super::crypt::keyfile::{self, Passphrase};
+use super::crypt::{self, Crypt, REPO_ID_LEN};
 use super::lock::{RepoLock, LOCK_WAIT};
 use super::pack::{DirBackend, PackBackend};
-use super::store::{MetaStore, SledStore, Space};
-use super::{keys, space, CreateOptions, Repo, DEFAULT_COMPRESSION, FORMAT_VERSION, INDEX_DIR};
+use super::store::{self as meta_store, MetaStore, SledStore, Space};
+use super::{
+    keys, space, CreateOptions, Repo, DEFAULT_COMPRESSION, ENCRYPTED_FORMAT, FORMAT_VERSION,
+    INDEX_DIR,
+};
 use crate::error::{Error, IoContext, Result};
 
 /// The marker file whose presence makes a directory a repository.
 const MARKER: &str = "STRATA";
+
+/// What the marker file says: `strata repository`, `format N`, and for an encrypted repository
+/// `repository <32 hex digits>`, the id its key files are bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// The format line's number (1 when the marker has none: any marker made a repository
+    /// before encryption existed).
+    pub format: u32,
+    /// The repository id, for an encrypted repository.
+    pub repo_id: Option<[u8; REPO_ID_LEN]>,
+}
+
+impl Marker {
+    fn text(&self) -> String {
+        let mut t = format!("strata repository\nformat {}\n", self.format);
+        if let Some(id) = &self.repo_id {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            t.push_str(&format!("repository {hex}\n"));
+        }
+        t
+    }
+}
+
+/// Reads the marker of the repository at `path`; `Ok(None)` when there is none.
+pub fn read_marker(path: &Path) -> Result<Option<Marker>> {
+    let file = path.join(MARKER);
+    let text = match fs::read(&file) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(e).ctx("Reading", &file),
+    };
+    let mut m = Marker {
+        format: FORMAT_VERSION,
+        repo_id: None,
+    };
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("format ") {
+            m.format = n.trim().parse().unwrap_or(FORMAT_VERSION);
+        } else if let Some(h) = line.strip_prefix("repository ") {
+            m.repo_id = crate::id::hex_decode(h.trim()).and_then(|b| b.try_into().ok());
+        }
+    }
+    Ok(Some(m))
+}
 
 impl Repo {
     /// Checks that `path` can hold a new repository (missing or an empty directory), creates the
@@ -38,6 +88,31 @@ impl Repo {
         RepoLock::take(path)
     }
 
+    /// The keys of the repository at `path` when it is encrypted (its marker says so), unlocked
+    /// with the passphrase `pass` gives (asked only then); `None` for a plain repository or a
+    /// directory without a marker (the lock that follows reports it). Touches nothing: a wrong
+    /// passphrase or an unusable key file leaves the repository as it was.
+    pub fn unlock(
+        path: &Path,
+        pass: &mut dyn FnMut() -> Result<Passphrase>,
+    ) -> Result<Option<Arc<Crypt>>> {
+        let Some(marker) = read_marker(path)? else {
+            return Ok(None);
+        };
+        if marker.format != ENCRYPTED_FORMAT {
+            return Ok(None);
+        }
+        let id = marker.repo_id.ok_or_else(|| Error::KeyUnusable {
+            path: path.to_path_buf(),
+            detail: format!("its {MARKER} file names no repository id"),
+        })?;
+        let (master, key) = keyfile::unlock(path, &id, pass)?;
+        log::debug!("Unlocked with key {key}");
+        Ok(Some(Arc::new(
+            Crypt::from_master(&master, id).unlocked_by(key),
+        )))
+    }
+
     /// Writes a new repository's index, pack directory and marker under `lock` (from
     /// [`Repo::lock_new`]) and opens it.
     pub(crate) fn create_locked(
@@ -46,22 +121,42 @@ impl Repo {
         opts: &CreateOptions,
         cache_bytes: u64,
     ) -> Result<Arc<Repo>> {
+        let mut marker = Marker {
+            format: FORMAT_VERSION,
+            repo_id: None,
+        };
+        let crypt = match &opts.encryption {
+            None => None,
+            Some(new) => {
+                let master = zeroize::Zeroizing::new(crypt::random::<{ crypt::MASTER_LEN }>()?);
+                let id = crypt::random::<REPO_ID_LEN>()?;
+                let key = keyfile::KeyFile::seal(&master, id, &new.passphrase, new.kdf)?;
+                let key_id = keyfile::write(path, &key)?;
+                marker = Marker {
+                    format: ENCRYPTED_FORMAT,
+                    repo_id: Some(id),
+                };
+                Some(Arc::new(
+                    Crypt::from_master(&master, id).unlocked_by(key_id),
+                ))
+            }
+        };
         let db = open_db(path, cache_bytes)?;
-        let meta = db.open_tree(keys::TREE_META)?;
-        meta.insert(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
-        meta.insert(keys::META_COMPRESSION, &opts.compression.to_be_bytes())?;
+        let meta = meta_store::over(db.clone(), crypt.as_ref())?;
+        meta.insert(Space::Meta, keys::META_FORMAT, &marker.format.to_be_bytes())?;
+        meta.insert(
+            Space::Meta,
+            keys::META_COMPRESSION,
+            &opts.compression.to_be_bytes(),
+        )?;
         db.open_tree(keys::TREE_COMMITS)?
             .insert(keys::COMMITS_INSTANCE, &commits::new_instance())?;
         db.flush()?;
         fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
         // The marker is written last: a repository without it was never completely created.
-        let marker = path.join(MARKER);
-        fs::write(
-            &marker,
-            format!("strata repository\nformat {FORMAT_VERSION}\n"),
-        )
-        .ctx("Creating repository", &marker)?;
-        Self::finish_open(path, lock, db, true)
+        let file = path.join(MARKER);
+        fs::write(&file, marker.text()).ctx("Creating repository", &file)?;
+        Self::finish_open(path, lock, db, true, crypt)
     }
 
     /// Whether `path` is a place for a new repository: no marker, and missing or empty.
@@ -88,7 +183,17 @@ impl Repo {
             return Err(Error::RepoNotFound(path.to_path_buf()));
         }
         if !path.join(MARKER).is_file() {
-            return Err(Error::MarkerMissing(path.to_path_buf()));
+            // Key files name the repository they belong to: enough to say what the marker was.
+            let id = keyfile::list(path)?
+                .into_iter()
+                .find_map(|f| f.key.ok().map(|k| k.repo_id));
+            return Err(match id {
+                Some(id) => Error::EncryptedMarkerMissing {
+                    path: path.to_path_buf(),
+                    id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                },
+                None => Error::MarkerMissing(path.to_path_buf()),
+            });
         }
         RepoLock::take(path)
     }
@@ -97,7 +202,12 @@ impl Repo {
     /// cache. A missing index is [`Error::IndexMissing`] (sled would silently create an empty
     /// one; a lost index is a case for `repair`). On a full disk, unfinished packs are removed to
     /// let sled open (it writes while it opens).
-    pub(crate) fn open_index(path: &Path, lock: RepoLock, cache_bytes: u64) -> Result<Arc<Repo>> {
+    pub(crate) fn open_index(
+        path: &Path,
+        lock: RepoLock,
+        cache_bytes: u64,
+        crypt: Option<Arc<Crypt>>,
+    ) -> Result<Arc<Repo>> {
         if !path.join(INDEX_DIR).exists() {
             return Err(Error::IndexMissing(path.to_path_buf()));
         }
@@ -117,14 +227,19 @@ impl Repo {
             }
             r => r?,
         };
-        Self::finish_open(path, lock, db, true)
+        Self::finish_open(path, lock, db, true, crypt)
     }
 
     /// Opens the repository at `path` over an already open database `db` (the one `repair` just
     /// rebuilt, possibly a temporary one for `--dry-run`; or `check`'s private copy), keeping the
     /// lock taken by `open::Open::lock_without_index`.
-    pub(crate) fn open_with_db(path: &Path, lock: RepoLock, db: sled::Db) -> Result<Arc<Repo>> {
-        Self::finish_open(path, lock, db, false)
+    pub(crate) fn open_with_db(
+        path: &Path,
+        lock: RepoLock,
+        db: sled::Db,
+        crypt: Option<Arc<Crypt>>,
+    ) -> Result<Arc<Repo>> {
+        Self::finish_open(path, lock, db, false, crypt)
     }
 
     /// `own_index`: `db` is `path`'s index directory, so its flushes update the commit marker.
@@ -133,23 +248,19 @@ impl Repo {
         lock: RepoLock,
         db: sled::Db,
         own_index: bool,
+        crypt: Option<Arc<Crypt>>,
     ) -> Result<Arc<Repo>> {
-        let store = SledStore::new(db.clone())?;
         let commits = Commits::check(path, db.open_tree(keys::TREE_COMMITS)?, own_index)?;
-        let version = match store.get(Space::Meta, keys::META_FORMAT)? {
+        // The format record is in the clear in both formats.
+        let version = match SledStore::new(db.clone())?.get(Space::Meta, keys::META_FORMAT)? {
             Some(v) => match <[u8; 4]>::try_from(v.as_ref()) {
                 Ok(b) => u32::from_be_bytes(b),
                 Err(_) => return Err(Error::CorruptMetadata("format record malformed".into())),
             },
             None => return Err(Error::NotARepo(path.to_path_buf())),
         };
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat {
-                path: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        check_format(path, version, crypt.is_some())?;
+        let store = meta_store::over(db, crypt.as_ref())?;
         let compression = store
             .get(Space::Meta, keys::META_COMPRESSION)?
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes))
@@ -163,6 +274,7 @@ impl Repo {
         Ok(Arc::new(Repo {
             path: path.to_path_buf(),
             store,
+            crypt,
             packs: Arc::new(DirBackend::open(&path.join("packs"))?),
             compression,
             dictionary,
@@ -171,6 +283,28 @@ impl Repo {
             space: space::Space::new(path, &path.join(INDEX_DIR).join("db")),
             _lock: lock,
         }))
+    }
+}
+
+/// Refuses an index whose format this build does not know, and one that disagrees with the
+/// marker about encryption: an index in the clear where the marker says encrypted could have
+/// been put there to make strata write in the clear.
+fn check_format(path: &Path, version: u32, unlocked: bool) -> Result<()> {
+    match (version, unlocked) {
+        (FORMAT_VERSION, false) | (ENCRYPTED_FORMAT, true) => Ok(()),
+        (FORMAT_VERSION, true) => Err(Error::CorruptMetadata(format!(
+            "repository {}: its marker says it is encrypted, but its index is not; refusing to use it",
+            path.display()
+        ))),
+        (ENCRYPTED_FORMAT, false) => Err(Error::KeyUnusable {
+            path: path.to_path_buf(),
+            detail: format!("its {MARKER} file does not say so (it should name format {ENCRYPTED_FORMAT} and the repository id)"),
+        }),
+        (found, _) => Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: ENCRYPTED_FORMAT,
+        }),
     }
 }
 
@@ -296,7 +430,7 @@ mod tests {
     }
 
     fn open(path: &Path) -> Result<Arc<Repo>> {
-        Repo::open_index(path, Repo::lock_existing(path)?, DEFAULT_INDEX_CACHE)
+        Repo::open_index(path, Repo::lock_existing(path)?, DEFAULT_INDEX_CACHE, None)
     }
 
     #[test]

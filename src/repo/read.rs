@@ -1,9 +1,10 @@
 //! Verified reads of indexed records: a chunk (or any record indexed by id) is looked up in the
 //! index, read from its pack and checked against its id before any byte is returned.
 
+use super::crypt::{Crypt, Purpose, NONCE_LEN, OVERHEAD};
 use super::keys::Location;
 use super::pack::{self, PackBackend, RECORD_HEADER_LEN};
-use super::store::{MetaStore, Space};
+use super::store::Space;
 use super::Repo;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
@@ -41,6 +42,17 @@ impl Repo {
         Ok(out)
     }
 
+    /// Reads the record at `loc` as [`Repo::read_record_at`] does and also recomputes its id
+    /// from the plaintext, which an encrypted repository's reads leave to the tag (see
+    /// [`pack::verify_plain`]): what `check --read-data` verifies.
+    pub fn verify_record(&self, id: &ChunkId, loc: &Location) -> Result<()> {
+        let plain = self.read_record_at(id, loc)?;
+        if self.crypt.is_some() && self.chunk_id(&plain) != *id {
+            return Err(pack_damage(id, loc, "keyed id mismatch"));
+        }
+        Ok(())
+    }
+
     /// [`Repo::read_record_at`] into `out` (replacing its content), so a reader can recycle
     /// buffers. On error `out` holds nothing usable.
     pub fn read_record_into(&self, id: &ChunkId, loc: &Location, out: &mut Vec<u8>) -> Result<()> {
@@ -60,7 +72,8 @@ impl Repo {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let dict = self.dictionary().map(|d| d.as_ref());
-        read_record_append_from(self.packs.as_ref(), dict, id, loc, out)
+        let crypt = self.crypt().map(|c| c.as_ref());
+        read_record_append_from(self.packs.as_ref(), dict, crypt, id, loc, out)
     }
 }
 
@@ -70,6 +83,7 @@ impl Repo {
 pub fn read_record_append_from(
     packs: &dyn PackBackend,
     dict: Option<&crate::compress::Dictionary>,
+    crypt: Option<&Crypt>,
     id: &ChunkId,
     loc: &Location,
     out: &mut Vec<u8>,
@@ -82,18 +96,36 @@ pub fn read_record_append_from(
     let start = out.len();
     let res = (|| {
         if loc.compression == crate::compress::Compression::None as u8 {
+            // Header (and the nonce of a sealed payload) first, then the payload straight into
+            // `out`, opened there in place.
+            let nonce = if crypt.is_some() { NONCE_LEN } else { 0 };
             let head = packs
-                .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN)
+                .read_at(loc.pack, loc.offset, RECORD_HEADER_LEN + nonce)
                 .map_err(read_err)?;
             let h = pack::open_header(loc.pack, &head, id)?;
             // The pack's header decides; should it disagree with the index, the general
             // path below decodes what the header says (and blake3 judges).
-            if h.compression == loc.compression {
-                let at = loc.offset + RECORD_HEADER_LEN as u64;
-                packs
-                    .read_into(loc.pack, at, loc.stored_len as usize, out)
-                    .map_err(read_err)?;
-                return pack::verify_plain(loc.pack, &h, &out[start..], id);
+            if h.compression == loc.compression
+                && (crypt.is_none() || h.stored_len == loc.stored_len)
+            {
+                let at = loc.offset + (RECORD_HEADER_LEN + nonce) as u64;
+                let len = (loc.stored_len as usize)
+                    .checked_sub(nonce)
+                    .filter(|_| crypt.is_none() || loc.stored_len as usize >= OVERHEAD)
+                    .ok_or_else(|| pack_damage(id, loc, "record payload truncated"))?;
+                packs.read_into(loc.pack, at, len, out).map_err(read_err)?;
+                if let Some(c) = crypt {
+                    let n = c
+                        .open_detached(
+                            Purpose::Records,
+                            &h.aad(),
+                            &head[RECORD_HEADER_LEN..],
+                            &mut out[start..],
+                        )
+                        .map_err(|e| pack_damage(id, loc, &e.to_string()))?;
+                    out.truncate(start + n);
+                }
+                return pack::verify_plain(loc.pack, &h, &out[start..], id, crypt);
             }
         }
         let len = RECORD_HEADER_LEN + loc.stored_len as usize;
@@ -104,8 +136,8 @@ pub fn read_record_append_from(
                 .read_into(loc.pack, loc.offset, len, &mut buf)
                 .map_err(read_err)?;
             let h = pack::open_header(loc.pack, &buf, id)?;
-            let r =
-                pack::decode_payload_into(loc.pack, &h, &buf[RECORD_HEADER_LEN..], id, dict, out);
+            let payload = &mut buf[RECORD_HEADER_LEN..];
+            let r = pack::decode_payload_mut(loc.pack, &h, payload, id, dict, crypt, out);
             if buf.capacity() > 4 << 20 {
                 *buf = Vec::new();
             }
@@ -116,4 +148,12 @@ pub fn read_record_append_from(
         out.truncate(start);
     }
     res.inspect_err(|e| log::error!("{e}"))
+}
+
+fn pack_damage(id: &ChunkId, loc: &Location, detail: &str) -> Error {
+    Error::CorruptChunk {
+        id: *id,
+        pack: loc.pack,
+        detail: detail.to_string(),
+    }
 }

@@ -9,9 +9,7 @@ use crate::compress::{self, Compression};
 use crate::error::Result;
 use crate::id::{ChunkId, PackId};
 use crate::repo::keys::Location;
-use crate::repo::pack::{
-    PackSink, RecordHeader, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION,
-};
+use crate::repo::pack::{self, PackSink, RecordType, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION};
 use crate::repo::store::{Batch, Space};
 use crate::repo::{space, Repo};
 
@@ -55,6 +53,8 @@ pub struct PackWriter {
     current: Option<OpenPack>,
     stats: WriterStats,
     in_flight: Arc<Mutex<HashSet<ChunkId>>>,
+    /// A sealed payload, reused from record to record.
+    sealed: Vec<u8>,
 }
 
 impl PackWriter {
@@ -66,6 +66,7 @@ impl PackWriter {
             current: None,
             stats: WriterStats::default(),
             in_flight,
+            sealed: Vec::new(),
         }
     }
 
@@ -79,7 +80,8 @@ impl PackWriter {
         self.repo.has_chunk(id)
     }
 
-    /// Appends a record whose payload was prepared by the caller. Duplicates are dropped.
+    /// Appends a record whose payload was prepared (compressed) by the caller; in an encrypted
+    /// repository it is sealed here. Duplicates are dropped.
     pub fn add_prepared(
         &mut self,
         rtype: RecordType,
@@ -91,6 +93,21 @@ impl PackWriter {
         if self.known(&id)? {
             return Ok(());
         }
+        let crypt = self.repo.crypt().map(|c| c.as_ref());
+        let h = pack::seal_record(
+            crypt,
+            rtype,
+            id,
+            raw_len,
+            compression as u8,
+            payload,
+            &mut self.sealed,
+        );
+        let payload = if crypt.is_some() {
+            &self.sealed[..]
+        } else {
+            payload
+        };
         let rec_len = (super::pack::RECORD_HEADER_LEN + payload.len()) as u64;
         self.repo
             .take_space("writing a pack", rec_len + PACK_HEADER_LEN)?;
@@ -108,13 +125,6 @@ impl PackWriter {
             });
         }
         let p = self.current.as_mut().unwrap();
-        let h = RecordHeader {
-            rtype,
-            compression: compression as u8,
-            raw_len,
-            stored_len: payload.len() as u32,
-            id,
-        };
         p.sink.write_all(&h.encode())?;
         p.sink.write_all(payload)?;
         p.pending.insert(
@@ -142,7 +152,7 @@ impl PackWriter {
     /// Compresses (at the repository's level, never with the dictionary, so metadata records stay
     /// readable on their own) and appends a metadata record; returns its id.
     pub fn add_blob(&mut self, rtype: RecordType, plain: &[u8]) -> Result<ChunkId> {
-        let id = ChunkId::of(plain);
+        let id = self.repo.chunk_id(plain);
         match compress::compress(plain, self.repo.compression(), None) {
             Some((kind, c)) => self.add_prepared(rtype, id, plain.len() as u32, kind, &c)?,
             None => self.add_prepared(rtype, id, plain.len() as u32, Compression::None, plain)?,

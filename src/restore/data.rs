@@ -35,6 +35,11 @@ pub struct Chunks {
 }
 
 impl Chunks {
+    /// The repository read from.
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
     /// `uses` counts, per chunk, how many times the planned files refer to it.
     pub fn new(repo: Arc<Repo>, uses: HashMap<ChunkId, u32>, budget: usize) -> Chunks {
         let shared: HashMap<ChunkId, Slot> = uses
@@ -164,8 +169,9 @@ pub enum WriteFailure {
 }
 
 /// Whether the open file `f` holds exactly `entry`'s content: same size, every chunk's range
-/// hashing to its id, every gap zero. Reads the file, never the repository.
-pub fn matches(f: &File, entry: &Entry) -> std::io::Result<bool> {
+/// hashing to its id (as `repo` computes ids), every gap zero. Reads the file, never the
+/// repository's data.
+pub fn matches(f: &File, entry: &Entry, repo: &Repo) -> std::io::Result<bool> {
     if f.metadata()?.len() != entry.size {
         return Ok(false);
     }
@@ -177,7 +183,7 @@ pub fn matches(f: &File, entry: &Entry) -> std::io::Result<bool> {
         }
         buf.resize(c.len as usize, 0);
         f.read_exact_at(&mut buf, c.offset)?;
-        if ChunkId::of(&buf) != c.id {
+        if repo.chunk_id(&buf) != c.id {
             return Ok(false);
         }
         pos = c.offset + c.len as u64;

@@ -312,7 +312,7 @@ impl Run<'_> {
                 fmt == FileType::RegularFile
                     && st.st_size as u64 == e.size
                     && fsops::mtime_ns(&st) == e.mtime_ns
-                    && data::matches(&fsops::open_file(dir, name)?, e)?
+                    && data::matches(&fsops::open_file(dir, name)?, e, self.chunks.repo())?
             }
             (_, Kind::Symlink) => {
                 fmt == FileType::Symlink && fsops::readlink_at(dir, name)? == e.target
@@ -375,7 +375,9 @@ impl Run<'_> {
                         WriteFailure::Io(err) => format!("Writing: {err}"),
                     })?;
                 let verified = if self.opts.verify {
-                    if !data::matches(&f, e).map_err(io("Reading back (--verify)"))? {
+                    if !data::matches(&f, e, self.chunks.repo())
+                        .map_err(io("Reading back (--verify)"))?
+                    {
                         return Err(
                             "Verification failed: the written file differs from the snapshot"
                                 .into(),

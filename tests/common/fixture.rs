@@ -398,7 +398,7 @@ pub fn history(repo: &Path, src: &Path, seed: u64, kinds: &[&[&str]]) -> Vec<(St
     let mutations: [fn(&Path); 3] = [mutate1, mutate2, mutate3];
     std::fs::create_dir_all(src).unwrap();
     build(src, seed);
-    crate::common::strata_ok(repo, &["init"]);
+    crate::common::init(repo);
     let mut out = Vec::new();
     for (i, extra) in kinds.iter().enumerate() {
         if let Some(m) = i.checked_sub(1).and_then(|j| mutations.get(j)) {

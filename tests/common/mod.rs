@@ -14,11 +14,66 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
 }
 
+/// The passphrase file of an encrypted test repository, `<repo>.passphrase` beside it. When it
+/// exists, the helpers here pass it (`--password-file`) and [`init`] makes the repository
+/// encrypted, so that one test body runs on either kind of repository.
+pub fn passphrase_file(repo: &Path) -> PathBuf {
+    repo.with_extension("passphrase")
+}
+
+/// Makes `repo` (not created yet) an encrypted test repository: writes its passphrase file.
+pub fn encrypted(repo: &Path) -> PathBuf {
+    std::fs::write(passphrase_file(repo), "test passphrase\n").unwrap();
+    repo.to_path_buf()
+}
+
+/// `--password-file FILE` for an encrypted test repository, nothing otherwise.
+pub fn pass_args(repo: &Path) -> Vec<std::ffi::OsString> {
+    let f = passphrase_file(repo);
+    if f.exists() {
+        vec!["--password-file".into(), f.into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `strata init`: encrypted (with a fast key derivation) when `repo` has a passphrase file.
+pub fn init(repo: &Path) -> Output {
+    if passphrase_file(repo).exists() {
+        strata_ok(
+            repo,
+            &[
+                "init",
+                "--encrypt",
+                "--kdf-memory",
+                "256",
+                "--kdf-iterations",
+                "1",
+            ],
+        )
+    } else {
+        strata_ok(repo, &["init"])
+    }
+}
+
+/// The library's opener for `repo`, with its passphrase when it is an encrypted test repository.
+pub fn open(repo: &Path) -> strata::open::Open {
+    let o = strata::open::Open::new(repo);
+    match std::fs::read(passphrase_file(repo)) {
+        Ok(mut p) => {
+            p.pop();
+            o.passphrase(strata::repo::crypt::keyfile::Passphrase::new(p))
+        }
+        Err(_) => o,
+    }
+}
+
 /// `strata --repo REPO ARGS...`, run to completion.
 pub fn strata(repo: &Path, args: &[&str]) -> Output {
     Command::new(bin())
         .arg("--repo")
         .arg(repo)
+        .args(pass_args(repo))
         .args(args)
         .env_remove("STRATA_REPO")
         .output()

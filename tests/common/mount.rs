@@ -60,6 +60,7 @@ impl Mount {
         let mut child = Command::new(super::bin())
             .arg("--repo")
             .arg(repo)
+            .args(super::pass_args(repo))
             .arg("mount")
             .arg(&path)
             .args(extra)

@@ -131,63 +131,75 @@ fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
     ];
     for point in points {
         for op in ["forget", "consolidate"] {
-            let label = format!("{op} killed at {point}");
-            let (t, repo) = new_repo();
-            let src = t.path().join("src");
-            let ids = history_with_whiteouts(&repo, &src);
-            let before = crate::common::snapshot_contents(&repo);
-            // Forgetting the full and the next makes the third a full (its whiteouts dropped,
-            // two layers deleted); consolidating the latest materialises it.
-            let args: Vec<&str> = if op == "forget" {
-                vec!["forget", &ids[0], &ids[1]]
-            } else {
-                vec!["consolidate", &ids[5]]
-            };
-            let out = Command::new(bin())
-                .arg("--repo")
-                .arg(&repo)
-                .args(&args)
-                .env("STRATA_TEST_CRASH_AT", point)
-                .output()
-                .unwrap();
-            assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{label}");
-
-            let (code, kinds, text) = check_kinds(&repo);
-            assert_eq!(code, Some(3), "{label}: {text}");
-            assert!(
-                kinds.contains(&"interrupted_operation".to_string()),
-                "{label}: {text}"
-            );
-            assert!(text.contains("rerun `strata prune`"), "{label}: {text}");
-            assert!(!text.contains("layer_blob_mismatch"), "{label}: {text}");
-
-            // Any command completes it; then check finds at most a pack the killed run wrote
-            // and nothing indexes (garbage for prune).
-            strata_ok(&repo, &["snapshots"]);
-            let (code, kinds, text) = check_kinds(&repo);
-            assert!(
-                code == Some(0) || (code == Some(3) && kinds.iter().all(|k| k == "unindexed_pack")),
-                "{label}: {text}"
-            );
-            let mut want = before.clone();
-            if op == "forget" {
-                want.remove(&ids[0]);
-                want.remove(&ids[1]);
-            }
-            assert_eq!(crate::common::snapshot_contents(&repo), want, "{label}");
-            let last = crate::common::snapshot_list(&repo);
-            let kinds: Vec<&str> = last.iter().map(|s| s["kind"].as_str().unwrap()).collect();
-            if op == "forget" {
-                assert_eq!(kinds[0], "full", "{label}");
-            } else {
-                assert_eq!(kinds[5], "full", "{label}");
-            }
-            // A prune afterwards finds no orphans: the cleanup was complete.
-            let out = strata_ok(&repo, &["prune", "--json"]);
-            let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(p["orphan_entries"], 0, "{label}: {p}");
-            let (code, _, text) = check_kinds(&repo);
-            assert_eq!(code, Some(0), "{label}: {text}");
+            rewrite_killed_at(point, op, false);
         }
     }
+}
+
+/// `op` (forget or consolidate) killed at crash point `point`, in a plain or an encrypted
+/// repository: reported as interrupted, completed by the next command, nothing lost.
+pub(super) fn rewrite_killed_at(point: &str, op: &str, encrypted: bool) {
+    let label = format!("{op} killed at {point}");
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    if encrypted {
+        crate::common::encrypted(&repo);
+    }
+    crate::common::init(&repo);
+    let src = t.path().join("src");
+    let ids = history_with_whiteouts(&repo, &src);
+    let before = crate::common::snapshot_contents(&repo);
+    // Forgetting the full and the next makes the third a full (its whiteouts dropped,
+    // two layers deleted); consolidating the latest materialises it.
+    let args: Vec<&str> = if op == "forget" {
+        vec!["forget", &ids[0], &ids[1]]
+    } else {
+        vec!["consolidate", &ids[5]]
+    };
+    let out = Command::new(bin())
+        .arg("--repo")
+        .arg(&repo)
+        .args(crate::common::pass_args(&repo))
+        .args(&args)
+        .env("STRATA_TEST_CRASH_AT", point)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{label}");
+
+    let (code, kinds, text) = check_kinds(&repo);
+    assert_eq!(code, Some(3), "{label}: {text}");
+    assert!(
+        kinds.contains(&"interrupted_operation".to_string()),
+        "{label}: {text}"
+    );
+    assert!(text.contains("rerun `strata prune`"), "{label}: {text}");
+    assert!(!text.contains("layer_blob_mismatch"), "{label}: {text}");
+
+    // Any command completes it; then check finds at most a pack the killed run wrote
+    // and nothing indexes (garbage for prune).
+    strata_ok(&repo, &["snapshots"]);
+    let (code, kinds, text) = check_kinds(&repo);
+    assert!(
+        code == Some(0) || (code == Some(3) && kinds.iter().all(|k| k == "unindexed_pack")),
+        "{label}: {text}"
+    );
+    let mut want = before.clone();
+    if op == "forget" {
+        want.remove(&ids[0]);
+        want.remove(&ids[1]);
+    }
+    assert_eq!(crate::common::snapshot_contents(&repo), want, "{label}");
+    let last = crate::common::snapshot_list(&repo);
+    let kinds: Vec<&str> = last.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    if op == "forget" {
+        assert_eq!(kinds[0], "full", "{label}");
+    } else {
+        assert_eq!(kinds[5], "full", "{label}");
+    }
+    // A prune afterwards finds no orphans: the cleanup was complete.
+    let out = strata_ok(&repo, &["prune", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["orphan_entries"], 0, "{label}: {p}");
+    let (code, _, text) = check_kinds(&repo);
+    assert_eq!(code, Some(0), "{label}: {text}");
 }

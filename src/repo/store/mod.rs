@@ -2,9 +2,16 @@
 //! `repo/` reads and writes the index through [`MetaStore`] (reached with [`super::Repo::index`]),
 //! never through sled itself, so that another store (an encrypted one, one kept beside object
 //! storage) can take sled's place without touching the commands. Key layouts are in
-//! [`super::keys`].
+//! [`super::keys`]. An encrypted repository's index is a [`SealedStore`] over the same sled
+//! trees.
+
+mod sealed;
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::repo::crypt::Crypt;
+pub use sealed::SealedStore;
 
 /// The keyspaces of the index (sled trees in [`SledStore`]); see [`super::keys`] for their keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,6 +117,14 @@ pub trait MetaStore: Send + Sync {
     /// in key order.
     fn scan(&self, space: Space, prefix: &[u8]) -> Scan<'_>;
 
+    /// Every pair of `space` whose key starts with `prefix`, in no particular order: for
+    /// callers that do not need the order (deleting or marking a layer's entries). A store that
+    /// cannot keep key order (the encrypted one) streams these instead of gathering and sorting
+    /// them; the default is [`MetaStore::scan`].
+    fn scan_unordered(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
+        self.scan(space, prefix)
+    }
+
     /// Sets one key; for many, [`MetaStore::apply`] is faster.
     fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<()>;
 
@@ -206,6 +221,16 @@ impl MetaStore for SledStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The index over `db`: sealed with `crypt` in an encrypted repository, sled's trees as they
+/// are otherwise.
+pub fn over(db: sled::Db, crypt: Option<&Arc<Crypt>>) -> Result<Box<dyn MetaStore>> {
+    let plain = SledStore::new(db)?;
+    Ok(match crypt {
+        Some(c) => Box::new(SealedStore::new(plain, c.clone())),
+        None => Box::new(plain),
+    })
 }
 
 /// Applies one batch per tree in a single sled transaction.

@@ -1,0 +1,153 @@
+//! Where the passphrase of an encrypted repository comes from, in this order (the first that is
+//! set wins): `--password-file FILE` ([`set_password_file`]), `$STRATA_PASSWORD_FILE`,
+//! `$STRATA_PASSWORD_COMMAND` (run with `sh -c`; its standard output is the passphrase, for
+//! secret stores), `$STRATA_PASSWORD`, and a prompt when standard input is a terminal. Never a
+//! command-line argument: other users can read those in `/proc`.
+//!
+//! A file's or a command's output loses one trailing newline (`\n` or `\r\n`); nothing else is
+//! trimmed. Sources are only consulted when a repository turns out to be encrypted.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::{Error, IoContext, Result};
+use crate::repo::crypt::keyfile::Passphrase;
+
+static PASSWORD_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the file `--password-file` named, for the whole process (the CLI calls it once).
+pub fn set_password_file(path: PathBuf) {
+    let _ = PASSWORD_FILE.set(path);
+}
+
+fn strip_newline(mut b: Vec<u8>) -> Vec<u8> {
+    if b.last() == Some(&b'\n') {
+        b.pop();
+        if b.last() == Some(&b'\r') {
+            b.pop();
+        }
+    }
+    b
+}
+
+/// Reads a passphrase file. One that cannot be read is [`Error::NoPassphrase`]: the repository
+/// cannot be unlocked (exit code 5), as without any passphrase.
+pub fn from_file(path: &Path) -> Result<Passphrase> {
+    let b = std::fs::read(path).map_err(|e| {
+        Error::NoPassphrase(format!(
+            "cannot read the passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Passphrase::new(strip_newline(b)))
+}
+
+/// Runs `command` with `sh -c` and takes its standard output.
+fn from_command(command: &str) -> Result<Passphrase> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ctx("Running $STRATA_PASSWORD_COMMAND", PathBuf::from("sh"))?;
+    if !out.status.success() {
+        return Err(Error::NoPassphrase(format!(
+            "$STRATA_PASSWORD_COMMAND failed ({})",
+            out.status
+        )));
+    }
+    Ok(Passphrase::new(strip_newline(out.stdout)))
+}
+
+fn env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The passphrase from the first source that is set, without prompting; `None` when none is.
+pub fn configured() -> Result<Option<Passphrase>> {
+    if let Some(p) = PASSWORD_FILE.get() {
+        return from_file(p).map(Some);
+    }
+    if let Some(p) = env("STRATA_PASSWORD_FILE") {
+        return from_file(Path::new(&p)).map(Some);
+    }
+    if let Some(c) = env("STRATA_PASSWORD_COMMAND") {
+        return from_command(&c.to_string_lossy()).map(Some);
+    }
+    if let Some(p) = env("STRATA_PASSWORD") {
+        use std::os::unix::ffi::OsStringExt;
+        return Ok(Some(Passphrase::new(p.into_vec())));
+    }
+    Ok(None)
+}
+
+const NONE_GIVEN: &str = "the repository is encrypted; give its passphrase with --password-file, $STRATA_PASSWORD_FILE, $STRATA_PASSWORD_COMMAND or $STRATA_PASSWORD, or run strata on a terminal";
+
+/// Asks on the terminal, when standard input is one.
+fn prompt(text: &str) -> Result<Passphrase> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::NoPassphrase(NONE_GIVEN.into()));
+    }
+    let p = rpassword::prompt_password(text).ctx("Reading the passphrase from", "the terminal")?;
+    Ok(Passphrase::new(p.into_bytes()))
+}
+
+/// The passphrase of the repository at `repo`: from the configured sources, else a prompt.
+pub fn current(repo: &Path) -> Result<Passphrase> {
+    match configured()? {
+        Some(p) => Ok(p),
+        None => prompt(&format!("Passphrase for {}: ", repo.display())),
+    }
+}
+
+/// A new passphrase: from `file` when given, else (for a new repository, `configured_ok`) the
+/// configured sources, else asked twice on the terminal. An empty one is refused.
+pub fn new_passphrase(file: Option<&Path>, configured_ok: bool) -> Result<Passphrase> {
+    let p = match file {
+        Some(f) => from_file(f)?,
+        None => match configured_ok.then(configured).transpose()?.flatten() {
+            Some(p) => p,
+            None => {
+                let a = prompt("New passphrase: ")?;
+                let b = prompt("Repeat the new passphrase: ")?;
+                if a.as_bytes() != b.as_bytes() {
+                    return Err(Error::InvalidArgument("the passphrases differ".into()));
+                }
+                a
+            }
+        },
+    };
+    if p.as_bytes().is_empty() {
+        return Err(Error::InvalidArgument(
+            "an empty passphrase is refused".into(),
+        ));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trailing_newline_is_dropped() {
+        assert_eq!(strip_newline(b"pw\n".to_vec()), b"pw");
+        assert_eq!(strip_newline(b"pw\r\n".to_vec()), b"pw");
+        assert_eq!(strip_newline(b"pw\n\n".to_vec()), b"pw\n");
+        assert_eq!(strip_newline(b" pw ".to_vec()), b" pw ");
+    }
+
+    #[test]
+    fn a_command_s_output_is_the_passphrase() {
+        assert_eq!(
+            from_command("printf 'se cret\\n'").unwrap().as_bytes(),
+            b"se cret"
+        );
+        assert!(matches!(
+            from_command("exit 3"),
+            Err(Error::NoPassphrase(_))
+        ));
+    }
+}
