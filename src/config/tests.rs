@@ -255,7 +255,7 @@ fn every_option_gets_an_environment_variable() {
 /// A value each option of the real CLI accepts, from a few candidates.
 fn accepted(sub: &str, a: &Arg) -> Option<Value> {
     let long = a.get_long()?;
-    let mut candidates: Vec<&str> = vec!["1", "x", "1d", "2026-01-01", "x=1d"];
+    let mut candidates: Vec<&str> = vec!["1", "x", "1d", "2026-01-01", "x=1d", "65536"];
     let possible: Vec<String> = a
         .get_possible_values()
         .iter()
