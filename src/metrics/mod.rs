@@ -496,11 +496,11 @@ fn figure_changes(c: &mut Changes, fig: &Figures, source: &Labels) {
 
 /// The anomaly gauges of a backup (`None`: the check was off, so the gauges go, rather than
 /// keep an earlier backup's verdict), and its counter.
-fn anomaly_changes<'a>(
+fn anomaly_changes(
     c: &mut Changes,
     a: Option<&AnomalyFigures>,
     source: &Labels,
-    adds: &mut Vec<(&'a f::Def, Labels, u64)>,
+    adds: &mut Vec<(&f::Def, Labels, u64)>,
 ) {
     let Some(a) = a else {
         for d in ANOMALY_GAUGES {

@@ -188,7 +188,7 @@ impl NewData {
         if level > 0 {
             self.judged_raw += raw;
             self.judged_stored += stored;
-        } else if self.chunks % SAMPLE_EVERY == 0 {
+        } else if self.chunks.is_multiple_of(SAMPLE_EVERY) {
             self.judged_raw += raw;
             self.judged_stored +=
                 compress::compress(data, 1, None).map_or(raw, |(_, c)| c.len() as u64);
