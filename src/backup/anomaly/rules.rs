@@ -53,6 +53,8 @@ pub struct Figures {
     pub reference_files: Option<u64>,
     /// New files (a full: the net growth in files).
     pub added: u64,
+    /// New files whose content did not compress (a full: 0, it cannot tell).
+    pub added_incompressible: u64,
     /// Files of the reference rewritten with new content (a full: every file with new content).
     pub rewritten: u64,
     /// Of those, the ones whose new content did not compress.
@@ -151,12 +153,19 @@ fn figures(c: &LayerChanges, reference: Option<&Snapshot>) -> Figures {
             (before + c.added).saturating_sub(c.files),
         ),
     };
+    let added_incompressible = match c.kind {
+        BackupKind::Full => 0,
+        _ => c
+            .incompressible_files
+            .saturating_sub(c.incompressible_rewritten),
+    };
     let changed = added + rewritten + deleted;
     let share = |n: u64| ref_files.filter(|&f| f > 0).map(|f| n as f64 / f as f64);
     Figures {
         files: c.files,
         reference_files: ref_files,
         added,
+        added_incompressible,
         rewritten,
         rewritten_incompressible: incompressible,
         deleted,
@@ -197,10 +206,19 @@ fn score_rules(f: &Figures, base: &Baseline, opts: &AnomalyOptions) -> Vec<RuleS
         f.deleted_share,
         base.deleted_share,
         format!(
-            "{} of files deleted ({}{})",
+            "{} of files deleted ({}{}{})",
             pct(f.deleted_share.unwrap_or(0.0)),
             of(f.deleted),
-            usual(base.deleted_share)
+            usual(base.deleted_share),
+            // Ransomware that renames what it encrypts leaves this trace.
+            if f.added_incompressible >= opts.min_files {
+                format!(
+                    ", and {} new files of incompressible data",
+                    f.added_incompressible
+                )
+            } else {
+                String::new()
+            }
         ),
     );
     share_rule(

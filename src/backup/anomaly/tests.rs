@@ -171,6 +171,17 @@ fn mass_deletion_fires() {
         a.reasons[0].starts_with(&format!("30% of files deleted ({} of {n}", n * 3 / 10)),
         "{a:?}"
     );
+    // Encrypted and renamed: deleted, and as many new files that do not compress.
+    let mut c = layer(n, n * 3 / 10, 0, n * 3 / 10);
+    c.incompressible_files = c.added;
+    let a = assess(&c, Some(r), &h, &opts());
+    assert!(
+        a.reasons[0].ends_with(&format!(
+            ", and {} new files of incompressible data)",
+            c.added
+        )),
+        "{a:?}"
+    );
     // A second backup (the history is the first full alone) is judged with the plain thresholds.
     let a = assess(&layer(1000, 0, 0, 300), Some(&h[0]), &h[..1], &opts());
     assert!(a.anomalous, "{a:?}");
