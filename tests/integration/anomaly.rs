@@ -312,6 +312,22 @@ fn thresholds_come_from_flags_and_the_configuration_file() {
         "[backup]\nanomaly-deleted = 50\n\n[source.{:?}]\nanomaly-deleted = 5\nanomaly-min-files = 2\n",
         src.to_str().unwrap()
     ));
+    let report = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "--json", "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let deleted = report["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "anomaly-deleted")
+        .unwrap();
+    assert_eq!(deleted["value"], "5", "{deleted}");
+    assert_eq!(deleted["source"], src.to_str().unwrap(), "{deleted}");
     delete_orders(&src, 4); // 7% of 59
     let (code, v, stderr) = backup_with_config(&config, &repo, &src, &[]);
     assert_eq!(code, 3, "{stderr}");
