@@ -3,6 +3,7 @@
 mod common;
 
 mod integration {
+    mod anomaly;
     mod badinput;
     mod check;
     mod completions;

@@ -10,10 +10,14 @@
 //! insert, the commit point) → flush. A backup killed at any moment leaves no visible snapshot;
 //! packs already finished stay indexed and are reused by the next backup.
 //!
+//! Once every file is stored and before the commit, the layer is judged against the source's
+//! history (`anomaly`); an anomalous snapshot is committed all the same, with a tag.
+//!
 //! Besides a directory, a backup can store one stream (standard input, or a command's output
 //! such as a database dump) as a source's only file (`stream`); SQLite databases found in a
 //! directory are stored as transaction-consistent copies (`sqlite`).
 
+pub mod anomaly;
 mod pipeline;
 mod reader;
 mod sqlite;
@@ -150,6 +154,9 @@ pub struct BackupOptions {
         help = "With --stdin-from-command: the program and its arguments"
     )]
     pub command: Vec<OsString>,
+    /// The anomaly check's thresholds.
+    #[command(flatten)]
+    pub anomaly: anomaly::AnomalyOptions,
 }
 
 /// A committed backup.
@@ -162,6 +169,8 @@ pub struct BackupOutcome {
     /// SQLite databases stored as consistent copies made with SQLite's backup API, by path
     /// relative to the source, sorted.
     pub sqlite_copies: Vec<Vec<u8>>,
+    /// The anomaly check's verdict (`None`: the check was turned off).
+    pub anomaly: Option<anomaly::Assessment>,
 }
 
 #[derive(Default)]
@@ -178,6 +187,8 @@ struct Counters {
     size_delta: AtomicI64,
     /// Whiteouts readers wrote for files of the parent that are gone or could not be read.
     reader_whiteouts: AtomicU64,
+    /// What the anomaly check needs to know about the stored files.
+    changes: anomaly::ChangeCounters,
 }
 
 impl Counters {
@@ -334,7 +345,12 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
     };
     let excludes = build_excludes(&opts.excludes)?;
     let sqlite_policy = sqlite::Policy::new(&opts.no_sqlite_copy)?;
-    let (kind, parent) = choose_parent(repo, &source_name, opts.kind)?;
+    let history: Vec<Snapshot> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.source == source_name)
+        .collect();
+    let (kind, parent) = choose_parent(&history, &source_name, opts.kind);
     let parent_view = parent
         .as_ref()
         .map(|p| View::open(repo, &p.id))
@@ -414,6 +430,17 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
         repo.index().apply(batch)?;
     }
     let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap());
+    let stats = shared.counters.correct(found.stats, warnings.len() as u64);
+    let verdict = (!opts.anomaly.disabled).then(|| {
+        // A full is judged against the source's newest snapshot: what the last backup saw.
+        let reference = parent.as_ref().or(history.last());
+        let changes = shared.counters.changes.layer(kind, &stats);
+        anomaly::assess(&changes, reference, &history, &opts.anomaly)
+    });
+    let mut tags = opts.tags.clone();
+    if verdict.as_ref().is_some_and(|v| v.anomalous) && !tags.iter().any(|t| t == anomaly::TAG) {
+        tags.push(anomaly::TAG.to_string());
+    }
     let snapshot = Snapshot {
         id,
         time_ns,
@@ -422,8 +449,8 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
         kind,
         parent: parent.as_ref().map(|p| p.id),
         depth: parent.as_ref().map_or(1, |p| p.depth + 1),
-        tags: opts.tags.clone(),
-        stats: shared.counters.correct(found.stats, warnings.len() as u64),
+        tags,
+        stats,
         layer_blobs: blobs,
     };
     let mut snapshot = commit(repo, writer, snapshot, start)?;
@@ -436,6 +463,7 @@ fn backup_input(repo: &Arc<Repo>, input: Input, opts: &BackupOptions) -> Result<
         snapshot,
         warnings,
         sqlite_copies,
+        anomaly: verdict,
     })
 }
 
@@ -472,18 +500,14 @@ fn resolve_source(source: &Path) -> Result<PathBuf> {
     fs::canonicalize(source).ctx("Resolving source", source)
 }
 
-/// The backup's kind and the snapshot it is taken against: an incremental's parent is the
-/// source's latest snapshot, a differential's its latest full. Without a full, a full is made.
+/// The backup's kind and the snapshot it is taken against, from the source's `history` (oldest
+/// first): an incremental's parent is the source's latest snapshot, a differential's its latest
+/// full. Without a full, a full is made.
 fn choose_parent(
-    repo: &Repo,
+    history: &[Snapshot],
     source_name: &str,
     asked: Option<BackupKind>,
-) -> Result<(BackupKind, Option<Snapshot>)> {
-    let history: Vec<Snapshot> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|s| s.source == source_name)
-        .collect();
+) -> (BackupKind, Option<Snapshot>) {
     let last_full = history.iter().rev().find(|s| s.kind == BackupKind::Full);
     let kind = asked.unwrap_or(if last_full.is_some() {
         BackupKind::Incremental
@@ -497,9 +521,9 @@ fn choose_parent(
     };
     if kind != BackupKind::Full && parent.is_none() {
         log::warn!("Source {source_name} has no full snapshot yet; making a full backup");
-        return Ok((BackupKind::Full, None));
+        return (BackupKind::Full, None);
     }
-    Ok((kind, parent.cloned()))
+    (kind, parent.cloned())
 }
 
 /// Reader/compressor threads for `asked` (0 = the default of [`BackupOptions::threads`]).

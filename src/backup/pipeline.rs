@@ -174,15 +174,16 @@ pub(super) fn layer_thread(
     Ok(blobs)
 }
 
-/// Sends a chunk to the writer unless the repository or another worker already has it.
+/// Sends a chunk to the writer unless the repository or another worker already has it; returns
+/// the size of its payload (compressed, or plain) when it was new.
 pub(super) fn store_chunk(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     id: ChunkId,
     data: &[u8],
-) -> Result<()> {
+) -> Result<Option<u64>> {
     if shared.repo.has_chunk(&id)? || !shared.in_flight.lock().unwrap().insert(id) {
-        return Ok(());
+        return Ok(None);
     }
     let raw_len = data.len() as u32;
     let msg = match compress::compress(
@@ -204,9 +205,11 @@ pub(super) fn store_chunk(
         },
     };
     let len = data.len();
+    let stored = msg.payload_len();
     shared.progress.0.new_data(len as u64);
-    shared.payloads.take(msg.payload_len(), || pack.flush())?;
-    pack.push(msg, len)
+    shared.payloads.take(stored, || pack.flush())?;
+    pack.push(msg, len)?;
+    Ok(Some(stored))
 }
 
 /// The running threads of a backup besides the walkers, and the channels that feed them.

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::anomaly::NewData;
 use super::pipeline::{store_chunk, Batcher, LayerMsg, PackMsg, LAYER_BATCH};
 use super::sqlite::{self, Sniff};
 use super::walker::Deferred;
@@ -31,6 +32,8 @@ pub(super) struct FileJob {
     pub(super) path: PathBuf,
     pub(super) entry: Entry,
     pub(super) existed: bool,
+    /// The parent view has a regular file at this path (for the anomaly check's counts).
+    pub(super) was_file: bool,
     /// `Some` when the file may be a SQLite database to copy (see `sqlite`), with the
     /// companion files found beside it, which are stored only if it is not copied.
     pub(super) sqlite: Option<Vec<Companion>>,
@@ -109,7 +112,8 @@ impl Read for Prefetch<'_> {
 }
 
 /// Cuts everything `reader` yields into chunks placed from offset `start`, appends them to
-/// `chunks` and sends the new ones to the pack writer; returns the bytes read.
+/// `chunks`, sends the new ones to the pack writer and adds them to `new`; returns the bytes
+/// read.
 pub(super) fn chunk_stream(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
@@ -117,6 +121,7 @@ pub(super) fn chunk_stream(
     reader: impl Read,
     start: u64,
     chunks: &mut Vec<ChunkRef>,
+    new: &mut NewData,
 ) -> std::result::Result<u64, ChunkError> {
     let mut read = 0u64;
     chunker.for_each(reader, |off, data| {
@@ -127,19 +132,23 @@ pub(super) fn chunk_stream(
             len: data.len() as u32,
         });
         read += data.len() as u64;
-        store_chunk(shared, pack, id, data)
+        if let Some(stored) = store_chunk(shared, pack, id, data)? {
+            new.record(shared.level, data, stored);
+        }
+        Ok(())
     })?;
     Ok(read)
 }
 
-/// Reads one file into `job.entry.chunks`, retrying while it changes under us; with `detect`,
-/// stops at a SQLite database's header instead.
+/// Reads one file into `job.entry.chunks`, retrying while it changes under us, and adds the new
+/// data of every attempt to `new`; with `detect`, stops at a SQLite database's header instead.
 fn read_file(
     shared: &Shared,
     pack: &mut Batcher<PackMsg>,
     chunker: &mut Chunker,
     job: &mut FileJob,
     detect: bool,
+    new: &mut NewData,
 ) -> Result<ReadOutcome> {
     let mut waited_racy = false;
     let mut attempt = 0;
@@ -158,7 +167,7 @@ fn read_file(
                 .ctx("Seeking in", &job.path)?;
             let reader = Prefetch::new(&f, start, end).take(end - start);
             let reader = Sniff::new(reader, detect && start == 0);
-            match chunk_stream(shared, pack, chunker, reader, start, &mut chunks) {
+            match chunk_stream(shared, pack, chunker, reader, start, &mut chunks, new) {
                 Ok(n) => read += n,
                 Err(ChunkError::Read(e)) if sqlite::is_header(&e) => {
                     return Ok(ReadOutcome::Database)
@@ -327,7 +336,8 @@ fn read_one(
     detect: bool,
 ) -> Result<Option<FileJob>> {
     let walked_size = job.entry.size;
-    let outcome = match read_file(shared, pack, chunker, &mut job, detect) {
+    let mut new = NewData::default();
+    let outcome = match read_file(shared, pack, chunker, &mut job, detect, &mut new) {
         Ok(o) => Some(o),
         Err(Error::Io {
             context,
@@ -343,6 +353,7 @@ fn read_one(
         Some(ReadOutcome::Database) => return Ok(Some(job)),
         Some(ReadOutcome::Done) => {
             shared.counters.files_read.fetch_add(1, Ordering::Relaxed);
+            shared.counters.changes.file(job.was_file, &new);
             shared.progress.0.file_read(job.entry.size);
             shared.counters.size_delta.fetch_add(
                 job.entry.size as i64 - walked_size as i64,
@@ -408,6 +419,7 @@ pub(super) fn store_deferred_links(
                 entry.mode = first.mode;
                 entry.uid = first.uid;
                 entry.gid = first.gid;
+                shared.counters.changes.file(existed, &NewData::default());
                 let _ = layer_tx.send(vec![LayerMsg { dir, name, entry }]);
             }
             None => {

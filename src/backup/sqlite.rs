@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use super::anomaly::NewData;
 use super::pipeline::{Batcher, PackMsg};
 use super::reader::{chunk_stream, FileJob};
 use super::Shared;
@@ -430,7 +431,8 @@ pub(super) fn store_copy(
         Err(e) => return fallback(&format!("reading its copy: {e}")),
     };
     let mut chunks = Vec::new();
-    match chunk_stream(shared, pack, chunker, &file, 0, &mut chunks) {
+    let mut new = NewData::default();
+    match chunk_stream(shared, pack, chunker, &file, 0, &mut chunks, &mut new) {
         Ok(n) => shared
             .counters
             .read_bytes
@@ -451,6 +453,7 @@ pub(super) fn store_copy(
     // database has, so the next backup copies again.
     e.ctime_ns = if racy { stamp.wrapping_add(1) } else { stamp };
     e.chunks = chunks;
+    shared.counters.changes.file(job.was_file, &new);
     shared
         .sqlite_copies
         .lock()

@@ -16,6 +16,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
+use super::anomaly::NewData;
 use super::pipeline::{Batcher, LayerMsg, PackMsg, Threads, LAYER_BATCH};
 use super::reader::chunk_stream;
 use super::walker::WalkResult;
@@ -84,6 +85,7 @@ fn read_and_emit(
 ) -> Result<()> {
     let mut input = Opened::open(source)?;
     let mut chunks = Vec::new();
+    let mut new = NewData::default();
     let read = match chunk_stream(
         shared,
         pack,
@@ -91,6 +93,7 @@ fn read_and_emit(
         &mut input,
         0,
         &mut chunks,
+        &mut new,
     ) {
         Ok(n) => n,
         Err(e) => {
@@ -127,17 +130,21 @@ fn read_and_emit(
     root.opaque = plan.parent.is_none();
 
     let mut entries = vec![(Vec::new(), root), (plan.name.to_vec(), file)];
+    let mut was_file = false;
     if let Some(parent) = plan.parent {
         for kv in parent.list(b"")? {
-            let (name, _) = kv?;
+            let (name, old) = kv?;
             if name != plan.name {
                 entries.push((name, Entry::whiteout()));
                 found.stats.deleted += 1;
+            } else {
+                was_file = old.kind == Kind::File;
             }
         }
     }
     let counters = &shared.counters;
     counters.files_read.fetch_add(1, Ordering::Relaxed);
+    counters.changes.file(was_file, &new);
     counters.read_bytes.fetch_add(read, Ordering::Relaxed);
     shared.progress.0.file_read(read);
     found.stats.files = 1;

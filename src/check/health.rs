@@ -5,7 +5,10 @@
 //! CRITICAL: damage (any problem of severity damage), or a source whose newest snapshot is older
 //! than its maximum age (`--max-age`, per source `--max-age-source`), or a source given an age
 //! limit that has no snapshot at all. WARNING: a newest snapshot older than its warning age
-//! (`--warn-age`, `--warn-age-source`). UNKNOWN: the check could not run (the repository is
+//! (`--warn-age`, `--warn-age-source`), or a source whose newest snapshot is marked anomalous by
+//! its backup (the tag `anomaly`; CRITICAL with `--anomaly-critical`): the mark stays on the
+//! newest snapshot until the next backup of the source, or until that snapshot is forgotten.
+//! UNKNOWN: the check could not run (the repository is
 //! missing, locked, not a repository); the caller builds that one with [`Health::unknown`].
 //! Leftovers alone are OK (the next prune removes them). Ages are measured against
 //! [`crate::time::now_ns`], the clock snapshots are stamped with.
@@ -15,6 +18,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::CheckReport;
+use crate::backup::anomaly::TAG as ANOMALY_TAG;
 use crate::snapshot::Snapshot;
 
 /// Age limits. The `strata check` options are these fields (clap); they need `--nagios`.
@@ -58,6 +62,13 @@ pub struct HealthOptions {
         help = "With --nagios: the warning age for one source (repeatable; overrides --warn-age)"
     )]
     pub warn_age_source: Vec<(String, u64)>,
+    /// An anomalous newest snapshot is CRITICAL rather than WARNING.
+    #[arg(
+        long,
+        requires = "nagios",
+        help = "With --nagios: CRITICAL, not WARNING, when the newest snapshot of a source is marked anomalous by its backup"
+    )]
+    pub anomaly_critical: bool,
 }
 
 /// Parses a duration in seconds: numbers each followed by a unit, `s`, `m` (minutes), `h`, `d`
@@ -278,9 +289,34 @@ pub fn evaluate(
     }
     // Newest snapshot per source, in source order.
     let mut newest: std::collections::BTreeMap<&str, i64> = Default::default();
+    let mut newest_snap: std::collections::BTreeMap<&str, &Snapshot> = Default::default();
     for s in snapshots {
         let t = newest.entry(&s.source).or_insert(s.time_ns);
         *t = (*t).max(s.time_ns);
+        let n = newest_snap.entry(&s.source).or_insert(s);
+        if (s.time_ns, s.id) >= (n.time_ns, n.id) {
+            *n = s;
+        }
+    }
+    let anomalous: Vec<&Snapshot> = newest_snap
+        .values()
+        .copied()
+        .filter(|s| s.tags.iter().any(|t| t == ANOMALY_TAG))
+        .collect();
+    let anomaly_status = if opts.anomaly_critical {
+        Status::Critical
+    } else {
+        Status::Warning
+    };
+    for s in &anomalous {
+        found.push((
+            anomaly_status,
+            format!(
+                "{}: newest snapshot {} is marked anomalous by its backup",
+                s.source,
+                s.id.short()
+            ),
+        ));
     }
     let mut perf_ages = Vec::new();
     for (source, t) in &newest {
@@ -353,6 +389,18 @@ pub fn evaluate(
         uom: "",
         warn: None,
         crit: Some(0),
+        min: Some(0),
+    });
+    let (warn, crit) = match anomaly_status {
+        Status::Critical => (None, Some(0)),
+        _ => (Some(0), None),
+    };
+    perfdata.push(PerfDatum {
+        label: "anomalous_sources".into(),
+        value: anomalous.len() as u64,
+        uom: "",
+        warn,
+        crit,
         min: Some(0),
     });
     perfdata.extend(perf_ages);
@@ -457,7 +505,7 @@ mod tests {
             h.line(),
             "STRATA WARNING - /srv/db: newest snapshot 1h 8m old (warn 50m); \
              /srv/shop: newest snapshot 1h old (warn 50m) | snapshots=3;;;0; \
-             repository_bytes=4096B;;;0; damaged_files=0;;0;0; \
+             repository_bytes=4096B;;;0; damaged_files=0;;0;0; anomalous_sources=0;0;;0; \
              'age /srv/db'=4100s;3000;7200;0; 'age /srv/shop'=3600s;3000;7200;0;"
         );
         let h = evaluate(&clean, &snaps, None, 1000 * S + 60 * S, &opts);
@@ -509,6 +557,35 @@ mod tests {
         let none = evaluate(&clean, &[], None, now, &opts);
         assert_eq!(none.status, Status::Critical);
         assert!(none.findings.contains(&"no snapshots".to_string()));
+        let mut marked = snaps.to_vec();
+        marked[0].tags = vec!["nightly".into(), "anomaly".into()];
+        let fresh = 1000 * S + 60 * S;
+        let h = evaluate(&clean, &marked, None, fresh, &HealthOptions::default());
+        assert_eq!(h.status, Status::Warning);
+        assert_eq!(
+            h.findings,
+            ["/srv/shop: newest snapshot e8e8e8e8 is marked anomalous by its backup"]
+        );
+        assert!(
+            h.line().contains(" anomalous_sources=1;0;;0; "),
+            "{}",
+            h.line()
+        );
+        let critical = HealthOptions {
+            anomaly_critical: true,
+            ..Default::default()
+        };
+        let h = evaluate(&clean, &marked, None, fresh, &critical);
+        assert_eq!(h.status, Status::Critical);
+        assert!(
+            h.line().contains(" anomalous_sources=1;;0;0; "),
+            "{}",
+            h.line()
+        );
+        // A newer snapshot of the source clears it; an older one marked does not count.
+        marked.push(snap("/srv/shop", 1001));
+        let h = evaluate(&clean, &marked, None, fresh, &HealthOptions::default());
+        assert_eq!(h.status, Status::Ok, "{h:?}");
         assert_eq!(
             Health::unknown("Repository /r is in use\nby another").line(),
             "STRATA UNKNOWN - Repository /r is in use by another"

@@ -1,5 +1,5 @@
-//! `strata backup`: arguments, the run (progress line, exit code 3 when paths were skipped), and
-//! the summary, human or `--json`.
+//! `strata backup`: arguments, the run (progress line, exit code 3 when paths were skipped or
+//! the layer is anomalous), and the summary, human or `--json`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use clap::Args;
 use super::json::{self, BackupJson, PathJson, SnapshotJson};
 use super::output::human_size;
 use super::{status, EXIT_OK, EXIT_WARNINGS};
-use crate::backup::{self, BackupOptions, BackupOutcome};
+use crate::backup::{self, anomaly, BackupOptions, BackupOutcome};
 use crate::metrics::{MetricsOptions, Recorder};
 use crate::open::Open;
 use crate::ops;
@@ -79,8 +79,19 @@ fn backup_and_report(
         rec.backup(repo, &out);
         Ok(out)
     })?;
+    let anomalous = out.anomaly.as_ref().filter(|v| v.anomalous);
+    if let Some(v) = anomalous {
+        log::warn!(
+            "anomaly: {} (snapshot {} of {} marked '{}', score {:.2})",
+            v.reasons.join("; "),
+            out.snapshot.id.short(),
+            out.snapshot.source,
+            anomaly::TAG,
+            v.score
+        );
+    }
     print_result(&out, a.json);
-    let code = if out.warnings.is_empty() {
+    let code = if out.warnings.is_empty() && anomalous.is_none() {
         EXIT_OK
     } else {
         EXIT_WARNINGS
@@ -96,6 +107,7 @@ fn print_result(out: &BackupOutcome, as_json: bool) {
             snapshot: SnapshotJson::new(s),
             warnings: &out.warnings,
             sqlite_copies: out.sqlite_copies.iter().map(|p| PathJson::new(p)).collect(),
+            anomaly: out.anomaly.as_ref(),
         };
         outln!("{}", json::pretty(&v));
         return;
@@ -131,7 +143,37 @@ fn print_result(out: &BackupOutcome, as_json: bool) {
             outln!("  {}", String::from_utf8_lossy(p));
         }
     }
+    if let Some(v) = &out.anomaly {
+        outln!("{}", anomaly_line(v));
+    }
     if !out.warnings.is_empty() {
         outln!("{} warning(s); see messages above", out.warnings.len());
     }
+}
+
+/// The summary line of the anomaly check.
+fn anomaly_line(v: &anomaly::Assessment) -> String {
+    if !v.judged {
+        return "anomaly check: first snapshot of the source, not judged".into();
+    }
+    let f = &v.figures;
+    let verdict = if v.anomalous {
+        format!(
+            "ANOMALOUS, marked '{}'; see the warning above",
+            anomaly::TAG
+        )
+    } else {
+        "normal".into()
+    };
+    let ratio = f.compression_ratio.map_or_else(String::new, |r| {
+        format!(", new data compression ratio {r:.2}")
+    });
+    format!(
+        "anomaly check: score {:.2} ({verdict}); of {} files {} added, {} rewritten, {} deleted{ratio}",
+        v.score,
+        f.reference_files.unwrap_or(0),
+        f.added,
+        f.rewritten,
+        f.deleted
+    )
 }

@@ -117,14 +117,15 @@ impl<'a> SnapshotJson<'a> {
     }
 }
 
-/// `backup --json`: the new snapshot, the warnings of its backup, and the SQLite databases it
-/// stored as consistent copies.
+/// `backup --json`: the new snapshot, the warnings of its backup, the SQLite databases it
+/// stored as consistent copies, and the anomaly check's verdict (`null` when turned off).
 #[derive(Serialize)]
 pub struct BackupJson<'a> {
     #[serde(flatten)]
     pub snapshot: SnapshotJson<'a>,
     pub warnings: &'a [String],
     pub sqlite_copies: Vec<PathJson>,
+    pub anomaly: Option<&'a crate::backup::anomaly::Assessment>,
 }
 
 /// One `ls --json` line.

@@ -75,7 +75,7 @@ pub const LAST_RUN_WARNINGS: Def = def(
     "strata_last_run_warnings",
     Gauge,
     &["command", "source"],
-    "Warnings of the last run: paths skipped (backup), leftovers (check), conflicts and refused entries (restore)",
+    "Warnings of the last run: paths skipped and an anomalous layer (backup), leftovers (check), conflicts and refused entries (restore)",
 );
 /// See [`LAST_RUN_TIMESTAMP`].
 pub const LAST_RUN_ERRORS: Def = def(
@@ -142,6 +142,48 @@ pub const BACKUP_SNAPSHOT_SIZE: Def = def(
     "Bytes of the regular files in the view of the last snapshot backup made",
 );
 
+/// The anomaly check of the last backup of a source (see `crate::backup::anomaly`).
+pub const BACKUP_ANOMALY_SCORE: Def = def(
+    "strata_backup_anomaly_score",
+    Gauge,
+    &["source"],
+    "Anomaly score of the last backup's layer: 1 or more is anomalous (0 when not judged: the source's first snapshot)",
+);
+/// See [`BACKUP_ANOMALY_SCORE`].
+pub const BACKUP_ANOMALOUS: Def = def(
+    "strata_backup_anomalous",
+    Gauge,
+    &["source"],
+    "1 if the last backup's snapshot was marked anomalous (tag anomaly), else 0",
+);
+/// See [`BACKUP_ANOMALY_SCORE`].
+pub const BACKUP_ANOMALIES: Def = def(
+    "strata_backup_anomalies_total",
+    Counter,
+    &["source"],
+    "Backups whose snapshot was marked anomalous",
+);
+/// See [`BACKUP_ANOMALY_SCORE`].
+pub const BACKUP_REWRITTEN_RATIO: Def = def(
+    "strata_backup_rewritten_files_ratio",
+    Gauge,
+    &["source"],
+    "Share of the files of the snapshot the last backup was judged against that it rewrote with new content",
+);
+/// See [`BACKUP_ANOMALY_SCORE`].
+pub const BACKUP_DELETED_RATIO: Def = def(
+    "strata_backup_deleted_files_ratio",
+    Gauge,
+    &["source"],
+    "Share of the files of the snapshot the last backup was judged against that were gone",
+);
+/// See [`BACKUP_ANOMALY_SCORE`].
+pub const BACKUP_COMPRESSION_RATIO: Def = def(
+    "strata_backup_new_data_compression_ratio",
+    Gauge,
+    &["source"],
+    "Stored over plain bytes of the last backup's new data (near 1: it did not compress)",
+);
 /// What the last check found.
 pub const CHECK_DAMAGED_FILES: Def = def(
     "strata_check_damaged_files",
@@ -274,6 +316,12 @@ pub const FILE: &[Def] = &[
     BACKUP_STORED_BYTES,
     BACKUP_SNAPSHOT_FILES,
     BACKUP_SNAPSHOT_SIZE,
+    BACKUP_ANOMALY_SCORE,
+    BACKUP_ANOMALOUS,
+    BACKUP_ANOMALIES,
+    BACKUP_REWRITTEN_RATIO,
+    BACKUP_DELETED_RATIO,
+    BACKUP_COMPRESSION_RATIO,
     CHECK_DAMAGED_FILES,
     CHECK_DAMAGED_SNAPSHOTS,
     CHECK_BAD_CHUNKS,

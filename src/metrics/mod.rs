@@ -96,10 +96,12 @@ pub struct BackupFigures {
     pub snapshot_files: u64,
     /// Their bytes.
     pub snapshot_bytes: u64,
+    /// The anomaly check's verdict (`None`: the check was turned off).
+    pub anomaly: Option<AnomalyFigures>,
 }
 
 impl BackupFigures {
-    /// The figures of a committed snapshot.
+    /// The figures of a committed snapshot, without an anomaly verdict.
     pub fn of(s: &BackupStats) -> BackupFigures {
         BackupFigures {
             files_read: s.files_read,
@@ -109,9 +111,47 @@ impl BackupFigures {
             stored_bytes: s.stored_bytes,
             snapshot_files: s.files,
             snapshot_bytes: s.total_bytes,
+            anomaly: None,
         }
     }
 }
+
+/// The anomaly check of a backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AnomalyFigures {
+    /// The score (1 or more: anomalous).
+    pub score: f64,
+    /// Whether the snapshot was marked anomalous.
+    pub anomalous: bool,
+    /// Share of the reference's files rewritten (`None`: not judged).
+    pub rewritten_share: Option<f64>,
+    /// Share of the reference's files deleted (`None`: not judged).
+    pub deleted_share: Option<f64>,
+    /// Stored over plain bytes of the new data (`None`: no new data).
+    pub compression_ratio: Option<f64>,
+}
+
+impl AnomalyFigures {
+    /// The figures of a verdict.
+    pub fn of(a: &crate::backup::anomaly::Assessment) -> AnomalyFigures {
+        AnomalyFigures {
+            score: a.score,
+            anomalous: a.anomalous,
+            rewritten_share: a.figures.rewritten_share,
+            deleted_share: a.figures.deleted_share,
+            compression_ratio: a.figures.compression_ratio,
+        }
+    }
+}
+
+/// The gauges of the anomaly check, removed when a run cannot say what they would.
+const ANOMALY_GAUGES: [&f::Def; 5] = [
+    &f::BACKUP_ANOMALY_SCORE,
+    &f::BACKUP_ANOMALOUS,
+    &f::BACKUP_REWRITTEN_RATIO,
+    &f::BACKUP_DELETED_RATIO,
+    &f::BACKUP_COMPRESSION_RATIO,
+];
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -364,7 +404,15 @@ impl RunReport {
             None => {
                 // Gauges of the last success would now claim what this run could not confirm.
                 let gauges: &[&f::Def] = match self.command {
-                    Command::Backup => &[&f::BACKUP_SNAPSHOT_FILES, &f::BACKUP_SNAPSHOT_SIZE],
+                    Command::Backup => &[
+                        &f::BACKUP_SNAPSHOT_FILES,
+                        &f::BACKUP_SNAPSHOT_SIZE,
+                        &f::BACKUP_ANOMALY_SCORE,
+                        &f::BACKUP_ANOMALOUS,
+                        &f::BACKUP_REWRITTEN_RATIO,
+                        &f::BACKUP_DELETED_RATIO,
+                        &f::BACKUP_COMPRESSION_RATIO,
+                    ],
                     Command::Check => &[
                         &f::CHECK_DAMAGED_FILES,
                         &f::CHECK_DAMAGED_SNAPSHOTS,
@@ -414,6 +462,7 @@ fn figure_changes(c: &mut Changes, fig: &Figures, source: &Labels) {
             ] {
                 adds.push((d, source.clone(), v));
             }
+            anomaly_changes(c, b.anomaly.as_ref(), source, &mut adds);
         }
         Figures::Check(k) => {
             set(&f::CHECK_DAMAGED_FILES, &none, k.damaged_files);
@@ -443,6 +492,36 @@ fn figure_changes(c: &mut Changes, fig: &Figures, source: &Labels) {
             value: v as f64,
         });
     }
+}
+
+/// The anomaly gauges of a backup (`None`: the check was off, so the gauges go, rather than
+/// keep an earlier backup's verdict), and its counter.
+fn anomaly_changes(
+    c: &mut Changes,
+    a: Option<&AnomalyFigures>,
+    source: &Labels,
+    adds: &mut Vec<(&f::Def, Labels, u64)>,
+) {
+    let Some(a) = a else {
+        for d in ANOMALY_GAUGES {
+            c.remove.push((d.name, source.clone()));
+        }
+        return;
+    };
+    let mut gauge = |d: &f::Def, v: Option<f64>| match v {
+        Some(v) => c.set.push(Sample {
+            name: d.name.into(),
+            labels: source.clone(),
+            value: v,
+        }),
+        None => c.remove.push((d.name, source.clone())),
+    };
+    gauge(&f::BACKUP_ANOMALY_SCORE, Some(a.score));
+    gauge(&f::BACKUP_ANOMALOUS, Some(f64::from(a.anomalous)));
+    gauge(&f::BACKUP_REWRITTEN_RATIO, a.rewritten_share);
+    gauge(&f::BACKUP_DELETED_RATIO, a.deleted_share);
+    gauge(&f::BACKUP_COMPRESSION_RATIO, a.compression_ratio);
+    adds.push((&f::BACKUP_ANOMALIES, source.clone(), u64::from(a.anomalous)));
 }
 
 fn prune_adds(adds: &mut Vec<(&f::Def, Labels, u64)>, p: &PruneFigures) {
@@ -540,12 +619,16 @@ impl Recorder {
         self.pending.borrow_mut().success = Some(success);
     }
 
-    /// A committed backup: its source, figures and warnings, and the repository after it.
+    /// A committed backup: its source, figures and warnings (an anomalous layer is one), and the
+    /// repository after it.
     pub fn backup(&self, repo: &Repo, out: &crate::backup::BackupOutcome) {
         let s = &out.snapshot;
         self.source(s.source.clone());
-        self.figures(Figures::Backup(BackupFigures::of(&s.stats)));
-        self.counts(out.warnings.len() as u64, 0);
+        let mut figures = BackupFigures::of(&s.stats);
+        figures.anomaly = out.anomaly.as_ref().map(AnomalyFigures::of);
+        self.figures(Figures::Backup(figures));
+        let anomalous = out.anomaly.as_ref().is_some_and(|a| a.anomalous);
+        self.counts(out.warnings.len() as u64 + u64::from(anomalous), 0);
         self.repository(repo);
     }
 

@@ -32,6 +32,7 @@ fn backup_figures() -> Figures {
         stored_bytes: 400,
         snapshot_files: 50,
         snapshot_bytes: 5000,
+        anomaly: None,
     })
 }
 
@@ -229,4 +230,79 @@ fn the_recorder_judges_success_by_exit_code_unless_told() {
     r.success(false);
     assert!(!r.report(&Ok(0)).success);
     r.finish(&Ok(0)).unwrap();
+}
+
+#[test]
+fn anomaly_gauges_follow_the_last_backup_and_its_counter_adds_up() {
+    let shop = [("source", "/srv/shop")];
+    let with = |anomaly: Option<AnomalyFigures>, at: i64| {
+        let mut r = run(Command::Backup, Some("/srv/shop"), true, at);
+        let Figures::Backup(mut b) = backup_figures() else {
+            unreachable!()
+        };
+        b.anomaly = anomaly;
+        r.figures = Some(Figures::Backup(b));
+        r
+    };
+    let fired = AnomalyFigures {
+        score: 3.1,
+        anomalous: true,
+        rewritten_share: Some(0.31),
+        deleted_share: Some(0.0),
+        compression_ratio: Some(1.0),
+    };
+    let fams = file::apply(Vec::new(), &with(Some(fired.clone()), 100).changes());
+    let fams = file::apply(fams, &with(Some(fired), 200).changes());
+    assert_eq!(
+        value(&fams, "strata_backup_anomaly_score", &shop),
+        Some(3.1)
+    );
+    assert_eq!(value(&fams, "strata_backup_anomalous", &shop), Some(1.0));
+    assert_eq!(
+        value(&fams, "strata_backup_anomalies_total", &shop),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&fams, "strata_backup_rewritten_files_ratio", &shop),
+        Some(0.31)
+    );
+    // A first backup elsewhere: judged as nothing, no shares.
+    let first = AnomalyFigures::default();
+    let fams = file::apply(fams, &with(Some(first), 300).changes());
+    assert_eq!(value(&fams, "strata_backup_anomalous", &shop), Some(0.0));
+    assert_eq!(
+        value(&fams, "strata_backup_anomalies_total", &shop),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&fams, "strata_backup_deleted_files_ratio", &shop),
+        None
+    );
+    // The check turned off, or a failed backup: no verdict is claimed.
+    let quiet = AnomalyFigures {
+        score: 0.2,
+        rewritten_share: Some(0.01),
+        ..Default::default()
+    };
+    for next in [
+        with(None, 400),
+        run(Command::Backup, Some("/srv/shop"), false, 400),
+    ] {
+        let fams = file::apply(fams.clone(), &with(Some(quiet.clone()), 350).changes());
+        assert_eq!(
+            value(&fams, "strata_backup_anomaly_score", &shop),
+            Some(0.2)
+        );
+        let fams = file::apply(fams, &next.changes());
+        for name in [
+            "strata_backup_anomaly_score",
+            "strata_backup_rewritten_files_ratio",
+        ] {
+            assert_eq!(value(&fams, name, &shop), None, "{name}");
+        }
+        assert_eq!(
+            value(&fams, "strata_backup_anomalies_total", &shop),
+            Some(2.0)
+        );
+    }
 }

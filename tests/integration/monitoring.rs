@@ -17,7 +17,7 @@ use crate::common::{bin, new_repo, pseudo_random, strata, strata_ok};
 
 /// One sample as the Python parser reads it: family, type, sample name, labels, value.
 #[derive(Debug, Clone, serde::Deserialize)]
-struct Parsed(String, String, String, BTreeMap<String, String>, f64);
+pub(super) struct Parsed(String, String, String, BTreeMap<String, String>, f64);
 
 impl Parsed {
     /// Its family's name and type, as the parser understood them.
@@ -59,7 +59,7 @@ print(json.dumps(out))
 
 /// Parses `text` with `promtool check metrics` (which also lints the names) and with
 /// `prometheus_client`; both must accept it. Returns the Python parser's samples.
-fn parse_prometheus(text: &[u8]) -> Vec<Parsed> {
+pub(super) fn parse_prometheus(text: &[u8]) -> Vec<Parsed> {
     let out = pipe(Command::new("promtool").args(["check", "metrics"]), text);
     assert!(
         out.status.success(),
@@ -79,7 +79,7 @@ fn parse_prometheus(text: &[u8]) -> Vec<Parsed> {
 }
 
 /// The value of sample `name` whose labels are exactly `labels`.
-fn value(samples: &[Parsed], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(super) fn value(samples: &[Parsed], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -337,7 +337,7 @@ const T0: i64 = 1_800_000_000;
 const HOUR: i64 = 3600;
 
 /// `strata check --nagios ARGS` with the clock at `now` (seconds); returns (exit code, stdout).
-fn nagios(repo: &Path, now: i64, args: &[&str]) -> (i32, String) {
+pub(super) fn nagios(repo: &Path, now: i64, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin())
         .arg("--repo")
         .arg(repo)
