@@ -14,7 +14,9 @@ W=$(mktemp -d /tmp/strata-walkthrough.XXXXXX)
 MNT=$W/mnt
 cleanup() {
   fusermount3 -u "$MNT" 2>/dev/null || true
-  rm -rf "$W"
+  # An unmounted mount process is still removing its copy of the index for a moment.
+  for _ in $(seq 50); do rm -rf "$W" 2>/dev/null && break; sleep 0.1; done
+  true
 }
 trap cleanup EXIT
 step() { printf '== %s\n' "$*"; }
@@ -91,6 +93,11 @@ step "retention beside the mount, then a check"
 strata forget --keep-last 3 --prune
 strata check --read-data
 fusermount3 -u "$MNT"
+# The mount process ends once unmounted and removes its copy of the index (readers/).
+for _ in $(seq 50); do
+  [ -z "$(ls -A "$STRATA_REPO/readers" 2>/dev/null | grep -v '^epoch$')" ] && break
+  sleep 0.1
+done
 
 step "restore, and compare with the live tree"
 strata restore latest --target "$W/restored"
