@@ -132,7 +132,7 @@ fn read_and_emit(
     let mut entries = vec![(Vec::new(), root), (plan.name.to_vec(), file)];
     let mut was_file = false;
     if let Some(parent) = plan.parent {
-        for kv in parent.list(b"")? {
+        for kv in parent.children(b"")? {
             let (name, old) = kv?;
             if name != plan.name {
                 entries.push((name, Entry::whiteout()));

@@ -305,7 +305,7 @@ impl Walker<'_> {
     ) -> Result<()> {
         let mut old: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         if in_parent {
-            for kv in self.parent.unwrap().list(dir)? {
+            for kv in self.parent.unwrap().children(dir)? {
                 let (n, e) = kv?;
                 old.insert(n, e);
             }

@@ -422,11 +422,6 @@ impl<S: LayerStore> View<S> {
 }
 
 impl View<Repo> {
-    /// [`View::children`] under its former name, for the callers not moved yet.
-    pub fn list(&self, dir: &[u8]) -> Result<ListIter<'_>> {
-        self.children(dir)
-    }
-
     /// Every path below directory `dir` (already resolved; not `dir` itself) with its entry,
     /// depth first, each directory's children sorted by name bytes and listed before the next
     /// sibling. Streams like [`View::children`]: memory grows with the depth, not the tree.

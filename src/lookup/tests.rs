@@ -61,7 +61,7 @@ fn walk(repo: &Arc<Repo>, id: &SnapshotId) -> BTreeMap<Vec<u8>, (Entry, Vec<u8>)
     let mut out = BTreeMap::new();
     let mut stack = vec![Vec::new()];
     while let Some(dir) = stack.pop() {
-        for child in view.list(&dir).unwrap() {
+        for child in view.children(&dir).unwrap() {
             let (name, e) = child.unwrap();
             let p = crate::layers::join(&dir, &name);
             assert_eq!(view.lookup_once(&p).unwrap(), e);

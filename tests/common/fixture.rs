@@ -274,7 +274,7 @@ pub fn from_view(repo: &Arc<strata::repo::Repo>, view: &View) -> Tree {
         let link_group = (e.kind == Kind::File && e.nlink > 1)
             .then(|| groups.entry(e.ino).or_insert_with(|| rel.clone()).clone());
         if e.kind == Kind::Dir {
-            let children: Vec<_> = view.list(&rel).unwrap().map(|r| r.unwrap()).collect();
+            let children: Vec<_> = view.children(&rel).unwrap().map(|r| r.unwrap()).collect();
             for (n, c) in children.into_iter().rev() {
                 stack.push((join(&rel, &n), c));
             }

@@ -85,7 +85,7 @@ fn file_chunks_in(r: &Arc<Repo>) -> BTreeMap<(String, Vec<u8>), Vec<ChunkId>> {
         let view = View::open(r, &s.id).unwrap();
         let mut stack = vec![Vec::new()];
         while let Some(dir) = stack.pop() {
-            for kv in view.list(&dir).unwrap() {
+            for kv in view.children(&dir).unwrap() {
                 let (name, e) = kv.unwrap();
                 let p = join(&dir, &name);
                 match e.kind {

@@ -432,7 +432,7 @@ fn shared_chunks_are_read_once_and_verify_checks_every_file() {
     let unique: BTreeSet<_> = {
         let r = strata::open::Open::new(&repo).open().unwrap();
         let view = View::open(&r, &id.parse().unwrap()).unwrap();
-        view.list(b"")
+        view.children(b"")
             .unwrap()
             .flat_map(|kv| kv.unwrap().1.chunks)
             .map(|c| c.id)
