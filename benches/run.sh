@@ -567,7 +567,10 @@ start_mount() {
   exec {POLL_FD}<> <(:)
   t0=$EPOCHREALTIME
   case $tool in
-    strata) "$STRATA" --repo "$REPOS/strata" mount "$m" >"$LOGDIR/$tool.$key.log" 2>&1 & ;;
+    # --busy-poll: the CPU keepers are off by default (a mount left running must not spend CPU);
+    # the figures in docs/PERFORMANCE.md are measured with them on. STRATA_MOUNT_ARGS overrides.
+    strata) "$STRATA" --repo "$REPOS/strata" mount "$m" ${STRATA_MOUNT_ARGS---busy-poll} \
+              >"$LOGDIR/$tool.$key.log" 2>&1 & ;;
     restic) restic -r "$REPOS/restic" mount "$m" >"$LOGDIR/$tool.$key.log" 2>&1 & ;;
     borg) borg mount -f "$REPOS/borg" "$m" >"$LOGDIR/$tool.$key.log" 2>&1 & ;;
   esac

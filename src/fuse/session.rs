@@ -13,7 +13,7 @@ use crate::vfs::Vfs;
 
 /// Options for [`spawn_mount`]. The `strata mount` options are these fields (clap), so the CLI
 /// fills them directly; `help` is the CLI's wording, the doc comments the library's. The default
-/// is the CLI's: busy polling and directory readahead on.
+/// is the CLI's: busy polling off, directory readahead on.
 #[derive(Clone, Debug, clap::Args)]
 pub struct MountOptions {
     /// Let other users in (`allow_other`), with `default_permissions` and POSIX ACL support so
@@ -32,18 +32,22 @@ pub struct MountOptions {
         help = "Worker threads serving reads [default: 2 per CPU, at least 4]"
     )]
     pub threads: usize,
-    /// Keep the CPUs from halting while requests arrive (see the `awake` module).
+    /// Keep the CPUs from halting while requests arrive (see the `awake` module). Off by
+    /// default: a mount left running on a server must not spend CPU time of its own.
     #[arg(
-        long = "no-busy-poll",
-        action = clap::ArgAction::SetFalse,
-        help = "Do not keep the CPUs awake while requests arrive. By default, during activity \
-                and for 2 ms after it, one lowest-priority (SCHED_IDLE) thread per CPU spins so \
-                that no CPU halts between requests: waking a halted CPU (a hypervisor exit on a \
-                VM) made each round trip ~4x slower here. Large (streaming) reads do not start \
-                it. It only takes CPU time nothing else wants; turn it off on battery or where \
-                idle CPU is billed"
+        long = "busy-poll",
+        overrides_with = "no_busy_poll",
+        help = "Keep the CPUs awake while requests arrive: during activity and for 2 ms after \
+                it, one lowest-priority (SCHED_IDLE) thread per CPU spins so that no CPU halts \
+                between requests. Waking a halted CPU (a hypervisor exit on a VM) made each \
+                round trip ~4x slower on the benchmark VM, so small-file and random reads gain \
+                most; large (streaming) reads do not start it. It burns otherwise-idle CPU while \
+                the mount is busy"
     )]
     pub busy_poll: bool,
+    /// `--no-busy-poll` (the default) is accepted too, and cancels an earlier `--busy-poll`.
+    #[arg(long = "no-busy-poll", hide = true, overrides_with = "busy_poll")]
+    pub no_busy_poll: bool,
     /// Push a directory's small files into the page cache ahead of tree readers (see the `push` module).
     #[arg(
         long = "no-dir-readahead",
@@ -62,7 +66,8 @@ impl Default for MountOptions {
         MountOptions {
             allow_other: false,
             threads: 0,
-            busy_poll: true,
+            busy_poll: false,
+            no_busy_poll: false,
             dir_readahead: true,
         }
     }
