@@ -252,13 +252,7 @@ impl Open {
     /// Takes the lock of an existing repository and nothing more: the lookup files stay valid
     /// and can be read under it, and the index can be opened later under the same lock.
     pub fn lock(self) -> Result<Locked> {
-        let crypt = self.unlock()?;
-        let lock = take_waiting(
-            &self.path,
-            self.lock_wait,
-            self.quiet_wait,
-            Repo::lock_existing,
-        )?;
+        let (crypt, lock) = self.unlock_and_take(Repo::lock_existing)?;
         Ok(Locked {
             open: self,
             lock,
@@ -270,19 +264,24 @@ impl Open {
     /// without it the directory is not known to be a repository, and nothing is touched. Removes
     /// the lookup catalog, since the taker may change the index.
     pub fn lock_without_index(self) -> Result<Unindexed> {
-        let crypt = self.unlock()?;
-        let lock = take_waiting(
-            &self.path,
-            self.lock_wait,
-            self.quiet_wait,
-            Repo::lock_marked,
-        )?;
+        let (crypt, lock) = self.unlock_and_take(Repo::lock_marked)?;
         crate::lookup::invalidate(&self.path)?;
         Ok(Unindexed {
             path: self.path,
             lock,
             crypt,
         })
+    }
+
+    /// Unlocks the repository (when encrypted), then takes its lock with `take`, waiting as this
+    /// builder says: unlocking first, so that a wrong passphrase never holds anyone up.
+    fn unlock_and_take(
+        &self,
+        take: impl Fn(&Path) -> Result<RepoLock>,
+    ) -> Result<(Option<Arc<Crypt>>, RepoLock)> {
+        let crypt = self.unlock()?;
+        let lock = take_waiting(&self.path, self.lock_wait, self.quiet_wait, take)?;
+        Ok((crypt, lock))
     }
 
     /// Takes the lock and reads the lookup files under it, without sled; `Ok(None)` when there

@@ -27,16 +27,6 @@ pub fn publish_lookups(repo: &Repo, needed: &[SnapshotId]) {
     lookup::publish_or_warn(repo, lookup::SMALL_LAYER, needed);
 }
 
-/// Writes the lookup files anew from `repo`, every table rebuilt, after a command that verified
-/// or rebuilt its index (`check`, `repair`): `cat` then answers what that command reported. A
-/// failure is logged, as for [`publish_lookups`].
-pub fn rewrite_lookups(repo: &Repo) {
-    match lookup::drop_tables(repo.path()) {
-        Ok(()) => publish_lookups(repo, &[]),
-        Err(e) => log::warn!("Could not remove the lookup tables: {e}"),
-    }
-}
-
 /// Runs `f` on the repository at `path` opened for reading, then writes the lookup files. It has
 /// nothing to flush, so sled's shutdown flush and fsync are skipped.
 pub fn read_only<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {

@@ -81,10 +81,7 @@ fn finish(path: &Path, run: CheckRun, opts: &CheckOptions) -> CheckRun {
         log::warn!("Could not update the damage marker: {e}");
     }
     if let Some(repo) = run.repo() {
-        match crate::lookup::drop_tables(path) {
-            Ok(()) => crate::lookup::publish_or_warn(repo, crate::lookup::SMALL_LAYER, &[]),
-            Err(e) => log::warn!("Could not remove the lookup tables: {e}"),
-        }
+        crate::lookup::rewrite_or_warn(repo);
     }
     run
 }

@@ -339,6 +339,16 @@ pub fn publish_or_warn(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) {
     }
 }
 
+/// Writes the lookup files anew from `repo`, every table rebuilt, after a command that verified
+/// or rebuilt its index (`check`, `repair`): `cat` then answers what that command reported (a
+/// chunk the index lost stays lost to both). A failure is logged, as in [`publish_or_warn`].
+pub fn rewrite_or_warn(repo: &Repo) {
+    match drop_tables(repo.path()) {
+        Ok(()) => publish_or_warn(repo, SMALL_LAYER, &[]),
+        Err(e) => log::warn!("Could not remove the lookup tables: {e}"),
+    }
+}
+
 /// Chunk ids whose locations a table build resolves up front (57 bytes each in memory); a layer
 /// with more distinct chunks looks the rest up one by one.
 const MAX_RESOLVED: usize = 1 << 20;
