@@ -123,6 +123,9 @@ pub enum Error {
     /// An encrypted repository and no passphrase to open it with.
     #[error("No passphrase: {0}")]
     NoPassphrase(String),
+    /// `copy` could not copy a snapshot, or what it copied does not match the source.
+    #[error("Copying snapshot {snapshot}: {detail}")]
+    Copy { snapshot: String, detail: String },
 }
 
 /// Shorthand used throughout the library.

@@ -14,6 +14,7 @@ pub mod compress;
 pub mod config;
 pub mod consolidate;
 pub mod content;
+pub mod copy;
 pub mod diff;
 pub mod entry;
 pub mod error;

@@ -4,6 +4,9 @@
 //! secret stores), `$STRATA_PASSWORD`, and a prompt when standard input is a terminal. Never a
 //! command-line argument: other users can read those in `/proc`.
 //!
+//! The source repository of `copy` has sources of its own, the same list under other names
+//! (`--from-password-file`, `$STRATA_FROM_PASSWORD_FILE`, …: [`Sources::copy_source`]).
+//!
 //! A file's or a command's output loses one trailing newline (`\n` or `\r\n`); nothing else is
 //! trimmed. Sources are only consulted when a repository turns out to be encrypted.
 
@@ -43,18 +46,19 @@ pub fn from_file(path: &Path) -> Result<Passphrase> {
     Ok(Passphrase::new(strip_newline(b)))
 }
 
-/// Runs `command` with `sh -c` and takes its standard output.
-fn from_command(command: &str) -> Result<Passphrase> {
+/// Runs `command` with `sh -c` and takes its standard output; `var` names the variable it came
+/// from, for messages (`running`: "Running $VAR").
+fn from_command(command: &str, var: &str, running: &'static str) -> Result<Passphrase> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit())
         .output()
-        .ctx("Running $STRATA_PASSWORD_COMMAND", PathBuf::from("sh"))?;
+        .ctx(running, PathBuf::from("sh"))?;
     if !out.status.success() {
         return Err(Error::NoPassphrase(format!(
-            "$STRATA_PASSWORD_COMMAND failed ({})",
+            "${var} failed ({})",
             out.status
         )));
     }
@@ -65,30 +69,97 @@ fn env(name: &str) -> Option<std::ffi::OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
 
-/// The passphrase from the first source that is set, without prompting; `None` when none is.
-pub fn configured() -> Result<Option<Passphrase>> {
-    if let Some(p) = PASSWORD_FILE.get() {
-        return from_file(p).map(Some);
-    }
-    if let Some(p) = env("STRATA_PASSWORD_FILE") {
-        return from_file(Path::new(&p)).map(Some);
-    }
-    if let Some(c) = env("STRATA_PASSWORD_COMMAND") {
-        return from_command(&c.to_string_lossy()).map(Some);
-    }
-    if let Some(p) = env("STRATA_PASSWORD") {
-        use std::os::unix::ffi::OsStringExt;
-        return Ok(Some(Passphrase::new(p.into_vec())));
-    }
-    Ok(None)
+/// Where one repository's passphrase is looked for, in order: a file named on the command line,
+/// then three environment variables (a file, a command, the passphrase itself), then a prompt.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// The file the command line named (`--password-file`), if any.
+    pub file: Option<PathBuf>,
+    /// The command-line option naming the file, for messages.
+    pub file_option: &'static str,
+    /// The variable naming a passphrase file.
+    pub file_var: &'static str,
+    /// The variable holding a command whose output is the passphrase.
+    pub command_var: &'static str,
+    /// "Running $" and that variable, for the message when the command cannot be started.
+    pub command_context: &'static str,
+    /// The variable holding the passphrase.
+    pub var: &'static str,
 }
 
-const NONE_GIVEN: &str = "the repository is encrypted; give its passphrase with --password-file, $STRATA_PASSWORD_FILE, $STRATA_PASSWORD_COMMAND or $STRATA_PASSWORD, or run strata on a terminal";
+impl Sources {
+    /// The sources of the repository a command works on (`--repo`).
+    pub fn repository() -> Sources {
+        Sources {
+            file: PASSWORD_FILE.get().cloned(),
+            file_option: "--password-file",
+            file_var: "STRATA_PASSWORD_FILE",
+            command_var: "STRATA_PASSWORD_COMMAND",
+            command_context: "Running $STRATA_PASSWORD_COMMAND",
+            var: "STRATA_PASSWORD",
+        }
+    }
 
-/// Asks on the terminal, when standard input is one.
-fn prompt(text: &str) -> Result<Passphrase> {
+    /// The sources of the repository `copy` reads from (`--from-repo`), restic's names:
+    /// `--from-password-file` (`file`), `$STRATA_FROM_PASSWORD_FILE`,
+    /// `$STRATA_FROM_PASSWORD_COMMAND`, `$STRATA_FROM_PASSWORD`.
+    pub fn copy_source(file: Option<PathBuf>) -> Sources {
+        Sources {
+            file,
+            file_option: "--from-password-file",
+            file_var: "STRATA_FROM_PASSWORD_FILE",
+            command_var: "STRATA_FROM_PASSWORD_COMMAND",
+            command_context: "Running $STRATA_FROM_PASSWORD_COMMAND",
+            var: "STRATA_FROM_PASSWORD",
+        }
+    }
+
+    /// The passphrase from the first source that is set, without prompting; `None` when none is.
+    pub fn configured(&self) -> Result<Option<Passphrase>> {
+        if let Some(p) = &self.file {
+            return from_file(p).map(Some);
+        }
+        if let Some(p) = env(self.file_var) {
+            return from_file(Path::new(&p)).map(Some);
+        }
+        if let Some(c) = env(self.command_var) {
+            return from_command(&c.to_string_lossy(), self.command_var, self.command_context).map(Some);
+        }
+        if let Some(p) = env(self.var) {
+            use std::os::unix::ffi::OsStringExt;
+            return Ok(Some(Passphrase::new(p.into_vec())));
+        }
+        Ok(None)
+    }
+
+    /// The passphrase of the repository at `repo`: from the configured sources, else a prompt.
+    pub fn current(&self, repo: &Path) -> Result<Passphrase> {
+        match self.configured()? {
+            Some(p) => Ok(p),
+            None => prompt(
+                &format!("Passphrase for {}: ", repo.display()),
+                &self.none_given(),
+            ),
+        }
+    }
+
+    fn none_given(&self) -> String {
+        format!(
+            "the repository is encrypted; give its passphrase with {}, ${}, ${} or ${}, or run strata on a terminal",
+            self.file_option, self.file_var, self.command_var, self.var
+        )
+    }
+}
+
+/// The passphrase from the first source that is set, without prompting; `None` when none is.
+pub fn configured() -> Result<Option<Passphrase>> {
+    Sources::repository().configured()
+}
+
+/// Asks on the terminal, when standard input is one; `none_given` says what to do otherwise.
+fn prompt(text: &str, none_given: &str) -> Result<Passphrase> {
     if !std::io::stdin().is_terminal() {
-        return Err(Error::NoPassphrase(NONE_GIVEN.into()));
+        return Err(Error::NoPassphrase(none_given.into()));
     }
     let p = rpassword::prompt_password(text).ctx("Reading the passphrase from", "the terminal")?;
     Ok(Passphrase::new(p.into_bytes()))
@@ -96,10 +167,7 @@ fn prompt(text: &str) -> Result<Passphrase> {
 
 /// The passphrase of the repository at `repo`: from the configured sources, else a prompt.
 pub fn current(repo: &Path) -> Result<Passphrase> {
-    match configured()? {
-        Some(p) => Ok(p),
-        None => prompt(&format!("Passphrase for {}: ", repo.display())),
-    }
+    Sources::repository().current(repo)
 }
 
 /// A new passphrase: from `file` when given, else (for a new repository, `configured_ok`) the
@@ -110,8 +178,9 @@ pub fn new_passphrase(file: Option<&Path>, configured_ok: bool) -> Result<Passph
         None => match configured_ok.then(configured).transpose()?.flatten() {
             Some(p) => p,
             None => {
-                let a = prompt("New passphrase: ")?;
-                let b = prompt("Repeat the new passphrase: ")?;
+                let none = Sources::repository().none_given();
+                let a = prompt("New passphrase: ", &none)?;
+                let b = prompt("Repeat the new passphrase: ", &none)?;
                 if a.as_bytes() != b.as_bytes() {
                     return Err(Error::InvalidArgument("the passphrases differ".into()));
                 }
@@ -142,11 +211,11 @@ mod tests {
     #[test]
     fn a_command_s_output_is_the_passphrase() {
         assert_eq!(
-            from_command("printf 'se cret\\n'").unwrap().as_bytes(),
+            from_command("printf 'se cret\\n'", "X", "Running $X").unwrap().as_bytes(),
             b"se cret"
         );
         assert!(matches!(
-            from_command("exit 3"),
+            from_command("exit 3", "X", "Running $X"),
             Err(Error::NoPassphrase(_))
         ));
     }

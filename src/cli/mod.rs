@@ -26,6 +26,7 @@ mod check;
 mod completions;
 mod config;
 mod consolidate;
+mod copy;
 mod diff;
 mod find;
 mod forget;
@@ -156,6 +157,8 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Restore a snapshot (or some of its paths) into a directory, with metadata, safely
     Restore(restore::RestoreArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one, verified
+    Copy(copy::CopyArgs),
     /// Show the effective configuration (file, environment, flags) and where each value comes from
     Config(config::ConfigArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
@@ -348,6 +351,7 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
         Command::Consolidate(a) => consolidate::run(&path, a),
         Command::Prune(a) => prune::run(&path, a),
         Command::Restore(a) => restore::run(&path, a),
+        Command::Copy(a) => copy::run(&path, a),
         Command::Config(a) => config::run(parsed, a),
         Command::Completions(a) => completions::run(a),
         Command::Key(a) => key::run(&path, a),

@@ -1,5 +1,5 @@
-//! Metrics for monitoring: what `--metrics-file PATH` writes after backup, check, forget, prune
-//! and restore, in the Prometheus text format that node_exporter's textfile collector reads.
+//! Metrics for monitoring: what `--metrics-file PATH` writes after backup, check, forget, prune,
+//! restore and copy, in the Prometheus text format that node_exporter's textfile collector reads.
 //!
 //! One file may collect the series of several commands, sources and repositories (a file per
 //! host is usual): each run reads the previous file, replaces its own series and keeps the rest
@@ -64,6 +64,8 @@ pub enum Command {
     Prune,
     /// `strata restore`
     Restore,
+    /// `strata copy`
+    Copy,
 }
 
 impl Command {
@@ -75,6 +77,7 @@ impl Command {
             Command::Forget => "forget",
             Command::Prune => "prune",
             Command::Restore => "restore",
+            Command::Copy => "copy",
         }
     }
 }
@@ -419,7 +422,7 @@ impl RunReport {
                         &f::CHECK_BAD_CHUNKS,
                         &f::CHECK_PROBLEMS,
                     ],
-                    Command::Forget | Command::Prune | Command::Restore => &[],
+                    Command::Forget | Command::Prune | Command::Restore | Command::Copy => &[],
                 };
                 let scope = if self.command == Command::Backup {
                     source.clone()
