@@ -8,6 +8,7 @@ mod integration {
     mod check;
     mod completions;
     mod config;
+    mod copy;
     mod crash;
     mod damage;
     mod dedup;

@@ -14,7 +14,7 @@ use crate::copy::{self, CopyOptions, CopyOutcome, CopyStats, Planned, Source};
 use crate::metrics::{Command, MetricsOptions, Recorder};
 use crate::passphrase::Sources;
 use crate::repo::Repo;
-use crate::{ops, Error, Result};
+use crate::{ops, Result};
 
 /// `strata copy`
 #[derive(Args, Debug)]
@@ -23,8 +23,8 @@ use crate::{ops, Error, Result};
 ])]
 pub struct CopyArgs {
     /// The repository to copy snapshots from (the target is --repo)
-    #[arg(long, value_name = "DIR", env = "STRATA_FROM_REPO")]
-    pub from_repo: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", env = "STRATA_FROM_REPO", required = true)]
+    pub from_repo: PathBuf,
     /// Read the passphrase of an encrypted --from-repo from FILE (also
     /// $STRATA_FROM_PASSWORD_COMMAND, $STRATA_FROM_PASSWORD, else a prompt)
     #[arg(long, value_name = "FILE", env = "STRATA_FROM_PASSWORD_FILE")]
@@ -48,12 +48,7 @@ pub fn run(target: &Path, a: CopyArgs) -> Result<i32> {
 }
 
 fn copy_with(target: &Path, a: CopyArgs, rec: &Recorder) -> Result<i32> {
-    let from = a.from_repo.clone().ok_or_else(|| {
-        Error::InvalidArgument(
-            "copy needs the repository to copy from: --from-repo DIR (or $STRATA_FROM_REPO)"
-                .into(),
-        )
-    })?;
+    let from = a.from_repo.clone();
     copy::check_distinct(&from, target)?;
     // The source is registered first and let go of at once; only then is the target held, so
     // that two copies in opposite directions never wait for each other.
