@@ -123,7 +123,8 @@ impl Sources {
             return from_file(Path::new(&p)).map(Some);
         }
         if let Some(c) = env(self.command_var) {
-            return from_command(&c.to_string_lossy(), self.command_var, self.command_context).map(Some);
+            return from_command(&c.to_string_lossy(), self.command_var, self.command_context)
+                .map(Some);
         }
         if let Some(p) = env(self.var) {
             use std::os::unix::ffi::OsStringExt;
@@ -211,7 +212,9 @@ mod tests {
     #[test]
     fn a_command_s_output_is_the_passphrase() {
         assert_eq!(
-            from_command("printf 'se cret\\n'", "X", "Running $X").unwrap().as_bytes(),
+            from_command("printf 'se cret\\n'", "X", "Running $X")
+                .unwrap()
+                .as_bytes(),
             b"se cret"
         );
         assert!(matches!(

@@ -93,10 +93,10 @@ pub struct Cli {
         display_order = 100
     )]
     pub config: Option<PathBuf>,
-    /// Progress display of backup, restore, check, repair and prune (auto: a bar on a terminal)
+    /// Progress display of backup, restore, check, repair, prune and copy (auto: a bar on a terminal)
     #[arg(
         long,
-        long_help = "Progress display of backup, restore, check, repair and prune: a bar when \
+        long_help = "Progress display of backup, restore, check, repair, prune and copy: a bar when \
                      stderr is a terminal (auto); always (off a terminal, a plain line a second); \
                      never; or json (JSON lines on stderr, at most four a second, and a last one \
                      with \"done\": true). --progress alone means always",

@@ -112,8 +112,7 @@ fn alike(a: &Entry, b: &Entry) -> bool {
         && b.kind == Kind::File
         && (a.size, a.mtime_ns, a.ctime_ns, a.ino) == (b.size, b.mtime_ns, b.ctime_ns, b.ino)
         && a.chunks.len() == b.chunks.len()
-        && a
-            .chunks
+        && a.chunks
             .iter()
             .zip(&b.chunks)
             .all(|(x, y)| (x.offset, x.len) == (y.offset, y.len))

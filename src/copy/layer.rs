@@ -127,7 +127,8 @@ fn write(
     crash_point("copy-after-layer");
     let blobs = write_layer_blobs(target, &mut out.writer, &id, &BTreeSet::new())?;
     let record = record(p, blobs, depth);
-    out.writer.add_blob(RecordType::Snapshot, &record.encode())?;
+    out.writer
+        .add_blob(RecordType::Snapshot, &record.encode())?;
     let ws = out.writer.finish()?;
     let verified = verify::records(target, &out.written, &record, entries, progress)?;
     crash_point("copy-before-commit");
@@ -170,12 +171,16 @@ fn translate(chunks: &mut Chunks, e: &mut Entry, mut out: Option<&mut Out>) -> R
     Ok(changed)
 }
 
+/// Receives the entries of a layer: (dir, name, the stored value when it is the source's own,
+/// the entry).
+type EntrySink<'a> = dyn FnMut(&[u8], &[u8], Option<&[u8]>, Entry) -> Result<()> + 'a;
+
 /// Calls `f` with each entry to write for `p`, as (dir, name, stored value when it is the
 /// source's own, entry): the source's layer in key order, or with `as_full` the whole view.
 fn each_entry(
     source: &Arc<Repo>,
     p: &Planned,
-    f: &mut dyn FnMut(&[u8], &[u8], Option<&[u8]>, Entry) -> Result<()>,
+    f: &mut EntrySink,
 ) -> Result<()> {
     let id = p.snapshot.id;
     if p.as_full {

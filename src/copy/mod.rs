@@ -182,7 +182,9 @@ fn planned(source: &mut Source, target: &Repo, opts: &CopyOptions) -> Result<pla
         if source.lease(&plan.lease)? {
             return Ok(plan);
         }
-        log::info!("A forget or prune of the source started; planning again on a new copy of its index");
+        log::info!(
+            "A forget or prune of the source started; planning again on a new copy of its index"
+        );
         source.refresh()?;
     }
 }

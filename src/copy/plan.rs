@@ -112,11 +112,8 @@ pub(super) fn make(
     selected: Vec<Snapshot>,
     forgotten: &HashSet<SnapshotId>,
 ) -> Result<Plan> {
-    let all: HashMap<SnapshotId, Snapshot> = source
-        .snapshots()?
-        .into_iter()
-        .map(|s| (s.id, s))
-        .collect();
+    let all: HashMap<SnapshotId, Snapshot> =
+        source.snapshots()?.into_iter().map(|s| (s.id, s)).collect();
     let mut present: HashMap<SnapshotId, bool> = HashMap::new();
     let mut is_present = |id: &SnapshotId| -> Result<bool> {
         if let Some(&p) = present.get(id) {

@@ -57,9 +57,7 @@ pub(super) fn records(
     if in_blobs != entries {
         return Err(mismatch(
             &record.id,
-            format!(
-                "its layer blobs hold {in_blobs} entries, its layer {entries}, after writing"
-            ),
+            format!("its layer blobs hold {in_blobs} entries, its layer {entries}, after writing"),
         ));
     }
     let encoded = record.encode();
@@ -125,10 +123,7 @@ pub(super) fn view(
 fn differs(id: &SnapshotId, path: &[u8], what: &str) -> Error {
     mismatch(
         id,
-        format!(
-            "the copy differs from the source: {} is {what}",
-            show(path)
-        ),
+        format!("the copy differs from the source: {} is {what}", show(path)),
     )
 }
 

@@ -111,7 +111,11 @@ fn rsync_diff(want: &Path, got: &Path) -> String {
 
 /// A source repository with the fixture's five-step history (full, incremental, differential,
 /// incremental, full); returns the snapshots with their captures.
-fn fixture_source(t: &Path, name: &str, encrypt: bool) -> (PathBuf, PathBuf, Vec<(String, fixture::Tree)>) {
+fn fixture_source(
+    t: &Path,
+    name: &str,
+    encrypt: bool,
+) -> (PathBuf, PathBuf, Vec<(String, fixture::Tree)>) {
     let repo = t.join(name);
     if encrypt {
         encrypted(&repo);
@@ -148,7 +152,10 @@ fn copies_restore_identically_between_plain_and_encrypted_repositories() {
             let dst = target(t.path(), &format!("dst-{src_enc}-{dst_enc}"), dst_enc);
             let v = copy_json(&dst, &source, &[]);
             assert_eq!(v["stats"]["snapshots_copied"], 5, "{label}: {v}");
-            assert!(v["stats"]["verified_records"].as_u64().unwrap() > 0, "{label}");
+            assert!(
+                v["stats"]["verified_records"].as_u64().unwrap() > 0,
+                "{label}"
+            );
             assert_eq!(
                 snapshot_ids(&dst),
                 snapshot_ids(&source),
@@ -160,11 +167,18 @@ fn copies_restore_identically_between_plain_and_encrypted_repositories() {
             }
             // The newest (a full of the unchanged tree) against the source tree itself.
             let out = restore(&dst, &history[4].0, t.path());
-            assert_eq!(rsync_diff(&src, &out), "", "{label}: rsync sees differences");
+            assert_eq!(
+                rsync_diff(&src, &out),
+                "",
+                "{label}: rsync sees differences"
+            );
             assert_clean(&dst, &label);
             // An empty target: every chunk is read once and sent once.
             assert_eq!(v["stats"]["present_chunks"], 0, "{label}: {v}");
-            assert_eq!(v["stats"]["read_chunks"], v["stats"]["new_chunks"], "{label}: {v}");
+            assert_eq!(
+                v["stats"]["read_chunks"], v["stats"]["new_chunks"],
+                "{label}: {v}"
+            );
         }
     }
 }
@@ -221,7 +235,10 @@ fn chains_come_along_a_second_copy_sends_nothing_and_new_backups_send_only_their
         assert_eq!(actions(&v), want, "{v}");
         assert_eq!(v["stats"]["snapshots_copied"], 3);
         assert_eq!(v["stats"]["ancestors_copied"], 2);
-        assert_eq!(snapshot_ids(&dst), vec![full.clone(), diff.clone(), incr2.clone()]);
+        assert_eq!(
+            snapshot_ids(&dst),
+            vec![full.clone(), diff.clone(), incr2.clone()]
+        );
         let out = restore(&dst, &incr2, t.path());
         assert_eq!(rsync_diff(&src, &out), "");
 
@@ -241,7 +258,10 @@ fn chains_come_along_a_second_copy_sends_nothing_and_new_backups_send_only_their
         assert!(snapshot_ids(&dst).contains(&incr1));
         let v = copy_json(&dst, &source, &[]);
         assert_eq!(
-            (v["stats"]["snapshots_copied"].as_u64(), v["stats"]["new_chunks"].as_u64()),
+            (
+                v["stats"]["snapshots_copied"].as_u64(),
+                v["stats"]["new_chunks"].as_u64()
+            ),
             (Some(0), Some(0)),
             "a second copy of everything sends nothing: {v}"
         );
@@ -254,7 +274,11 @@ fn chains_come_along_a_second_copy_sends_nothing_and_new_backups_send_only_their
         assert!(new1 > 0 && new2 > 0);
         let dry = copy_json(&dst, &source, &["--dry-run"]);
         assert_eq!(dry["dry_run"], true);
-        assert_eq!(dry["stats"]["new_chunks"].as_u64(), Some(new1 + new2), "{dry}");
+        assert_eq!(
+            dry["stats"]["new_chunks"].as_u64(),
+            Some(new1 + new2),
+            "{dry}"
+        );
         assert_eq!(snapshot_ids(&dst).len(), 4, "a dry run writes nothing");
         let v = copy_json(&dst, &source, &[]);
         assert_eq!(v["stats"]["snapshots_copied"], 2, "{v}");
@@ -288,8 +312,11 @@ fn a_target_with_snapshots_of_its_own_keeps_them_and_dedups_against_them() {
         for i in 0..150 {
             std::fs::write(
                 a.join(format!("docs/order-{i}.json")),
-                format!("{{\"id\":{i},\"customer\":\"c{}\",\"lines\":[{{\"sku\":\"s{i}\"}}]}}", i % 7)
-                    .repeat(20),
+                format!(
+                    "{{\"id\":{i},\"customer\":\"c{}\",\"lines\":[{{\"sku\":\"s{i}\"}}]}}",
+                    i % 7
+                )
+                .repeat(20),
             )
             .unwrap();
         }
@@ -304,7 +331,10 @@ fn a_target_with_snapshots_of_its_own_keeps_them_and_dedups_against_them() {
         let v = copy_json(&dst, &source, &[]);
         assert_eq!(v["stats"]["snapshots_copied"], 1);
         let present = v["stats"]["present_chunks"].as_u64().unwrap();
-        assert!(present >= 2, "shared.bin's chunks were found in the target: {v}");
+        assert!(
+            present >= 2,
+            "shared.bin's chunks were found in the target: {v}"
+        );
         assert!(v["stats"]["present_bytes"].as_u64().unwrap() >= shared.len() as u64);
         assert_eq!(snapshot_ids(&dst).len(), 2);
         let out = restore(&dst, &copied, t.path());
@@ -472,7 +502,10 @@ fn a_snapshot_the_target_forgot_stays_forgotten_and_what_builds_on_it_comes_as_a
     assert_eq!(copied[0]["as_full"], true);
     let list = crate::common::snapshot_list(&dst);
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0]["kind"].as_str(), list[0]["depth"].as_u64()), (Some("full"), Some(1)));
+    assert_eq!(
+        (list[0]["kind"].as_str(), list[0]["depth"].as_u64()),
+        (Some("full"), Some(1))
+    );
     let out = restore(&dst, &next, t.path());
     assert_eq!(rsync_diff(&src, &out), "");
     assert_clean(&dst, "as full");
@@ -496,14 +529,24 @@ fn bad_input_fails_clearly() {
 
     let o = copy(&dst, &t.path().join("missing"), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
-    assert!(err(&o).contains("no strata repository there"), "{}", err(&o));
+    assert!(
+        err(&o).contains("no strata repository there"),
+        "{}",
+        err(&o)
+    );
 
     // Wrong passphrase for the source: exit 5, nothing written to the target.
     let wrong = t.path().join("wrong");
     std::fs::write(&wrong, "not it\n").unwrap();
     let o = strata(
         &dst,
-        &["copy", "--from-repo", s(&source), "--from-password-file", s(&wrong)],
+        &[
+            "copy",
+            "--from-repo",
+            s(&source),
+            "--from-password-file",
+            s(&wrong),
+        ],
     );
     assert_eq!(o.status.code(), Some(5), "{}", err(&o));
     assert!(err(&o).contains("Wrong passphrase"), "{}", err(&o));
@@ -517,7 +560,14 @@ fn bad_input_fails_clearly() {
     assert!(err(&o).contains("--from-password-file"), "{}", err(&o));
     // The environment works as the option does.
     let o = Command::new(bin())
-        .args(["--repo", s(&dst), "copy", "--from-repo", s(&source), "--json"])
+        .args([
+            "--repo",
+            s(&dst),
+            "copy",
+            "--from-repo",
+            s(&source),
+            "--json",
+        ])
         .env("STRATA_FROM_PASSWORD", "test passphrase")
         .output()
         .unwrap();
@@ -557,14 +607,123 @@ fn source_filter_progress_and_metrics() {
     let out = copy(
         &dst,
         &source,
-        &["--source", "beta", "--progress=json", "--metrics-file", s(&metrics)],
+        &[
+            "--source",
+            "beta",
+            "--progress=json",
+            "--metrics-file",
+            s(&metrics),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(snapshot_ids(&dst), vec![beta]);
     let progress = String::from_utf8_lossy(&out.stderr);
     let last: serde_json::Value =
         serde_json::from_str(progress.lines().last().expect("progress lines")).unwrap();
-    assert_eq!((last["command"].as_str(), last["done"].as_bool()), (Some("copy"), Some(true)));
+    assert_eq!(
+        (last["command"].as_str(), last["done"].as_bool()),
+        (Some("copy"), Some(true))
+    );
     let m = std::fs::read_to_string(&metrics).unwrap();
-    assert!(m.contains("strata_last_run_success{command=\"copy\"} 1"), "{m}");
+    assert!(
+        m.contains("strata_last_run_success{command=\"copy\"} 1"),
+        "{m}"
+    );
+}
+
+/// Runs `forget … --prune` on the source when the copy starts copying: after the copy planned
+/// and leased what it reads, before it reads any chunk.
+struct PruneWhenCopying {
+    args: Vec<String>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl strata::progress::Progress for PruneWhenCopying {
+    fn phase(&self, label: &'static str) {
+        if label != "Copying" || self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let out = Command::new(bin()).args(&self.args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_prune_of_the_source_during_a_copy_moves_chunks_but_never_changes_what_is_copied() {
+    let t = tempfile::tempdir().unwrap();
+    let source = t.path().join("source");
+    init(&source);
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("keep")).unwrap();
+    std::fs::create_dir_all(data.join("drop")).unwrap();
+    for i in 0..8u64 {
+        std::fs::write(data.join(format!("keep/{i}")), pseudo_random(300_000, i)).unwrap();
+        std::fs::write(
+            data.join(format!("drop/{i}")),
+            pseudo_random(300_000, 50 + i),
+        )
+        .unwrap();
+    }
+    let first = backup(&source, &data, &["--kind", "full"]);
+    std::fs::remove_dir_all(data.join("drop")).unwrap();
+    // Its chunks live in the first backup's pack, half of which is dead once that is forgotten.
+    let second = backup(&source, &data, &["--kind", "full"]);
+    let packs_before = pack_names(&source);
+    let dst = target(t.path(), "target", true);
+
+    let hook = std::sync::Arc::new(PruneWhenCopying {
+        // The copied snapshot itself is forgotten too: its lease keeps its layer and chunks.
+        args: ["--repo", s(&source), "forget", &first, &second, "--prune"]
+            .map(String::from)
+            .to_vec(),
+        done: Default::default(),
+    });
+    let mut from =
+        strata::copy::Source::open(&source, &strata::passphrase::Sources::copy_source(None))
+            .unwrap();
+    let to = crate::common::open(&dst).open().unwrap();
+    let opts = strata::copy::CopyOptions {
+        snapshots: vec![second.clone()],
+        progress: strata::progress::ProgressHandle(hook.clone()),
+        ..Default::default()
+    };
+    let out = strata::copy::copy(&mut from, &to, &opts).unwrap();
+    assert!(hook.done.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(out.stats.snapshots_copied, 1);
+    drop((to, from));
+
+    let after = pack_names(&source);
+    assert!(
+        packs_before.iter().any(|p| !after.contains(p)),
+        "the prune rewrote the pack the copy read: {packs_before:?} → {after:?}"
+    );
+    assert!(snapshot_ids(&source).is_empty());
+    assert_eq!(snapshot_ids(&dst), vec![second.clone()]);
+    let restored = restore(&dst, &second, t.path());
+    assert_eq!(rsync_diff(&data, &restored), "");
+    assert_clean(&dst, "copied while the source was pruned");
+    // The copy is over: its lease is gone, and the next prune reclaims the forgotten layer.
+    let p = strata_ok(&source, &["prune", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
+    assert!(p["orphan_entries"].as_u64().unwrap() > 0, "{p}");
+}
+
+/// The pack files of a repository, by name.
+fn pack_names(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(repo.join("packs")).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            out.push(f.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
 }
