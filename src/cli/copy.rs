@@ -89,11 +89,11 @@ fn print_human(out: &CopyOutcome, dry_run: bool) {
     for p in &out.snapshots {
         let s = &p.snapshot;
         let what = match (p.action, p.as_full) {
-            (copy::Action::Copy, false) => "copy    ",
-            (copy::Action::Ancestor, false) => "ancestor",
-            (_, true) => "as full ",
-            (copy::Action::Present, _) => "present ",
-            (copy::Action::Forgotten, _) => "forgot  ",
+            (copy::Action::Copy, false) => "copy     ",
+            (copy::Action::Ancestor, false) => "ancestor ",
+            (_, true) => "as full  ",
+            (copy::Action::Present, _) => "present  ",
+            (copy::Action::Forgotten, _) => "forgotten",
         };
         outln!(
             "  {what} {}  {}  {:<12}  {}",
@@ -105,34 +105,56 @@ fn print_human(out: &CopyOutcome, dry_run: bool) {
     }
     let s = &out.stats;
     let c = &s.chunks;
-    let (verb, sent) = if dry_run {
-        ("Would copy", "would send")
-    } else {
-        ("Copied", "sent")
-    };
+    let verb = if dry_run { "Would copy" } else { "Copied" };
+    let mut line = format!("{verb} {} snapshot(s)", s.snapshots_copied);
+    if s.ancestors_copied > 0 {
+        line.push_str(&format!(", {} of them as ancestors", s.ancestors_copied));
+    }
+    if !dry_run {
+        line.push_str(&format!(
+            "{} in {:.1} s",
+            if s.ancestors_copied > 0 { "," } else { "" },
+            s.elapsed_ms as f64 / 1000.0
+        ));
+    }
+    line.push_str(&format!("; {} already in the target", s.snapshots_present));
+    if s.copied_as_full > 0 {
+        line.push_str(&format!(
+            "; {} as a full layer (an ancestor was forgotten in the target)",
+            s.copied_as_full
+        ));
+    }
+    if s.snapshots_forgotten > 0 {
+        line.push_str(&format!(
+            "; {} forgotten in the target, not copied again",
+            s.snapshots_forgotten
+        ));
+    }
+    outln!("{line}");
+    if dry_run {
+        outln!(
+            "Chunks: would send {} ({}), {} already in the target ({})",
+            c.new_chunks,
+            human_size(c.new_bytes),
+            c.present_chunks,
+            human_size(c.present_bytes)
+        );
+        return;
+    }
     outln!(
-        "{verb} {} snapshot(s) ({} as ancestors, {} as fulls); {} already in the target, {} forgotten there",
-        s.snapshots_copied,
-        s.ancestors_copied,
-        s.copied_as_full,
-        s.snapshots_present,
-        s.snapshots_forgotten
-    );
-    outln!(
-        "Chunks: {sent} {} ({}), {} already in the target ({})",
+        "Chunks: sent {} ({}; {} stored), {} already in the target ({})",
         c.new_chunks,
         human_size(c.new_bytes),
+        human_size(s.stored_bytes),
         c.present_chunks,
         human_size(c.present_bytes)
     );
-    if !dry_run && s.snapshots_copied > 0 {
+    if s.snapshots_copied > 0 {
         outln!(
-            "Verified: {} record(s) read back ({}), {} entries compared with the source; {} stored in {:.1} s",
+            "Verified: {} record(s) read back ({}), {} entries compared with the source",
             s.verified.records,
             human_size(s.verified.bytes),
-            s.entries_compared,
-            human_size(s.stored_bytes),
-            s.elapsed_ms as f64 / 1000.0
+            s.entries_compared
         );
     }
 }

@@ -177,11 +177,7 @@ type EntrySink<'a> = dyn FnMut(&[u8], &[u8], Option<&[u8]>, Entry) -> Result<()>
 
 /// Calls `f` with each entry to write for `p`, as (dir, name, stored value when it is the
 /// source's own, entry): the source's layer in key order, or with `as_full` the whole view.
-fn each_entry(
-    source: &Arc<Repo>,
-    p: &Planned,
-    f: &mut EntrySink,
-) -> Result<()> {
+fn each_entry(source: &Arc<Repo>, p: &Planned, f: &mut EntrySink) -> Result<()> {
     let id = p.snapshot.id;
     if p.as_full {
         let view = View::open(source, &id)?;

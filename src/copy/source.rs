@@ -25,7 +25,6 @@ use crate::repo::Repo;
 /// The source repository of a copy, read through private copies of its index.
 pub struct Source {
     path: PathBuf,
-    reader: Arc<Reader>,
     /// How new copies are opened (unlocked already, never asking again).
     open: Open,
     /// The copy the plan, the layers and the views are read from, and when it was taken.
@@ -33,6 +32,8 @@ pub struct Source {
     stamp: Stamp,
     /// The copy chunk reads go to: the first, or a newer one after a prune moved chunks.
     chunks: Mutex<(Arc<Repo>, Stamp)>,
+    /// Last, so that it is dropped (and its directory removed) after the copies are closed.
+    reader: Arc<Reader>,
 }
 
 impl Source {
@@ -52,7 +53,8 @@ impl Source {
         let (reader, first) = if crate::forget::interrupted(&first.repo)?.is_some() {
             // Its layers disagree with their blobs until the rewrite is complete; completing it
             // is what any command that opens the index does first.
-            drop((reader, first));
+            drop(first);
+            drop(reader);
             crate::ops::read_only_with(open.clone(), |_| Ok(()))?;
             Reader::register(open.clone())?
         } else {

@@ -225,6 +225,13 @@ fn chains_come_along_a_second_copy_sends_nothing_and_new_backups_send_only_their
         let incr2 = backup(&source, &src, &["--kind", "incremental"]);
         let dst = target(t.path(), &format!("target-{dst_enc}"), dst_enc);
 
+        // A differential needs its full.
+        let v = copy_json(&dst, &source, &["--dry-run", &diff[..8]]);
+        let want = vec![
+            (full.clone(), "ancestor".to_string()),
+            (diff.clone(), "copied".to_string()),
+        ];
+        assert_eq!(actions(&v), want, "{v}");
         // `latest` is an incremental on a differential on the full: all three come, incr1 not.
         let v = copy_json(&dst, &source, &["latest"]);
         let want = vec![
