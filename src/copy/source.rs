@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::lease::{Reader, Stamp};
 use crate::open::Open;
@@ -124,19 +124,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Refuses a copy from a repository into itself: the same directory (by device and inode, so
-/// also through a symlink or another path).
+/// also through a symlink or another path), or the same name when it is no directory here.
 pub fn check_distinct(source: &Path, target: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Ok(b)) = (std::fs::metadata(source), std::fs::metadata(target)) else {
-        // A missing one is reported when it is opened.
-        return Ok(());
+    let same = match (std::fs::metadata(source), std::fs::metadata(target)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => trimmed(source) == trimmed(target),
     };
-    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
-        let shown = std::fs::canonicalize(target).ctx("Resolving", target)?;
+    if same {
+        let shown = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
         return Err(Error::InvalidArgument(format!(
             "--from-repo and --repo are the same repository ({}); copy needs two repositories",
             shown.display()
         )));
     }
     Ok(())
+}
+
+/// `path` without trailing slashes.
+fn trimmed(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    let b = path.as_os_str().as_bytes();
+    let end = b
+        .iter()
+        .rposition(|&c| c != b'/')
+        .map_or(b.len().min(1), |i| i + 1);
+    &b[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_repository_is_refused_by_any_path_or_name() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::os::unix::fs::symlink(&a, t.path().join("alias")).unwrap();
+        assert!(check_distinct(&a, &b).is_ok());
+        assert!(check_distinct(&a, &t.path().join("alias")).is_err());
+        assert!(check_distinct(&a, &t.path().join("b/../a")).is_err());
+        // Names that are no directory here (a bucket) are compared as names.
+        let (x, y) = (
+            Path::new("s3://bucket/prefix/"),
+            Path::new("s3://bucket/prefix"),
+        );
+        assert!(check_distinct(x, y).is_err());
+        assert!(check_distinct(x, Path::new("s3://bucket/other")).is_ok());
+        assert_eq!(trimmed(Path::new("/")), b"/");
+    }
 }
