@@ -136,10 +136,9 @@ pub fn copy(source: &mut Source, target: &Arc<Repo>, opts: &CopyOptions) -> Resu
         stats.stored_bytes += done.stored_bytes;
         stats.verified.records += done.verified.records;
         stats.verified.bytes += done.verified.bytes;
-    }
-    if !opts.dry_run && !todo.is_empty() {
-        progress.0.phase("Comparing views");
-        for p in &todo {
+        if !opts.dry_run {
+            // Each view as soon as it is committed: what an error stops leaves only verified
+            // snapshots behind.
             let mut identify = |c: &crate::id::ChunkId| chunks.identify(c);
             stats.entries_compared += verify::view(&src, target, &p.snapshot.id, &mut identify)?;
         }
