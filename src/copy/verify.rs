@@ -161,3 +161,45 @@ fn compare(
     };
     Err(differs(id, path, &format!("copied with {what}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{ChunkRef, Kind};
+
+    fn file(chunk: u8, mtime_ns: i64) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size: 10,
+            mtime_ns,
+            chunks: vec![ChunkRef {
+                id: ChunkId([chunk; 32]),
+                offset: 0,
+                len: 10,
+            }],
+            ..Entry::whiteout()
+        }
+    }
+
+    #[test]
+    fn entries_compare_with_their_chunks_translated() {
+        let id = SnapshotId([1; 16]);
+        // The target knows source chunk 1 as chunk 2.
+        let mut identify = |c: &ChunkId| Ok(if c.0[0] == 1 { ChunkId([2; 32]) } else { *c });
+        assert!(compare(&id, b"f", &file(1, 5), &file(2, 5), &mut identify).is_ok());
+        let content = compare(&id, b"f", &file(1, 5), &file(1, 5), &mut identify).unwrap_err();
+        assert!(
+            content
+                .to_string()
+                .contains("f is copied with different content"),
+            "{content}"
+        );
+        let meta = compare(&id, b"d/f", &file(1, 5), &file(2, 6), &mut identify).unwrap_err();
+        assert!(
+            meta.to_string()
+                .contains("d/f is copied with different metadata"),
+            "{meta}"
+        );
+        assert!(meta.to_string().contains(&id.to_string()));
+    }
+}
