@@ -123,6 +123,10 @@ pub enum Error {
     /// An encrypted repository and no passphrase to open it with.
     #[error("No passphrase: {0}")]
     NoPassphrase(String),
+    /// Object storage refused or failed a request after its retries (a server that is down, a
+    /// bucket that does not exist, credentials it does not accept).
+    #[error("Object storage {url}: {detail}")]
+    Remote { url: String, detail: String },
 }
 
 /// Shorthand used throughout the library.
