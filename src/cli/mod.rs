@@ -251,7 +251,7 @@ pub fn main() -> i32 {
         Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
         Err(e) => {
-            eprintln!("strata: {e}");
+            eprintln!("strata: {}", shown(&e));
             if e.is_locked_out() {
                 EXIT_LOCKED
             } else {
@@ -350,7 +350,22 @@ fn repo_path(cli_repo: &Option<PathBuf>, command: &Command) -> Result<PathBuf> {
     if exclusive {
         repo::remote::set_lock_mode(repo::remote::LockMode::Exclusive);
     }
-    repo::remote::attach(&addr?, matches!(command, Command::Init(_)))
+    let cache = repo::remote::attach(&addr?, matches!(command, Command::Init(_)))?;
+    let _ = CACHE_NAMES.set((cache.display().to_string(), p.display().to_string()));
+    Ok(cache)
+}
+
+/// The cache directory of the bucket this command uses, and the bucket's address: messages name
+/// the bucket, not the cache.
+static CACHE_NAMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// An error as the user reads it.
+fn shown(e: &crate::Error) -> String {
+    let text = e.to_string();
+    match CACHE_NAMES.get() {
+        Some((cache, url)) => text.replace(cache.as_str(), url),
+        None => text,
+    }
 }
 
 fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {

@@ -178,7 +178,7 @@ fn serve(
     let ready = format!(
         "Mounted {} snapshots of {} at {} (ready in {} ms)\n",
         mounted.vfs().snapshot_count(),
-        repo_path.display(),
+        crate::repo::remote::display_name(repo_path),
         mp.display(),
         started.elapsed().as_millis()
     );

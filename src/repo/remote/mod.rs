@@ -107,7 +107,15 @@ fn creating() -> &'static Mutex<HashMap<PathBuf, (Address, [u8; 16])>> {
     C.get_or_init(Default::default)
 }
 
+static ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process uses a repository in object storage.
+pub fn active() -> bool {
+    ACTIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn open_session(cache: &Path, addr: &Address) -> Result<Arc<Session>> {
+    ACTIVE.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut all = sessions().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = all.get(cache) {
         return Ok(s.clone());
@@ -150,6 +158,18 @@ pub fn session(path: &Path) -> Result<Option<Arc<Session>>> {
         },
     };
     open_session(path, &addr).map(Some)
+}
+
+/// How to name the repository at `path` to the user: its bucket address for the cache of a
+/// repository in object storage, else the directory.
+pub fn display_name(path: &Path) -> String {
+    if let Some((url, _)) = created(path) {
+        return url;
+    }
+    match super::read_marker(path).ok().flatten().and_then(|m| m.remote) {
+        Some(url) => url,
+        None => path.display().to_string(),
+    }
 }
 
 /// The address and repository id of a repository being created at `path` ([`attach`] with
