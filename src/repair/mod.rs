@@ -173,7 +173,13 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let mut found = found::scan_packs(packs.as_ref(), crypt.as_deref(), opts, &mut report)?;
     let dict = found.dictionary.clone().map(Dictionary::from_bytes);
     if opts.read_data {
-        found.verify_chunks(packs.as_ref(), crypt.as_deref(), dict.as_ref(), opts, &mut report);
+        found.verify_chunks(
+            packs.as_ref(),
+            crypt.as_deref(),
+            dict.as_ref(),
+            opts,
+            &mut report,
+        );
     }
     // 3. Build the new database. Opening a sled database may write to it: a dry run reads a
     // copy of the old one.

@@ -60,8 +60,8 @@ impl EntryWriter {
             .truncate(true)
             .open(path)
             .ctx("Creating", path)?;
-        let out = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, f), 3)
-            .ctx("Creating", path)?;
+        let out =
+            zstd::Encoder::new(BufWriter::with_capacity(1 << 20, f), 3).ctx("Creating", path)?;
         let mut w = EntryWriter {
             out,
             hash: blake3::Hasher::new(),
@@ -72,13 +72,11 @@ impl EntryWriter {
 
     fn put(&mut self, b: &[u8]) -> Result<()> {
         self.hash.update(b);
-        self.out
-            .write_all(b)
-            .map_err(|e| Error::Io {
-                context: "Writing the journal",
-                path: PathBuf::from(JOURNAL),
-                source: e,
-            })
+        self.out.write_all(b).map_err(|e| Error::Io {
+            context: "Writing the journal",
+            path: PathBuf::from(JOURNAL),
+            source: e,
+        })
     }
 
     fn op(&mut self, tag: u8, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
@@ -142,9 +140,15 @@ fn ops<'a>(name: &str, plain: &'a [u8]) -> Result<Vec<Op<'a>>> {
     loop {
         let tag = take(&mut at, 1)?[0];
         if tag == END {
-            return if at == plain.len() { Ok(out) } else { Err(bad()) };
+            return if at == plain.len() {
+                Ok(out)
+            } else {
+                Err(bad())
+            };
         }
-        let space = *Space::ALL.get(take(&mut at, 1)?[0] as usize).ok_or_else(bad)?;
+        let space = *Space::ALL
+            .get(take(&mut at, 1)?[0] as usize)
+            .ok_or_else(bad)?;
         let field = |at: &mut usize| -> Result<&[u8]> {
             let n = u32::from_le_bytes(take(at, 4)?.try_into().map_err(|_| bad())?) as usize;
             take(at, n)
@@ -255,7 +259,8 @@ impl Journal {
         let data = fs::read(&path).ctx("Reading", &path)?;
         let mut applied = read_applied(&self.cache);
         let name = next_name(applied.last().map(String::as_str), 'd')?;
-        self.client.put(&format!("{LOG}/{name}"), Bytes::from(data))?;
+        self.client
+            .put(&format!("{LOG}/{name}"), Bytes::from(data))?;
         flush_local()?;
         applied.push(name);
         write_applied(&self.cache, &applied)?;
@@ -305,7 +310,10 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         match crate::repo::open_sled(sled::Config::new().path(&index)) {
             Ok(db) => Some(db),
             Err(e) => {
-                log::warn!("The local index of {} is unusable ({e}); rebuilding it from the bucket", client.url());
+                log::warn!(
+                    "The local index of {} is unusable ({e}); rebuilding it from the bucket",
+                    client.url()
+                );
                 rebuild = true;
                 None
             }
@@ -338,7 +346,11 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
     };
     let trees = Space::ALL.map(|s| db.open_tree(s.tree_name()));
     let trees: Vec<sled::Tree> = trees.into_iter().collect::<std::result::Result<_, _>>()?;
-    log::debug!("Applying {} log entries of {}", names.len() - start, client.url());
+    log::debug!(
+        "Applying {} log entries of {}",
+        names.len() - start,
+        client.url()
+    );
     for name in &names[start..] {
         let Some(data) = client.get(&format!("{LOG}/{name}"))? else {
             return Ok(None);

@@ -161,7 +161,10 @@ fn conflict(client: &Client, own: &str, mode: LockMode) -> Result<Option<String>
         }
         if now - l.modified_s > STALE.as_secs() as i64 {
             if mode == LockMode::Exclusive {
-                log::warn!("Removing the stale lock {key} (not refreshed for {}s)", now - l.modified_s);
+                log::warn!(
+                    "Removing the stale lock {key} (not refreshed for {}s)",
+                    now - l.modified_s
+                );
                 client.delete(&key)?;
             }
             continue;
@@ -173,7 +176,9 @@ fn conflict(client: &Client, own: &str, mode: LockMode) -> Result<Option<String>
             };
             let text = String::from_utf8_lossy(&text).into_owned();
             if dead_here(&text) {
-                log::warn!("Removing the lock {key} of a strata process of this machine that is gone");
+                log::warn!(
+                    "Removing the lock {key} of a strata process of this machine that is gone"
+                );
                 client.delete(&key)?;
                 continue;
             }

@@ -152,7 +152,12 @@ pub fn session(path: &Path) -> Result<Option<Arc<Session>>> {
         None => match super::read_marker(path)?.and_then(|m| m.remote) {
             Some(url) => match parse(&url) {
                 Some(r) => r?,
-                None => return Err(Error::CorruptMetadata(format!("{}: its marker names {url:?}, which is not a bucket address", path.display()))),
+                None => {
+                    return Err(Error::CorruptMetadata(format!(
+                        "{}: its marker names {url:?}, which is not a bucket address",
+                        path.display()
+                    )))
+                }
             },
             None => return Ok(None),
         },
@@ -166,7 +171,11 @@ pub fn display_name(path: &Path) -> String {
     if let Some((url, _)) = created(path) {
         return url;
     }
-    match super::read_marker(path).ok().flatten().and_then(|m| m.remote) {
+    match super::read_marker(path)
+        .ok()
+        .flatten()
+        .and_then(|m| m.remote)
+    {
         Some(url) => url,
         None => path.display().to_string(),
     }
@@ -219,12 +228,14 @@ pub fn attach(addr: &Address, create: bool) -> Result<PathBuf> {
         return Err(Error::RepoNotFound(url.into()));
     };
     let text = String::from_utf8_lossy(&config).into_owned();
-    let id = config_id(&text).ok_or_else(|| {
-        Error::CorruptMetadata(format!("{url}/config names no repository id"))
-    })?;
+    let id = config_id(&text)
+        .ok_or_else(|| Error::CorruptMetadata(format!("{url}/config names no repository id")))?;
     let path = cache_root().join(hex(&id));
     fs::create_dir_all(&path).ctx("Creating cache directory", &path)?;
-    let marker = format!("{}remote {url}\n", text.trim_end_matches('\n').to_string() + "\n");
+    let marker = format!(
+        "{}remote {url}\n",
+        text.trim_end_matches('\n').to_string() + "\n"
+    );
     let file = path.join("STRATA");
     if fs::read_to_string(&file).ok().as_deref() != Some(marker.as_str()) {
         crate::fsio::write_atomic(&file, marker.as_bytes())?;
@@ -244,7 +255,7 @@ fn mirror_keys(client: &Client, path: &Path) -> Result<()> {
     let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
     for o in &listed {
         let local = dir.join(&o.name);
-        if fs::metadata(&local).map(|m| m.len()) .ok() == Some(o.size) {
+        if fs::metadata(&local).map(|m| m.len()).ok() == Some(o.size) {
             continue;
         }
         if let Some(data) = client.get(&format!("{KEYS}/{}", o.name))? {
@@ -281,7 +292,9 @@ pub fn publish_config(path: &Path, marker_text: &str) -> Result<()> {
 /// Copies a key file just written in `path` to the bucket.
 pub fn key_written(path: &Path, id: &str, data: &[u8]) -> Result<()> {
     match session(path)? {
-        Some(s) => s.client.put(&format!("{KEYS}/{id}"), Bytes::copy_from_slice(data)),
+        Some(s) => s
+            .client
+            .put(&format!("{KEYS}/{id}"), Bytes::copy_from_slice(data)),
         None => Ok(()),
     }
 }

@@ -80,8 +80,11 @@ pub struct RemotePacks {
     cache_used: AtomicU64,
     cache_limit: u64,
     cache_scanned: AtomicBool,
-    /// Read every byte from the bucket, never from a cache (`check --read-data`).
+    /// Read every block from the bucket once before using it (`check`): cached copies are not
+    /// trusted to be what the bucket holds.
     bypass: AtomicBool,
+    /// Blocks fetched again since `bypass` was set.
+    refreshed: Mutex<HashSet<BlockKey>>,
 }
 
 impl RemotePacks {
@@ -115,6 +118,7 @@ impl RemotePacks {
             cache_limit: limit_mb.saturating_mul(1 << 20),
             cache_scanned: AtomicBool::new(false),
             bypass: AtomicBool::new(false),
+            refreshed: Default::default(),
         }))
     }
 
@@ -193,16 +197,42 @@ impl RemotePacks {
 
     /// Block `key` of a pack: from memory, else from the disk cache (verified), else fetched.
     fn block(&self, key: BlockKey) -> Result<Arc<Bytes>> {
-        if let Some(b) = self.memory.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if self.bypass.load(Ordering::Relaxed)
+            && self
+                .refreshed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key)
+        {
+            self.memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop(&key);
+            let _ = fs::remove_file(self.block_path(key));
+        }
+        if let Some(b) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(b.clone());
         }
         // One fetch per block: a reader that finds it in flight waits for it.
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             while inflight.contains(&key) {
-                inflight = self.fetched.wait(inflight).unwrap_or_else(|e| e.into_inner());
+                inflight = self
+                    .fetched
+                    .wait(inflight)
+                    .unwrap_or_else(|e| e.into_inner());
             }
-            if let Some(b) = self.memory.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if let Some(b) = self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
                 return Ok(b.clone());
             }
             inflight.insert(key);
@@ -237,7 +267,9 @@ impl RemotePacks {
             let _ = fs::remove_file(&path);
         }
         let start = key.1 * BLOCK;
-        let (data, _size) = self.client.get_range(&pack_key(key.0), start..start + BLOCK)?;
+        let (data, _size) = self
+            .client
+            .get_range(&pack_key(key.0), start..start + BLOCK)?;
         self.store_block(&path, &data);
         Ok(data)
     }
@@ -313,7 +345,11 @@ impl RemotePacks {
             .cloned()?;
         let f = File::open(&file).ok()?;
         let mut buf = vec![0u8; len];
-        Some(f.read_exact_at(&mut buf, offset).map(|_| buf).ctx("Reading spooled pack", &file))
+        Some(
+            f.read_exact_at(&mut buf, offset)
+                .map(|_| buf)
+                .ctx("Reading spooled pack", &file),
+        )
     }
 }
 
@@ -345,10 +381,11 @@ impl PackSink for RemoteSink {
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.id, self.file.clone());
         let tx = self.packs.uploader().clone();
-        tx.send((self.id, self.file.clone())).map_err(|_| Error::Remote {
-            url: self.packs.client.url().to_string(),
-            detail: "the uploader stopped".into(),
-        })
+        tx.send((self.id, self.file.clone()))
+            .map_err(|_| Error::Remote {
+                url: self.packs.client.url().to_string(),
+                detail: "the uploader stopped".into(),
+            })
     }
 }
 
@@ -391,19 +428,11 @@ impl PackBackend for Arc<RemotePacks> {
             return Ok(());
         }
         let short = || {
-            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
-                .ctx("Reading pack", format!("{}/{}", self.client.url(), pack_key(id)))
+            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).ctx(
+                "Reading pack",
+                format!("{}/{}", self.client.url(), pack_key(id)),
+            )
         };
-        if self.bypass.load(Ordering::Relaxed) {
-            let (data, _) = self
-                .client
-                .get_range(&pack_key(id), offset..offset + len as u64)?;
-            if data.len() != len {
-                return short();
-            }
-            buf.extend_from_slice(&data);
-            return Ok(());
-        }
         let end = offset + len as u64;
         let mut at = offset;
         while at < end {
@@ -421,7 +450,7 @@ impl PackBackend for Arc<RemotePacks> {
     }
 
     fn will_need(&self, id: PackId, offset: u64, len: u64) {
-        if len == 0 || self.bypass.load(Ordering::Relaxed) {
+        if len == 0 {
             return;
         }
         let tx = self.fetcher();
@@ -440,6 +469,10 @@ impl PackBackend for Arc<RemotePacks> {
 
     fn verify_at_source(&self, yes: bool) {
         self.bypass.store(yes, Ordering::Relaxed);
+        self.refreshed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
@@ -458,7 +491,11 @@ impl PackBackend for Arc<RemotePacks> {
         let dir = self.blocks.join(format!("{id}"));
         let _ = fs::remove_dir_all(dir);
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<BlockKey> = memory.iter().map(|(k, _)| *k).filter(|k| k.0 == id).collect();
+        let gone: Vec<BlockKey> = memory
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| k.0 == id)
+            .collect();
         for k in gone {
             memory.pop(&k);
         }
@@ -468,7 +505,10 @@ impl PackBackend for Arc<RemotePacks> {
     fn remove_unfinished(&self) -> Result<usize> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
-        for f in fs::read_dir(&self.spool).ctx("Listing", &self.spool)?.flatten() {
+        for f in fs::read_dir(&self.spool)
+            .ctx("Listing", &self.spool)?
+            .flatten()
+        {
             let p = f.path();
             if !pending.values().any(|q| q == &p) {
                 log::info!("Removing unfinished pack {}", p.display());
@@ -489,7 +529,10 @@ mod tests {
         let id = PackId(0x0123_4567_89ab_cdef);
         let key = pack_key(id);
         assert_eq!(key, "packs/ef/0123456789abcdef.pack");
-        assert_eq!(parse_pack_key(key.strip_prefix("packs/").unwrap()), Some(id));
+        assert_eq!(
+            parse_pack_key(key.strip_prefix("packs/").unwrap()),
+            Some(id)
+        );
         assert_eq!(parse_pack_key("ef/0123.pack"), None);
         assert_eq!(parse_pack_key("ef/0123456789abcdef.pack.tmp"), None);
     }
