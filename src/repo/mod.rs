@@ -18,7 +18,7 @@
 //! happens when a repository is opened beyond the storage itself (the lookup catalog, an
 //! interrupted rewrite) is the opener's (`crate::open`).
 
-mod commits;
+pub(crate) mod commits;
 pub mod crypt;
 pub mod derived;
 pub mod keys;

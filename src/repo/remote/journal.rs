@@ -369,6 +369,7 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         }
     }
     db.flush()?;
+    crate::repo::commits::count_external(cache, &db)?;
     drop(trees);
     drop(db);
     write_applied(cache, &names)?;
