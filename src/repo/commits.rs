@@ -101,7 +101,7 @@ impl Commits {
 /// (a mount) take it as a commit.
 pub(crate) fn count_external(path: &Path, db: &sled::Db) -> Result<()> {
     let tree = db.open_tree(keys::TREE_COMMITS)?;
-    let mut c = Commits::check(path, tree, true)?;
+    let c = Commits::check(path, tree, true)?;
     let instance = match c.instance {
         Some(i) => i,
         None => {
