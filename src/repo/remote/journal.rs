@@ -212,6 +212,9 @@ pub struct Journal {
     client: Arc<Client>,
     packs: Arc<RemotePacks>,
     open: Mutex<Option<EntryWriter>>,
+    /// A commit failed: the local index holds writes the bucket may lack, so this process commits
+    /// nothing more (its journal stays, and the next command rebuilds the local index).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Journal {
@@ -222,12 +225,24 @@ impl Journal {
             client,
             packs,
             open: Mutex::new(None),
+            failed: Default::default(),
         }
+    }
+
+    fn refuse_after_failure(&self) -> Result<()> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Remote {
+                url: self.client.url().to_string(),
+                detail: "an earlier commit of this command did not reach the bucket".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Records a write about to be made to the local index. The journal file exists (durably)
     /// before the first write of a commit reaches the local database.
     pub fn record(&self, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.refuse_after_failure()?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.is_none() {
             let path = self.cache.join(JOURNAL);
@@ -249,10 +264,20 @@ impl Journal {
     /// then runs `flush_local` (the local database's flush) and forgets the journal. Without
     /// writes since the last commit, only `flush_local` runs.
     pub fn commit(&self, flush_local: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.refuse_after_failure()?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let Some(w) = open.take() else {
             return flush_local();
         };
+        let r = self.send(w, flush_local);
+        if r.is_err() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn send(&self, w: EntryWriter, flush_local: impl FnOnce() -> Result<()>) -> Result<()> {
         w.finish()?;
         self.packs.barrier()?;
         let path = self.cache.join(JOURNAL);

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::repo::pack::PackBackend;
+
 pub use client::{requests, Requests};
 pub use lock::{release_all as release_locks, set_lock_mode, BucketLock, LockMode};
 
@@ -328,6 +330,9 @@ pub fn on_lock(path: &Path) -> Result<Option<BucketLock>> {
     }
     let wait = Duration::from_millis(LOCK_WAIT_MS.load(std::sync::atomic::Ordering::Relaxed));
     let held = lock::take(&s.client, wait)?;
+    // Under the local lock no other process of this machine is writing: spooled packs that are
+    // not this process's belonged to a killed command (its commit never reached the bucket).
+    s.packs.remove_unfinished()?;
     journal::sync(path, &s.client)?;
     Ok(Some(held))
 }

@@ -38,7 +38,7 @@ const MEMORY_BLOCKS: usize = 48;
 
 /// Uploads in progress at once; a finished pack waits for a free uploader beyond this many
 /// queued, which bounds the spool to a few packs.
-const UPLOADERS: usize = 3;
+const UPLOADERS: usize = 2;
 
 /// Background block fetchers for read-ahead.
 const FETCHERS: usize = 4;
@@ -154,9 +154,7 @@ impl RemotePacks {
     }
 
     fn upload(&self, id: PackId, file: &Path) {
-        let r = fs::read(file)
-            .ctx("Reading spooled pack", file)
-            .and_then(|data| self.client.put(&pack_key(id), Bytes::from(data)));
+        let r = self.client.put_file(&pack_key(id), file);
         match r {
             Ok(()) => {
                 let _ = fs::remove_file(file);
