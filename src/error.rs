@@ -126,6 +126,10 @@ pub enum Error {
     /// `copy` could not copy a snapshot, or what it copied does not match the source.
     #[error("Copying snapshot {snapshot}: {detail}")]
     Copy { snapshot: String, detail: String },
+    /// Object storage refused or failed a request after its retries (a server that is down, a
+    /// bucket that does not exist, credentials it does not accept).
+    #[error("Object storage {url}: {detail}")]
+    Remote { url: String, detail: String },
 }
 
 /// Shorthand used throughout the library.

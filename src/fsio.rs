@@ -46,3 +46,17 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
+
+/// Replaces `path` with `data` atomically and durably (temporary name, fsync, rename, directory
+/// fsync): a reader sees the old bytes or the new, never a mix.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp).ctx("Creating", &tmp)?;
+        f.write_all(data).ctx("Writing", &tmp)?;
+        f.sync_all().ctx("Syncing", &tmp)?;
+    }
+    std::fs::rename(&tmp, path).ctx("Renaming", &tmp)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

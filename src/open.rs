@@ -66,6 +66,7 @@ pub fn set_lock_wait(wait: Duration, notice: Option<fn(&Path, Option<&str>)>) {
         wait.as_millis().min(u64::MAX as u128) as u64,
         Ordering::Relaxed,
     );
+    crate::repo::remote::set_lock_wait(wait);
     if let Some(f) = notice {
         let _ = WAIT_NOTICE.set(f);
     }

@@ -144,6 +144,14 @@ impl State {
 /// Checks `repo`; see the module documentation. Problems are reported, not returned as errors;
 /// an error means the check itself could not run (e.g. the database cannot be read).
 pub fn check(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
+    // A check judges what the storage holds, not a cache of it (a bucket's block cache).
+    repo.packs().verify_at_source(true);
+    let r = check_storage(repo, opts);
+    repo.packs().verify_at_source(false);
+    r
+}
+
+fn check_storage(repo: &Arc<Repo>, opts: &CheckOptions) -> Result<CheckReport> {
     let start = Instant::now();
     let done =
         |phase: &str| log::debug!("Check: {phase} done at {} ms", start.elapsed().as_millis());

@@ -40,12 +40,18 @@ pub fn run(path: &Path, a: InitArgs) -> Result<i32> {
         encryption,
     })?;
     if encrypted {
-        outln!("Created encrypted repository {}", path.display());
+        outln!(
+            "Created encrypted repository {}",
+            crate::repo::remote::display_name(path)
+        );
         outln!(
             "Keep its passphrase safe: without it (or another key's), nothing in it can be read"
         );
     } else {
-        outln!("Created repository {}", path.display());
+        outln!(
+            "Created repository {}",
+            crate::repo::remote::display_name(path)
+        );
     }
     Ok(super::EXIT_OK)
 }

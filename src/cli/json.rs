@@ -24,9 +24,17 @@ pub fn line<T: Serialize>(v: &T) -> String {
     sorted(v).to_string()
 }
 
-/// One object, indented.
+/// One object, indented: a command's result. For a repository in a bucket, the object also
+/// says what the command asked of object storage so far (`requests`: GET, PUT, LIST, DELETE
+/// counts and bytes each way).
 pub fn pretty<T: Serialize>(v: &T) -> String {
-    serde_json::to_string_pretty(&sorted(v)).expect("JSON of plain data")
+    let mut v = sorted(v);
+    if crate::repo::remote::active() {
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("requests".into(), sorted(&crate::repo::remote::requests()));
+        }
+    }
+    serde_json::to_string_pretty(&v).expect("JSON of plain data")
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -77,8 +77,9 @@ pub const EXIT_LOCKED: i32 = 5;
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, long_about = None)]
 pub struct Cli {
-    /// Repository directory [default: $XDG_DATA_HOME/strata/repo, i.e. ~/.local/share/strata/repo]
-    #[arg(long, global = true, env = "STRATA_REPO", value_name = "DIR")]
+    /// Repository: a directory, or s3://BUCKET/PREFIX for object storage [default:
+    /// $XDG_DATA_HOME/strata/repo, i.e. ~/.local/share/strata/repo]
+    #[arg(long, global = true, env = "STRATA_REPO", value_name = "REPO")]
     pub repo: Option<PathBuf>,
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -246,11 +247,14 @@ pub fn main() -> i32 {
     status::configure(mode, command);
     init_logging(cli.verbose);
     crate::open::set_lock_wait(cli.lock_wait, Some(lock_wait_notice));
-    match run(cli, &parsed) {
+    let result = run(cli, &parsed);
+    // Handles that skip their drop (a read-only command's) still give back a bucket's lock.
+    repo::remote::release_locks();
+    match result {
         Ok(EXIT_OK) if STDOUT_FAILED.load(Ordering::Relaxed) => EXIT_ERROR,
         Ok(code) => code,
         Err(e) => {
-            eprintln!("strata: {e}");
+            eprintln!("strata: {}", shown(&e));
             if e.is_locked_out() {
                 EXIT_LOCKED
             } else {
@@ -323,12 +327,52 @@ pub(crate) fn out(args: std::fmt::Arguments) {
     }
 }
 
-fn repo_path(cli_repo: &Option<PathBuf>) -> PathBuf {
-    cli_repo.clone().unwrap_or_else(repo::default_repo_path)
+/// The repository directory the command works on: the one given, the default one, or for an
+/// `s3://` address the local cache of that bucket's repository, made ready
+/// ([`repo::remote::attach`]; `init` makes a new one). Commands that use no repository never
+/// reach the bucket.
+fn repo_path(cli_repo: &Option<PathBuf>, command: &Command) -> Result<PathBuf> {
+    let Some(p) = cli_repo else {
+        return Ok(repo::default_repo_path());
+    };
+    let Some(addr) = p.to_str().and_then(repo::remote::parse) else {
+        return Ok(p.clone());
+    };
+    if matches!(
+        command,
+        Command::Config(_) | Command::Completions(_) | Command::GenerateMan { .. }
+    ) {
+        return Ok(p.clone());
+    }
+    // Commands that rewrite the index or delete packs take the bucket's lock alone.
+    let exclusive = match command {
+        Command::Forget(_) | Command::Consolidate(_) | Command::Prune(_) => true,
+        Command::Repair(a) => !a.opts.dry_run,
+        _ => false,
+    };
+    if exclusive {
+        repo::remote::set_lock_mode(repo::remote::LockMode::Exclusive);
+    }
+    let cache = repo::remote::attach(&addr?, matches!(command, Command::Init(_)))?;
+    let _ = CACHE_NAMES.set((cache.display().to_string(), p.display().to_string()));
+    Ok(cache)
+}
+
+/// The cache directory of the bucket this command uses, and the bucket's address: messages name
+/// the bucket, not the cache.
+static CACHE_NAMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// An error as the user reads it.
+fn shown(e: &crate::Error) -> String {
+    let text = e.to_string();
+    match CACHE_NAMES.get() {
+        Some((cache, url)) => text.replace(cache.as_str(), url),
+        None => text,
+    }
 }
 
 fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
-    let path = repo_path(&cli.repo);
+    let path = repo_path(&cli.repo, &cli.command)?;
     if let Some(f) = &cli.password_file {
         crate::passphrase::set_password_file(f.clone());
     }

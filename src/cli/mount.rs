@@ -133,6 +133,9 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
     // thread inherits the mask and only the sigwait thread below receives them.
     let set = block_signals();
     let started = Instant::now();
+    if crate::repo::remote::session(repo_path)?.is_some() {
+        poll_bucket(repo_path.to_path_buf());
+    }
     // The mount reads a copy of the index and never holds the repository (see crate::mount).
     serve(
         Open::new(repo_path),
@@ -143,6 +146,26 @@ pub fn run(repo_path: &Path, a: MountArgs) -> Result<i32> {
         started,
         ready_pipe,
     )
+}
+
+/// For a repository in a bucket: every `STRATA_S3_POLL` seconds (default 30), brings the local
+/// index up to the bucket's log (taking the lock does), so that snapshots other machines commit
+/// appear in the mount like local ones (the mount's watcher sees the commit).
+fn poll_bucket(path: std::path::PathBuf) {
+    let every = std::env::var("STRATA_S3_POLL")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(30)
+        .max(1);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(every));
+        match crate::repo::Repo::lock_existing(&path) {
+            Ok(lock) => drop(lock),
+            // Whoever holds it brings the index up to date itself.
+            Err(crate::Error::RepoLocked { .. }) => {}
+            Err(e) => log::warn!("Looking for new commits in the bucket: {e}"),
+        }
+    });
 }
 
 /// Mounts the open repository at `mp` and serves it until a signal in `set` or an external
@@ -178,7 +201,7 @@ fn serve(
     let ready = format!(
         "Mounted {} snapshots of {} at {} (ready in {} ms)\n",
         mounted.vfs().snapshot_count(),
-        repo_path.display(),
+        crate::repo::remote::display_name(repo_path),
         mp.display(),
         started.elapsed().as_millis()
     );

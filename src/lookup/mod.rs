@@ -36,7 +36,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::layers::{DirLayer, LayerDirs, LayerStore};
 use crate::repo::crypt::Crypt;
 use crate::repo::keys::{self, Location};
-use crate::repo::pack::DirBackend;
+use crate::repo::pack::PackBackend;
 use crate::repo::store::Space;
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
@@ -501,7 +501,7 @@ pub type Reopen = Box<dyn FnOnce() -> Result<Arc<Repo>> + Send>;
 /// lock.
 pub struct Quick {
     path: PathBuf,
-    packs: DirBackend,
+    packs: Arc<dyn PackBackend>,
     dictionary: Option<crate::compress::Dictionary>,
     snapshots: Vec<Snapshot>,
     layers: HashMap<SnapshotId, CatalogLayer>,
@@ -533,7 +533,7 @@ impl Quick {
         };
         Ok(Some(Quick {
             path: repo_path.to_path_buf(),
-            packs: DirBackend::open(&repo_path.join("packs"))?,
+            packs: crate::repo::pack_backend(repo_path)?,
             dictionary: cat.dictionary.map(crate::compress::Dictionary::from_bytes),
             snapshots: cat.snapshots,
             layers: cat.layers,
@@ -602,7 +602,7 @@ impl Quick {
             if let Some(loc) = hint {
                 let mut out = Vec::new();
                 match crate::repo::read_record_append_from(
-                    &self.packs,
+                    self.packs.as_ref(),
                     self.dictionary.as_ref(),
                     self.crypt.as_deref(),
                     id,

@@ -180,6 +180,8 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     for (pid, _) in &sweep.delete {
         repo.packs().delete(*pid)?;
     }
+    // In a bucket: the log of commits becomes one checkpoint, so it stays short.
+    repo.publish_checkpoint()?;
     stats.bytes_after = repo.packs().list()?.iter().map(|p| p.1).sum();
     if !damage.is_empty() {
         // Acknowledged and acted on: the next prune needs no flag until new damage is found.

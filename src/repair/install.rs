@@ -53,7 +53,10 @@ pub(super) fn swap(
 ) -> Result<sled::Db> {
     let rebuild = path.join(REBUILD_DIR);
     drop(db);
-    advance_id_generator(&rebuild, max_pack)?;
+    // A repository in a bucket numbers its packs at random, never with sled's generator.
+    if crate::repo::remote::session(path)?.is_none() {
+        advance_id_generator(&rebuild, max_pack)?;
+    }
     let index = path.join(INDEX_DIR);
     if index.exists() {
         let aside = aside_name(path);

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::open::Open;
 use crate::progress::ProgressHandle;
-use crate::repo::pack::DirBackend;
+use crate::repo::pack::PackBackend;
 use crate::repo::scan::TornRegion;
 use crate::repo::{DEFAULT_COMPRESSION, INDEX_DIR};
 
@@ -170,10 +170,16 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
         ..Default::default()
     };
     // 1. Scan every pack's headers; read metadata records. 2. Optionally verify chunks.
-    let mut found = found::scan_packs(&packs, crypt.as_deref(), opts, &mut report)?;
+    let mut found = found::scan_packs(packs.as_ref(), crypt.as_deref(), opts, &mut report)?;
     let dict = found.dictionary.clone().map(Dictionary::from_bytes);
     if opts.read_data {
-        found.verify_chunks(&packs, crypt.as_deref(), dict.as_ref(), opts, &mut report);
+        found.verify_chunks(
+            packs.as_ref(),
+            crypt.as_deref(),
+            dict.as_ref(),
+            opts,
+            &mut report,
+        );
     }
     // 3. Build the new database. Opening a sled database may write to it: a dry run reads a
     // copy of the old one.
@@ -181,9 +187,9 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let old = old::read(&path.join(INDEX_DIR), opts.dry_run, crypt.as_ref());
     report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
     report.compression_from_old_index = old.compression.is_some();
-    let store = crate::repo::store::over(db.clone(), crypt.as_ref())?;
+    let store = crate::repo::store::over(db.clone(), crypt.as_ref(), None)?;
     let sources = build::Sources {
-        packs: &packs,
+        packs: packs.as_ref(),
         found: &found,
         old: &old,
         dict: dict.as_ref(),
@@ -201,6 +207,8 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     let repo = lock.open_over(db)?;
     if !opts.dry_run {
         install::write_back(&repo, &pending)?;
+        // In a bucket, the rebuilt index replaces the log.
+        repo.publish_checkpoint()?;
     }
     report.after = check::check(&repo, &CheckOptions::default())?;
     report.elapsed_ms = start.elapsed().as_millis() as u64;
@@ -217,8 +225,12 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     Ok(report)
 }
 
-/// The pack files of the repository at `path`: what everything is rebuilt from.
-fn open_packs(path: &Path) -> Result<DirBackend> {
+/// The packs of the repository at `path` (in its bucket, for the cache of one): what
+/// everything is rebuilt from.
+fn open_packs(path: &Path) -> Result<std::sync::Arc<dyn PackBackend>> {
+    if crate::repo::remote::session(path)?.is_some() {
+        return crate::repo::pack_backend(path);
+    }
     let dir = path.join("packs");
     if !dir.is_dir() {
         return Err(Error::InvalidArgument(format!(
@@ -226,7 +238,7 @@ fn open_packs(path: &Path) -> Result<DirBackend> {
             path.display()
         )));
     }
-    DirBackend::open(&dir)
+    crate::repo::pack_backend(path)
 }
 
 /// Updates the damage marker: what the closing check found, and what the rebuild lost (which no

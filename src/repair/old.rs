@@ -69,6 +69,7 @@ pub(super) fn read(index: &Path, copy: bool, crypt: Option<&std::sync::Arc<Crypt
         let db = crate::repo::store::over(
             crate::repo::open_sled(super::install::db_config(&dir)).ok()?,
             crypt,
+            None,
         )
         .ok()?;
         let compression = db

@@ -95,6 +95,36 @@ impl Commits {
     }
 }
 
+/// Counts a change made to the database `db` of the repository at `path` outside a handle (a
+/// repository in a bucket replaying commits from other machines), as [`Commits::flush`] would:
+/// `db` must be flushed by the caller before the marker matters. Readers watching the marker
+/// (a mount) take it as a commit.
+pub(crate) fn count_external(path: &Path, db: &sled::Db) -> Result<()> {
+    let tree = db.open_tree(keys::TREE_COMMITS)?;
+    let c = Commits::check(path, tree, true)?;
+    let instance = match c.instance {
+        Some(i) => i,
+        None => {
+            let i = new_instance();
+            c.tree.insert(keys::COMMITS_INSTANCE, &i)?;
+            i
+        }
+    };
+    c.tree
+        .insert(keys::COMMITS_COUNT, &(c.count + 1).to_be_bytes())?;
+    db.flush()?;
+    let marker = path.join(INDEX_DIR).join(COMMITS_FILE);
+    let text = format!("{} {}\n", hex16(&instance), c.count + 1);
+    let tmp = marker.with_extension("tmp");
+    if let Err(e) = fs::write(&tmp, text).and_then(|_| fs::rename(&tmp, &marker)) {
+        log::debug!(
+            "Could not write the commit marker {}: {e}",
+            marker.display()
+        );
+    }
+    Ok(())
+}
+
 /// 16 bytes that differ between databases: a hash of the time, the process and a counter.
 pub(super) fn new_instance() -> [u8; 16] {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -15,6 +15,9 @@ pub(super) const LOCK_WAIT: Duration = Duration::from_millis(1000);
 
 /// The exclusive process lock of a repository; released when dropped.
 pub struct RepoLock {
+    /// The lock of a repository in a bucket, taken after the local one (and released before
+    /// it: fields drop in order).
+    _bucket: Option<super::remote::BucketLock>,
     /// The locked lock file: the lock lasts as long as this open file description.
     _file: File,
 }
@@ -58,7 +61,12 @@ impl RepoLock {
         }
         f.set_len(0).ctx("Writing lock file", &lock_path)?;
         write!(f, "{}", std::process::id()).ctx("Writing lock file", &lock_path)?;
-        Ok(RepoLock { _file: f })
+        // For a repository in a bucket: the bucket's lock, and the local index brought up to it.
+        let bucket = super::remote::on_lock(path)?;
+        Ok(RepoLock {
+            _bucket: bucket,
+            _file: f,
+        })
     }
 }
 

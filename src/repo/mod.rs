@@ -18,7 +18,7 @@
 //! happens when a repository is opened beyond the storage itself (the lookup catalog, an
 //! interrupted rewrite) is the opener's (`crate::open`).
 
-mod commits;
+pub(crate) mod commits;
 pub mod crypt;
 pub mod derived;
 pub mod keys;
@@ -26,6 +26,7 @@ mod lock;
 mod open;
 pub mod pack;
 mod read;
+pub mod remote;
 pub mod scan;
 pub mod space;
 pub mod store;
@@ -238,6 +239,32 @@ impl Repo {
         log::info!("Trained a {}-byte compression dictionary", dict.bytes.len());
         let _ = self.dictionary.set(Arc::new(dict));
         Ok(())
+    }
+}
+
+/// The packs of the repository at `path`: its `packs/` directory, or its bucket when it is the
+/// cache of a repository in object storage. For readers that work without a [`Repo`] handle
+/// (the sled-free `cat`, `repair`).
+pub fn pack_backend(path: &Path) -> Result<Arc<dyn PackBackend>> {
+    Ok(match remote::session(path)? {
+        Some(s) => Arc::new(s.packs.clone()),
+        None => Arc::new(pack::DirBackend::open(&path.join("packs"))?),
+    })
+}
+
+impl Repo {
+    /// For a repository in a bucket: commits what is pending, then writes the whole index as a
+    /// checkpoint and deletes the log before it (see [`remote::journal`]). Only under the
+    /// bucket's exclusive lock (`prune`, `repair`). Nothing for a local repository.
+    pub fn publish_checkpoint(&self) -> Result<()> {
+        let Some(s) = remote::session(&self.path)? else {
+            return Ok(());
+        };
+        self.flush()?;
+        let db = self.store.raw_db().ok_or_else(|| {
+            Error::CorruptMetadata("the index has no database to checkpoint".into())
+        })?;
+        remote::journal::checkpoint(&self.path, &s.client, &db)
     }
 }
 

@@ -30,8 +30,10 @@ pub struct Marker {
     /// The format line's number (1 when the marker has none: any marker made a repository
     /// before encryption existed).
     pub format: u32,
-    /// The repository id, for an encrypted repository.
+    /// The repository id, for an encrypted repository (and every repository in a bucket).
     pub repo_id: Option<[u8; REPO_ID_LEN]>,
+    /// The bucket of a repository in object storage, when this directory is its cache.
+    pub remote: Option<String>,
 }
 
 impl Marker {
@@ -40,6 +42,9 @@ impl Marker {
         if let Some(id) = &self.repo_id {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
             t.push_str(&format!("repository {hex}\n"));
+        }
+        if let Some(url) = &self.remote {
+            t.push_str(&format!("remote {url}\n"));
         }
         t
     }
@@ -57,12 +62,15 @@ pub fn read_marker(path: &Path) -> Result<Option<Marker>> {
     let mut m = Marker {
         format: FORMAT_VERSION,
         repo_id: None,
+        remote: None,
     };
     for line in text.lines() {
         if let Some(n) = line.strip_prefix("format ") {
             m.format = n.trim().parse().unwrap_or(FORMAT_VERSION);
         } else if let Some(h) = line.strip_prefix("repository ") {
             m.repo_id = crate::id::hex_decode(h.trim()).and_then(|b| b.try_into().ok());
+        } else if let Some(u) = line.strip_prefix("remote ") {
+            m.remote = Some(u.trim().to_string());
         }
     }
     Ok(Some(m))
@@ -121,28 +129,33 @@ impl Repo {
         opts: &CreateOptions,
         cache_bytes: u64,
     ) -> Result<Arc<Repo>> {
+        let remote = super::remote::created(path);
         let mut marker = Marker {
             format: FORMAT_VERSION,
-            repo_id: None,
+            repo_id: remote.as_ref().map(|r| r.1),
+            remote: remote.as_ref().map(|r| r.0.clone()),
         };
         let crypt = match &opts.encryption {
             None => None,
             Some(new) => {
                 let master = zeroize::Zeroizing::new(crypt::random::<{ crypt::MASTER_LEN }>()?);
-                let id = crypt::random::<REPO_ID_LEN>()?;
+                let id = match &remote {
+                    Some(r) => r.1,
+                    None => crypt::random::<REPO_ID_LEN>()?,
+                };
                 let key = keyfile::KeyFile::seal(&master, id, &new.passphrase, new.kdf)?;
                 let key_id = keyfile::write(path, &key)?;
-                marker = Marker {
-                    format: ENCRYPTED_FORMAT,
-                    repo_id: Some(id),
-                };
+                marker.format = ENCRYPTED_FORMAT;
+                marker.repo_id = Some(id);
                 Some(Arc::new(
                     Crypt::from_master(&master, id).unlocked_by(key_id),
                 ))
             }
         };
         let db = open_db(path, cache_bytes)?;
-        let meta = meta_store::over(db.clone(), crypt.as_ref())?;
+        let session = super::remote::session(path)?;
+        let journal = session.as_ref().map(|s| s.journal.clone());
+        let meta = meta_store::over(db.clone(), crypt.as_ref(), journal)?;
         meta.insert(Space::Meta, keys::META_FORMAT, &marker.format.to_be_bytes())?;
         meta.insert(
             Space::Meta,
@@ -151,11 +164,15 @@ impl Repo {
         )?;
         db.open_tree(keys::TREE_COMMITS)?
             .insert(keys::COMMITS_INSTANCE, &commits::new_instance())?;
-        db.flush()?;
-        fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
+        // In a bucket, this flush is the repository's first log entry.
+        meta.flush()?;
+        if session.is_none() {
+            fs::create_dir_all(path.join("packs")).ctx("Creating repository", path)?;
+        }
         // The marker is written last: a repository without it was never completely created.
         let file = path.join(MARKER);
         fs::write(&file, marker.text()).ctx("Creating repository", &file)?;
+        super::remote::publish_config(path, &marker.text())?;
         Self::finish_open(path, lock, db, true, crypt)
     }
 
@@ -260,7 +277,14 @@ impl Repo {
             None => return Err(Error::NotARepo(path.to_path_buf())),
         };
         check_format(path, version, crypt.is_some())?;
-        let store = meta_store::over(db, crypt.as_ref())?;
+        let session = super::remote::session(path)?;
+        // A private copy (check's) or a rebuilt index (repair's) is not the bucket's log: its
+        // writes are not journaled; repair publishes what it rebuilt as a checkpoint.
+        let journal = session
+            .as_ref()
+            .filter(|_| own_index)
+            .map(|s| s.journal.clone());
+        let store = meta_store::over(db, crypt.as_ref(), journal)?;
         let compression = store
             .get(Space::Meta, keys::META_COMPRESSION)?
             .and_then(|v| v.as_ref().try_into().ok().map(i32::from_be_bytes))
@@ -275,7 +299,10 @@ impl Repo {
             path: path.to_path_buf(),
             store,
             crypt,
-            packs: Arc::new(DirBackend::open(&path.join("packs"))?),
+            packs: match &session {
+                Some(s) => Arc::new(s.packs.clone()),
+                None => Arc::new(DirBackend::open(&path.join("packs"))?),
+            },
             compression,
             dictionary,
             derived: Default::default(),

@@ -293,6 +293,7 @@ pub fn write(repo: &Path, key: &KeyFile) -> Result<String> {
     }
     fs::rename(&tmp, &path).ctx("Renaming", &tmp)?;
     crate::fsio::sync_dir(&dir)?;
+    crate::repo::remote::key_written(repo, &id, &key.encode())?;
     Ok(id)
 }
 
@@ -300,6 +301,7 @@ pub fn write(repo: &Path, key: &KeyFile) -> Result<String> {
 pub fn remove(repo: &Path, id: &str) -> Result<()> {
     let dir = repo.join(KEYS_DIR);
     let path = dir.join(id);
+    crate::repo::remote::key_removed(repo, id)?;
     fs::remove_file(&path).ctx("Removing", &path)?;
     crate::fsio::sync_dir(&dir)
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::repo::crypt::Crypt;
+use crate::repo::remote::journal::Journal;
 pub use sealed::SealedStore;
 
 /// The keyspaces of the index (sled trees in [`SledStore`]); see [`super::keys`] for their keys.
@@ -42,7 +43,7 @@ impl Space {
         self as usize
     }
 
-    fn tree_name(self) -> &'static str {
+    pub(crate) fn tree_name(self) -> &'static str {
         use super::keys::*;
         match self {
             Space::Meta => TREE_META,
@@ -139,12 +140,21 @@ pub trait MetaStore: Send + Sync {
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
+
+    /// The sled database under the store, stored values as they are (sealed in an encrypted
+    /// repository): what a checkpoint of a repository in a bucket copies.
+    fn raw_db(&self) -> Option<sled::Db> {
+        None
+    }
 }
 
-/// The [`MetaStore`] of a local repository: a sled database, one tree per [`Space`].
+/// The [`MetaStore`] of a repository: a sled database, one tree per [`Space`]. For a repository
+/// in a bucket, every write is also recorded in the journal that its flush sends to the bucket
+/// (`super::remote::journal`).
 pub struct SledStore {
     db: sled::Db,
     trees: [sled::Tree; 5],
+    journal: Option<Arc<Journal>>,
 }
 
 impl SledStore {
@@ -158,7 +168,24 @@ impl SledStore {
             open(Space::Layers)?,
             open(Space::LayerDirs)?,
         ];
-        Ok(SledStore { db, trees })
+        Ok(SledStore {
+            db,
+            trees,
+            journal: None,
+        })
+    }
+
+    /// Records every write in `journal` as well, and flushes through it.
+    pub fn journaled(mut self, journal: Option<Arc<Journal>>) -> SledStore {
+        self.journal = journal;
+        self
+    }
+
+    fn record(&self, space: Space, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match &self.journal {
+            Some(j) => j.record(space, key, value),
+            None => Ok(()),
+        }
     }
 
     fn tree(&self, space: Space) -> &sled::Tree {
@@ -184,11 +211,13 @@ impl MetaStore for SledStore {
     }
 
     fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<()> {
+        self.record(space, key, Some(value))?;
         self.tree(space).insert(key, value)?;
         Ok(())
     }
 
     fn remove(&self, space: Space, key: &[u8]) -> Result<()> {
+        self.record(space, key, None)?;
         self.tree(space).remove(key)?;
         Ok(())
     }
@@ -197,6 +226,9 @@ impl MetaStore for SledStore {
         let Some(first) = batch.ops.first().map(|o| o.0) else {
             return Ok(());
         };
+        for (space, k, v) in &batch.ops {
+            self.record(*space, k, v.as_deref())?;
+        }
         let mut per_space: [Option<sled::Batch>; 5] = Default::default();
         for (space, k, v) in batch.ops {
             let b = per_space[space.index()].get_or_insert_with(Default::default);
@@ -214,19 +246,38 @@ impl MetaStore for SledStore {
     }
 
     fn generate_id(&self) -> Result<u64> {
+        if self.journal.is_some() {
+            // Machines sharing a bucket have separate generators: random numbers do not collide.
+            let n = u64::from_le_bytes(crate::repo::crypt::random::<8>()?);
+            return Ok(n.max(1));
+        }
         Ok(self.db.generate_id()?)
     }
 
+    fn raw_db(&self) -> Option<sled::Db> {
+        Some(self.db.clone())
+    }
+
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        let local = || -> Result<()> {
+            self.db.flush()?;
+            Ok(())
+        };
+        match &self.journal {
+            Some(j) => j.commit(local),
+            None => local(),
+        }
     }
 }
 
 /// The index over `db`: sealed with `crypt` in an encrypted repository, sled's trees as they
-/// are otherwise.
-pub fn over(db: sled::Db, crypt: Option<&Arc<Crypt>>) -> Result<Box<dyn MetaStore>> {
-    let plain = SledStore::new(db)?;
+/// are otherwise; its writes journaled for the bucket when `journal` is given.
+pub fn over(
+    db: sled::Db,
+    crypt: Option<&Arc<Crypt>>,
+    journal: Option<Arc<Journal>>,
+) -> Result<Box<dyn MetaStore>> {
+    let plain = SledStore::new(db)?.journaled(journal);
     Ok(match crypt {
         Some(c) => Box::new(SealedStore::new(plain, c.clone())),
         None => Box::new(plain),

@@ -248,6 +248,10 @@ impl MetaStore for SealedStore {
     fn flush(&self) -> Result<()> {
         self.inner.flush()
     }
+
+    fn raw_db(&self) -> Option<sled::Db> {
+        self.inner.raw_db()
+    }
 }
 
 /// The pairs of a hashed keyspace in plaintext key order: each snapshot's pairs (the stored

@@ -1,0 +1,537 @@
+//! Packs in a bucket: `packs/XX/NNNNNNNNNNNNNNNN.pack` objects, written once and read with
+//! ranged GETs through an on-disk block cache.
+//!
+//! **Writing.** A new pack is spooled to `CACHE/uploads/` and handed to uploader threads when it
+//! is finished, so the backup goes on while the pack travels; until its upload completes, reads
+//! of it are served from the spool file. Nothing that names a pack reaches the bucket before the
+//! pack does: the commit ([`super::journal`]) waits for every upload first ([`RemotePacks::barrier`]).
+//!
+//! **Reading.** Packs are read in aligned blocks of [`BLOCK`] bytes, each fetched once with a
+//! ranged GET and kept in `CACHE/blocks/` (bounded: the oldest blocks go first once the cache
+//! passes its limit) and in a small in-memory cache. A cached block carries a blake3 hash of its
+//! bytes and is fetched again when it does not match, so a damaged cache costs a request, never a
+//! wrong byte; above this, every record is verified against its id as for a local pack.
+//! [`PackBackend::will_need`] (the mount's read-ahead for sequential readers) fetches blocks in the
+//! background.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use bytes::Bytes;
+
+use super::client::Client;
+use crate::error::{Error, IoContext, Result};
+use crate::id::PackId;
+use crate::repo::pack::{PackBackend, PackSink};
+
+/// Bytes fetched per ranged GET and kept per cache file.
+pub const BLOCK: u64 = 1 << 20;
+
+/// Blocks kept in memory (verified), per process.
+const MEMORY_BLOCKS: usize = 48;
+
+/// Uploads in progress at once; a finished pack waits for a free uploader beyond this many
+/// queued, which bounds the spool to a few packs.
+const UPLOADERS: usize = 2;
+
+/// Background block fetchers for read-ahead.
+const FETCHERS: usize = 4;
+
+/// The on-disk block cache's default limit (`STRATA_S3_CACHE_MB`).
+const DEFAULT_CACHE_MB: u64 = 2048;
+
+/// The object name of a pack.
+pub fn pack_key(id: PackId) -> String {
+    format!("packs/{:02x}/{id}.pack", id.0 & 0xff)
+}
+
+/// A pack name from the bucket's `packs/` listing (`XX/NNNN.pack`).
+fn parse_pack_key(name: &str) -> Option<PackId> {
+    let file = name.rsplit('/').next()?;
+    let hex = file.strip_suffix(".pack")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok().map(PackId))
+        .flatten()
+}
+
+type BlockKey = (PackId, u64);
+
+/// The packs of a repository kept in object storage.
+pub struct RemotePacks {
+    client: Arc<Client>,
+    spool: PathBuf,
+    blocks: PathBuf,
+    /// Finished packs whose upload is not complete yet, with their spool files.
+    pending: Mutex<HashMap<PackId, PathBuf>>,
+    uploaded: Condvar,
+    /// The first upload that failed since the last barrier.
+    failed: Mutex<Option<Error>>,
+    upload_tx: OnceLock<crossbeam_channel::Sender<(PackId, PathBuf)>>,
+    fetch_tx: OnceLock<crossbeam_channel::Sender<BlockKey>>,
+    inflight: Mutex<HashSet<BlockKey>>,
+    fetched: Condvar,
+    memory: Mutex<lru::LruCache<BlockKey, Arc<Bytes>>>,
+    cache_used: AtomicU64,
+    cache_limit: u64,
+    cache_scanned: AtomicBool,
+    /// Read every block from the bucket once before using it (`check`): cached copies are not
+    /// trusted to be what the bucket holds.
+    bypass: AtomicBool,
+    /// Blocks fetched again since `bypass` was set.
+    refreshed: Mutex<HashSet<BlockKey>>,
+}
+
+impl RemotePacks {
+    /// Packs of the bucket behind `client`, with their spool and block cache in `cache` (the
+    /// repository's cache directory).
+    pub fn new(client: Arc<Client>, cache: &Path) -> Result<Arc<RemotePacks>> {
+        let spool = cache.join("uploads");
+        let blocks = cache.join("blocks");
+        for d in [&spool, &blocks] {
+            fs::create_dir_all(d).ctx("Creating cache directory", d)?;
+        }
+        let limit_mb = std::env::var("STRATA_S3_CACHE_MB")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_CACHE_MB);
+        Ok(Arc::new(RemotePacks {
+            client,
+            spool,
+            blocks,
+            pending: Default::default(),
+            uploaded: Condvar::new(),
+            failed: Mutex::new(None),
+            upload_tx: OnceLock::new(),
+            fetch_tx: OnceLock::new(),
+            inflight: Default::default(),
+            fetched: Condvar::new(),
+            memory: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(MEMORY_BLOCKS).expect("nonzero"),
+            )),
+            cache_used: AtomicU64::new(0),
+            cache_limit: limit_mb.saturating_mul(1 << 20),
+            cache_scanned: AtomicBool::new(false),
+            bypass: AtomicBool::new(false),
+            refreshed: Default::default(),
+        }))
+    }
+
+    /// Waits until every finished pack is in the bucket; the first upload that failed since the
+    /// last barrier is the error.
+    pub fn barrier(&self) -> Result<()> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while !p.is_empty() {
+            p = self.uploaded.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(p);
+        match self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn uploader(self: &Arc<Self>) -> &crossbeam_channel::Sender<(PackId, PathBuf)> {
+        self.upload_tx.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<(PackId, PathBuf)>(UPLOADERS);
+            for _ in 0..UPLOADERS {
+                let rx = rx.clone();
+                let me = Arc::downgrade(self);
+                std::thread::spawn(move || {
+                    for (id, file) in rx {
+                        let Some(me) = me.upgrade() else { return };
+                        me.upload(id, &file);
+                    }
+                });
+            }
+            tx
+        })
+    }
+
+    fn upload(&self, id: PackId, file: &Path) {
+        let r = self.client.put_file(&pack_key(id), file);
+        match r {
+            Ok(()) => {
+                let _ = fs::remove_file(file);
+            }
+            Err(e) => {
+                log::error!("Uploading pack {id}: {e}");
+                let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                f.get_or_insert(e);
+            }
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.remove(&id);
+        self.uploaded.notify_all();
+    }
+
+    fn fetcher(self: &Arc<Self>) -> &crossbeam_channel::Sender<BlockKey> {
+        self.fetch_tx.get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::unbounded::<BlockKey>();
+            for _ in 0..FETCHERS {
+                let rx = rx.clone();
+                let me = Arc::downgrade(self);
+                std::thread::spawn(move || {
+                    for key in rx {
+                        let Some(me) = me.upgrade() else { return };
+                        if let Err(e) = me.block(key) {
+                            log::debug!("Read-ahead of pack {} block {}: {e}", key.0, key.1);
+                        }
+                    }
+                });
+            }
+            tx
+        })
+    }
+
+    fn block_path(&self, (pack, n): BlockKey) -> PathBuf {
+        self.blocks.join(format!("{pack}")).join(format!("{n}"))
+    }
+
+    /// Block `key` of a pack: from memory, else from the disk cache (verified), else fetched.
+    fn block(&self, key: BlockKey) -> Result<Arc<Bytes>> {
+        if self.bypass.load(Ordering::Relaxed)
+            && self
+                .refreshed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key)
+        {
+            self.memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop(&key);
+            let _ = fs::remove_file(self.block_path(key));
+        }
+        if let Some(b) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(b.clone());
+        }
+        // One fetch per block: a reader that finds it in flight waits for it.
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            while inflight.contains(&key) {
+                inflight = self
+                    .fetched
+                    .wait(inflight)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if let Some(b) = self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
+                return Ok(b.clone());
+            }
+            inflight.insert(key);
+        }
+        let r = self.load_or_fetch(key);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.remove(&key);
+        self.fetched.notify_all();
+        drop(inflight);
+        let b = Arc::new(r?);
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, b.clone());
+        Ok(b)
+    }
+
+    fn load_or_fetch(&self, key: BlockKey) -> Result<Bytes> {
+        let path = self.block_path(key);
+        if let Ok(mut data) = fs::read(&path) {
+            if data.len() >= 32 {
+                let body = data.len() - 32;
+                if blake3::hash(&data[..body]).as_bytes() == &data[body..] {
+                    data.truncate(body);
+                    return Ok(Bytes::from(data));
+                }
+            }
+            log::warn!(
+                "Cached block {} does not match its hash; fetching it again",
+                path.display()
+            );
+            let _ = fs::remove_file(&path);
+        }
+        let start = key.1 * BLOCK;
+        let (data, _size) = self
+            .client
+            .get_range(&pack_key(key.0), start..start + BLOCK)?;
+        self.store_block(&path, &data);
+        Ok(data)
+    }
+
+    /// Keeps a fetched block on disk; a cache that cannot be written only costs requests later.
+    fn store_block(&self, path: &Path, data: &[u8]) {
+        let write = || -> std::io::Result<()> {
+            let dir = path.parent().expect("block files have a directory");
+            fs::create_dir_all(dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.write_all(blake3::hash(data).as_bytes())?;
+            drop(f);
+            fs::rename(&tmp, path)
+        };
+        match write() {
+            Ok(()) => {
+                let used = self
+                    .cache_used
+                    .fetch_add(data.len() as u64 + 32, Ordering::Relaxed);
+                if used > self.cache_limit || !self.cache_scanned.load(Ordering::Relaxed) {
+                    self.trim_cache();
+                }
+            }
+            Err(e) => log::debug!("Not caching block {}: {e}", path.display()),
+        }
+    }
+
+    /// Measures the disk cache (once per process) and removes its oldest blocks while it is
+    /// over its limit, down to 90% of it.
+    fn trim_cache(&self) {
+        let mut files = Vec::new();
+        let Ok(dirs) = fs::read_dir(&self.blocks) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let Ok(rd) = fs::read_dir(d.path()) else {
+                continue;
+            };
+            for f in rd.flatten() {
+                if let Ok(m) = f.metadata() {
+                    let t = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    files.push((t, m.len(), f.path()));
+                }
+            }
+        }
+        let mut used: u64 = files.iter().map(|f| f.1).sum();
+        self.cache_scanned.store(true, Ordering::Relaxed);
+        if used > self.cache_limit {
+            files.sort();
+            let goal = self.cache_limit / 10 * 9;
+            for (_, len, p) in files {
+                if used <= goal {
+                    break;
+                }
+                if fs::remove_file(&p).is_ok() {
+                    used -= len;
+                }
+            }
+        }
+        self.cache_used.store(used, Ordering::Relaxed);
+    }
+
+    /// A read served from the spool of a pack whose upload is not complete; `None` when the pack
+    /// is not (or no longer) spooled.
+    fn read_spooled(&self, id: PackId, offset: u64, len: usize) -> Option<Result<Vec<u8>>> {
+        let file = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()?;
+        let f = File::open(&file).ok()?;
+        let mut buf = vec![0u8; len];
+        Some(
+            f.read_exact_at(&mut buf, offset)
+                .map(|_| buf)
+                .ctx("Reading spooled pack", &file),
+        )
+    }
+}
+
+/// A pack being spooled; handed to the uploaders when finished, removed when abandoned.
+struct RemoteSink {
+    packs: Arc<RemotePacks>,
+    id: PackId,
+    file: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl PackSink for RemoteSink {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        self.out
+            .as_mut()
+            .expect("sink not finished")
+            .write_all(buf)
+            .ctx("Writing pack", &self.file)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let out = self.out.take().expect("sink not finished");
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("Writing pack", &self.file)?;
+        self.packs
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.id, self.file.clone());
+        let tx = self.packs.uploader().clone();
+        tx.send((self.id, self.file.clone()))
+            .map_err(|_| Error::Remote {
+                url: self.packs.client.url().to_string(),
+                detail: "the uploader stopped".into(),
+            })
+    }
+}
+
+impl Drop for RemoteSink {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.file);
+        }
+    }
+}
+
+impl PackBackend for Arc<RemotePacks> {
+    fn create(&self, id: PackId) -> Result<Box<dyn PackSink>> {
+        let file = self.spool.join(format!("{id}.pack"));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .ctx("Creating pack", &file)?;
+        Ok(Box::new(RemoteSink {
+            packs: self.clone(),
+            id,
+            file,
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
+        }))
+    }
+
+    fn read_at(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        self.read_into(id, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, id: PackId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if let Some(r) = self.read_spooled(id, offset, len) {
+            buf.extend_from_slice(&r?);
+            return Ok(());
+        }
+        let short = || {
+            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).ctx(
+                "Reading pack",
+                format!("{}/{}", self.client.url(), pack_key(id)),
+            )
+        };
+        let end = offset + len as u64;
+        let mut at = offset;
+        while at < end {
+            let n = at / BLOCK;
+            let block = self.block((id, n))?;
+            let from = (at - n * BLOCK) as usize;
+            let to = ((end - n * BLOCK).min(BLOCK)) as usize;
+            if block.len() < to {
+                return short();
+            }
+            buf.extend_from_slice(&block[from..to]);
+            at = n * BLOCK + to as u64;
+        }
+        Ok(())
+    }
+
+    fn will_need(&self, id: PackId, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let tx = self.fetcher();
+        for n in offset / BLOCK..=(offset + len - 1) / BLOCK {
+            let key = (id, n);
+            let cached = self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key);
+            if !cached {
+                let _ = tx.send(key);
+            }
+        }
+    }
+
+    fn verify_at_source(&self, yes: bool) {
+        self.bypass.store(yes, Ordering::Relaxed);
+        self.refreshed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out: Vec<_> = self
+            .client
+            .list("packs")?
+            .into_iter()
+            .filter_map(|o| parse_pack_key(&o.name).map(|id| (id, o.size)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, id: PackId) -> Result<()> {
+        self.client.delete(&pack_key(id))?;
+        let dir = self.blocks.join(format!("{id}"));
+        let _ = fs::remove_dir_all(dir);
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<BlockKey> = memory
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| k.0 == id)
+            .collect();
+        for k in gone {
+            memory.pop(&k);
+        }
+        Ok(())
+    }
+
+    fn remove_unfinished(&self) -> Result<usize> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for f in fs::read_dir(&self.spool)
+            .ctx("Listing", &self.spool)?
+            .flatten()
+        {
+            let p = f.path();
+            if !pending.values().any(|q| q == &p) {
+                log::info!("Removing unfinished pack {}", p.display());
+                fs::remove_file(&p).ctx("Removing unfinished pack", &p)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_keys_round_trip() {
+        let id = PackId(0x0123_4567_89ab_cdef);
+        let key = pack_key(id);
+        assert_eq!(key, "packs/ef/0123456789abcdef.pack");
+        assert_eq!(
+            parse_pack_key(key.strip_prefix("packs/").unwrap()),
+            Some(id)
+        );
+        assert_eq!(parse_pack_key("ef/0123.pack"), None);
+        assert_eq!(parse_pack_key("ef/0123456789abcdef.pack.tmp"), None);
+    }
+}
