@@ -48,7 +48,11 @@ pub fn run(target: &Path, a: CopyArgs) -> Result<i32> {
 }
 
 fn copy_with(target: &Path, a: CopyArgs, rec: &Recorder) -> Result<i32> {
-    let from = a.from_repo.clone();
+    // A bucket's address becomes its cache directory, as for --repo.
+    let from = match a.from_repo.to_str().and_then(crate::repo::remote::parse) {
+        Some(addr) => crate::repo::remote::attach(&addr?, false)?,
+        None => a.from_repo.clone(),
+    };
     copy::check_distinct(&from, target)?;
     // The source is registered first and let go of at once; only then is the target held, so
     // that two copies in opposite directions never wait for each other.
@@ -73,8 +77,8 @@ fn copy_with(target: &Path, a: CopyArgs, rec: &Recorder) -> Result<i32> {
     if a.json {
         let j = CopyJson {
             dry_run,
-            from: source.path().display().to_string(),
-            to: target.display().to_string(),
+            from: crate::repo::remote::display_name(source.path()),
+            to: crate::repo::remote::display_name(target),
             snapshots: out.snapshots.iter().map(CopiedJson::new).collect(),
             stats: StatsJson::new(&out.stats),
         };
