@@ -143,7 +143,9 @@ pub fn fetch(repo_id: &[u8; REPO_ID_LEN]) -> Option<Cached> {
         Ok(Some(payload)) => {
             let c = Cached::decode(&payload, repo_id);
             if c.is_none() {
-                log::warn!("The cached key of this repository is not one strata wrote; discarding it");
+                log::warn!(
+                    "The cached key of this repository is not one strata wrote; discarding it"
+                );
                 discard(repo_id);
             }
             c

@@ -61,7 +61,16 @@ fn check(r: libc::c_long) -> io::Result<libc::c_long> {
 
 fn keyctl(op: libc::c_long, a: libc::c_long, b: libc::c_long) -> io::Result<libc::c_long> {
     // SAFETY: the operations passed here take integers only (serials, permissions, seconds).
-    check(unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, 0 as libc::c_long, 0 as libc::c_long) })
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            op,
+            a,
+            b,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    })
 }
 
 /// The user key `description` in the user keyring, if there is one this process may search
@@ -142,11 +151,7 @@ pub fn put(description: &str, payload: &[u8], timeout_s: u32) -> io::Result<Seri
     let placed = keyctl(KEYCTL_SETPERM, serial.into(), PERMISSIONS)
         .and_then(|_| keyctl(KEYCTL_SET_TIMEOUT, serial.into(), timeout_s.max(1).into()))
         .and_then(|_| keyctl(KEYCTL_LINK, serial.into(), KEY_SPEC_USER_KEYRING.into()));
-    let unlinked = keyctl(
-        KEYCTL_UNLINK,
-        serial.into(),
-        KEY_SPEC_THREAD_KEYRING.into(),
-    );
+    let unlinked = keyctl(KEYCTL_UNLINK, serial.into(), KEY_SPEC_THREAD_KEYRING.into());
     if let Err(e) = placed {
         let _ = invalidate(serial);
         return Err(e);

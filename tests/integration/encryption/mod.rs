@@ -1,7 +1,10 @@
 //! Encrypted repositories (`init --encrypt`): every command and the mount work on them, the
 //! round trip and a killed backup behave as on a plain one, nothing of the source can be found
 //! in the repository directory, unlocking fails clearly and writes nothing, and damage is an
-//! error (EIO through the mount), never wrong bytes.
+//! error (EIO through the mount), never wrong bytes. [`key_cache`]: keeping the unlocked key
+//! between commands (`--key-cache`).
+
+mod key_cache;
 
 use std::collections::BTreeMap;
 use std::fs;
