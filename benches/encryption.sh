@@ -27,7 +27,8 @@
 # (argon2id; KDF_MEMORY_KIB, KDF_ITERATIONS) is paid once per command and is part of every
 # encrypted figure; `snapshots` shows it alone.
 #
-# Knobs: BENCH_DIR [/tmp/strata-enc-bench], SCALE [0.25], SEED [42], RUNS [3],
+# Knobs: BENCH_DIR [/tmp/strata-enc-bench], SCALE [0.25], SEED [42], RUNS [3], CAT_RUNS [3] (the
+# big `cat`s are timed that many times per run: they are short, and noisy on a loaded machine),
 # STRATA_BIN [cargo build --release → target/release/strata], KDF_MEMORY_KIB [65536],
 # KDF_ITERATIONS [3].
 set -euo pipefail
@@ -37,6 +38,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/strata-enc-bench}
 SCALE=${SCALE:-0.25}
 SEED=${SEED:-42}
 RUNS=${RUNS:-3}
+CAT_RUNS=${CAT_RUNS:-3}
 KDF_MEMORY_KIB=${KDF_MEMORY_KIB:-65536}
 KDF_ITERATIONS=${KDF_ITERATIONS:-3}
 if [ -z "${STRATA_BIN:-}" ]; then
@@ -136,13 +138,17 @@ for run in $(seq "$RUNS"); do
             --target "$BENCH_DIR/restore-$kind"
         rm -rf "$BENCH_DIR/restore-$kind"
         strata "$kind" cat latest "$order" >/dev/null # builds the big layer's lookup table
-        cold
-        timed "$kind" cat bash -c 'strata "$@"' _ "$kind" cat latest big/archive.bin
+        for _ in $(seq "$CAT_RUNS"); do
+            cold
+            timed "$kind" cat bash -c 'strata "$@"' _ "$kind" cat latest big/archive.bin
+        done
         timed "$kind" cat-small bash -c 'cat_small "$@"' _ "$kind" "$order"
         timed "$kind" snapshots bash -c 'strata "$@"' _ "$kind" snapshots
         strata "$kind" --key-cache 10m snapshots >/dev/null # unlocks once, caches the key
-        cold
-        timed "$kind" cat-cached bash -c 'strata_cached "$@"' _ "$kind" cat latest big/archive.bin
+        for _ in $(seq "$CAT_RUNS"); do
+            cold
+            timed "$kind" cat-cached bash -c 'strata_cached "$@"' _ "$kind" cat latest big/archive.bin
+        done
         timed "$kind" cat-small-cached bash -c 'cat_small "$@"' _ "$kind" "$order" strata_cached
         timed "$kind" snapshots-cached bash -c 'strata_cached "$@"' _ "$kind" snapshots
         [ "$kind" = enc ] && strata enc key forget >/dev/null

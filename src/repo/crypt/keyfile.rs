@@ -313,8 +313,8 @@ pub fn remove(repo: &Path, id: &str) -> Result<()> {
 /// The master key of the repository `repo_id` at `repo`, unwrapped from the first key file the
 /// passphrase opens, with that file's id; or, when the key cache is on, with the cached key
 /// (`keycache`), and then `pass` is not asked. `pass` is asked only once a key file that could
-/// open is found, and a key it opens is cached when the cache is on. Errors say which case it is: no key file, only damaged or foreign ones, or a
-/// passphrase no key file takes.
+/// open is found, and a key it opens is cached when the cache is on. Errors say which case it
+/// is: no key file, only damaged or foreign ones, or a passphrase no key file takes.
 pub fn unlock(
     repo: &Path,
     repo_id: &[u8; REPO_ID_LEN],
