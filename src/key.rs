@@ -2,13 +2,17 @@
 //! key under its own passphrase (see `crate::repo::crypt::keyfile`). Every operation first
 //! unlocks the repository with a passphrase it already has and takes the repository lock, so
 //! that two of them cannot race into a repository without a key.
+//!
+//! They unlock with a passphrase, never with a key cached by `--key-cache` (the CLI says so,
+//! `keycache::passphrase_only`): "the key that unlocked the command" is the passphrase's. A
+//! cached key naming a key file they remove is dropped; [`forget`] drops it on request.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::open::{Locked, Open};
 use crate::repo::crypt::keyfile::{self, Found, KeyFile};
-use crate::repo::crypt::Crypt;
+use crate::repo::crypt::{keycache, Crypt};
 use crate::repo::NewKey;
 
 /// A key file as `strata key list` shows it.
@@ -33,10 +37,7 @@ pub struct KeyInfo {
 fn unlocked(open: Open, path: &Path) -> Result<Locked> {
     let lock = open.lock()?;
     if lock.crypt().is_none() {
-        return Err(Error::InvalidArgument(format!(
-            "repository {} is not encrypted; it has no keys",
-            path.display()
-        )));
+        return Err(not_encrypted(path));
     }
     Ok(lock)
 }
@@ -96,6 +97,7 @@ pub fn change(open: Open, path: &Path, new: &NewKey) -> Result<(String, String)>
     let key = KeyFile::seal(c.master(), *c.repo_id(), &new.passphrase, new.kdf)?;
     let id = keyfile::write(path, &key)?;
     keyfile::remove(path, c.key_id())?;
+    keycache::discard_naming(c.repo_id(), c.key_id());
     Ok((c.key_id().to_string(), id))
 }
 
@@ -116,5 +118,29 @@ pub fn remove(open: Open, path: &Path, id: &str) -> Result<()> {
             "key {id} is the one this command was unlocked with; to remove it, give the passphrase of another key (a repository always keeps a key that is known to work)"
         )));
     }
-    keyfile::remove(path, id)
+    keyfile::remove(path, id)?;
+    keycache::discard_naming(c.repo_id(), id);
+    Ok(())
+}
+
+/// Drops the key of the repository at `path` that `--key-cache` kept in the kernel keyring, so
+/// that the next command asks for the passphrase; returns whether one was cached. Needs no
+/// passphrase, nor the repository's lock: only its marker, which names it.
+pub fn forget(path: &Path) -> Result<bool> {
+    let marker = match crate::repo::read_marker(path)? {
+        Some(m) => m,
+        None if !path.exists() => return Err(Error::RepoNotFound(path.to_path_buf())),
+        None => return Err(Error::NotARepo(path.to_path_buf())),
+    };
+    match marker.repo_id {
+        Some(id) if marker.format == crate::repo::ENCRYPTED_FORMAT => keycache::forget(&id),
+        _ => Err(not_encrypted(path)),
+    }
+}
+
+fn not_encrypted(path: &Path) -> Error {
+    Error::InvalidArgument(format!(
+        "repository {} is not encrypted; it has no keys",
+        path.display()
+    ))
 }

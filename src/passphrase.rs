@@ -8,7 +8,8 @@
 //! (`--from-password-file`, `$STRATA_FROM_PASSWORD_FILE`, …: [`Sources::copy_source`]).
 //!
 //! A file's or a command's output loses one trailing newline (`\n` or `\r\n`); nothing else is
-//! trimmed. Sources are only consulted when a repository turns out to be encrypted.
+//! trimmed. Sources are only consulted when a repository turns out to be encrypted, and not at
+//! all when the key cache (`--key-cache`, [`set_key_cache`]) holds a key that opens it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,21 @@ static PASSWORD_FILE: OnceLock<PathBuf> = OnceLock::new();
 /// Sets the file `--password-file` named, for the whole process (the CLI calls it once).
 pub fn set_password_file(path: PathBuf) {
     let _ = PASSWORD_FILE.set(path);
+}
+
+/// Sets, for the whole process, how long an unlocked key is kept in the kernel keyring for the
+/// next commands (`--key-cache`; zero: not at all). See `crate::repo::crypt::keycache`.
+pub fn set_key_cache(lifetime: std::time::Duration) {
+    crate::repo::crypt::keycache::set_lifetime(lifetime);
+}
+
+/// Parses `--key-cache`: `off` or `0` (the default), or a duration as `--lock-wait` takes it
+/// (`90`, `30s`, `15m`, `1h`).
+pub fn parse_key_cache(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match s.trim() {
+        "off" | "no" | "false" => Ok(std::time::Duration::ZERO),
+        t => crate::open::parse_duration(t),
+    }
 }
 
 fn strip_newline(mut b: Vec<u8>) -> Vec<u8> {
@@ -207,6 +223,15 @@ mod tests {
         assert_eq!(strip_newline(b"pw\r\n".to_vec()), b"pw");
         assert_eq!(strip_newline(b"pw\n\n".to_vec()), b"pw\n");
         assert_eq!(strip_newline(b" pw ".to_vec()), b" pw ");
+    }
+
+    #[test]
+    fn key_cache_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_key_cache("off"), Ok(Duration::ZERO));
+        assert_eq!(parse_key_cache("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_key_cache("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_key_cache("soon").is_err());
     }
 
     #[test]

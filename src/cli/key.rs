@@ -36,6 +36,8 @@ pub enum KeyAction {
     },
     /// Change the passphrase: replace the key file that unlocked the command
     Passwd(NewKeyArgs),
+    /// Drop the key --key-cache keeps for this repository: the next command asks for the passphrase
+    Forget,
 }
 
 /// Where a new passphrase comes from, and its key derivation.
@@ -61,8 +63,10 @@ impl NewKeyArgs {
     }
 }
 
-/// Runs `strata key`.
+/// Runs `strata key`. Its subcommands unlock with a passphrase, never a cached key: they are
+/// about passphrases (`crate::key`).
 pub fn run(path: &Path, a: KeyArgs) -> Result<i32> {
+    crate::repo::crypt::keycache::passphrase_only();
     let open = Open::new(path);
     match a.action {
         KeyAction::List { json } => {
@@ -108,6 +112,13 @@ pub fn run(path: &Path, a: KeyArgs) -> Result<i32> {
             let new = n.new_key()?;
             let (old, id) = key::change(open, path, &new)?;
             outln!("Replaced key {old} by key {id}");
+        }
+        KeyAction::Forget => {
+            if key::forget(path)? {
+                outln!("Forgot the cached key of repository {}", path.display());
+            } else {
+                outln!("No key of repository {} was cached", path.display());
+            }
         }
     }
     Ok(super::EXIT_OK)

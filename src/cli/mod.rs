@@ -120,6 +120,9 @@ pub struct Cli {
     /// Read the passphrase of an encrypted repository from FILE
     #[arg(long, global = true, value_name = "FILE", display_order = 104)]
     pub password_file: Option<PathBuf>,
+    /// Keep the unlocked key of an encrypted repository in the kernel keyring for DURATION (e.g. 15m), so that the next commands need no passphrase; 0 or off: never
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0", value_parser = crate::passphrase::parse_key_cache, display_order = 105)]
+    pub key_cache: std::time::Duration,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -376,6 +379,7 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
     if let Some(f) = &cli.password_file {
         crate::passphrase::set_password_file(f.clone());
     }
+    crate::passphrase::set_key_cache(cli.key_cache);
     match cli.command {
         Command::Init(a) => init::run(&path, a),
         Command::Backup(a) => metrics::backup(&path, cli.repo.is_none(), a),

@@ -4,6 +4,7 @@
 
 pub mod fixture;
 pub mod mount;
+pub mod packs;
 pub mod scratchfs;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,54 @@ pub fn passphrase_file(repo: &Path) -> PathBuf {
 pub fn encrypted(repo: &Path) -> PathBuf {
     std::fs::write(passphrase_file(repo), "test passphrase\n").unwrap();
     repo.to_path_buf()
+}
+
+/// The two kinds of repository. The damage, crash and round-trip cases run on both
+/// ([`crate::on_both_kinds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `strata init`.
+    Plain,
+    /// `strata init --encrypt`, its passphrase in a file beside it ([`encrypted`]).
+    Encrypted,
+}
+
+impl Kind {
+    /// Makes `repo` (not created yet) a test repository of this kind, for [`init`] and the
+    /// helpers here: an encrypted one gets its passphrase file. Returns `repo`.
+    pub fn prepare(self, repo: &Path) -> PathBuf {
+        match self {
+            Kind::Plain => repo.to_path_buf(),
+            Kind::Encrypted => encrypted(repo),
+        }
+    }
+
+    /// What a read says of a chunk whose stored bytes were changed: the plaintext's blake3 no
+    /// longer matches its id, or the record's authentication tag fails.
+    pub fn corruption_message(self) -> &'static str {
+        match self {
+            Kind::Plain => "blake3 mismatch",
+            Kind::Encrypted => "authentication failed",
+        }
+    }
+}
+
+/// Defines, for each `name` given, the tests `name::plain` and `name::encrypted`, which run the
+/// function `name(kind: Kind)` of the calling module on a repository of that kind.
+#[macro_export]
+macro_rules! on_both_kinds {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn plain() {
+                super::$name($crate::common::Kind::Plain)
+            }
+            #[test]
+            fn encrypted() {
+                super::$name($crate::common::Kind::Encrypted)
+            }
+        }
+    )+};
 }
 
 /// `--password-file FILE` for an encrypted test repository, nothing otherwise.
@@ -97,6 +146,14 @@ pub fn new_repo() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     strata_ok(&repo, &["init"]);
+    (t, repo)
+}
+
+/// Creates a repository of `kind` in a fresh temp dir; returns (guard, repo path).
+pub fn new_repo_of(kind: Kind) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let repo = kind.prepare(&t.path().join("repo"));
+    init(&repo);
     (t, repo)
 }
 

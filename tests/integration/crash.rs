@@ -1,17 +1,23 @@
 //! Crash safety: a backup killed with SIGKILL at any moment leaves a repository whose listed
 //! snapshots are complete and readable, and where the next backup works; a `forget` or
 //! `consolidate` killed at any step is reported by `check` as interrupted (not damage) and
-//! completed by the next command.
+//! completed by the next command. Every case runs on a plain and on an encrypted repository
+//! (`name::plain`, `name::encrypted`).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{backup, bin, new_repo, pseudo_random, strata_ok};
+use crate::common::{backup, bin, new_repo_of, pass_args, pseudo_random, strata_ok, Kind};
+use crate::on_both_kinds;
 
-#[test]
-fn kill_9_during_backup_leaves_a_consistent_repository() {
-    let (t, repo) = new_repo();
+on_both_kinds!(
+    kill_9_during_backup_leaves_a_consistent_repository,
+    kill_inside_forget_and_consolidate_is_completed_by_the_next_command,
+);
+
+fn kill_9_during_backup_leaves_a_consistent_repository(kind: Kind) {
+    let (t, repo) = new_repo_of(kind);
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("first.txt"), b"committed before the crashes").unwrap();
@@ -22,7 +28,9 @@ fn kill_9_during_backup_leaves_a_consistent_repository() {
     let mut killed = 0;
     for delay_ms in [5u64, 30, 80, 150, 300, 600] {
         let mut child = Command::new(bin())
-            .args(["--repo", repo.to_str().unwrap(), "backup", "--kind", "full"])
+            .args(["--repo", repo.to_str().unwrap()])
+            .args(pass_args(&repo))
+            .args(["backup", "--kind", "full"])
             .arg(&src)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -65,6 +73,7 @@ fn kill_9_during_backup_leaves_a_consistent_repository() {
     // No unfinished pack survives a successful backup.
     let leftovers = walk_count(&repo.join("packs"), "tmp");
     assert_eq!(leftovers, 0);
+    strata_ok(&repo, &["check", "--read-data"]);
 }
 
 fn walk_count(dir: &std::path::Path, ext: &str) -> usize {
@@ -119,8 +128,7 @@ fn history_with_whiteouts(repo: &std::path::Path, src: &std::path::Path) -> Vec<
 /// cleared. Now `check` reports the interruption as such (exit 3, `interrupted_operation`, no
 /// damage), the next command that opens the index completes it, and `check` is then clean, with
 /// every kept snapshot unchanged.
-#[test]
-fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
+fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command(kind: Kind) {
     let points = [
         "forget-after-layers",
         "forget-after-pack",
@@ -131,20 +139,17 @@ fn kill_inside_forget_and_consolidate_is_completed_by_the_next_command() {
     ];
     for point in points {
         for op in ["forget", "consolidate"] {
-            rewrite_killed_at(point, op, false);
+            rewrite_killed_at(point, op, kind);
         }
     }
 }
 
-/// `op` (forget or consolidate) killed at crash point `point`, in a plain or an encrypted
-/// repository: reported as interrupted, completed by the next command, nothing lost.
-pub(super) fn rewrite_killed_at(point: &str, op: &str, encrypted: bool) {
-    let label = format!("{op} killed at {point}");
+/// `op` (forget or consolidate) killed at crash point `point`, in a repository of `kind`:
+/// reported as interrupted, completed by the next command, nothing lost.
+fn rewrite_killed_at(point: &str, op: &str, kind: Kind) {
+    let label = format!("{op} killed at {point}, {kind:?}");
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
-    if encrypted {
-        crate::common::encrypted(&repo);
-    }
+    let repo = kind.prepare(&t.path().join("repo"));
     crate::common::init(&repo);
     let src = t.path().join("src");
     let ids = history_with_whiteouts(&repo, &src);
@@ -159,7 +164,7 @@ pub(super) fn rewrite_killed_at(point: &str, op: &str, encrypted: bool) {
     let out = Command::new(bin())
         .arg("--repo")
         .arg(&repo)
-        .args(crate::common::pass_args(&repo))
+        .args(pass_args(&repo))
         .args(&args)
         .env("STRATA_TEST_CRASH_AT", point)
         .output()

@@ -1,25 +1,34 @@
 //! Round trip: full, incremental, differential and incremental again over a tree with every
-//! fidelity case; every snapshot must reproduce the tree exactly as it was at its backup.
+//! fidelity case; every snapshot must reproduce the tree exactly as it was at its backup. Every
+//! case runs on a plain and on an encrypted repository (`name::plain`, `name::encrypted`).
 
 use std::path::Path;
 
 use strata::layers::View;
 
 use crate::common::fixture::{self, assert_same, from_view, Tree};
-use crate::common::{backup, strata_ok};
+use crate::common::{backup, init, pass_args, strata_ok, Kind};
+use crate::on_both_kinds;
+
+on_both_kinds!(
+    every_kind_reproduces_the_tree_at_its_time,
+    cli_ls_and_cat_show_snapshot_contents,
+    hot_file_is_retried_then_stored_with_a_warning,
+    excludes_and_tags,
+    unreadable_files_are_reported_and_skipped_with_exit_code_3,
+);
 
 fn check_all(repo: &Path, expected: &[(String, Tree)]) {
-    let r = strata::open::Open::new(repo).open().unwrap();
+    let r = crate::common::open(repo).open().unwrap();
     for (i, (id, want)) in expected.iter().enumerate() {
         let view = View::open(&r, &id.parse().unwrap()).unwrap();
         assert_same(&format!("snapshot {i}"), want, &from_view(&r, &view));
     }
 }
 
-#[test]
-fn every_kind_reproduces_the_tree_at_its_time() {
+fn every_kind_reproduces_the_tree_at_its_time(kind: Kind) {
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
+    let repo = kind.prepare(&t.path().join("repo"));
     // The fifth backup sees nothing changed: an empty layer that still shows the whole tree.
     let kinds: [&[&str]; 5] = [
         &[],
@@ -66,14 +75,13 @@ fn every_kind_reproduces_the_tree_at_its_time() {
     );
 }
 
-#[test]
-fn cli_ls_and_cat_show_snapshot_contents() {
+fn cli_ls_and_cat_show_snapshot_contents(kind: Kind) {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    let repo = t.path().join("repo");
+    let repo = kind.prepare(&t.path().join("repo"));
     std::fs::create_dir(&src).unwrap();
     fixture::build(&src, 11);
-    strata_ok(&repo, &["init"]);
+    init(&repo);
     let first = backup(&repo, &src, &[]);
     fixture::mutate1(&src);
     backup(&repo, &src, &[]);
@@ -126,13 +134,9 @@ fn cli_ls_and_cat_show_snapshot_contents() {
 
     // A closed pipe is not an error.
     let mut child = std::process::Command::new(crate::common::bin())
-        .args([
-            "--repo",
-            repo.to_str().unwrap(),
-            "cat",
-            "latest",
-            "media/big.bin",
-        ])
+        .args(["--repo", repo.to_str().unwrap()])
+        .args(pass_args(&repo))
+        .args(["cat", "latest", "media/big.bin"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -140,17 +144,16 @@ fn cli_ls_and_cat_show_snapshot_contents() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-#[test]
-fn hot_file_is_retried_then_stored_with_a_warning() {
+fn hot_file_is_retried_then_stored_with_a_warning(kind: Kind) {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    let repo = t.path().join("repo");
+    let repo = kind.prepare(&t.path().join("repo"));
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("calm.txt"), b"calm").unwrap();
     let hot = src.join("hot.log");
     // Big enough that each read attempt spans many scheduler slices, even on a loaded machine.
     std::fs::write(&hot, crate::common::pseudo_random(64 << 20, 3)).unwrap();
-    strata_ok(&repo, &["init"]);
+    init(&repo);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (stop, hot) = (stop.clone(), hot.clone());
@@ -181,16 +184,15 @@ fn hot_file_is_retried_then_stored_with_a_warning() {
     assert!(got.len() >= 16 << 20);
 }
 
-#[test]
-fn excludes_and_tags() {
+fn excludes_and_tags(kind: Kind) {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    let repo = t.path().join("repo");
+    let repo = kind.prepare(&t.path().join("repo"));
     std::fs::create_dir_all(src.join("cache/deep")).unwrap();
     std::fs::write(src.join("keep.json"), b"{}").unwrap();
     std::fs::write(src.join("skip.tmp"), b"x").unwrap();
     std::fs::write(src.join("cache/deep/x"), b"x").unwrap();
-    strata_ok(&repo, &["init"]);
+    init(&repo);
     backup(
         &repo,
         &src,
@@ -218,8 +220,7 @@ fn excludes_and_tags() {
     assert_eq!(strata_ok(&repo, &["cat", first, "keep.json"]).stdout, b"{}");
 }
 
-#[test]
-fn unreadable_files_are_reported_and_skipped_with_exit_code_3() {
+fn unreadable_files_are_reported_and_skipped_with_exit_code_3(kind: Kind) {
     use std::os::unix::fs::PermissionsExt;
     if !crate::common::fixture::is_root() || which("setpriv").is_none() {
         eprintln!("needs root and setpriv to run strata as an unprivileged user; skipped");
@@ -243,18 +244,35 @@ fn unreadable_files_are_reported_and_skipped_with_exit_code_3() {
         std::fs::Permissions::from_mode(0o000),
     )
     .unwrap();
-    let repo = t.path().join("repo");
+    let repo = kind.prepare(&t.path().join("repo"));
     let run = |args: &[&str]| {
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(crate::common::bin())
             .arg("--repo")
             .arg(&repo)
+            .args(pass_args(&repo))
             .args(args)
             .output()
             .unwrap()
     };
-    assert!(run(&["init"]).status.success());
+    let init_args: &[&str] = match kind {
+        Kind::Plain => &["init"],
+        Kind::Encrypted => &[
+            "init",
+            "--encrypt",
+            "--kdf-memory",
+            "256",
+            "--kdf-iterations",
+            "1",
+        ],
+    };
+    let out = run(init_args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["backup", src.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::aead::SealKey;
-use super::{random, MASTER_LEN, NONCE_LEN, REPO_ID_LEN, TAG_LEN};
+use super::{keycache, random, MASTER_LEN, NONCE_LEN, REPO_ID_LEN, TAG_LEN};
 use crate::error::{Error, IoContext, Result};
 
 /// The directory of key files inside a repository.
@@ -156,6 +156,12 @@ impl KeyFile {
     /// The master key, or `None` when `pass` is not this key's passphrase.
     pub fn unwrap(&self, pass: &Passphrase) -> Result<Option<Zeroizing<[u8; MASTER_LEN]>>> {
         let wrap = wrapping_key(pass, &self.salt, &self.kdf)?;
+        Ok(self.open_with(&wrap))
+    }
+
+    /// The master key, or `None` when `wrap` is not this key's wrapping key: the tag over the
+    /// sealed master key and the associated data (repository id, parameters, salt) decides.
+    fn open_with(&self, wrap: &[u8; 32]) -> Option<Zeroizing<[u8; MASTER_LEN]>> {
         let aad = self.encode();
         let mut master = Zeroizing::new([0u8; MASTER_LEN]);
         master.copy_from_slice(&self.sealed[..MASTER_LEN]);
@@ -167,7 +173,7 @@ impl KeyFile {
                 &self.sealed[MASTER_LEN..],
             )
             .is_ok();
-        Ok(ok.then_some(master))
+        ok.then_some(master)
     }
 
     /// The file's bytes.
@@ -307,9 +313,10 @@ pub fn remove(repo: &Path, id: &str) -> Result<()> {
 }
 
 /// The master key of the repository `repo_id` at `repo`, unwrapped from the first key file the
-/// passphrase opens, with that file's id. `pass` is asked only once a key file that could open
-/// is found. Errors say which case it is: no key file, only damaged or foreign ones, or a
-/// passphrase no key file takes.
+/// passphrase opens, with that file's id; or, when the key cache is on, with the cached key
+/// (`keycache`), and then `pass` is not asked. `pass` is asked only once a key file that could
+/// open is found, and a key it opens is cached when the cache is on. Errors say which case it
+/// is: no key file, only damaged or foreign ones, or a passphrase no key file takes.
 pub fn unlock(
     repo: &Path,
     repo_id: &[u8; REPO_ID_LEN],
@@ -347,13 +354,50 @@ pub fn unlock(
     for p in &problems {
         log::warn!("Repository {}: {p}", repo.display());
     }
+    if let Some(found) = from_cache(repo_id, &candidates) {
+        return Ok(found);
+    }
     let pass = pass()?;
     for (f, k) in candidates {
-        if let Some(master) = k.unwrap(&pass)? {
+        let wrap = wrapping_key(&pass, &k.salt, &k.kdf)?;
+        if let Some(master) = k.open_with(&wrap) {
+            let cached = keycache::Cached {
+                key_id: f.id.clone(),
+                wrap,
+            };
+            keycache::store(repo_id, &cached);
             return Ok((master, f.id.clone()));
         }
     }
     Err(Error::WrongPassphrase(repo.to_path_buf()))
+}
+
+/// The master key from the key cached for repository `repo_id` (`keycache`), verified: it must
+/// open the key file it names, one of `candidates` (key files that parse and name the
+/// repository). One that does not is discarded, and the caller asks for the passphrase.
+fn from_cache(
+    repo_id: &[u8; REPO_ID_LEN],
+    candidates: &[(&Found, &KeyFile)],
+) -> Option<(Zeroizing<[u8; MASTER_LEN]>, String)> {
+    let cached = keycache::fetch(repo_id)?;
+    let opened = candidates
+        .iter()
+        .find(|(f, _)| f.id == cached.key_id)
+        .and_then(|(f, k)| Some((k.open_with(&cached.wrap)?, f.id.clone())));
+    match opened {
+        Some(found) => {
+            log::debug!("Unlocked with the cached key of key file {}", found.1);
+            Some(found)
+        }
+        None => {
+            log::warn!(
+                "The cached key does not open key file {} of this repository (changed, removed, or another repository's); discarding it",
+                cached.key_id
+            );
+            keycache::discard(repo_id);
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,14 @@
 //! message belongs (a record's header, an index key), so a sealed value moved elsewhere fails
 //! to open. Nonces are 24 bytes: 16 random bytes drawn once per process, then a 64-bit counter
 //! ([`next_nonce`]); see docs/FORMAT.md for why they never repeat.
+//!
+//! An unlocked key can be kept between commands in the kernel keyring ([`keycache`] over
+//! [`keyring`]), verified against the repository's key file before each use.
 
 pub mod aead;
+pub mod keycache;
 pub mod keyfile;
+pub mod keyring;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

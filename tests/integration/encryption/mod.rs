@@ -1,7 +1,10 @@
-//! Encrypted repositories (`init --encrypt`): every command and the mount work on them, the
-//! round trip and a killed backup behave as on a plain one, nothing of the source can be found
-//! in the repository directory, unlocking fails clearly and writes nothing, and damage is an
-//! error (EIO through the mount), never wrong bytes.
+//! Encrypted repositories (`init --encrypt`): every command and the mount work on them, nothing
+//! of the source can be found in the repository directory, unlocking fails clearly and writes
+//! nothing, and damage is an error (EIO through the mount), never wrong bytes. The damage, crash
+//! and round-trip cases run on both kinds of repository, in their own modules. [`key_cache`]:
+//! keeping the unlocked key between commands (`--key-cache`).
+
+mod key_cache;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +18,7 @@ use strata::layers::View;
 use crate::common::fixture::{self, assert_same, from_view};
 use crate::common::mount::{fuse_available, snapshot_names, with_timeout, Mount};
 use crate::common::{
-    backup, bin, encrypted, init, open, pass_args, pseudo_random, snapshot_ids, strata, strata_ok,
+    backup, bin, encrypted, init, open, pseudo_random, snapshot_ids, strata, strata_ok,
 };
 
 const NEEDLES: &[&str] = &[
@@ -597,52 +600,6 @@ fn a_flipped_byte_in_a_sealed_record_is_damage_and_eio_never_bytes() {
 }
 
 #[test]
-fn kill_9_during_an_encrypted_backup_leaves_a_consistent_repository() {
-    use std::os::unix::process::ExitStatusExt;
-    let t = tempfile::tempdir().unwrap();
-    let repo = encrypted(&t.path().join("repo"));
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    fs::write(src.join("first.txt"), b"committed before the crashes").unwrap();
-    init(&repo);
-    backup(&repo, &src, &[]);
-    for i in 0..40u64 {
-        fs::write(src.join(format!("data-{i}.bin")), pseudo_random(1 << 20, i)).unwrap();
-    }
-    let mut killed = 0;
-    for delay_ms in [5u64, 40, 120, 300] {
-        let mut child = Command::new(bin())
-            .arg("--repo")
-            .arg(&repo)
-            .args(pass_args(&repo))
-            .args(["backup", "--kind", "full"])
-            .arg(&src)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        if child.wait().unwrap().signal() == Some(9) {
-            killed += 1;
-        }
-        for id in snapshot_ids(&repo) {
-            assert_eq!(
-                strata_ok(&repo, &["cat", &id, "first.txt"]).stdout,
-                b"committed before the crashes"
-            );
-        }
-    }
-    assert!(killed >= 2, "only {killed} backups were killed mid-way");
-    backup(&repo, &src, &[]);
-    assert_eq!(
-        strata_ok(&repo, &["cat", "latest", "data-39.bin"]).stdout,
-        pseudo_random(1 << 20, 39)
-    );
-    strata_ok(&repo, &["check", "--read-data"]);
-}
-
-#[test]
 fn cat_reads_the_sealed_lookup_files_without_the_index() {
     let t = tempfile::tempdir().unwrap();
     let repo = encrypted(&t.path().join("repo"));
@@ -680,17 +637,6 @@ fn cat_reads_the_sealed_lookup_files_without_the_index() {
         strata_ok(&repo, &["cat", "latest", "orders/o1.json"]).stdout,
         b"{\"v\":1}"
     );
-}
-
-#[test]
-fn a_killed_forget_or_consolidate_in_an_encrypted_repository_is_completed() {
-    for (point, op) in [
-        ("forget-after-layers", "forget"),
-        ("forget-after-switch", "consolidate"),
-        ("forget-cleanup-after-layers", "forget"),
-    ] {
-        super::crash::rewrite_killed_at(point, op, true);
-    }
 }
 
 #[test]
