@@ -329,21 +329,16 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
             client.url()
         );
     }
-    let db = if rebuild {
-        None
-    } else {
-        match crate::repo::open_sled(sled::Config::new().path(&index)) {
-            Ok(db) => Some(db),
-            Err(e) => {
-                log::warn!(
-                    "The local index of {} is unusable ({e}); rebuilding it from the bucket",
-                    client.url()
-                );
-                rebuild = true;
-                None
-            }
+    if !rebuild {
+        // The local index must open; one that does not is rebuilt from the log.
+        if let Err(e) = check_opens(&index, &names, &applied) {
+            log::warn!(
+                "The local index of {} is unusable ({e}); rebuilding it from the bucket",
+                client.url()
+            );
+            rebuild = true;
         }
-    };
+    }
     if rebuild {
         applied.clear();
         if index.exists() {
@@ -365,10 +360,7 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         .rposition(|n| n.ends_with(".c"))
         .map(|i| i + first)
         .unwrap_or(first);
-    let db = match db {
-        Some(db) => db,
-        None => crate::repo::open_sled(sled::Config::new().path(&index))?,
-    };
+    let db = crate::repo::open_sled(sled::Config::new().path(&index).cache_capacity(64 << 20))?;
     let trees = Space::ALL.map(|s| db.open_tree(s.tree_name()));
     let trees: Vec<sled::Tree> = trees.into_iter().collect::<std::result::Result<_, _>>()?;
     log::debug!(
@@ -404,6 +396,16 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         fs::remove_file(&catalog).ctx("Removing", &catalog)?;
     }
     Ok(Some(true))
+}
+
+/// Opens the index when there is something to apply to it (opening costs tens of milliseconds,
+/// which a command that finds the log unchanged does not pay here: it opens the index anyway).
+fn check_opens(index: &Path, names: &[String], applied: &[String]) -> Result<()> {
+    let seen: HashSet<&str> = applied.iter().map(String::as_str).collect();
+    if names.iter().all(|n| seen.contains(n.as_str())) {
+        return Ok(());
+    }
+    crate::repo::open_sled(sled::Config::new().path(index).cache_capacity(64 << 20)).map(drop)
 }
 
 /// Writes the whole index `db` as a checkpoint, makes it the log's start, and deletes the

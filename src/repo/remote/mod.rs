@@ -117,12 +117,25 @@ pub fn active() -> bool {
 }
 
 fn open_session(cache: &Path, addr: &Address) -> Result<Arc<Session>> {
+    if let Some(s) = sessions()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(cache)
+    {
+        return Ok(s.clone());
+    }
+    let client = Arc::new(Client::new(&addr.bucket, &addr.prefix, &addr.url())?);
+    session_over(cache, client)
+}
+
+/// Registers the session of the cache `cache` over `client` (one client per bucket and process:
+/// building one costs a runtime and loading the TLS roots).
+fn session_over(cache: &Path, client: Arc<Client>) -> Result<Arc<Session>> {
     ACTIVE.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut all = sessions().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = all.get(cache) {
         return Ok(s.clone());
     }
-    let client = Arc::new(Client::new(&addr.bucket, &addr.prefix, &addr.url())?);
     let packs = packs::RemotePacks::new(client.clone(), cache)?;
     let journal = Arc::new(journal::Journal::new(cache, client.clone(), packs.clone()));
     let s = Arc::new(Session {
@@ -212,7 +225,7 @@ fn config_id(text: &str) -> Option<[u8; 16]> {
 /// ([`on_lock`]).
 pub fn attach(addr: &Address, create: bool) -> Result<PathBuf> {
     let url = addr.url();
-    let client = Client::new(&addr.bucket, &addr.prefix, &url)?;
+    let client = Arc::new(Client::new(&addr.bucket, &addr.prefix, &url)?);
     let config = client.get(CONFIG)?;
     if create {
         if config.is_some() {
@@ -224,6 +237,7 @@ pub fn attach(addr: &Address, create: bool) -> Result<PathBuf> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.clone(), (addr.clone(), id));
+        session_over(&path, client)?;
         return Ok(path);
     }
     let Some(config) = config else {
@@ -243,6 +257,7 @@ pub fn attach(addr: &Address, create: bool) -> Result<PathBuf> {
         crate::fsio::write_atomic(&file, marker.as_bytes())?;
     }
     mirror_keys(&client, &path)?;
+    session_over(&path, client)?;
     Ok(path)
 }
 

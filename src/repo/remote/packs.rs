@@ -31,10 +31,10 @@ use crate::id::PackId;
 use crate::repo::pack::{PackBackend, PackSink};
 
 /// Bytes fetched per ranged GET and kept per cache file.
-pub const BLOCK: u64 = 1 << 20;
+pub const BLOCK: u64 = 256 << 10;
 
 /// Blocks kept in memory (verified), per process.
-const MEMORY_BLOCKS: usize = 48;
+const MEMORY_BLOCKS: usize = 192;
 
 /// Uploads in progress at once; a finished pack waits for a free uploader beyond this many
 /// queued, which bounds the spool to a few packs.
@@ -62,6 +62,12 @@ fn parse_pack_key(name: &str) -> Option<PackId> {
 
 type BlockKey = (PackId, u64);
 
+/// Blocks `first .. first + count` of a pack.
+type Run = (PackId, u64, u64);
+
+/// Blocks one read-ahead GET asks for at most (8 MiB).
+const RUN_BLOCKS: u64 = 32;
+
 /// The packs of a repository kept in object storage.
 pub struct RemotePacks {
     client: Arc<Client>,
@@ -73,7 +79,7 @@ pub struct RemotePacks {
     /// The first upload that failed since the last barrier.
     failed: Mutex<Option<Error>>,
     upload_tx: OnceLock<crossbeam_channel::Sender<(PackId, PathBuf)>>,
-    fetch_tx: OnceLock<crossbeam_channel::Sender<BlockKey>>,
+    fetch_tx: OnceLock<crossbeam_channel::Sender<Run>>,
     inflight: Mutex<HashSet<BlockKey>>,
     fetched: Condvar,
     memory: Mutex<lru::LruCache<BlockKey, Arc<Bytes>>>,
@@ -170,17 +176,22 @@ impl RemotePacks {
         self.uploaded.notify_all();
     }
 
-    fn fetcher(self: &Arc<Self>) -> &crossbeam_channel::Sender<BlockKey> {
+    fn fetcher(self: &Arc<Self>) -> &crossbeam_channel::Sender<Run> {
         self.fetch_tx.get_or_init(|| {
-            let (tx, rx) = crossbeam_channel::unbounded::<BlockKey>();
+            let (tx, rx) = crossbeam_channel::unbounded::<Run>();
             for _ in 0..FETCHERS {
                 let rx = rx.clone();
                 let me = Arc::downgrade(self);
                 std::thread::spawn(move || {
-                    for key in rx {
+                    for run in rx {
                         let Some(me) = me.upgrade() else { return };
-                        if let Err(e) = me.block(key) {
-                            log::debug!("Read-ahead of pack {} block {}: {e}", key.0, key.1);
+                        if let Err(e) = me.fetch_claimed(run) {
+                            log::debug!(
+                                "Read-ahead of pack {} blocks {}+{}: {e}",
+                                run.0,
+                                run.1,
+                                run.2
+                            );
                         }
                     }
                 });
@@ -191,6 +202,14 @@ impl RemotePacks {
 
     fn block_path(&self, (pack, n): BlockKey) -> PathBuf {
         self.blocks.join(format!("{pack}")).join(format!("{n}"))
+    }
+
+    fn remembered(&self, key: &BlockKey) -> Option<Arc<Bytes>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Block `key` of a pack: from memory, else from the disk cache (verified), else fetched.
@@ -208,68 +227,92 @@ impl RemotePacks {
                 .pop(&key);
             let _ = fs::remove_file(self.block_path(key));
         }
-        if let Some(b) = self
-            .memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(b.clone());
-        }
-        // One fetch per block: a reader that finds it in flight waits for it.
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            while inflight.contains(&key) {
-                inflight = self
-                    .fetched
-                    .wait(inflight)
-                    .unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(b) = self.remembered(&key) {
+                return Ok(b);
             }
-            if let Some(b) = self
-                .memory
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
+            // One fetch per block: a reader that finds it in flight (read ahead) waits for it.
             {
-                return Ok(b.clone());
+                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if inflight.contains(&key) {
+                    while inflight.contains(&key) {
+                        inflight = self
+                            .fetched
+                            .wait(inflight)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                    // Fetched (or failed: then this reader fetches it itself).
+                    continue;
+                }
+                inflight.insert(key);
             }
-            inflight.insert(key);
+            let r = self.fetch_claimed((key.0, key.1, 1));
+            return r.and_then(|()| {
+                self.remembered(&key).ok_or_else(|| Error::Remote {
+                    url: self.client.url().to_string(),
+                    detail: format!("block {} of pack {} was not kept", key.1, key.0),
+                })
+            });
         }
-        let r = self.load_or_fetch(key);
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        inflight.remove(&key);
-        self.fetched.notify_all();
-        drop(inflight);
-        let b = Arc::new(r?);
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(key, b.clone());
-        Ok(b)
     }
 
-    fn load_or_fetch(&self, key: BlockKey) -> Result<Bytes> {
-        let path = self.block_path(key);
-        if let Ok(mut data) = fs::read(&path) {
-            if data.len() >= 32 {
-                let body = data.len() - 32;
-                if blake3::hash(&data[..body]).as_bytes() == &data[body..] {
-                    data.truncate(body);
-                    return Ok(Bytes::from(data));
+    /// Loads or fetches the blocks of `run`, which the caller claimed in `inflight`, and
+    /// releases them: from the disk cache when every block is there, else with one ranged GET
+    /// for the whole run (the read-ahead of a sequential reader asks for up to [`RUN_BLOCKS`]).
+    fn fetch_claimed(&self, (pack, first, count): Run) -> Result<()> {
+        let keys: Vec<BlockKey> = (first..first + count).map(|n| (pack, n)).collect();
+        let r = (|| -> Result<()> {
+            let cached: Option<Vec<Bytes>> = keys.iter().map(|k| self.load(*k)).collect();
+            let blocks = match cached {
+                Some(b) => b,
+                None => {
+                    let start = first * BLOCK;
+                    let (data, _) = self
+                        .client
+                        .get_range(&pack_key(pack), start..start + count * BLOCK)?;
+                    let mut out = Vec::new();
+                    let mut at = 0;
+                    while at < data.len() {
+                        let end = (at + BLOCK as usize).min(data.len());
+                        let b = data.slice(at..end);
+                        self.store_block(&self.block_path((pack, first + out.len() as u64)), &b);
+                        out.push(b);
+                        at = end;
+                    }
+                    out
                 }
+            };
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, b) in keys.iter().zip(blocks) {
+                memory.put(*k, Arc::new(b));
             }
-            log::warn!(
-                "Cached block {} does not match its hash; fetching it again",
-                path.display()
-            );
-            let _ = fs::remove_file(&path);
+            Ok(())
+        })();
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &keys {
+            inflight.remove(k);
         }
-        let start = key.1 * BLOCK;
-        let (data, _size) = self
-            .client
-            .get_range(&pack_key(key.0), start..start + BLOCK)?;
-        self.store_block(&path, &data);
-        Ok(data)
+        self.fetched.notify_all();
+        r
+    }
+
+    /// Block `key` from the disk cache when it is there and matches its hash.
+    fn load(&self, key: BlockKey) -> Option<Bytes> {
+        let path = self.block_path(key);
+        let mut data = fs::read(&path).ok()?;
+        if data.len() >= 32 {
+            let body = data.len() - 32;
+            if blake3::hash(&data[..body]).as_bytes() == &data[body..] {
+                data.truncate(body);
+                return Some(Bytes::from(data));
+            }
+        }
+        log::warn!(
+            "Cached block {} does not match its hash; fetching it again",
+            path.display()
+        );
+        let _ = fs::remove_file(&path);
+        None
     }
 
     /// Keeps a fetched block on disk; a cache that cannot be written only costs requests later.
@@ -451,16 +494,33 @@ impl PackBackend for Arc<RemotePacks> {
         if len == 0 {
             return;
         }
-        let tx = self.fetcher();
-        for n in offset / BLOCK..=(offset + len - 1) / BLOCK {
-            let key = (id, n);
-            let cached = self
-                .memory
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&key);
-            if !cached {
-                let _ = tx.send(key);
+        // Blocks neither remembered nor in flight are claimed here and fetched in runs of up to
+        // RUN_BLOCKS, one GET each: large requests are what object storage streams fast.
+        let tx = self.fetcher().clone();
+        let mut runs: Vec<Run> = Vec::new();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            for n in offset / BLOCK..=(offset + len - 1) / BLOCK {
+                let key = (id, n);
+                if memory.contains(&key) || inflight.contains(&key) {
+                    continue;
+                }
+                inflight.insert(key);
+                match runs.last_mut() {
+                    Some(r) if r.1 + r.2 == n && r.2 < RUN_BLOCKS => r.2 += 1,
+                    _ => runs.push((id, n, 1)),
+                }
+            }
+        }
+        for r in runs {
+            if tx.send(r).is_err() {
+                // No fetcher: give the claims back so readers fetch for themselves.
+                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                for n in r.1..r.1 + r.2 {
+                    inflight.remove(&(r.0, n));
+                }
+                self.fetched.notify_all();
             }
         }
     }
