@@ -3,6 +3,7 @@
 //! fidelity, caches rebuilt from the bucket, crashes, damage, the lifecycle commands, several
 //! machines at once, and a server that dies. Each test starts its own server on a free port.
 
+mod cache;
 mod concurrency;
 mod damage;
 mod faults;
