@@ -18,8 +18,17 @@ fn views(repo: &S3Repo, ids: &[String]) -> Vec<(String, Vec<u8>)> {
     .iter()
     .map(|a| a.iter().map(|s| s.to_string()).collect())
     .collect();
-    cmds.push(vec!["diff".into(), ids[0].clone(), ids[ids.len() - 1].clone()]);
-    cmds.push(vec!["ls".into(), "-R".into(), "--json".into(), ids[0].clone()]);
+    cmds.push(vec![
+        "diff".into(),
+        ids[0].clone(),
+        ids[ids.len() - 1].clone(),
+    ]);
+    cmds.push(vec![
+        "ls".into(),
+        "-R".into(),
+        "--json".into(),
+        ids[0].clone(),
+    ]);
     cmds.iter()
         .map(|c| {
             let args: Vec<&str> = c.iter().map(String::as_str).collect();
@@ -78,7 +87,10 @@ fn a_new_or_lost_cache_is_rebuilt_from_the_bucket() {
     assert_eq!(last["stats"]["files_read"], 1, "{last}");
     let now = t.path().join("copy-now");
     cp_a(&src, &now);
-    assert_eq!(b.ok(&["cat", "latest", "after-the-loss.txt"]).stdout, b"new");
+    assert_eq!(
+        b.ok(&["cat", "latest", "after-the-loss.txt"]).stdout,
+        b"new"
+    );
     assert_restore_equals(&b, &id, &now, t.path());
 
     // Parts of a cache lost: each alone, the commands still agree and restore exactly.
@@ -92,7 +104,11 @@ fn a_new_or_lost_cache_is_rebuilt_from_the_bucket() {
         } else if p.exists() {
             std::fs::remove_file(&p).unwrap();
         }
-        assert_same_views(&seen, &views(&a, &all), &format!("without the cache's {part}"));
+        assert_same_views(
+            &seen,
+            &views(&a, &all),
+            &format!("without the cache's {part}"),
+        );
         assert_restore_equals(&a, &id, &now, t.path());
     }
     let (code, text) = super::check_read_data(&a);
@@ -104,7 +120,11 @@ fn a_new_or_lost_cache_is_rebuilt_from_the_bucket() {
     }
     let c = a.host(&t.path().join("cache-c"));
     let m = c.mount(&[]);
-    assert!(m.ready_line.contains("Mounted 5 snapshots"), "{}", m.ready_line);
+    assert!(
+        m.ready_line.contains("Mounted 5 snapshots"),
+        "{}",
+        m.ready_line
+    );
     let mp = m.path.clone();
     let latest = now.clone();
     with_timeout(std::time::Duration::from_secs(120), move || {

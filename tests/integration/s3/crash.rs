@@ -102,7 +102,10 @@ fn kill_9_during_a_bucket_backup_leaves_nothing_a_snapshot_needs_missing() {
         "prune after {killed} killed backups: {} pack(s) deleted",
         p["packs_deleted"]
     );
-    assert_eq!(repo.objects_under("locks"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        repo.objects_under("locks"),
+        Vec::<std::path::PathBuf>::new()
+    );
     let (code, text) = check_read_data(&fresh);
     assert_eq!(code, Some(0), "{text}");
     assert_restore_equals(&fresh, &id, &src, t.path());
@@ -140,11 +143,20 @@ fn prune_scenario(
 
 /// After a crashed prune: every kept snapshot restores exactly here and on a new machine; prune
 /// runs again; the repository checks clean; the next backup works.
-fn recovers_after_a_crashed_prune(repo: &S3Repo, kept: &[(String, std::path::PathBuf)], dir: &Path, label: &str) {
+fn recovers_after_a_crashed_prune(
+    repo: &S3Repo,
+    kept: &[(String, std::path::PathBuf)],
+    dir: &Path,
+    label: &str,
+) {
     let fresh = repo.host(&dir.join("cache-fresh"));
     for r in [repo, &fresh] {
         let ids = r.snapshot_ids();
-        assert_eq!(ids, kept.iter().map(|k| k.0.clone()).collect::<Vec<_>>(), "{label}");
+        assert_eq!(
+            ids,
+            kept.iter().map(|k| k.0.clone()).collect::<Vec<_>>(),
+            "{label}"
+        );
         for (id, copy) in kept {
             assert_restore_equals(r, id, copy, dir);
         }
@@ -179,10 +191,11 @@ fn prune_on_a_bucket_killed_at_each_step_loses_nothing() {
     ] {
         let t = tempfile::tempdir().unwrap();
         let (repo, kept) = prune_scenario(&server, point, t.path());
-        let out = repo
-            .clone()
-            .with_env("STRATA_TEST_CRASH_AT", point)
-            .run(&["prune", "--repack-threshold", "100"]);
+        let out = repo.clone().with_env("STRATA_TEST_CRASH_AT", point).run(&[
+            "prune",
+            "--repack-threshold",
+            "100",
+        ]);
         assert_eq!(
             out.status.signal(),
             Some(libc::SIGABRT),

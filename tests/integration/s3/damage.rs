@@ -147,7 +147,10 @@ fn an_altered_log_object_is_a_clear_error_never_another_index() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let name = victim.file_name().unwrap().to_str().unwrap();
-    assert!(err.contains(name), "the error does not name the log entry: {err}");
+    assert!(
+        err.contains(name),
+        "the error does not name the log entry: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 

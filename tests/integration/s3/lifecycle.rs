@@ -91,8 +91,11 @@ fn lifecycle(check: bool) {
         std::fs::write(s.join("media/other.bin"), pseudo_random(2 << 20, 77)).unwrap();
     }));
     steps.push(step(&a, &src, &copies, 6, &["--kind", "full"], |s| {
-        std::fs::write(s.join("orders/2026/11/20/order-1.json"), br#"{"id":1,"total":11}"#)
-            .unwrap();
+        std::fs::write(
+            s.join("orders/2026/11/20/order-1.json"),
+            br#"{"id":1,"total":11}"#,
+        )
+        .unwrap();
     }));
     steps.push(step(&a, &src, &copies, 7, &[], |s| {
         std::fs::remove_file(s.join("media/other.bin")).unwrap();
@@ -133,7 +136,10 @@ fn lifecycle(check: bool) {
         std::fs::write(src.join("after-prune.txt"), format!("step {n}")).unwrap();
         let id = r.backup(&src, &[]);
         let last = r.snapshot_list().pop().unwrap();
-        assert_eq!(last["parent"].as_str(), Some(steps.last().unwrap().id.as_str()));
+        assert_eq!(
+            last["parent"].as_str(),
+            Some(steps.last().unwrap().id.as_str())
+        );
         let copy = copies.join(format!("step{n}"));
         cp_a(&src, &copy);
         assert_restore_equals(other, &id, &copy, t.path());
@@ -182,8 +188,8 @@ fn consolidate_on_a_bucket_checks_clean() {
 }
 
 #[test]
-#[ignore = "bug: repair on a bucket fails (\"index.rebuild is damaged (sled failed to open it: \\
-            attempt to multiply with overflow)\"): install::advance_id_generator sizes sled's id \\
+#[ignore = "bug: repair on a bucket fails (\"index.rebuild is damaged (sled failed to open it: \
+            attempt to multiply with overflow)\"): install::advance_id_generator sizes sled's id \
             step from the highest pack id, and pack ids in a bucket are random u64s"]
 fn repair_on_a_bucket_rebuilds_the_same_index() {
     let Some(server) = crate::common::s3::S3Server::start() else {

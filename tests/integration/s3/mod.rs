@@ -5,8 +5,8 @@
 
 mod cache;
 mod concurrency;
-mod damage;
 mod crash;
+mod damage;
 mod lifecycle;
 mod mount;
 mod requests;
@@ -145,7 +145,11 @@ fn assert_restores(repo: &S3Repo, steps: &[Step], under: &Path, label: &str) {
     for (i, st) in steps.iter().enumerate() {
         let out = under.join(format!("{label}-{i}"));
         repo.restore(&st.id, &out);
-        assert_same(&format!("{label}: restore of step {i}"), &st.tree, &capture(&out));
+        assert_same(
+            &format!("{label}: restore of step {i}"),
+            &st.tree,
+            &capture(&out),
+        );
         assert_eq!(
             rsync_diff(&st.copy, &out),
             "",
@@ -225,7 +229,11 @@ impl Local {
 /// from seeds starting at `seed`, plus a small text file.
 fn flat_source(dir: &Path, prefix: &str, n: u64, size: usize, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-note.txt")), format!("{prefix} {seed}")).unwrap();
+    std::fs::write(
+        dir.join(format!("{prefix}-note.txt")),
+        format!("{prefix} {seed}"),
+    )
+    .unwrap();
     for i in 0..n {
         std::fs::write(
             dir.join(format!("{prefix}-{i:03}.bin")),

@@ -80,7 +80,10 @@ fn bucket_mount_shows_every_snapshot_as_restored() {
         m.ready_line
     );
     let mp = m.path.clone();
-    let trees: Vec<_> = steps.iter().map(|s| (s.tree.clone(), s.copy.clone())).collect();
+    let trees: Vec<_> = steps
+        .iter()
+        .map(|s| (s.tree.clone(), s.copy.clone()))
+        .collect();
     let big_name = names[steps.len()].clone();
     let repo2 = repo.clone();
     let src2 = src.clone();
@@ -95,8 +98,8 @@ fn bucket_mount_shows_every_snapshot_as_restored() {
 
         // Sequential read of the big file, cold.
         let started = Instant::now();
-        let mut f = std::fs::File::open(mp.join("snapshots").join(&big_name).join("huge.bin"))
-            .unwrap();
+        let mut f =
+            std::fs::File::open(mp.join("snapshots").join(&big_name).join("huge.bin")).unwrap();
         let mut got = Vec::with_capacity(big.len());
         let mut buf = vec![0u8; 1 << 20];
         loop {

@@ -87,16 +87,18 @@ fn round_trip(encrypted: bool) {
 
     // The list: same kinds, parents, times, sizes and stats.
     let b_ids = repo.snapshot_ids();
-    let l_ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(
-        &local.ok(&["snapshots", "--json"]).stdout,
-    )
-    .unwrap()
-    .as_array()
-    .unwrap()
-    .iter()
-    .map(|s| s["id"].as_str().unwrap().to_string())
-    .collect();
-    assert_eq!(b_ids, steps.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
+    let l_ids: Vec<String> =
+        serde_json::from_slice::<serde_json::Value>(&local.ok(&["snapshots", "--json"]).stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(
+        b_ids,
+        steps.iter().map(|s| s.id.clone()).collect::<Vec<_>>()
+    );
     assert_eq!(b_ids.len(), l_ids.len());
     let norm = |t: String| if encrypted { hashes_by_order(&t) } else { t };
     let same = |args: &[&str]| {
@@ -193,11 +195,17 @@ fn check_bucket_layout(repo: &S3Repo, encrypted: bool) {
         let rel = p.strip_prefix(repo.objects.join("packs")).unwrap();
         let parts: Vec<_> = rel.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(parts.len(), 2, "{rel:?}");
-        assert!(parts[1].ends_with(".pack") && parts[1].len() == 21, "{rel:?}");
+        assert!(
+            parts[1].ends_with(".pack") && parts[1].len() == 21,
+            "{rel:?}"
+        );
     }
     assert!(!repo.objects_under("log").is_empty());
     assert_eq!(!repo.objects_under("keys").is_empty(), encrypted);
-    assert_eq!(repo.objects_under("locks"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        repo.objects_under("locks"),
+        Vec::<std::path::PathBuf>::new()
+    );
     if encrypted {
         // Nothing readable of the source in the bucket.
         for p in packs.iter().chain(&repo.objects_under("log")) {
@@ -238,8 +246,15 @@ fn bucket_address_comes_from_strata_repo_too() {
         .env("STRATA_REPO", &repo.url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(repo.ok(&["cat", "latest", "a.txt"]).stdout, b"via STRATA_REPO");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        repo.ok(&["cat", "latest", "a.txt"]).stdout,
+        b"via STRATA_REPO"
+    );
     // The prefix is a directory of the bucket: the repository's objects are below it.
     assert!(repo.objects.join("config").is_file());
     assert!(!Path::new(&server.root().join("envbucket/config")).exists());

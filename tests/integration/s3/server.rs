@@ -31,7 +31,10 @@ fn backup_across_a_restart(
     let packs_before = repo.objects_under("packs").len();
     let deadline = Instant::now() + Duration::from_secs(60);
     while repo.objects_under("packs").len() == packs_before {
-        assert!(Instant::now() < deadline, "the backup never uploaded a pack");
+        assert!(
+            Instant::now() < deadline,
+            "the backup never uploaded a pack"
+        );
         if let Ok(Some(st)) = child.try_wait() {
             panic!("the backup ended ({st}) before it uploaded a pack; make the data larger");
         }
@@ -62,7 +65,13 @@ fn backup_across_a_restart(
 
 /// After a backup that ran across a restart: it completed and restores exactly, or it failed
 /// naming the bucket; the repository checks clean and the next backup works.
-fn after_the_restart(repo: &S3Repo, src: &std::path::Path, code: Option<i32>, err: &str, dir: &std::path::Path) {
+fn after_the_restart(
+    repo: &S3Repo,
+    src: &std::path::Path,
+    code: Option<i32>,
+    err: &str,
+    dir: &std::path::Path,
+) {
     let ids_before = repo.snapshot_ids();
     match code {
         Some(0) => {
@@ -167,7 +176,10 @@ fn a_server_that_is_down_is_a_clear_error_not_a_hang() {
         let (code, _, err, took) = timed(r, args);
         eprintln!("{args:?} with the server down: exit {code:?} after {took:?}: {err}");
         assert_eq!(code, Some(1), "{args:?}: {err}");
-        assert!(err.contains(&r.url), "{args:?}: the error does not name the bucket: {err}");
+        assert!(
+            err.contains(&r.url),
+            "{args:?}: the error does not name the bucket: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(took < Duration::from_secs(60), "{args:?} took {took:?}");
     }
