@@ -188,9 +188,6 @@ fn consolidate_on_a_bucket_checks_clean() {
 }
 
 #[test]
-#[ignore = "bug: repair on a bucket fails (\"index.rebuild is damaged (sled failed to open it: \
-            attempt to multiply with overflow)\"): install::advance_id_generator sizes sled's id \
-            step from the highest pack id, and pack ids in a bucket are random u64s"]
 fn repair_on_a_bucket_rebuilds_the_same_index() {
     let Some(server) = crate::common::s3::S3Server::start() else {
         return;
