@@ -4,6 +4,7 @@
 
 pub mod fixture;
 pub mod mount;
+pub mod s3;
 pub mod scratchfs;
 
 use std::path::{Path, PathBuf};
