@@ -65,11 +65,6 @@ fn forget_consolidate_prune_on_a_bucket_keep_every_kept_snapshot_exact() {
 }
 
 #[test]
-#[ignore = "bug: after consolidate (or forget rewriting a record) on a bucket, check reports \
-            stale_snapshot_record, and after prune snapshot_record_mismatch (damage, exit 4, and \
-            prune then refuses): check and repair take the snapshot blob in the highest (pack id, \
-            offset) as the newest, but pack ids in a bucket are random, not increasing \
-            (SledStore::generate_id); repair would restore the older record"]
 fn forget_consolidate_prune_on_a_bucket_check_clean() {
     lifecycle(true);
 }
@@ -157,9 +152,6 @@ fn lifecycle(check: bool) {
 }
 
 #[test]
-#[ignore = "bug: consolidate on a bucket leaves check reporting stale_snapshot_record (exit 3): \
-            the newest snapshot blob is taken to be the one in the highest pack id, and pack ids \
-            in a bucket are random"]
 fn consolidate_on_a_bucket_checks_clean() {
     let Some(server) = crate::common::s3::S3Server::start() else {
         return;
