@@ -29,6 +29,7 @@ mod integration {
     mod repair;
     mod restore;
     mod roundtrip;
+    mod s3;
     mod sqlite;
     mod stale;
     mod streams;

@@ -182,8 +182,13 @@ impl Repo {
     /// repeat one after a kill (it persists its counter lazily); a number whose pack (or unfinished
     /// pack) exists is skipped, so a finished pack is never overwritten.
     pub(crate) fn create_pack(&self) -> Result<(crate::id::PackId, Box<dyn pack::PackSink>)> {
+        let remote = remote::session(&self.path)?;
         for _ in 0..10_000 {
-            let id = crate::id::PackId(self.generate_id()?);
+            let id = crate::id::PackId(match &remote {
+                // Also for an index that is not the bucket's log (repair's rebuild).
+                Some(s) => s.journal.pack_id()?,
+                None => self.generate_id()?,
+            });
             match self.packs.create(id) {
                 Ok(sink) => return Ok((id, sink)),
                 Err(Error::Io { source, .. })

@@ -5,6 +5,7 @@
 pub mod fixture;
 pub mod mount;
 pub mod packs;
+pub mod s3;
 pub mod scratchfs;
 
 use std::path::{Path, PathBuf};

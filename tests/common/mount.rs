@@ -53,6 +53,11 @@ pub struct Mount {
 impl Mount {
     /// Mounts `repo` on a fresh temp directory with `extra` arguments and waits until it is live.
     pub fn start(repo: &Path, extra: &[&str]) -> Mount {
+        Mount::start_env(repo, extra, &[])
+    }
+
+    /// Like [`Mount::start`], with extra environment variables for the mount process.
+    pub fn start_env(repo: &Path, extra: &[&str], env: &[(String, String)]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
@@ -66,6 +71,7 @@ impl Mount {
             .args(extra)
             .env_remove("STRATA_REPO")
             .env("RUST_LOG", "strata=info")
+            .envs(env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()

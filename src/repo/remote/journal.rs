@@ -215,6 +215,8 @@ pub struct Journal {
     /// A commit failed: the local index holds writes the bucket may lack, so this process commits
     /// nothing more (its journal stays, and the next command rebuilds the local index).
     failed: std::sync::atomic::AtomicBool,
+    /// The time part of the last pack number handed out.
+    last_pack_ms: Mutex<u64>,
 }
 
 impl Journal {
@@ -226,6 +228,7 @@ impl Journal {
             packs,
             open: Mutex::new(None),
             failed: Default::default(),
+            last_pack_ms: Mutex::new(0),
         }
     }
 
@@ -237,6 +240,27 @@ impl Journal {
             });
         }
         Ok(())
+    }
+
+    /// A new pack number: the time in milliseconds (never before the newest commit this cache
+    /// has seen, nor before the last number handed out) above 22 random bits. Numbers grow with
+    /// commits across machines (what `check` and `repair` rely on to tell the newer of two
+    /// copies of a record) and do not collide between machines that share the bucket.
+    pub fn pack_id(&self) -> Result<u64> {
+        let mut last = self.last_pack_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == 0 {
+            *last = read_applied(&self.cache)
+                .last()
+                .and_then(|n| n.get(..20))
+                .and_then(|t| t.parse::<u128>().ok())
+                .map(|ns| (ns / 1_000_000) as u64)
+                .unwrap_or(0);
+        }
+        let now = (crate::time::now_ns().max(0) / 1_000_000) as u64;
+        let ms = now.max(*last + 1);
+        *last = ms;
+        let low = u32::from_le_bytes(crate::repo::crypt::random::<4>()?) & 0x3f_ffff;
+        Ok(ms << 22 | u64::from(low))
     }
 
     /// Records a write about to be made to the local index. The journal file exists (durably)
@@ -330,6 +354,17 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         );
     }
     if !rebuild {
+        if let Some(gone) = lost(&names, &applied) {
+            log::warn!(
+                "The log of {} no longer holds {gone}, which this machine applied (and no \
+                 checkpoint replaced it): the bucket lost a commit; rebuilding the local index \
+                 from what the bucket holds",
+                client.url()
+            );
+            rebuild = true;
+        }
+    }
+    if !rebuild {
         // The local index must open; one that does not is rebuilt from the log.
         if let Err(e) = check_opens(&index, &names, &applied) {
             log::warn!(
@@ -396,6 +431,18 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         fs::remove_file(&catalog).ctx("Removing", &catalog)?;
     }
     Ok(Some(true))
+}
+
+/// An entry this cache applied that the bucket's log no longer holds, unless a checkpoint named
+/// after it replaced it (what `prune` and `repair` do).
+fn lost(names: &[String], applied: &[String]) -> Option<String> {
+    let listed: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let newest_checkpoint = names.iter().rev().find(|n| n.ends_with(".c"));
+    applied
+        .iter()
+        .filter(|a| !listed.contains(a.as_str()))
+        .find(|a| newest_checkpoint.is_none_or(|c| c.as_str() < a.as_str()))
+        .cloned()
 }
 
 /// Opens the index when there is something to apply to it (opening costs tens of milliseconds,

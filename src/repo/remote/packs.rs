@@ -97,11 +97,10 @@ impl RemotePacks {
     /// Packs of the bucket behind `client`, with their spool and block cache in `cache` (the
     /// repository's cache directory).
     pub fn new(client: Arc<Client>, cache: &Path) -> Result<Arc<RemotePacks>> {
+        // Both directories are made when first needed: a repository being created needs its
+        // directory empty until then.
         let spool = cache.join("uploads");
         let blocks = cache.join("blocks");
-        for d in [&spool, &blocks] {
-            fs::create_dir_all(d).ctx("Creating cache directory", d)?;
-        }
         let limit_mb = std::env::var("STRATA_S3_CACHE_MB")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
@@ -440,6 +439,7 @@ impl Drop for RemoteSink {
 
 impl PackBackend for Arc<RemotePacks> {
     fn create(&self, id: PackId) -> Result<Box<dyn PackSink>> {
+        fs::create_dir_all(&self.spool).ctx("Creating cache directory", &self.spool)?;
         let file = self.spool.join(format!("{id}.pack"));
         let f = OpenOptions::new()
             .write(true)
@@ -563,10 +563,10 @@ impl PackBackend for Arc<RemotePacks> {
     fn remove_unfinished(&self) -> Result<usize> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
-        for f in fs::read_dir(&self.spool)
-            .ctx("Listing", &self.spool)?
-            .flatten()
-        {
+        let Ok(spooled) = fs::read_dir(&self.spool) else {
+            return Ok(0);
+        };
+        for f in spooled.flatten() {
             let p = f.path();
             if !pending.values().any(|q| q == &p) {
                 log::info!("Removing unfinished pack {}", p.display());

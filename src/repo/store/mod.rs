@@ -246,10 +246,9 @@ impl MetaStore for SledStore {
     }
 
     fn generate_id(&self) -> Result<u64> {
-        if self.journal.is_some() {
-            // Machines sharing a bucket have separate generators: random numbers do not collide.
-            let n = u64::from_le_bytes(crate::repo::crypt::random::<8>()?);
-            return Ok(n.max(1));
+        if let Some(j) = &self.journal {
+            // Machines sharing a bucket have separate generators (see `Journal::pack_id`).
+            return j.pack_id();
         }
         Ok(self.db.generate_id()?)
     }

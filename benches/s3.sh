@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# benches/s3.sh — a repository in object storage side by side with the same repository on local
+# disk: the benchmark's shop dataset backed up into both, then the same reads from both. The
+# bucket is served by s3s-fs (an S3 server that keeps objects as files) on 127.0.0.1, over a
+# directory on the same disk as the local repository, so the difference is what the S3 protocol,
+# the requests and the bucket's block cache cost.
+#
+# Usage:
+#   benches/s3.sh                   ~240 MB dataset (SCALE=0.1), 3 runs of each
+#   SCALE=0.25 RUNS=5 benches/s3.sh
+#
+# Figures (medians over RUNS; each run alternates local and bucket, so both see the same load):
+#   backup       full backup of the dataset into a fresh repository, page cache dropped first
+#   backup-same  the next backup, nothing changed (wall time; for the bucket also the requests it
+#                made, from `backup --json`)
+#   mount-read   cold sequential read of big/archive.bin through `strata mount` (page cache
+#                dropped; for the bucket also its block cache, CACHE/blocks/, removed), MB/s
+#   cat-small    `strata cat` of one order document with the page cache dropped; for the bucket
+#                its block cache removed too and its index cache (sled index, lookup files) kept
+#
+# Needs root (drop_caches), fuse3 and s3s-fs (`cargo install s3s-fs@0.14.1 --locked --features
+# binary`). Knobs: BENCH_DIR [/tmp/strata-s3-bench], SCALE [0.1], SEED [42], RUNS [3],
+# STRATA_BIN [cargo build --release → target/release/strata], S3S_FS [s3s-fs on PATH].
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/strata-s3-bench}
+SCALE=${SCALE:-0.1}
+SEED=${SEED:-42}
+RUNS=${RUNS:-3}
+S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo /usr/local/bin/s3s-fs)}
+[ -x "$S3S_FS" ] || { echo "s3s-fs not found (cargo install s3s-fs@0.14.1 --locked --features binary)" >&2; exit 1; }
+if [ -z "${STRATA_BIN:-}" ]; then
+    (cd "$here/.." && cargo build --release -q)
+    STRATA_BIN="$here/../target/release/strata"
+fi
+mkdir -p "$BENCH_DIR"
+data="$BENCH_DIR/data-$SCALE-$SEED"
+if [ ! -d "$data" ]; then
+    python3 "$here/gen_dataset.py" --out "$data.tmp" --scale "$SCALE" --seed "$SEED" >/dev/null
+    mv "$data.tmp" "$data"
+fi
+order=$(cd "$data" && find orders -name '*.json' -print -quit)
+results="$BENCH_DIR/results.tsv"
+: >"$results"
+
+# The server, on a free port, over a root with one bucket; stopped on exit.
+s3root="$BENCH_DIR/s3root"
+rm -rf "$s3root"
+mkdir -p "$s3root/bench"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$S3S_FS" --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$s3root" \
+    >"$BENCH_DIR/s3s-fs.log" 2>&1 &
+server=$!
+mnt="$BENCH_DIR/mnt"
+cleanup() {
+    mountpoint -q "$mnt" 2>/dev/null && fusermount3 -u "$mnt" || true
+    kill "$server" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true
+export XDG_CACHE_HOME="$BENCH_DIR/cache"
+
+repo_of() { # repo_of KIND
+    if [ "$1" = bucket ]; then echo s3://bench/repo; else echo "$BENCH_DIR/repo-local"; fi
+}
+strata() { # strata KIND ARGS...
+    local kind=$1
+    shift
+    "$STRATA_BIN" --repo "$(repo_of "$kind")" "$@"
+}
+cold() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+# The bucket's block cache (what a machine downloaded of its packs).
+drop_blocks() {
+    rm -rf "$XDG_CACHE_HOME"/strata/*/blocks
+}
+now() { date +%s.%N; }
+record() { # record KIND FIGURE VALUE
+    echo "$1 $2 $3" >>"$results"
+}
+
+mount_read() { # mount_read KIND — MB/s of a cold sequential read of big/archive.bin
+    local kind=$1
+    mkdir -p "$mnt"
+    strata "$kind" mount "$mnt" >"$BENCH_DIR/mount-$kind.out" 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do
+        grep -q '^Mounted' "$BENCH_DIR/mount-$kind.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    [ "$kind" = bucket ] && drop_blocks
+    cold
+    local size start end
+    size=$(stat -c %s "$data/big/archive.bin")
+    start=$(now)
+    cat "$mnt/latest/big/archive.bin" >/dev/null
+    end=$(now)
+    record "$kind" mount-read "$(echo "$size / ($end - $start) / 1000000" | bc -l)"
+    fusermount3 -u "$mnt"
+    wait "$pid" || true
+}
+
+for run in $(seq "$RUNS"); do
+    for kind in local bucket; do
+        rm -rf "$BENCH_DIR/repo-local" "$s3root/bench/repo" "$XDG_CACHE_HOME"
+        strata "$kind" init >/dev/null
+        cold
+        start=$(now)
+        strata "$kind" backup "$data" >/dev/null 2>"$BENCH_DIR/last.err"
+        end=$(now)
+        record "$kind" backup "$(echo "$end - $start" | bc -l)"
+        start=$(now)
+        strata "$kind" backup --json "$data" >"$BENCH_DIR/same-$kind.json" 2>"$BENCH_DIR/last.err"
+        end=$(now)
+        record "$kind" backup-same "$(echo "$end - $start" | bc -l)"
+        if [ "$kind" = bucket ]; then
+            python3 - "$BENCH_DIR/same-$kind.json" >>"$results" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["requests"]
+for k in ("get", "put", "list", "delete"):
+    print(f"bucket req-{k} {r[k]}")
+EOF
+        fi
+        mount_read "$kind"
+        strata "$kind" cat latest "$order" >/dev/null # the index cache and lookup files are there
+        [ "$kind" = bucket ] && drop_blocks
+        cold
+        start=$(now)
+        strata "$kind" cat latest "$order" >/dev/null
+        end=$(now)
+        record "$kind" cat-small "$(echo "($end - $start) * 1000" | bc -l)"
+    done
+done
+
+python3 - "$results" "$SCALE" "$(du -sm "$data" | cut -f1)" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def med(kind, fig):
+    v = [float(r[2]) for r in rows if r[0] == kind and r[1] == fig]
+    return statistics.median(v) if v else None
+print(f"SCALE={sys.argv[2]} ({sys.argv[3]} MB), medians of {len([r for r in rows if r[:2] == ['local', 'backup']])} runs")
+print(f"{'figure':<34} {'local':>9} {'bucket':>9} {'bucket/local':>13}")
+for fig, label, unit in (("backup", "full backup", "s"), ("backup-same", "no-change backup", "s"),
+                         ("mount-read", "cold sequential read (mount)", "MB/s"),
+                         ("cat-small", "cat of one order, cold", "ms")):
+    l, b = med("local", fig), med("bucket", fig)
+    fmt = "{:>9.1f}" if unit != "s" else "{:>9.2f}"
+    print(f"{label + ' (' + unit + ')':<34} {fmt.format(l)} {fmt.format(b)} {b / l:>13.2f}")
+req = {k: med("bucket", "req-" + k) for k in ("get", "put", "list", "delete")}
+print("requests of the no-change backup (bucket): " +
+      ", ".join(f"{k.upper()} {v:.0f}" for k, v in req.items()))
+EOF
