@@ -58,8 +58,10 @@ pub struct BucketLock {
 
 /// Locks this process holds: a handle that is never dropped (commands that only read skip the
 /// index's shutdown) must not leave its lock behind.
-fn held() -> &'static Mutex<Vec<(Arc<Client>, String)>> {
-    static H: OnceLock<Mutex<Vec<(Arc<Client>, String)>>> = OnceLock::new();
+type Held = Mutex<Vec<(Arc<Client>, String)>>;
+
+fn held() -> &'static Held {
+    static H: OnceLock<Held> = OnceLock::new();
     H.get_or_init(Default::default)
 }
 

@@ -104,8 +104,10 @@ fn sessions() -> &'static Mutex<HashMap<PathBuf, Arc<Session>>> {
 }
 
 /// Repositories being created in this process: cache directory → address and repository id.
-fn creating() -> &'static Mutex<HashMap<PathBuf, (Address, [u8; 16])>> {
-    static C: OnceLock<Mutex<HashMap<PathBuf, (Address, [u8; 16])>>> = OnceLock::new();
+type Creating = Mutex<HashMap<PathBuf, (Address, [u8; 16])>>;
+
+fn creating() -> &'static Creating {
+    static C: OnceLock<Creating> = OnceLock::new();
     C.get_or_init(Default::default)
 }
 
