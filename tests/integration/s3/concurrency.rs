@@ -106,14 +106,18 @@ fn two_machines_back_up_at_once_then_prune_beside_a_third() {
         assert_restore_equals(&c, id, copy, dir);
     }
 
-    // Garbage for prune: machine A changes its source, backs up, and forgets that backup again
-    // (the newest of its chain, so no other snapshot's record is rewritten).
+    // Garbage for prune: machine A changes its source, backs up, and forgets its first backup
+    // (which rewrites the second's record into a full).
     for i in 0..4u64 {
         std::fs::remove_file(src_a.join(format!("a-{i:03}.bin"))).unwrap();
     }
     flat_source(&src_a, "a2", 4, 1 << 20, 3000);
     let id = a.backup(&src_a, &[]);
-    a.ok(&["forget", &id]);
+    let copy = dir.join("copy-a2");
+    cp_a(&src_a, &copy);
+    expected.push((id, copy));
+    a.ok(&["forget", &expected[0].0]);
+    expected.remove(0);
 
     // A third machine backs up a big source while machine B prunes; then B backs up again while
     // A prunes once more.
