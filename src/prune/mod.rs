@@ -159,7 +159,7 @@ pub fn prune(repo: &Arc<Repo>, opts: &PruneOptions) -> Result<PruneStats> {
     stats.packs_rewritten = sweep.rewrite.len() as u64;
     stats.orphan_entries = marked.orphans.len() as u64;
     if opts.dry_run {
-        stats.packs_written = sweep.packs_written_estimate();
+        stats.packs_written = sweep.packs_written_estimate(repo.pack_target_size());
         stats.elapsed_ms = start.elapsed().as_millis() as u64;
         return Ok(stats);
     }

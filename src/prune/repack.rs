@@ -11,7 +11,6 @@ use crate::progress::Progress;
 use crate::repo::keys::Location;
 use crate::repo::pack::{self, PackSink, RecordHeader, PACK_HEADER_LEN};
 use crate::repo::store::{Batch, Space};
-use crate::repo::writer::PACK_TARGET_SIZE;
 use crate::repo::Repo;
 
 /// What [`repack`] did: the packs it emptied (with their dead records) and the new locations
@@ -43,7 +42,7 @@ pub(super) fn repack(
         };
         for (id, bytes) in copies {
             let c = match copier.take() {
-                Some(c) if c.offset < PACK_TARGET_SIZE => c,
+                Some(c) if c.offset < repo.pack_target_size() => c,
                 Some(full) => {
                     out.moved.extend(full.finish()?);
                     stats.packs_written += 1;

@@ -9,7 +9,6 @@ use crate::error::Result;
 use crate::id::{ChunkId, PackId};
 use crate::repo::pack::PACK_HEADER_LEN;
 use crate::repo::store::{Batch, Space};
-use crate::repo::writer::PACK_TARGET_SIZE;
 use crate::repo::Repo;
 
 /// Keys per index batch.
@@ -32,13 +31,13 @@ pub(super) struct Sweep {
 
 impl Sweep {
     /// Packs the rewrite would create (live bytes / pack target size, rounded up).
-    pub(super) fn packs_written_estimate(&self) -> u64 {
+    pub(super) fn packs_written_estimate(&self, pack_target: u64) -> u64 {
         let bytes: u64 = self
             .rewrite
             .iter()
             .flat_map(|r| r.live.iter().map(Rec::len))
             .sum();
-        bytes.div_ceil(PACK_TARGET_SIZE)
+        bytes.div_ceil(pack_target)
     }
 }
 

@@ -110,6 +110,8 @@ pub struct Repo {
     crypt: Option<Arc<crypt::Crypt>>,
     packs: Arc<dyn PackBackend>,
     compression: i32,
+    /// Bytes after which a pack is closed ([`writer::PACK_TARGET_SIZE`], smaller in a bucket).
+    pack_target: u64,
     dictionary: OnceLock<Arc<crate::compress::Dictionary>>,
     /// What modules above derive from the index and keep for the handle's lifetime.
     derived: derived::Slots,
@@ -124,6 +126,11 @@ impl Repo {
     /// The repository directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes after which a new pack is closed.
+    pub fn pack_target_size(&self) -> u64 {
+        self.pack_target
     }
 
     /// Default zstd level recorded at `init`.

@@ -304,6 +304,11 @@ impl Repo {
                 None => Arc::new(DirBackend::open(&path.join("packs"))?),
             },
             compression,
+            pack_target: if session.is_some() {
+                super::writer::REMOTE_PACK_TARGET_SIZE
+            } else {
+                super::writer::PACK_TARGET_SIZE
+            },
             dictionary,
             derived: Default::default(),
             commits: Mutex::new(commits),

@@ -17,6 +17,11 @@ use crate::repo::{space, Repo};
 /// that prune can rewrite one cheaply.
 pub const PACK_TARGET_SIZE: u64 = 64 << 20;
 
+/// The same for a repository in a bucket: a commit waits for its last pack's upload, which is
+/// pure delay at the end of a backup, and smaller objects keep that short (restic's default
+/// pack size is the same).
+pub const REMOTE_PACK_TARGET_SIZE: u64 = 16 << 20;
+
 /// Packs are also closed at this many records. The writer keeps each record of the open pack in
 /// memory until the pack is durable and indexed; 64 MiB of small compressed documents is over
 /// 100k records, whose maps (and the index batch that follows) made the peak of a backup's
@@ -143,7 +148,7 @@ impl PackWriter {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += raw_len as u64;
         }
-        if p.offset >= PACK_TARGET_SIZE || p.pending.len() >= PACK_MAX_RECORDS {
+        if p.offset >= self.repo.pack_target_size() || p.pending.len() >= PACK_MAX_RECORDS {
             self.finish_pack()?;
         }
         Ok(())
