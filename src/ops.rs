@@ -100,7 +100,7 @@ pub fn cat<T>(
             }
         }
         Ok(None) => log::debug!("No current lookup catalog; reading the index"),
-        Err(e) if e.is_user_error() => return Err(e),
+        Err(e) if e.is_user_error() || is_denied(&e) => return Err(e),
         Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
     }
     // Not flushed, as in `read_only`.
@@ -111,6 +111,12 @@ pub fn cat<T>(
     publish_lookups(&repo, &chain);
     std::mem::forget(repo);
     r
+}
+
+/// Whether `e` is the system refusing access (a repository of another user): reading it
+/// another way would be refused too.
+fn is_denied(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// The regular file `file` names, resolved in whichever store answers; `chain` receives the

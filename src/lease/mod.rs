@@ -110,14 +110,14 @@ impl Reader {
         let locked = open.lock()?;
         let repo = locked.path().to_path_buf();
         let readers = repo.join(READERS_DIR);
-        fs::create_dir_all(&readers).ctx("Creating", &readers)?;
+        private_dir(&readers, true)?;
         remove_stale(&readers);
         let dir = readers.join(format!(
             "{}-{:016x}",
             std::process::id(),
             crate::time::now_ns() as u64 ^ u64::from(std::process::id()).rotate_left(32)
         ));
-        fs::create_dir(&dir).ctx("Creating", &dir)?;
+        private_dir(&dir, false)?;
         let lock = take_lock(&dir.join(LOCK))?;
         let reader = Arc::new(Reader {
             repo,
@@ -212,6 +212,17 @@ impl Drop for Reader {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Creates a directory only its owner can enter (mode 0700 less the umask): readers' copies of
+/// the index hold everything the index does.
+fn private_dir(path: &Path, recursive: bool) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(path)
+        .ctx("Creating", path)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

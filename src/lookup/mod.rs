@@ -203,7 +203,12 @@ pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<(
     let started = std::time::Instant::now();
     let dir = repo.path().join(LOOKUP_DIR);
     if !lookup_dir_usable(&dir)? {
-        fs::create_dir(&dir).ctx("Creating", &dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        // Lookup files hold what the index does: only the repository's owner reads them.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ctx("Creating", &dir)?;
     }
     let snaps = repo.snapshots()?;
     let mut names = Vec::with_capacity(snaps.len());

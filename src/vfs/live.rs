@@ -48,7 +48,7 @@ impl Stale {
         self.entries.is_empty() && self.attrs.is_empty() && self.links.is_empty()
     }
 
-    fn append(&mut self, mut other: Stale) {
+    pub(super) fn append(&mut self, mut other: Stale) {
         self.entries.append(&mut other.entries);
         self.attrs.append(&mut other.attrs);
         self.links.append(&mut other.links);
@@ -67,7 +67,7 @@ pub(super) struct LiveState {
     /// Serializes taking new copies.
     refreshing: Mutex<()>,
     /// Notices not yet given to the kernel.
-    stale: Mutex<Stale>,
+    pub(super) stale: Mutex<Stale>,
 }
 
 /// How often a caller retries a lookup whose inode was freed between finding and holding it.
@@ -395,6 +395,9 @@ impl Vfs {
                     continue;
                 };
                 ok[i] = true;
+                if slot.age.swap(names::RECENT, Ordering::Relaxed) == names::ASKED {
+                    t.asked.fetch_sub(slot.node.weight(), Ordering::Relaxed);
+                }
                 if slot.refs.fetch_add(1, Ordering::AcqRel) == 0 {
                     if let Some(s) = slot.node.snap() {
                         let mut u = lock(&self.live.in_use);
@@ -500,7 +503,8 @@ impl Vfs {
                     }
                 }
             }
-            ino > VERSIONS_INO
+            // The fixed top-level inodes stay: `.strata/stats` is known by its number.
+            ino > STATS_INO
         };
         if freed {
             let mut t = self.inodes.write().unwrap_or_else(|e| e.into_inner());
@@ -538,6 +542,7 @@ impl Vfs {
     /// forgotten snapshots nobody uses any more (so that the copy of the index they were read
     /// from can go).
     pub fn tick(&self) {
+        self.trim_table();
         if let Some(keeper) = &self.keeper {
             if self.live.lease_shrank.load(Ordering::Relaxed) {
                 if let Err(e) = self.write_lease(keeper.as_ref()) {
