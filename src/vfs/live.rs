@@ -663,6 +663,53 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_keeps_the_layers_a_mount_leases() {
+        let t = tempfile::tempdir().unwrap();
+        let (path, src) = (t.path().join("repo"), t.path().join("src"));
+        fs::create_dir(&src).unwrap();
+        let old = crate::testutil::pseudo_random(3 << 20, 9);
+        fs::write(src.join("f"), &old).unwrap();
+        drop(Open::new(&path).create(&Default::default()).unwrap());
+        let s1 = snap(&path, &src, BackupKind::Full);
+        fs::write(src.join("f"), b"new").unwrap();
+        snap(&path, &src, BackupKind::Full);
+        let (vfs, _reader) = crate::mount::open_live(Open::new(&path), Default::default()).unwrap();
+        let snaps = vfs.lookup_held(ROOT_INO, b"snapshots").unwrap().ino;
+        let name1 = vfs.snapshot_names()[0].clone();
+        let root1 = vfs.lookup_held(snaps, name1.as_bytes()).unwrap().ino;
+        let f1 = vfs.lookup_held(root1, b"f").unwrap().ino;
+
+        // Forgotten while the mount reads it, then the index rebuilt and pruned: the rebuilt
+        // index keeps the leased layer (without a record), so the prune keeps its chunks.
+        forget(&path, s1.id, false);
+        let report = crate::repair::repair(&path, &Default::default()).unwrap();
+        assert_eq!(report.leased_layers, vec![s1.id]);
+        assert!(
+            report.after.problems.is_empty(),
+            "{:?}",
+            report.after.problems
+        );
+        crate::ops::writing(&path, |repo| crate::prune::prune(repo, &Default::default())).unwrap();
+        vfs.refresh().unwrap();
+        let mut got = Vec::new();
+        while got.len() < old.len() {
+            let part = vfs.read(f1, got.len() as u64, 1 << 20).unwrap();
+            assert!(!part.is_empty());
+            got.extend_from_slice(&part);
+        }
+        assert!(got == old, "every byte of the forgotten snapshot's file");
+
+        // Once the mount lets go, a prune reclaims it.
+        vfs.forget(f1, 1);
+        vfs.forget(root1, 1);
+        vfs.tick();
+        let pruned =
+            crate::ops::writing(&path, |repo| crate::prune::prune(repo, &Default::default()))
+                .unwrap();
+        assert!(pruned.orphan_entries > 0, "{pruned:?}");
+    }
+
+    #[test]
     fn a_read_after_a_prune_moved_its_chunks_is_served_from_a_new_copy() {
         let t = tempfile::tempdir().unwrap();
         let (path, src) = (t.path().join("repo"), t.path().join("src"));
