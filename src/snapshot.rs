@@ -153,7 +153,22 @@ impl Repo {
             space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
         )?;
         self.index().insert(Space::Records, &snapshot.id.0, &rec)?;
+        let seed = seeded(self);
         self.snapshots_changed();
+        if let Some(seed) = seed {
+            // The records this handle was seeded with are still every record but this one: keep
+            // answering from memory (a backup's lookup files are then written without reading
+            // every record back from the index).
+            let mut list: Vec<Snapshot> = seed
+                .list
+                .iter()
+                .filter(|s| s.id != snapshot.id)
+                .cloned()
+                .collect();
+            let at = list.partition_point(|s| (s.time_ns, s.id) < (snapshot.time_ns, snapshot.id));
+            list.insert(at, snapshot.clone());
+            seed_records(self, list);
+        }
         Ok(())
     }
 
@@ -205,30 +220,28 @@ pub(crate) fn seed_records(repo: &Repo, list: Vec<Snapshot>) {
 /// Resolves what a user typed to one snapshot: `latest` (newest, of `source` if given), a full id, or
 /// a unique prefix of an id.
 pub fn find(repo: &crate::repo::Repo, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
-    find_in(repo.snapshots()?, name, source)
+    find_in(&repo.snapshots()?, name, source)
 }
 
 /// [`find`] among `all` (every committed snapshot, oldest first), wherever they were read from.
-pub fn find_in(all: Vec<Snapshot>, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
-    let all: Vec<Snapshot> = all
-        .into_iter()
-        .filter(|s| source.is_none_or(|src| s.source == src))
-        .collect();
+/// `latest` looks at the newest only: its cost does not grow with the history.
+pub fn find_in(all: &[Snapshot], name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
+    let mut of_source = all
+        .iter()
+        .filter(|s| source.is_none_or(|src| s.source == src));
     if name == "latest" {
-        return all
-            .into_iter()
+        return of_source
             .next_back()
+            .cloned()
             .ok_or_else(|| crate::Error::SnapshotNotFound(name.to_string()));
     }
     let lower = name.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(crate::Error::SnapshotNotFound(name.to_string()));
     }
-    let mut hits = all
-        .into_iter()
-        .filter(|s| s.id.to_string().starts_with(&lower));
+    let mut hits = of_source.filter(|s| s.id.to_string().starts_with(&lower));
     match (hits.next(), hits.next()) {
-        (Some(s), None) => Ok(s),
+        (Some(s), None) => Ok(s.clone()),
         (Some(_), Some(_)) => Err(crate::Error::SnapshotAmbiguous(name.to_string())),
         (None, _) => Err(crate::Error::SnapshotNotFound(name.to_string())),
     }

@@ -160,6 +160,12 @@ where
     Ok(chain)
 }
 
+/// The touched directories of a layer without entries, shared.
+fn no_dirs() -> Arc<LayerDirs> {
+    static NONE: std::sync::OnceLock<Arc<LayerDirs>> = std::sync::OnceLock::new();
+    NONE.get_or_init(Default::default).clone()
+}
+
 /// Locks a cache: a panic elsewhere while holding it leaves nothing half-updated that a reader
 /// could trust less than a cold cache, so poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,7 +208,20 @@ impl<S: LayerStore> View<S> {
         let snapshot = repo
             .snapshot(id)?
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))?;
-        let ids = chain_of(&snapshot, MAX_CHAIN, |id| repo.snapshot(id))?;
+        // A layer without entries (a backup that found nothing changed) has no layer blobs and
+        // touches no directory: it is passed over without asking for its directories, so that
+        // the hourly no-change backups of a long chain cost next to nothing to open.
+        let mut empty = std::collections::HashSet::new();
+        if snapshot.layer_blobs.is_empty() {
+            empty.insert(snapshot.id);
+        }
+        let ids = chain_of(&snapshot, MAX_CHAIN, |id| {
+            let r = repo.snapshot(id)?;
+            if r.as_ref().is_some_and(|s| s.layer_blobs.is_empty()) {
+                empty.insert(*id);
+            }
+            Ok::<_, Error>(r)
+        })?;
         let mut chain = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let full = i + 1 == ids.len();
@@ -210,6 +229,8 @@ impl<S: LayerStore> View<S> {
                 id: *id,
                 dirs: if full {
                     None
+                } else if empty.contains(id) {
+                    Some(no_dirs())
                 } else {
                     Some(repo.layer_dirs(id)?)
                 },

@@ -336,6 +336,16 @@ impl Vfs {
             .and_then(|&i| layers::chain_of(&list.list[i].snap, list.list.len(), from_list).ok())
             .unwrap_or_default();
         for (i, lid) in chain.iter().enumerate() {
+            let full = i + 1 == chain.len();
+            // A layer without entries (no layer blobs) holds no root entry.
+            if !full
+                && list
+                    .by_id
+                    .get(lid)
+                    .is_some_and(|&j| list.list[j].snap.layer_blobs.is_empty())
+            {
+                continue;
+            }
             let cst = self.state(lid);
             if let Some(e) = cst.root.get() {
                 found = Some(e.clone());
@@ -346,7 +356,6 @@ impl Vfs {
             // rule the layers module resolves by; the full ending the chain keeps no list), so a
             // layer whose list is in memory and lacks it is passed without a sled read: at the end
             // of a long chain of small incrementals, 503 reads (22 ms cold) become one.
-            let full = i + 1 == chain.len();
             let skip = !full
                 && LayerChanges::of(&st.gen.repo, lid)
                     .cached_dirs()
