@@ -83,7 +83,8 @@ pub fn cat<T>(
     match Open::new(path).lookup() {
         Ok(Some(q)) => {
             let q = Arc::new(q);
-            match cat_entry(&q, q.snapshot_list(), file, &mut Vec::new()) {
+            let found = q.find(file.snapshot, file.source);
+            match found.and_then(|snap| cat_entry(&q, snap, file, &mut Vec::new())) {
                 Ok(entry) => {
                     let r = write(&entry, &mut |id| q.read_chunk(id));
                     if let Ok(q) = Arc::try_unwrap(q) {
@@ -108,7 +109,8 @@ pub fn cat<T>(
     // Not flushed, as in `read_only`.
     let repo = Open::new(path).open()?;
     let mut chain = Vec::new();
-    let r = cat_entry(&repo, &repo.snapshots()?, file, &mut chain)
+    let r = snapshot::find(&repo, file.snapshot, file.source)
+        .and_then(|snap| cat_entry(&repo, snap, file, &mut chain))
         .and_then(|entry| write(&entry, &mut |id| repo.read_chunk(id)));
     publish_lookups(&repo, &chain);
     std::mem::forget(repo);
@@ -119,7 +121,7 @@ pub fn cat<T>(
 /// current (one file read, no index), else from the index (which then writes the lookup files).
 pub fn snapshot_list(path: &Path) -> Result<Vec<Snapshot>> {
     match Open::new(path).lookup() {
-        Ok(Some(q)) => return Ok(q.snapshots()),
+        Ok(Some(q)) => return q.snapshots(),
         Ok(None) => log::debug!("No current lookup catalog; reading the index"),
         Err(e) if e.is_user_error() || is_denied(&e) => return Err(e),
         Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
@@ -137,12 +139,11 @@ fn is_denied(e: &Error) -> bool {
 /// layers of the snapshot's view.
 fn cat_entry<S: LayerStore>(
     store: &Arc<S>,
-    all: &[Snapshot],
+    snap: Snapshot,
     file: &FileRef<'_>,
     chain: &mut Vec<SnapshotId>,
 ) -> Result<Entry> {
     use std::os::unix::ffi::OsStrExt;
-    let snap = snapshot::find_in(all, file.snapshot, file.source)?;
     let view = View::open(store, &snap.id)?;
     *chain = view.chain();
     let entry = view.lookup_once(file.path.as_os_str().as_bytes())?;

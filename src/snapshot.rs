@@ -143,6 +143,17 @@ impl Repo {
             .transpose()
     }
 
+    /// What a chain walk needs of one record ([`crate::layers::Link`]), without copying it when
+    /// the records are in memory.
+    pub fn snapshot_link(&self, id: &SnapshotId) -> crate::Result<Option<crate::layers::Link>> {
+        if let Some(seed) = seeded(self) {
+            if let Some(&i) = seed.by_id.get(id) {
+                return Ok(Some(crate::layers::Link::of(&seed.list[i])));
+            }
+        }
+        Ok(self.snapshot(id)?.as_ref().map(crate::layers::Link::of))
+    }
+
     /// Commits a snapshot record: after its layer, its layer blobs and the pack holding its
     /// snapshot blob, the one write that makes it visible. Asks for the space first, so a disk
     /// that filled up fails the commit before sled sees it.

@@ -48,11 +48,77 @@ pub trait LayerStore {
     fn dir_layer(&self, id: &SnapshotId, dir: &[u8]) -> Result<Option<DirLayer>>;
     /// The entry one layer itself holds for `dir/name` (whiteouts included).
     fn entry(&self, id: &SnapshotId, dir: &[u8], name: &[u8]) -> Result<Option<Entry>>;
+    /// What walking a chain needs of one snapshot's record ([`Link`]); a store holding its
+    /// records in memory answers without copying one.
+    fn link(&self, id: &SnapshotId) -> Result<Option<Link>> {
+        Ok(self.snapshot(id)?.as_ref().map(Link::of))
+    }
+}
+
+/// What a chain walk reads of a snapshot record: its kind and parent, and whether its layer
+/// holds entries at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    /// The snapshot's kind (a full ends a chain).
+    pub kind: BackupKind,
+    /// Its parent.
+    pub parent: Option<SnapshotId>,
+    /// Whether its layer holds no entry: no layer blobs (a backup that found nothing changed).
+    pub empty: bool,
+}
+
+impl Link {
+    /// The link of record `s`.
+    pub fn of(s: &Snapshot) -> Link {
+        Link {
+            kind: s.kind,
+            parent: s.parent,
+            empty: s.layer_blobs.is_empty(),
+        }
+    }
+}
+
+/// What [`chain_of`] reads of a record: its kind and parent.
+pub trait Linked {
+    /// The record's kind.
+    fn link_kind(&self) -> BackupKind;
+    /// The record's parent.
+    fn link_parent(&self) -> Option<SnapshotId>;
+}
+
+impl Linked for Snapshot {
+    fn link_kind(&self) -> BackupKind {
+        self.kind
+    }
+    fn link_parent(&self) -> Option<SnapshotId> {
+        self.parent
+    }
+}
+
+impl Linked for Link {
+    fn link_kind(&self) -> BackupKind {
+        self.kind
+    }
+    fn link_parent(&self) -> Option<SnapshotId> {
+        self.parent
+    }
+}
+
+impl<T: Linked> Linked for &T {
+    fn link_kind(&self) -> BackupKind {
+        (*self).link_kind()
+    }
+    fn link_parent(&self) -> Option<SnapshotId> {
+        (*self).link_parent()
+    }
 }
 
 impl LayerStore for Repo {
     fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
         Repo::snapshot(self, id)
+    }
+    fn link(&self, id: &SnapshotId) -> Result<Option<Link>> {
+        Repo::snapshot_link(self, id)
     }
     fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
         Repo::layer_dirs(self, id)
@@ -139,7 +205,7 @@ pub fn chain_of<T, E>(
     mut get: impl FnMut(&SnapshotId) -> std::result::Result<Option<T>, E>,
 ) -> std::result::Result<Vec<SnapshotId>, E>
 where
-    T: std::borrow::Borrow<Snapshot>,
+    T: Linked,
     E: From<ChainBreak>,
 {
     let mut chain = vec![s.id];
@@ -153,8 +219,7 @@ where
             return Err(ChainBreak::Loops.into());
         }
         let p = get(&pid)?.ok_or(ChainBreak::MissingParent { at, parent: pid })?;
-        let p = p.borrow();
-        (kind, parent) = (p.kind, p.parent);
+        (kind, parent) = (p.link_kind(), p.link_parent());
         chain.push(pid);
     }
     Ok(chain)
@@ -216,8 +281,8 @@ impl<S: LayerStore> View<S> {
             empty.insert(snapshot.id);
         }
         let ids = chain_of(&snapshot, MAX_CHAIN, |id| {
-            let r = repo.snapshot(id)?;
-            if r.as_ref().is_some_and(|s| s.layer_blobs.is_empty()) {
+            let r = repo.link(id)?;
+            if r.is_some_and(|l| l.empty) {
                 empty.insert(*id);
             }
             Ok::<_, Error>(r)

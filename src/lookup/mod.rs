@@ -22,6 +22,7 @@
 //! clear but sizes, snapshot ids and table names; reading them needs the unlocked keys.
 
 mod publish;
+mod records;
 mod table;
 
 pub use publish::install_seed;
@@ -329,7 +330,6 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
 
 /// A catalog, read and checked.
 struct Catalog {
-    dictionary: Option<Vec<u8>>,
     /// Oldest first.
     snapshots: Vec<Snapshot>,
     layers: HashMap<SnapshotId, CatalogLayer>,
@@ -371,11 +371,7 @@ fn read_catalog(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<C
         );
         snapshots.push(snap);
     }
-    Ok(Some(Catalog {
-        dictionary: cat.dictionary.map(<[u8]>::to_vec),
-        snapshots,
-        layers,
-    }))
+    Ok(Some(Catalog { snapshots, layers }))
 }
 
 /// Decodes a layer's touched directories as the catalog stores them ([`Seed::layer_dirs`]).
@@ -457,10 +453,7 @@ pub struct Quick {
     path: PathBuf,
     packs: DirBackend,
     dictionary: Option<crate::compress::Dictionary>,
-    snapshots: Vec<Snapshot>,
-    /// Position of each snapshot in `snapshots`.
-    by_id: HashMap<SnapshotId, usize>,
-    layers: HashMap<SnapshotId, CatalogLayer>,
+    records: records::Records,
     layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
     hints: Mutex<HashMap<ChunkId, Location>>,
@@ -484,21 +477,16 @@ impl Quick {
         crypt: Option<Arc<Crypt>>,
         reopen: Reopen,
     ) -> Result<Option<Quick>> {
-        let Some(cat) = read_catalog(repo_path, crypt.as_ref())? else {
+        let Some(records) = records::Records::read(repo_path, crypt.as_ref())? else {
             return Ok(None);
         };
         Ok(Some(Quick {
             path: repo_path.to_path_buf(),
             packs: DirBackend::open(&repo_path.join("packs"))?,
-            dictionary: cat.dictionary.map(crate::compress::Dictionary::from_bytes),
-            by_id: cat
-                .snapshots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.id, i))
-                .collect(),
-            snapshots: cat.snapshots,
-            layers: cat.layers,
+            dictionary: records
+                .dictionary()
+                .map(|d| crate::compress::Dictionary::from_bytes(d.to_vec())),
+            records,
             layer_dirs: Default::default(),
             tables: Default::default(),
             hints: Default::default(),
@@ -509,18 +497,19 @@ impl Quick {
     }
 
     /// Every snapshot, oldest first (as [`Repo::snapshots`]).
-    pub fn snapshots(&self) -> Vec<Snapshot> {
-        self.snapshots.clone()
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        self.records.all()
     }
 
-    /// Every snapshot, oldest first, without copying them.
-    pub fn snapshot_list(&self) -> &[Snapshot] {
-        &self.snapshots
+    /// The snapshot a user names (as [`crate::snapshot::find`]), decoding only the records it
+    /// must look at.
+    pub fn find(&self, name: &str, source: Option<&str>) -> Result<Snapshot> {
+        self.records.find(name, source)
     }
 
-    fn layer(&self, id: &SnapshotId) -> Result<&CatalogLayer> {
-        self.layers
-            .get(id)
+    fn layer(&self, id: &SnapshotId) -> Result<(&[u8], &str)> {
+        self.records
+            .layer(id)
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))
     }
 
@@ -528,7 +517,7 @@ impl Quick {
         if let Some(t) = self.tables.lock().unwrap().get(id) {
             return Ok(t.clone());
         }
-        let name = &self.layer(id)?.table;
+        let name = self.layer(id)?.1;
         if name.is_empty() {
             return Err(Error::LookupIncomplete(id.short()));
         }
@@ -617,14 +606,18 @@ impl Quick {
 
 impl LayerStore for Quick {
     fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
-        Ok(self.by_id.get(id).map(|&i| self.snapshots[i].clone()))
+        self.records.snapshot(id)
+    }
+
+    fn link(&self, id: &SnapshotId) -> Result<Option<crate::layers::Link>> {
+        self.records.link(id)
     }
 
     fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
         if let Some(d) = self.layer_dirs.lock().unwrap().get(id) {
             return Ok(d.clone());
         }
-        let d = decode_dirs(&self.layer(id)?.dirs)?;
+        let d = decode_dirs(self.layer(id)?.0)?;
         self.layer_dirs.lock().unwrap().insert(*id, d.clone());
         Ok(d)
     }

@@ -15,7 +15,7 @@ use crate::repo::derived::Derived;
 /// may reuse. Entries are reused only for a record byte for byte equal to the one they describe,
 /// so records changing since does not make them wrong; a rewritten layer drops them all.
 #[derive(Default)]
-struct Previous(RwLock<Option<Arc<HashMap<SnapshotId, Described>>>>);
+struct Previous(RwLock<Option<Arc<HashMap<SnapshotId, Arc<Described>>>>>);
 
 impl Derived for Previous {
     fn records_changed(&self) {}
@@ -24,7 +24,7 @@ impl Derived for Previous {
     }
 }
 
-fn previous(repo: &Repo) -> Option<Arc<HashMap<SnapshotId, Described>>> {
+fn previous(repo: &Repo) -> Option<Arc<HashMap<SnapshotId, Arc<Described>>>> {
     let p = repo.derived::<Previous>()?;
     p.0.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -45,7 +45,12 @@ pub fn install_seed(repo: &Repo, seed: Seed) {
         .derived_or_init(Previous::default)
         .0
         .write()
-        .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(seed.described));
+        .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(
+        seed.described
+            .into_iter()
+            .map(|(id, d)| (id, Arc::new(d)))
+            .collect(),
+    ));
 }
 
 /// Writes the lookup files for the repository as it is now: a table for every snapshot that has
@@ -76,7 +81,7 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
     }
     let snaps = repo.snapshots()?;
     let prev = previous(repo);
-    let mut described: Vec<Described> = Vec::with_capacity(snaps.len());
+    let mut described: Vec<Arc<Described>> = Vec::with_capacity(snaps.len());
     let mut built = 0;
     for s in &snaps {
         let record = s.encode();
@@ -84,19 +89,19 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
             .as_ref()
             .and_then(|p| p.get(&s.id))
             .filter(|d| d.record == record);
+        // Unchanged and its table still there (or still not built): the same description.
+        if let Some(d) = known.filter(|d| d.table.is_empty() || present.contains(&d.table)) {
+            if !d.table.is_empty() || !wanted(repo, s, build_up_to, needed) {
+                described.push(d.clone());
+                continue;
+            }
+        }
         let mut name = match known {
             Some(d) if !d.table.is_empty() => d.table.clone(),
             _ => table_name(s),
         };
         if !present.contains(&name) {
-            let wanted = s.stats.layer_entries <= build_up_to || needed.contains(&s.id);
-            // Tables are derived: on a disk near full they are skipped rather than cut into the
-            // index's reserve (about 200 bytes per entry).
-            let room = || {
-                repo.ensure_room("writing a lookup table", s.stats.layer_entries * 200)
-                    .is_ok()
-            };
-            if wanted && room() {
+            if wanted(repo, s, build_up_to, needed) {
                 build_table(repo, &s.id, &dir.join(&name))?;
                 present.insert(name.clone());
                 built += 1;
@@ -114,11 +119,11 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
                 postcard::to_stdvec(&v).expect("dirs serialize")
             }
         };
-        described.push(Described {
+        described.push(Arc::new(Described {
             record,
             dirs,
             table: name,
-        });
+        }));
     }
     let body = CatalogBody {
         dictionary: repo.dictionary().map(|d| d.bytes.as_slice()),
@@ -150,7 +155,7 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
         }
     }
     // The next publish by this handle starts from this one.
-    let next: HashMap<SnapshotId, Described> = snaps
+    let next: HashMap<SnapshotId, Arc<Described>> = snaps
         .iter()
         .zip(described)
         .map(|(s, d)| (s.id, d))
@@ -166,4 +171,14 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// Whether snapshot `s`'s missing table is to be built now: a layer of at most `build_up_to`
+/// entries, or one `needed`, when the disk has room (tables are derived: on a disk near full
+/// they are skipped rather than cut into the index's reserve, about 200 bytes per entry).
+fn wanted(repo: &Repo, s: &Snapshot, build_up_to: u64, needed: &[SnapshotId]) -> bool {
+    (s.stats.layer_entries <= build_up_to || needed.contains(&s.id))
+        && repo
+            .ensure_room("writing a lookup table", s.stats.layer_entries * 200)
+            .is_ok()
 }

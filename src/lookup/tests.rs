@@ -88,7 +88,7 @@ fn lookup_files_answer_exactly_what_the_index_answers() {
     drop(repo);
 
     let q = Arc::new(Open::new(&repo_path).lookup().unwrap().expect("a catalog"));
-    assert_eq!(q.snapshots(), snapshots);
+    assert_eq!(q.snapshots().unwrap(), snapshots);
     for (id, paths) in ids.iter().zip(&expect) {
         let view = View::open(&q, id).unwrap();
         assert!(view.root().unwrap().kind == crate::entry::Kind::Dir);
@@ -139,7 +139,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     assert_eq!(tables, 4);
     drop(repo);
     let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
-    let latest = crate::snapshot::find_in(&q.snapshots(), "latest", None).unwrap();
+    let latest = crate::snapshot::find_in(&q.snapshots().unwrap(), "latest", None).unwrap();
     assert_eq!(latest.id, s4.id);
     let e = View::open(&q, &s4.id).unwrap().lookup(b"a/x").unwrap();
     let mut got = Vec::new();
