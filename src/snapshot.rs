@@ -164,21 +164,37 @@ impl Repo {
             space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
         )?;
         self.index().insert(Space::Records, &snapshot.id.0, &rec)?;
-        let seed = seeded(self);
+        let seed = repo_seed_take(self);
         self.snapshots_changed();
         if let Some(seed) = seed {
             // The records this handle was seeded with are still every record but this one: keep
             // answering from memory (a backup's lookup files are then written without reading
             // every record back from the index).
-            let mut list: Vec<Snapshot> = seed
-                .list
-                .iter()
-                .filter(|s| s.id != snapshot.id)
-                .cloned()
-                .collect();
-            let at = list.partition_point(|s| (s.time_ns, s.id) < (snapshot.time_ns, snapshot.id));
-            list.insert(at, snapshot.clone());
-            seed_records(self, list);
+            let mut seed = Arc::try_unwrap(seed).unwrap_or_else(|s| Seeded {
+                list: s.list.clone(),
+                by_id: s.by_id.clone(),
+            });
+            if let Some(i) = seed.by_id.remove(&snapshot.id) {
+                seed.list.remove(i);
+            }
+            let key = (snapshot.time_ns, snapshot.id);
+            let at = seed.list.partition_point(|s| (s.time_ns, s.id) < key);
+            seed.list.insert(at, snapshot.clone());
+            if at + 1 == seed.list.len() {
+                seed.by_id.insert(snapshot.id, at);
+            } else {
+                seed.by_id = seed
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.id, i))
+                    .collect();
+            }
+            *self
+                .derived_or_init(SeededRecords::default)
+                .0
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(seed));
         }
         Ok(())
     }
@@ -207,6 +223,24 @@ impl Derived for SeededRecords {
     }
     fn layers_changed(&self) {
         self.records_changed();
+    }
+}
+
+/// Takes the seed out of `repo` (nothing else then holds it, usually, so it can be changed in
+/// place).
+fn repo_seed_take(repo: &Repo) -> Option<Arc<Seeded>> {
+    let s = repo.derived::<SeededRecords>()?;
+    s.0.write().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+impl Repo {
+    /// Runs `f` on every committed snapshot, oldest first, without copying them when they are in
+    /// memory (seeded).
+    pub(crate) fn with_snapshots<T>(&self, f: impl FnOnce(&[Snapshot]) -> T) -> crate::Result<T> {
+        match seeded(self) {
+            Some(seed) => Ok(f(&seed.list)),
+            None => Ok(f(&self.snapshots()?)),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::*;
@@ -79,18 +80,40 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
             remove_derived(&e.path())?;
         }
     }
-    let snaps = repo.snapshots()?;
+    repo.with_snapshots(|snaps| write_catalog(repo, snaps, &dir, present, build_up_to, needed))??;
+    log::debug!(
+        "Lookup files written in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// [`publish`] once the tables present are known: tables, catalog, the tables left over.
+fn write_catalog(
+    repo: &Repo,
+    snaps: &[Snapshot],
+    dir: &Path,
+    mut present: HashSet<String>,
+    build_up_to: u64,
+    needed: &[SnapshotId],
+) -> Result<()> {
     let prev = previous(repo);
     let mut described: Vec<Arc<Described>> = Vec::with_capacity(snaps.len());
     let mut built = 0;
-    for s in &snaps {
+    for s in snaps {
         let record = s.encode();
         let known = prev
             .as_ref()
             .and_then(|p| p.get(&s.id))
             .filter(|d| d.record == record);
+        // A layer without entries needs no table: nothing is looked up in it (views pass over
+        // it), so a history of no-change backups costs no file per backup.
+        let empty = !s.ends_chain() && s.layer_blobs.is_empty();
         // Unchanged and its table still there (or still not built): the same description.
-        if let Some(d) = known.filter(|d| d.table.is_empty() || present.contains(&d.table)) {
+        if let Some(d) = known
+            .filter(|d| d.table.is_empty() || present.contains(&d.table))
+            .filter(|d| !(empty && !d.table.is_empty()))
+        {
             if !d.table.is_empty() || !wanted(repo, s, build_up_to, needed) {
                 described.push(d.clone());
                 continue;
@@ -100,7 +123,9 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
             Some(d) if !d.table.is_empty() => d.table.clone(),
             _ => table_name(s),
         };
-        if !present.contains(&name) {
+        if empty {
+            name.clear();
+        } else if !present.contains(&name) {
             if wanted(repo, s, build_up_to, needed) {
                 build_table(repo, &s.id, &dir.join(&name))?;
                 present.insert(name.clone());
@@ -166,9 +191,8 @@ pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> R
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
     log::debug!(
-        "Lookup files: {} snapshots, {built} table(s) built, {} ms",
-        snaps.len(),
-        started.elapsed().as_millis()
+        "Lookup files: {} snapshots, {built} table(s) built",
+        snaps.len()
     );
     Ok(())
 }
