@@ -206,6 +206,29 @@ impl Repo {
     }
 }
 
+/// A map keyed by snapshot id. Ids are already uniformly random (blake3), so their first eight
+/// bytes are the hash: the maps over every snapshot of a long history (thousands of entries,
+/// built on every opening) skip SipHash.
+pub type IdMap<V> = HashMap<SnapshotId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`].
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
 /// Snapshot records taken from the lookup catalog instead of the index, held for an open handle
 /// until any record changes.
 #[derive(Default)]
@@ -214,7 +237,7 @@ struct SeededRecords(RwLock<Option<Arc<Seeded>>>);
 struct Seeded {
     /// Oldest first, as [`Repo::snapshots`] returns them.
     list: Vec<Snapshot>,
-    by_id: HashMap<SnapshotId, usize>,
+    by_id: IdMap<usize>,
 }
 
 impl Derived for SeededRecords {

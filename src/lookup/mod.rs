@@ -395,9 +395,9 @@ pub struct Seed {
     /// For every non-full layer, encoded as the catalog holds them ([`decode_dirs`]): decoded
     /// when a layer is first visited, so that memory and start-up do not grow with the layers
     /// nobody visits beyond these bytes.
-    pub layer_dirs: HashMap<SnapshotId, Vec<u8>>,
+    pub layer_dirs: crate::snapshot::IdMap<Vec<u8>>,
     /// What the catalog said of each snapshot, for the next [`publish`] to reuse.
-    described: HashMap<SnapshotId, Described>,
+    described: crate::snapshot::IdMap<Described>,
 }
 
 /// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
@@ -407,13 +407,14 @@ pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<
     let Some(mut cat) = read_catalog(repo_path, crypt)? else {
         return Ok(None);
     };
-    let mut layer_dirs = HashMap::with_capacity(cat.snapshots.len());
-    let mut described = HashMap::with_capacity(cat.snapshots.len());
+    let mut layer_dirs = crate::snapshot::IdMap::default();
+    let mut described = crate::snapshot::IdMap::default();
     for s in &cat.snapshots {
         let Some(l) = cat.layers.remove(&s.id) else {
             continue;
         };
-        if !s.ends_chain() {
+        // A layer without entries touches nothing: views pass over it without asking.
+        if !s.ends_chain() && !s.layer_blobs.is_empty() {
             layer_dirs.insert(s.id, l.dirs.clone());
         }
         described.insert(

@@ -4,19 +4,20 @@
 //! that catalog's touched directories and table name; the table files present are listed once
 //! (one directory read) instead of asked for one by one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::*;
 use crate::repo::derived::Derived;
+use crate::snapshot::IdMap;
 
 /// The catalog an opening of the index read ([`install_seed`]), by snapshot: what [`publish`]
 /// may reuse. Entries are reused only for a record byte for byte equal to the one they describe,
 /// so records changing since does not make them wrong; a rewritten layer drops them all.
 #[derive(Default)]
-struct Previous(RwLock<Option<Arc<HashMap<SnapshotId, Arc<Described>>>>>);
+struct Previous(RwLock<Option<Arc<IdMap<Arc<Described>>>>>);
 
 impl Derived for Previous {
     fn records_changed(&self) {}
@@ -25,7 +26,7 @@ impl Derived for Previous {
     }
 }
 
-fn previous(repo: &Repo) -> Option<Arc<HashMap<SnapshotId, Arc<Described>>>> {
+fn previous(repo: &Repo) -> Option<Arc<IdMap<Arc<Described>>>> {
     let p = repo.derived::<Previous>()?;
     p.0.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -109,12 +110,16 @@ fn write_catalog(
         // A layer without entries needs no table: nothing is looked up in it (views pass over
         // it), so a history of no-change backups costs no file per backup.
         let empty = !s.ends_chain() && s.layer_blobs.is_empty();
-        // Unchanged and its table still there (or still not built): the same description.
-        if let Some(d) = known
-            .filter(|d| d.table.is_empty() || present.contains(&d.table))
-            .filter(|d| !(empty && !d.table.is_empty()))
-        {
-            if !d.table.is_empty() || !wanted(repo, s, build_up_to, needed) {
+        // Unchanged, and its table still there (or still not to be built): the same description.
+        if let Some(d) = known {
+            let same = if empty {
+                d.table.is_empty()
+            } else if d.table.is_empty() {
+                !wanted(repo, s, build_up_to, needed)
+            } else {
+                present.contains(&d.table)
+            };
+            if same {
                 described.push(d.clone());
                 continue;
             }
@@ -180,7 +185,7 @@ fn write_catalog(
         }
     }
     // The next publish by this handle starts from this one.
-    let next: HashMap<SnapshotId, Arc<Described>> = snaps
+    let next: IdMap<Arc<Described>> = snaps
         .iter()
         .zip(described)
         .map(|(s, d)| (s.id, d))

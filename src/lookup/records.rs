@@ -3,7 +3,6 @@
 //! what that chain needs — a few fields of each of its records — not a decoded copy of every
 //! record in the repository.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ pub(super) struct Records {
     body: Vec<u8>,
     /// Per snapshot, oldest first: where its record, touched directories and table name are.
     parts: Vec<[Range<usize>; 3]>,
-    by_id: HashMap<SnapshotId, usize>,
+    by_id: crate::snapshot::IdMap<usize>,
     /// Where the dictionary is, when there is one.
     dictionary: Option<Range<usize>>,
 }
@@ -72,7 +71,7 @@ impl Records {
                 .collect();
             (parts, cat.dictionary.map(at))
         };
-        let mut by_id = HashMap::with_capacity(parts.len());
+        let mut by_id = crate::snapshot::IdMap::default();
         for (i, p) in parts.iter().enumerate() {
             // A record starts with its id (16 bytes, postcard writes arrays as they are).
             let id: [u8; 16] = body
