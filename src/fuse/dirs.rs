@@ -5,7 +5,7 @@
 //! read again. `readdirplus` entries are references the kernel keeps: each is held
 //! ([`Vfs::hold`]) before it is added, and given back when it did not fit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
@@ -18,9 +18,13 @@ use crate::vfs::{DirCursor, DirItem, Vfs, VfsError};
 /// One open directory.
 pub(super) struct Handle {
     cursor: DirCursor,
-    /// The entry at `cursor.pos() - 1`, read but not yet handed out.
-    pending: Option<DirItem>,
+    /// Entries read but not yet handed out, with their positions (those before `cursor.pos()`).
+    pending: VecDeque<(u64, DirItem)>,
 }
+
+/// Entries `readdirplus` reads and holds at once: about what a reply fits, so that the snapshots
+/// entered are leased once per batch and few entries are given back for lack of room.
+const PLUS_BATCH: usize = 32;
 
 /// The open directories, by handle.
 pub(super) type Handles = Arc<Mutex<HashMap<u64, Arc<Mutex<Handle>>>>>;
@@ -36,7 +40,7 @@ pub(super) fn open(vfs: &Vfs, handles: &Handles, ino: u64, fh: u64) -> Result<()
         fh,
         Arc::new(Mutex::new(Handle {
             cursor,
-            pending: None,
+            pending: VecDeque::new(),
         })),
     );
     Ok(())
@@ -61,15 +65,29 @@ impl Handle {
     /// The entry at position `pos` (and that position), moving the cursor there first when the
     /// kernel asks for another place than where the listing stands.
     fn next_at(&mut self, vfs: &Vfs, pos: u64) -> Result<Option<(u64, DirItem)>, VfsError> {
-        if let Some(d) = self.pending.take() {
-            let at = self.cursor.pos() - 1;
+        if let Some((at, d)) = self.pending.pop_front() {
             if at == pos {
                 return Ok(Some((at, d)));
             }
+            self.pending.clear();
         }
         vfs.dir_seek(&mut self.cursor, pos)?;
         let at = self.cursor.pos();
         Ok(vfs.dir_next(&mut self.cursor)?.map(|d| (at, d)))
+    }
+
+    /// Up to `n` entries from position `pos` on.
+    fn take(&mut self, vfs: &Vfs, pos: u64, n: usize) -> Result<Vec<(u64, DirItem)>, VfsError> {
+        let mut out = Vec::with_capacity(n);
+        let mut pos = pos;
+        while out.len() < n {
+            let Some((at, d)) = self.next_at(vfs, pos)? else {
+                break;
+            };
+            pos = at + 1;
+            out.push((at, d));
+        }
+        Ok(out)
     }
 }
 
@@ -88,7 +106,7 @@ pub(super) fn fill(
     while let Some((at, d)) = h.next_at(vfs, pos)? {
         let name = OsStr::from_bytes(&d.name);
         if reply.add(d.attr.ino, at as i64 + 1, file_type(d.attr.kind), name) {
-            h.pending = Some(d);
+            h.pending.push_front((at, d));
             break;
         }
         pos = at + 1;
@@ -111,31 +129,54 @@ pub(super) fn fill_plus(
     let h = handle(vfs, handles, ino, fh)?;
     let mut h = lock(&h);
     let mut pos = offset;
-    while let Some((at, d)) = h.next_at(vfs, pos)? {
-        pos = at + 1;
-        let counted = d.name != b"." && d.name != b"..";
-        let mut attr = d.attr.clone();
-        if counted && !vfs.hold(&[attr.ino])[0] {
-            match vfs.lookup_held(ino, &d.name) {
-                Ok(a) => attr = a,
-                Err(_) => continue,
-            }
+    loop {
+        let batch = h.take(vfs, pos, PLUS_BATCH)?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        let name = OsStr::from_bytes(&d.name);
-        if reply.add(
-            attr.ino,
-            pos as i64,
-            name,
-            &ttl(&attr),
-            &file_attr(&attr),
-            0,
-        ) {
-            if counted {
-                vfs.forget(attr.ino, 1);
+        let counted = |d: &DirItem| d.name != b"." && d.name != b"..";
+        let inos: Vec<u64> = batch
+            .iter()
+            .filter(|(_, d)| counted(d))
+            .map(|(_, d)| d.attr.ino)
+            .collect();
+        let mut held = vfs.hold(&inos).into_iter();
+        let mut rest = batch.into_iter();
+        while let Some((at, d)) = rest.next() {
+            pos = at + 1;
+            let mut attr = d.attr.clone();
+            if counted(&d) && held.next() != Some(true) {
+                match vfs.lookup_held(ino, &d.name) {
+                    Ok(a) => attr = a,
+                    Err(_) => continue,
+                }
             }
-            h.pending = Some(d);
-            break;
+            let name = OsStr::from_bytes(&d.name);
+            if reply.add(
+                attr.ino,
+                pos as i64,
+                name,
+                &ttl(&attr),
+                &file_attr(&attr),
+                0,
+            ) {
+                // Full: this entry and the rest of the batch go back, and wait for the next
+                // request.
+                if counted(&d) {
+                    vfs.forget(attr.ino, 1);
+                }
+                let mut back = vec![(at, d)];
+                for (at, d) in rest {
+                    if counted(&d) && held.next() == Some(true) {
+                        vfs.forget(d.attr.ino, 1);
+                    }
+                    back.push((at, d));
+                }
+                for e in back.into_iter().rev() {
+                    h.pending.push_front(e);
+                }
+                return Ok(());
+            }
         }
     }
-    Ok(())
 }

@@ -455,25 +455,43 @@ impl Vfs {
         self.live.lease_shrank.store(false, Ordering::Relaxed);
         let in_use: Vec<SnapshotId> = lock(&self.live.in_use).keys().copied().collect();
         let mut ids = BTreeSet::new();
+        // Chains share their older parts: each copy's walk stops at a layer already seen in it.
+        let mut seen: HashSet<(u64, SnapshotId)> = HashSet::new();
         for id in in_use {
-            ids.extend(self.chain_ids(&id));
+            self.chain_ids(&id, &mut seen, &mut ids);
         }
         keeper.lease(&ids)
     }
 
-    /// The layers `id`'s view reads, in the copy its state reads.
-    fn chain_ids(&self, id: &SnapshotId) -> Vec<SnapshotId> {
+    /// Adds to `ids` the layers `id`'s view reads, in the copy its state reads, down its chain to
+    /// the first layer `seen` in that copy. Layers without entries are left out: they hold
+    /// nothing a remover could take.
+    fn chain_ids(
+        &self,
+        id: &SnapshotId,
+        seen: &mut HashSet<(u64, SnapshotId)>,
+        ids: &mut BTreeSet<SnapshotId>,
+    ) {
         let st = self.state(id);
-        if let Some(v) = st.view.get() {
-            return v.chain();
-        }
         let list = &st.gen.snaps;
-        let from_list =
-            |id: &SnapshotId| Ok::<_, ChainBreak>(list.by_id.get(id).map(|&i| &list.list[i].snap));
-        list.by_id
-            .get(id)
-            .and_then(|&i| layers::chain_of(&list.list[i].snap, list.list.len(), from_list).ok())
-            .unwrap_or_else(|| vec![*id])
+        let mut cur = *id;
+        for _ in 0..=list.list.len() {
+            if !seen.insert((st.gen.copy, cur)) {
+                return;
+            }
+            let Some(&i) = list.by_id.get(&cur) else {
+                ids.insert(cur);
+                return;
+            };
+            let s = &list.list[i].snap;
+            if s.ends_chain() || !s.layer_blobs.is_empty() {
+                ids.insert(cur);
+            }
+            match s.parent {
+                Some(p) if !s.ends_chain() => cur = p,
+                _ => return,
+            }
+        }
     }
 
     /// The kernel gave back `n` references to `ino` (FUSE `forget`). At none left the inode is

@@ -77,7 +77,7 @@ use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::SnapshotId;
-use crate::layers::{self, join, ChainBreak, Delta, LayerChanges, View};
+use crate::layers::{join, Delta, LayerChanges, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
