@@ -225,12 +225,6 @@ where
     Ok(chain)
 }
 
-/// The touched directories of a layer without entries, shared.
-fn no_dirs() -> Arc<LayerDirs> {
-    static NONE: std::sync::OnceLock<Arc<LayerDirs>> = std::sync::OnceLock::new();
-    NONE.get_or_init(Default::default).clone()
-}
-
 /// Locks a cache: a panic elsewhere while holding it leaves nothing half-updated that a reader
 /// could trust less than a cold cache, so poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -287,15 +281,16 @@ impl<S: LayerStore> View<S> {
             }
             Ok::<_, Error>(r)
         })?;
-        let mut chain = Vec::with_capacity(ids.len());
+        let mut chain = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let full = i + 1 == ids.len();
+            if !full && empty.contains(id) {
+                continue;
+            }
             chain.push(Layer {
                 id: *id,
                 dirs: if full {
                     None
-                } else if empty.contains(id) {
-                    Some(no_dirs())
                 } else {
                     Some(repo.layer_dirs(id)?)
                 },
@@ -435,8 +430,8 @@ impl<S: LayerStore> View<S> {
         Ok(entry)
     }
 
-    /// The layers of this view, newest first (the last is a full layer), as [`chain_of`] walks
-    /// them. `diff` uses it to find the layers two views do not share: only paths those layers
+    /// The layers of this view that hold entries, newest first (the last is a full layer), as
+    /// [`chain_of`] walks them (a layer without entries changes nothing and is left out). `diff` uses it to find the layers two views do not share: only paths those layers
     /// hold can differ.
     pub fn chain(&self) -> Vec<SnapshotId> {
         self.chain.iter().map(|l| l.id).collect()

@@ -570,7 +570,24 @@ impl Vfs {
         }
         let gen = self.gen();
         let in_use: HashSet<SnapshotId> = lock(&self.live.in_use).keys().copied().collect();
-        lock(&self.states).retain(|id, _| gen.snaps.by_id.contains_key(id) || in_use.contains(id));
+        let mut states = lock(&self.states);
+        states.retain(|id, _| gen.snaps.by_id.contains_key(id) || in_use.contains(id));
+        // A snapshot the kernel holds nothing of keeps only its root entry: its view (the chain,
+        // the directories visited) is opened again when next needed, so that a walk over every
+        // snapshot does not leave every view behind.
+        for (id, st) in states.iter_mut() {
+            if !in_use.contains(id)
+                && (st.view.get().is_some()
+                    || st.synth.get().is_some()
+                    || st.deleted.get().is_some())
+            {
+                let fresh = SnapState::new(st.gen.clone());
+                if let Some(r) = st.root.get() {
+                    let _ = fresh.root.set(r.clone());
+                }
+                *st = Arc::new(fresh);
+            }
+        }
     }
 }
 
