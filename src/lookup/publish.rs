@@ -61,6 +61,16 @@ pub fn install_seed(repo: &Repo, seed: Seed) {
 /// tables no snapshot uses. Call it last, under the lock, with nothing more to change.
 pub(crate) fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<()> {
     let started = std::time::Instant::now();
+    if repo
+        .index()
+        .contains(Space::Meta, crate::repo::keys::META_PENDING_REWRITE)?
+    {
+        // An unfinished forget or consolidate (a `check` reads the index as it is): no catalog,
+        // so that the next command opens the index, which completes it, rather than answering
+        // from a catalog of the records before the completion.
+        log::debug!("Lookup catalog not written: a rewrite of layers is unfinished");
+        return Ok(());
+    }
     let dir = repo.path().join(LOOKUP_DIR);
     if !lookup_dir_usable(&dir)? {
         use std::os::unix::fs::DirBuilderExt;

@@ -37,8 +37,8 @@ pub struct VfsOptions {
     pub table_bytes: u64,
 }
 
-/// Default of [`VfsOptions::table_bytes`]: about 150,000 entries of small files.
-pub const TABLE_BYTES: u64 = 48 << 20;
+/// Default of [`VfsOptions::table_bytes`]: about 60,000 entries of small files.
+pub const TABLE_BYTES: u64 = 64 << 20;
 
 impl Default for VfsOptions {
     fn default() -> Self {
