@@ -163,6 +163,14 @@ struct Overlay {
 /// Directories whose overlay a view keeps.
 const MAX_OVERLAYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
 
+/// A view's overlay cache: bounded, but grown as it fills. (`LruCache::new` allocates its table
+/// for the bound at once, about 100 KB: a mount holding views of 10,000 snapshots took a GB.)
+fn overlay_cache() -> LruCache<Vec<u8>, Arc<Overlay>> {
+    let mut c = LruCache::unbounded();
+    c.resize(MAX_OVERLAYS);
+    c
+}
+
 /// Longest parent chain a view follows before calling it a loop (far beyond any real chain).
 const MAX_CHAIN: usize = 100_000;
 
@@ -300,7 +308,7 @@ impl<S: LayerStore> View<S> {
             repo: repo.clone(),
             snapshot,
             chain,
-            overlays: Mutex::new(LruCache::new(MAX_OVERLAYS)),
+            overlays: Mutex::new(overlay_cache()),
         })
     }
 
