@@ -328,13 +328,6 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     fs::rename(&tmp, path).ctx("Renaming", &tmp)
 }
 
-/// A catalog, read and checked.
-struct Catalog {
-    /// Oldest first.
-    snapshots: Vec<Snapshot>,
-    layers: HashMap<SnapshotId, CatalogLayer>,
-}
-
 /// What a catalog said of one snapshot, as stored: what the next [`publish`] can reuse when the
 /// record has not changed.
 #[derive(Clone)]
@@ -345,33 +338,6 @@ pub(crate) struct Described {
     dirs: Vec<u8>,
     /// Table file name; empty when not built.
     table: String,
-}
-
-/// Reads and checks the catalog; `Ok(None)` when there is none. The caller holds the lock.
-fn read_catalog(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Catalog>> {
-    let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).ctx("Reading", &path),
-    };
-    let body = catalog_body(crypt, &bytes)?;
-    let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
-    let mut snapshots = Vec::with_capacity(cat.snapshots.len());
-    let mut layers = HashMap::with_capacity(cat.snapshots.len());
-    for s in &cat.snapshots {
-        let snap = Snapshot::decode(s.record)?;
-        layers.insert(
-            snap.id,
-            CatalogLayer {
-                record: s.record.to_vec(),
-                dirs: s.dirs.to_vec(),
-                table: s.table.to_string(),
-            },
-        );
-        snapshots.push(snap);
-    }
-    Ok(Some(Catalog { snapshots, layers }))
 }
 
 /// Decodes a layer's touched directories as the catalog stores them ([`Seed::layer_dirs`]).
@@ -397,50 +363,45 @@ pub struct Seed {
     /// nobody visits beyond these bytes.
     pub layer_dirs: crate::snapshot::IdMap<Vec<u8>>,
     /// What the catalog said of each snapshot, for the next [`publish`] to reuse.
-    described: crate::snapshot::IdMap<Described>,
+    described: crate::snapshot::IdMap<Arc<Described>>,
 }
 
 /// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
 /// when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
 pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Seed>> {
-    let Some(mut cat) = read_catalog(repo_path, crypt)? else {
-        return Ok(None);
+    let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx("Reading", &path),
     };
+    let body = catalog_body(crypt, &bytes)?;
+    let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
+    let mut snapshots = Vec::with_capacity(cat.snapshots.len());
     let mut layer_dirs = crate::snapshot::IdMap::default();
     let mut described = crate::snapshot::IdMap::default();
-    for s in &cat.snapshots {
-        let Some(l) = cat.layers.remove(&s.id) else {
-            continue;
-        };
+    for c in &cat.snapshots {
+        let s = Snapshot::decode(c.record)?;
         // A layer without entries touches nothing: views pass over it without asking.
         if !s.ends_chain() && !s.layer_blobs.is_empty() {
-            layer_dirs.insert(s.id, l.dirs.clone());
+            layer_dirs.insert(s.id, c.dirs.to_vec());
         }
         described.insert(
             s.id,
-            Described {
-                record: l.record,
-                dirs: l.dirs,
-                table: l.table,
-            },
+            Arc::new(Described {
+                record: c.record.to_vec(),
+                dirs: c.dirs.to_vec(),
+                table: c.table.to_string(),
+            }),
         );
+        snapshots.push(s);
     }
     Ok(Some(Seed {
-        snapshots: cat.snapshots,
+        snapshots,
         layer_dirs,
         described,
     }))
-}
-
-/// What the catalog says of one snapshot's layer.
-struct CatalogLayer {
-    /// The record as stored.
-    record: Vec<u8>,
-    /// Encoded touched directories (see [`CatalogSnapshot::dirs`]).
-    dirs: Vec<u8>,
-    /// Table file name; empty when not built yet.
-    table: String,
 }
 
 /// Opens the index under the repository lock a [`Quick`] holds (the lock is inside), for when the

@@ -47,12 +47,7 @@ pub fn install_seed(repo: &Repo, seed: Seed) {
         .derived_or_init(Previous::default)
         .0
         .write()
-        .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(
-        seed.described
-            .into_iter()
-            .map(|(id, d)| (id, Arc::new(d)))
-            .collect(),
-    ));
+        .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(seed.described));
 }
 
 /// Writes the lookup files for the repository as it is now: a table for every snapshot that has
