@@ -10,7 +10,8 @@
 //! the lease is gone reclaims them like any other orphan.
 //!
 //! ```text
-//! REPO/readers/epoch              "<n>\n": bumped by forget and prune before they read the leases
+//! REPO/readers/epoch              "<n>\n": bumped by forget, prune and repair before they
+//!                                 read the leases
 //! REPO/readers/<pid>-<16 hex>/
 //!     lock                        flock(LOCK_EX) by the reader for its whole life; its pid
 //!     lease                       the leased snapshot ids, 32 hex digits per line (by rename)
@@ -276,9 +277,9 @@ fn remove_stale(readers: &Path) {
     }
 }
 
-/// For `forget` and `prune`, under the repository lock, before they remove anything: starts a
-/// new epoch, then returns every snapshot a live reader leases (removing the directories of
-/// readers that are gone). Empty, and nothing written, when no reader was ever registered: one
+/// For `forget`, `prune` and `repair`, under the repository lock, before they remove anything:
+/// starts a new epoch, then returns every snapshot a live reader leases (removing the
+/// directories of readers that are gone). Empty, and nothing written, when no reader was ever registered: one
 /// cannot register while the caller holds the lock.
 pub fn retained(repo: &Path) -> Result<HashSet<SnapshotId>> {
     let readers = repo.join(READERS_DIR);
