@@ -343,12 +343,7 @@ impl Locked {
                 }
             );
             if let Some(seed) = seed {
-                crate::snapshot::seed_records(&repo, seed.snapshots);
-                let dirs = crate::layers::DirsSeed {
-                    encoded: seed.layer_dirs,
-                    decode: crate::lookup::decode_dirs,
-                };
-                crate::layers::seed_dirs(&repo, dirs);
+                crate::lookup::install_seed(&repo, seed);
             }
         }
         Ok(repo)
@@ -404,12 +399,7 @@ impl Locked {
         })?;
         let repo = Repo::open_with_db(path, own, db, crypt)?;
         if let Some(seed) = seed {
-            crate::snapshot::seed_records(&repo, seed.snapshots);
-            let dirs = crate::layers::DirsSeed {
-                encoded: seed.layer_dirs,
-                decode: crate::lookup::decode_dirs,
-            };
-            crate::layers::seed_dirs(&repo, dirs);
+            crate::lookup::install_seed(&repo, seed);
         }
         Ok((repo, held))
     }

@@ -28,7 +28,9 @@ pub fn publish_lookups(repo: &Repo, needed: &[SnapshotId]) {
 }
 
 /// Runs `f` on the repository at `path` opened for reading, then writes the lookup files. It has
-/// nothing to flush, so sled's shutdown flush and fsync are skipped.
+/// nothing to flush, so sled's shutdown flush and fsync are skipped. Every opening is seeded from
+/// the lookup catalog when there is one (records and touched directories from one file read
+/// instead of the index), and writing the catalog again reuses what it said.
 pub fn read_only<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
     read_only_with(Open::new(path), f)
 }
@@ -36,7 +38,7 @@ pub fn read_only<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Res
 /// [`read_only`] with the repository opened as `open` says (the mount's smaller cache, seeded
 /// from the lookup catalog).
 pub fn read_only_with<T>(open: Open, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
-    let repo = open.open()?;
+    let repo = open.seeded(true).open()?;
     let r = f(&repo);
     publish_lookups(&repo, &[]);
     std::mem::forget(repo);
@@ -52,7 +54,7 @@ pub fn writing<T>(path: &Path, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Resul
 /// [`writing`] with the repository opened as `open` says (a backup's cache, the default
 /// repository created on first use).
 pub fn writing_with<T>(open: Open, f: impl FnOnce(&Arc<Repo>) -> Result<T>) -> Result<T> {
-    let repo = open.open()?;
+    let repo = open.seeded(true).open()?;
     let r = f(&repo);
     publish_lookups(&repo, &[]);
     r
@@ -81,7 +83,8 @@ pub fn cat<T>(
     match Open::new(path).lookup() {
         Ok(Some(q)) => {
             let q = Arc::new(q);
-            match cat_entry(&q, q.snapshots(), file, &mut Vec::new()) {
+            let found = q.find(file.snapshot, file.source);
+            match found.and_then(|snap| cat_entry(&q, snap, file, &mut Vec::new())) {
                 Ok(entry) => {
                     let r = write(&entry, &mut |id| q.read_chunk(id));
                     if let Ok(q) = Arc::try_unwrap(q) {
@@ -100,29 +103,47 @@ pub fn cat<T>(
             }
         }
         Ok(None) => log::debug!("No current lookup catalog; reading the index"),
-        Err(e) if e.is_user_error() => return Err(e),
+        Err(e) if e.is_user_error() || is_denied(&e) => return Err(e),
         Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
     }
     // Not flushed, as in `read_only`.
     let repo = Open::new(path).open()?;
     let mut chain = Vec::new();
-    let r = cat_entry(&repo, repo.snapshots()?, file, &mut chain)
+    let r = snapshot::find(&repo, file.snapshot, file.source)
+        .and_then(|snap| cat_entry(&repo, snap, file, &mut chain))
         .and_then(|entry| write(&entry, &mut |id| repo.read_chunk(id)));
     publish_lookups(&repo, &chain);
     std::mem::forget(repo);
     r
 }
 
+/// Every snapshot of the repository at `path`, oldest first: from the lookup catalog when it is
+/// current (one file read, no index), else from the index (which then writes the lookup files).
+pub fn snapshot_list(path: &Path) -> Result<Vec<Snapshot>> {
+    match Open::new(path).lookup() {
+        Ok(Some(q)) => return q.snapshots(),
+        Ok(None) => log::debug!("No current lookup catalog; reading the index"),
+        Err(e) if e.is_user_error() || is_denied(&e) => return Err(e),
+        Err(e) => log::warn!("The lookup catalog is unusable ({e}); reading the index"),
+    }
+    read_only(path, |repo| repo.snapshots())
+}
+
+/// Whether `e` is the system refusing access (a repository of another user): reading it
+/// another way would be refused too.
+fn is_denied(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
 /// The regular file `file` names, resolved in whichever store answers; `chain` receives the
 /// layers of the snapshot's view.
 fn cat_entry<S: LayerStore>(
     store: &Arc<S>,
-    all: Vec<Snapshot>,
+    snap: Snapshot,
     file: &FileRef<'_>,
     chain: &mut Vec<SnapshotId>,
 ) -> Result<Entry> {
     use std::os::unix::ffi::OsStrExt;
-    let snap = snapshot::find_in(all, file.snapshot, file.source)?;
     let view = View::open(store, &snap.id)?;
     *chain = view.chain();
     let entry = view.lookup_once(file.path.as_os_str().as_bytes())?;

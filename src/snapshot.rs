@@ -143,6 +143,17 @@ impl Repo {
             .transpose()
     }
 
+    /// What a chain walk needs of one record ([`crate::layers::Link`]), without copying it when
+    /// the records are in memory.
+    pub fn snapshot_link(&self, id: &SnapshotId) -> crate::Result<Option<crate::layers::Link>> {
+        if let Some(seed) = seeded(self) {
+            if let Some(&i) = seed.by_id.get(id) {
+                return Ok(Some(crate::layers::Link::of(&seed.list[i])));
+            }
+        }
+        Ok(self.snapshot(id)?.as_ref().map(crate::layers::Link::of))
+    }
+
     /// Commits a snapshot record: after its layer, its layer blobs and the pack holding its
     /// snapshot blob, the one write that makes it visible. Asks for the space first, so a disk
     /// that filled up fails the commit before sled sees it.
@@ -153,7 +164,38 @@ impl Repo {
             space::index_cost(1, 16 + rec.len()) + space::SLED_SEGMENT,
         )?;
         self.index().insert(Space::Records, &snapshot.id.0, &rec)?;
+        let seed = repo_seed_take(self);
         self.snapshots_changed();
+        if let Some(seed) = seed {
+            // The records this handle was seeded with are still every record but this one: keep
+            // answering from memory (a backup's lookup files are then written without reading
+            // every record back from the index).
+            let mut seed = Arc::try_unwrap(seed).unwrap_or_else(|s| Seeded {
+                list: s.list.clone(),
+                by_id: s.by_id.clone(),
+            });
+            if let Some(i) = seed.by_id.remove(&snapshot.id) {
+                seed.list.remove(i);
+            }
+            let key = (snapshot.time_ns, snapshot.id);
+            let at = seed.list.partition_point(|s| (s.time_ns, s.id) < key);
+            seed.list.insert(at, snapshot.clone());
+            if at + 1 == seed.list.len() {
+                seed.by_id.insert(snapshot.id, at);
+            } else {
+                seed.by_id = seed
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.id, i))
+                    .collect();
+            }
+            *self
+                .derived_or_init(SeededRecords::default)
+                .0
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(seed));
+        }
         Ok(())
     }
 
@@ -164,6 +206,29 @@ impl Repo {
     }
 }
 
+/// A map keyed by snapshot id. Ids are already uniformly random (blake3), so their first eight
+/// bytes are the hash: the maps over every snapshot of a long history (thousands of entries,
+/// built on every opening) skip SipHash.
+pub type IdMap<V> = HashMap<SnapshotId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`].
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
 /// Snapshot records taken from the lookup catalog instead of the index, held for an open handle
 /// until any record changes.
 #[derive(Default)]
@@ -172,7 +237,7 @@ struct SeededRecords(RwLock<Option<Arc<Seeded>>>);
 struct Seeded {
     /// Oldest first, as [`Repo::snapshots`] returns them.
     list: Vec<Snapshot>,
-    by_id: HashMap<SnapshotId, usize>,
+    by_id: IdMap<usize>,
 }
 
 impl Derived for SeededRecords {
@@ -181,6 +246,24 @@ impl Derived for SeededRecords {
     }
     fn layers_changed(&self) {
         self.records_changed();
+    }
+}
+
+/// Takes the seed out of `repo` (nothing else then holds it, usually, so it can be changed in
+/// place).
+fn repo_seed_take(repo: &Repo) -> Option<Arc<Seeded>> {
+    let s = repo.derived::<SeededRecords>()?;
+    s.0.write().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+impl Repo {
+    /// Runs `f` on every committed snapshot, oldest first, without copying them when they are in
+    /// memory (seeded).
+    pub(crate) fn with_snapshots<T>(&self, f: impl FnOnce(&[Snapshot]) -> T) -> crate::Result<T> {
+        match seeded(self) {
+            Some(seed) => Ok(f(&seed.list)),
+            None => Ok(f(&self.snapshots()?)),
+        }
     }
 }
 
@@ -205,30 +288,28 @@ pub(crate) fn seed_records(repo: &Repo, list: Vec<Snapshot>) {
 /// Resolves what a user typed to one snapshot: `latest` (newest, of `source` if given), a full id, or
 /// a unique prefix of an id.
 pub fn find(repo: &crate::repo::Repo, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
-    find_in(repo.snapshots()?, name, source)
+    find_in(&repo.snapshots()?, name, source)
 }
 
 /// [`find`] among `all` (every committed snapshot, oldest first), wherever they were read from.
-pub fn find_in(all: Vec<Snapshot>, name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
-    let all: Vec<Snapshot> = all
-        .into_iter()
-        .filter(|s| source.is_none_or(|src| s.source == src))
-        .collect();
+/// `latest` looks at the newest only: its cost does not grow with the history.
+pub fn find_in(all: &[Snapshot], name: &str, source: Option<&str>) -> crate::Result<Snapshot> {
+    let mut of_source = all
+        .iter()
+        .filter(|s| source.is_none_or(|src| s.source == src));
     if name == "latest" {
-        return all
-            .into_iter()
+        return of_source
             .next_back()
+            .cloned()
             .ok_or_else(|| crate::Error::SnapshotNotFound(name.to_string()));
     }
     let lower = name.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(crate::Error::SnapshotNotFound(name.to_string()));
     }
-    let mut hits = all
-        .into_iter()
-        .filter(|s| s.id.to_string().starts_with(&lower));
+    let mut hits = of_source.filter(|s| s.id.to_string().starts_with(&lower));
     match (hits.next(), hits.next()) {
-        (Some(s), None) => Ok(s),
+        (Some(s), None) => Ok(s.clone()),
         (Some(_), Some(_)) => Err(crate::Error::SnapshotAmbiguous(name.to_string())),
         (None, _) => Err(crate::Error::SnapshotNotFound(name.to_string())),
     }

@@ -18,12 +18,14 @@ mod integration {
     mod history;
     mod hooks;
     mod lifecycle;
+    mod listing;
     mod live;
     mod lookup;
     mod man;
     mod monitoring;
     mod mount;
     mod output;
+    mod owner;
     mod postgres;
     mod progress;
     mod repair;

@@ -383,10 +383,9 @@ fn run(cli: Cli, parsed: &crate::config::Parsed) -> Result<i32> {
     match cli.command {
         Command::Init(a) => init::run(&path, a),
         Command::Backup(a) => metrics::backup(&path, cli.repo.is_none(), a),
-        Command::Snapshots(a) => ops::read_only(&path, |repo| {
-            snapshots::run(repo, a.source.as_deref(), a.json)?;
-            Ok(EXIT_OK)
-        }),
+        Command::Snapshots(a) => {
+            snapshots::run(&path, a.source.as_deref(), a.json).map(|()| EXIT_OK)
+        }
         Command::Ls(a) => ops::read_only(&path, |repo| ls::run(repo, a)),
         Command::Cat(a) => cat::run(&path, a),
         Command::Mount(a) => mount::run(&path, a),

@@ -95,7 +95,7 @@ pub(super) fn selected(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for name in names {
-        let s = snapshot::find_in(all.to_vec(), name, source)?;
+        let s = snapshot::find_in(all, name, source)?;
         if seen.insert(s.id) {
             out.push(s);
         }

@@ -20,6 +20,7 @@
 //!   atomics only), which `.strata/stats` shows.
 
 mod awake;
+mod dirs;
 mod live;
 mod push;
 mod session;
@@ -36,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::consts::{
     FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_CACHE_SYMLINKS, FUSE_DO_READDIRPLUS,
-    FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
+    FUSE_NO_OPEN_SUPPORT, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -45,10 +46,7 @@ use fuser::{
 };
 use libc::c_int;
 
-use crate::vfs::{
-    Attr, DirItem, FileKind, MountStats, Op, Timer, Vfs, VfsError, XattrReply, STATS_INO,
-};
-use live::fill_plus;
+use crate::vfs::{Attr, FileKind, MountStats, Op, Timer, Vfs, VfsError, XattrReply, STATS_INO};
 pub use live::invalidate;
 
 /// TTL of snapshot content (immutable).
@@ -150,7 +148,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct StrataFs {
     vfs: Arc<Vfs>,
     jobs: crossbeam_channel::Sender<Job>,
-    dirs: Listings,
+    dirs: dirs::Handles,
     next_fh: AtomicU64,
     on_destroy: Option<crossbeam_channel::Sender<()>>,
     /// The kernel supports zero-message opens: answering a file `open` with `ENOSYS` makes it
@@ -204,7 +202,7 @@ impl StrataFs {
         StrataFs {
             vfs,
             jobs: tx,
-            dirs: Arc::new(Mutex::new(HashMap::new())),
+            dirs: Arc::default(),
             next_fh: AtomicU64::new(1),
             on_destroy,
             no_open: false,
@@ -249,20 +247,6 @@ impl StrataFs {
     }
 }
 
-type Listings = Arc<Mutex<HashMap<u64, Arc<Vec<DirItem>>>>>;
-
-/// The listing of an open directory, built once per handle (the kernel pages through it).
-fn listing(vfs: &Vfs, dirs: &Listings, ino: u64, fh: u64) -> Result<Arc<Vec<DirItem>>, VfsError> {
-    if let Some(d) = dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh) {
-        return Ok(d.clone());
-    }
-    let items = Arc::new(vfs.readdir(ino)?);
-    dirs.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(fh, items.clone());
-    Ok(items)
-}
-
 impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
         // With FUSE_POSIX_ACL the kernel reads `system.posix_acl_access` (and `_default`) through
@@ -276,8 +260,11 @@ impl Filesystem for StrataFs {
             );
             return Err(libc::EPROTONOSUPPORT);
         }
+        // Every listing carries attributes (no FUSE_READDIRPLUS_AUTO): with the adaptive mode
+        // the kernel asks plain readdir for the pages after the first, and `ls -l` then looks
+        // each of their names up, one round trip apiece.
         for cap in [
-            FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
+            FUSE_DO_READDIRPLUS,
             FUSE_PARALLEL_DIROPS,
             FUSE_CACHE_SYMLINKS,
         ] {
@@ -476,7 +463,10 @@ impl Filesystem for StrataFs {
                 } else {
                     0
                 };
-                reply.opened(fh, flags)
+                match dirs::open(&self.vfs, &self.dirs, ino, fh) {
+                    Ok(()) => reply.opened(fh, flags),
+                    Err(e) => reply.error(log_err(self.vfs.stats(), "opendir", &e)),
+                }
             }
             Ok(_) => reply.error(libc::ENOTDIR),
             Err(e) => reply.error(log_err(self.vfs.stats(), "opendir", &e)),
@@ -496,16 +486,8 @@ impl Filesystem for StrataFs {
         let t = self.begin(Op::Readdir);
         let dirs = self.dirs.clone();
         self.spawn(move |vfs| {
-            match listing(vfs, &dirs, ino, fh) {
-                Ok(items) => {
-                    for (i, d) in items.iter().enumerate().skip(offset.max(0) as usize) {
-                        let name = OsStr::from_bytes(&d.name);
-                        if reply.add(d.attr.ino, i as i64 + 1, file_type(d.attr.kind), name) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }
+            match dirs::fill(vfs, &dirs, ino, fh, offset.max(0) as u64, &mut reply) {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(log_err(vfs.stats(), "readdir", &e)),
             }
             vfs.stats().done(t);
@@ -524,11 +506,8 @@ impl Filesystem for StrataFs {
         let t = self.begin(Op::Readdirplus);
         let dirs = self.dirs.clone();
         self.spawn(move |vfs| {
-            match listing(vfs, &dirs, ino, fh) {
-                Ok(items) => {
-                    fill_plus(vfs, ino, &items, offset.max(0) as usize, &mut reply);
-                    reply.ok()
-                }
+            match dirs::fill_plus(vfs, &dirs, ino, fh, offset.max(0) as u64, &mut reply) {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(log_err(vfs.stats(), "readdirplus", &e)),
             }
             vfs.stats().done(t);
@@ -544,10 +523,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let t = self.begin(Op::Releasedir);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh);
+        dirs::release(&self.dirs, fh);
         reply.ok();
         self.end(t);
     }

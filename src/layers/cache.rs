@@ -43,7 +43,7 @@ const DIR_LAYER_CACHE: NonZeroUsize = NonZeroUsize::new(16 * 1024).expect("nonze
 /// grow with the layers nobody visits.
 pub struct DirsSeed {
     /// Per non-full layer, its touched directories as encoded.
-    pub encoded: HashMap<SnapshotId, Vec<u8>>,
+    pub encoded: crate::snapshot::IdMap<Vec<u8>>,
     /// Decodes one layer's set.
     pub decode: fn(&[u8]) -> Result<Arc<LayerDirs>>,
 }

@@ -16,7 +16,8 @@ fn record(id: u8, kind: BackupKind, parent: Option<u8>) -> Snapshot {
         depth: 1,
         tags: Vec::new(),
         stats: Default::default(),
-        layer_blobs: Vec::new(),
+        // Each layer holds entries (a layer without any is left out of views).
+        layer_blobs: vec![crate::id::ChunkId([id; 32])],
     }
 }
 

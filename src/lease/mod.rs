@@ -10,7 +10,8 @@
 //! the lease is gone reclaims them like any other orphan.
 //!
 //! ```text
-//! REPO/readers/epoch              "<n>\n": bumped by forget and prune before they read the leases
+//! REPO/readers/epoch              "<n>\n": bumped by forget, prune and repair before they
+//!                                 read the leases
 //! REPO/readers/<pid>-<16 hex>/
 //!     lock                        flock(LOCK_EX) by the reader for its whole life; its pid
 //!     lease                       the leased snapshot ids, 32 hex digits per line (by rename)
@@ -110,14 +111,14 @@ impl Reader {
         let locked = open.lock()?;
         let repo = locked.path().to_path_buf();
         let readers = repo.join(READERS_DIR);
-        fs::create_dir_all(&readers).ctx("Creating", &readers)?;
+        private_dir(&readers, true)?;
         remove_stale(&readers);
         let dir = readers.join(format!(
             "{}-{:016x}",
             std::process::id(),
             crate::time::now_ns() as u64 ^ u64::from(std::process::id()).rotate_left(32)
         ));
-        fs::create_dir(&dir).ctx("Creating", &dir)?;
+        private_dir(&dir, false)?;
         let lock = take_lock(&dir.join(LOCK))?;
         let reader = Arc::new(Reader {
             repo,
@@ -214,6 +215,17 @@ impl Drop for Reader {
     }
 }
 
+/// Creates a directory only its owner can enter (mode 0700 less the umask): readers' copies of
+/// the index hold everything the index does.
+fn private_dir(path: &Path, recursive: bool) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(0o700)
+        .create(path)
+        .ctx("Creating", path)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -265,9 +277,9 @@ fn remove_stale(readers: &Path) {
     }
 }
 
-/// For `forget` and `prune`, under the repository lock, before they remove anything: starts a
-/// new epoch, then returns every snapshot a live reader leases (removing the directories of
-/// readers that are gone). Empty, and nothing written, when no reader was ever registered: one
+/// For `forget`, `prune` and `repair`, under the repository lock, before they remove anything:
+/// starts a new epoch, then returns every snapshot a live reader leases (removing the
+/// directories of readers that are gone). Empty, and nothing written, when no reader was ever registered: one
 /// cannot register while the caller holds the lock.
 pub fn retained(repo: &Path) -> Result<HashSet<SnapshotId>> {
     let readers = repo.join(READERS_DIR);

@@ -21,9 +21,14 @@
 //! with the repository's lookup key (catalog and tables version 2), so they hold nothing in the
 //! clear but sizes, snapshot ids and table names; reading them needs the unlocked keys.
 
+mod publish;
+mod records;
 mod table;
 
-use std::collections::{HashMap, HashSet};
+pub use publish::install_seed;
+pub(crate) use publish::publish;
+
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -195,89 +200,6 @@ pub const BUILD_ALL: u64 = u64::MAX;
 /// for it.
 pub const SMALL_LAYER: u64 = 20_000;
 
-/// Writes the lookup files for the repository as it is now: a table for every snapshot that has
-/// none, if its layer has at most `build_up_to` entries or it is in `needed` (the catalog lists
-/// the others without one, and `cat` asks the index for them); then the catalog; then removes
-/// tables no snapshot uses. Call it last, under the lock, with nothing more to change.
-pub fn publish(repo: &Repo, build_up_to: u64, needed: &[SnapshotId]) -> Result<()> {
-    let started = std::time::Instant::now();
-    let dir = repo.path().join(LOOKUP_DIR);
-    if !lookup_dir_usable(&dir)? {
-        fs::create_dir(&dir).ctx("Creating", &dir)?;
-    }
-    let snaps = repo.snapshots()?;
-    let mut names = Vec::with_capacity(snaps.len());
-    let mut dirs = Vec::with_capacity(snaps.len());
-    let mut built = 0;
-    for s in &snaps {
-        let mut name = table_name(s);
-        let path = dir.join(&name);
-        let is_table = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
-        if !is_table {
-            // Whatever else has the table's name (a directory, a symlink) is not the table.
-            remove_derived(&path)?;
-            let wanted = s.stats.layer_entries <= build_up_to || needed.contains(&s.id);
-            // Tables are derived: on a disk near full they are skipped rather than cut into the
-            // index's reserve (about 200 bytes per entry).
-            let room = || {
-                repo.ensure_room("writing a lookup table", s.stats.layer_entries * 200)
-                    .is_ok()
-            };
-            if wanted && room() {
-                build_table(repo, &s.id, &path)?;
-                built += 1;
-            } else {
-                name.clear();
-            }
-        }
-        names.push(name);
-        dirs.push(if s.ends_chain() {
-            Vec::new()
-        } else {
-            let d = repo.layer_dirs(&s.id)?;
-            let mut v: Vec<(&[u8], bool)> = d.iter().map(|(k, o)| (k.as_slice(), *o)).collect();
-            v.sort_unstable();
-            postcard::to_stdvec(&v).expect("dirs serialize")
-        });
-    }
-    let records: Vec<Vec<u8>> = snaps.iter().map(|s| s.encode()).collect();
-    let body = CatalogBody {
-        dictionary: repo.dictionary().map(|d| d.bytes.as_slice()),
-        snapshots: (0..snaps.len())
-            .map(|i| CatalogSnapshot {
-                record: &records[i],
-                dirs: &dirs[i],
-                table: &names[i],
-            })
-            .collect(),
-    };
-    let bytes = catalog_bytes(
-        repo.crypt(),
-        &postcard::to_stdvec(&body).expect("catalog serializes"),
-    );
-    // Not fsynced: a catalog lost or torn in a crash fails its check and is written again.
-    let tmp = dir.join("catalog.tmp");
-    remove_derived(&tmp)?;
-    repo.ensure_room("writing the lookup catalog", bytes.len() as u64)?;
-    fs::write(&tmp, &bytes).ctx("Writing", &tmp)?;
-    let path = dir.join(CATALOG);
-    fs::rename(&tmp, &path).ctx("Renaming", &tmp)?;
-    let keep: HashSet<&str> = names.iter().map(String::as_str).collect();
-    for e in fs::read_dir(&dir).ctx("Listing", &dir)?.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n != CATALOG && !keep.contains(n.as_ref()) {
-            let _ = remove_derived(&e.path());
-        }
-    }
-    log::debug!(
-        "Lookup files: {} snapshots, {built} table(s) built, {} ms",
-        snaps.len(),
-        started.elapsed().as_millis()
-    );
-    Ok(())
-}
-
 /// The catalog file: `STRATACT ‖ version ‖ 0 ‖ body ‖ check` (first 16 bytes of blake3 of what
 /// precedes it); in an encrypted repository `STRATACT ‖ 2 ‖ 0 ‖ sealed body`, the 16 header
 /// bytes as associated data.
@@ -406,51 +328,28 @@ fn build_table(repo: &Repo, id: &SnapshotId, path: &Path) -> Result<()> {
     fs::rename(&tmp, path).ctx("Renaming", &tmp)
 }
 
-/// A catalog, read and checked.
-struct Catalog {
-    dictionary: Option<Vec<u8>>,
-    /// Oldest first.
-    snapshots: Vec<Snapshot>,
-    layers: HashMap<SnapshotId, CatalogLayer>,
-}
-
-/// Reads and checks the catalog; `Ok(None)` when there is none. The caller holds the lock.
-fn read_catalog(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Catalog>> {
-    let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).ctx("Reading", &path),
-    };
-    let body = catalog_body(crypt, &bytes)?;
-    let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
-    let mut snapshots = Vec::with_capacity(cat.snapshots.len());
-    let mut layers = HashMap::with_capacity(cat.snapshots.len());
-    for s in &cat.snapshots {
-        let snap = Snapshot::decode(s.record)?;
-        layers.insert(
-            snap.id,
-            CatalogLayer {
-                dirs: s.dirs.to_vec(),
-                table: s.table.to_string(),
-            },
-        );
-        snapshots.push(snap);
-    }
-    Ok(Some(Catalog {
-        dictionary: cat.dictionary.map(<[u8]>::to_vec),
-        snapshots,
-        layers,
-    }))
+/// What a catalog said of one snapshot, as stored: what the next [`publish`] can reuse when the
+/// record has not changed.
+#[derive(Clone)]
+pub(crate) struct Described {
+    /// [`Snapshot::encode`].
+    record: Vec<u8>,
+    /// The layer's touched directories, encoded (see [`CatalogSnapshot::dirs`]).
+    dirs: Vec<u8>,
+    /// Table file name; empty when not built.
+    table: String,
 }
 
 /// Decodes a layer's touched directories as the catalog stores them ([`Seed::layer_dirs`]).
+/// Every layer that touched nothing (a backup that found no change) shares one empty set.
 pub fn decode_dirs(raw: &[u8]) -> Result<Arc<LayerDirs>> {
-    let list: Vec<(Vec<u8>, bool)> = if raw.is_empty() {
-        Vec::new()
-    } else {
-        postcard::from_bytes(raw).map_err(|e| bad_catalog(&e.to_string()))?
-    };
+    static NONE: std::sync::OnceLock<Arc<LayerDirs>> = std::sync::OnceLock::new();
+    // postcard's empty list is one zero byte.
+    if raw.is_empty() || raw == [0] {
+        return Ok(NONE.get_or_init(Default::default).clone());
+    }
+    let list: Vec<(Vec<u8>, bool)> =
+        postcard::from_bytes(raw).map_err(|e| bad_catalog(&e.to_string()))?;
     Ok(Arc::new(list.into_iter().collect()))
 }
 
@@ -462,34 +361,47 @@ pub struct Seed {
     /// For every non-full layer, encoded as the catalog holds them ([`decode_dirs`]): decoded
     /// when a layer is first visited, so that memory and start-up do not grow with the layers
     /// nobody visits beyond these bytes.
-    pub layer_dirs: HashMap<SnapshotId, Vec<u8>>,
+    pub layer_dirs: crate::snapshot::IdMap<Vec<u8>>,
+    /// What the catalog said of each snapshot, for the next [`publish`] to reuse.
+    described: crate::snapshot::IdMap<Arc<Described>>,
 }
 
 /// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
 /// when there is none.
 /// Call under the lock, before opening the index (which removes the catalog).
 pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Seed>> {
-    let Some(mut cat) = read_catalog(repo_path, crypt)? else {
-        return Ok(None);
+    let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx("Reading", &path),
     };
-    let layer_dirs = cat
-        .snapshots
-        .iter()
-        .filter(|s| !s.ends_chain())
-        .filter_map(|s| Some((s.id, cat.layers.remove(&s.id)?.dirs)))
-        .collect();
+    let body = catalog_body(crypt, &bytes)?;
+    let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
+    let mut snapshots = Vec::with_capacity(cat.snapshots.len());
+    let mut layer_dirs = crate::snapshot::IdMap::default();
+    let mut described = crate::snapshot::IdMap::default();
+    for c in &cat.snapshots {
+        let s = Snapshot::decode(c.record)?;
+        // A layer without entries touches nothing: views pass over it without asking.
+        if !s.ends_chain() && !s.layer_blobs.is_empty() {
+            layer_dirs.insert(s.id, c.dirs.to_vec());
+        }
+        described.insert(
+            s.id,
+            Arc::new(Described {
+                record: c.record.to_vec(),
+                dirs: c.dirs.to_vec(),
+                table: c.table.to_string(),
+            }),
+        );
+        snapshots.push(s);
+    }
     Ok(Some(Seed {
-        snapshots: cat.snapshots,
+        snapshots,
         layer_dirs,
+        described,
     }))
-}
-
-/// What the catalog says of one snapshot's layer.
-struct CatalogLayer {
-    /// Encoded touched directories (see [`CatalogSnapshot::dirs`]).
-    dirs: Vec<u8>,
-    /// Table file name; empty when not built yet.
-    table: String,
 }
 
 /// Opens the index under the repository lock a [`Quick`] holds (the lock is inside), for when the
@@ -503,8 +415,7 @@ pub struct Quick {
     path: PathBuf,
     packs: Arc<dyn PackBackend>,
     dictionary: Option<crate::compress::Dictionary>,
-    snapshots: Vec<Snapshot>,
-    layers: HashMap<SnapshotId, CatalogLayer>,
+    records: records::Records,
     layer_dirs: Mutex<HashMap<SnapshotId, Arc<LayerDirs>>>,
     tables: Mutex<HashMap<SnapshotId, Arc<Table>>>,
     hints: Mutex<HashMap<ChunkId, Location>>,
@@ -528,15 +439,16 @@ impl Quick {
         crypt: Option<Arc<Crypt>>,
         reopen: Reopen,
     ) -> Result<Option<Quick>> {
-        let Some(cat) = read_catalog(repo_path, crypt.as_ref())? else {
+        let Some(records) = records::Records::read(repo_path, crypt.as_ref())? else {
             return Ok(None);
         };
         Ok(Some(Quick {
             path: repo_path.to_path_buf(),
             packs: crate::repo::pack_backend(repo_path)?,
-            dictionary: cat.dictionary.map(crate::compress::Dictionary::from_bytes),
-            snapshots: cat.snapshots,
-            layers: cat.layers,
+            dictionary: records
+                .dictionary()
+                .map(|d| crate::compress::Dictionary::from_bytes(d.to_vec())),
+            records,
             layer_dirs: Default::default(),
             tables: Default::default(),
             hints: Default::default(),
@@ -547,13 +459,19 @@ impl Quick {
     }
 
     /// Every snapshot, oldest first (as [`Repo::snapshots`]).
-    pub fn snapshots(&self) -> Vec<Snapshot> {
-        self.snapshots.clone()
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        self.records.all()
     }
 
-    fn layer(&self, id: &SnapshotId) -> Result<&CatalogLayer> {
-        self.layers
-            .get(id)
+    /// The snapshot a user names (as [`crate::snapshot::find`]), decoding only the records it
+    /// must look at.
+    pub fn find(&self, name: &str, source: Option<&str>) -> Result<Snapshot> {
+        self.records.find(name, source)
+    }
+
+    fn layer(&self, id: &SnapshotId) -> Result<(&[u8], &str)> {
+        self.records
+            .layer(id)
             .ok_or_else(|| Error::SnapshotNotFound(id.to_string()))
     }
 
@@ -561,7 +479,7 @@ impl Quick {
         if let Some(t) = self.tables.lock().unwrap().get(id) {
             return Ok(t.clone());
         }
-        let name = &self.layer(id)?.table;
+        let name = self.layer(id)?.1;
         if name.is_empty() {
             return Err(Error::LookupIncomplete(id.short()));
         }
@@ -650,14 +568,18 @@ impl Quick {
 
 impl LayerStore for Quick {
     fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>> {
-        Ok(self.snapshots.iter().find(|s| s.id == *id).cloned())
+        self.records.snapshot(id)
+    }
+
+    fn link(&self, id: &SnapshotId) -> Result<Option<crate::layers::Link>> {
+        self.records.link(id)
     }
 
     fn layer_dirs(&self, id: &SnapshotId) -> Result<Arc<LayerDirs>> {
         if let Some(d) = self.layer_dirs.lock().unwrap().get(id) {
             return Ok(d.clone());
         }
-        let d = decode_dirs(&self.layer(id)?.dirs)?;
+        let d = decode_dirs(self.layer(id)?.0)?;
         self.layer_dirs.lock().unwrap().insert(*id, d.clone());
         Ok(d)
     }

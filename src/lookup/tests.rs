@@ -88,7 +88,7 @@ fn lookup_files_answer_exactly_what_the_index_answers() {
     drop(repo);
 
     let q = Arc::new(Open::new(&repo_path).lookup().unwrap().expect("a catalog"));
-    assert_eq!(q.snapshots(), snapshots);
+    assert_eq!(q.snapshots().unwrap(), snapshots);
     for (id, paths) in ids.iter().zip(&expect) {
         let view = View::open(&q, id).unwrap();
         assert!(view.root().unwrap().kind == crate::entry::Kind::Dir);
@@ -139,7 +139,7 @@ fn opening_the_index_removes_the_catalog_until_the_next_publish() {
     assert_eq!(tables, 4);
     drop(repo);
     let q = Arc::new(Open::new(&repo_path).lookup().unwrap().unwrap());
-    let latest = crate::snapshot::find_in(q.snapshots(), "latest", None).unwrap();
+    let latest = crate::snapshot::find_in(&q.snapshots().unwrap(), "latest", None).unwrap();
     assert_eq!(latest.id, s4.id);
     let e = View::open(&q, &s4.id).unwrap().lookup(b"a/x").unwrap();
     let mut got = Vec::new();
@@ -227,7 +227,7 @@ fn a_snapshot_without_a_table_is_left_to_the_index() {
 }
 
 #[test]
-fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
+fn a_seeded_index_answers_like_sled_and_follows_the_records_it_writes() {
     let t = tempfile::tempdir().unwrap();
     let (repo_path, ids) = fixture(t.path());
     // What sled answers.
@@ -265,13 +265,20 @@ fn a_seeded_index_answers_like_sled_and_drops_the_seed_when_records_change() {
     fs::write(src.join("added"), b"after the seed").unwrap();
     let s4 = snap(&repo, &src, BackupKind::Incremental);
     assert!(
-        !repo.is_seeded(),
-        "writing a snapshot record drops the seed"
+        repo.is_seeded(),
+        "a record written through the seeded handle joins the seed"
     );
     let all = repo.snapshots().unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(all.last().unwrap().id, s4.id);
+    assert_eq!(repo.snapshot(&s4.id).unwrap().unwrap(), s4);
     drop(repo);
+    // What sled holds is what the seed said.
+    let repo = Open::new(&repo_path).open().unwrap();
+    assert_eq!(names(&repo.snapshots().unwrap()), names(&all));
+    drop(repo);
+    // The catalog is gone: the next seeded open reads sled.
+    fs::remove_file(repo_path.join(LOOKUP_DIR).join(CATALOG)).ok();
 
     // No catalog (the seeded open removed it): sled answers.
     let repo = Open::new(&repo_path).seeded(true).open().unwrap();

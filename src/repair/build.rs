@@ -37,6 +37,8 @@ pub(super) struct Sources<'a> {
     pub dict: Option<&'a Dictionary>,
     /// The keys of an encrypted repository.
     pub crypt: Option<&'a Crypt>,
+    /// Snapshots running mounts lease (`crate::lease`): a forgotten one keeps its layer.
+    pub leased: &'a std::collections::HashSet<SnapshotId>,
 }
 
 /// One snapshot as rebuilt.
@@ -84,7 +86,39 @@ pub(super) fn build(
         }
     }
     report_undecodable(src, report);
+    keep_leased(store, src, report)?;
     Ok(pending)
+}
+
+/// The layers of forgotten snapshots that running mounts still read (they lease them): written
+/// without a record, as `forget` leaves them, so that `prune` keeps their chunks until the lease
+/// ends. From the packs (the snapshot's last blob names its layer blobs) or the old index.
+fn keep_leased(store: &dyn MetaStore, src: &Sources, report: &mut RepairReport) -> Result<()> {
+    let restored: std::collections::HashSet<&SnapshotId> = report.snapshots.iter().collect();
+    let mut ids: Vec<&SnapshotId> = src
+        .leased
+        .iter()
+        .filter(|id| !restored.contains(id))
+        .collect();
+    ids.sort();
+    for id in ids {
+        let from_packs = src
+            .found
+            .snapshots
+            .get(id)
+            .and_then(|(_, s)| layer_from_blobs(src, &s.layer_blobs).ok());
+        let Some(entries) = from_packs.or_else(|| src.old.layer(id)) else {
+            log::warn!(
+                "Snapshot {id} is forgotten but a mount still reads it, and its layer is in \
+                 neither the packs nor the old index: a prune may take what that mount reads"
+            );
+            continue;
+        };
+        let dirs = derive_dirs(&entries).unwrap_or_default();
+        write_layer(store, id, &entries, &dirs, true)?;
+        report.leased_layers.push(*id);
+    }
+    Ok(())
 }
 
 /// The repository settings: format, compression level, the dictionary.
@@ -227,8 +261,20 @@ fn derive_dirs(entries: &LayerEntries) -> std::result::Result<layer_blob::Dirs, 
 /// Writes one snapshot's layer, its `layerdirs` (unless its layer ends its chain), then its
 /// record: the commit point, as in a backup.
 fn write_snapshot(store: &dyn MetaStore, r: &Restored) -> Result<()> {
-    let id = r.snap.id;
-    let mut entries: Vec<&(Vec<u8>, Vec<u8>)> = r.entries.iter().collect();
+    write_layer(store, &r.snap.id, &r.entries, &r.dirs, !r.snap.ends_chain())?;
+    store.insert(Space::Records, &r.snap.id.0, &r.snap.encode())
+}
+
+/// Writes a layer's entries and, with `with_dirs`, its `layerdirs`.
+fn write_layer(
+    store: &dyn MetaStore,
+    id: &SnapshotId,
+    entries: &LayerEntries,
+    dirs: &layer_blob::Dirs,
+    with_dirs: bool,
+) -> Result<()> {
+    let id = *id;
+    let mut entries: Vec<&(Vec<u8>, Vec<u8>)> = entries.iter().collect();
     entries.sort_unstable();
     for part in entries.chunks(BATCH) {
         let mut batch = Batch::default();
@@ -239,9 +285,9 @@ fn write_snapshot(store: &dyn MetaStore, r: &Restored) -> Result<()> {
         }
         store.apply(batch)?;
     }
-    if !r.snap.ends_chain() {
+    if with_dirs {
         let mut batch = Batch::default();
-        for (dir, opaque) in &r.dirs {
+        for (dir, opaque) in dirs {
             batch.insert(
                 Space::LayerDirs,
                 keys::layerdir_key(&id, dir),
@@ -250,7 +296,7 @@ fn write_snapshot(store: &dyn MetaStore, r: &Restored) -> Result<()> {
         }
         store.apply(batch)?;
     }
-    store.insert(Space::Records, &id.0, &r.snap.encode())
+    Ok(())
 }
 
 /// Records of the old index that do not decode, and that the packs do not describe either: lost.

@@ -138,6 +138,9 @@ pub struct RepairReport {
     pub tombstoned: u64,
     /// Snapshots that could not be rebuilt.
     pub dropped: Vec<DroppedSnapshot>,
+    /// Layers of forgotten snapshots kept without a record because running mounts lease them
+    /// (`prune` keeps their chunks until the lease ends, as after a `forget`).
+    pub leased_layers: Vec<SnapshotId>,
     /// Snapshots kept thanks to the old index (their record or layer was lost from the packs),
     /// with what came from it; their records were written back into a new pack (not in a dry run).
     pub rewritten: Vec<DroppedSnapshot>,
@@ -188,7 +191,16 @@ pub fn repair(path: &Path, opts: &RepairOptions) -> Result<RepairReport> {
     report.compression = old.compression.unwrap_or(DEFAULT_COMPRESSION);
     report.compression_from_old_index = old.compression.is_some();
     let store = crate::repo::store::over(db.clone(), crypt.as_ref(), None)?;
+    // What running mounts read of forgotten snapshots stays, as `forget` and `prune` keep it; a
+    // real repair starts a new epoch first, as they do, so that no reader starts using a layer
+    // unseen (a dry run changes nothing and only reads the leases).
+    let leased = if opts.dry_run {
+        crate::lease::leased(path)?
+    } else {
+        crate::lease::retained(path)?
+    };
     let sources = build::Sources {
+        leased: &leased,
         packs: packs.as_ref(),
         found: &found,
         old: &old,

@@ -92,7 +92,14 @@ impl Repo {
                 )));
             }
         }
+        let created = !path.exists();
         fs::create_dir_all(path).ctx("Creating repository", path)?;
+        if created {
+            // Only its owner (and root) may use a repository: there is no other access control.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .ctx("Creating repository", path)?;
+        }
         RepoLock::take(path)
     }
 

@@ -77,3 +77,52 @@ impl Vfs {
         Ok(st.deleted.get().cloned().expect("set above"))
     }
 }
+
+/// The children of a `changes/` directory `dir` in name order: what the layer itself sets
+/// there (`own`, as [`LayerChanges::under`] yields it), and the directories it shows only to
+/// reach deeper changes (`extra`), resolved in the snapshot's `view`. At the root, names the
+/// generated `.deleted` lists take are left out.
+pub(super) fn merge_extra<'a>(
+    own: impl Iterator<Item = crate::Result<(Vec<u8>, Delta)>> + Send + 'a,
+    extra: BTreeSet<Vec<u8>>,
+    view: Option<Arc<View>>,
+    dir: Vec<u8>,
+    root: bool,
+) -> impl Iterator<Item = crate::Result<(Vec<u8>, Entry)>> + Send + 'a {
+    let mut own = own.peekable();
+    let mut extra = extra.into_iter().peekable();
+    std::iter::from_fn(move || loop {
+        let take_own = match (own.peek(), extra.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)), _) => true,
+            (Some(Ok((n, _))), Some(x)) => n <= x,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        let (name, entry) = if take_own {
+            let (name, d) = match own.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e)),
+            };
+            if extra.peek() == Some(&name) {
+                extra.next();
+            }
+            match d {
+                Delta::Set(e) => (name, e),
+                Delta::Deleted => continue,
+            }
+        } else {
+            let name = extra.next()?;
+            let Some(view) = &view else { continue };
+            match view.lookup(&join(&dir, &name)) {
+                Ok(e) => (name, e),
+                Err(Error::PathNotFound { .. }) | Err(Error::NotADirectory { .. }) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        };
+        if root && (name == b".deleted" || name == b".deleted0") {
+            continue;
+        }
+        return Some(Ok((name, entry)));
+    })
+}

@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
+/// Entries of the largest directory whose files are pushed: a bigger one is not listed into
+/// memory for it (its readers just ask).
+pub const MAX_LISTED: usize = 65_536;
 /// Largest file pushed whole: bigger files get the kernel's own readahead.
 pub const MAX_FILE: u64 = 1 << 20;
 /// Files in the first window.

@@ -48,7 +48,7 @@ impl Stale {
         self.entries.is_empty() && self.attrs.is_empty() && self.links.is_empty()
     }
 
-    fn append(&mut self, mut other: Stale) {
+    pub(super) fn append(&mut self, mut other: Stale) {
         self.entries.append(&mut other.entries);
         self.attrs.append(&mut other.attrs);
         self.links.append(&mut other.links);
@@ -67,7 +67,7 @@ pub(super) struct LiveState {
     /// Serializes taking new copies.
     refreshing: Mutex<()>,
     /// Notices not yet given to the kernel.
-    stale: Mutex<Stale>,
+    pub(super) stale: Mutex<Stale>,
 }
 
 /// How often a caller retries a lookup whose inode was freed between finding and holding it.
@@ -395,6 +395,9 @@ impl Vfs {
                     continue;
                 };
                 ok[i] = true;
+                if slot.age.swap(names::RECENT, Ordering::Relaxed) == names::ASKED {
+                    t.asked.fetch_sub(slot.node.weight(), Ordering::Relaxed);
+                }
                 if slot.refs.fetch_add(1, Ordering::AcqRel) == 0 {
                     if let Some(s) = slot.node.snap() {
                         let mut u = lock(&self.live.in_use);
@@ -452,25 +455,43 @@ impl Vfs {
         self.live.lease_shrank.store(false, Ordering::Relaxed);
         let in_use: Vec<SnapshotId> = lock(&self.live.in_use).keys().copied().collect();
         let mut ids = BTreeSet::new();
+        // Chains share their older parts: each copy's walk stops at a layer already seen in it.
+        let mut seen: HashSet<(u64, SnapshotId)> = HashSet::new();
         for id in in_use {
-            ids.extend(self.chain_ids(&id));
+            self.chain_ids(&id, &mut seen, &mut ids);
         }
         keeper.lease(&ids)
     }
 
-    /// The layers `id`'s view reads, in the copy its state reads.
-    fn chain_ids(&self, id: &SnapshotId) -> Vec<SnapshotId> {
+    /// Adds to `ids` the layers `id`'s view reads, in the copy its state reads, down its chain to
+    /// the first layer `seen` in that copy. Layers without entries are left out: they hold
+    /// nothing a remover could take.
+    fn chain_ids(
+        &self,
+        id: &SnapshotId,
+        seen: &mut HashSet<(u64, SnapshotId)>,
+        ids: &mut BTreeSet<SnapshotId>,
+    ) {
         let st = self.state(id);
-        if let Some(v) = st.view.get() {
-            return v.chain();
-        }
         let list = &st.gen.snaps;
-        let from_list =
-            |id: &SnapshotId| Ok::<_, ChainBreak>(list.by_id.get(id).map(|&i| &list.list[i].snap));
-        list.by_id
-            .get(id)
-            .and_then(|&i| layers::chain_of(&list.list[i].snap, list.list.len(), from_list).ok())
-            .unwrap_or_else(|| vec![*id])
+        let mut cur = *id;
+        for _ in 0..=list.list.len() {
+            if !seen.insert((st.gen.copy, cur)) {
+                return;
+            }
+            let Some(&i) = list.by_id.get(&cur) else {
+                ids.insert(cur);
+                return;
+            };
+            let s = &list.list[i].snap;
+            if s.ends_chain() || !s.layer_blobs.is_empty() {
+                ids.insert(cur);
+            }
+            match s.parent {
+                Some(p) if !s.ends_chain() => cur = p,
+                _ => return,
+            }
+        }
     }
 
     /// The kernel gave back `n` references to `ino` (FUSE `forget`). At none left the inode is
@@ -500,7 +521,8 @@ impl Vfs {
                     }
                 }
             }
-            ino > VERSIONS_INO
+            // The fixed top-level inodes stay: `.strata/stats` is known by its number.
+            ino > STATS_INO
         };
         if freed {
             let mut t = self.inodes.write().unwrap_or_else(|e| e.into_inner());
@@ -538,6 +560,7 @@ impl Vfs {
     /// forgotten snapshots nobody uses any more (so that the copy of the index they were read
     /// from can go).
     pub fn tick(&self) {
+        self.trim_table();
         if let Some(keeper) = &self.keeper {
             if self.live.lease_shrank.load(Ordering::Relaxed) {
                 if let Err(e) = self.write_lease(keeper.as_ref()) {
@@ -547,7 +570,24 @@ impl Vfs {
         }
         let gen = self.gen();
         let in_use: HashSet<SnapshotId> = lock(&self.live.in_use).keys().copied().collect();
-        lock(&self.states).retain(|id, _| gen.snaps.by_id.contains_key(id) || in_use.contains(id));
+        let mut states = lock(&self.states);
+        states.retain(|id, _| gen.snaps.by_id.contains_key(id) || in_use.contains(id));
+        // A snapshot the kernel holds nothing of keeps only its root entry: its view (the chain,
+        // the directories visited) is opened again when next needed, so that a walk over every
+        // snapshot does not leave every view behind.
+        for (id, st) in states.iter_mut() {
+            if !in_use.contains(id)
+                && (st.view.get().is_some()
+                    || st.synth.get().is_some()
+                    || st.deleted.get().is_some())
+            {
+                let fresh = SnapState::new(st.gen.clone());
+                if let Some(r) = st.root.get() {
+                    let _ = fresh.root.set(r.clone());
+                }
+                *st = Arc::new(fresh);
+            }
+        }
     }
 }
 
@@ -655,6 +695,53 @@ mod tests {
         assert!(!leased(&path).contains(&s3.id));
         assert_eq!(vfs.snapshot_names().len(), 1);
         let _ = s2;
+    }
+
+    #[test]
+    fn a_repair_keeps_the_layers_a_mount_leases() {
+        let t = tempfile::tempdir().unwrap();
+        let (path, src) = (t.path().join("repo"), t.path().join("src"));
+        fs::create_dir(&src).unwrap();
+        let old = crate::testutil::pseudo_random(3 << 20, 9);
+        fs::write(src.join("f"), &old).unwrap();
+        drop(Open::new(&path).create(&Default::default()).unwrap());
+        let s1 = snap(&path, &src, BackupKind::Full);
+        fs::write(src.join("f"), b"new").unwrap();
+        snap(&path, &src, BackupKind::Full);
+        let (vfs, _reader) = crate::mount::open_live(Open::new(&path), Default::default()).unwrap();
+        let snaps = vfs.lookup_held(ROOT_INO, b"snapshots").unwrap().ino;
+        let name1 = vfs.snapshot_names()[0].clone();
+        let root1 = vfs.lookup_held(snaps, name1.as_bytes()).unwrap().ino;
+        let f1 = vfs.lookup_held(root1, b"f").unwrap().ino;
+
+        // Forgotten while the mount reads it, then the index rebuilt and pruned: the rebuilt
+        // index keeps the leased layer (without a record), so the prune keeps its chunks.
+        forget(&path, s1.id, false);
+        let report = crate::repair::repair(&path, &Default::default()).unwrap();
+        assert_eq!(report.leased_layers, vec![s1.id]);
+        assert!(
+            report.after.problems.is_empty(),
+            "{:?}",
+            report.after.problems
+        );
+        crate::ops::writing(&path, |repo| crate::prune::prune(repo, &Default::default())).unwrap();
+        vfs.refresh().unwrap();
+        let mut got = Vec::new();
+        while got.len() < old.len() {
+            let part = vfs.read(f1, got.len() as u64, 1 << 20).unwrap();
+            assert!(!part.is_empty());
+            got.extend_from_slice(&part);
+        }
+        assert!(got == old, "every byte of the forgotten snapshot's file");
+
+        // Once the mount lets go, a prune reclaims it.
+        vfs.forget(f1, 1);
+        vfs.forget(root1, 1);
+        vfs.tick();
+        let pruned =
+            crate::ops::writing(&path, |repo| crate::prune::prune(repo, &Default::default()))
+                .unwrap();
+        assert!(pruned.orphan_entries > 0, "{pruned:?}");
     }
 
     #[test]

@@ -45,14 +45,17 @@ mod attrs;
 mod cache;
 mod changes;
 pub(crate) mod dirahead;
+mod dirs;
 mod live;
 mod names;
 mod read;
 mod stats;
+mod trim;
 mod types;
 mod versions;
 
 pub use cache::{ChunkCache, Current, Keep};
+pub use dirs::DirCursor;
 pub use live::{Keeper, Stale};
 pub use names::{encode_component, snapshot_name};
 pub use read::STREAM_REQUEST;
@@ -74,7 +77,7 @@ use crate::content::Fetched;
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::id::SnapshotId;
-use crate::layers::{self, join, ChainBreak, Delta, LayerChanges, View};
+use crate::layers::{join, Delta, LayerChanges, View};
 use crate::repo::Repo;
 use crate::snapshot::{BackupKind, Snapshot};
 
@@ -325,15 +328,22 @@ impl Vfs {
         let list = self.snap_list();
         let mut visited: Vec<Arc<SnapState>> = Vec::new();
         let mut found = None;
-        let from_list =
-            |id: &SnapshotId| Ok::<_, ChainBreak>(list.by_id.get(id).map(|&i| &list.list[i].snap));
-        let chain = list
-            .by_id
-            .get(id)
-            .and_then(|&i| layers::chain_of(&list.list[i].snap, list.list.len(), from_list).ok())
-            .unwrap_or_default();
-        for (i, lid) in chain.iter().enumerate() {
-            let cst = self.state(lid);
+        // Down the parent chain (the rule of `layers::chain_of`) one step at a time, stopping at
+        // the first layer whose root is known: listing `snapshots/` resolves each root in a step
+        // or two from its parent's, whatever the chain's depth. A chain not wholly in the list
+        // (filtered), broken or looping is left to the layers module.
+        let mut cur = *id;
+        for _ in 0..=list.list.len() {
+            let Some(&i) = list.by_id.get(&cur) else {
+                break;
+            };
+            let snap = &list.list[i].snap;
+            let full = snap.ends_chain();
+            let cst = if cur == *id {
+                st.clone()
+            } else {
+                self.state(&cur)
+            };
             if let Some(e) = cst.root.get() {
                 found = Some(e.clone());
                 break;
@@ -341,21 +351,26 @@ impl Vfs {
             visited.push(cst);
             // A layer holding the root entry lists the root among its touched directories (the
             // rule the layers module resolves by; the full ending the chain keeps no list), so a
-            // layer whose list is in memory and lacks it is passed without a sled read: at the end
-            // of a long chain of small incrementals, 503 reads (22 ms cold) become one.
-            let full = i + 1 == chain.len();
+            // layer without entries, or whose list is in memory and lacks it, is passed without
+            // a sled read: at the end of a long chain of small incrementals, 503 reads (22 ms
+            // cold) become one.
             let skip = !full
-                && LayerChanges::of(&st.gen.repo, lid)
-                    .cached_dirs()
-                    .is_some_and(|d| !d.contains_key(b"".as_slice()));
+                && (snap.layer_blobs.is_empty()
+                    || LayerChanges::of(&st.gen.repo, &cur)
+                        .cached_dirs()
+                        .is_some_and(|d| !d.contains_key(b"".as_slice())));
             if !skip {
-                let d = LayerChanges::of(&st.gen.repo, lid)
+                let d = LayerChanges::of(&st.gen.repo, &cur)
                     .at(b"", b"")
                     .map_err(repo_err(err))?;
                 if let Some(e) = d.and_then(Delta::entry).filter(|e| e.kind == Kind::Dir) {
                     found = Some(e);
                     break;
                 }
+            }
+            match snap.parent {
+                Some(p) if !full => cur = p,
+                _ => break,
             }
         }
         let root = match found {
@@ -386,19 +401,7 @@ impl Vfs {
         entry: Entry,
         parent: u64,
     ) -> u64 {
-        let key = if entry.kind != Kind::Dir && entry.nlink > 1 {
-            Key::HardLink {
-                snap,
-                changes,
-                src_ino: entry.ino,
-            }
-        } else {
-            Key::Path {
-                snap,
-                changes,
-                path: path.clone(),
-            }
-        };
+        let key = names::content_key(snap, changes, path.clone(), &entry);
         self.intern(key, || Node::Content {
             snap,
             changes,
@@ -605,170 +608,6 @@ impl Vfs {
             | Node::Deleted { parent, .. }
             | Node::Versions { parent, .. } => *parent,
         }
-    }
-
-    // ----- readdir -----
-
-    /// The whole listing of directory `ino`, `.` and `..` first, then children sorted by name
-    /// (top-level lists in their documented order). Interns every child.
-    pub fn readdir(&self, ino: u64) -> VfsResult<Vec<DirItem>> {
-        let node = self.node(ino)?;
-        let mut out = vec![
-            DirItem {
-                name: b".".to_vec(),
-                attr: self.attr_of(ino, &node)?,
-            },
-            DirItem {
-                name: b"..".to_vec(),
-                // A parent the kernel forgot may have been freed (its number is not reused):
-                // the kernel takes nothing from this entry but a number.
-                attr: match self.getattr(self.parent_of(&node)) {
-                    Ok(a) => a,
-                    Err(_) => self.attr_of(ino, &node)?,
-                },
-            },
-        ];
-        let list = self.snap_list();
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        match &*node {
-            Node::Virtual(k) => match k {
-                VKey::Root => {
-                    names.push(b".strata".to_vec());
-                    if !list.list.is_empty() {
-                        names.push(b"latest".to_vec());
-                    }
-                    for n in [
-                        "snapshots",
-                        "changes",
-                        "sources",
-                        "tags",
-                        "kinds",
-                        "versions",
-                    ] {
-                        names.push(n.as_bytes().to_vec());
-                    }
-                }
-                VKey::Snapshots | VKey::Changes => {
-                    names.extend(list.list.iter().map(|s| s.name.as_bytes().to_vec()))
-                }
-                VKey::Sources | VKey::Versions => {
-                    names.extend(list.sources.keys().map(|s| s.as_bytes().to_vec()))
-                }
-                VKey::Tags => names.extend(list.tags.keys().map(|s| s.as_bytes().to_vec())),
-                VKey::Kinds => {
-                    for n in ["full", "incremental", "differential"] {
-                        names.push(n.as_bytes().to_vec());
-                    }
-                }
-                VKey::Source(src) => {
-                    if let Some(v) = list.sources.get(src) {
-                        names.push(b"latest".to_vec());
-                        names.extend(v.iter().map(|&i| list.list[i].name.as_bytes().to_vec()));
-                    }
-                }
-                VKey::Tag(t) => {
-                    if let Some(v) = list.tags.get(t) {
-                        names.extend(v.iter().map(|&i| list.list[i].name.as_bytes().to_vec()));
-                    }
-                }
-                VKey::Kind(kind) => names.extend(
-                    list.list
-                        .iter()
-                        .filter(|s| s.snap.kind.name() == *kind)
-                        .map(|s| s.name.as_bytes().to_vec()),
-                ),
-                VKey::StrataDir => names.push(b"stats".to_vec()),
-                VKey::Latest
-                | VKey::SourceLatest(_)
-                | VKey::SourceLink(..)
-                | VKey::TagLink(..)
-                | VKey::KindLink(..)
-                | VKey::StatsFile => return Err(VfsError::NotADirectory),
-            },
-            Node::Content {
-                snap,
-                changes,
-                path,
-                entry,
-                ..
-            } => {
-                if entry.kind != Kind::Dir {
-                    return Err(VfsError::NotADirectory);
-                }
-                return self.readdir_content(ino, out, snap, *changes, path, entry);
-            }
-            Node::Deleted { .. } => return Err(VfsError::NotADirectory),
-            Node::Versions { source, path, .. } => {
-                return self.versions_readdir(ino, out, source, path)
-            }
-        }
-        for name in names {
-            // Children of the top-level lists can vanish between listing and lookup on refresh.
-            match self.lookup(ino, &name) {
-                Ok(attr) => out.push(DirItem { name, attr }),
-                Err(VfsError::NotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
-    }
-
-    fn readdir_content(
-        &self,
-        ino: u64,
-        mut out: Vec<DirItem>,
-        snap: &SnapshotId,
-        changes: bool,
-        path: &[u8],
-        entry: &Entry,
-    ) -> VfsResult<Vec<DirItem>> {
-        let err = || self.content_path(snap, changes, path);
-        let mut children: Vec<(Vec<u8>, Entry)> = Vec::new();
-        if !changes {
-            for kv in self.view(snap)?.children(path).map_err(repo_err(err))? {
-                children.push(kv.map_err(repo_err(err))?);
-            }
-        } else {
-            let synth = self.synth(snap)?;
-            let mut extra: BTreeSet<Vec<u8>> = synth.get(path).cloned().unwrap_or_default();
-            let repo = self.repo_of(snap);
-            for kv in LayerChanges::of(&repo, snap).under(path) {
-                let (name, d) = kv.map_err(repo_err(err))?;
-                extra.remove(&name);
-                if let Delta::Set(e) = d {
-                    children.push((name, e));
-                }
-            }
-            if !extra.is_empty() {
-                let view = self.view(snap)?;
-                for name in extra {
-                    let p = join(path, &name);
-                    match view.lookup(&p) {
-                        Ok(e) => children.push((name, e)),
-                        Err(Error::PathNotFound { .. }) | Err(Error::NotADirectory { .. }) => {}
-                        Err(e) => return Err(repo_err(err)(e)),
-                    }
-                }
-                children.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            if path.is_empty() {
-                children.retain(|(n, _)| n != b".deleted" && n != b".deleted0");
-                for n in [&b".deleted"[..], b".deleted0"] {
-                    let attr = self.lookup(ino, n)?;
-                    out.push(DirItem {
-                        name: n.to_vec(),
-                        attr,
-                    });
-                }
-            }
-        }
-        for (name, e) in children {
-            let cino = self.intern_content(*snap, changes, join(path, &name), e, ino);
-            let attr = self.getattr(cino)?;
-            out.push(DirItem { name, attr });
-        }
-        let _ = entry;
-        Ok(out)
     }
 }
 

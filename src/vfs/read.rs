@@ -255,16 +255,12 @@ impl Vfs {
         }
         let parent = *parent;
         if !lock(&self.dirahead).knows(parent) {
-            // Built outside the lock: a large directory must not stall other readers.
-            let Ok(items) = self.readdir(parent) else {
-                return Vec::new();
-            };
-            let files = items
-                .iter()
-                .skip(2)
-                .filter(|d| d.attr.kind == FileKind::File)
-                .map(|d| (d.attr.ino, d.attr.size))
-                .collect();
+            // Built outside the lock: a large directory must not stall other readers. Only
+            // files the kernel can know are listed (a push of another is refused), and a
+            // directory too large to list in memory gets none.
+            let files = self
+                .known_files(parent, dirahead::MAX_LISTED)
+                .unwrap_or_default();
             lock(&self.dirahead).insert(parent, Arc::new(files));
         }
         lock(&self.dirahead).on_read(parent, ino)

@@ -31,7 +31,14 @@ pub struct VfsOptions {
     /// process's group.
     #[arg(skip = rustix::process::getgid().as_raw())]
     pub gid: u32,
+    /// Estimated memory of the inode table past which the kernel is asked to forget the
+    /// entries it was given longest ago (see the `trim` module).
+    #[arg(skip = TABLE_BYTES)]
+    pub table_bytes: u64,
 }
+
+/// Default of [`VfsOptions::table_bytes`]: about 60,000 entries of small files.
+pub const TABLE_BYTES: u64 = 64 << 20;
 
 impl Default for VfsOptions {
     fn default() -> Self {
@@ -40,6 +47,7 @@ impl Default for VfsOptions {
             sources: Vec::new(),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
+            table_bytes: TABLE_BYTES,
         }
     }
 }
