@@ -187,7 +187,9 @@ impl Repo {
 
     /// Starts a new pack under a fresh number. Numbers come from sled's id generator, which can
     /// repeat one after a kill (it persists its counter lazily); a number whose pack (or unfinished
-    /// pack) exists is skipped, so a finished pack is never overwritten.
+    /// pack) exists is skipped, so a finished pack is never overwritten. In a bucket, numbers come
+    /// from the time instead ([`remote::journal::Journal::pack_id`]): machines sharing it have
+    /// separate generators.
     pub(crate) fn create_pack(&self) -> Result<(crate::id::PackId, Box<dyn pack::PackSink>)> {
         let remote = remote::session(&self.path)?;
         for _ in 0..10_000 {

@@ -364,14 +364,21 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
             rebuild = true;
         }
     }
-    if !rebuild {
-        // The local index must open; one that does not is rebuilt from the log.
-        if let Err(e) = check_opens(&index, &names, &applied) {
-            log::warn!(
-                "The local index of {} is unusable ({e}); rebuilding it from the bucket",
-                client.url()
-            );
-            rebuild = true;
+    let open = || crate::repo::open_sled(sled::Config::new().path(&index).cache_capacity(64 << 20));
+    let mut first = unapplied(&names, &applied);
+    // The index is opened only when there is something to apply (a command that finds the log
+    // unchanged opens it anyway, later); one that does not open is rebuilt from the log.
+    let mut db = None;
+    if first.is_some() && !rebuild {
+        match open() {
+            Ok(d) => db = Some(d),
+            Err(e) => {
+                log::warn!(
+                    "The local index of {} is unusable ({e}); rebuilding it from the bucket",
+                    client.url()
+                );
+                rebuild = true;
+            }
         }
     }
     if rebuild {
@@ -380,9 +387,9 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
             fs::remove_dir_all(&index).ctx("Removing", &index)?;
         }
         let _ = fs::remove_file(&journal);
+        first = unapplied(&names, &applied);
     }
-    let seen: HashSet<&str> = applied.iter().map(String::as_str).collect();
-    let Some(first) = names.iter().position(|n| !seen.contains(n.as_str())) else {
+    let Some(first) = first else {
         if applied.len() != names.len() {
             // Entries a checkpoint replaced are gone; remember only what is there.
             write_applied(cache, &names)?;
@@ -395,7 +402,10 @@ fn sync_once(cache: &Path, client: &Client) -> Result<Option<bool>> {
         .rposition(|n| n.ends_with(".c"))
         .map(|i| i + first)
         .unwrap_or(first);
-    let db = crate::repo::open_sled(sled::Config::new().path(&index).cache_capacity(64 << 20))?;
+    let db = match db {
+        Some(db) => db,
+        None => open()?,
+    };
     let trees = Space::ALL.map(|s| db.open_tree(s.tree_name()));
     let trees: Vec<sled::Tree> = trees.into_iter().collect::<std::result::Result<_, _>>()?;
     log::debug!(
@@ -445,14 +455,10 @@ fn lost(names: &[String], applied: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// Opens the index when there is something to apply to it (opening costs tens of milliseconds,
-/// which a command that finds the log unchanged does not pay here: it opens the index anyway).
-fn check_opens(index: &Path, names: &[String], applied: &[String]) -> Result<()> {
+/// The position of the first name of the log this cache has not applied.
+fn unapplied(names: &[String], applied: &[String]) -> Option<usize> {
     let seen: HashSet<&str> = applied.iter().map(String::as_str).collect();
-    if names.iter().all(|n| seen.contains(n.as_str())) {
-        return Ok(());
-    }
-    crate::repo::open_sled(sled::Config::new().path(index).cache_capacity(64 << 20)).map(drop)
+    names.iter().position(|n| !seen.contains(n.as_str()))
 }
 
 /// Writes the whole index `db` as a checkpoint, makes it the log's start, and deletes the

@@ -246,10 +246,6 @@ impl MetaStore for SledStore {
     }
 
     fn generate_id(&self) -> Result<u64> {
-        if let Some(j) = &self.journal {
-            // Machines sharing a bucket have separate generators (see `Journal::pack_id`).
-            return j.pack_id();
-        }
         Ok(self.db.generate_id()?)
     }
 
