@@ -132,8 +132,9 @@ pub fn file_attr(a: &Attr) -> FileAttr {
 }
 
 fn ttl(a: &Attr) -> Duration {
-    if a.ino == STATS_INO {
-        // Every open looks it up again, and so gets a fresh rendering.
+    if a.ino == STATS_INO || a.fleeting {
+        // `.strata/stats`: every open looks it up again, and so gets a fresh rendering. A
+        // forgotten snapshot: the kernel drops each entry at its last use.
         Duration::ZERO
     } else if a.immutable {
         TTL_CONTENT

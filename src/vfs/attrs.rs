@@ -16,6 +16,7 @@ impl Vfs {
             mtime_ns: list.newest_time(),
             rdev: 0,
             immutable: false,
+            fleeting: false,
         }
     }
 
@@ -77,6 +78,7 @@ impl Vfs {
                     rdev: 0,
                     // Links to one named snapshot never change; `latest` links do.
                     immutable: !matches!(k, VKey::Latest | VKey::SourceLatest(_)),
+                    fleeting: false,
                 })
             }
             VKey::StatsFile => {
@@ -93,6 +95,7 @@ impl Vfs {
                     mtime_ns: c.time_ns,
                     rdev: 0,
                     immutable: false,
+                    fleeting: false,
                 })
             }
             _ => Ok(self.virtual_dir_attr(ino, &list)),
@@ -129,10 +132,22 @@ impl Vfs {
             mtime_ns: e.mtime_ns,
             rdev: e.rdev,
             immutable: true,
+            fleeting: false,
         }
     }
 
     pub(super) fn attr_of(&self, ino: u64, node: &Node) -> VfsResult<Attr> {
+        let mut attr = self.node_attr(ino, node)?;
+        if let Some(id) = node.snap() {
+            if !self.gen().snaps.by_id.contains_key(&id) {
+                attr.immutable = false;
+                attr.fleeting = true;
+            }
+        }
+        Ok(attr)
+    }
+
+    fn node_attr(&self, ino: u64, node: &Node) -> VfsResult<Attr> {
         match node {
             Node::Virtual(k) => self.virtual_attr(ino, k),
             Node::Content { entry, .. } => Ok(Self::entry_attr(ino, entry)),
@@ -149,6 +164,7 @@ impl Vfs {
                 mtime_ns: *mtime_ns,
                 rdev: 0,
                 immutable: true,
+                fleeting: false,
             }),
         }
     }

@@ -68,7 +68,12 @@ pub(super) struct LiveState {
     refreshing: Mutex<()>,
     /// Notices not yet given to the kernel.
     pub(super) stale: Mutex<Stale>,
+    /// When the entries of forgotten snapshots were last invalidated again.
+    reinvalidated: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the kernel is asked again to drop what it holds of forgotten snapshots.
+const REINVALIDATE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often a caller retries a lookup whose inode was freed between finding and holding it.
 const HOLD_TRIES: usize = 8;
@@ -140,10 +145,13 @@ impl Vfs {
         for id in &rewritten {
             stale.append(self.unhook_changes(&old.snaps, &new.snaps, id));
         }
+        let held: HashSet<SnapshotId> = removed
+            .iter()
+            .filter(|id| in_use.contains(id))
+            .copied()
+            .collect();
+        stale.append(self.held_entries(&held));
         for id in &removed {
-            if in_use.contains(id) {
-                stale.append(self.held_entries(id));
-            }
             stale.append(self.links_to(&old.snaps, id));
         }
         self.free_unheld(&removed);
@@ -277,10 +285,13 @@ impl Vfs {
         stale
     }
 
-    /// Entries leading to a forgotten snapshot that the kernel holds inodes of, deepest first,
-    /// so that each is dropped as soon as its last user lets go (and `forget` then frees the
-    /// inode, and the lease shrinks).
-    fn held_entries(&self, id: &SnapshotId) -> Stale {
+    /// Entries leading into forgotten snapshots `ids` that the kernel holds inodes of, deepest
+    /// first, so that each is dropped as soon as its last user lets go (and `forget` then frees
+    /// the inode, and the lease shrinks).
+    fn held_entries(&self, ids: &HashSet<SnapshotId>) -> Stale {
+        if ids.is_empty() {
+            return Stale::default();
+        }
         let t = self.inodes.read().unwrap_or_else(|e| e.into_inner());
         let mut held: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         for slot in t.nodes.values() {
@@ -290,14 +301,14 @@ impl Vfs {
             let (parent, name, depth) = match &*slot.node {
                 Node::Content {
                     snap, path, parent, ..
-                } if snap == id && !path.is_empty() => {
+                } if ids.contains(snap) && !path.is_empty() => {
                     let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
                     let depth = path.iter().filter(|&&b| b == b'/').count() + 1;
                     (*parent, name.to_vec(), depth)
                 }
                 Node::Deleted {
                     snap, nul, parent, ..
-                } if snap == id => {
+                } if ids.contains(snap) => {
                     let name: &[u8] = if *nul { b".deleted0" } else { b".deleted" };
                     (*parent, name.to_vec(), 1)
                 }
@@ -556,6 +567,31 @@ impl Vfs {
             .len()
     }
 
+    /// Asks the kernel again, every [`REINVALIDATE`], to drop what it holds of forgotten
+    /// snapshots: entries it made after the first notice (a listing or lookup that was under
+    /// way, names looked up in a working directory there before the view marked them
+    /// short-lived) would otherwise stay cached, hold their directory and keep the lease for as
+    /// long as the kernel has memory to spare. Entries in use stay until their users let go.
+    fn let_go_of_forgotten(&self, gen: &Gen, in_use: &HashSet<SnapshotId>) {
+        let gone: HashSet<SnapshotId> = in_use
+            .iter()
+            .filter(|id| !gen.snaps.by_id.contains_key(id))
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        {
+            let mut last = lock(&self.live.reinvalidated);
+            if last.is_some_and(|t| t.elapsed() < REINVALIDATE) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let stale = self.held_entries(&gone);
+        lock(&self.live.stale).append(stale);
+    }
+
     /// Housekeeping between requests: rewrites a lease that shrank, and drops the state of
     /// forgotten snapshots nobody uses any more (so that the copy of the index they were read
     /// from can go).
@@ -570,6 +606,7 @@ impl Vfs {
         }
         let gen = self.gen();
         let in_use: HashSet<SnapshotId> = lock(&self.live.in_use).keys().copied().collect();
+        self.let_go_of_forgotten(&gen, &in_use);
         let mut states = lock(&self.states);
         states.retain(|id, _| gen.snaps.by_id.contains_key(id) || in_use.contains(id));
         // A snapshot the kernel holds nothing of keeps only its root entry: its view (the chain,
@@ -667,10 +704,22 @@ mod tests {
             .position(|e| *e == (SNAPSHOTS_INO, name1.as_bytes().to_vec()));
         assert!(first.is_some() && root.is_some(), "{stale:?}");
         assert!(first < root, "deepest first");
+        let a = vfs
+            .lookup(root1, b"f")
+            .expect("a held directory still looks up");
         assert!(
-            vfs.lookup(root1, b"f").is_ok(),
-            "a held directory still looks up"
+            a.fleeting && !a.immutable,
+            "the kernel keeps no new entry of it"
         );
+        assert!(!vfs.getattr(snaps).unwrap().fleeting);
+
+        // Asked again while still held, so that entries made since go too; not more often
+        // than every REINVALIDATE.
+        vfs.tick();
+        let again = vfs.take_stale();
+        assert!(again.entries.contains(&(root1, b"f".to_vec())), "{again:?}");
+        vfs.tick();
+        assert!(vfs.take_stale().entries.is_empty());
 
         // The kernel lets go: inodes freed, the lease shrinks, a prune reclaims the layer.
         vfs.forget(f1, 1);

@@ -180,6 +180,10 @@ pub struct Attr {
     pub rdev: u64,
     /// True for snapshot content (never changes: long cache TTLs); false for the top-level lists.
     pub immutable: bool,
+    /// True for the content of a forgotten snapshot that someone still holds (an open file, a
+    /// working directory): the kernel is to keep no entry of it past its use (TTL zero), so
+    /// that it lets go, and the lease ends, as soon as its last user does.
+    pub fleeting: bool,
 }
 
 /// One directory entry as returned by [`Vfs::readdir`].

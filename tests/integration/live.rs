@@ -447,3 +447,138 @@ fn live_a_killed_mount_blocks_nothing() {
         assert_eq!(fs::read(m.path.join("latest/after")).unwrap(), b"after");
     });
 }
+
+/// Python that sits in a directory of the mount (its working directory), reads part of a
+/// listing, says `half`, waits for a line on stdin, then reads the rest of the same listing and
+/// every listed file by relative name: prints `names unique`, then `sha256sum` lines.
+const HELD_DIRECTORY: &str = r#"
+import hashlib, os, sys
+os.chdir(sys.argv[1])
+it = os.scandir(".")
+names = [next(it).name for _ in range(int(sys.argv[2]))]
+print("half", flush=True)
+sys.stdin.readline()
+names += [e.name for e in it]
+print(len(names), len(set(names)))
+for n in sorted(names):
+    with open(n, "rb") as f:
+        print(hashlib.sha256(f.read()).hexdigest() + "  " + n)
+"#;
+
+#[test]
+fn live_a_listing_and_a_working_directory_survive_refresh_and_forget() {
+    if !fuse_available() {
+        return;
+    }
+    with_timeout(BODY_TIMEOUT, || {
+        use std::io::{BufRead, BufReader, Write};
+        let (t, repo) = new_repo();
+        let src = t.path().join("src");
+        let docs = src.join("docs");
+        fs::create_dir_all(&docs).unwrap();
+        const N: usize = 3000;
+        for i in 0..N {
+            fs::write(
+                docs.join(format!("order-{i:05}.json")),
+                pseudo_random(200 + i % 700, i as u64),
+            )
+            .unwrap();
+        }
+        let sums = run(
+            Command::new("sh")
+                .arg("-c")
+                .arg("sha256sum -- *")
+                .current_dir(&docs),
+            BODY_TIMEOUT,
+        );
+        assert!(sums.status.success());
+        let mut expected: Vec<String> = String::from_utf8(sums.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        expected.sort();
+        let doomed = backup(&repo, &src, &[]);
+        let m = Mount::start(&repo, &[]);
+        let name = snapshot_names(&repo)[0].clone();
+
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(HELD_DIRECTORY)
+            .arg(m.path.join("snapshots").join(&name).join("docs"))
+            .arg("700")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "half");
+
+        // Another full backup with the directory rewritten: half its files gone, the rest
+        // changed. The mount refreshes to it; then the first snapshot is forgotten and pruned.
+        for i in 0..N {
+            let p = docs.join(format!("order-{i:05}.json"));
+            if i % 2 == 0 {
+                fs::remove_file(p).unwrap();
+            } else {
+                fs::write(p, b"rewritten").unwrap();
+            }
+        }
+        backup(&repo, &src, &["--kind", "full", "--no-anomaly-check"]);
+        let newest = snapshot_names(&repo).pop().unwrap();
+        within(VISIBLE_WITHIN, || {
+            fs::read_link(m.path.join("latest"))
+                .is_ok_and(|t| t == Path::new("snapshots").join(&newest))
+        })
+        .expect("the new snapshot becomes latest");
+        strata_ok(&repo, &["forget", &doomed, "--prune"]);
+        within(VISIBLE_WITHIN, || {
+            !m.path.join("snapshots").join(&name).exists()
+        })
+        .expect("the forgotten snapshot leaves the listing");
+
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "{err}");
+        let mut lines = rest.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("{N} {N}").as_str()),
+            "the listing goes on where it was, every name once"
+        );
+        let mut got: Vec<String> = lines.map(str::to_string).collect();
+        got.sort();
+        let wrong: Vec<_> = got.iter().zip(&expected).filter(|(g, e)| g != e).collect();
+        assert!(
+            got.len() == expected.len() && wrong.is_empty(),
+            "every file of the held directory reads its old bytes: {} of {} differ, first {:?}",
+            wrong.len(),
+            expected.len(),
+            wrong.first()
+        );
+
+        // Everything let go: the lease ends and the repository checks clean after a prune.
+        drop(out);
+        within(Duration::from_secs(10), || !leased(&repo, &doomed))
+            .expect("the lease ends once the directory is let go");
+        strata_ok(&repo, &["prune"]);
+        let out = strata_ok(&repo, &["check", "--read-data"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("No problems found"));
+        assert_eq!(
+            fs::read(m.path.join("latest/docs/order-00001.json")).unwrap(),
+            b"rewritten"
+        );
+    });
+}
