@@ -497,6 +497,9 @@ fn resolve_source(source: &Path) -> Result<PathBuf> {
     if !meta.is_dir() {
         return Err(Error::SourceNotDir(source.to_path_buf()));
     }
+    // A source this user cannot list is an error, not an empty snapshot (or, against a parent,
+    // one that shows every file deleted). Unreadable directories below it are warnings.
+    fs::read_dir(source).ctx("Reading source", source)?;
     fs::canonicalize(source).ctx("Resolving source", source)
 }
 

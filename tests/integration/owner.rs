@@ -166,3 +166,71 @@ fn a_mount_for_other_users_still_serves_them_and_readers_are_private() {
         drop(m);
     });
 }
+
+#[test]
+fn a_backup_reads_only_what_its_user_may_read() {
+    if !fixture::is_root() {
+        return;
+    }
+    let (uid, gid) = other_user();
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // The other user's own repository.
+    let home = t.path().join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    let repo = home.join("repo");
+    let out = strata_as(uid, gid, &repo, &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let private = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o700)).unwrap();
+    let public = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    // A source it cannot list at all: an error, no snapshot.
+    let secret = t.path().join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::write(secret.join("key.txt"), b"root only\n").unwrap();
+    private(&secret);
+    let out = strata_as(uid, gid, &repo, &["backup", secret.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains(&*secret.to_string_lossy()),
+        "names the source and why: {err}"
+    );
+    let out = strata_as(uid, gid, &repo, &["snapshots", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+
+    // A source with a private directory and a private file inside: what it may read is saved,
+    // each refusal is a warning (exit 3), and nothing of what it may not read is stored.
+    let mixed = t.path().join("mixed");
+    fs::create_dir_all(mixed.join("private")).unwrap();
+    fs::write(mixed.join("open.txt"), b"for all\n").unwrap();
+    fs::write(mixed.join("closed.txt"), b"root's file\n").unwrap();
+    fs::write(mixed.join("private/inner.txt"), b"root's dir\n").unwrap();
+    public(&mixed, 0o755);
+    public(&mixed.join("open.txt"), 0o644);
+    public(&mixed.join("closed.txt"), 0o600);
+    private(&mixed.join("private"));
+    let out = strata_as(uid, gid, &repo, &["backup", mixed.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&*mixed.join("private").to_string_lossy())
+            && err.contains(&*mixed.join("closed.txt").to_string_lossy()),
+        "each refusal named: {err}"
+    );
+    let out = strata_as(uid, gid, &repo, &["cat", "latest", "open.txt"]);
+    assert_eq!(out.stdout, b"for all\n");
+    for p in ["closed.txt", "private/inner.txt"] {
+        let out = strata_as(uid, gid, &repo, &["cat", "latest", p]);
+        assert_ne!(out.status.code(), Some(0), "{p} was not stored");
+        assert!(out.stdout.is_empty(), "{p}");
+    }
+    let out = strata_as(uid, gid, &repo, &["ls", "-R", "latest"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("inner.txt"), "{listing}");
+}
