@@ -18,9 +18,16 @@
 #   cat-small    `strata cat` of one order document with the page cache dropped; for the bucket
 #                its block cache removed too and its index cache (sled index, lookup files) kept
 #
-# Needs root (drop_caches), fuse3 and s3s-fs (`cargo install s3s-fs@0.14.1 --locked --features
-# binary`). Knobs: BENCH_DIR [/tmp/strata-s3-bench], SCALE [0.1], SEED [42], RUNS [3],
-# STRATA_BIN [cargo build --release → target/release/strata], S3S_FS [s3s-fs on PATH].
+# The server (SERVER):
+#   s3s-fs   (default) the Rust server the tests use (`cargo install s3s-fs@0.14.1 --locked
+#            --features binary`). It streams every GET through 4 KiB reads, about 200 MB/s at
+#            best here, so it caps what a sequential read through the mount can reach.
+#   s3rver   the Node.js S3 server from npm (`s3rver@3`, installed into BENCH_DIR on first use),
+#            streaming files in 64 KiB reads: closer to what a real object store gives one client.
+#
+# Needs root (drop_caches), fuse3 and the server. Knobs: BENCH_DIR [/tmp/strata-s3-bench],
+# SCALE [0.1], SEED [42], RUNS [3], SERVER [s3s-fs], STRATA_BIN [cargo build --release →
+# target/release/strata], S3S_FS [s3s-fs on PATH].
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,8 +35,17 @@ BENCH_DIR=${BENCH_DIR:-/tmp/strata-s3-bench}
 SCALE=${SCALE:-0.1}
 SEED=${SEED:-42}
 RUNS=${RUNS:-3}
+SERVER=${SERVER:-s3s-fs}
 S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo /usr/local/bin/s3s-fs)}
-[ -x "$S3S_FS" ] || { echo "s3s-fs not found (cargo install s3s-fs@0.14.1 --locked --features binary)" >&2; exit 1; }
+case $SERVER in
+s3s-fs)
+    [ -x "$S3S_FS" ] || { echo "s3s-fs not found (cargo install s3s-fs@0.14.1 --locked --features binary)" >&2; exit 1; }
+    ;;
+s3rver)
+    command -v node >/dev/null || { echo "s3rver needs Node.js (apt-get install nodejs npm)" >&2; exit 1; }
+    ;;
+*) echo "SERVER is s3s-fs or s3rver" >&2; exit 1 ;;
+esac
 if [ -z "${STRATA_BIN:-}" ]; then
     (cd "$here/.." && cargo build --release -q)
     STRATA_BIN="$here/../target/release/strata"
@@ -49,8 +65,19 @@ s3root="$BENCH_DIR/s3root"
 rm -rf "$s3root"
 mkdir -p "$s3root/bench"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$S3S_FS" --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$s3root" \
-    >"$BENCH_DIR/s3s-fs.log" 2>&1 &
+if [ "$SERVER" = s3rver ]; then
+    if [ ! -x "$BENCH_DIR/s3rver/node_modules/.bin/s3rver" ]; then
+        mkdir -p "$BENCH_DIR/s3rver"
+        (cd "$BENCH_DIR/s3rver" && npm install --silent s3rver@3 >/dev/null)
+    fi
+    "$BENCH_DIR/s3rver/node_modules/.bin/s3rver" --silent -d "$s3root" -a 127.0.0.1 -p "$port" \
+        --configure-bucket bench >"$BENCH_DIR/server.log" 2>&1 &
+    key=S3RVER secret=S3RVER # the only credentials s3rver takes
+else
+    "$S3S_FS" --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$s3root" \
+        >"$BENCH_DIR/server.log" 2>&1 &
+    key=bench secret=benchsecret
+fi
 server=$!
 mnt="$BENCH_DIR/mnt"
 cleanup() {
@@ -62,12 +89,12 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true
 export XDG_CACHE_HOME="$BENCH_DIR/cache"
 
-repo_of() { # repo_of KIND
-    if [ "$1" = bucket ]; then echo s3://bench/repo; else echo "$BENCH_DIR/repo-local"; fi
+repo_of() { # repo_of KIND — a new prefix each run: nothing is deleted behind the server's back
+    if [ "$1" = bucket ]; then echo "s3://bench/repo-$run"; else echo "$BENCH_DIR/repo-local"; fi
 }
 strata() { # strata KIND ARGS...
     local kind=$1
@@ -110,7 +137,7 @@ mount_read() { # mount_read KIND — MB/s of a cold sequential read of big/archi
 
 for run in $(seq "$RUNS"); do
     for kind in local bucket; do
-        rm -rf "$BENCH_DIR/repo-local" "$s3root/bench/repo" "$XDG_CACHE_HOME"
+        rm -rf "$BENCH_DIR/repo-local" "$XDG_CACHE_HOME"
         strata "$kind" init >/dev/null
         cold
         start=$(now)
@@ -140,13 +167,13 @@ EOF
     done
 done
 
-python3 - "$results" "$SCALE" "$(du -sm "$data" | cut -f1)" <<'EOF'
+python3 - "$results" "$SCALE" "$(du -sm "$data" | cut -f1)" "$SERVER" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(kind, fig):
     v = [float(r[2]) for r in rows if r[0] == kind and r[1] == fig]
     return statistics.median(v) if v else None
-print(f"SCALE={sys.argv[2]} ({sys.argv[3]} MB), medians of {len([r for r in rows if r[:2] == ['local', 'backup']])} runs")
+print(f"server {sys.argv[4]}, SCALE={sys.argv[2]} ({sys.argv[3]} MB), medians of {len([r for r in rows if r[:2] == ['local', 'backup']])} runs")
 print(f"{'figure':<34} {'local':>9} {'bucket':>9} {'bucket/local':>13}")
 for fig, label, unit in (("backup", "full backup", "s"), ("backup-same", "no-change backup", "s"),
                          ("mount-read", "cold sequential read (mount)", "MB/s"),

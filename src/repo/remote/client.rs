@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
 };
 use serde::Serialize;
 
@@ -64,6 +65,21 @@ fn count(a: &AtomicU64, n: u64) {
 /// Bytes per part of a multipart upload (S3 wants at least 5 MiB for all parts but the last).
 pub const PART: u64 = 16 << 20;
 
+/// Objects up to this size are written with one PUT by default (`STRATA_S3_SINGLE_PUT_MB`). A
+/// multipart upload costs the server a second pass over the data when it assembles the parts
+/// (s3s-fs: a copy and an MD5 of the whole object), so a pack, which closes a little past its
+/// target size, must not need one.
+pub const SINGLE_PUT: u64 = 64 << 20;
+
+/// The largest object written with one PUT: [`SINGLE_PUT`], or `STRATA_S3_SINGLE_PUT_MB` MiB
+/// (at least 5, S3's smallest part), for a service that limits the size of a request.
+fn single_put_limit() -> u64 {
+    std::env::var("STRATA_S3_SINGLE_PUT_MB")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(SINGLE_PUT, |mb| mb.max(5) << 20)
+}
+
 /// An object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -93,6 +109,18 @@ fn retry_timeout() -> Duration {
         .unwrap_or(Duration::from_secs(120))
 }
 
+/// Whether every request goes over plain HTTP: an `http://` endpoint with static keys (no
+/// credential service that might be reached over HTTPS). Then the system's TLS roots, which take
+/// tens of milliseconds to read from a cold disk at every start, are not loaded.
+fn plain_http_only() -> bool {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .unwrap_or_default();
+    endpoint.starts_with("http://")
+        && std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+        && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some()
+}
+
 impl Client {
     /// A client for `bucket` below `prefix` (no leading or trailing `/`), configured from the
     /// environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
@@ -116,6 +144,12 @@ impl Client {
             .with_bucket_name(bucket)
             .with_unsigned_payload(true)
             .with_retry(retry);
+        if plain_http_only() {
+            b = b.with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::NoSystemCertificates),
+                "true",
+            );
+        }
         if std::env::var_os("AWS_REGION").is_none()
             && std::env::var_os("AWS_DEFAULT_REGION").is_none()
         {
@@ -220,9 +254,10 @@ impl Client {
             .map_err(|e| self.err("writing", key, e))
     }
 
-    /// Writes object `key` from the file at `path`, in parts of [`PART`] bytes read one at a
-    /// time (a multipart upload beyond one part), so memory stays bounded by a part whatever the
-    /// file's size. The object appears whole when the upload completes, or not at all.
+    /// Writes object `key` from the file at `path`: with one PUT up to [`single_put_limit`] bytes,
+    /// beyond that as a multipart upload in parts of [`PART`] bytes read one at a time, so
+    /// memory stays bounded whatever the file's size. The object appears whole when the upload
+    /// completes, or not at all.
     pub fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let io = |e: std::io::Error| Error::Io {
@@ -237,7 +272,7 @@ impl Client {
             f.read_exact_at(&mut buf, at).map_err(io)?;
             Ok(Bytes::from(buf))
         };
-        if size <= PART {
+        if size <= single_put_limit() {
             return self.put(key, read(0, size)?);
         }
         let p = self.path(key);
