@@ -137,6 +137,11 @@ pub trait PackBackend: Send + Sync {
     /// Hints that `len` bytes at `offset` will be read soon, so a backend can start fetching them
     /// (a sequential reader far ahead of its reads). Advice only: the default does nothing.
     fn will_need(&self, _id: PackId, _offset: u64, _len: u64) {}
+    /// How far ahead of a sequential reader [`PackBackend::will_need`] is worth asking: enough
+    /// requests in flight to keep the storage streaming while the reader decodes.
+    fn read_ahead(&self) -> u64 {
+        32 << 20
+    }
     /// Whether reads must come from the storage itself, past any cache of it (`check
     /// --read-data`, which must see what the storage holds). A local pack has no cache of its own.
     fn verify_at_source(&self, _yes: bool) {}

@@ -66,9 +66,9 @@ pub use types::{
 
 use changes::{DeletedLists, Synth};
 use names::{Inodes, Key, Node, SnapList, VKey};
-use read::{SeqState, SEQ_FILES};
 #[cfg(test)]
-use read::{PACK_AHEAD, STREAMING_RUN};
+use read::STREAMING_RUN;
+use read::{SeqState, SEQ_FILES};
 use types::repo_err;
 
 use lru::LruCache;

@@ -3,13 +3,13 @@
 
 use super::*;
 
-/// Sequential-read detection per inode, driving the pack readahead ([`PACK_AHEAD`]).
+/// Sequential-read detection per inode, driving the pack readahead.
 pub(super) struct SeqState {
     /// The furthest offset read so far.
     pub(super) reached: u64,
     /// Reads in a row that landed near `reached`, up to [`STREAMING_RUN`].
     pub(super) run: u32,
-    /// File offset up to which the chunks' pack bytes were asked for ([`PACK_AHEAD`]).
+    /// File offset up to which the chunks' pack bytes were asked for.
     pub(super) advised: u64,
 }
 
@@ -27,8 +27,8 @@ pub(super) const SEQ_FILES: NonZeroUsize = NonZeroUsize::new(4096).expect("nonze
 pub const STREAM_REQUEST: usize = 256 << 10;
 /// How far past a sequential reader the pack bytes of the coming chunks are asked into the page
 /// cache (`will_need`), in steps of at least [`PACK_AHEAD_STEP`]: the disk keeps streaming while
-/// the chunks in hand are decoded and verified.
-pub(super) const PACK_AHEAD: u64 = 32 << 20;
+/// the chunks in hand are decoded and verified. The pack backend says how far
+/// (`PackBackend::read_ahead`: 32 MiB for a disk, more for object storage).
 pub(super) const PACK_AHEAD_STEP: u64 = 8 << 20;
 
 /// Up to `size` bytes of `data` at `offset` (fewer at its end).
@@ -194,7 +194,8 @@ impl Vfs {
     }
 
     /// Sequential-read detection: once reads of `ino` keep landing near the furthest point read
-    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next [`PACK_AHEAD`] of the file go
+    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next read-ahead distance of the
+    /// file (`PackBackend::read_ahead`) go
     /// to the lookup threads (see the `ahead` module), a step at a time: they look up the
     /// chunks' locations and ask their pack bytes into the page cache. The kernel's own
     /// readahead (up to 4 MiB, several requests served in parallel) already keeps the workers
@@ -204,6 +205,12 @@ impl Vfs {
             return;
         }
         let end = offset + len;
+        let ahead = self
+            .gen()
+            .repo
+            .packs()
+            .read_ahead()
+            .max(2 * PACK_AHEAD_STEP);
         let advise = {
             let mut seq = lock(&self.seq);
             let st = seq.get_or_insert_mut(ino, || SeqState {
@@ -223,9 +230,9 @@ impl Vfs {
             }
             st.advised = st.advised.max(st.reached);
             let mut advise = None;
-            if st.run == STREAMING_RUN && st.advised < end + PACK_AHEAD - PACK_AHEAD_STEP {
-                advise = Some((st.advised, (end + PACK_AHEAD).min(entry.size)));
-                st.advised = end + PACK_AHEAD;
+            if st.run == STREAMING_RUN && st.advised < end + ahead - PACK_AHEAD_STEP {
+                advise = Some((st.advised, (end + ahead).min(entry.size)));
+                st.advised = end + ahead;
             }
             advise
         };

@@ -499,7 +499,7 @@ fn a_streaming_readers_coming_chunks_are_looked_up_ahead() {
     while known() < coming.len() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(known(), coming.len(), "all of the next {PACK_AHEAD} bytes");
+    assert_eq!(known(), coming.len(), "all of the next 32 MiB");
     for c in &coming {
         let ahead = vfs.cache.locations().get(&c.id).unwrap();
         assert_eq!(ahead, repo.chunk_location(&c.id).unwrap());

@@ -33,15 +33,17 @@ use crate::repo::pack::{PackBackend, PackSink};
 /// Bytes fetched per ranged GET and kept per cache file.
 pub const BLOCK: u64 = 256 << 10;
 
-/// Blocks kept in memory (verified), per process.
-const MEMORY_BLOCKS: usize = 192;
+/// Blocks kept in memory (verified), per process: what the read-ahead has in flight
+/// ([`FETCHERS`] runs of [`RUN_BLOCKS`]) and 16 MiB more, so that blocks fetched ahead are still
+/// there when their reader comes (80 MiB).
+const MEMORY_BLOCKS: usize = FETCHERS * RUN_BLOCKS as usize + 64;
 
 /// Uploads in progress at once; a finished pack waits for a free uploader beyond this many
 /// queued, which bounds the spool to a few packs.
 const UPLOADERS: usize = 2;
 
-/// Background block fetchers for read-ahead.
-const FETCHERS: usize = 4;
+/// Background block fetchers for read-ahead: ranged GETs in flight at once.
+const FETCHERS: usize = 8;
 
 /// The on-disk block cache's default limit (`STRATA_S3_CACHE_MB`).
 const DEFAULT_CACHE_MB: u64 = 2048;
@@ -258,12 +260,14 @@ impl RemotePacks {
     /// Loads or fetches the blocks of `run`, which the caller claimed in `inflight`, and
     /// releases them: from the disk cache when every block is there, else with one ranged GET
     /// for the whole run (the read-ahead of a sequential reader asks for up to [`RUN_BLOCKS`]).
+    /// Fetched blocks are handed to waiting readers first and written to the disk cache after,
+    /// so that a reader never waits for the cache.
     fn fetch_claimed(&self, (pack, first, count): Run) -> Result<()> {
         let keys: Vec<BlockKey> = (first..first + count).map(|n| (pack, n)).collect();
-        let r = (|| -> Result<()> {
+        let r = (|| -> Result<(Vec<Arc<Bytes>>, bool)> {
             let cached: Option<Vec<Bytes>> = keys.iter().map(|k| self.load(*k)).collect();
-            let blocks = match cached {
-                Some(b) => b,
+            let (blocks, fetched) = match cached {
+                Some(b) => (b, false),
                 None => {
                     let start = first * BLOCK;
                     let (data, _) = self
@@ -273,26 +277,33 @@ impl RemotePacks {
                     let mut at = 0;
                     while at < data.len() {
                         let end = (at + BLOCK as usize).min(data.len());
-                        let b = data.slice(at..end);
-                        self.store_block(&self.block_path((pack, first + out.len() as u64)), &b);
-                        out.push(b);
+                        out.push(data.slice(at..end));
                         at = end;
                     }
-                    out
+                    (out, true)
                 }
             };
+            let blocks: Vec<Arc<Bytes>> = blocks.into_iter().map(Arc::new).collect();
             let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, b) in keys.iter().zip(blocks) {
-                memory.put(*k, Arc::new(b));
+            for (k, b) in keys.iter().zip(&blocks) {
+                memory.put(*k, b.clone());
             }
-            Ok(())
+            Ok((blocks, fetched))
         })();
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        for k in &keys {
-            inflight.remove(k);
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &keys {
+                inflight.remove(k);
+            }
+            self.fetched.notify_all();
         }
-        self.fetched.notify_all();
-        r
+        let (blocks, fetched) = r?;
+        if fetched {
+            for (k, b) in keys.iter().zip(&blocks) {
+                self.store_block(&self.block_path(*k), b);
+            }
+        }
+        Ok(())
     }
 
     /// Block `key` from the disk cache when it is there and matches its hash.
@@ -523,6 +534,12 @@ impl PackBackend for Arc<RemotePacks> {
                 self.fetched.notify_all();
             }
         }
+    }
+
+    /// Object storage answers each request after a round trip and streams one response at a
+    /// fraction of what it serves in all: [`FETCHERS`] runs of up to 8 MiB in flight.
+    fn read_ahead(&self) -> u64 {
+        FETCHERS as u64 * RUN_BLOCKS * BLOCK
     }
 
     fn verify_at_source(&self, yes: bool) {
