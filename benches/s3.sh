@@ -17,6 +17,8 @@
 #                dropped; for the bucket also its block cache, CACHE/blocks/, removed), MB/s
 #   cat-small    `strata cat` of one order document with the page cache dropped; for the bucket
 #                its block cache removed too and its index cache (sled index, lookup files) kept
+#   server-read  the server's own rate: every pack of the bucket fetched whole by curl, 8 at a
+#                time, page cache dropped (MB/s): what bounds the mount's read from the bucket
 #
 # The server (SERVER):
 #   s3s-fs   (default) the Rust server the tests use (`cargo install s3s-fs@0.14.1 --locked
@@ -135,6 +137,22 @@ mount_read() { # mount_read KIND — MB/s of a cold sequential read of big/archi
     wait "$pid" || true
 }
 
+# What the server itself serves: every pack of this run's bucket repository fetched whole with
+# curl, 8 at a time, page cache dropped, in MB/s. The mount's cold read is bounded by this.
+server_ceiling() {
+    local dir="$s3root/bench/repo-$run/packs" list="$BENCH_DIR/packs.txt"
+    find "$dir" -type f -size +1M | sed -e "s|^$s3root/||" -e 's|\._S3rver_object$||' >"$list"
+    local bytes
+    bytes=$(find "$dir" -type f -size +1M -printf '%s\n' | awk '{s += $1} END {print s}')
+    cold
+    local start end
+    start=$(now)
+    xargs -P 8 -I{} curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$key:$secret" \
+        -H x-amz-content-sha256:UNSIGNED-PAYLOAD -o /dev/null "$AWS_ENDPOINT_URL/{}" <"$list"
+    end=$(now)
+    record bucket server-read "$(echo "$bytes / ($end - $start) / 1000000" | bc -l)"
+}
+
 for run in $(seq "$RUNS"); do
     for kind in local bucket; do
         rm -rf "$BENCH_DIR/repo-local" "$XDG_CACHE_HOME"
@@ -157,6 +175,7 @@ for k in ("get", "put", "list", "delete"):
 EOF
         fi
         mount_read "$kind"
+        [ "$kind" = bucket ] && server_ceiling
         strata "$kind" cat latest "$order" >/dev/null # the index cache and lookup files are there
         [ "$kind" = bucket ] && drop_blocks
         cold
@@ -181,6 +200,9 @@ for fig, label, unit in (("backup", "full backup", "s"), ("backup-same", "no-cha
     l, b = med("local", fig), med("bucket", fig)
     fmt = "{:>9.1f}" if unit != "s" else "{:>9.2f}"
     print(f"{label + ' (' + unit + ')':<34} {fmt.format(l)} {fmt.format(b)} {b / l:>13.2f}")
+ceiling = med("bucket", "server-read")
+print(f"the server's own cold read of the packs (curl, 8 in flight): {ceiling:.1f} MB/s; "
+      f"the mount reads from the bucket at {med('bucket', 'mount-read') / ceiling:.2f} of it")
 req = {k: med("bucket", "req-" + k) for k in ("get", "put", "list", "delete")}
 print("requests of the no-change backup (bucket): " +
       ", ".join(f"{k.upper()} {v:.0f}" for k, v in req.items()))
