@@ -318,16 +318,12 @@ impl Locked {
     pub fn open(self) -> Result<Arc<Repo>> {
         let Locked { open, lock, crypt } = self;
         let path = &open.path;
-        let seed = if open.seeded {
-            crate::lookup::read_seed(path, crypt.as_ref()).unwrap_or_else(|e| {
-                log::info!("Not using the lookup catalog ({e}); reading the index");
-                None
-            })
-        } else {
-            None
-        };
+        let catalog = read_catalog(path, open.seeded);
         crate::lookup::invalidate(path)?;
-        let repo = Repo::open_index(path, lock, open.cache_bytes, crypt)?;
+        let (seed, repo) = beside_seed(catalog, crypt.as_ref(), || {
+            Repo::open_index(path, lock, open.cache_bytes, crypt.clone())
+        });
+        let repo = repo?;
         let resumed = resume_interrupted(&repo);
         if open.seeded {
             // A catalog is never written while a rewrite is unfinished, but one written by a
@@ -370,26 +366,21 @@ impl Locked {
         if !index.is_dir() {
             return Err(Error::IndexMissing(path.clone()));
         }
-        let seed = if open.seeded {
-            crate::lookup::read_seed(path, crypt.as_ref()).unwrap_or_else(|e| {
-                log::info!("Not using the lookup catalog ({e}); reading the index");
-                None
-            })
-        } else {
-            None
-        };
+        let catalog = read_catalog(path, open.seeded);
         let copy = into.join(crate::repo::INDEX_DIR);
         copy_dir(&index, &copy)?;
         let held = under_lock()?;
         drop(lock);
         let own = RepoLock::take(into)?;
-        let db = crate::repo::open_sled(
-            sled::Config::new()
-                .path(&copy)
-                .cache_capacity(open.cache_bytes)
-                .mode(sled::Mode::HighThroughput),
-        )
-        .map_err(|e| match e {
+        let (seed, db) = beside_seed(catalog, crypt.as_ref(), || {
+            crate::repo::open_sled(
+                sled::Config::new()
+                    .path(&copy)
+                    .cache_capacity(open.cache_bytes)
+                    .mode(sled::Mode::HighThroughput),
+            )
+        });
+        let db = db.map_err(|e| match e {
             // The copy is the repository's index as it is: say which repository to repair.
             Error::IndexDamaged { detail, .. } => Error::IndexDamaged {
                 path: path.clone(),
@@ -403,6 +394,50 @@ impl Locked {
         }
         Ok((repo, held))
     }
+}
+
+/// The catalog's bytes for a seeded open, read under the lock; `None` (logged) when there is
+/// none or it cannot be read: the index is read instead.
+fn read_catalog(path: &Path, seeded: bool) -> Option<Vec<u8>> {
+    if !seeded {
+        return None;
+    }
+    crate::lookup::read_catalog(path).unwrap_or_else(|e| {
+        log::info!("Not using the lookup catalog ({e}); reading the index");
+        None
+    })
+}
+
+/// Runs `open` (opening sled: tens of ms at thousands of snapshots) while another thread makes
+/// the seed of `catalog`, which takes about as long; a catalog that does not parse is logged
+/// and left out, as one that cannot be read.
+fn beside_seed<R>(
+    catalog: Option<Vec<u8>>,
+    crypt: Option<&Arc<Crypt>>,
+    open: impl FnOnce() -> R,
+) -> (Option<crate::lookup::Seed>, R) {
+    let Some(bytes) = catalog else {
+        return (None, open());
+    };
+    std::thread::scope(|s| {
+        let parsing = std::thread::Builder::new()
+            .name("strata-seed".into())
+            .spawn_scoped(s, || crate::lookup::parse_seed(&bytes, crypt));
+        let opened = open();
+        let parsed = match parsing {
+            Ok(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::CorruptMetadata(
+                    "lookup catalog: its reader panicked".into(),
+                ))
+            }),
+            // No thread to spare: parse here.
+            Err(_) => crate::lookup::parse_seed(&bytes, crypt),
+        };
+        let seed = parsed
+            .map_err(|e| log::info!("Not using the lookup catalog ({e}); reading the index"))
+            .ok();
+        (seed, opened)
+    })
 }
 
 /// Copies the directory `from` (a sled database: flat but for sled's `blobs/`) to `to`.

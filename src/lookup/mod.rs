@@ -366,17 +366,22 @@ pub struct Seed {
     described: crate::snapshot::IdMap<Arc<Described>>,
 }
 
-/// Reads the catalog into a [`Seed`] for a seeded open (`crate::open::Open::seeded`); `Ok(None)`
-/// when there is none.
-/// Call under the lock, before opening the index (which removes the catalog).
-pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<Seed>> {
+/// The catalog's bytes for a seeded open (`crate::open::Open::seeded`), to be made a [`Seed`] by
+/// [`parse_seed`]; `Ok(None)` when there is none.
+/// Call under the lock, before opening the index (which removes the catalog). Parsing can then
+/// go on beside the opening of the index.
+pub fn read_catalog(repo_path: &Path) -> Result<Option<Vec<u8>>> {
     let path = repo_path.join(LOOKUP_DIR).join(CATALOG);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).ctx("Reading", &path),
-    };
-    let body = catalog_body(crypt, &bytes)?;
+    match fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx("Reading", &path),
+    }
+}
+
+/// The [`Seed`] in a catalog's bytes ([`read_catalog`]), checked.
+pub fn parse_seed(bytes: &[u8], crypt: Option<&Arc<Crypt>>) -> Result<Seed> {
+    let body = catalog_body(crypt, bytes)?;
     let cat: CatalogBody = postcard::from_bytes(&body).map_err(|e| bad_catalog(&e.to_string()))?;
     let mut snapshots = Vec::with_capacity(cat.snapshots.len());
     let mut layer_dirs = crate::snapshot::IdMap::default();
@@ -397,11 +402,11 @@ pub fn read_seed(repo_path: &Path, crypt: Option<&Arc<Crypt>>) -> Result<Option<
         );
         snapshots.push(s);
     }
-    Ok(Some(Seed {
+    Ok(Seed {
         snapshots,
         layer_dirs,
         described,
-    }))
+    })
 }
 
 /// Opens the index under the repository lock a [`Quick`] holds (the lock is inside), for when the
