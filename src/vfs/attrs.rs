@@ -138,6 +138,13 @@ impl Vfs {
 
     pub(super) fn attr_of(&self, ino: u64, node: &Node) -> VfsResult<Attr> {
         let mut attr = self.node_attr(ino, node)?;
+        if !self
+            .live
+            .forgotten_held
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(attr);
+        }
         if let Some(id) = node.snap() {
             if !self.gen().snaps.by_id.contains_key(&id) {
                 attr.immutable = false;

@@ -70,6 +70,9 @@ pub(super) struct LiveState {
     pub(super) stale: Mutex<Stale>,
     /// When the entries of forgotten snapshots were last invalidated again.
     reinvalidated: Mutex<Option<std::time::Instant>>,
+    /// Whether the kernel may hold anything of a forgotten snapshot: only then do attributes
+    /// need a look at the snapshot list ([`Vfs::attr_of`] marks such content fleeting).
+    pub(super) forgotten_held: AtomicBool,
 }
 
 /// How often the kernel is asked again to drop what it holds of forgotten snapshots.
@@ -151,6 +154,9 @@ impl Vfs {
             .copied()
             .collect();
         stale.append(self.held_entries(&held));
+        if !held.is_empty() {
+            self.live.forgotten_held.store(true, Ordering::Relaxed);
+        }
         for id in &removed {
             stale.append(self.links_to(&old.snaps, id));
         }
@@ -579,6 +585,7 @@ impl Vfs {
             .copied()
             .collect();
         if gone.is_empty() {
+            self.live.forgotten_held.store(false, Ordering::Relaxed);
             return;
         }
         {
