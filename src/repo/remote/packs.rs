@@ -93,6 +93,10 @@ pub struct RemotePacks {
     bypass: AtomicBool,
     /// Blocks fetched again since `bypass` was set.
     refreshed: Mutex<HashSet<BlockKey>>,
+    /// Per pack recently fetched from by a reader, the block where that fetch ended.
+    last_fetch: Mutex<lru::LruCache<PackId, u64>>,
+    /// Sizes of packs read recently (every ranged GET says it): read-ahead stops at the end.
+    sizes: Mutex<lru::LruCache<PackId, u64>>,
 }
 
 impl RemotePacks {
@@ -126,6 +130,10 @@ impl RemotePacks {
             cache_scanned: AtomicBool::new(false),
             bypass: AtomicBool::new(false),
             refreshed: Default::default(),
+            last_fetch: Mutex::new(lru::LruCache::new(NonZeroUsize::new(64).expect("nonzero"))),
+            sizes: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(1024).expect("nonzero"),
+            )),
         }))
     }
 
@@ -213,8 +221,34 @@ impl RemotePacks {
             .cloned()
     }
 
+    /// How many blocks pack `pack` has, when a read of it said its size (else no limit).
+    fn blocks_in(&self, pack: PackId) -> u64 {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pack)
+            .map_or(u64::MAX, |&size| size.div_ceil(BLOCK))
+    }
+
+    /// How many blocks to fetch for a reader that misses block `n` of `pack`: a whole run when
+    /// it goes on where the last fetch from that pack ended (or just before: several threads
+    /// reading one pack in order, as `restore` and `check` do), else the one block. Remembers the
+    /// fetch.
+    fn miss_run(&self, pack: PackId, n: u64) -> u64 {
+        let mut last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        let sequential = last
+            .get(&pack)
+            .is_some_and(|&end| n + 2 * RUN_BLOCKS >= end && n <= end + 1);
+        let count = if sequential { RUN_BLOCKS } else { 1 };
+        let end = last.get(&pack).copied().unwrap_or(0).max(n + count);
+        last.put(pack, end);
+        count
+    }
+
     /// Block `key` of a pack: from memory, else from the disk cache (verified), else fetched.
-    fn block(&self, key: BlockKey) -> Result<Arc<Bytes>> {
+    /// A reader that misses block after block of one pack gets whole runs, and the next run
+    /// fetched in the background ([`RemotePacks::miss_run`]).
+    fn block(self: &Arc<Self>, key: BlockKey) -> Result<Arc<Bytes>> {
         if self.bypass.load(Ordering::Relaxed)
             && self
                 .refreshed
@@ -247,7 +281,28 @@ impl RemotePacks {
                 }
                 inflight.insert(key);
             }
-            let r = self.fetch_claimed((key.0, key.1, 1));
+            let blocks_in = self.blocks_in(key.0);
+            let want = self
+                .miss_run(key.0, key.1)
+                .min(blocks_in.saturating_sub(key.1).max(1));
+            let mut count = 1;
+            if want > 1 {
+                // The blocks after it that nobody has or is fetching, up to the run's end.
+                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+                while count < want {
+                    let next = (key.0, key.1 + count);
+                    if memory.contains(&next) || inflight.contains(&next) {
+                        break;
+                    }
+                    inflight.insert(next);
+                    count += 1;
+                }
+            }
+            if want > 1 && key.1 + count < blocks_in {
+                self.will_need(key.0, (key.1 + count) * BLOCK, RUN_BLOCKS * BLOCK);
+            }
+            let r = self.fetch_claimed((key.0, key.1, count));
             return r.and_then(|()| {
                 self.remembered(&key).ok_or_else(|| Error::Remote {
                     url: self.client.url().to_string(),
@@ -270,9 +325,13 @@ impl RemotePacks {
                 Some(b) => (b, false),
                 None => {
                     let start = first * BLOCK;
-                    let (data, _) = self
+                    let (data, size) = self
                         .client
                         .get_range(&pack_key(pack), start..start + count * BLOCK)?;
+                    self.sizes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .put(pack, size);
                     let mut out = Vec::new();
                     let mut at = 0;
                     while at < data.len() {
@@ -509,10 +568,11 @@ impl PackBackend for Arc<RemotePacks> {
         // RUN_BLOCKS, one GET each: large requests are what object storage streams fast.
         let tx = self.fetcher().clone();
         let mut runs: Vec<Run> = Vec::new();
+        let last = ((offset + len - 1) / BLOCK).min(self.blocks_in(id).saturating_sub(1));
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-            for n in offset / BLOCK..=(offset + len - 1) / BLOCK {
+            for n in offset / BLOCK..=last {
                 let key = (id, n);
                 if memory.contains(&key) || inflight.contains(&key) {
                     continue;

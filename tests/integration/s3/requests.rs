@@ -31,3 +31,28 @@ fn a_no_change_backup_issues_at_most_a_few_dozen_requests() {
     );
     assert_eq!(v["stats"]["files_read"], 0, "{v}");
 }
+
+/// A restore on a machine with an empty cache reads the packs in order: after the first blocks
+/// of a pack it asks for runs of up to 8 MiB, not one request per 256 KiB block, and restores
+/// exactly.
+#[test]
+fn a_cold_restore_reads_packs_in_large_requests() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let repo = server.repo("bucket", "restore", &t.path().join("cache"));
+    let src = t.path().join("src");
+    // 48 MiB that does not compress: 192 blocks of 256 KiB in three packs.
+    super::flat_source(&src, "f", 12, 4 << 20, 3);
+    repo.init();
+    let id = repo.backup(&src, &[]);
+    let fresh = repo.host(&t.path().join("cache2"));
+    let target = t.path().join("restored");
+    let out = fresh.ok(&["restore", &id, "--target", super::s(&target), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gets = v["requests"]["get"].as_u64().unwrap();
+    eprintln!("a cold restore of 48 MiB: {}", v["requests"]);
+    assert!(gets <= 48, "{gets} GETs for 192 blocks: {}", v["requests"]);
+    assert_eq!(super::rsync_diff(&src, &target), "", "restored exactly");
+}
