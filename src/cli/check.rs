@@ -395,7 +395,7 @@ const MAX_PER_KIND: usize = 20;
 fn print_check(repo: Option<&Repo>, r: &CheckReport, json_out: bool) {
     let mut out = std::io::stdout().lock();
     if json_out {
-        let _ = writeln!(out, "{}", json::line(&CheckJson::new(repo, r)));
+        let _ = writeln!(out, "{}", json::result(&CheckJson::new(repo, r)));
         return;
     }
     let _ = write_check_human(&mut out, repo, r);
@@ -481,7 +481,7 @@ fn write_check_human(
 fn print_repair(path: &Path, r: &RepairReport, json_out: bool) {
     let mut out = std::io::stdout().lock();
     if json_out {
-        let _ = writeln!(out, "{}", json::line(&RepairJson::new(r)));
+        let _ = writeln!(out, "{}", json::result(&RepairJson::new(r)));
         return;
     }
     let _ = write_repair_human(&mut out, path, r);

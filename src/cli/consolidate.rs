@@ -40,7 +40,7 @@ fn consolidate_with(repo: &Arc<Repo>, a: ConsolidateArgs) -> Result<i32> {
     if a.json {
         outln!(
             "{}",
-            json::line(&ConsolidateJson {
+            json::result(&ConsolidateJson {
                 snapshot: SnapshotJson::new(&after),
                 stats: RewriteJson::new(&stats),
             })

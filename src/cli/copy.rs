@@ -82,7 +82,7 @@ fn copy_with(target: &Path, a: CopyArgs, rec: &Recorder) -> Result<i32> {
             snapshots: out.snapshots.iter().map(CopiedJson::new).collect(),
             stats: StatsJson::new(&out.stats),
         };
-        outln!("{}", json::line(&j));
+        outln!("{}", json::result(&j));
     } else {
         print_human(&out, dry_run);
     }

@@ -131,8 +131,9 @@ fn diff_inner(repo: &Arc<Repo>, mut a: DiffArgs) -> Result<i32> {
     let r = if json_mode {
         writeln!(
             out,
-            "\n],\"summary\":{}}}",
-            json::line(&DiffSummaryJson::new(&summary))
+            "\n],\"summary\":{}{}}}",
+            json::line(&DiffSummaryJson::new(&summary)),
+            json::requests_field()
         )
     } else {
         writeln!(out, "{}", summary_line(&summary))

@@ -73,7 +73,7 @@ fn forget_with(repo: &Arc<Repo>, a: ForgetArgs, rec: &Recorder) -> Result<i32> {
             stats: done.stats.as_ref().map(RewriteJson::new),
             prune: done.pruned.as_ref().map(|p| PruneJson::new(p, false)),
         };
-        outln!("{}", json::line(&out));
+        outln!("{}", json::result(&out));
         return Ok(EXIT_OK);
     }
     let mut source = None;

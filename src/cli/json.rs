@@ -28,13 +28,31 @@ pub fn line<T: Serialize>(v: &T) -> String {
 /// says what the command asked of object storage so far (`requests`: GET, PUT, LIST, DELETE
 /// counts and bytes each way).
 pub fn pretty<T: Serialize>(v: &T) -> String {
-    let mut v = sorted(v);
+    serde_json::to_string_pretty(&with_requests(sorted(v))).expect("JSON of plain data")
+}
+
+/// A command's result on one line, with `requests` as [`pretty`] adds it.
+pub fn result<T: Serialize>(v: &T) -> String {
+    with_requests(sorted(v)).to_string()
+}
+
+/// `,"requests":{...}` for a result streamed by hand (as `diff --json` is), empty for a local
+/// repository.
+pub fn requests_field() -> String {
+    if crate::repo::remote::active() {
+        format!(",\"requests\":{}", line(&crate::repo::remote::requests()))
+    } else {
+        String::new()
+    }
+}
+
+fn with_requests(mut v: serde_json::Value) -> serde_json::Value {
     if crate::repo::remote::active() {
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("requests".into(), sorted(&crate::repo::remote::requests()));
         }
     }
-    serde_json::to_string_pretty(&v).expect("JSON of plain data")
+    v
 }
 
 fn lossy(b: &[u8]) -> String {

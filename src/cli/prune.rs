@@ -48,7 +48,10 @@ fn prune_with(repo: &Arc<Repo>, a: PruneArgs, rec: &Recorder) -> Result<i32> {
     rec.figures(Figures::Prune(PruneFigures::of(&stats, a.options.dry_run)));
     rec.repository(repo);
     if a.json {
-        outln!("{}", json::line(&PruneJson::new(&stats, a.options.dry_run)));
+        outln!(
+            "{}",
+            json::result(&PruneJson::new(&stats, a.options.dry_run))
+        );
     } else {
         print_human(&stats, a.options.dry_run);
     }

@@ -56,3 +56,67 @@ fn a_cold_restore_reads_packs_in_large_requests() {
     assert!(gets <= 48, "{gets} GETs for 192 blocks: {}", v["requests"]);
     assert_eq!(super::rsync_diff(&src, &target), "", "restored exactly");
 }
+
+/// Every command's JSON result on a bucket says what it asked of it (`requests`), whatever the
+/// command.
+#[test]
+fn every_json_result_reports_its_requests() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let repo = server.repo("bucket", "results", &t.path().join("cache"));
+    let src = t.path().join("src");
+    super::flat_source(&src, "f", 4, 50_000, 9);
+    repo.init();
+    let first = repo.backup(&src, &[]);
+    std::fs::write(src.join("f-note.txt"), b"changed").unwrap();
+    let second = repo.backup(&src, &[]);
+    let target = t.path().join("restored");
+    let local = t.path().join("local");
+    crate::common::strata_ok(&local, &["init"]);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check", "--read-data", "--json"],
+        vec!["diff", &first, &second, "--json"],
+        vec!["restore", &second, "--target", super::s(&target), "--json"],
+        vec!["repair", "--dry-run", "--json"],
+        vec!["consolidate", &second, "--json"],
+        vec!["forget", &first, "--json"],
+        vec!["prune", "--json"],
+    ];
+    for args in &commands {
+        let out = repo.run(args);
+        // `diff` says "differences" with exit code 1.
+        let ok = if args[0] == "diff" { Some(1) } else { Some(0) };
+        assert_eq!(
+            out.status.code(),
+            ok,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let r = &v["requests"];
+        assert!(
+            r["get"].as_u64().is_some() && r["list"].as_u64().is_some(),
+            "{args:?}: {v}"
+        );
+    }
+    // A copy out of the bucket reports what it read from it.
+    let out = std::process::Command::new(crate::common::bin())
+        .arg("--repo")
+        .arg(&local)
+        .args(["copy", "--from-repo", &repo.url, "--json"])
+        .envs(repo.env())
+        .env_remove("STRATA_REPO")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["requests"]["get"].as_u64().unwrap_or(0) > 0, "{v}");
+}
