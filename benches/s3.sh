@@ -15,6 +15,8 @@
 #                made, from `backup --json`)
 #   mount-read   cold sequential read of big/archive.bin through `strata mount` (page cache
 #                dropped; for the bucket also its block cache, CACHE/blocks/, removed), MB/s
+#   restore      `strata restore latest` into a new directory, page cache (and the bucket's block
+#                cache) dropped
 #   cat-small    `strata cat` of one order document with the page cache dropped; for the bucket
 #                its block cache removed too and its index cache (sled index, lookup files) kept
 #   server-read  the server's own rate: every pack of the bucket fetched whole by curl, 8 at a
@@ -176,6 +178,14 @@ EOF
         fi
         mount_read "$kind"
         [ "$kind" = bucket ] && server_ceiling
+        rm -rf "$BENCH_DIR/restored"
+        [ "$kind" = bucket ] && drop_blocks
+        cold
+        start=$(now)
+        strata "$kind" restore latest --target "$BENCH_DIR/restored" >/dev/null
+        end=$(now)
+        record "$kind" restore "$(echo "$end - $start" | bc -l)"
+        rm -rf "$BENCH_DIR/restored"
         strata "$kind" cat latest "$order" >/dev/null # the index cache and lookup files are there
         [ "$kind" = bucket ] && drop_blocks
         cold
@@ -196,6 +206,7 @@ print(f"server {sys.argv[4]}, SCALE={sys.argv[2]} ({sys.argv[3]} MB), medians of
 print(f"{'figure':<34} {'local':>9} {'bucket':>9} {'bucket/local':>13}")
 for fig, label, unit in (("backup", "full backup", "s"), ("backup-same", "no-change backup", "s"),
                          ("mount-read", "cold sequential read (mount)", "MB/s"),
+                         ("restore", "full restore, cold", "s"),
                          ("cat-small", "cat of one order, cold", "ms")):
     l, b = med("local", fig), med("bucket", fig)
     fmt = "{:>9.1f}" if unit != "s" else "{:>9.2f}"
