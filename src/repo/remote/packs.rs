@@ -319,8 +319,18 @@ impl RemotePacks {
     /// so that a reader never waits for the cache.
     fn fetch_claimed(&self, (pack, first, count): Run) -> Result<()> {
         let keys: Vec<BlockKey> = (first..first + count).map(|n| (pack, n)).collect();
+        // `check` trusts the disk cache only with what it fetched itself.
+        let bypass = self.bypass.load(Ordering::Relaxed);
         let r = (|| -> Result<(Vec<Arc<Bytes>>, bool)> {
-            let cached: Option<Vec<Bytes>> = keys.iter().map(|k| self.load(*k)).collect();
+            let trusted = !bypass || {
+                let refreshed = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+                keys.iter().all(|k| refreshed.contains(k))
+            };
+            let cached: Option<Vec<Bytes>> = if trusted {
+                keys.iter().map(|k| self.load(*k)).collect()
+            } else {
+                None
+            };
             let (blocks, fetched) = match cached {
                 Some(b) => (b, false),
                 None => {
@@ -338,6 +348,12 @@ impl RemotePacks {
                         let end = (at + BLOCK as usize).min(data.len());
                         out.push(data.slice(at..end));
                         at = end;
+                    }
+                    if bypass {
+                        self.refreshed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(&keys[..out.len()]);
                     }
                     (out, true)
                 }

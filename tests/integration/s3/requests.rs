@@ -55,6 +55,22 @@ fn a_cold_restore_reads_packs_in_large_requests() {
     eprintln!("a cold restore of 48 MiB: {}", v["requests"]);
     assert!(gets <= 48, "{gets} GETs for 192 blocks: {}", v["requests"]);
     assert_eq!(super::rsync_diff(&src, &target), "", "restored exactly");
+
+    // `check --read-data` fetches what it verifies from the bucket, once, in the same large
+    // requests, though the blocks are in this machine's cache now.
+    let out = fresh.ok(&["check", "--read-data", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (gets, down) = (
+        v["requests"]["get"].as_u64().unwrap(),
+        v["requests"]["bytes_down"].as_u64().unwrap(),
+    );
+    eprintln!("check --read-data of 48 MiB: {}", v["requests"]);
+    assert!(gets <= 48, "{gets} GETs: {}", v["requests"]);
+    assert!(
+        (48 << 20..60 << 20).contains(&down),
+        "every block fetched once: {down} bytes"
+    );
+    assert_eq!(v["clean"], true, "{v}");
 }
 
 /// Every command's JSON result on a bucket says what it asked of it (`requests`), whatever the
