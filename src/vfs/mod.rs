@@ -142,6 +142,9 @@ pub struct Vfs {
     seq: Mutex<LruCache<u64, SeqState>>,
     /// Lookup threads for streaming readers' chunks.
     ahead: ahead::Ahead,
+    /// How far ahead of a streaming reader its pack bytes are asked for: the pack backend's
+    /// `read_ahead`, the same for every copy of the index.
+    read_ahead: u64,
     histories: versions::HistoryCache,
     dirahead: Mutex<dirahead::DirAhead>,
     /// The counters the FUSE adapter records into.
@@ -200,6 +203,7 @@ impl Vfs {
         }
         let vfs = Vfs {
             ahead: ahead::Ahead::start(cache.current().clone(), cache.locations().clone()),
+            read_ahead: repo.packs().read_ahead().max(2 * read::PACK_AHEAD_STEP),
             gen: RwLock::new(Arc::new(Gen {
                 copy,
                 repo: repo.clone(),

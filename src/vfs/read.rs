@@ -194,10 +194,9 @@ impl Vfs {
     }
 
     /// Sequential-read detection: once reads of `ino` keep landing near the furthest point read
-    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next read-ahead distance of the
-    /// file (`PackBackend::read_ahead`) go
-    /// to the lookup threads (see the `ahead` module), a step at a time: they look up the
-    /// chunks' locations and ask their pack bytes into the page cache. The kernel's own
+    /// so far ([`STREAMING_RUN`] in a row), the chunks in the next `read_ahead` bytes of the
+    /// file go to the lookup threads (see the `ahead` module), a step at a time: they look up
+    /// the chunks' locations and ask their pack bytes into the page cache. The kernel's own
     /// readahead (up to 4 MiB, several requests served in parallel) already keeps the workers
     /// busy decoding ahead of the reader; this keeps the index and the disk busy ahead of them.
     pub(super) fn after_read(&self, ino: u64, entry: &Entry, offset: u64, len: u64) {
@@ -205,12 +204,7 @@ impl Vfs {
             return;
         }
         let end = offset + len;
-        let ahead = self
-            .gen()
-            .repo
-            .packs()
-            .read_ahead()
-            .max(2 * PACK_AHEAD_STEP);
+        let ahead = self.read_ahead;
         let advise = {
             let mut seq = lock(&self.seq);
             let st = seq.get_or_insert_mut(ino, || SeqState {
