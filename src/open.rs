@@ -402,10 +402,14 @@ fn read_catalog(path: &Path, seeded: bool) -> Option<Vec<u8>> {
     if !seeded {
         return None;
     }
-    crate::lookup::read_catalog(path).unwrap_or_else(|e| {
-        log::info!("Not using the lookup catalog ({e}); reading the index");
-        None
-    })
+    crate::lookup::read_catalog(path)
+        .map_err(catalog_unused)
+        .ok()
+        .flatten()
+}
+
+fn catalog_unused(e: Error) {
+    log::info!("Not using the lookup catalog ({e}); reading the index");
 }
 
 /// Runs `open` (opening sled: tens of ms at thousands of snapshots) while another thread makes
@@ -433,9 +437,7 @@ fn beside_seed<R>(
             // No thread to spare: parse here.
             Err(_) => crate::lookup::parse_seed(&bytes, crypt),
         };
-        let seed = parsed
-            .map_err(|e| log::info!("Not using the lookup catalog ({e}); reading the index"))
-            .ok();
+        let seed = parsed.map_err(catalog_unused).ok();
         (seed, opened)
     })
 }

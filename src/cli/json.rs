@@ -39,20 +39,19 @@ pub fn result<T: Serialize>(v: &T) -> String {
 /// `,"requests":{...}` for a result streamed by hand (as `diff --json` is), empty for a local
 /// repository.
 pub fn requests_field() -> String {
-    if crate::repo::remote::active() {
-        format!(",\"requests\":{}", line(&crate::repo::remote::requests()))
-    } else {
-        String::new()
-    }
+    requests().map_or_else(String::new, |r| format!(",\"requests\":{r}"))
 }
 
 fn with_requests(mut v: serde_json::Value) -> serde_json::Value {
-    if crate::repo::remote::active() {
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("requests".into(), sorted(&crate::repo::remote::requests()));
-        }
+    if let (serde_json::Value::Object(m), Some(r)) = (&mut v, requests()) {
+        m.insert("requests".into(), r);
     }
     v
+}
+
+/// What this process asked of object storage, when it used a bucket.
+fn requests() -> Option<serde_json::Value> {
+    crate::repo::remote::active().then(|| sorted(&crate::repo::remote::requests()))
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -41,6 +41,13 @@ fn other_user() -> (u32, u32) {
     (id("-u").unwrap(), id("-g").unwrap())
 }
 
+/// A temporary directory the other user may enter and list (mode 0755).
+fn reachable_tempdir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    t
+}
+
 /// `strata --repo REPO ARGS...` as `uid`/`gid`, without root's groups.
 fn strata_as(uid: u32, gid: u32, repo: &Path, args: &[&str]) -> Output {
     run(
@@ -85,9 +92,8 @@ fn another_user_is_refused_and_changes_nothing() {
         return;
     }
     let (uid, gid) = other_user();
-    let t = tempfile::tempdir().unwrap();
     // The other user may reach the repository's parent; only the repository keeps it out.
-    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let t = reachable_tempdir();
     let repo = t.path().join("repo");
     strata_ok(&repo, &["init"]);
     let src = t.path().join("src");
@@ -127,8 +133,7 @@ fn a_mount_for_other_users_still_serves_them_and_readers_are_private() {
     }
     let (uid, gid) = other_user();
     with_timeout(Duration::from_secs(300), move || {
-        let t = tempfile::tempdir().unwrap();
-        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let t = reachable_tempdir();
         let repo = t.path().join("repo");
         strata_ok(&repo, &["init"]);
         let src = t.path().join("src");
@@ -173,8 +178,7 @@ fn a_backup_reads_only_what_its_user_may_read() {
         return;
     }
     let (uid, gid) = other_user();
-    let t = tempfile::tempdir().unwrap();
-    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let t = reachable_tempdir();
     // The other user's own repository.
     let home = t.path().join("home");
     fs::create_dir(&home).unwrap();
