@@ -197,19 +197,22 @@ mod tests {
         }
     }
 
+    /// A description no other test run uses.
+    fn test_description() -> String {
+        let tag: String = super::super::random::<8>()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("strata:test:{tag}")
+    }
+
     #[test]
     fn a_key_is_put_found_read_replaced_and_invalidated() {
         if !available() {
             return;
         }
-        let desc = format!(
-            "strata:test:{}",
-            super::super::random::<8>()
-                .unwrap()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let desc = test_description();
         assert_eq!(find(&desc).unwrap(), None);
         let first = put(&desc, b"first", 60).unwrap();
         assert_eq!(find(&desc).unwrap(), Some(first));
@@ -229,14 +232,7 @@ mod tests {
         if !available() {
             return;
         }
-        let desc = format!(
-            "strata:test:{}",
-            super::super::random::<8>()
-                .unwrap()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let desc = test_description();
         put(&desc, b"short", 1).unwrap();
         assert!(find(&desc).unwrap().is_some());
         std::thread::sleep(std::time::Duration::from_millis(2100));
